@@ -1,0 +1,324 @@
+"""Weight initializers, by name or as seeded objects (Keras 3 conventions).
+
+Fan computation for a kernel of shape ``(..., fan_in, fan_out)``: the product
+of the leading (receptive-field) dimensions multiplies both fans, as in Keras,
+so a Dense kernel ``(n_in, n_out)`` has ``fan_in = n_in`` and
+``fan_out = n_out``.
+
+Variance scaling (``glorot_*``, ``he_*``, ``lecun_*``) draws with variance
+``scale / n`` where ``n`` is ``fan_in``, ``fan_out`` or their mean:
+
+=================  =======  =========  ==============================
+name               scale    mode       distribution
+=================  =======  =========  ==============================
+glorot_normal      1        fan_avg    truncated normal
+glorot_uniform     1        fan_avg    uniform, limit sqrt(3 * var)
+he_normal          2        fan_in     truncated normal
+he_uniform         2        fan_in     uniform
+lecun_normal       1        fan_in     truncated normal
+lecun_uniform      1        fan_in     uniform
+=================  =======  =========  ==============================
+
+So ``glorot_normal`` has ``Var = 2 / (n_in + n_out)``, the Xavier formula of the
+notes. Truncated normals are cut at two standard deviations and rescaled by
+``1 / 0.87962566103423978`` so that the variance is the one asked for.
+
+Randomness: an initializer built with ``seed=None`` draws from the generator
+that the layer passes in at build time (derived from the model's seed), so a
+seeded ``fit`` is reproducible; one built with an integer seed owns its own
+``numpy.random.Generator`` and is reproducible on its own.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._registry import Registry
+from ._validation import Interval, Options, validate_params
+
+registry = Registry("initializer")
+
+__all__ = [
+    "Initializer",
+    "Zeros",
+    "Ones",
+    "Constant",
+    "RandomNormal",
+    "RandomUniform",
+    "TruncatedNormal",
+    "VarianceScaling",
+    "GlorotNormal",
+    "GlorotUniform",
+    "HeNormal",
+    "HeUniform",
+    "LecunNormal",
+    "LecunUniform",
+    "get",
+    "serialize",
+    "deserialize",
+]
+
+_SEED = [None, Interval(numbers.Integral, 0, None)]
+
+
+def compute_fans(shape: tuple) -> tuple[float, float]:
+    """Return ``(fan_in, fan_out)`` for a weight of ``shape``."""
+    shape = tuple(shape)
+    if len(shape) == 0:
+        return 1.0, 1.0
+    if len(shape) == 1:
+        return float(shape[0]), float(shape[0])
+    receptive = float(np.prod(shape[:-2])) if len(shape) > 2 else 1.0
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+class Initializer:
+    """Base class: ``init(shape, dtype="float32", rng=None) -> ndarray``."""
+
+    _param_constraints: dict = {}
+
+    def __init__(self, seed: int | None = None):
+        self.seed = seed
+        self._gen = np.random.default_rng(seed) if seed is not None else None
+
+    def _rng(self, rng):
+        if self._gen is not None:
+            return self._gen
+        return rng if rng is not None else np.random.default_rng()
+
+    def __call__(self, shape, dtype="float32", rng: np.random.Generator | None = None):
+        return np.asarray(self._sample(tuple(shape), self._rng(rng)), dtype=dtype)
+
+    def _sample(self, shape, rng):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"seed": self.seed} if "seed" in self._param_constraints else {}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@registry.register
+class Zeros(Initializer):
+    """All zeros."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def _sample(self, shape, rng):
+        return np.zeros(shape)
+
+
+@registry.register
+class Ones(Initializer):
+    """All ones."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def _sample(self, shape, rng):
+        return np.ones(shape)
+
+
+@registry.register
+class Constant(Initializer):
+    """Every entry equal to ``value``."""
+
+    _param_constraints = {"value": [Interval(numbers.Real, None, None)]}
+
+    def __init__(self, value: float = 0.0):
+        validate_params(type(self).__name__, self._param_constraints, {"value": value})
+        super().__init__(None)
+        self.value = value
+
+    def _sample(self, shape, rng):
+        return np.full(shape, self.value)
+
+    def get_config(self):
+        return {"value": self.value}
+
+
+@registry.register
+class RandomNormal(Initializer):
+    """Normal with ``mean`` and ``stddev`` (Keras default stddev 0.05)."""
+
+    _param_constraints = {
+        "mean": [Interval(numbers.Real, None, None)],
+        "stddev": [Interval(numbers.Real, 0, None)],
+        "seed": _SEED,
+    }
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None):
+        validate_params(type(self).__name__, self._param_constraints, locals())
+        super().__init__(seed)
+        self.mean, self.stddev = mean, stddev
+
+    def _sample(self, shape, rng):
+        return rng.normal(self.mean, self.stddev, size=shape)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+@registry.register
+class RandomUniform(Initializer):
+    """Uniform on ``[minval, maxval)`` (Keras default [-0.05, 0.05))."""
+
+    _param_constraints = {
+        "minval": [Interval(numbers.Real, None, None)],
+        "maxval": [Interval(numbers.Real, None, None)],
+        "seed": _SEED,
+    }
+
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None):
+        validate_params(type(self).__name__, self._param_constraints, locals())
+        if maxval < minval:
+            raise ValueError(
+                f"The 'maxval' parameter of RandomUniform must be >= minval={minval!r}. "
+                f"Got {maxval!r} instead."
+            )
+        super().__init__(seed)
+        self.minval, self.maxval = minval, maxval
+
+    def _sample(self, shape, rng):
+        return rng.uniform(self.minval, self.maxval, size=shape)
+
+    def get_config(self):
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+def _truncated_normal(rng, shape, stddev):
+    """Normal(0, stddev) redrawn outside two standard deviations."""
+    out = rng.standard_normal(size=shape)
+    bad = np.abs(out) > 2.0
+    while bad.any():
+        out[bad] = rng.standard_normal(size=int(bad.sum()))
+        bad = np.abs(out) > 2.0
+    return out * stddev
+
+
+@registry.register
+class TruncatedNormal(Initializer):
+    """Normal cut at two standard deviations (values beyond are redrawn)."""
+
+    _param_constraints = RandomNormal._param_constraints
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None):
+        validate_params(type(self).__name__, self._param_constraints, locals())
+        super().__init__(seed)
+        self.mean, self.stddev = mean, stddev
+
+    def _sample(self, shape, rng):
+        return self.mean + _truncated_normal(rng, shape, self.stddev)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+@registry.register
+class VarianceScaling(Initializer):
+    """Draw with variance ``scale / n``, ``n`` chosen by ``mode`` (see module doc)."""
+
+    _param_constraints = {
+        "scale": [Interval(numbers.Real, 0, None, closed="neither")],
+        "mode": [Options(("fan_in", "fan_out", "fan_avg"))],
+        "distribution": [Options(("truncated_normal", "untruncated_normal", "uniform"))],
+        "seed": _SEED,
+    }
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: int | None = None,
+    ):
+        validate_params(type(self).__name__, self._param_constraints, locals())
+        super().__init__(seed)
+        self.scale, self.mode, self.distribution = scale, mode, distribution
+
+    def _sample(self, shape, rng):
+        fan_in, fan_out = compute_fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        var = self.scale / max(1.0, n)
+        if self.distribution == "uniform":
+            limit = np.sqrt(3.0 * var)
+            return rng.uniform(-limit, limit, size=shape)
+        if self.distribution == "untruncated_normal":
+            return rng.normal(0.0, np.sqrt(var), size=shape)
+        # 0.8796... is the stddev of a unit normal truncated at +-2
+        return _truncated_normal(rng, shape, np.sqrt(var) / 0.87962566103423978)
+
+    def get_config(self):
+        return {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": self.seed,
+        }
+
+
+def _preset(name: str, scale: float, mode: str, distribution: str, doc: str):
+    def __init__(self, seed: int | None = None):
+        validate_params(name, {"seed": _SEED}, {"seed": seed})
+        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+    cls = type(
+        name,
+        (VarianceScaling,),
+        {
+            "__init__": __init__,
+            "get_config": get_config,
+            "__doc__": doc,
+            "_param_constraints": {"seed": _SEED},
+        },
+    )
+    return registry.register(cls)
+
+
+GlorotNormal = _preset(
+    "GlorotNormal", 1.0, "fan_avg", "truncated_normal",
+    "Xavier normal: truncated normal with Var = 2 / (fan_in + fan_out).",
+)
+GlorotUniform = _preset(
+    "GlorotUniform", 1.0, "fan_avg", "uniform",
+    "Xavier uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out)).",
+)
+HeNormal = _preset(
+    "HeNormal", 2.0, "fan_in", "truncated_normal",
+    "He normal: truncated normal with Var = 2 / fan_in (for ReLU).",
+)
+HeUniform = _preset(
+    "HeUniform", 2.0, "fan_in", "uniform", "He uniform: U(-l, l) with l = sqrt(6 / fan_in)."
+)
+LecunNormal = _preset(
+    "LecunNormal", 1.0, "fan_in", "truncated_normal",
+    "LeCun normal: truncated normal with Var = 1 / fan_in (for SELU).",
+)
+LecunUniform = _preset(
+    "LecunUniform", 1.0, "fan_in", "uniform", "LeCun uniform: U(-l, l) with l = sqrt(3 / fan_in)."
+)
+
+
+def get(identifier) -> Initializer | None:
+    """Resolve a name, config dict or instance to an :class:`Initializer`."""
+    return registry.get(identifier, base=Initializer)
+
+
+def serialize(init: Initializer | None) -> dict | None:
+    return registry.serialize(init)
+
+
+def deserialize(config: dict) -> Initializer:
+    return registry.deserialize(config)

@@ -1,0 +1,1 @@
+"""Pure functions with hand-derived backward passes; no state, no classes with behaviour."""

@@ -1,0 +1,169 @@
+"""Batch normalization: the equations of the notes, forward and backward.
+
+For one feature over a mini-batch ``B = {x_1 .. x_m}`` (``m`` counts every
+element reduced, e.g. ``N * H * W`` for the channels of an image batch)::
+
+    mu      = 1/m sum_i x_i                        (1) mini-batch mean
+    sigma^2 = 1/m sum_i (x_i - mu)^2               (2) biased mini-batch variance
+    xhat_i  = (x_i - mu) / sqrt(sigma^2 + eps)     (3) normalize
+    y_i     = gamma xhat_i + beta                  (4) scale and shift
+
+Backward (the hand derivation of the notes, with ``dxhat_i = dy_i gamma``)::
+
+    dbeta       = sum_i dy_i
+    dgamma      = sum_i dy_i xhat_i
+    dsigma^2    = sum_i dxhat_i (x_i - mu) (-1/2) (sigma^2 + eps)^(-3/2)
+    dmu         = -sum_i dxhat_i / sqrt(sigma^2 + eps) + dsigma^2 * (-2/m) sum_i (x_i - mu)
+    dx_i        = dxhat_i / sqrt(sigma^2 + eps) + dsigma^2 2 (x_i - mu) / m + dmu / m
+
+The second term of ``dmu`` vanishes because ``sum_i (x_i - mu) = 0``.
+Substituting and collecting terms gives the compact form used here::
+
+    dx_i = gamma / (m sqrt(sigma^2 + eps)) * (m dy_i - dbeta - xhat_i dgamma)
+
+At inference the moving statistics replace the batch ones, and ``y`` is
+affine in ``x``: ``y = x * s + (beta - mu_mov * s)`` with
+``s = gamma / sqrt(sigma^2_mov + eps)``, so ``dx = dy * s``.
+
+The moving statistics follow Keras::
+
+    moving = momentum * moving + (1 - momentum) * batch
+
+(the notes write the same update with ``alpha = 1 - momentum``.)
+
+Conventions. Statistics are reduced over ``axes`` with ``keepdims=True``, so
+every per-feature array (``gamma``, ``beta``, ``mean``, ...) has the broadcast
+shape of ``x`` with ones on the reduced axes. The variance is two-pass (the
+mean is subtracted before squaring), never ``E[x^2] - E[x]^2``, and the mean
+of float16/float32 inputs is accumulated in float64, so an offset of 1e4 on
+unit-variance float32 data still normalizes to unit variance.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class BatchNormTrainCache(NamedTuple):
+    """What the training backward pass needs."""
+
+    xhat: np.ndarray
+    inv_std: np.ndarray
+    gamma: np.ndarray | None
+    axes: tuple
+    count: int
+
+
+class BatchNormInferenceCache(NamedTuple):
+    """What the inference backward pass needs (``x`` itself, not ``xhat``)."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    scale: np.ndarray
+    axes: tuple
+
+
+def reduced_count(shape: tuple, axes: tuple) -> int:
+    """Number of elements each feature's statistics are computed from."""
+    return int(np.prod([shape[a] for a in axes])) if axes else 1
+
+
+def batch_moments(x: np.ndarray, *, axes: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(mean, var, x - mean)``: biased variance, two-pass.
+
+    ``mean`` and ``var`` have the broadcast (keepdims) shape and ``x``'s dtype.
+    """
+    acc = np.float64 if x.dtype.itemsize < 8 else None
+    mean = x.mean(axis=axes, keepdims=True, dtype=acc).astype(x.dtype, copy=False)
+    xc = x - mean
+    var = np.mean(np.square(xc), axis=axes, keepdims=True)
+    return mean, var, xc
+
+
+def batchnorm_train_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    *,
+    axes: tuple,
+    epsilon: float,
+) -> tuple[np.ndarray, BatchNormTrainCache, np.ndarray, np.ndarray]:
+    """Normalize with the batch statistics.
+
+    Returns
+    -------
+    y : ndarray
+        ``gamma * xhat + beta`` (``gamma``/``beta`` of ``None`` mean 1 and 0).
+    cache : BatchNormTrainCache
+    mean, var : ndarray
+        The batch mean and biased variance (keepdims shape), for the moving
+        averages.
+    """
+    mean, var, xc = batch_moments(x, axes=axes)
+    inv_std = 1.0 / np.sqrt(var + epsilon)
+    xhat = xc
+    xhat *= inv_std
+    if gamma is not None:
+        y = xhat * gamma
+        if beta is not None:
+            y += beta
+    elif beta is not None:
+        y = xhat + beta
+    else:
+        y = xhat.copy()
+    cache = BatchNormTrainCache(xhat, inv_std, gamma, axes, reduced_count(x.shape, axes))
+    return y, cache, mean, var
+
+
+def batchnorm_train_backward(
+    dy: np.ndarray, cache: BatchNormTrainCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(dx, dgamma, dbeta)`` in the compact form (module docstring)."""
+    xhat, inv_std, gamma, axes, m = cache
+    dbeta = dy.sum(axis=axes, keepdims=True)
+    dgamma = np.sum(dy * xhat, axis=axes, keepdims=True)
+    coef = inv_std / m if gamma is None else gamma * inv_std / m
+    dx = dy * m
+    dx -= dbeta
+    dx -= xhat * dgamma
+    dx *= coef
+    return dx, dgamma, dbeta
+
+
+def batchnorm_inference_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    moving_mean: np.ndarray,
+    moving_variance: np.ndarray,
+    *,
+    axes: tuple,
+    epsilon: float,
+) -> tuple[np.ndarray, BatchNormInferenceCache]:
+    """Normalize with fixed statistics: ``y = x * s + (beta - mean * s)``."""
+    inv_std = 1.0 / np.sqrt(moving_variance + epsilon)
+    scale = inv_std if gamma is None else gamma * inv_std
+    shift = -moving_mean * scale
+    if beta is not None:
+        shift = shift + beta
+    y = x * scale
+    y += shift
+    return y, BatchNormInferenceCache(x, moving_mean, inv_std, scale, axes)
+
+
+def batchnorm_inference_backward(
+    dy: np.ndarray, cache: BatchNormInferenceCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(dx, dgamma, dbeta)`` with the statistics held fixed."""
+    x, mean, inv_std, scale, axes = cache
+    dbeta = dy.sum(axis=axes, keepdims=True)
+    dgamma = np.sum(dy * ((x - mean) * inv_std), axis=axes, keepdims=True)
+    return dy * scale, dgamma, dbeta
+
+
+def update_moving(moving: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
+    """Return ``momentum * moving + (1 - momentum) * batch`` (Keras convention)."""
+    return momentum * moving + (1.0 - momentum) * batch

@@ -1,0 +1,269 @@
+"""The :class:`Layer` base: state handling, building, checking, serializing.
+
+A layer owns three dicts of arrays and no algebra:
+
+``params``
+    trainable weights (``"kernel"``, ``"bias"``, ``"gamma"``, ``"beta"``);
+``grads``
+    same keys as ``params``; :meth:`Layer.backward` *accumulates* into them and
+    :meth:`Layer.zero_grads` resets them;
+``buffers``
+    non-trainable state (``"moving_mean"``, ``"moving_variance"``).
+
+Life cycle: ``__init__`` stores and validates hyperparameters (invalid values
+raise :class:`~normlab.InvalidParameterError` at construction); the first call
+``y = layer(x, training=...)`` builds the weights from ``x.shape``; later calls
+check the input against the built shape. ``backward(dy)`` needs a forward call
+with ``training=True`` (which keeps what the backward pass needs) and raises a
+``RuntimeError`` otherwise.
+
+dtype: a layer computes in ``float32`` unless it is given ``dtype`` or first
+called on ``float64`` input, in which case it computes in ``float64``
+(gradient checks run so). Inputs of another dtype are cast.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+from .._registry import Registry, snake_case
+from .._validation import Boolean, NoneOk, Options, validate_params
+
+registry = Registry("layer")
+
+_name_counters: dict[str, itertools.count] = defaultdict(itertools.count)
+
+_FLOAT_DTYPES = ("float32", "float64")
+
+
+def unique_name(base: str) -> str:
+    n = next(_name_counters[base])
+    return base if n == 0 else f"{base}_{n}"
+
+
+def as_float_array(x: Any, *, who: str, arg: str = "x") -> np.ndarray:
+    """Convert ``x`` to a floating ndarray or raise a clear ``TypeError``."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return x
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{who}: '{arg}' must be array-like of numbers ({exc}).") from None
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.float32)
+    if arr.dtype.kind != "f":
+        raise TypeError(
+            f"{who}: '{arg}' must hold real numbers; got an array of dtype {arr.dtype}."
+        )
+    return arr
+
+
+class Layer:
+    """Base class of all layers.
+
+    Parameters
+    ----------
+    name : str, optional
+        Unique by default (``"dense"``, ``"dense_1"``, ...).
+    trainable : bool, default True
+        ``False`` freezes the layer: its parameters receive no gradient and the
+        optimizer leaves them alone.
+    dtype : {"float32", "float64"}, optional
+        Computation dtype; by default float64 if first called on float64 data,
+        float32 otherwise.
+
+    Subclasses implement ``build(input_shape)`` (allocate with
+    :meth:`add_weight`), ``call(x, training) -> y`` (keeping what the backward
+    pass needs in ``self._cache`` when ``training`` is true),
+    ``_backward(dy) -> dx`` and ``compute_output_shape``; they list the
+    constructor arguments in ``get_config``.
+    """
+
+    _param_constraints: dict = {}
+    #: minimum input rank (batch axis included)
+    min_ndim: int = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            registry.register(cls)
+
+    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None):
+        validate_params(
+            type(self).__name__,
+            {
+                "name": [NoneOk(), str],
+                "trainable": [Boolean()],
+                "dtype": [NoneOk(), Options(_FLOAT_DTYPES)],
+            },
+            {"name": name, "trainable": trainable, "dtype": dtype},
+        )
+        self.name = name if name is not None else unique_name(snake_case(type(self).__name__))
+        self._trainable = bool(trainable)
+        self.dtype = np.dtype(dtype) if dtype is not None else None
+        self.built = False
+        self.input_shape: tuple | None = None
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self._regularizers: dict[str, _regularizers.Regularizer] = {}
+        self._cache: Any = None
+        self._build_rng: np.random.Generator | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        validate_params(type(self).__name__, {"trainable": [Boolean()]}, {"trainable": value})
+        self._trainable = bool(value)
+
+    @property
+    def trainable_params(self) -> dict[str, np.ndarray]:
+        """The parameters an optimizer updates (none when frozen)."""
+        return self.params if self._trainable else {}
+
+    def add_weight(
+        self,
+        key: str,
+        shape: tuple,
+        initializer="zeros",
+        regularizer=None,
+        trainable: bool = True,
+    ) -> np.ndarray:
+        """Allocate ``params[key]`` (and ``grads[key]``) or ``buffers[key]``."""
+        init = _initializers.get(initializer)
+        value = np.ascontiguousarray(init(shape, dtype=self.dtype, rng=self._build_rng))
+        if trainable:
+            self.params[key] = value
+            self.grads[key] = np.zeros_like(value)
+            reg = _regularizers.get(regularizer)
+            if reg is not None:
+                self._regularizers[key] = reg
+        else:
+            self.buffers[key] = value
+        return value
+
+    def zero_grads(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def regularization_loss(self) -> float:
+        """Sum of the weight penalties of this layer's regularized parameters."""
+        if not self._trainable:
+            return 0.0
+        return float(sum(r.penalty(self.params[k]) for k, r in self._regularizers.items()))
+
+    def add_regularization_grads(self) -> None:
+        """Add each penalty's gradient to ``grads`` (before clipping)."""
+        if not self._trainable:
+            return
+        for k, r in self._regularizers.items():
+            self.grads[k] += r.gradient(self.params[k])
+
+    def count_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()) + sum(b.size for b in self.buffers.values()))
+
+    # --------------------------------------------------------------- building
+    def build(self, input_shape: tuple) -> None:
+        """Allocate weights for inputs of ``input_shape`` (batch axis included)."""
+
+    def _ensure_built(self, x: np.ndarray, rng: np.random.Generator | None = None) -> None:
+        if self.built:
+            return
+        if self.dtype is None:
+            self.dtype = np.dtype("float64") if x.dtype == np.float64 else np.dtype("float32")
+        self._build_rng = rng
+        try:
+            self.build(tuple(x.shape))
+        except BaseException:
+            self.params, self.grads, self.buffers = {}, {}, {}
+            self._regularizers = {}
+            raise
+        finally:
+            self._build_rng = None
+        self.input_shape = (None,) + tuple(x.shape[1:])
+        self.built = True
+
+    def build_from_shape(self, input_shape: tuple, rng: np.random.Generator | None = None) -> None:
+        """Build without data (``input_shape`` includes the batch axis; it may be None)."""
+        shape = tuple(1 if d is None else int(d) for d in input_shape)
+        self._ensure_built(np.empty(shape, dtype=self.dtype or np.float32), rng)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def check_input_shape(self, shape: tuple) -> None:
+        """Raise ``ValueError`` if ``shape`` does not fit the built layer."""
+        if self.input_shape is None:
+            return
+        if len(shape) != len(self.input_shape):
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) was built for inputs of rank "
+                f"{len(self.input_shape)} {self.input_shape}, got rank {len(shape)} {shape}."
+            )
+
+    # ---------------------------------------------------------------- calling
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        if not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"Layer {self.name!r}: 'training' must be a bool, got {training!r}.")
+        x = as_float_array(x, who=f"Layer {self.name!r} ({type(self).__name__})")
+        if x.ndim < self.min_ndim:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) expects inputs of rank >= "
+                f"{self.min_ndim} (batch axis first), got shape {x.shape}."
+            )
+        self._ensure_built(x)
+        self.check_input_shape(x.shape)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        self._cache = None
+        return self.call(x, bool(training))
+
+    def call(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return x
+
+    def backward(self, dy) -> np.ndarray:
+        """Back-propagate ``dy`` (dL/dy); accumulate into ``grads``; return dL/dx."""
+        if self._cache is None:
+            raise RuntimeError(
+                f"Layer {self.name!r}: backward() needs a preceding forward call with "
+                f"training=True."
+            )
+        dy = as_float_array(dy, who=f"Layer {self.name!r} ({type(self).__name__})", arg="dy")
+        expected = self._output_shape_of_cache()
+        if expected is not None and tuple(dy.shape) != tuple(expected):
+            raise ValueError(
+                f"Layer {self.name!r}: 'dy' must have the shape of the last output "
+                f"{tuple(expected)}, got {tuple(dy.shape)}."
+            )
+        if dy.dtype != self.dtype:
+            dy = dy.astype(self.dtype)
+        return self._backward(dy)
+
+    def _output_shape_of_cache(self) -> tuple | None:
+        return getattr(self, "_out_shape", None)
+
+    def _backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self) -> dict:
+        """Constructor arguments, JSON-serializable."""
+        dtype = self.dtype.name if self.dtype is not None else None
+        return {"name": self.name, "trainable": self._trainable, "dtype": dtype}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} built={self.built}>"

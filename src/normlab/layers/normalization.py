@@ -1,0 +1,263 @@
+"""Batch normalization layer: state, modes and checks (math in ``kernels.batchnorm``)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+from .._validation import Boolean, Instance, Interval, NoneOk, _Constraint, validate_params
+from ..kernels import batchnorm as K
+from .base import Layer
+
+__all__ = ["BatchNormalization"]
+
+_INIT = [str, dict, Instance(_initializers.Initializer)]
+_REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
+
+
+def _is_axis_list(value) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in value)
+    )
+
+
+class _AxisSpec(_Constraint):
+    def is_satisfied_by(self, value):
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return True
+        return _is_axis_list(value)
+
+    def describe(self):
+        return "an int or a non-empty list of ints"
+
+    def invalid_examples(self):
+        return [1.5, "channels", []]
+
+
+class BatchNormalization(Layer):
+    """Normalize each feature with mini-batch statistics (Ioffe and Szegedy 2015).
+
+    In training (``layer(x, training=True)`` on a trainable layer)::
+
+        y = gamma * (x - mean_B) / sqrt(var_B + epsilon) + beta
+        moving_mean     = momentum * moving_mean     + (1 - momentum) * mean_B
+        moving_variance = momentum * moving_variance + (1 - momentum) * var_B
+
+    where ``mean_B`` and ``var_B`` (biased, divided by ``m``) are taken over
+    every axis but ``axis``. In inference the moving statistics replace the
+    batch ones. These are Keras's numerics; equations and the hand-derived
+    backward pass are in :mod:`normlab.kernels.batchnorm`.
+
+    Parameters
+    ----------
+    axis : int or list of int, default -1
+        The feature axis (kept); statistics are reduced over all the others.
+        ``-1`` is the features of a 2-D input or the channels of a
+        channels-last 3-D or 4-D input; positive values count the batch axis
+        as 0. The batch axis itself cannot be the feature axis.
+    momentum : float in [0, 1], default 0.99
+        Weight of the *old* moving value (Keras). PyTorch's ``momentum``
+        weights the new batch value: ``keras_momentum = 1 - torch_momentum``
+        (PyTorch's default 0.1 is Keras's 0.9). With ``momentum=0`` the moving
+        statistics are the last batch's.
+    epsilon : float > 0, default 1e-3
+        Added to the variance (PyTorch's default is 1e-5).
+    center, scale : bool, default True
+        Learn ``beta`` and ``gamma``; when off they are fixed at 0 and 1.
+        ``scale=False`` suits a following ReLU or linear layer.
+    beta_initializer, gamma_initializer, moving_mean_initializer, moving_variance_initializer
+        Defaults ``"zeros"``, ``"ones"``, ``"zeros"``, ``"ones"``.
+    beta_regularizer, gamma_regularizer : optional
+        Penalties on ``beta`` and ``gamma``.
+
+    Notes
+    -----
+    *Freezing.* ``trainable=False`` freezes gamma and beta **and puts the layer
+    in inference mode**: it normalizes with the moving statistics and never
+    updates them, even when called with ``training=True`` (Keras's rule, the
+    one fine-tuning needs).
+
+    *A batch of one.* Training mode needs at least two values per feature to
+    estimate a variance; a batch of one sample (of a 2-D input) raises a
+    ``ValueError`` naming the layer and the shape. Inference works on any
+    batch size, one included.
+
+    *Non-finite input.* If the batch statistics are not finite the call raises
+    a ``ValueError`` before the moving statistics are touched.
+    """
+
+    _param_constraints = {
+        "axis": [_AxisSpec()],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "center": [Boolean()],
+        "scale": [Boolean()],
+        "beta_initializer": _INIT,
+        "gamma_initializer": _INIT,
+        "moving_mean_initializer": _INIT,
+        "moving_variance_initializer": _INIT,
+        "beta_regularizer": _REG,
+        "gamma_regularizer": _REG,
+    }
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        **kwargs,
+    ):
+        args = dict(locals())
+        args.pop("self"), args.pop("kwargs"), args.pop("__class__", None)
+        validate_params(type(self).__name__, self._param_constraints, args)
+        super().__init__(**kwargs)
+        self.axis = int(axis) if isinstance(axis, numbers.Integral) else [int(a) for a in axis]
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = _initializers.get(beta_initializer)
+        self.gamma_initializer = _initializers.get(gamma_initializer)
+        self.moving_mean_initializer = _initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = _initializers.get(moving_variance_initializer)
+        self.beta_regularizer = _regularizers.get(beta_regularizer)
+        self.gamma_regularizer = _regularizers.get(gamma_regularizer)
+        self._feature_axes: tuple = ()
+        self._reduce_axes: tuple = ()
+        self._bshape: tuple = ()
+
+    # ------------------------------------------------------------------ build
+    def _resolve_axes(self, ndim: int, shape: tuple) -> tuple:
+        axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
+        out = []
+        for a in axes:
+            if not -ndim <= a < ndim:
+                raise ValueError(
+                    f"Layer {self.name!r} (BatchNormalization): axis={a} is out of range for "
+                    f"an input of rank {ndim} and shape {shape}."
+                )
+            a = a % ndim
+            if a == 0:
+                raise ValueError(
+                    f"Layer {self.name!r} (BatchNormalization): axis={self.axis} is the batch "
+                    f"axis of an input of shape {shape}; choose a feature or channel axis."
+                )
+            out.append(a)
+        if len(set(out)) != len(out):
+            raise ValueError(f"Layer {self.name!r} (BatchNormalization): repeated axis in {self.axis}.")
+        return tuple(sorted(out))
+
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        self._feature_axes = self._resolve_axes(ndim, input_shape)
+        self._reduce_axes = tuple(a for a in range(ndim) if a not in self._feature_axes)
+        pshape = tuple(input_shape[a] for a in self._feature_axes)
+        self._bshape = tuple(input_shape[a] if a in self._feature_axes else 1 for a in range(ndim))
+        if self.scale:
+            self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer)
+        if self.center:
+            self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer)
+        self.add_weight("moving_mean", pshape, self.moving_mean_initializer, trainable=False)
+        self.add_weight("moving_variance", pshape, self.moving_variance_initializer, trainable=False)
+
+    def check_input_shape(self, shape):
+        super().check_input_shape(shape)
+        for a in self._feature_axes:
+            built = self._bshape[a]
+            if shape[a] != built:
+                raise ValueError(
+                    f"Layer {self.name!r} (BatchNormalization) was built for size {built} along "
+                    f"axis {a}, got size {shape[a]} (input shape {tuple(shape)})."
+                )
+
+    # ---------------------------------------------------------------- forward
+    def _b(self, arr: np.ndarray | None) -> np.ndarray | None:
+        return None if arr is None else arr.reshape(self._bshape)
+
+    def call(self, x, training):
+        gamma = self._b(self.params.get("gamma"))
+        beta = self._b(self.params.get("beta"))
+        if training and self._trainable:
+            count = K.reduced_count(x.shape, self._reduce_axes)
+            if count < 2:
+                raise ValueError(
+                    f"Layer {self.name!r} (BatchNormalization): training mode needs at least 2 "
+                    f"values per feature to estimate a variance, got an input of shape "
+                    f"{tuple(x.shape)} ({count} per feature). Use a larger batch, or call the "
+                    f"layer with training=False to use the moving statistics."
+                )
+            y, cache, mean, var = K.batchnorm_train_forward(
+                x, gamma, beta, axes=self._reduce_axes, epsilon=self.epsilon
+            )
+            if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+                raise ValueError(
+                    f"Layer {self.name!r} (BatchNormalization): the input of shape "
+                    f"{tuple(x.shape)} holds NaN or inf values; the moving statistics were left "
+                    f"unchanged."
+                )
+            self._update_moving(mean, var)
+            self._cache = ("train", cache)
+            self._out_shape = y.shape
+            return y
+        y, cache = K.batchnorm_inference_forward(
+            x,
+            gamma,
+            beta,
+            self._b(self.buffers["moving_mean"]),
+            self._b(self.buffers["moving_variance"]),
+            axes=self._reduce_axes,
+            epsilon=self.epsilon,
+        )
+        if training:
+            self._cache = ("inference", cache)
+            self._out_shape = y.shape
+        return y
+
+    def _update_moving(self, mean: np.ndarray, var: np.ndarray) -> None:
+        for key, batch in (("moving_mean", mean), ("moving_variance", var)):
+            buf = self.buffers[key]
+            np.copyto(buf, K.update_moving(buf, batch.reshape(buf.shape), self.momentum))
+
+    # --------------------------------------------------------------- backward
+    def _backward(self, dy):
+        mode, cache = self._cache
+        if mode == "train":
+            dx, dgamma, dbeta = K.batchnorm_train_backward(dy, cache)
+        else:
+            dx, dgamma, dbeta = K.batchnorm_inference_backward(dy, cache)
+        if self._trainable:
+            if self.scale:
+                self.grads["gamma"] += dgamma.reshape(self.grads["gamma"].shape)
+            if self.center:
+                self.grads["beta"] += dbeta.reshape(self.grads["beta"].shape)
+        return dx
+
+    def get_config(self):
+        ser_i, ser_r = _initializers.serialize, _regularizers.serialize
+        return {
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": ser_i(self.beta_initializer),
+            "gamma_initializer": ser_i(self.gamma_initializer),
+            "moving_mean_initializer": ser_i(self.moving_mean_initializer),
+            "moving_variance_initializer": ser_i(self.moving_variance_initializer),
+            "beta_regularizer": ser_r(self.beta_regularizer),
+            "gamma_regularizer": ser_r(self.gamma_regularizer),
+            **super().get_config(),
+        }
