@@ -1,8 +1,26 @@
-"""normlab: batch normalization and the toolkit around it, on NumPy."""
+"""normlab: batch normalization and the toolkit around it, on NumPy.
+
+Math lives in :mod:`normlab.kernels` (pure functions with hand-derived
+backward passes); :mod:`normlab.layers` hold state; :class:`Sequential`
+trains them with a Keras-style API.
+"""
 
 __version__ = "0.1.0"
 
 from ._validation import InvalidParameterError
-from . import activations, initializers, regularizers, layers
+from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing
+from .models import Sequential
 
-__all__ = ["InvalidParameterError", "activations", "initializers", "regularizers", "layers", "__version__"]
+__all__ = [
+    "InvalidParameterError",
+    "Sequential",
+    "activations",
+    "callbacks",
+    "initializers",
+    "layers",
+    "losses",
+    "metrics",
+    "regularizers",
+    "testing",
+    "__version__",
+]

@@ -57,6 +57,17 @@ class Activation(Layer):
         z, a = self._cache
         return self._kernel.backward(dy, z, a)
 
+    @property
+    def logits(self) -> np.ndarray:
+        """The input ``z`` of the last training forward call (pre-activation)."""
+        if self._cache is None:
+            raise RuntimeError(f"Layer {self.name!r}: no training forward call to take logits from.")
+        return self._cache.z
+
+    def backward_from_logits(self, dz) -> np.ndarray:
+        """Back-propagate a gradient already taken with respect to the input ``z``."""
+        return dz
+
     def get_config(self):
         return {"activation": self.activation, **super().get_config()}
 

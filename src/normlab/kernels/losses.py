@@ -1,0 +1,113 @@
+"""Loss values and their gradients (pure functions, mean over the batch).
+
+Shapes: ``p`` (or logits ``z``) is ``(N, K)``; ``y`` is ``(N, K)``, or ``(N,)``
+integer class indices for the sparse loss. Every loss is the mean over the
+``N`` samples of a per-sample value, so each gradient carries a ``1/N``.
+
+======================  =====================================  ================================
+loss                    per-sample value                       gradient
+======================  =====================================  ================================
+mean squared error      mean_k (p_k - y_k)^2                   2 (p - y) / (N K)
+binary CE, probs        -mean_k [y log p + (1-y) log(1-p)]     (p - y) / (p (1-p) N K)
+binary CE, logits       mean_k [max(z,0) - z y + log(1+e^-|z|)]   (sigmoid(z) - y) / (N K)
+categorical CE, probs   -sum_k y_k log p_k                     -y / (p N)
+categorical CE, logits  logsumexp(z) - sum_k y_k z_k           (softmax(z) sum_k y_k - y) / N
+sparse CE, logits       logsumexp(z) - z_y                     (softmax(z) - onehot(y)) / N
+======================  =====================================  ================================
+
+The logits forms are the fused, numerically stable ones: they never take
+``log`` of a probability that underflowed to 0 and their gradient is bounded.
+Probability inputs are clipped to ``[eps, 1 - eps]`` with ``eps = 1e-7`` as
+in Keras (the gradient is 0 where clipping is active).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import log_softmax, sigmoid, softmax
+
+EPSILON = 1e-7
+
+
+def mse(y, p):
+    d = p - y
+    return float(np.mean(d * d))
+
+
+def mse_grad(y, p):
+    return (2.0 / p.size) * (p - y)
+
+
+def _clip(p):
+    return np.clip(p, EPSILON, 1.0 - EPSILON)
+
+
+def binary_crossentropy(y, p):
+    pc = _clip(p)
+    return float(-np.mean(y * np.log(pc) + (1.0 - y) * np.log1p(-pc)))
+
+
+def binary_crossentropy_grad(y, p):
+    pc = _clip(p)
+    g = (pc - y) / (pc * (1.0 - pc) * p.size)
+    return np.where((p > EPSILON) & (p < 1.0 - EPSILON), g, 0.0).astype(p.dtype, copy=False)
+
+
+def binary_crossentropy_logits(y, z):
+    # max(z, 0) - z y + log(1 + exp(-|z|)) is log(1 + e^z) - z y without overflow
+    return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+
+
+def binary_crossentropy_logits_grad(y, z):
+    return (sigmoid(z) - y) / z.size
+
+
+def categorical_crossentropy(y, p):
+    n = p.shape[0]
+    return float(-np.sum(y * np.log(_clip(p))) / n)
+
+
+def categorical_crossentropy_grad(y, p):
+    n = p.shape[0]
+    g = -y / (_clip(p) * n)
+    return np.where((p > EPSILON) & (p < 1.0 - EPSILON), g, 0.0).astype(p.dtype, copy=False)
+
+
+def categorical_crossentropy_logits(y, z):
+    n = z.shape[0]
+    return float(-np.sum(y * log_softmax(z)) / n)
+
+
+def categorical_crossentropy_logits_grad(y, z):
+    n = z.shape[0]
+    return (softmax(z) * y.sum(axis=-1, keepdims=True) - y) / n
+
+
+def sparse_categorical_crossentropy_logits(labels, z):
+    n = z.shape[0]
+    ls = log_softmax(z)
+    return float(-ls[np.arange(n), labels].sum() / n)
+
+
+def sparse_categorical_crossentropy_logits_grad(labels, z):
+    n = z.shape[0]
+    g = softmax(z)
+    g[np.arange(n), labels] -= 1.0
+    g /= n
+    return g
+
+
+def sparse_categorical_crossentropy(labels, p):
+    n = p.shape[0]
+    return float(-np.log(_clip(p[np.arange(n), labels])).sum() / n)
+
+
+def sparse_categorical_crossentropy_grad(labels, p):
+    n = p.shape[0]
+    g = np.zeros_like(p)
+    rows = np.arange(n)
+    picked = p[rows, labels]
+    ok = (picked > EPSILON) & (picked < 1.0 - EPSILON)
+    g[rows, labels] = np.where(ok, -1.0 / (_clip(picked) * n), 0.0)
+    return g

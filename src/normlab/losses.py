@@ -1,0 +1,235 @@
+"""Loss objects (Keras names and conventions); formulas in :mod:`normlab.kernels.losses`.
+
+Every loss is averaged over the batch (Keras's ``"sum_over_batch_size"``).
+``loss(y_true, y_pred)`` returns the value and ``loss.gradient(y_true, y_pred)``
+its gradient with respect to ``y_pred``.
+
+Fusion. When a model ends in a softmax (sigmoid) layer and is compiled with
+categorical (binary) cross-entropy on probabilities, the model computes the
+loss and its gradient from the logits of that layer instead, with the stable
+``from_logits`` formulas: the gradient with respect to the logits is simply
+``(p - y) / N``. Values agree with the probability form except where Keras
+would clip a probability at ``1e-7`` (there the fused value is the exact one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._registry import Registry
+from ._validation import Boolean, NoneOk, validate_params
+from .kernels import losses as K
+
+registry = Registry("loss")
+
+__all__ = [
+    "Loss",
+    "MeanSquaredError",
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "get",
+    "serialize",
+    "deserialize",
+]
+
+
+def _finite(arr: np.ndarray, who: str, arg: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{who}: '{arg}' holds NaN or inf values.")
+
+
+class Loss:
+    """Base class.
+
+    Subclasses set ``fused_activation`` (the output activation whose logits
+    the loss can take directly) and implement the four kernels.
+    """
+
+    fused_activation: str | None = None
+    _param_constraints = {"from_logits": [Boolean()], "name": [NoneOk(), str]}
+
+    def __init__(self, from_logits: bool = False, name: str | None = None):
+        validate_params(type(self).__name__, self._param_constraints, {"from_logits": from_logits, "name": name})
+        self.from_logits = bool(from_logits)
+        self.name = name or type(self).__name__
+
+    # targets ---------------------------------------------------------------
+    def prepare_targets(self, y_true, y_pred_shape: tuple, *, who: str = "") -> np.ndarray:
+        """Check ``y_true`` against the prediction shape and return it as an array."""
+        who = who or type(self).__name__
+        y = np.asarray(y_true)
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"{who}: 'y' must be numeric, got dtype {y.dtype}.")
+        _finite(y, who, "y")
+        if y.shape != tuple(y_pred_shape):
+            if y.ndim == 1 and len(y_pred_shape) == 2 and y_pred_shape[1] == 1 and y.shape[0] == y_pred_shape[0]:
+                y = y.reshape(-1, 1)
+            else:
+                raise ValueError(
+                    f"{who}: 'y' has shape {y.shape} but the predictions have shape "
+                    f"{tuple(y_pred_shape)}."
+                )
+        return y
+
+    # values and gradients --------------------------------------------------
+    def __call__(self, y_true, y_pred) -> float:
+        y_pred = np.asarray(y_pred)
+        y = self.prepare_targets(y_true, y_pred.shape)
+        if self.from_logits:
+            return self.value_from_logits(y, y_pred)
+        return self.value(y, y_pred)
+
+    def gradient(self, y_true, y_pred) -> np.ndarray:
+        y_pred = np.asarray(y_pred)
+        y = self.prepare_targets(y_true, y_pred.shape)
+        if self.from_logits:
+            return self.gradient_from_logits(y, y_pred)
+        return self.gradient_wrt_output(y, y_pred)
+
+    def value(self, y, p) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def gradient_wrt_output(self, y, p) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def value_from_logits(self, y, z) -> float:
+        raise ValueError(f"{type(self).__name__} has no logits form.")
+
+    def gradient_from_logits(self, y, z) -> np.ndarray:
+        raise ValueError(f"{type(self).__name__} has no logits form.")
+
+    # config ------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {"from_logits": self.from_logits, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+
+@registry.register(aliases=("mse", "mean_squared_error"))
+class MeanSquaredError(Loss):
+    """``mean((y_pred - y_true) ** 2)`` over all entries; gradient ``2 (p - y) / size``.
+
+    ``from_logits`` is accepted for uniformity and ignored (MSE acts on any output).
+    """
+
+    def value(self, y, p):
+        return K.mse(y, p)
+
+    def gradient_wrt_output(self, y, p):
+        return K.mse_grad(y, p)
+
+    value_from_logits = value
+    gradient_from_logits = gradient_wrt_output
+
+
+@registry.register(aliases=("binary_crossentropy", "bce"))
+class BinaryCrossentropy(Loss):
+    """``-mean(y log p + (1 - y) log(1 - p))``; targets in [0, 1].
+
+    With ``from_logits=True`` ``y_pred`` are logits ``z`` and ``p = sigmoid(z)``.
+    """
+
+    fused_activation = "sigmoid"
+
+    def prepare_targets(self, y_true, y_pred_shape, *, who=""):
+        y = super().prepare_targets(y_true, y_pred_shape, who=who)
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{who or type(self).__name__}: binary targets must lie in [0, 1].")
+        return y
+
+    def value(self, y, p):
+        return K.binary_crossentropy(y, p)
+
+    def gradient_wrt_output(self, y, p):
+        return K.binary_crossentropy_grad(y, p)
+
+    def value_from_logits(self, y, z):
+        return K.binary_crossentropy_logits(y, z)
+
+    def gradient_from_logits(self, y, z):
+        return K.binary_crossentropy_logits_grad(y, z)
+
+
+@registry.register(aliases=("categorical_crossentropy", "cce"))
+class CategoricalCrossentropy(Loss):
+    """``-mean_i sum_k y_ik log p_ik`` with one-hot (or soft) targets of shape (N, K)."""
+
+    fused_activation = "softmax"
+
+    def value(self, y, p):
+        return K.categorical_crossentropy(y, p)
+
+    def gradient_wrt_output(self, y, p):
+        return K.categorical_crossentropy_grad(y, p)
+
+    def value_from_logits(self, y, z):
+        return K.categorical_crossentropy_logits(y, z)
+
+    def gradient_from_logits(self, y, z):
+        return K.categorical_crossentropy_logits_grad(y, z)
+
+
+@registry.register(aliases=("sparse_categorical_crossentropy", "scce"))
+class SparseCategoricalCrossentropy(Loss):
+    """``-mean_i log p_{i, y_i}`` with integer labels ``y_i`` in ``[0, K)``."""
+
+    fused_activation = "softmax"
+
+    def prepare_targets(self, y_true, y_pred_shape, *, who=""):
+        who = who or type(self).__name__
+        y = np.asarray(y_true)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if len(y_pred_shape) != 2 or y.shape != (y_pred_shape[0],):
+            raise ValueError(
+                f"{who}: sparse labels must have shape ({y_pred_shape[0]},) for predictions of "
+                f"shape {tuple(y_pred_shape)}; got {y.shape}."
+            )
+        if y.dtype.kind == "f":
+            _finite(y, who, "y")
+            if not np.array_equal(y, np.round(y)):
+                raise ValueError(f"{who}: sparse labels must be integers.")
+        elif y.dtype.kind not in "iub":
+            raise TypeError(f"{who}: sparse labels must be integers, got dtype {y.dtype}.")
+        y = y.astype(np.intp, copy=False)
+        k = y_pred_shape[1]
+        if y.size and (y.min() < 0 or y.max() >= k):
+            bad = int(y[(y < 0) | (y >= k)][0])
+            raise ValueError(
+                f"{who}: labels must be in [0, {k}) for {k} output units; found label {bad}."
+            )
+        return y
+
+    def value(self, y, p):
+        return K.sparse_categorical_crossentropy(y, p)
+
+    def gradient_wrt_output(self, y, p):
+        return K.sparse_categorical_crossentropy_grad(y, p)
+
+    def value_from_logits(self, y, z):
+        return K.sparse_categorical_crossentropy_logits(y, z)
+
+    def gradient_from_logits(self, y, z):
+        return K.sparse_categorical_crossentropy_logits_grad(y, z)
+
+
+def get(identifier) -> Loss:
+    """Resolve a loss name (``"mse"``, ``"categorical_crossentropy"``, ...), config or instance."""
+    loss = registry.get(identifier, base=Loss)
+    if loss is None:
+        raise ValueError("A loss is required.")
+    return loss
+
+
+def serialize(loss: Loss) -> dict:
+    return registry.serialize(loss)
+
+
+def deserialize(config: dict) -> Loss:
+    return registry.deserialize(config)
