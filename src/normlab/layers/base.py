@@ -115,6 +115,9 @@ class Layer:
         self._regularizers: dict[str, _regularizers.Regularizer] = {}
         self._cache: Any = None
         self._build_rng: np.random.Generator | None = None
+        # True right after zero_grads(): the next gradient of each key may be
+        # copied instead of added (saves a pass); cleared after backward
+        self._grads_zero = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -155,6 +158,16 @@ class Layer:
     def zero_grads(self) -> None:
         for g in self.grads.values():
             g.fill(0)
+        self._grads_zero = True
+
+    def _accumulate_grad(self, key: str, value: np.ndarray) -> None:
+        """``grads[key] += value`` (a plain copy when the gradients were just zeroed)."""
+        g = self.grads[key]
+        value = value.reshape(g.shape)
+        if self._grads_zero:
+            np.copyto(g, value, casting="same_kind")
+        else:
+            g += value
 
     def regularization_loss(self) -> float:
         """Sum of the weight penalties of this layer's regularized parameters."""
@@ -247,7 +260,21 @@ class Layer:
             )
         if dy.dtype != self.dtype:
             dy = dy.astype(self.dtype)
-        return self._backward(dy)
+        return self._run_backward(dy)
+
+    def _run_backward(self, dy: np.ndarray) -> np.ndarray:
+        try:
+            return self._backward(dy)
+        finally:
+            self._grads_zero = False
+
+    def _backward_params_only(self, dy: np.ndarray) -> None:
+        """Backward for the first layer of a model, whose input needs no gradient.
+
+        Layers whose input gradient is expensive (Dense, convolutions) override
+        this to skip it; the default computes and discards it.
+        """
+        self._run_backward(dy)
 
     def _output_shape_of_cache(self) -> tuple | None:
         return getattr(self, "_out_shape", None)

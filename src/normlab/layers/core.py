@@ -11,7 +11,7 @@ from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, Options, validate_params
-from ..kernels.dense import dense_backward, dense_forward
+from ..kernels.dense import dense_forward
 from .base import Layer
 
 __all__ = ["Dense", "Activation"]
@@ -174,9 +174,20 @@ class Dense(Layer):
         return self._cache.z
 
     def _backward(self, dy):
-        return self.backward_from_logits(self._act.backward(dy, self._cache.z, self._cache.a))
+        return self._linear_backward(self._act_backward(dy), need_dx=True)
 
-    def backward_from_logits(self, dz) -> np.ndarray:
+    def _backward_params_only(self, dy):
+        try:
+            self._linear_backward(self._act_backward(dy), need_dx=False)
+        finally:
+            self._grads_zero = False
+
+    def _act_backward(self, dy):
+        if self.activation in (None, "linear"):
+            return dy
+        return self._act.backward(dy, self._cache.z, self._cache.a)
+
+    def backward_from_logits(self, dz, need_dx: bool = True) -> np.ndarray | None:
         """Back-propagate a gradient with respect to the pre-activation ``z``.
 
         Used by fused losses (softmax or sigmoid with cross-entropy), whose
@@ -186,13 +197,27 @@ class Dense(Layer):
             raise RuntimeError(
                 f"Layer {self.name!r}: backward() needs a preceding forward call with training=True."
             )
-        need = self._trainable
-        dx, dk, db = dense_backward(dz, self._cache.x, self.params["kernel"], need_param_grads=need)
-        if need:
-            self.grads["kernel"] += dk
+        try:
+            return self._linear_backward(dz, need_dx=need_dx)
+        finally:
+            self._grads_zero = False
+
+    def _linear_backward(self, dz, need_dx: bool):
+        if not self._trainable:
+            return dz @ self.params["kernel"].T if need_dx else None
+        x = self._cache.x
+        x2 = x.reshape(-1, x.shape[-1])
+        dz2 = dz.reshape(-1, dz.shape[-1])
+        if self._grads_zero:
+            # fresh gradients: let BLAS write them in place
+            np.matmul(x2.T, dz2, out=self.grads["kernel"])
             if self.use_bias:
-                self.grads["bias"] += db
-        return dx
+                np.add.reduce(dz2, axis=0, out=self.grads["bias"])
+        else:
+            self.grads["kernel"] += x2.T @ dz2
+            if self.use_bias:
+                self.grads["bias"] += dz2.sum(axis=0)
+        return dz @ self.params["kernel"].T if need_dx else None
 
     def get_config(self):
         return {

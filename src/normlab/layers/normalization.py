@@ -9,12 +9,19 @@ import numpy as np
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, _Constraint, validate_params
+from ..kernels import _backend
 from ..kernels import batchnorm as K
 from .base import Layer
+
+if _backend.NUMBA_AVAILABLE:
+    from ..kernels import _batchnorm_numba as F
+else:  # pragma: no cover
+    F = None
 
 __all__ = ["BatchNormalization"]
 
 _INIT = [str, dict, Instance(_initializers.Initializer)]
+_EMPTY = np.empty(0)  # "absent gamma/beta" for the fused kernels
 _REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
 
 
@@ -138,6 +145,7 @@ class BatchNormalization(Layer):
         self._feature_axes: tuple = ()
         self._reduce_axes: tuple = ()
         self._bshape: tuple = ()
+        self._features_last = False
 
     # ------------------------------------------------------------------ build
     def _resolve_axes(self, ndim: int, shape: tuple) -> tuple:
@@ -166,6 +174,8 @@ class BatchNormalization(Layer):
         self._reduce_axes = tuple(a for a in range(ndim) if a not in self._feature_axes)
         pshape = tuple(input_shape[a] for a in self._feature_axes)
         self._bshape = tuple(input_shape[a] if a in self._feature_axes else 1 for a in range(ndim))
+        # one feature axis, the last: x is a (m, C) matrix and the fused kernels apply
+        self._features_last = self._feature_axes == (ndim - 1,)
         if self.scale:
             self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer)
         if self.center:
@@ -188,26 +198,19 @@ class BatchNormalization(Layer):
         return None if arr is None else arr.reshape(self._bshape)
 
     def call(self, x, training):
+        train = training and self._trainable
+        if self._features_last and _backend.numba_enabled() and x.size:
+            return self._call_fused(x, train, training)
         gamma = self._b(self.params.get("gamma"))
         beta = self._b(self.params.get("beta"))
-        if training and self._trainable:
+        if train:
             count = K.reduced_count(x.shape, self._reduce_axes)
             if count < 2:
-                raise ValueError(
-                    f"Layer {self.name!r} (BatchNormalization): training mode needs at least 2 "
-                    f"values per feature to estimate a variance, got an input of shape "
-                    f"{tuple(x.shape)} ({count} per feature). Use a larger batch, or call the "
-                    f"layer with training=False to use the moving statistics."
-                )
+                self._raise_too_few(x.shape, count)
             y, cache, mean, var = K.batchnorm_train_forward(
                 x, gamma, beta, axes=self._reduce_axes, epsilon=self.epsilon
             )
-            if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-                raise ValueError(
-                    f"Layer {self.name!r} (BatchNormalization): the input of shape "
-                    f"{tuple(x.shape)} holds NaN or inf values; the moving statistics were left "
-                    f"unchanged."
-                )
+            self._check_finite_stats(mean, var, x.shape)
             self._update_moving(mean, var)
             self._cache = ("train", cache)
             self._out_shape = y.shape
@@ -226,6 +229,92 @@ class BatchNormalization(Layer):
             self._out_shape = y.shape
         return y
 
+    def _raise_too_few(self, shape, count):
+        raise ValueError(
+            f"Layer {self.name!r} (BatchNormalization): training mode needs at least 2 "
+            f"values per feature to estimate a variance, got an input of shape "
+            f"{tuple(shape)} ({count} per feature). Use a larger batch, or call the "
+            f"layer with training=False to use the moving statistics."
+        )
+
+    def _check_finite_stats(self, mean, var, shape):
+        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+            self._raise_non_finite(shape)
+
+    def _raise_non_finite(self, shape):
+        raise ValueError(
+                f"Layer {self.name!r} (BatchNormalization): the input of shape "
+                f"{tuple(shape)} holds NaN or inf values; the moving statistics were left "
+                f"unchanged."
+            )
+
+    def _call_fused(self, x, train, training):
+        """The numba path for features on the last axis: x viewed as (m, C)."""
+        c = x.shape[-1]
+        x2 = np.ascontiguousarray(x).reshape(-1, c)
+        out = np.empty_like(x2)
+        gamma, beta = self.params.get("gamma"), self.params.get("beta")
+        if train:
+            if x2.shape[0] < 2:
+                self._raise_too_few(x.shape, x2.shape[0])
+            mean = np.empty(c, np.float64)
+            inv_std = np.empty(c, np.float64)
+            ok = F.train_forward_step(
+                x2,
+                _EMPTY if gamma is None else gamma,
+                _EMPTY if beta is None else beta,
+                self.epsilon,
+                self.momentum,
+                self.buffers["moving_mean"],
+                self.buffers["moving_variance"],
+                out,
+                mean,
+                inv_std,
+            )
+            if not ok:
+                self._raise_non_finite(x.shape)
+            self._cache = ("train_fused", x2, mean, inv_std)
+        else:
+            inv_std = 1.0 / np.sqrt(self.buffers["moving_variance"].astype(np.float64) + self.epsilon)
+            mean = self.buffers["moving_mean"].astype(np.float64)
+            scale = inv_std if gamma is None else gamma * inv_std
+            shift = -mean * scale if beta is None else beta - mean * scale
+            F.affine(x2, scale.astype(x.dtype), shift.astype(x.dtype), out)
+            if training:
+                self._cache = ("inference_fused", x2, mean, inv_std, scale)
+        y = out.reshape(x.shape)
+        if training:
+            self._out_shape = y.shape
+        return y
+
+    def _backward_fused(self, dy):
+        mode, x2, mean, inv_std, *rest = self._cache
+        dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
+        if mode == "train_fused":
+            dx = np.empty_like(x2)
+            g = self.grads
+            F.train_backward_step(
+                dy2,
+                x2,
+                mean,
+                inv_std,
+                self.params.get("gamma", _EMPTY),
+                dx,
+                g["gamma"] if self._trainable and self.scale else _EMPTY,
+                g["beta"] if self._trainable and self.center else _EMPTY,
+                not self._grads_zero,
+            )
+            return dx.reshape(dy.shape)
+        dx = dy2 * rest[0].astype(dy2.dtype)
+        dbeta = dy2.sum(axis=0, dtype=np.float64)
+        dgamma = np.sum(dy2 * ((x2 - mean) * inv_std), axis=0)
+        if self._trainable:
+            if self.scale:
+                self._accumulate_grad("gamma", dgamma)
+            if self.center:
+                self._accumulate_grad("beta", dbeta)
+        return dx.reshape(dy.shape)
+
     def _update_moving(self, mean: np.ndarray, var: np.ndarray) -> None:
         for key, batch in (("moving_mean", mean), ("moving_variance", var)):
             buf = self.buffers[key]
@@ -233,6 +322,8 @@ class BatchNormalization(Layer):
 
     # --------------------------------------------------------------- backward
     def _backward(self, dy):
+        if self._cache[0].endswith("_fused"):
+            return self._backward_fused(dy)
         mode, cache = self._cache
         if mode == "train":
             dx, dgamma, dbeta = K.batchnorm_train_backward(dy, cache)
@@ -240,9 +331,9 @@ class BatchNormalization(Layer):
             dx, dgamma, dbeta = K.batchnorm_inference_backward(dy, cache)
         if self._trainable:
             if self.scale:
-                self.grads["gamma"] += dgamma.reshape(self.grads["gamma"].shape)
+                self._accumulate_grad("gamma", dgamma)
             if self.center:
-                self.grads["beta"] += dbeta.reshape(self.grads["beta"].shape)
+                self._accumulate_grad("beta", dbeta)
         return dx
 
     def get_config(self):

@@ -199,12 +199,16 @@ class Sequential:
 
     def _backward(self, grad: np.ndarray, fused: bool) -> None:
         layers = self.layers
-        start = len(layers) - 1
+        last = len(layers) - 1
         if fused:
-            grad = layers[-1].backward_from_logits(grad)
-            start -= 1
-        for i in range(start, -1, -1):
-            grad = layers[i]._backward(grad)
+            # the gradient is with respect to the last layer's logits
+            grad = layers[-1].backward_from_logits(grad, need_dx=last > 0)
+            last -= 1
+        for i in range(last, 0, -1):
+            grad = layers[i]._run_backward(grad)
+        if last == 0:
+            # the model's input needs no gradient
+            layers[0]._backward_params_only(grad)
 
     def _regularization_loss(self) -> float:
         return sum(layer.regularization_loss() for layer in self.layers)

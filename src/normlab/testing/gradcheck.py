@@ -20,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "rel_error",
+    "grad_error",
     "numerical_gradient",
     "check_layer_gradients",
     "assert_layer_gradients",
@@ -37,6 +38,23 @@ def rel_error(a, b, floor: float = 1e-8) -> float:
     if a.size == 0:
         return 0.0
     return float(np.max(np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b))))
+
+
+def grad_error(analytic, numeric, floor: float = 1e-12) -> float:
+    """``max|a - n| / max(max|a|, max|n|)``: the error relative to the gradient's scale.
+
+    Unlike the elementwise :func:`rel_error`, an entry that is tiny compared
+    with the rest of the gradient (where central differences carry rounding
+    noise of order ``eps * |f| / h``) does not dominate the result.
+    """
+    a = np.asarray(analytic, dtype=np.float64)
+    n = np.asarray(numeric, dtype=np.float64)
+    if a.shape != n.shape:
+        raise ValueError(f"grad_error: shapes differ, {a.shape} vs {n.shape}.")
+    if a.size == 0:
+        return 0.0
+    scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(n))), floor)
+    return float(np.max(np.abs(a - n))) / scale
 
 
 def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -92,7 +110,8 @@ def check_layer_gradients(
     Returns
     -------
     dict
-        ``{"x": rel_error of dx, "<param>": rel_error of each gradient}``.
+        ``{"x": error of dx, "<param>": error of each gradient}``, each the
+        :func:`grad_error` (max deviation relative to the gradient's largest entry).
         Buffers (moving statistics) are restored, so the check leaves the
         layer's state as it found it (except its ``grads``, which are zeroed).
     """
@@ -122,7 +141,7 @@ def check_layer_gradients(
             numeric[k] = numerical_gradient(loss, p, h)
     _restore(layer, snap)
     layer.zero_grads()
-    return {k: rel_error(analytic[k], numeric[k]) for k in numeric}
+    return {k: grad_error(analytic[k], numeric[k]) for k in numeric}
 
 
 def assert_layer_gradients(layer, x, *, tol: float = 1e-6, **kwargs) -> dict[str, float]:
@@ -135,11 +154,11 @@ def assert_layer_gradients(layer, x, *, tol: float = 1e-6, **kwargs) -> dict[str
 
 
 def check_loss_gradients(loss, y_true, y_pred, *, h: float = 1e-6) -> float:
-    """Relative error between ``loss.gradient(y_true, y_pred)`` and central differences."""
+    """:func:`grad_error` between ``loss.gradient(y_true, y_pred)`` and central differences."""
     y_pred = np.array(y_pred, dtype=np.float64)
     analytic = loss.gradient(y_true, y_pred)
     numeric = numerical_gradient(lambda: loss(y_true, y_pred), y_pred, h)
-    return rel_error(analytic, numeric)
+    return grad_error(analytic, numeric)
 
 
 def check_model_gradients(model, x, y, *, h: float = 1e-6) -> dict[str, float]:
@@ -171,5 +190,5 @@ def check_model_gradients(model, x, y, *, h: float = 1e-6) -> dict[str, float]:
         p = layer.params[key]
         if p.dtype != np.float64:
             raise TypeError("check_model_gradients needs a float64 model (fit or build it on float64 data).")
-        out[f"{layer.name}/{key}"] = rel_error(g, numerical_gradient(loss, p, h))
+        out[f"{layer.name}/{key}"] = grad_error(g, numerical_gradient(loss, p, h))
     return out

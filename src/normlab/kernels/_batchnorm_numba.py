@@ -1,0 +1,164 @@
+"""Fused batch-norm kernels (numba) for ``x`` viewed as ``(m, C)``, features last.
+
+Same equations as :mod:`normlab.kernels.batchnorm`, fused so that each array
+is streamed as few times as possible:
+
+* forward: one pass for the statistics (sums of ``x - s`` and ``(x - s)^2``
+  accumulated in float64 with a per-feature shift ``s = x[0]``, which keeps
+  the one-pass variance free of cancellation for data with a large offset),
+  one pass writing ``y``; ``xhat`` is not stored, the backward pass recomputes
+  it from ``x``;
+* backward: one pass for ``dbeta = sum(dy)`` and ``dgamma = sum(dy * xhat)``,
+  one pass writing ``dx = g * inv_std / m * (m dy - dbeta - xhat dgamma)``.
+
+Rows are the outer loop so the inner loop over features is contiguous and
+vectorizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def moments(x):
+    m, c = x.shape
+    shift = np.empty(c, np.float64)
+    s1 = np.zeros(c, np.float64)
+    s2 = np.zeros(c, np.float64)
+    for j in range(c):
+        shift[j] = x[0, j]
+    for i in range(m):
+        for j in range(c):
+            d = x[i, j] - shift[j]
+            s1[j] += d
+            s2[j] += d * d
+    mean = np.empty(c, np.float64)
+    var = np.empty(c, np.float64)
+    for j in range(c):
+        mu = s1[j] / m
+        mean[j] = shift[j] + mu
+        v = s2[j] / m - mu * mu
+        var[j] = v if v > 0.0 else 0.0
+    return mean, var
+
+
+@njit(cache=True, nogil=True)
+def affine(x, scale, shift, out):
+    """``out = x * scale + shift`` per feature."""
+    m, c = x.shape
+    for i in range(m):
+        for j in range(c):
+            out[i, j] = x[i, j] * scale[j] + shift[j]
+
+
+def train_forward(x, gamma, beta, epsilon, out):
+    """Return ``(mean, var, inv_std)`` (float64, shape (C,)) and write ``y`` into ``out``."""
+    mean, var = moments(x)
+    inv_std = 1.0 / np.sqrt(var + epsilon)
+    scale = inv_std if gamma is None else gamma * inv_std
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + beta
+    affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out)
+    return mean, var, inv_std
+
+
+@njit(cache=True, nogil=True)
+def _reduce_backward(dy, x, mean, inv_std):
+    m, c = x.shape
+    db = np.zeros(c, np.float64)
+    dg = np.zeros(c, np.float64)
+    for i in range(m):
+        for j in range(c):
+            g = dy[i, j]
+            db[j] += g
+            dg[j] += g * ((x[i, j] - mean[j]) * inv_std[j])
+    return db, dg
+
+
+@njit(cache=True, nogil=True)
+def _dx(dy, x, mean, a, b, cc, out):
+    # dx = a * dy - b - cc * (x - mean), with the per-feature a, b, cc below
+    m, c = x.shape
+    for i in range(m):
+        for j in range(c):
+            out[i, j] = a[j] * dy[i, j] - b[j] - cc[j] * (x[i, j] - mean[j])
+
+
+def train_backward(dy, x, mean, inv_std, gamma, out):
+    """Write ``dx`` into ``out``; return ``(dgamma, dbeta)`` as float64 (C,)."""
+    m = x.shape[0]
+    db, dg = _reduce_backward(dy, x, mean, inv_std)
+    g = inv_std if gamma is None else gamma * inv_std
+    # g/m (m dy - db - xhat dg) with xhat = (x - mean) inv_std
+    a = g
+    b = g * db / m
+    cc = g * dg * inv_std / m
+    dt = x.dtype
+    _dx(dy, x, mean.astype(dt), a.astype(dt), b.astype(dt), cc.astype(dt), out)
+    return dg, db
+
+
+@njit(cache=True, nogil=True)
+def train_forward_step(x, gamma, beta, epsilon, momentum, moving_mean, moving_var, out, mean_out, inv_std_out):
+    """The whole training forward of the layer in one call.
+
+    ``gamma``/``beta`` of size 0 mean "absent" (1 and 0). Writes ``y`` into
+    ``out``, the batch mean and ``1/sqrt(var + eps)`` (float64) into
+    ``mean_out``/``inv_std_out`` and, only if every statistic is finite,
+    applies the Keras moving-average update. Returns that finiteness flag.
+    """
+    m, c = x.shape
+    mean, var = moments(x)
+    finite = True
+    for j in range(c):
+        if not (np.isfinite(mean[j]) and np.isfinite(var[j])):
+            finite = False
+    if not finite:
+        return False
+    scale = np.empty(c, x.dtype)
+    shift = np.empty(c, x.dtype)
+    for j in range(c):
+        inv = 1.0 / np.sqrt(var[j] + epsilon)
+        mean_out[j] = mean[j]
+        inv_std_out[j] = inv
+        g = gamma[j] * inv if gamma.size else inv
+        scale[j] = g
+        shift[j] = (beta[j] if beta.size else 0.0) - mean[j] * g
+        moving_mean[j] = momentum * moving_mean[j] + (1.0 - momentum) * mean[j]
+        moving_var[j] = momentum * moving_var[j] + (1.0 - momentum) * var[j]
+    for i in range(m):
+        for j in range(c):
+            out[i, j] = x[i, j] * scale[j] + shift[j]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def train_backward_step(dy, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate):
+    """Write ``dx`` into ``out`` and add (or, if not ``accumulate``, write) dgamma/dbeta.
+
+    ``dgamma``/``dbeta`` of size 0 are skipped; ``gamma`` of size 0 means 1.
+    """
+    m, c = x.shape
+    db, dg = _reduce_backward(dy, x, mean, inv_std)
+    a = np.empty(c, x.dtype)
+    b = np.empty(c, x.dtype)
+    cc = np.empty(c, x.dtype)
+    mu = np.empty(c, x.dtype)
+    for j in range(c):
+        g = gamma[j] * inv_std[j] if gamma.size else inv_std[j]
+        a[j] = g
+        b[j] = g * db[j] / m
+        cc[j] = g * dg[j] * inv_std[j] / m
+        mu[j] = mean[j]
+    for i in range(m):
+        for j in range(c):
+            out[i, j] = a[j] * dy[i, j] - b[j] - cc[j] * (x[i, j] - mu[j])
+    if dgamma.size:
+        for j in range(c):
+            dgamma[j] = dgamma[j] + dg[j] if accumulate else dg[j]
+    if dbeta.size:
+        for j in range(c):
+            dbeta[j] = dbeta[j] + db[j] if accumulate else db[j]
