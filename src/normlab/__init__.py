@@ -8,14 +8,17 @@ trains them with a Keras-style API.
 __version__ = "0.1.0"
 
 from ._validation import InvalidParameterError
-from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing
-from .models import Sequential
+from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets
+from .models import ModelFileError, Sequential, load_model
 
 __all__ = [
     "InvalidParameterError",
     "Sequential",
+    "load_model",
+    "ModelFileError",
     "activations",
     "callbacks",
+    "datasets",
     "initializers",
     "layers",
     "losses",

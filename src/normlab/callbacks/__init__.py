@@ -1,8 +1,23 @@
 """Callbacks: hooks into ``fit``, ``evaluate`` and ``predict``."""
 
 from .base import Callback, CallbackList, History, registry
+from .early_stopping import EarlyStopping, train_on_all_data
+from .misc import CSVLogger, LambdaCallback, ModelCheckpoint, TerminateOnNaN
+from .progbar import ProgbarLogger
 
-__all__ = ["Callback", "CallbackList", "History", "get"]
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "History",
+    "ProgbarLogger",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "TerminateOnNaN",
+    "CSVLogger",
+    "LambdaCallback",
+    "train_on_all_data",
+    "get",
+]
 
 
 def get(identifier):

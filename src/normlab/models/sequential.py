@@ -346,9 +346,11 @@ class Sequential:
             )
         if x is None or y is None:
             raise ValueError(f"{type(self).__name__}.fit: 'x' and 'y' are required.")
-        init_seq, shuffle_seq = np.random.SeedSequence(seed).spawn(2)
-        shuffle_rng = np.random.default_rng(shuffle_seq)
-        x, y = self._prepare_xy(x, y, who, np.random.default_rng(init_seq))
+        # streams derived from (seed, purpose[, epoch]): epoch e's shuffle does not depend
+        # on earlier epochs, so fit(..., initial_epoch=e) after loading resumes exactly
+        entropy = np.random.SeedSequence(seed).entropy
+        init_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(0,)))
+        x, y = self._prepare_xy(x, y, who, init_rng)
         if validation_data is None and validation_split > 0:
             n_val = int(len(x) * validation_split)
             if n_val == 0 or n_val == len(x):
@@ -382,6 +384,7 @@ class Sequential:
             for m in self.metrics:
                 m.reset_state()
             if shuffle:
+                shuffle_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(1, epoch)))
                 perm = shuffle_rng.permutation(n)
                 xe, ye = x[perm], y[perm]
             else:
@@ -519,6 +522,16 @@ class Sequential:
 
     def count_params(self) -> int:
         return sum(l.count_params() for l in self.layers)
+
+    def save(self, path) -> None:
+        """Write architecture, weights, buffers and optimizer state to one file.
+
+        See :func:`normlab.models.saving.save_model`; read it back with
+        :func:`normlab.load_model`.
+        """
+        from .saving import save_model
+
+        save_model(self, path)
 
     def summary(self, print_fn=print) -> None:
         """Print a table of layers, output shapes and parameter counts."""
