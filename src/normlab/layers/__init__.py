@@ -3,8 +3,11 @@
 from .base import Layer, registry
 from .core import Activation, Dense
 from .normalization import BatchNormalization
+from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
+from .wrappers import WeightNormalization
 
-__all__ = ["Layer", "Dense", "Activation", "BatchNormalization", "get", "serialize", "deserialize"]
+__all__ = ["Layer", "Dense", "Activation", "BatchNormalization", "LayerNormalization",
+           "GroupNormalization", "InstanceNormalization", "RMSNormalization", "WeightNormalization", "get", "serialize", "deserialize"]
 
 
 def get(identifier):
