@@ -8,7 +8,11 @@ from normlab import initializers, layers, losses, regularizers
 from normlab._validation import InvalidParameterError, Interval, Options, _as_constraint
 
 # minimal valid constructor arguments for classes with required ones
-REQUIRED = {"Dense": {"units": 2}, "Activation": {"activation": "relu"}}
+REQUIRED = {
+    "Dense": {"units": 2},
+    "Activation": {"activation": "relu"},
+    "WeightNormalization": {"layer": layers.Dense(2)},
+}
 
 
 def _classes():

@@ -9,13 +9,15 @@ __version__ = "0.1.0"
 
 from ._validation import InvalidParameterError
 from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets
-from .models import ModelFileError, Sequential, load_model
+from .models import ModelFileError, Sequential, fold_batchnorm, load_model, recompute_batchnorm_statistics
 
 __all__ = [
     "InvalidParameterError",
     "Sequential",
     "load_model",
     "ModelFileError",
+    "fold_batchnorm",
+    "recompute_batchnorm_statistics",
     "activations",
     "callbacks",
     "datasets",

@@ -102,13 +102,17 @@ def train_backward(dy, x, mean, inv_std, gamma, out):
 
 
 @njit(cache=True, nogil=True)
-def train_forward_step(x, gamma, beta, epsilon, momentum, moving_mean, moving_var, out, mean_out, inv_std_out):
+def train_forward_step(
+    x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean_out, inv_std_out
+):
     """The whole training forward of the layer in one call.
 
     ``gamma``/``beta`` of size 0 mean "absent" (1 and 0). Writes ``y`` into
     ``out``, the batch mean and ``1/sqrt(var + eps)`` (float64) into
     ``mean_out``/``inv_std_out`` and, only if every statistic is finite,
-    applies the Keras moving-average update. Returns that finiteness flag.
+    applies the Keras moving-average update (the moving variance receives
+    ``var * var_correction``: 1 for the biased, ``m / (m - 1)`` for the unbiased
+    convention). Returns that finiteness flag.
     """
     m, c = x.shape
     mean, var = moments(x)
@@ -128,7 +132,7 @@ def train_forward_step(x, gamma, beta, epsilon, momentum, moving_mean, moving_va
         scale[j] = g
         shift[j] = (beta[j] if beta.size else 0.0) - mean[j] * g
         moving_mean[j] = momentum * moving_mean[j] + (1.0 - momentum) * mean[j]
-        moving_var[j] = momentum * moving_var[j] + (1.0 - momentum) * var[j]
+        moving_var[j] = momentum * moving_var[j] + (1.0 - momentum) * var[j] * var_correction
     for i in range(m):
         for j in range(c):
             out[i, j] = x[i, j] * scale[j] + shift[j]

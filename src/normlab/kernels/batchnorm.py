@@ -167,3 +167,62 @@ def batchnorm_inference_backward(
 def update_moving(moving: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
     """Return ``momentum * moving + (1 - momentum) * batch`` (Keras convention)."""
     return momentum * moving + (1.0 - momentum) * batch
+
+
+class BatchRenormCache(NamedTuple):
+    """Training cache of batch renormalization."""
+
+    base: BatchNormTrainCache
+    r: np.ndarray
+    d: np.ndarray
+
+
+def batch_renorm_train_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    renorm_mean: np.ndarray,
+    renorm_stddev: np.ndarray,
+    *,
+    axes: tuple,
+    epsilon: float,
+    rmax: float,
+    rmin: float,
+    dmax: float,
+):
+    """Batch renormalization (Ioffe 2017), training forward.
+
+    With the batch statistics ``mu_B``, ``sigma_B = sqrt(var_B + eps)`` and the
+    moving renorm statistics ``mu``, ``sigma``::
+
+        r    = clip(sigma_B / sigma, rmin, rmax)        (held constant in backward)
+        d    = clip((mu_B - mu) / sigma, -dmax, dmax)    (held constant in backward)
+        xhat = (x - mu_B) / sigma_B * r + d
+        y    = gamma * xhat + beta
+
+    Since ``r`` and ``d`` are constants for the gradient, the backward pass is
+    the batch-norm one with ``gamma`` replaced by ``gamma * r``, plus
+    ``dgamma = r * sum(dy * xhat_B) + d * sum(dy)``. With ``rmax = rmin = 1``
+    and ``dmax = 0`` it is plain batch normalization.
+
+    Returns ``(y, cache, mean, var, r, d)``.
+    """
+    mean, var, xc = batch_moments(x, axes=axes)
+    std_b = np.sqrt(var + epsilon)
+    r = np.clip(std_b / renorm_stddev, rmin, rmax).astype(x.dtype, copy=False)
+    d = np.clip((mean - renorm_mean) / renorm_stddev, -dmax, dmax).astype(x.dtype, copy=False)
+    inv_std = 1.0 / std_b
+    xhat = xc
+    xhat *= inv_std
+    g = r if gamma is None else gamma * r
+    y = xhat * g + (d if gamma is None else gamma * d)
+    if beta is not None:
+        y += beta
+    base = BatchNormTrainCache(xhat, inv_std, g, axes, reduced_count(x.shape, axes))
+    return y, BatchRenormCache(base, r, d), mean, var, r, d
+
+
+def batch_renorm_train_backward(dy: np.ndarray, cache: BatchRenormCache):
+    """Return ``(dx, dgamma, dbeta)`` of :func:`batch_renorm_train_forward`."""
+    dx, dgamma_hat, dbeta = batchnorm_train_backward(dy, cache.base)
+    return dx, cache.r * dgamma_hat + cache.d * dbeta, dbeta

@@ -8,7 +8,16 @@ import numpy as np
 
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
-from .._validation import Boolean, Instance, Interval, NoneOk, _Constraint, validate_params
+from .._validation import (
+    Boolean,
+    Instance,
+    Interval,
+    InvalidParameterError,
+    NoneOk,
+    Options,
+    _Constraint,
+    validate_params,
+)
 from ..kernels import _backend
 from ..kernels import batchnorm as K
 from .base import Layer
@@ -81,6 +90,34 @@ class BatchNormalization(Layer):
         Defaults ``"zeros"``, ``"ones"``, ``"zeros"``, ``"ones"``.
     beta_regularizer, gamma_regularizer : optional
         Penalties on ``beta`` and ``gamma``.
+    unbiased_moving_variance : bool, default False
+        Feed ``var_B * m / (m - 1)`` (the unbiased estimate, as PyTorch and the
+        paper do) to the moving variance instead of Keras's biased ``var_B``.
+        Normalization in training always uses the biased ``var_B``.
+    virtual_batch_size : int, optional
+        Ghost batch normalization: the batch is split into groups of this
+        many samples, each normalized with its own statistics; the moving
+        statistics receive the mean of the groups'. The batch size must be a
+        multiple of it. A virtual batch of the whole batch is plain BN.
+    renorm : bool, default False
+        Batch renormalization (Ioffe 2017), see
+        :func:`normlab.kernels.batchnorm.batch_renorm_train_forward`; the
+        correction uses moving ``renorm_mean`` / ``renorm_stddev`` buffers
+        updated with ``renorm_momentum``.
+    renorm_clipping : dict, optional
+        ``{"rmax": ..., "rmin": ..., "dmax": ...}``; defaults ``rmax = inf``,
+        ``rmin = 1 / rmax``, ``dmax = inf``. ``rmax = rmin = 1, dmax = 0`` is
+        plain batch normalization.
+    renorm_momentum : float in [0, 1], default 0.99
+    batch_of_one : {"error", "moving_statistics"}, default "error"
+        What training mode does when there is one value per feature (a batch
+        of one sample): raise, or normalize with the moving statistics
+        (gamma and beta still learn; the moving statistics are not updated).
+
+    Converting from PyTorch
+    -----------------------
+    ``torch.nn.BatchNorm1d(C, eps=e, momentum=p)`` is
+    ``BatchNormalization(epsilon=e, momentum=1 - p, unbiased_moving_variance=True)``.
 
     Notes
     -----
@@ -91,8 +128,9 @@ class BatchNormalization(Layer):
 
     *A batch of one.* Training mode needs at least two values per feature to
     estimate a variance; a batch of one sample (of a 2-D input) raises a
-    ``ValueError`` naming the layer and the shape. Inference works on any
-    batch size, one included.
+    ``ValueError`` naming the layer and the shape (unless
+    ``batch_of_one="moving_statistics"``). Inference works on any batch
+    size, one included.
 
     *Non-finite input.* If the batch statistics are not finite the call raises
     a ``ValueError`` before the moving statistics are touched.
@@ -110,6 +148,12 @@ class BatchNormalization(Layer):
         "moving_variance_initializer": _INIT,
         "beta_regularizer": _REG,
         "gamma_regularizer": _REG,
+        "unbiased_moving_variance": [Boolean()],
+        "virtual_batch_size": [NoneOk(), Interval(numbers.Integral, 1, None)],
+        "renorm": [Boolean()],
+        "renorm_clipping": [NoneOk(), Instance(dict, label="a dict with keys among 'rmax', 'rmin', 'dmax'")],
+        "renorm_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "batch_of_one": [Options(("error", "moving_statistics"))],
     }
 
     def __init__(
@@ -125,6 +169,12 @@ class BatchNormalization(Layer):
         moving_variance_initializer="ones",
         beta_regularizer=None,
         gamma_regularizer=None,
+        unbiased_moving_variance: bool = False,
+        virtual_batch_size: int | None = None,
+        renorm: bool = False,
+        renorm_clipping: dict | None = None,
+        renorm_momentum: float = 0.99,
+        batch_of_one: str = "error",
         **kwargs,
     ):
         args = dict(locals())
@@ -142,10 +192,42 @@ class BatchNormalization(Layer):
         self.moving_variance_initializer = _initializers.get(moving_variance_initializer)
         self.beta_regularizer = _regularizers.get(beta_regularizer)
         self.gamma_regularizer = _regularizers.get(gamma_regularizer)
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
+        self.virtual_batch_size = None if virtual_batch_size is None else int(virtual_batch_size)
+        self.renorm = bool(renorm)
+        self.renorm_clipping = self._check_clipping(renorm_clipping)
+        self.renorm_momentum = float(renorm_momentum)
+        self.batch_of_one = batch_of_one
         self._feature_axes: tuple = ()
         self._reduce_axes: tuple = ()
         self._bshape: tuple = ()
         self._features_last = False
+
+    @staticmethod
+    def _check_clipping(clipping):
+        if clipping is None:
+            return None
+        unknown = sorted(set(clipping) - {"rmax", "rmin", "dmax"})
+        if unknown:
+            raise InvalidParameterError(
+                "The 'renorm_clipping' parameter of BatchNormalization must be a dict with keys "
+                f"among 'rmax', 'rmin', 'dmax'. Got {clipping!r} instead."
+            )
+        out = {k: float(v) for k, v in clipping.items()}
+        rmax = out.get("rmax", np.inf)
+        rmin = out.get("rmin", 1.0 / rmax)
+        dmax = out.get("dmax", np.inf)
+        if not (rmax >= 1.0 and 0.0 < rmin <= 1.0 and dmax >= 0.0):
+            raise InvalidParameterError(
+                "The 'renorm_clipping' parameter of BatchNormalization must have rmax >= 1, "
+                f"0 < rmin <= 1 and dmax >= 0. Got {clipping!r} instead."
+            )
+        return dict(clipping)
+
+    def _clip_bounds(self):
+        c = self.renorm_clipping or {}
+        rmax = float(c.get("rmax", np.inf))
+        return rmax, float(c.get("rmin", 1.0 / rmax)), float(c.get("dmax", np.inf))
 
     # ------------------------------------------------------------------ build
     def _resolve_axes(self, ndim: int, shape: tuple) -> tuple:
@@ -182,6 +264,9 @@ class BatchNormalization(Layer):
             self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer)
         self.add_weight("moving_mean", pshape, self.moving_mean_initializer, trainable=False)
         self.add_weight("moving_variance", pshape, self.moving_variance_initializer, trainable=False)
+        if self.renorm:
+            self.add_weight("renorm_mean", pshape, "zeros", trainable=False)
+            self.add_weight("renorm_stddev", pshape, "ones", trainable=False)
 
     def check_input_shape(self, shape):
         super().check_input_shape(shape)
@@ -199,20 +284,39 @@ class BatchNormalization(Layer):
 
     def call(self, x, training):
         train = training and self._trainable
-        if self._features_last and _backend.numba_enabled() and x.size:
+        if train:
+            count = self._per_feature_count(x.shape)
+            if count < 2:
+                if self.batch_of_one == "error":
+                    self._raise_too_few(x.shape, count)
+                train = False  # policy: normalize with the moving statistics
+        plain = not self.renorm and self.virtual_batch_size is None
+        if plain and self._features_last and _backend.numba_enabled() and x.size:
             return self._call_fused(x, train, training)
         gamma = self._b(self.params.get("gamma"))
         beta = self._b(self.params.get("beta"))
         if train:
-            count = K.reduced_count(x.shape, self._reduce_axes)
-            if count < 2:
-                self._raise_too_few(x.shape, count)
-            y, cache, mean, var = K.batchnorm_train_forward(
-                x, gamma, beta, axes=self._reduce_axes, epsilon=self.epsilon
-            )
-            self._check_finite_stats(mean, var, x.shape)
-            self._update_moving(mean, var)
-            self._cache = ("train", cache)
+            if self.virtual_batch_size is not None:
+                y, cache = self._ghost_forward(x, gamma, beta)
+            elif self.renorm:
+                rmax, rmin, dmax = self._clip_bounds()
+                y, cache, mean, var, r, d = K.batch_renorm_train_forward(
+                    x, gamma, beta,
+                    self._b(self.buffers["renorm_mean"]), self._b(self.buffers["renorm_stddev"]),
+                    axes=self._reduce_axes, epsilon=self.epsilon, rmax=rmax, rmin=rmin, dmax=dmax,
+                )
+                self._check_finite_stats(mean, var, x.shape)
+                self._update_moving(mean, var, cache.base.count)
+                self._update_renorm(mean, var)
+                cache = ("renorm", cache)
+            else:
+                y, kcache, mean, var = K.batchnorm_train_forward(
+                    x, gamma, beta, axes=self._reduce_axes, epsilon=self.epsilon
+                )
+                self._check_finite_stats(mean, var, x.shape)
+                self._update_moving(mean, var, kcache.count)
+                cache = ("train", kcache)
+            self._cache = cache
             self._out_shape = y.shape
             return y
         y, cache = K.batchnorm_inference_forward(
@@ -228,6 +332,38 @@ class BatchNormalization(Layer):
             self._cache = ("inference", cache)
             self._out_shape = y.shape
         return y
+
+    def _per_feature_count(self, shape) -> int:
+        count = K.reduced_count(shape, self._reduce_axes)
+        if self.virtual_batch_size is not None:
+            count = count // shape[0] * min(shape[0], self.virtual_batch_size)
+        return count
+
+    def _ghost_forward(self, x, gamma, beta):
+        """Ghost batch normalization: each group of ``virtual_batch_size`` samples
+        is normalized with its own statistics; the moving statistics receive the
+        mean of the groups' statistics."""
+        v = self.virtual_batch_size
+        n = x.shape[0]
+        if n % v:
+            raise ValueError(
+                f"Layer {self.name!r} (BatchNormalization): the batch size {n} is not a multiple "
+                f"of virtual_batch_size={v} (input shape {tuple(x.shape)})."
+            )
+        xg = x.reshape((n // v, v) + x.shape[1:])
+        axes = tuple(a + 1 for a in self._reduce_axes)
+        gb = None if gamma is None else gamma[None]
+        bb = None if beta is None else beta[None]
+        y, kcache, mean, var = K.batchnorm_train_forward(xg, gb, bb, axes=axes, epsilon=self.epsilon)
+        self._check_finite_stats(mean, var, x.shape)
+        self._update_moving(mean.mean(axis=0), var.mean(axis=0), kcache.count)
+        return y.reshape(x.shape), ("ghost", kcache)
+
+    def _update_renorm(self, mean, var):
+        m = self.renorm_momentum
+        for key, batch in (("renorm_mean", mean), ("renorm_stddev", np.sqrt(var + self.epsilon))):
+            buf = self.buffers[key]
+            np.copyto(buf, K.update_moving(buf, batch.reshape(buf.shape), m))
 
     def _raise_too_few(self, shape, count):
         raise ValueError(
@@ -265,6 +401,7 @@ class BatchNormalization(Layer):
                 _EMPTY if beta is None else beta,
                 self.epsilon,
                 self.momentum,
+                self._var_correction(x2.shape[0]),
                 self.buffers["moving_mean"],
                 self.buffers["moving_variance"],
                 out,
@@ -315,7 +452,11 @@ class BatchNormalization(Layer):
                 self._accumulate_grad("beta", dbeta)
         return dx.reshape(dy.shape)
 
-    def _update_moving(self, mean: np.ndarray, var: np.ndarray) -> None:
+    def _var_correction(self, count: int) -> float:
+        return count / (count - 1) if self.unbiased_moving_variance and count > 1 else 1.0
+
+    def _update_moving(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
+        var = var * self._var_correction(count)
         for key, batch in (("moving_mean", mean), ("moving_variance", var)):
             buf = self.buffers[key]
             np.copyto(buf, K.update_moving(buf, batch.reshape(buf.shape), self.momentum))
@@ -327,6 +468,12 @@ class BatchNormalization(Layer):
         mode, cache = self._cache
         if mode == "train":
             dx, dgamma, dbeta = K.batchnorm_train_backward(dy, cache)
+        elif mode == "ghost":
+            dyg = dy.reshape(cache.xhat.shape)
+            dx, dgamma, dbeta = K.batchnorm_train_backward(dyg, cache)
+            dx, dgamma, dbeta = dx.reshape(dy.shape), dgamma.sum(axis=0), dbeta.sum(axis=0)
+        elif mode == "renorm":
+            dx, dgamma, dbeta = K.batch_renorm_train_backward(dy, cache)
         else:
             dx, dgamma, dbeta = K.batchnorm_inference_backward(dy, cache)
         if self._trainable:
@@ -350,5 +497,11 @@ class BatchNormalization(Layer):
             "moving_variance_initializer": ser_i(self.moving_variance_initializer),
             "beta_regularizer": ser_r(self.beta_regularizer),
             "gamma_regularizer": ser_r(self.gamma_regularizer),
+            "unbiased_moving_variance": self.unbiased_moving_variance,
+            "virtual_batch_size": self.virtual_batch_size,
+            "renorm": self.renorm,
+            "renorm_clipping": self.renorm_clipping,
+            "renorm_momentum": self.renorm_momentum,
+            "batch_of_one": self.batch_of_one,
             **super().get_config(),
         }

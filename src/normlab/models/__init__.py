@@ -1,6 +1,14 @@
 """Models: :class:`Sequential` (and, later, functional graphs) with compile/fit/evaluate/predict."""
 
+from .batchnorm_tools import fold_batchnorm, recompute_batchnorm_statistics
 from .saving import ModelFileError, load_model, save_model
 from .sequential import Sequential
 
-__all__ = ["Sequential", "load_model", "save_model", "ModelFileError"]
+__all__ = [
+    "Sequential",
+    "load_model",
+    "save_model",
+    "ModelFileError",
+    "fold_batchnorm",
+    "recompute_batchnorm_statistics",
+]

@@ -1,0 +1,150 @@
+"""Batch-norm tools for whole models: exact population statistics, folding.
+
+``recompute_batchnorm_statistics`` is the paper's inference procedure
+(Ioffe and Szegedy 2015, Algorithm 2; "precise BN"): instead of the moving
+averages, each BatchNormalization layer gets the exact mean and unbiased
+variance of its input over a whole data set, layer after layer (each layer's
+input is computed with the statistics already fixed upstream)::
+
+    E[x]   = mean over all samples (and spatial positions)
+    Var[x] = m / (m - 1) * mean((x - E[x])^2)        (var with ddof = 1)
+
+``fold_batchnorm`` merges a Dense layer followed by an inference-mode batch
+norm into one Dense layer::
+
+    BN(x W + b) = (x W + b - mu) * s + beta,  s = gamma / sqrt(var + eps)
+                = x (W * s) + ((b - mu) * s + beta)
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..layers.base import registry as _layer_registry
+from ..layers.core import Dense
+from ..layers.normalization import BatchNormalization
+
+__all__ = ["recompute_batchnorm_statistics", "fold_batchnorm"]
+
+
+def _check_model(model, who):
+    if not hasattr(model, "layers"):
+        raise TypeError(f"{who}: expected a Sequential model, got {model!r}.")
+    if not model.built:
+        raise ValueError(f"{who}: the model must be built (called or fit) first.")
+
+
+def recompute_batchnorm_statistics(model, x, batch_size: int = 256) -> dict:
+    """Set every BatchNormalization layer's moving statistics to the exact ones of ``x``.
+
+    Parameters
+    ----------
+    model : Sequential
+        A built model; its parameters are not changed.
+    x : array_like
+        Data (e.g. the whole training set) to compute the statistics from.
+    batch_size : int
+        Batch size for the forward passes (it does not change the result:
+        sums are merged exactly, in float64).
+
+    Returns
+    -------
+    dict
+        ``{layer_name: (mean, var)}`` of the statistics written.
+    """
+    who = "recompute_batchnorm_statistics"
+    _check_model(model, who)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"{who}: 'batch_size' must be an int >= 1, got {batch_size!r}.")
+    x = model._check_input(x, who)
+    out = {}
+    for index, layer in enumerate(model.layers):
+        if not isinstance(layer, BatchNormalization):
+            continue
+        total = np.zeros(layer.buffers["moving_mean"].shape)
+        count = 0
+        batches = []
+        for i in range(0, len(x), batch_size):
+            h = x[i : i + batch_size]
+            for prev in model.layers[:index]:
+                h = prev.call(h, False)
+            batches.append(h)
+            total += h.sum(axis=layer._reduce_axes, dtype=np.float64).reshape(total.shape)
+            count += int(np.prod([h.shape[a] for a in layer._reduce_axes]))
+        if count < 2:
+            raise ValueError(f"{who}: need at least 2 values per feature, got {count}.")
+        mean = total / count
+        # second pass over the kept activations: two-pass variance, no cancellation
+        sq = np.zeros_like(total)
+        bmean = mean.reshape(layer._bshape)
+        for h in batches:
+            sq += np.square(h - bmean, dtype=np.float64).sum(axis=layer._reduce_axes).reshape(sq.shape)
+        var = sq / (count - 1)
+        np.copyto(layer.buffers["moving_mean"], mean, casting="same_kind")
+        np.copyto(layer.buffers["moving_variance"], var, casting="same_kind")
+        out[layer.name] = (mean, var)
+    return out
+
+
+def _clone_layer(layer):
+    clone = _layer_registry.deserialize(_layer_registry.serialize(layer))
+    return clone
+
+
+def fold_batchnorm(model):
+    """Return a new model in which each Dense + BatchNormalization pair is one Dense.
+
+    A pair folds when the Dense layer has no activation (``None`` or
+    ``"linear"``), the batch norm follows it directly, normalizes the last
+    axis; the folded layer has no activation either (an Activation layer
+    after the pair is kept). Other layers are copied unchanged. Predictions
+    agree with the original model's inference-mode predictions to rounding
+    (float64 arithmetic is used for the folding itself).
+
+    The returned model is not compiled; ``folded_pairs`` tells how many pairs
+    were merged.
+    """
+    who = "fold_batchnorm"
+    _check_model(model, who)
+    from .sequential import Sequential
+
+    new_layers = []
+    layers = model.layers
+    i = 0
+    folded = 0
+    while i < len(layers):
+        layer = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if (
+            isinstance(layer, Dense)
+            and layer.activation in (None, "linear")
+            and isinstance(nxt, BatchNormalization)
+            and nxt._feature_axes == (len(nxt.input_shape) - 1,)
+        ):
+            w = layer.params["kernel"].astype(np.float64)
+            b = layer.params["bias"].astype(np.float64) if layer.use_bias else 0.0
+            inv = 1.0 / np.sqrt(nxt.buffers["moving_variance"].astype(np.float64) + nxt.epsilon)
+            s = inv * nxt.params["gamma"] if nxt.scale else inv
+            beta = nxt.params["beta"] if nxt.center else 0.0
+            config = layer.get_config()
+            config.update(use_bias=True, name=f"{layer.name}_folded", trainable=layer.trainable)
+            fused = Dense.from_config(config)
+            fused.build_from_shape(layer.input_shape)
+            np.copyto(fused.params["kernel"], w * s, casting="same_kind")
+            np.copyto(fused.params["bias"], (b - nxt.buffers["moving_mean"]) * s + beta, casting="same_kind")
+            new_layers.append(fused)
+            folded += 1
+            i += 2
+            continue
+        clone = _clone_layer(layer)
+        clone.build_from_shape(layer.input_shape)
+        for kind in ("params", "buffers"):
+            for k, v in getattr(layer, kind).items():
+                np.copyto(getattr(clone, kind)[k], v)
+        new_layers.append(clone)
+        i += 1
+    out = Sequential(new_layers, name=f"{model.name}_folded")
+    out.folded_pairs = folded
+    return out

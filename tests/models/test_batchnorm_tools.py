@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+import normlab
+from normlab import initializers
+from normlab.layers import Activation, BatchNormalization, Dense
+
+
+def net(seed=0):
+    return normlab.Sequential(
+        [
+            Dense(7, kernel_initializer=initializers.GlorotUniform(seed=seed)),
+            BatchNormalization(gamma_initializer=initializers.RandomUniform(0.5, 1.5, seed=1),
+                               beta_initializer=initializers.RandomUniform(-1, 1, seed=2)),
+            Activation("relu"),
+            Dense(5, use_bias=False, kernel_initializer=initializers.GlorotUniform(seed=seed + 1)),
+            BatchNormalization(center=False),
+            Dense(3, activation="softmax"),
+        ]
+    )
+
+
+def test_population_statistics_equal_var_ddof1(rng):
+    x = rng.standard_normal((103, 4)) * 3 + 1
+    model = net()
+    model(x[:8], training=True)
+    stats = normlab.recompute_batchnorm_statistics(model, x, batch_size=10)
+    bn1, bn2 = model.layers[1], model.layers[4]
+    h1 = model.layers[0](x)
+    np.testing.assert_allclose(bn1.buffers["moving_mean"], h1.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(bn1.buffers["moving_variance"], h1.var(0, ddof=1), rtol=1e-10)
+    # the second layer sees activations computed with the first layer's new statistics
+    h2 = model.layers[3](model.layers[2](bn1(h1)))
+    np.testing.assert_allclose(bn2.buffers["moving_variance"], h2.var(0, ddof=1), rtol=1e-10)
+    assert set(stats) == {bn1.name, bn2.name}
+    # the result does not depend on the batch size
+    before = [b.copy() for l in (bn1, bn2) for b in l.buffers.values()]
+    normlab.recompute_batchnorm_statistics(model, x, batch_size=1000)
+    for a, b in zip(before, [b for l in (bn1, bn2) for b in l.buffers.values()]):
+        np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_population_statistics_for_images(rng):
+    x = rng.standard_normal((6, 3, 3, 2)) + 5
+    model = normlab.Sequential([BatchNormalization()])
+    model(x)
+    normlab.recompute_batchnorm_statistics(model, x, batch_size=4)
+    flat = x.reshape(-1, 2)
+    np.testing.assert_allclose(model.layers[0].buffers["moving_variance"], flat.var(0, ddof=1), rtol=1e-10)
+
+
+def test_fold_batchnorm_same_predictions(rng):
+    x = rng.standard_normal((50, 4)).astype(np.float32)
+    model = net()
+    for _ in range(3):
+        model(x, training=True)  # moving statistics away from their initial values
+    folded = normlab.fold_batchnorm(model)
+    assert folded.folded_pairs == 2
+    assert [type(l).__name__ for l in folded.layers] == ["Dense", "Activation", "Dense", "Dense"]
+    np.testing.assert_allclose(folded.predict(x), model.predict(x), rtol=1e-5, atol=1e-5)
+    # the original is untouched and independent
+    model.layers[0].params["kernel"] += 1
+    assert not np.allclose(folded.predict(x), model.predict(x))
+
+
+def test_fold_skips_dense_with_activation(rng):
+    model = normlab.Sequential([Dense(3, activation="relu"), BatchNormalization()])
+    model(rng.standard_normal((4, 2)))
+    folded = normlab.fold_batchnorm(model)
+    assert folded.folded_pairs == 0 and len(folded.layers) == 2
+
+
+def test_tools_need_a_built_model():
+    with pytest.raises(ValueError, match="built"):
+        normlab.fold_batchnorm(net())
+    with pytest.raises(ValueError, match="built"):
+        normlab.recompute_batchnorm_statistics(net(), np.ones((3, 4)))
+
+
+def test_scale_invariance_of_batch_norm(rng):
+    """BN(Wu) = BN((aW)u), dBN/du unchanged, and dL/d(aW) = dL/dW / a (001_6de9842281beb0b3.txt)."""
+    u = rng.standard_normal((32, 6))
+    dy = rng.standard_normal((32, 4))
+    out = {}
+    for a in (1.0, 7.5):
+        dense = Dense(4, use_bias=False, kernel_initializer=initializers.GlorotUniform(seed=3), dtype="float64")
+        bn = BatchNormalization(epsilon=1e-12, dtype="float64")
+        dense.build_from_shape((None, 6))
+        dense.params["kernel"] *= a
+        y = bn(dense(u, training=True), training=True)
+        du = dense.backward(bn.backward(dy))
+        out[a] = (y, du, dense.grads["kernel"].copy())
+    np.testing.assert_allclose(out[7.5][0], out[1.0][0], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(out[7.5][1], out[1.0][1], rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(out[7.5][2], out[1.0][2] / 7.5, rtol=1e-7, atol=1e-12)
