@@ -54,8 +54,6 @@ def save_model(model, path) -> None:
     path : str or os.PathLike
         Conventionally ending in ``.npz``; written atomically.
     """
-    from .. import optimizers as _optimizers
-
     if not model.built:
         raise ValueError(f"save_model: model {model.name!r} is not built yet; call build() or fit() first.")
     arrays: dict[str, np.ndarray] = {}
@@ -72,6 +70,8 @@ def save_model(model, path) -> None:
     compile_info = None
     opt_keys: list[str] = []
     if model.compiled:
+        from .. import optimizers as _optimizers
+
         compile_info = {
             "optimizer": _optimizers.serialize(model.optimizer),
             "loss": _losses.serialize(model.loss),
@@ -137,7 +137,6 @@ def load_model(path, compile: bool = True):
     Raises :class:`ModelFileError` (a ``ValueError``) for a file that is not
     a valid normlab model.
     """
-    from .. import optimizers as _optimizers
     from .sequential import Sequential
 
     data = _read(path)
@@ -183,6 +182,8 @@ def load_model(path, compile: bool = True):
                 layer.set_rng_state(state)
         info = header.get("compile")
         if compile and info is not None:
+            from .. import optimizers as _optimizers
+
             model.compile(
                 optimizer=_optimizers.deserialize(info["optimizer"]),
                 loss=_losses.deserialize(info["loss"]),
