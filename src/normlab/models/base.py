@@ -1,0 +1,477 @@
+"""What every model shares: compile, the training step, fit/evaluate/predict, weights.
+
+Subclasses (:class:`~normlab.Sequential`, the functional :class:`~normlab.Model`)
+define the structure: ``layers`` (in execution order), ``_output_layer``,
+``built``, ``input_shape``, ``build``, ``_ensure_built``, ``output_shape_for``,
+``_forward(x, training)``, ``_backward(grad, fused)``, ``get_config`` and
+``from_config``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import losses as _losses
+from .. import metrics as _metrics
+from ..callbacks.base import Callback, CallbackList, History
+from ..callbacks.progbar import ProgbarLogger
+from ..layers.base import Layer, as_float_array
+
+__all__ = ["BaseModel"]
+
+
+def _check_finite(arr: np.ndarray, who: str, arg: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{who}: '{arg}' holds NaN or inf values.")
+
+
+def _check_int(value, name: str, who: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{who}: '{name}' must be an int >= {low}, got {value!r}.")
+    return int(value)
+
+
+class BaseModel:
+    """Training, evaluation, prediction and weights for any model structure."""
+
+    def _init_training_state(self) -> None:
+        self.optimizer = None
+        self.loss = None
+        self.metrics: list[_metrics.Metric] = []
+        self._metric_ids: list = []
+        self.compiled = False
+        self.stop_training = False
+        self.history: History | None = None
+        self._fused = False
+        self._trainable_signature: tuple | None = None
+        self._refs: list[tuple[Layer, str]] = []
+
+    @property
+    def _output_layer(self) -> Layer:
+        return self.layers[-1]
+
+    @property
+    def dtype(self):
+        return self.layers[0].dtype if self.layers else None
+
+    def _check_input(self, x, who: str) -> np.ndarray:
+        x = as_float_array(x, who=f"{type(self).__name__}.{who}")
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}.{who}: 'x' must be a non-empty batch, got shape {x.shape}.")
+        _check_finite(x, f"{type(self).__name__}.{who}", "x")
+        if self.built:
+            expected = self.input_shape
+            if len(expected) != x.ndim or any(
+                e is not None and e != s for e, s in zip(expected[1:], x.shape[1:])
+            ):
+                raise ValueError(
+                    f"{type(self).__name__}.{who}: the model expects inputs of shape {expected}, "
+                    f"got {x.shape}."
+                )
+            if x.dtype != self.dtype:
+                x = x.astype(self.dtype)
+        return x
+
+    # ------------------------------------------------------------ compiling
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+        """Configure training.
+
+        Parameters
+        ----------
+        optimizer : str, dict or Optimizer
+            ``"sgd"``, ``"adam"``, ... or an instance from :mod:`normlab.optimizers`.
+        loss : str, dict or Loss
+            ``"mse"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
+            ``"sparse_categorical_crossentropy"`` or an instance.
+        metrics : list, optional
+            Names (``"accuracy"`` resolves from the loss) or Metric instances.
+        """
+        from .. import optimizers as _optimizers
+
+        opt = _optimizers.get(optimizer)
+        loss_obj = _losses.get(loss)
+        ms = [_metrics.get(m, loss_obj) for m in (metrics or [])]
+        self.optimizer, self.loss, self.metrics = opt, loss_obj, ms
+        self._metric_ids = list(metrics or [])
+        self.compiled = True
+        self._trainable_signature = None
+
+    def _require_compiled(self, who: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"{type(self).__name__}.{who}: call compile(optimizer, loss) first.")
+
+    def _prepare_training(self) -> None:
+        signature = tuple(layer.trainable for layer in self.layers)
+        if self._trainable_signature is None:
+            self._refs = [(l, k) for l in self.layers for k in l.trainable_params]
+            self._trainable_signature = signature
+            last = self._output_layer
+            self._fused = (
+                not self.loss.from_logits
+                and self.loss.fused_activation is not None
+                and getattr(last, "activation", None) == self.loss.fused_activation
+                and hasattr(last, "backward_from_logits")
+            )
+        elif signature != self._trainable_signature:
+            raise RuntimeError(
+                "A layer's 'trainable' flag changed since the model was compiled; call compile() "
+                "again so that the optimizer sees the new set of parameters."
+            )
+
+    @property
+    def trainable_weights(self) -> list[np.ndarray]:
+        return [p for l in self.layers for p in l.trainable_params.values()]
+
+    def _loss_and_output_grad(self, y, out):
+        """Return ``(loss_value, gradient, fused)`` for prepared targets ``y``."""
+        if self._fused:
+            z = self._output_layer.logits
+            return self.loss.value_from_logits(y, z), self.loss.gradient_from_logits(y, z), True
+        if self.loss.from_logits:
+            return self.loss.value_from_logits(y, out), self.loss.gradient_from_logits(y, out), False
+        return self.loss.value(y, out), self.loss.gradient_wrt_output(y, out), False
+
+    def _regularization_loss(self) -> float:
+        return sum(layer.regularization_loss() for layer in self.layers)
+
+    def _snapshot_buffers(self):
+        return [(b, b.copy()) for l in self.layers for b in l.buffers.values()]
+
+    @staticmethod
+    def _restore_buffers(snap) -> None:
+        for b, v in snap:
+            np.copyto(b, v)
+
+    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """One optimizer step on a validated batch; returns ``(loss, output)``."""
+        snap = self._snapshot_buffers()
+        try:
+            out = self._forward(x, True)
+            value, grad, fused = self._loss_and_output_grad(y, out)
+            value += self._regularization_loss()
+            for layer in self.layers:
+                layer.zero_grads()
+            self._backward(grad, fused)
+            for layer in self.layers:
+                layer.add_regularization_grads()
+            refs = self._refs
+            self.optimizer.apply(
+                [l.grads[k] for l, k in refs],
+                [l.params[k] for l, k in refs],
+                names=[f"{l.name}/{k}" for l, k in refs],
+            )
+        except BaseException:
+            self._restore_buffers(snap)
+            raise
+        return value, out
+
+    # gradient-check hooks (normlab.testing.check_model_gradients)
+    def compute_gradients(self, x, y) -> dict:
+        """Gradients of the training loss on ``(x, y)`` without updating anything."""
+        self._require_compiled("compute_gradients")
+        x = self._check_input(x, "compute_gradients")
+        self._ensure_built(x)
+        self._prepare_training()
+        out = self._forward(x, True)
+        yp = self.loss.prepare_targets(y, out.shape, who=f"{type(self).__name__}.compute_gradients")
+        _, grad, fused = self._loss_and_output_grad(yp, out)
+        for layer in self.layers:
+            layer.zero_grads()
+        self._backward(grad, fused)
+        for layer in self.layers:
+            layer.add_regularization_grads()
+        return {(l, k): l.grads[k].copy() for l, k in self._refs}
+
+    def compute_loss_value(self, x, y) -> float:
+        """The training-mode loss (with penalties) on ``(x, y)``, without updating parameters."""
+        x = self._check_input(x, "compute_loss_value")
+        self._prepare_training()
+        out = self._forward(x, True)
+        yp = self.loss.prepare_targets(y, out.shape)
+        value, _, _ = self._loss_and_output_grad(yp, out)
+        return value + self._regularization_loss()
+
+    # ------------------------------------------------------------ data prep
+    def _prepare_xy(self, x, y, who: str, rng=None):
+        x = self._check_input(x, who)
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != len(x):
+            raise ValueError(
+                f"{type(self).__name__}.{who}: 'x' and 'y' must have the same number of samples, "
+                f"got {len(x)} and {y.shape[0] if y.ndim else 'a scalar'}."
+            )
+        self._ensure_built(x, rng)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        out_shape = (len(x),) + tuple(self.output_shape_for((None,) + x.shape[1:])[1:])
+        y = self.loss.prepare_targets(y, out_shape, who=f"{type(self).__name__}.{who}")
+        if y.dtype.kind == "f" and y.dtype != self.dtype:
+            y = y.astype(self.dtype)
+        return x, y
+
+    # -------------------------------------------------------------- training
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size: int | None = 32,
+        epochs: int = 1,
+        verbose: Any = "auto",
+        callbacks: Sequence[Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data=None,
+        shuffle: bool = True,
+        seed: int | None = None,
+        initial_epoch: int = 0,
+    ) -> History:
+        """Train for ``epochs`` passes over ``(x, y)``.
+
+        Parameters
+        ----------
+        batch_size : int, default 32
+        epochs : int, default 1
+        verbose : "auto", 0, 1 or 2
+            1 (and "auto"): a progress bar per epoch; 2: one line per epoch; 0: silent.
+        callbacks : list of Callback
+        validation_split : float in [0, 1)
+            Fraction of the data, taken from the *end* before shuffling (Keras),
+            held out for validation.
+        validation_data : (x_val, y_val), optional
+            Overrides ``validation_split``.
+        shuffle : bool, default True
+            Reshuffle the training samples every epoch.
+        seed : int, optional
+            Seeds the shuffling and, if the model is not built yet, the weight
+            initialization: the same seed gives the same run, bit for bit.
+        initial_epoch : int, default 0
+            Epoch to start counting from (for resuming).
+
+        Returns
+        -------
+        History
+            ``history.history`` maps ``"loss"``, each metric, and their
+            ``"val_"`` versions to per-epoch lists.
+        """
+        who = "fit"
+        self._require_compiled(who)
+        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
+        epochs = _check_int(epochs, "epochs", who, 0)
+        initial_epoch = _check_int(initial_epoch, "initial_epoch", who, 0)
+        if verbose == "auto":
+            verbose = 1
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"{type(self).__name__}.fit: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}.")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
+            raise ValueError(
+                f"{type(self).__name__}.fit: 'validation_split' must be a float in [0, 1), got {validation_split!r}."
+            )
+        if x is None or y is None:
+            raise ValueError(f"{type(self).__name__}.fit: 'x' and 'y' are required.")
+        # streams derived from (seed, purpose[, epoch]): epoch e's shuffle does not depend
+        # on earlier epochs, so fit(..., initial_epoch=e) after loading resumes exactly
+        entropy = np.random.SeedSequence(seed).entropy
+        init_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(0,)))
+        x, y = self._prepare_xy(x, y, who, init_rng)
+        if validation_data is None and validation_split > 0:
+            n_val = int(len(x) * validation_split)
+            if n_val == 0 or n_val == len(x):
+                raise ValueError(
+                    f"{type(self).__name__}.fit: validation_split={validation_split} leaves "
+                    f"{len(x) - n_val} training and {n_val} validation samples."
+                )
+            validation_data = (x[-n_val:], y[-n_val:])
+            x, y = x[:-n_val], y[:-n_val]
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(f"{type(self).__name__}.fit: 'validation_data' must be a tuple (x_val, y_val).")
+            xv, yv = self._prepare_xy(validation_data[0], validation_data[1], who)
+            validation_data = (xv, yv)
+        self._prepare_training()
+
+        n = len(x)
+        steps = -(-n // batch_size)
+        history = History()
+        cbs = [history] + list(callbacks or [])
+        if verbose:
+            cbs.append(ProgbarLogger(verbose))
+        cb = CallbackList(cbs, model=self, epochs=epochs, steps=steps, verbose=verbose)
+        self.stop_training = False
+        self.history = history
+        cb.on_train_begin()
+        loss_sum = np.zeros((), dtype=np.float64)
+        logs: dict = {}
+        for epoch in range(initial_epoch, epochs):
+            cb.on_epoch_begin(epoch)
+            for m in self.metrics:
+                m.reset_state()
+            if shuffle:
+                shuffle_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(1, epoch)))
+                perm = shuffle_rng.permutation(n)
+                xe, ye = x[perm], y[perm]
+            else:
+                xe, ye = x, y
+            loss_sum, seen = 0.0, 0
+            for step in range(steps):
+                cb.on_train_batch_begin(step)
+                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+                xb, yb = xe[lo:hi], ye[lo:hi]
+                value, out = self._train_step(xb, yb)
+                loss_sum += value * (hi - lo)
+                seen += hi - lo
+                for m in self.metrics:
+                    m.update_state(yb, out)
+                logs = {"loss": loss_sum / seen}
+                logs.update({m.name: m.result() for m in self.metrics})
+                cb.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            logs = dict(logs)
+            lr = getattr(self.optimizer, "current_learning_rate", None)
+            if validation_data is not None:
+                val = self._evaluate_arrays(validation_data[0], validation_data[1], batch_size)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            if lr is not None:
+                logs["learning_rate"] = float(lr)
+            cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cb.on_train_end(logs)
+        return history
+
+    def train_on_batch(self, x, y, return_dict: bool = False):
+        """One optimizer step on ``(x, y)``; returns the loss (and metrics on this batch)."""
+        who = "train_on_batch"
+        self._require_compiled(who)
+        x, y = self._prepare_xy(x, y, who)
+        self._prepare_training()
+        value, out = self._train_step(x, y)
+        return self._batch_result(value, y, out, return_dict)
+
+    def _batch_result(self, value, y, out, return_dict):
+        res = {"loss": float(value)}
+        for m in self.metrics:
+            m.reset_state()
+            m.update_state(y, out)
+            res[m.name] = m.result()
+        if return_dict:
+            return res
+        return res["loss"] if len(res) == 1 else list(res.values())
+
+    # ------------------------------------------------------------ inference
+    def _predict_arrays(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        outs = [self._forward(x[i : i + batch_size], False) for i in range(0, len(x), batch_size)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
+
+    def _evaluate_arrays(self, x, y, batch_size) -> dict:
+        out = self._predict_arrays(x, batch_size)
+        value = self.loss.value_from_logits(y, out) if self.loss.from_logits else self.loss.value(y, out)
+        res = {"loss": value + self._regularization_loss()}
+        for m in self.metrics:
+            m.reset_state()
+            m.update_state(y, out)
+            res[m.name] = m.result()
+        return res
+
+    def evaluate(self, x=None, y=None, batch_size: int | None = 32, verbose: int = 0, return_dict: bool = False, callbacks=None):
+        """Loss (with penalties) and metrics on ``(x, y)`` in inference mode."""
+        who = "evaluate"
+        self._require_compiled(who)
+        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
+        x, y = self._prepare_xy(x, y, who)
+        cb = CallbackList(callbacks or [], model=self)
+        cb.on_test_begin()
+        res = self._evaluate_arrays(x, y, batch_size)
+        cb.on_test_end(res)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in res.items()), file=sys.stdout)
+        if return_dict:
+            return res
+        return res["loss"] if len(res) == 1 else list(res.values())
+
+    def test_on_batch(self, x, y, return_dict: bool = False):
+        """Loss and metrics on one batch in inference mode."""
+        who = "test_on_batch"
+        self._require_compiled(who)
+        x, y = self._prepare_xy(x, y, who)
+        res = self._evaluate_arrays(x, y, len(x))
+        if return_dict:
+            return res
+        return res["loss"] if len(res) == 1 else list(res.values())
+
+    def predict(self, x, batch_size: int | None = 32, verbose: int = 0, callbacks=None) -> np.ndarray:
+        """Outputs for ``x`` in inference mode, computed in batches."""
+        who = "predict"
+        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
+        x = self._check_input(x, who)
+        self._ensure_built(x)
+        x = self._check_input(x, who)
+        cb = CallbackList(callbacks or [], model=self)
+        cb.on_predict_begin()
+        out = self._predict_arrays(x, batch_size)
+        cb.on_predict_end()
+        return out
+
+    def predict_on_batch(self, x) -> np.ndarray:
+        x = self._check_input(x, "predict_on_batch")
+        self._ensure_built(x)
+        return self._forward(self._check_input(x, "predict_on_batch"), False)
+
+    # --------------------------------------------------------------- weights
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of every layer's params then buffers, in layer order."""
+        return [a.copy() for l in self.layers for a in list(l.params.values()) + list(l.buffers.values())]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Inverse of :meth:`get_weights`; shapes are checked before anything is written."""
+        targets = [a for l in self.layers for a in list(l.params.values()) + list(l.buffers.values())]
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(f"set_weights: expected {len(targets)} arrays, got {len(weights)}.")
+        for i, (t, w) in enumerate(zip(targets, weights)):
+            if np.shape(w) != t.shape:
+                raise ValueError(f"set_weights: array {i} must have shape {t.shape}, got {np.shape(w)}.")
+        for t, w in zip(targets, weights):
+            np.copyto(t, np.asarray(w, dtype=t.dtype))
+
+    def count_params(self) -> int:
+        return sum(l.count_params() for l in self.layers)
+
+    def save(self, path) -> None:
+        """Write architecture, weights, buffers and optimizer state to one file.
+
+        See :func:`normlab.models.saving.save_model`; read it back with
+        :func:`normlab.load_model`.
+        """
+        from .saving import save_model
+
+        save_model(self, path)
+
+    def summary(self, print_fn=print) -> None:
+        """Print a table of layers, output shapes and parameter counts."""
+        rows = [("Layer (type)", "Output shape", "Params")]
+        shape = self.input_shape
+        for layer in self.layers:
+            if shape is not None and layer.built:
+                shape = layer.compute_output_shape(shape)
+                shape_s = str(shape)
+            else:
+                shape_s = "?"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape_s, str(layer.count_params())))
+        w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        line = "-" * sum(w)
+        print_fn(f'Model: "{self.name}"')
+        print_fn(line)
+        for i, r in enumerate(rows):
+            print_fn("".join(c.ljust(w[j]) for j, c in enumerate(r)))
+            if i == 0:
+                print_fn(line)
+        print_fn(line)
+        trainable = sum(p.size for l in self.layers for p in l.trainable_params.values())
+        total = self.count_params()
+        print_fn(f"Total params: {total}")
+        print_fn(f"Trainable params: {trainable}")
+        print_fn(f"Non-trainable params: {total - trainable}")
