@@ -9,11 +9,13 @@ __version__ = "0.1.0"
 
 from ._validation import InvalidParameterError
 from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets
-from .models import ModelFileError, Sequential, fold_batchnorm, load_model, recompute_batchnorm_statistics
+from .models import Input, Model, ModelFileError, Sequential, fold_batchnorm, load_model, recompute_batchnorm_statistics
 
 __all__ = [
     "InvalidParameterError",
     "Sequential",
+    "Model",
+    "Input",
     "load_model",
     "ModelFileError",
     "fold_batchnorm",

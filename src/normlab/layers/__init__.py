@@ -2,12 +2,23 @@
 
 from .base import Layer, registry
 from .core import Activation, Dense
+from .merging import Add, Average, Concatenate, Multiply, Subtract
 from .normalization import BatchNormalization
 from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
 from .wrappers import WeightNormalization
+from .regularization import AlphaDropout, Dropout, GaussianDropout, GaussianNoise, NoisyDense, SpatialDropout2D
+from .preprocessing import Normalization, RandomFlip, RandomRotation, RandomTranslation, RandomZoom, Rescaling
 
-__all__ = ["Layer", "Dense", "Activation", "BatchNormalization", "LayerNormalization",
+__all__ = [
+    "Add",
+    "Average",
+    "Concatenate",
+    "Multiply",
+    "Subtract",
+    "Layer", "Dense", "Activation", "BatchNormalization", "LayerNormalization",
            "GroupNormalization", "InstanceNormalization", "RMSNormalization", "WeightNormalization", "get", "serialize", "deserialize"]
+__all__ += ["Dropout", "SpatialDropout2D", "AlphaDropout", "GaussianNoise", "GaussianDropout", "NoisyDense",
+            "Normalization", "Rescaling", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom"]
 
 
 def get(identifier):

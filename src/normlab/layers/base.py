@@ -34,6 +34,7 @@ from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._registry import Registry, snake_case
 from .._validation import Boolean, NoneOk, Options, validate_params
+from ._symbolic import is_symbolic, symbolic_call
 
 registry = Registry("layer")
 
@@ -88,6 +89,8 @@ class Layer:
     _param_constraints: dict = {}
     #: minimum input rank (batch axis included)
     min_ndim: int = 1
+    #: merge layers take a list of inputs
+    multi_input: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -226,6 +229,8 @@ class Layer:
 
     # ---------------------------------------------------------------- calling
     def __call__(self, x, training: bool = False) -> np.ndarray:
+        if is_symbolic(x):
+            return symbolic_call(self, x)
         if not isinstance(training, (bool, np.bool_)):
             raise TypeError(f"Layer {self.name!r}: 'training' must be a bool, got {training!r}.")
         x = as_float_array(x, who=f"Layer {self.name!r} ({type(self).__name__})")

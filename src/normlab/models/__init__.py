@@ -2,10 +2,13 @@
 
 from .batchnorm_tools import fold_batchnorm, recompute_batchnorm_statistics
 from .saving import ModelFileError, load_model, save_model
+from .functional import Input, Model
 from .sequential import Sequential
 
 __all__ = [
     "Sequential",
+    "Model",
+    "Input",
     "load_model",
     "save_model",
     "ModelFileError",

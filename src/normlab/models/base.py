@@ -54,6 +54,14 @@ class BaseModel:
     def _output_layer(self) -> Layer:
         return self.layers[-1]
 
+    def _layer_output_shapes(self) -> list:
+        """Output shape of each layer in ``self.layers`` (``None`` where unknown)."""
+        shape, out = self.input_shape, []
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape) if shape is not None else None
+            out.append(shape)
+        return out
+
     @property
     def dtype(self):
         return self.layers[0].dtype if self.layers else None
@@ -453,13 +461,8 @@ class BaseModel:
     def summary(self, print_fn=print) -> None:
         """Print a table of layers, output shapes and parameter counts."""
         rows = [("Layer (type)", "Output shape", "Params")]
-        shape = self.input_shape
-        for layer in self.layers:
-            if shape is not None and layer.built:
-                shape = layer.compute_output_shape(shape)
-                shape_s = str(shape)
-            else:
-                shape_s = "?"
+        for layer, shape in zip(self.layers, self._layer_output_shapes()):
+            shape_s = "?" if shape is None else str(tuple(shape))
             rows.append((f"{layer.name} ({type(layer).__name__})", shape_s, str(layer.count_params())))
         w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
         line = "-" * sum(w)

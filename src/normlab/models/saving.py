@@ -137,6 +137,7 @@ def load_model(path, compile: bool = True):
     Raises :class:`ModelFileError` (a ``ValueError``) for a file that is not
     a valid normlab model.
     """
+    from .functional import Model
     from .sequential import Sequential
 
     data = _read(path)
@@ -152,10 +153,11 @@ def load_model(path, compile: bool = True):
             f"{path}: model file format version {version!r} is not supported by normlab "
             f"{__version__} (reads versions 1 to {FORMAT_VERSION})."
         )
-    if header.get("model_class") != "Sequential":
+    classes = {"Sequential": Sequential, "Model": Model}
+    if header.get("model_class") not in classes:
         raise ModelFileError(f"{path}: unknown model class {header.get('model_class')!r}.")
     try:
-        model = Sequential.from_config(header["config"])
+        model = classes[header["model_class"]].from_config(header["config"])
         index = header["arrays"]["layers"]
         if len(index) != len(model.layers):
             raise ModelFileError(f"{path}: the file lists {len(index)} layers but the config has {len(model.layers)}.")

@@ -1,0 +1,205 @@
+"""Merge layers for graph models: Add, Multiply, Concatenate (and Average, Subtract).
+
+Each takes a list of inputs ``[x_1, ..., x_n]``:
+
+===========  =======================  ======================================
+layer        y                        dL/dx_i
+===========  =======================  ======================================
+Add          sum_i x_i                dy
+Subtract     x_1 - x_2                dy, -dy
+Average      (1/n) sum_i x_i          dy / n
+Multiply     prod_i x_i               dy * prod_{j != i} x_j
+Concatenate  [x_1, ..., x_n] (axis)   the slice of dy that x_i occupies
+===========  =======================  ======================================
+
+Add, Subtract, Average and Multiply need inputs of one shape; Concatenate
+needs equal shapes except along ``axis``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._validation import Interval, validate_params
+from .base import Layer, as_float_array
+
+__all__ = ["Add", "Subtract", "Average", "Multiply", "Concatenate"]
+
+
+class _Merge(Layer):
+    """Base of layers with several inputs: ``layer([x1, x2, ...], training)``."""
+
+    multi_input = True
+    min_inputs = 2
+    max_inputs: int | None = None
+
+    def __call__(self, xs, training: bool = False):
+        from ._symbolic import is_symbolic, symbolic_call
+
+        if is_symbolic(xs):
+            return symbolic_call(self, xs)
+        if not isinstance(xs, (list, tuple)):
+            raise TypeError(f"Layer {self.name!r} ({type(self).__name__}) takes a list of inputs.")
+        xs = [as_float_array(x, who=f"Layer {self.name!r} ({type(self).__name__})") for x in xs]
+        self._ensure_built(xs)
+        self.check_input_shape([x.shape for x in xs])
+        xs = [x if x.dtype == self.dtype else x.astype(self.dtype) for x in xs]
+        self._cache = None
+        return self.call(xs, bool(training))
+
+    def _ensure_built(self, xs, rng=None):
+        if self.built:
+            return
+        if self.dtype is None:
+            self.dtype = np.dtype("float64") if all(x.dtype == np.float64 for x in xs) else np.dtype("float32")
+        self.check_input_shape([x.shape for x in xs])
+        self.input_shape = [(None,) + tuple(x.shape[1:]) for x in xs]
+        self.built = True
+
+    def build_from_shape(self, input_shape, rng=None):
+        self._ensure_built([np.empty(tuple(1 if d is None else d for d in s), dtype=self.dtype or np.float32) for s in input_shape])
+
+    def check_input_shape(self, shapes):
+        n = len(shapes)
+        if n < self.min_inputs or (self.max_inputs is not None and n > self.max_inputs):
+            want = self.min_inputs if self.max_inputs == self.min_inputs else f"at least {self.min_inputs}"
+            raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) takes {want} inputs, got {n}.")
+        first = tuple(shapes[0])
+        for i, s in enumerate(shapes[1:], 1):
+            if not self._compatible(first, tuple(s)):
+                raise ValueError(
+                    f"Layer {self.name!r} ({type(self).__name__}): input {i} has shape {tuple(s)}, "
+                    f"incompatible with input 0 of shape {first}."
+                )
+
+    def _compatible(self, a, b) -> bool:
+        return len(a) == len(b) and all(x == y or x is None or y is None for x, y in zip(a, b))
+
+    def compute_output_shape(self, input_shape):
+        self.check_input_shape(input_shape)
+        return tuple(input_shape[0])
+
+    def _backward_params_only(self, dy):
+        self._run_backward(dy)
+
+
+class Add(_Merge):
+    """``y = x_1 + ... + x_n``; every input receives ``dy`` (see the module table)."""
+
+    def call(self, xs, training):
+        y = xs[0] + xs[1]
+        for x in xs[2:]:
+            y += x
+        if training:
+            self._cache = len(xs)
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        return [dy] * self._cache
+
+
+class Subtract(_Merge):
+    """``y = x_1 - x_2``."""
+
+    max_inputs = 2
+
+    def call(self, xs, training):
+        y = xs[0] - xs[1]
+        if training:
+            self._cache = True
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        return [dy, -dy]
+
+
+class Average(_Merge):
+    """``y = (x_1 + ... + x_n) / n``."""
+
+    def call(self, xs, training):
+        y = np.add.reduce(np.stack(xs), axis=0) / len(xs)
+        if training:
+            self._cache = len(xs)
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        g = dy / self._cache
+        return [g] * self._cache
+
+
+class Multiply(_Merge):
+    """``y = x_1 * ... * x_n`` elementwise; ``dx_i = dy * prod_{j != i} x_j``."""
+
+    def call(self, xs, training):
+        y = xs[0] * xs[1]
+        for x in xs[2:]:
+            y *= x
+        if training:
+            self._cache = xs
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        xs = self._cache
+        out = []
+        for i in range(len(xs)):
+            g = dy.copy()
+            for j, x in enumerate(xs):
+                if j != i:
+                    g *= x
+            out.append(g)
+        return out
+
+
+class Concatenate(_Merge):
+    """Join inputs along ``axis`` (default -1, the channels); ``dx_i`` is the matching slice of ``dy``."""
+
+    _param_constraints = {"axis": [Interval(numbers.Integral, None, None)]}
+
+    def __init__(self, axis: int = -1, **kwargs):
+        validate_params(type(self).__name__, self._param_constraints, {"axis": axis})
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+
+    def _norm_axis(self, ndim):
+        a = self.axis % ndim if -ndim <= self.axis < ndim else None
+        if a is None or a == 0:
+            raise ValueError(
+                f"Layer {self.name!r} (Concatenate): axis={self.axis} is not a non-batch axis of inputs of rank {ndim}."
+            )
+        return a
+
+    def _compatible(self, a, b):
+        if len(a) != len(b):
+            return False
+        ax = self._norm_axis(len(a))
+        return all(x == y or x is None or y is None for i, (x, y) in enumerate(zip(a, b)) if i != ax)
+
+    def compute_output_shape(self, input_shape):
+        self.check_input_shape(input_shape)
+        shapes = [tuple(s) for s in input_shape]
+        ax = self._norm_axis(len(shapes[0]))
+        out = list(shapes[0])
+        sizes = [s[ax] for s in shapes]
+        out[ax] = None if any(v is None for v in sizes) else int(sum(sizes))
+        return tuple(out)
+
+    def call(self, xs, training):
+        ax = self._norm_axis(xs[0].ndim)
+        y = np.concatenate(xs, axis=ax)
+        if training:
+            self._cache = (ax, np.cumsum([x.shape[ax] for x in xs])[:-1])
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        ax, splits = self._cache
+        return np.split(dy, splits, axis=ax)
+
+    def get_config(self):
+        return {"axis": self.axis, **super().get_config()}

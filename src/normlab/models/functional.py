@@ -1,0 +1,219 @@
+"""Functional models: layers called on symbolic tensors, run as a directed acyclic graph.
+
+::
+
+    inputs = normlab.Input((32,))
+    h = Dense(32, use_bias=False)(inputs)
+    h = BatchNormalization()(h)
+    h = Activation("relu")(h)
+    outputs = Dense(10, activation="softmax")(Add()([h, inputs]))
+    model = normlab.Model(inputs, outputs)
+
+Execution follows a topological order of the layers. The backward pass walks
+it in reverse and **sums** the gradients arriving at a tensor that feeds
+several layers (the multivariate chain rule): ``dL/dh = sum_k dL/dh via
+consumer k``. One input and one output; a layer object may appear once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..layers.base import Layer, as_float_array
+from ..layers.base import registry as _layer_registry
+from ..layers._symbolic import SymbolicTensor
+from .base import BaseModel
+
+__all__ = ["Input", "Model"]
+
+
+def Input(shape, name: str | None = None) -> SymbolicTensor:
+    """A symbolic input of per-sample ``shape`` (the batch axis is added)."""
+    try:
+        shape = tuple(None if d is None else int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"Input: 'shape' must be a tuple of ints (per sample, no batch axis), got {shape!r}.") from None
+    if any(d is not None and d < 1 for d in shape):
+        raise ValueError(f"Input: sizes in 'shape' must be >= 1, got {shape}.")
+    return SymbolicTensor((None,) + shape, None, (), name=name or "input")
+
+
+class Model(BaseModel):
+    """A model over a graph of layers, from one ``Input`` to one output tensor.
+
+    Parameters
+    ----------
+    inputs : SymbolicTensor
+        From :func:`Input`.
+    outputs : SymbolicTensor
+        The result of calling layers on ``inputs``.
+    name : str, optional
+
+    Same ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save`` as
+    :class:`~normlab.Sequential`; ``normlab.load_model`` reads either.
+    """
+
+    def __init__(self, inputs: SymbolicTensor, outputs: SymbolicTensor, name: str | None = None):
+        if isinstance(inputs, (list, tuple)) or isinstance(outputs, (list, tuple)):
+            raise NotImplementedError("Model: one input and one output tensor are supported.")
+        if not isinstance(inputs, SymbolicTensor) or inputs.layer is not None:
+            raise TypeError("Model: 'inputs' must be the tensor returned by normlab.Input(shape).")
+        if not isinstance(outputs, SymbolicTensor):
+            raise TypeError("Model: 'outputs' must be a symbolic tensor (layers called on normlab.Input).")
+        self.name = name or "model"
+        self._input = inputs
+        self._output = outputs
+        self._nodes = self._toposort(inputs, outputs)
+        self.layers: list[Layer] = [t.layer for t in self._nodes]
+        if outputs.layer is None:
+            raise ValueError("Model: the output is the input itself; add at least one layer.")
+        self._init_training_state()
+
+    @staticmethod
+    def _toposort(inputs, outputs) -> list[SymbolicTensor]:
+        order: list[SymbolicTensor] = []
+        state: dict[int, int] = {}  # 1 = visiting, 2 = done
+
+        stack = [(outputs, False)]
+        while stack:
+            t, expanded = stack.pop()
+            key = id(t)
+            if t.layer is None:
+                if t is not inputs:
+                    raise ValueError(
+                        "Model: the output depends on an Input that is not the model's 'inputs'."
+                    )
+                continue
+            if expanded:
+                state[key] = 2
+                order.append(t)
+                continue
+            if state.get(key) == 2:
+                continue
+            state[key] = 1
+            stack.append((t, True))
+            for parent in reversed(t.inputs):
+                if state.get(id(parent)) != 2:
+                    stack.append((parent, False))
+        seen: dict[int, Layer] = {}
+        for t in order:
+            if id(t.layer) in seen:
+                raise ValueError(
+                    f"Model: layer {t.layer.name!r} is called more than once; shared layers are not supported."
+                )
+            seen[id(t.layer)] = t.layer
+        return order
+
+    # ------------------------------------------------------------ structure
+    @property
+    def _output_layer(self) -> Layer:
+        return self._output.layer
+
+    @property
+    def built(self) -> bool:
+        return all(layer.built for layer in self.layers)
+
+    @property
+    def input_shape(self):
+        return self._input.shape
+
+    def output_shape_for(self, input_shape: tuple) -> tuple:
+        return (input_shape[0],) + tuple(self._output.shape[1:])
+
+    def _layer_output_shapes(self) -> list:
+        return [t.shape for t in self._nodes]
+
+    def build(self, input_shape: tuple | None = None, seed: int | None = None) -> None:
+        """Build every layer (``input_shape`` defaults to the Input's shape)."""
+        shape = tuple(input_shape) if input_shape is not None else self._input.shape
+        sample = np.zeros((2,) + tuple(1 if d is None else d for d in shape[1:]), dtype=self.layers[0].dtype or np.float32)
+        self._ensure_built(sample, np.random.default_rng(seed))
+
+    def _ensure_built(self, x: np.ndarray, rng: np.random.Generator | None = None) -> None:
+        if self.built:
+            return
+        rng = rng if rng is not None else np.random.default_rng()
+        h = x[:2] if len(x) >= 2 else x
+        values = {id(self._input): h}
+        for t in self._nodes:
+            layer = t.layer
+            args = [values[id(p)] for p in t.inputs]
+            if not layer.built:
+                if getattr(layer, "multi_input", False):
+                    layer._ensure_built(args, rng)
+                else:
+                    layer._ensure_built(args[0].astype(layer.dtype or args[0].dtype, copy=False), rng)
+            values[id(t)] = layer(args if getattr(layer, "multi_input", False) else args[0], training=False)
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        values = {id(self._input): x}
+        for t in self._nodes:
+            layer = t.layer
+            if layer.multi_input:
+                values[id(t)] = layer.call([values[id(p)] for p in t.inputs], training)
+            else:
+                values[id(t)] = layer.call(values[id(t.inputs[0])], training)
+        return values[id(self._output)]
+
+    def _backward(self, grad: np.ndarray, fused: bool) -> None:
+        input_id = id(self._input)
+        grads = {id(self._output): grad}
+        for t in reversed(self._nodes):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue  # a branch that does not reach the output
+            layer = t.layer
+            needs_dx = any(id(p) != input_id for p in t.inputs)
+            if fused and t is self._output:
+                dxs = layer.backward_from_logits(g, need_dx=needs_dx)
+            elif not needs_dx:
+                layer._backward_params_only(g)
+                continue
+            else:
+                dxs = layer._run_backward(g)
+            if not layer.multi_input:
+                dxs = [dxs]
+            for parent, d in zip(t.inputs, dxs):
+                key = id(parent)
+                if key == input_id:
+                    continue
+                # sum over consumers; a new array, since d may alias a cache or dy
+                grads[key] = grads[key] + d if key in grads else d
+
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        x = as_float_array(x, who=f"Model {self.name!r}")
+        self._ensure_built(x)
+        x = self._check_input(x, "__call__")
+        values = {id(self._input): x}
+        for t in self._nodes:
+            args = [values[id(p)] for p in t.inputs]
+            values[id(t)] = t.layer(args if t.layer.multi_input else args[0], training=training)
+        return values[id(self._output)]
+
+    # --------------------------------------------------------------- config
+    def get_config(self) -> dict:
+        ids = {id(self._input): 0}
+        for i, t in enumerate(self._nodes):
+            ids[id(t)] = i + 1
+        return {
+            "name": self.name,
+            "input_shape": list(self._input.shape),
+            "layers": [
+                {**_layer_registry.serialize(t.layer), "inbound": [ids[id(p)] for p in t.inputs]}
+                for t in self._nodes
+            ],
+            "output": ids[id(self._output)],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Model":
+        inp = Input(tuple(config["input_shape"][1:]))
+        tensors = {0: inp}
+        for i, entry in enumerate(config["layers"]):
+            layer = _layer_registry.deserialize({"class_name": entry["class_name"], "config": entry["config"]})
+            args = [tensors[j] for j in entry["inbound"]]
+            tensors[i + 1] = layer(args if getattr(layer, "multi_input", False) else args[0])
+        model = cls(inp, tensors[config["output"]], name=config.get("name"))
+        if all(d is not None for d in config["input_shape"][1:]):
+            model.build()
+        return model
