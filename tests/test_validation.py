@@ -12,6 +12,16 @@ REQUIRED = {
     "Dense": {"units": 2},
     "Activation": {"activation": "relu"},
     "WeightNormalization": {"layer": layers.Dense(2)},
+    "Dropout": {"rate": 0.5},
+    "SpatialDropout2D": {"rate": 0.5},
+    "AlphaDropout": {"rate": 0.5},
+    "GaussianNoise": {"stddev": 0.1},
+    "GaussianDropout": {"rate": 0.5},
+    "NoisyDense": {"units": 2},
+    "Rescaling": {"scale": 1.0},
+    "RandomRotation": {"factor": 0.1},
+    "RandomTranslation": {"height_factor": 0.1, "width_factor": 0.1},
+    "RandomZoom": {"height_factor": 0.1},
 }
 
 
