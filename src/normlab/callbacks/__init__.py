@@ -1,6 +1,7 @@
 """Callbacks: hooks into ``fit``, ``evaluate`` and ``predict``."""
 
 from .base import Callback, CallbackList, History, registry
+from .diagnostics import TrainingDiagnostics
 from .early_stopping import EarlyStopping, train_on_all_data
 from .misc import CSVLogger, LambdaCallback, ModelCheckpoint, TerminateOnNaN
 from .progbar import ProgbarLogger
@@ -16,6 +17,7 @@ __all__ = [
     "CSVLogger",
     "LambdaCallback",
     "train_on_all_data",
+    "TrainingDiagnostics",
     "get",
 ]
 

@@ -1,0 +1,100 @@
+"""``normlab bench``: run the benchmark suite (``benchmarks/run.py`` of the source tree).
+
+Times one training step of the BN paper's MNIST network (with and without
+batch normalization) and the BatchNormalization layer alone against PyTorch
+CPU eager, in one process at a pinned thread count. The benchmarks live in
+the repository's ``benchmarks/`` folder, not in the installed package: run
+from a checkout (they are found next to ``src/``, in the current folder or in
+``--path``). Every option is passed on to ``benchmarks/run.py``; the common
+ones are listed here, the rest are in ``python benchmarks/run.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+
+def find_benchmarks(path=None) -> Path | None:
+    """The folder holding ``benchmarks/run.py``'s parent (a repository root), or None."""
+    candidates = []
+    if path is not None:
+        p = Path(path).expanduser().resolve()
+        candidates += [p.parent if p.name == "benchmarks" else p]
+    env = os.environ.get("NORMLAB_BENCHMARKS")
+    if env:
+        p = Path(env).expanduser().resolve()
+        candidates.append(p.parent if p.name == "benchmarks" else p)
+    here = Path(__file__).resolve()
+    # src/normlab/cli/bench.py -> the repository root is three folders up from normlab/
+    candidates.append(here.parents[3])
+    candidates.append(Path.cwd())
+    for root in candidates:
+        if (root / "benchmarks" / "run.py").is_file():
+            return root
+    return None
+
+
+def import_runner(root: Path):
+    """Import ``benchmarks.run`` from ``root`` (and not another ``benchmarks`` package)."""
+    root_s = os.fspath(root)
+    loaded = sys.modules.get("benchmarks")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve().parent != (root / "benchmarks").resolve():
+        for name in [n for n in sys.modules if n == "benchmarks" or n.startswith("benchmarks.")]:
+            del sys.modules[name]
+    if root_s not in sys.path:
+        sys.path.insert(0, root_s)
+    return importlib.import_module("benchmarks.run")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="run the benchmark suite (normlab vs PyTorch CPU, training step and BN layer)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="fast smoke run (a few seconds; numbers are noisy)")
+    p.add_argument("--threads", type=int, default=None, help="threads for numpy's BLAS and torch (default 1)")
+    p.add_argument("--only", choices=("train", "bn"), default=None, help="run only the training-step or only the BN benchmark")
+    p.add_argument("--no-torch", action="store_true", help="time normlab alone")
+    p.add_argument("--json", metavar="PATH", default=None, help="write the full results as JSON")
+    p.add_argument("--markdown", metavar="PATH", default=None, help="write the tables as Markdown")
+    p.add_argument("--path", metavar="DIR", default=None, help="the repository (or its benchmarks/ folder) to run from")
+    p.set_defaults(func=_main, accepts_extra=True)
+
+
+def _forward_argv(args) -> list[str]:
+    argv = []
+    if args.quick:
+        argv.append("--quick")
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
+    if args.only:
+        argv += ["--only", args.only]
+    if args.no_torch:
+        argv.append("--no-torch")
+    if args.json:
+        argv += ["--json", args.json]
+    if args.markdown:
+        argv += ["--markdown", args.markdown]
+    return argv + list(getattr(args, "extra", []) or [])
+
+
+def _main(args) -> int:
+    root = find_benchmarks(args.path)
+    if root is None:
+        raise SystemExit(
+            "normlab bench: the benchmark suite (benchmarks/run.py) was not found. It ships with the source "
+            "repository, not with the installed package: run `normlab bench` from a checkout of normlab, "
+            "or pass --path /path/to/normlab (or set NORMLAB_BENCHMARKS)."
+        )
+    try:
+        runner = import_runner(root)
+    except ImportError as e:
+        raise SystemExit(f"normlab bench: could not import benchmarks/run.py from {root}: {e}") from None
+    runner.main(_forward_argv(args))
+    return 0

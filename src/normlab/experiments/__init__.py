@@ -1,0 +1,22 @@
+"""Reproducible experiments behind ``normlab experiment ...``.
+
+Each module exposes ``run(..., out_dir, steps, seed, print_fn) -> dict``,
+which trains, writes its files (PNG plots, JSON, Markdown) into ``out_dir``
+and returns the numbers it wrote:
+
+- :mod:`~normlab.experiments.bn_paper`: Ioffe and Szegedy (2015), section 4.1
+  and Figure 1: test accuracy and the 15/50/85th percentiles of one sigmoid's
+  input over training, with and without batch normalization;
+- :mod:`~normlab.experiments.regularization`: scikit-learn's
+  ``plot_mlp_alpha`` study of the L2 strength on three 2-D toy sets;
+- :mod:`~normlab.experiments.mnist1d`: logistic regression and an MLP, each
+  with and without batch normalization and dropout, on MNIST-1D, beside the
+  published figures.
+
+Plots need matplotlib (``pip install "normlab[plot]"``); it is imported only
+when a plot is drawn, with the Agg backend.
+"""
+
+from . import bn_paper, mnist1d, regularization
+
+__all__ = ["bn_paper", "regularization", "mnist1d"]
