@@ -8,6 +8,10 @@ from .normalization_extra import GroupNormalization, InstanceNormalization, Laye
 from .wrappers import WeightNormalization
 from .regularization import AlphaDropout, Dropout, GaussianDropout, GaussianNoise, NoisyDense, SpatialDropout2D
 from .preprocessing import Normalization, RandomFlip, RandomRotation, RandomTranslation, RandomZoom, Rescaling
+from .conv import Conv1D, Conv2D
+from .pooling import (AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
+                      GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D)
+from .reshaping import Flatten, Reshape
 
 __all__ = [
     "Add",
@@ -19,6 +23,11 @@ __all__ = [
            "GroupNormalization", "InstanceNormalization", "RMSNormalization", "WeightNormalization", "get", "serialize", "deserialize"]
 __all__ += ["Dropout", "SpatialDropout2D", "AlphaDropout", "GaussianNoise", "GaussianDropout", "NoisyDense",
             "Normalization", "Rescaling", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom"]
+
+
+__all__ += ["Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
+            "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+            "Flatten", "Reshape"]
 
 
 def get(identifier):

@@ -1,0 +1,391 @@
+"""Convolution layers, channels-last (state only; the math is in ``kernels.conv``).
+
+Also :class:`SpatialSize`, the constraint of size hyperparameters given as an
+int or a tuple (``kernel_size``, ``strides``, ``pool_size`` ...), and
+:func:`fold_conv_bn_params` for folding an inference-mode batch norm into a
+convolution.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import activations as _activations
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+from .._registry import snake_case
+from .._validation import (
+    Boolean,
+    Instance,
+    Interval,
+    NoneOk,
+    Options,
+    _Constraint,
+    validate_params,
+)
+from ..kernels import conv as K
+from ..kernels.conv import fold_conv_bn_params
+from .base import Layer, unique_name
+
+__all__ = ["Conv1D", "Conv2D", "SpatialSize", "conv_linear_ops", "default_name", "fold_conv_bn_params"]
+
+_ACT = [NoneOk(), Options(tuple(_activations.names()))]
+_INIT = [str, dict, Instance(_initializers.Initializer)]
+_REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
+_DATA_FORMAT = [NoneOk(), Options(("channels_last",))]
+
+AXIS_NAMES = {1: ("steps",), 2: ("height", "width")}
+
+
+def default_name(cls: type) -> str:
+    """Keras's default layer name: ``"conv2d"``, ``"max_pooling1d_1"`` (not ``"conv2_d"``)."""
+    return unique_name(re.sub(r"(\d)_d$", r"\1d", snake_case(cls.__name__)))
+
+
+class SpatialSize(_Constraint):
+    """An int ``>= low``, or a tuple (or list) of ``rank`` such ints."""
+
+    def __init__(self, rank: int, low: int = 1):
+        self.rank, self.low = int(rank), int(low)
+
+    @staticmethod
+    def _int_ok(v, low) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and v >= low
+
+    def is_satisfied_by(self, value) -> bool:
+        if isinstance(value, (tuple, list)):
+            return len(value) == self.rank and all(self._int_ok(v, self.low) for v in value)
+        return self._int_ok(value, self.low)
+
+    def describe(self) -> str:
+        return f"an int >= {self.low} or a tuple of {self.rank} ints >= {self.low}"
+
+    def invalid_examples(self) -> list:
+        return [self.low - 1, 1.5, "a string", True, (self.low,) * (self.rank + 1), (self.low - 1,) * self.rank]
+
+    def normalize(self, value) -> tuple:
+        """``value`` as a tuple of ``rank`` Python ints."""
+        if isinstance(value, (tuple, list)):
+            return tuple(int(v) for v in value)
+        return (int(value),) * self.rank
+
+
+class _ConvCache(NamedTuple):
+    conv: K.ConvCache
+    z: np.ndarray
+    a: np.ndarray
+
+
+class _Conv(Layer):
+    """Shared state handling of :class:`Conv1D` and :class:`Conv2D` (see there)."""
+
+    rank: int = 2
+    _paddings: tuple = ("valid", "same")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.min_ndim = cls.rank + 2
+        cls._param_constraints = {
+            "filters": [Interval(numbers.Integral, 1, None)],
+            "kernel_size": [SpatialSize(cls.rank)],
+            "strides": [SpatialSize(cls.rank)],
+            "padding": [Options(cls._paddings)],
+            "dilation_rate": [SpatialSize(cls.rank)],
+            "activation": _ACT,
+            "use_bias": [Boolean()],
+            "kernel_initializer": _INIT,
+            "bias_initializer": _INIT,
+            "kernel_regularizer": _REG,
+            "bias_regularizer": _REG,
+            "data_format": _DATA_FORMAT,
+        }
+
+    def _setup(self, args: dict, kwargs: dict) -> None:
+        validate_params(type(self).__name__, self._param_constraints, args)
+        if kwargs.get("name") is None:
+            kwargs["name"] = default_name(type(self))
+        super().__init__(**kwargs)
+        size = SpatialSize(self.rank)
+        self.filters = int(args["filters"])
+        self.kernel_size = size.normalize(args["kernel_size"])
+        self.strides = size.normalize(args["strides"])
+        self.padding = args["padding"]
+        self.dilation_rate = size.normalize(args["dilation_rate"])
+        self.data_format = args["data_format"]
+        self.activation = args["activation"]
+        self.use_bias = bool(args["use_bias"])
+        # resolve now so that an unknown name fails at construction
+        self.kernel_initializer = _initializers.get(args["kernel_initializer"])
+        self.bias_initializer = _initializers.get(args["bias_initializer"])
+        self.kernel_regularizer = _regularizers.get(args["kernel_regularizer"])
+        self.bias_regularizer = _regularizers.get(args["bias_regularizer"])
+        self._act = _activations.get(self.activation)
+
+    # ------------------------------------------------------------ shapes
+    def _who(self) -> str:
+        return f"Layer {self.name!r} ({type(self).__name__})"
+
+    def _check_rank(self, shape) -> None:
+        if len(shape) != self.rank + 2:
+            axes = ", ".join(("batch",) + AXIS_NAMES[self.rank] + ("channels",))
+            raise ValueError(
+                f"{self._who()} expects inputs of rank {self.rank + 2} ({axes}), "
+                f"got rank {len(shape)} {tuple(shape)}."
+            )
+
+    def _geometry(self, shape) -> K.ConvGeometry:
+        """The convolution's sizes for an input of ``shape``; a named error if there is no output."""
+        spatial, kernel = tuple(shape[1:-1]), self.kernel_size
+        strides, dilation, names = self.strides, self.dilation_rate, AXIS_NAMES[self.rank]
+        if self.rank == 1:  # the 1-D kernels are the 2-D ones with one row
+            spatial, kernel, strides, dilation = (1,) + spatial, (1,) + kernel, (1,) + strides, (1,) + dilation
+            names = ("",) + names
+        try:
+            return K.conv_geometry(spatial, kernel, strides, dilation, self.padding, axis_names=names)
+        except ValueError as exc:
+            raise ValueError(
+                f"{self._who()} with padding={self.padding!r} cannot take an input of shape "
+                f"{tuple(shape)}: {exc}"
+            ) from None
+
+    def build(self, input_shape):
+        self._check_rank(input_shape)
+        c_in = input_shape[-1]
+        if c_in is None or c_in < 1:
+            raise ValueError(f"{self._who()}: the channel axis (last) of {tuple(input_shape)} is empty.")
+        # spatial sizes are checked per call (check_input_shape): they may differ between calls
+        kshape = self.kernel_size + (c_in, self.filters)
+        self.add_weight("kernel", kshape, self.kernel_initializer, self.kernel_regularizer)
+        if self.use_bias:
+            self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
+
+    def check_input_shape(self, shape):
+        self._check_rank(shape)
+        c_in = self.params["kernel"].shape[-2]
+        if shape[-1] != c_in:
+            raise ValueError(
+                f"{self._who()} was built for {c_in} input channels (last axis), got "
+                f"{shape[-1]} channels in an input of shape {tuple(shape)}."
+            )
+        self._geometry(shape)
+
+    def compute_output_shape(self, input_shape):
+        self._check_rank(input_shape)
+        spatial = tuple(input_shape[1:-1])
+        if any(n is None for n in spatial):  # symbolic shapes may leave spatial sizes open
+            out = tuple(
+                None if n is None else K.conv_output_length(n, k, s, d, K.axis_padding(n, k, s, d, self.padding))
+                for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
+            )
+        else:
+            out = self._geometry(input_shape).out_size[2 - self.rank :]
+        return (input_shape[0],) + tuple(out) + (self.filters,)
+
+    # ----------------------------------------------------------- forward
+    def _kernel_fns(self) -> tuple[Callable, Callable, Callable]:
+        """``(forward, backward, cache)`` kernel functions bound to this layer's hyperparameters."""
+        if self.rank == 1:
+            hp = {"strides": self.strides[0], "padding": self.padding, "dilation": self.dilation_rate[0]}
+            return (
+                lambda x, w, b: K.conv1d_forward(x, w, b, **hp),
+                K.conv1d_backward,
+                lambda x, w: K.conv1d_cache(x, w.shape[0], **hp),
+            )
+        hp = {"strides": self.strides, "padding": self.padding, "dilation": self.dilation_rate}
+        return (
+            lambda x, w, b: K.conv2d_forward(x, w, b, **hp),
+            K.conv2d_backward,
+            lambda x, w: K.conv2d_cache(x, w.shape[:2], **hp),
+        )
+
+    def call(self, x, training):
+        z, conv_cache = self._kernel_fns()[0](x, self.params["kernel"], self.params.get("bias"))
+        a = self._act.forward(z)
+        if training:
+            self._cache = _ConvCache(conv_cache, z, a)
+            self._out_shape = a.shape
+        return a
+
+    @property
+    def logits(self) -> np.ndarray:
+        """The pre-activation ``z`` of the last training forward call."""
+        if self._cache is None:
+            raise RuntimeError(f"Layer {self.name!r}: no training forward call to take logits from.")
+        return self._cache.z
+
+    # ---------------------------------------------------------- backward
+    def _backward(self, dy):
+        return self._linear_backward(self._act_backward(dy), need_dx=True)
+
+    def _backward_params_only(self, dy):
+        try:
+            self._linear_backward(self._act_backward(dy), need_dx=False)
+        finally:
+            self._grads_zero = False
+
+    def _act_backward(self, dy):
+        if self.activation in (None, "linear"):
+            return dy
+        return self._act.backward(dy, self._cache.z, self._cache.a)
+
+    def backward_from_logits(self, dz, need_dx: bool = True) -> np.ndarray | None:
+        """Back-propagate a gradient with respect to the pre-activation ``z``.
+
+        Used by fused losses (softmax or sigmoid with cross-entropy);
+        ``need_dx=False`` skips the input gradient and returns ``None``.
+        """
+        if self._cache is None:
+            raise RuntimeError(
+                f"Layer {self.name!r}: backward() needs a preceding forward call with training=True."
+            )
+        try:
+            return self._linear_backward(dz, need_dx=need_dx)
+        finally:
+            self._grads_zero = False
+
+    def _linear_backward(self, dz, need_dx: bool):
+        dx, dw, db = self._kernel_fns()[1](
+            dz, self._cache.conv, self.params["kernel"], need_dx=need_dx, need_param_grads=self._trainable
+        )
+        if self._trainable:
+            self._accumulate_grad("kernel", dw)
+            if self.use_bias:
+                self._accumulate_grad("bias", db)
+        return dx
+
+    # ----------------------------------------------------- serialization
+    def get_config(self):
+        return {
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": _initializers.serialize(self.kernel_initializer),
+            "bias_initializer": _initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
+            "data_format": self.data_format,
+            **super().get_config(),
+        }
+
+
+class Conv2D(_Conv):
+    """2-D convolution over ``(batch, height, width, channels)`` inputs (Keras ``Conv2D``).
+
+    ``y = activation(conv(x, kernel) + bias)``, a cross-correlation as in
+    Keras and PyTorch; equations, padding rules and backward pass in
+    :mod:`normlab.kernels.conv`.
+
+    Parameters
+    ----------
+    filters : int
+        Output channels; ``kernel`` has shape ``(kh, kw, c_in, filters)`` (Keras layout).
+    kernel_size : int or tuple of 2 ints
+    strides : int or tuple of 2 ints, default (1, 1)
+    padding : {"valid", "same"}, default "valid"
+        "same" pads as TF/Keras (with an odd total the extra row/column goes
+        at the bottom/right); the output then has ``ceil(in / stride)`` rows.
+    dilation_rate : int or tuple of 2 ints, default (1, 1)
+        Strides and dilation may both exceed 1 (Keras refuses that; the
+        result is the same as PyTorch's).
+    activation : str or None, default None
+    use_bias : bool, default True
+    kernel_initializer, bias_initializer : str, dict or Initializer
+        Defaults ``"glorot_uniform"`` (fans include the receptive field) and ``"zeros"``.
+    kernel_regularizer, bias_regularizer : str, dict, Regularizer or None
+    data_format : None or "channels_last"
+        Only channels-last data is supported.
+    **kwargs
+        ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
+
+    Notes
+    -----
+    PyTorch: ``F.conv2d(x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), bias,
+    stride, padding, dilation)``; "same" padding becomes ``F.pad`` with
+    ``(left, right, top, bottom)`` when it is asymmetric.
+    """
+
+    rank = 2
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        strides=(1, 1),
+        padding: str = "valid",
+        dilation_rate=(1, 1),
+        activation: str | None = None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        *,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        args = dict(locals())
+        args.pop("self"), args.pop("kwargs"), args.pop("__class__", None)
+        self._setup(args, kwargs)
+
+
+class Conv1D(_Conv):
+    """1-D convolution over ``(batch, steps, channels)`` inputs (Keras ``Conv1D``).
+
+    Parameters as :class:`Conv2D` with ints (or 1-tuples) for sizes; kernel
+    shape ``(k, c_in, filters)``. ``padding`` also accepts ``"causal"``:
+    ``(k - 1) * dilation`` zeros on the left only, so output step ``t`` sees
+    inputs up to ``t`` (WaveNet).
+    """
+
+    rank = 1
+    _paddings = ("valid", "same", "causal")
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        strides=1,
+        padding: str = "valid",
+        dilation_rate=1,
+        activation: str | None = None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        *,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        args = dict(locals())
+        args.pop("self"), args.pop("kwargs"), args.pop("__class__", None)
+        self._setup(args, kwargs)
+
+
+def conv_linear_ops(layer: _Conv) -> tuple[Callable, Callable]:
+    """The linear map of a built convolution layer as pure functions of an explicit kernel.
+
+    Returns ``(forward, backward)`` with the signatures of
+    ``layers.wrappers._LinearOps``: ``forward(x, kernel, bias) -> z`` and
+    ``backward(dz, x, kernel, need_param_grads=True) -> (dx, dkernel, dbias)``,
+    bound to the layer's strides, padding and dilation (for
+    ``WeightNormalization``, whose norm is per filter over ``(kh, kw, c_in)``).
+    """
+    fwd, bwd, make_cache = layer._kernel_fns()
+
+    def forward(x, kernel, bias):
+        return fwd(x, kernel, bias)[0]
+
+    def backward(dz, x, kernel, need_param_grads: bool = True):
+        return bwd(dz, make_cache(x, kernel), kernel, need_dx=True, need_param_grads=need_param_grads)
+
+    return forward, backward

@@ -1,0 +1,133 @@
+"""Reshaping layers: :class:`Flatten` and :class:`Reshape` (the batch axis is kept).
+
+Both only re-index the values of each sample (C order, so channels-last
+data flattens as in Keras with ``data_format="channels_last"``); the
+backward pass reshapes ``dy`` back to the input's shape. Outputs are views
+of the inputs where NumPy allows.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+from .._validation import NoneOk, Options, _Constraint, validate_params
+from .base import Layer
+
+__all__ = ["Flatten", "Reshape"]
+
+
+class _ShapeCache(NamedTuple):
+    x_shape: tuple
+
+
+class _Reshaping(Layer):
+    def call(self, x, training):
+        y = x.reshape(self._target(x.shape))
+        if training:
+            self._cache = _ShapeCache(x.shape)
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        return dy.reshape(self._cache.x_shape)
+
+    def compute_output_shape(self, input_shape):
+        return self._target(tuple(input_shape))
+
+
+class Flatten(_Reshaping):
+    """Flatten each sample: ``(batch, d1, ..., dk) -> (batch, d1 * ... * dk)`` (Keras ``Flatten``).
+
+    A 1-D input ``(batch,)`` becomes ``(batch, 1)``.
+
+    Parameters
+    ----------
+    data_format : None or "channels_last"
+        The C-order flattening of channels-last data (Keras' order).
+    **kwargs
+        ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
+    """
+
+    _param_constraints = {"data_format": [NoneOk(), Options(("channels_last",))]}
+
+    def __init__(self, data_format=None, **kwargs):
+        validate_params(type(self).__name__, self._param_constraints, {"data_format": data_format})
+        super().__init__(**kwargs)
+        self.data_format = data_format
+
+    def _target(self, shape):
+        rest = shape[1:]
+        size = None if any(d is None for d in rest) else math.prod(rest)
+        return (shape[0], size)
+
+    def get_config(self):
+        return {"data_format": self.data_format, **super().get_config()}
+
+
+class _TargetShape(_Constraint):
+    """A tuple (or list) of ints >= 1, at most one of them -1."""
+
+    def is_satisfied_by(self, value) -> bool:
+        if not isinstance(value, (tuple, list)) or len(value) == 0:
+            return False
+        ok = all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and (v >= 1 or v == -1) for v in value
+        )
+        return ok and sum(1 for v in value if v == -1) <= 1
+
+    def describe(self) -> str:
+        return "a non-empty tuple of ints >= 1 with at most one -1"
+
+    def invalid_examples(self) -> list:
+        return [5, "a string", (), (2, 0), (-1, -1), (2.0, 3), (True, 2), (-2, 3)]
+
+
+class Reshape(_Reshaping):
+    """Reshape each sample to ``target_shape`` (Keras ``Reshape``).
+
+    ``(batch, ...) -> (batch, *target_shape)``; one entry may be -1 (inferred
+    from the number of values per sample).
+
+    Parameters
+    ----------
+    target_shape : tuple of ints
+        Without the batch axis.
+    **kwargs
+        ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
+    """
+
+    _param_constraints = {"target_shape": [_TargetShape()]}
+
+    def __init__(self, target_shape, **kwargs):
+        validate_params(type(self).__name__, self._param_constraints, {"target_shape": target_shape})
+        super().__init__(**kwargs)
+        self.target_shape = tuple(int(v) for v in target_shape)
+
+    def _target(self, shape):
+        rest = shape[1:]
+        if any(d is None for d in rest):  # symbolic shape with open sizes
+            return (shape[0],) + tuple(None if v == -1 else v for v in self.target_shape)
+        size = math.prod(rest)
+        known = math.prod(v for v in self.target_shape if v != -1)
+        if -1 in self.target_shape:
+            ok = size % known == 0
+            out = tuple(size // known if v == -1 else v for v in self.target_shape)
+        else:
+            ok, out = size == known, self.target_shape
+        if not ok:
+            raise ValueError(
+                f"Layer {self.name!r} (Reshape) cannot reshape an input of shape {tuple(shape)} "
+                f"({size} values per sample) to target_shape {self.target_shape}."
+            )
+        return (shape[0],) + out
+
+    def build(self, input_shape):
+        self._target(tuple(input_shape))
+
+    def check_input_shape(self, shape):
+        self._target(tuple(shape))
+
+    def get_config(self):
+        return {"target_shape": self.target_shape, **super().get_config()}
