@@ -33,7 +33,7 @@ def test_graph_gradients_accumulate_over_consumers(rng):
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model(x)  # float64 build
     errs = check_model_gradients(model, x, y)
-    assert len(errs) == 10
+    assert len(errs) == 11
     assert max(errs.values()) < 1e-6, errs
 
 

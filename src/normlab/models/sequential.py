@@ -100,7 +100,7 @@ class Sequential(BaseModel):
             last -= 1
         for i in range(last, 0, -1):
             grad = layers[i]._run_backward(grad)
-        if last == 0:
+        if last >= 0:
             # the model's input needs no gradient
             layers[0]._backward_params_only(grad)
 

@@ -1,0 +1,266 @@
+import json
+
+import numpy as np
+import pytest
+
+import normlab
+from normlab import initializers, optimizers
+from normlab.callbacks import Callback
+from normlab.layers import Activation, BatchNormalization, Dense
+from normlab.testing import check_model_gradients
+
+
+def blobs(rng, n=120, d=5, k=3):
+    centers = rng.standard_normal((k, d)) * 3
+    y = rng.integers(0, k, n)
+    x = centers[y] + rng.standard_normal((n, d))
+    return x.astype(np.float32), y
+
+
+def bn_net(k=3, **kw):
+    return normlab.Sequential(
+        [
+            Dense(16, use_bias=False),
+            BatchNormalization(),
+            Activation("sigmoid"),
+            Dense(k, activation="softmax", **kw),
+        ]
+    )
+
+
+def compiled(model, lr=0.1, metrics=("accuracy",)):
+    model.compile(optimizer=optimizers.SGD(learning_rate=lr), loss="sparse_categorical_crossentropy", metrics=list(metrics))
+    return model
+
+
+def test_fit_learns_and_history(rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    hist = model.fit(x, y, batch_size=20, epochs=15, verbose=0, seed=0, validation_split=0.25)
+    h = hist.history
+    assert set(h) >= {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
+    assert len(h["loss"]) == 15 and hist.epoch == list(range(15))
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert h["accuracy"][-1] > 0.9
+    loss, acc = model.evaluate(x, y)
+    assert acc > 0.9 and np.isfinite(loss)
+
+
+def test_same_seed_same_run_bit_for_bit(rng):
+    x, y = blobs(rng)
+    runs = []
+    for _ in range(2):
+        model = compiled(bn_net())
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=123)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    model = compiled(bn_net())
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=124)
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0], model.get_weights()))
+
+
+def test_validation_split_uses_last_samples(rng):
+    x, y = blobs(rng, n=100)
+    seen = []
+
+    class Spy(Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            pass
+
+    model = compiled(bn_net())
+    orig = model._train_step
+
+    def spy(xb, yb):
+        seen.append(xb.copy())
+        return orig(xb, yb)
+
+    model._train_step = spy
+    model.fit(x, y, batch_size=100, epochs=1, validation_split=0.2, verbose=0, seed=0, callbacks=[Spy()])
+    used = np.concatenate(seen)
+    assert len(used) == 80
+    assert {tuple(r) for r in used} == {tuple(r) for r in x[:80]}
+
+
+def test_predict_evaluate_batches_and_single_sample(rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    p = model.predict(x, batch_size=7)
+    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
+    np.testing.assert_allclose(p, model.predict(x, batch_size=1000), rtol=1e-6)
+    one = model.predict(x[:1])
+    assert one.shape == (1, 3)
+    np.testing.assert_allclose(model.predict_on_batch(x[:5]), p[:5], rtol=1e-6)
+    res = model.test_on_batch(x, y, return_dict=True)
+    assert set(res) == {"loss", "accuracy"}
+
+
+def test_train_on_batch_matches_manual_step(rng):
+    """One SGD step by hand: w <- w - lr * dL/dw, with the loss's fused gradient."""
+    x, y = blobs(rng, n=8)
+    x = x.astype(np.float64)
+    model = compiled(normlab.Sequential([Dense(3, activation="softmax", dtype="float64")]), lr=0.5, metrics=())
+    model.build((None, 5), seed=0)
+    w0, b0 = model.layers[0].params["kernel"].copy(), model.layers[0].params["bias"].copy()
+    p = model.predict(x)
+    loss = model.train_on_batch(x, y)
+    g = (p - np.eye(3)[y]) / len(x)
+    np.testing.assert_allclose(model.layers[0].params["kernel"], w0 - 0.5 * x.T @ g, rtol=1e-10)
+    np.testing.assert_allclose(model.layers[0].params["bias"], b0 - 0.5 * g.sum(0), rtol=1e-10)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(8), y])), rel=1e-10)
+
+
+def test_whole_model_gradient_check_float64(rng):
+    x, y = blobs(rng, n=12)
+    model = normlab.Sequential(
+        [
+            Dense(6, use_bias=False, kernel_regularizer="l2"),
+            BatchNormalization(gamma_initializer=initializers.RandomUniform(0.5, 1.5, seed=0)),
+            Activation("tanh"),
+            Dense(5, activation="elu", bias_regularizer="l1"),
+            BatchNormalization(axis=-1, center=False),
+            Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x64 = x.astype(np.float64)
+    model(x64)  # builds every layer in float64
+    assert model.dtype == np.float64
+    errs = check_model_gradients(model, x64, y)
+    assert len(errs) == 8
+    assert max(errs.values()) < 1e-6, errs
+
+
+def test_fused_and_explicit_logits_paths_agree(rng):
+    x, y = blobs(rng, n=10)
+    x = x.astype(np.float64)
+    a = normlab.Sequential([Dense(4, activation="tanh", kernel_initializer=initializers.GlorotUniform(seed=0)), Dense(3, activation="softmax", kernel_initializer=initializers.GlorotUniform(seed=1))])
+    b = normlab.Sequential([Dense(4, activation="tanh", kernel_initializer=initializers.GlorotUniform(seed=0)), Dense(3, kernel_initializer=initializers.GlorotUniform(seed=1))])
+    a.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    b.compile(optimizer="sgd", loss=normlab.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ga, gb = a.compute_gradients(x, y), b.compute_gradients(x, y)
+    for (la, ka), (lb, kb) in zip(ga, gb):
+        np.testing.assert_allclose(ga[(la, ka)], gb[(lb, kb)], rtol=1e-10, atol=1e-14)
+
+
+class _Boom(optimizers.SGD):
+    def apply(self, grads, params, names=None):
+        raise FloatingPointError("boom")
+
+
+def test_failed_step_leaves_model_unchanged(rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    before = model.get_weights()
+    model.optimizer = _Boom(learning_rate=0.1)
+    with pytest.raises(FloatingPointError):
+        model.train_on_batch(x, y)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "xmod,ymod,exc,match",
+    [
+        (lambda x: x, lambda y: np.where(y == 0, 7, y), ValueError, r"labels must be in \[0, 3\)"),
+        (lambda x: np.where(x > 2, np.nan, x), lambda y: y, ValueError, "NaN or inf"),
+        (lambda x: x[:, :4], lambda y: y, ValueError, "expects inputs of shape"),
+        (lambda x: x, lambda y: y[:-1], ValueError, "same number of samples"),
+        (lambda x: x[:1], lambda y: y[:1], ValueError, "at least 2 values per feature"),
+    ],
+)
+def test_bad_input_clear_error_and_model_unchanged(xmod, ymod, exc, match, rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    before = model.get_weights()
+    with pytest.raises(exc, match=match):
+        model.train_on_batch(xmod(x), ymod(y))
+    with pytest.raises(exc, match=match):
+        model.fit(xmod(x), ymod(y), verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_not_compiled_and_bad_fit_arguments(rng):
+    x, y = blobs(rng)
+    model = bn_net()
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(x, y)
+    compiled(model)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.fit(x, y, batch_size=0)
+    with pytest.raises(ValueError, match="validation_split"):
+        model.fit(x, y, validation_split=1.5)
+    with pytest.raises(ValueError, match="verbose"):
+        model.fit(x, y, verbose=5)
+
+
+def test_callbacks_hooks_and_stop_training(rng):
+    x, y = blobs(rng)
+    events = []
+
+    class Rec(Callback):
+        def on_train_begin(self, logs=None):
+            events.append("train_begin")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            events.append(f"epoch_begin{epoch}")
+
+        def on_train_batch_end(self, batch, logs=None):
+            assert "loss" in logs
+
+        def on_epoch_end(self, epoch, logs=None):
+            events.append(f"epoch_end{epoch}")
+            if epoch == 1:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            events.append("train_end")
+
+    model = compiled(bn_net())
+    hist = model.fit(x, y, epochs=10, verbose=0, callbacks=[Rec()], seed=0)
+    assert events == ["train_begin", "epoch_begin0", "epoch_end0", "epoch_begin1", "epoch_end1", "train_end"]
+    assert len(hist.history["loss"]) == 2
+
+
+def test_verbose_progress_bar_and_epoch_lines(rng, capsys):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=2, verbose=2, seed=0)
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "loss" in out
+    model.fit(x, y, epochs=1, verbose=1, seed=0)
+    err = capsys.readouterr().err
+    assert "Epoch 1/1" in err
+
+
+def test_summary_and_config_round_trip(rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "BatchNormalization" in text and "Total params: 195" in text and "Non-trainable params: 32" in text
+    cfg = json.loads(json.dumps(model.get_config()))
+    clone = normlab.Sequential.from_config(cfg)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone.predict(x), model.predict(x), rtol=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        clone.set_weights(model.get_weights()[:-1])
+
+
+def test_changing_trainable_requires_recompile(rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    model.layers[0].trainable = False
+    with pytest.raises(RuntimeError, match="compile"):
+        model.train_on_batch(x, y)
+    compiled(model)
+    w = model.layers[0].params["kernel"].copy()
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    np.testing.assert_array_equal(model.layers[0].params["kernel"], w)
