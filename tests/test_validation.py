@@ -22,6 +22,9 @@ REQUIRED = {
     "RandomRotation": {"factor": 0.1},
     "RandomTranslation": {"height_factor": 0.1, "width_factor": 0.1},
     "RandomZoom": {"height_factor": 0.1},
+    "Conv1D": {"filters": 2, "kernel_size": 3},
+    "Conv2D": {"filters": 2, "kernel_size": 3},
+    "Reshape": {"target_shape": (4,)},
 }
 
 
