@@ -3,6 +3,7 @@
 from .base import Callback, CallbackList, History, registry
 from .diagnostics import TrainingDiagnostics
 from .early_stopping import EarlyStopping, train_on_all_data
+from .lr import LearningRateScheduler, ReduceLROnPlateau
 from .misc import CSVLogger, LambdaCallback, ModelCheckpoint, TerminateOnNaN
 from .progbar import ProgbarLogger
 
@@ -18,6 +19,8 @@ __all__ = [
     "LambdaCallback",
     "train_on_all_data",
     "TrainingDiagnostics",
+    "LearningRateScheduler",
+    "ReduceLROnPlateau",
     "get",
 ]
 

@@ -1,0 +1,606 @@
+"""Gradient transformations: ``init`` / ``update`` pairs with explicit state.
+
+An optimizer is a :func:`chain` of small links, as in optax::
+
+    sgd      = chain(scale_by_learning_rate(), trace(momentum))
+    rmsprop  = chain(scale_by_rms(rho, epsilon), scale_by_learning_rate(), trace(momentum))
+    adam     = chain(scale_by_adam(b1, b2, epsilon), scale_by_learning_rate())
+    adamw    = chain(scale_by_adam(b1, b2, epsilon), scale_by_learning_rate(),
+                     add_decayed_weights(weight_decay))
+
+with an optional clipping link in front. Each link is a
+:class:`GradientTransformation` ``(init, update)``:
+
+``init(params) -> state``
+    the link's state: a dict mapping a slot name to a list of arrays (one per
+    parameter, shaped and typed like it) or to a 0-d array (a scalar).
+``update(updates, state, params, info) -> (updates, state)``
+    transform the incoming ``updates`` (gradients, for the first link); the
+    parameters before the step are read, never written. ``info`` is a
+    :class:`StepInfo`: the step count and the learning rate of this step
+    (the optimizer evaluates schedules), and optional scratch arrays.
+
+Links keep no hidden state: everything they remember is in ``state``, so
+the same links serve any number of parameter sets, and saving an optimizer
+is saving its states. Unlike optax, and for speed, ``update`` works in
+place: it overwrites the arrays of ``updates`` and of ``state`` and returns
+them (no array is allocated per step when ``info.scratch`` is given). Pass
+copies if you need the inputs afterwards. The updates a link returns never
+alias its state, so the next link may overwrite them.
+
+Sign and scale conventions
+--------------------------
+The links before :func:`scale_by_learning_rate` compute a *direction* (a
+gradient-like quantity); ``scale_by_learning_rate`` multiplies by ``-lr``;
+the links after it (:func:`trace`, :func:`add_decayed_weights`) work on
+*steps*, which are added to the parameters: ``params += updates``
+(:func:`apply_updates`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+
+__all__ = [
+    "StepInfo",
+    "GradientTransformation",
+    "chain",
+    "identity",
+    "clip_by_value",
+    "clip_by_norm",
+    "clip_by_global_norm",
+    "scale",
+    "scale_by_learning_rate",
+    "trace",
+    "nesterov_exact",
+    "scale_by_adagrad",
+    "scale_by_rms",
+    "scale_by_adam",
+    "scale_by_nadam",
+    "add_decayed_weights",
+    "global_norm",
+    "apply_updates",
+    "EPSILON_FORMS",
+]
+
+#: Where epsilon goes: ``"keras"`` (Keras 3's numerics) or ``"torch"``
+#: (PyTorch's, which are also the notes' and the Adam paper's).
+EPSILON_FORMS = ("keras", "torch")
+
+
+class StepInfo(NamedTuple):
+    """What a link may need to know about the step being taken.
+
+    Attributes
+    ----------
+    step : int
+        Steps taken before this one (0 on the first update; Adam's ``t`` is
+        ``step + 1``).
+    learning_rate : float
+        The learning rate of this step (a schedule already evaluated at
+        ``step``).
+    scratch : list of ndarray, optional
+        One work array per parameter, shaped and typed like it; its contents
+        are undefined on entry and on exit. Without it, links allocate
+        temporaries.
+    """
+
+    step: int = 0
+    learning_rate: float = 0.0
+    scratch: Sequence[np.ndarray] | None = None
+
+
+class GradientTransformation(NamedTuple):
+    """A pure ``(init, update)`` pair; see the module docstring."""
+
+    init: Callable[[Sequence[np.ndarray]], Any]
+    update: Callable[..., tuple]
+
+
+def _tmp(info: StepInfo, i: int, like: np.ndarray) -> np.ndarray:
+    if info.scratch is not None:
+        return info.scratch[i]
+    return np.empty_like(like)
+
+
+def _zeros_like(params, fill: float = 0.0) -> list[np.ndarray]:
+    return [np.full_like(p, fill) for p in params]
+
+
+def _no_state(params) -> dict:
+    return {}
+
+
+def _check_form(form: str, who: str) -> None:
+    if form not in EPSILON_FORMS:
+        raise ValueError(f"{who}: 'epsilon_form' must be one of {EPSILON_FORMS}, got {form!r}.")
+
+
+def _check_real(value, name: str, who: str, low: float | None = None, high: float | None = None, strict_low=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{who}: '{name}' must be a finite float, got {value!r}.")
+    if low is not None and (value <= low if strict_low else value < low):
+        raise ValueError(f"{who}: '{name}' must be {'>' if strict_low else '>='} {low}, got {value!r}.")
+    if high is not None and value > high:
+        raise ValueError(f"{who}: '{name}' must be <= {high}, got {value!r}.")
+    return float(value)
+
+
+# --------------------------------------------------------------- combining
+def chain(*links: GradientTransformation) -> GradientTransformation:
+    """Apply ``links`` one after the other; the state is the tuple of their states."""
+    links = tuple(links)
+    for k, t in enumerate(links):
+        if not isinstance(t, GradientTransformation):
+            raise TypeError(f"chain: argument {k} must be a GradientTransformation, got {t!r}.")
+
+    def init(params):
+        return tuple(t.init(params) for t in links)
+
+    def update(updates, state, params, info: StepInfo):
+        if len(state) != len(links):
+            raise ValueError(f"chain: expected a state of {len(links)} parts, got {len(state)}.")
+        new_state = []
+        for t, s in zip(links, state):
+            updates, s = t.update(updates, s, params, info)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def identity() -> GradientTransformation:
+    """Leave the updates as they are."""
+
+    def update(updates, state, params, info):
+        return updates, state
+
+    return GradientTransformation(_no_state, update)
+
+
+def apply_updates(params: Sequence[np.ndarray], updates: Sequence[np.ndarray]) -> None:
+    """``params[i] += updates[i]``, in place."""
+    for p, u in zip(params, updates):
+        np.add(p, u, out=p)
+
+
+def global_norm(arrays: Sequence[np.ndarray]) -> float:
+    """``sqrt(sum_i ||a_i||^2)`` over all entries of all arrays, as a Python float.
+
+    Each ``||a_i||^2`` is a BLAS dot product in the array's dtype; the sum is
+    taken in float64. An overflowing float32 sum is redone in float64, so the
+    result is ``inf`` or ``nan`` only when an entry is.
+    """
+    sq = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in arrays:
+            r = a.reshape(-1)
+            sq += float(np.dot(r, r))
+    if not math.isfinite(sq):
+        sq = 0.0
+        for a in arrays:
+            r = a.reshape(-1).astype(np.float64)
+            sq += float(np.dot(r, r))
+    return math.sqrt(sq)
+
+
+# ---------------------------------------------------------------- clipping
+def clip_by_value(clipvalue: float) -> GradientTransformation:
+    """Clip every entry to ``[-clipvalue, clipvalue]`` (Keras's ``clipvalue``)."""
+    c = _check_real(clipvalue, "clipvalue", "clip_by_value", low=0.0, strict_low=True)
+
+    def update(updates, state, params, info):
+        for u in updates:
+            np.clip(u, -c, c, out=u)
+        return updates, state
+
+    return GradientTransformation(_no_state, update)
+
+
+def clip_by_norm(clipnorm: float) -> GradientTransformation:
+    """Rescale each array on its own so that its L2 norm is at most ``clipnorm``.
+
+    ``g <- g * clipnorm / ||g||`` when ``||g|| > clipnorm``; unchanged
+    otherwise (Keras's ``clipnorm``: each variable separately). An array
+    with a non-finite norm becomes all NaN.
+    """
+    c = _check_real(clipnorm, "clipnorm", "clip_by_norm", low=0.0, strict_low=True)
+
+    def update(updates, state, params, info):
+        for u in updates:
+            n = global_norm([u])
+            if not math.isfinite(n):
+                np.multiply(u, math.nan, out=u)
+            elif n > c:
+                np.multiply(u, c / n, out=u)
+        return updates, state
+
+    return GradientTransformation(_no_state, update)
+
+
+def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+    """Rescale all arrays together so that their global norm is at most ``max_norm``.
+
+    With ``N = sqrt(sum_i ||g_i||^2)``: ``g_i <- g_i * max_norm / N`` when
+    ``N > max_norm``, unchanged otherwise (Keras's ``global_clipnorm``,
+    PyTorch's ``clip_grad_norm_``). A non-finite ``N`` makes every entry NaN,
+    as in Keras.
+    """
+    c = _check_real(max_norm, "max_norm", "clip_by_global_norm", low=0.0, strict_low=True)
+
+    def update(updates, state, params, info):
+        n = global_norm(updates)
+        if not math.isfinite(n):
+            for u in updates:
+                np.multiply(u, math.nan, out=u)
+        elif n > c:
+            f = c / n
+            for u in updates:
+                np.multiply(u, f, out=u)
+        return updates, state
+
+    return GradientTransformation(_no_state, update)
+
+
+# ----------------------------------------------------------------- scaling
+def scale(factor: float) -> GradientTransformation:
+    """Multiply the updates by a constant."""
+    f = _check_real(factor, "factor", "scale")
+
+    def update(updates, state, params, info):
+        for u in updates:
+            np.multiply(u, f, out=u)
+        return updates, state
+
+    return GradientTransformation(_no_state, update)
+
+
+def scale_by_learning_rate(flip_sign: bool = True) -> GradientTransformation:
+    """``u <- -lr * u`` (``+lr`` without ``flip_sign``), ``lr = info.learning_rate``.
+
+    This turns a descent direction into a step; the links after it work on
+    steps.
+    """
+
+    def update(updates, state, params, info):
+        f = -float(info.learning_rate) if flip_sign else float(info.learning_rate)
+        for u in updates:
+            np.multiply(u, f, out=u)
+        return updates, state
+
+    return GradientTransformation(_no_state, update)
+
+
+def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
+    """Momentum in Keras's velocity form, on steps (after ``scale_by_learning_rate``).
+
+    With ``s = -lr * g`` the incoming step and ``v`` the slot ``"momentum"``
+    (zeros at first)::
+
+        v <- momentum * v + s               (= momentum * v - lr * g)
+        out = v                             (nesterov=False)
+        out = momentum * v + s              (nesterov=True)
+
+    Keras's ``SGD`` is ``chain(scale_by_learning_rate(), trace(momentum))``.
+    Since ``lr`` enters ``v`` at every step, a changing learning rate acts
+    on new gradients only (PyTorch's buffer holds gradients and multiplies
+    by the current ``lr``: ``v_keras = -lr * buf_torch`` for a constant
+    ``lr``).
+    """
+    b = _check_real(momentum, "momentum", "trace", low=0.0, high=1.0)
+
+    def init(params):
+        return {"momentum": _zeros_like(params)}
+
+    def update(updates, state, params, info):
+        for i, (u, v) in enumerate(zip(updates, state["momentum"])):
+            np.multiply(v, b, out=v)
+            np.add(v, u, out=v)
+            if nesterov:
+                t = _tmp(info, i, u)
+                np.multiply(v, b, out=t)
+                np.add(u, t, out=u)
+            else:
+                np.copyto(u, v)
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def nesterov_exact(momentum: float, weight_decay: float = 0.0) -> GradientTransformation:
+    """The notes' Nesterov momentum, literally: the gradient is taken at ``theta + beta v``.
+
+    The notes' algorithm (``beta = momentum``, ``alpha`` the learning rate)::
+
+        theta~ <- theta + beta v              interim point
+        g      <- grad J(theta~)
+        v      <- beta v - alpha g
+        theta  <- theta + v
+
+    Between steps the parameters hold the interim point ``theta~ = theta +
+    beta v`` (where the next gradient is taken), and the iterate ``theta``
+    is the slot ``"theta"``, so a model that takes the gradient at its
+    parameters runs the notes' algorithm exactly. The incoming updates are
+    the step ``s = -alpha g`` (after ``scale_by_learning_rate``); the link
+    returns ``(theta_new + beta v_new) - params``. Decoupled weight decay,
+    if any, acts on ``theta``: ``theta <- theta - alpha wd theta`` before
+    ``theta <- theta + v``.
+
+    Keras's ``nesterov=True`` is the same algorithm written in the variable
+    ``w = theta~``: ``w <- w + beta v_new - alpha g``.
+    """
+    b = _check_real(momentum, "momentum", "nesterov_exact", low=0.0, high=1.0)
+    wd = _check_real(weight_decay, "weight_decay", "nesterov_exact", low=0.0)
+
+    def init(params):
+        # v = 0, so theta = theta~ = the parameters
+        return {"momentum": _zeros_like(params), "theta": [np.array(p, copy=True) for p in params]}
+
+    def update(updates, state, params, info):
+        decay = 1.0 - float(info.learning_rate) * wd
+        for i, (u, v, th, p) in enumerate(zip(updates, state["momentum"], state["theta"], params)):
+            np.multiply(v, b, out=v)
+            np.add(v, u, out=v)  # v <- beta v - alpha g
+            if wd:
+                np.multiply(th, decay, out=th)
+            np.add(th, v, out=th)  # theta <- theta + v
+            t = _tmp(info, i, u)
+            np.multiply(v, b, out=t)
+            np.add(t, th, out=t)  # next interim point
+            np.subtract(t, p, out=u)
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+# -------------------------------------------------------- adaptive scalings
+def scale_by_adagrad(
+    initial_accumulator_value: float = 0.1, epsilon: float = 1e-7, epsilon_form: str = "keras"
+) -> GradientTransformation:
+    """AdaGrad's direction.
+
+    With ``r`` the slot ``"accumulator"`` (``initial_accumulator_value`` at
+    first)::
+
+        r   <- r + g * g
+        out = g / sqrt(r + epsilon)          epsilon_form="keras"
+        out = g / (sqrt(r) + epsilon)        epsilon_form="torch" (the notes' delta)
+    """
+    r0 = _check_real(initial_accumulator_value, "initial_accumulator_value", "scale_by_adagrad", low=0.0)
+    eps = _check_real(epsilon, "epsilon", "scale_by_adagrad", low=0.0)
+    _check_form(epsilon_form, "scale_by_adagrad")
+    keras = epsilon_form == "keras"
+
+    def init(params):
+        return {"accumulator": _zeros_like(params, r0)}
+
+    def update(updates, state, params, info):
+        for i, (u, r) in enumerate(zip(updates, state["accumulator"])):
+            t = _tmp(info, i, u)
+            np.multiply(u, u, out=t)
+            np.add(r, t, out=r)
+            if keras:
+                np.add(r, eps, out=t)
+                np.sqrt(t, out=t)
+            else:
+                np.sqrt(r, out=t)
+                np.add(t, eps, out=t)
+            np.divide(u, t, out=u)
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_rms(
+    rho: float = 0.9, epsilon: float = 1e-7, centered: bool = False, epsilon_form: str = "keras"
+) -> GradientTransformation:
+    """RMSprop's direction.
+
+    With ``r`` the slot ``"velocity"`` and, if ``centered``, ``a`` the slot
+    ``"average_gradient"`` (zeros at first)::
+
+        r   <- rho r + (1 - rho) g * g
+        a   <- rho a + (1 - rho) g                    (centered)
+        d   = r - a * a  if centered  else  r
+        out = g / sqrt(d + epsilon)                   epsilon_form="keras"
+        out = g / (sqrt(d) + epsilon)                 epsilon_form="torch" (notes)
+    """
+    rho = _check_real(rho, "rho", "scale_by_rms", low=0.0, high=1.0)
+    eps = _check_real(epsilon, "epsilon", "scale_by_rms", low=0.0)
+    _check_form(epsilon_form, "scale_by_rms")
+    keras = epsilon_form == "keras"
+    one_m = 1.0 - rho
+
+    def init(params):
+        s = {"velocity": _zeros_like(params)}
+        if centered:
+            s["average_gradient"] = _zeros_like(params)
+        return s
+
+    def update(updates, state, params, info):
+        avgs = state["average_gradient"] if centered else [None] * len(updates)
+        for i, (u, r, a) in enumerate(zip(updates, state["velocity"], avgs)):
+            t = _tmp(info, i, u)
+            np.multiply(u, u, out=t)
+            np.multiply(t, one_m, out=t)
+            np.multiply(r, rho, out=r)
+            np.add(r, t, out=r)
+            if centered:
+                np.multiply(a, rho, out=a)
+                np.multiply(u, one_m, out=t)
+                np.add(a, t, out=a)
+                np.multiply(a, a, out=t)
+                np.subtract(r, t, out=t)
+            else:
+                np.copyto(t, r)
+            if keras:
+                np.add(t, eps, out=t)
+                np.sqrt(t, out=t)
+            else:
+                np.sqrt(t, out=t)
+                np.add(t, eps, out=t)
+            np.divide(u, t, out=u)
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def _moments(u, m, v, t, b1, b2):
+    """``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)`` (Keras's order of operations)."""
+    np.subtract(u, m, out=t)
+    np.multiply(t, 1.0 - b1, out=t)
+    np.add(m, t, out=m)
+    np.multiply(u, u, out=t)
+    np.subtract(t, v, out=t)
+    np.multiply(t, 1.0 - b2, out=t)
+    np.add(v, t, out=v)
+
+
+def scale_by_adam(
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    amsgrad: bool = False,
+    epsilon_form: str = "keras",
+) -> GradientTransformation:
+    """Adam's direction, ``t = info.step + 1``.
+
+    Slots ``"momentum"`` (``m``), ``"velocity"`` (``v``) and, with
+    ``amsgrad``, ``"velocity_hat"`` (zeros at first)::
+
+        m <- m + (g - m)(1 - beta_1)
+        v <- v + (g*g - v)(1 - beta_2)
+        v_hat <- max(v_hat, v); use v_hat for v          (amsgrad)
+
+        keras ("epsilon hat", Kingma & Ba just before section 2.1):
+            out = sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
+        torch (the paper's Algorithm 1):
+            out = (m / (1 - beta_1^t)) / (sqrt(v / (1 - beta_2^t)) + epsilon)
+
+    The two agree when ``epsilon_keras = epsilon_torch * sqrt(1 - beta_2^t)``,
+    which changes with ``t``: no constant converts one into the other.
+    """
+    b1 = _check_real(beta_1, "beta_1", "scale_by_adam", low=0.0, high=1.0)
+    b2 = _check_real(beta_2, "beta_2", "scale_by_adam", low=0.0, high=1.0)
+    eps = _check_real(epsilon, "epsilon", "scale_by_adam", low=0.0)
+    _check_form(epsilon_form, "scale_by_adam")
+    keras = epsilon_form == "keras"
+
+    def init(params):
+        s = {"momentum": _zeros_like(params), "velocity": _zeros_like(params)}
+        if amsgrad:
+            s["velocity_hat"] = _zeros_like(params)
+        return s
+
+    def update(updates, state, params, info):
+        t_ = info.step + 1
+        bc1 = 1.0 - b1**t_
+        bc2 = 1.0 - b2**t_
+        vs = state["velocity_hat"] if amsgrad else state["velocity"]
+        for i, (u, m, v, vh) in enumerate(zip(updates, state["momentum"], state["velocity"], vs)):
+            t = _tmp(info, i, u)
+            _moments(u, m, v, t, b1, b2)
+            if amsgrad:
+                np.maximum(vh, v, out=vh)
+            np.sqrt(vh, out=t)
+            if keras:
+                np.add(t, eps, out=t)
+                np.divide(m, t, out=u)
+                np.multiply(u, math.sqrt(bc2) / bc1, out=u)
+            else:
+                np.divide(t, math.sqrt(bc2), out=t)
+                np.add(t, eps, out=t)
+                np.divide(m, t, out=u)
+                np.divide(u, bc1, out=u)
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_nadam(
+    beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7, momentum_decay: float = 1.0
+) -> GradientTransformation:
+    """Nadam's direction (Dozat 2016, as in Keras 3), ``t = info.step + 1``.
+
+    With the momentum schedule ``mu_t = beta_1 (1 - 0.5 * 0.96^(t * momentum_decay))``,
+    its running product ``P_t = mu_1 ... mu_t`` (the scalar slot
+    ``"u_product"``), ``m`` (``"momentum"``) and ``v`` (``"velocity"``)::
+
+        m <- m + (g - m)(1 - beta_1);   v <- v + (g*g - v)(1 - beta_2)
+        m_hat = mu_{t+1} m / (1 - P_{t+1}) + (1 - mu_t) g / (1 - P_t)
+        v_hat = v / (1 - beta_2^t)
+        out   = m_hat / (sqrt(v_hat) + epsilon)
+
+    Keras 3 uses ``momentum_decay=1`` (``0.96^t``); PyTorch's ``NAdam``
+    defaults to ``momentum_decay=0.004``, the paper's value. Epsilon is
+    added to ``sqrt(v_hat)`` in both libraries.
+    """
+    b1 = _check_real(beta_1, "beta_1", "scale_by_nadam", low=0.0, high=1.0)
+    b2 = _check_real(beta_2, "beta_2", "scale_by_nadam", low=0.0, high=1.0)
+    eps = _check_real(epsilon, "epsilon", "scale_by_nadam", low=0.0)
+    psi = _check_real(momentum_decay, "momentum_decay", "scale_by_nadam", low=0.0)
+
+    def init(params):
+        return {
+            "momentum": _zeros_like(params),
+            "velocity": _zeros_like(params),
+            "u_product": np.ones((), dtype=np.float64),
+        }
+
+    def update(updates, state, params, info):
+        t_ = info.step + 1
+        mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t_ * psi))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t_ + 1) * psi))
+        prod = float(state["u_product"]) * mu_t
+        prod_next = prod * mu_next
+        state["u_product"][...] = prod
+        c_g = (1.0 - mu_t) / (1.0 - prod)
+        c_m = mu_next / (1.0 - prod_next)
+        sqrt_bc2 = math.sqrt(1.0 - b2**t_)
+        for i, (u, m, v) in enumerate(zip(updates, state["momentum"], state["velocity"])):
+            t = _tmp(info, i, u)
+            _moments(u, m, v, t, b1, b2)
+            if c_m != 0.0:
+                # u = c_g g + c_m m without a second work array
+                np.multiply(u, c_g / c_m, out=u)
+                np.add(u, m, out=u)
+                np.multiply(u, c_m, out=u)
+            else:
+                np.multiply(u, c_g, out=u)
+            np.sqrt(v, out=t)
+            np.divide(t, sqrt_bc2, out=t)
+            np.add(t, eps, out=t)
+            np.divide(u, t, out=u)
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+# ------------------------------------------------------------ weight decay
+def add_decayed_weights(weight_decay: float) -> GradientTransformation:
+    """Decoupled weight decay on steps: ``u <- u - lr * weight_decay * params``.
+
+    It goes *after* the update rule (after :func:`scale_by_learning_rate` and
+    :func:`trace`), so that neither the adaptive scaling nor the momentum
+    sees it (that would be L2 regularization). It reads the parameters
+    before the step, so ``params + updates`` equals Keras's order:
+    ``w <- w - w * wd * lr`` first, then the update rule (which does not
+    depend on ``w``). Unlike optax's link of the same name, the sign and
+    the learning rate are included.
+    """
+    wd = _check_real(weight_decay, "weight_decay", "add_decayed_weights", low=0.0)
+
+    def update(updates, state, params, info):
+        f = -float(info.learning_rate) * wd
+        if f != 0.0:
+            for i, (u, p) in enumerate(zip(updates, params)):
+                t = _tmp(info, i, u)
+                np.multiply(p, f, out=t)
+                np.add(u, t, out=u)
+        return updates, state
+
+    return GradientTransformation(_no_state, update)
