@@ -17,9 +17,17 @@ accumulation is timed). Two torch layouts, both timed:
 
 One thread each: NumPy's BLAS through threadpoolctl, ``torch.set_num_threads(1)``
 (:func:`benchmarks._timing.pinned_threads`); candidates interleaved, medians
-of the repeats. The ratio printed is ``normlab_time / torch_time`` (< 1.5 is
-the target; > 1 means normlab is slower). Before timing, the three gradients
-of both libraries are compared (layouts converted explicitly).
+of the repeats (:func:`benchmarks._timing.time_interleaved`, wall clock).
+The ratio printed is ``normlab_time / torch_time`` (< 1.5 is the target;
+> 1 means normlab is slower). Before timing, the three gradients of both
+libraries are compared (layouts converted explicitly).
+
+Second clock: on a shared machine the wall-clock times swing with the other
+processes' load (by 2x or more, not equally for both libraries). With one
+thread every candidate runs entirely in the calling thread (OpenBLAS and
+torch's intra-op pool both run inline), so the thread's CPU time
+(``time.thread_time``) of single interleaved calls measures the work without
+the waiting; ``cpu_*`` fields and the second table report its medians.
 
 Usage::
 
@@ -136,9 +144,20 @@ def make_cases(shape=SHAPE, filters=FILTERS, kernel=KERNEL, *, use_torch: bool =
 
 
 def bench_conv(
-    shape=SHAPE, filters=FILTERS, kernel=KERNEL, cfg: TimingConfig = FULL, *, use_torch: bool = True, seed: int = 0
+    shape=SHAPE,
+    filters=FILTERS,
+    kernel=KERNEL,
+    cfg: TimingConfig = FULL,
+    *,
+    use_torch: bool = True,
+    seed: int = 0,
+    cpu_clock: bool = True,
 ) -> dict:
-    """Time the cases; returns medians (seconds per forward+backward) and ratios normlab/torch."""
+    """Time the cases; returns medians (seconds per forward+backward) and ratios normlab/torch.
+
+    ``cpu_clock``: also time single calls with the thread's CPU time (meaningful with one
+    thread only, see the module docstring).
+    """
     cases, (layer, x, dy) = make_cases(shape, filters, kernel, use_torch=use_torch, seed=seed)
     row = {"shape": list(shape), "filters": filters, "kernel": kernel, "padding": "same"}
     if use_torch and torch is not None:
@@ -152,7 +171,32 @@ def bench_conv(
             row[f"ratio vs {name}"] = row["normlab_s"] / t[name]["median_s"]
     n, h, w, c = shape
     row["gflop"] = 3 * 2 * n * h * w * c * filters * kernel * kernel / 1e9  # fwd + dx + dW (stride 1, same)
+    if not cpu_clock:
+        return row
+    cpu = thread_cpu_times(cases, repeats=max(5, 2 * cfg.repeats + 1))
+    row["cpu_per_call_s"] = cpu
+    row["cpu_normlab_s"] = float(np.median(cpu["normlab"]))
+    for name in ("torch NCHW", "torch NHWC"):
+        if name in cpu:
+            row[f"cpu_{name}_s"] = float(np.median(cpu[name]))
+            row[f"cpu ratio vs {name}"] = row["cpu_normlab_s"] / row[f"cpu_{name}_s"]
     return row
+
+
+def thread_cpu_times(cases: dict, repeats: int) -> dict:
+    """CPU time of the calling thread for single calls, interleaved (order alternating)."""
+    import time
+
+    names = list(cases)
+    for f in cases.values():
+        f()
+    out = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names if r % 2 == 0 else names[::-1]:
+            t0 = time.thread_time()
+            cases[k]()
+            out[k].append(time.thread_time() - t0)
+    return out
 
 
 def format_row(row: dict, threads: int) -> str:
@@ -174,6 +218,12 @@ def format_row(row: dict, threads: int) -> str:
                 f"  {name:11s}  {t[name]['median_s'] * 1e3:6.2f} ms  {t[name]['min_s'] * 1e3:6.2f} ms   "
                 f"{row[f'ratio vs {name}']:.2f}, {t['normlab']['min_s'] / t[name]['min_s']:.2f}"
             )
+    if "cpu_normlab_s" in row:
+        lines.append(f"  thread CPU time, medians of {len(row['cpu_per_call_s']['normlab'])} single calls:")
+        lines.append(f"  {'normlab':11s}  {row['cpu_normlab_s'] * 1e3:6.2f} ms")
+        for name in ("torch NCHW", "torch NHWC"):
+            if f"cpu_{name}_s" in row:
+                lines.append(f"  {name:11s}  {row[f'cpu_{name}_s'] * 1e3:6.2f} ms   {row[f'cpu ratio vs {name}']:.2f}")
     if "max_rel_diff" in row:
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["max_rel_diff"].items())
         lines.append(f"  agreement with torch (max |diff| / max |ref|): {diffs}")
@@ -197,7 +247,8 @@ def main(argv=None) -> dict:
                        max_number=base.max_number, collect=base.collect)
     shape = tuple(int(v) for v in args.shape.split(","))
     with pinned_threads(args.threads):
-        row = bench_conv(shape, args.filters, args.kernel, cfg, use_torch=not args.no_torch)
+        row = bench_conv(shape, args.filters, args.kernel, cfg, use_torch=not args.no_torch,
+                         cpu_clock=args.threads == 1)
     info = machine_info()
     print(f"{info['cpu']}, numpy {info['numpy']} ({', '.join(info.get('blas', []))}), torch {info['torch']}")
     print(format_row(row, args.threads))
