@@ -8,7 +8,7 @@ trains them with a Keras-style API.
 __version__ = "0.1.0"
 
 from ._validation import InvalidParameterError
-from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing
+from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing, optimizers
 from .models import Input, Model, ModelFileError, Sequential, fold_batchnorm, load_model, recompute_batchnorm_statistics
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "callbacks",
     "datasets",
     "preprocessing",
+    "optimizers",
     "initializers",
     "layers",
     "losses",

@@ -264,3 +264,28 @@ def test_changing_trainable_requires_recompile(rng):
     w = model.layers[0].params["kernel"].copy()
     model.fit(x, y, epochs=1, verbose=0, seed=0)
     np.testing.assert_array_equal(model.layers[0].params["kernel"], w)
+
+
+def test_history_logs_learning_rate_and_global_norm(rng):
+    x, y = blobs(rng, n=40)
+    model = normlab.Sequential([Dense(3, activation="softmax")])
+    sched = optimizers.schedules.ExponentialDecay(0.1, decay_steps=2, decay_rate=0.5)
+    model.compile(optimizer=optimizers.SGD(learning_rate=sched), loss="sparse_categorical_crossentropy")
+    norms = []
+
+    class Spy(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            norms.append(self.model.optimizer.last_global_norm)
+
+    hist = model.fit(x, y, batch_size=20, epochs=2, verbose=0, seed=0, callbacks=[Spy()])
+    # 2 steps per epoch: after epoch 1, 2 steps taken -> lr 0.05; after epoch 2 -> 0.025
+    np.testing.assert_allclose(hist.history["learning_rate"], [0.05, 0.025])
+    np.testing.assert_allclose(hist.history["global_norm"], [np.mean(norms[:2]), np.mean(norms[2:])])
+    # and it is the norm of the gradients the model computed for that step
+    probe = normlab.Sequential([Dense(3, activation="softmax")])
+    probe.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy")
+    probe.build((None, 5), seed=0)
+    g = probe.compute_gradients(x[:20], y[:20])
+    probe.train_on_batch(x[:20], y[:20])
+    expected = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in g.values()))
+    assert probe.optimizer.last_global_norm == pytest.approx(expected, rel=1e-6)

@@ -262,7 +262,10 @@ class BaseModel:
         -------
         History
             ``history.history`` maps ``"loss"``, each metric, and their
-            ``"val_"`` versions to per-epoch lists.
+            ``"val_"`` versions to per-epoch lists, plus
+            ``"learning_rate"`` (the rate for the next step) and
+            ``"global_norm"`` (the epoch's mean global L2 norm of the
+            gradients before clipping, regularizer gradients included).
         """
         who = "fit"
         self._require_compiled(who)
@@ -322,13 +325,17 @@ class BaseModel:
                 xe, ye = x[perm], y[perm]
             else:
                 xe, ye = x, y
-            loss_sum, seen = 0.0, 0
+            loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
             for step in range(steps):
                 cb.on_train_batch_begin(step)
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
                 xb, yb = xe[lo:hi], ye[lo:hi]
                 value, out = self._train_step(xb, yb)
                 loss_sum += value * (hi - lo)
+                norm = getattr(self.optimizer, "last_global_norm", None)
+                if norm is not None:
+                    norm_sum += norm
+                    norm_count += 1
                 seen += hi - lo
                 for m in self.metrics:
                     m.update_state(yb, out)
@@ -338,6 +345,9 @@ class BaseModel:
                 if self.stop_training:
                     break
             logs = dict(logs)
+            if norm_count:
+                # mean over the epoch's steps of the global gradient norm before clipping
+                logs["global_norm"] = norm_sum / norm_count
             lr = getattr(self.optimizer, "current_learning_rate", None)
             if validation_data is not None:
                 val = self._evaluate_arrays(validation_data[0], validation_data[1], batch_size)
