@@ -134,6 +134,13 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--eval-every", type=int, default=200, help="steps between test evaluations (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS threads (default 1: this network's matrices are small, and extra threads only add "
+        "synchronization; 0 leaves the library's own setting)",
+    )
     p.set_defaults(func=_main)
 
 
@@ -143,6 +150,27 @@ def _main(args) -> int:
             raise SystemExit(f"normlab demo: --{name.replace('_', '-')} must be >= 1")
     if not args.lr > 0:
         raise SystemExit("normlab demo: --lr must be > 0")
+    if args.threads < 0:
+        raise SystemExit("normlab demo: --threads must be >= 0")
+    with blas_threads(args.threads):
+        _run(args)
+    return 0
+
+
+def blas_threads(n: int):
+    """Limit BLAS threads to ``n`` (0: unchanged) with threadpoolctl, if installed."""
+    import contextlib
+
+    if n == 0:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def _run(args) -> None:
     run_demo(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -152,4 +180,3 @@ def _main(args) -> int:
         eval_every=args.eval_every,
         seed=args.seed,
     )
-    return 0
