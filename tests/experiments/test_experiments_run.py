@@ -62,6 +62,7 @@ def test_regularization_tiny(tmp_path):
     assert set(data["datasets"]) == {"moons", "circles", "linearly separable"}
     for v in data["datasets"].values():
         assert len(v["test_accuracy"]) == 2 and all(0 <= a <= 1 for a in v["test_accuracy"])
+        assert len(v["sklearn_test_accuracy"]) == 2
     assert data["config"]["l2"] == pytest.approx([0.1 / 120, 10.0 / 120])
     assert res["datasets"] == data["datasets"]
 
@@ -109,3 +110,17 @@ def test_mnist1d_models():
     assert not any(isinstance(l, (BatchNormalization, Dropout)) for l in build_model("logistic", "plain").layers)
     with pytest.raises(ValueError, match="unknown variant"):
         build_model("mlp", "layernorm")
+
+
+def test_bn_paper_falls_back_to_digits_without_fashion_mnist(tmp_path, monkeypatch):
+    from normlab import datasets
+    from normlab.experiments import bn_paper
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("no Fashion-MNIST here")
+
+    monkeypatch.setattr(datasets, "load_fashion_mnist", missing)
+    lines = []
+    res = bn_paper.run(steps=4, eval_every=2, out_dir=tmp_path, plots=False, print_fn=lines.append)
+    assert res["config"]["dataset"] == "digits"
+    assert "Fashion-MNIST was not found" in lines[0] and "--dataset digits" in lines[0]

@@ -36,6 +36,13 @@ def _common(p, steps_default: int, steps_help: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS threads (default 1: these networks' matrices are small and extra threads only add "
+        "overhead; 0 leaves the BLAS default)",
+    )
 
 
 def add_parser(sub) -> None:
@@ -99,15 +106,24 @@ def _no_experiment(parser) -> int:
     return 2
 
 
+def _threads(args):
+    from .demo import blas_threads
+
+    if args.threads < 0:
+        raise SystemExit(f"normlab experiment: --threads must be >= 0, got {args.threads}")
+    return blas_threads(args.threads)
+
+
 def _bn_paper(args) -> int:
     from ..experiments import bn_paper
 
     try:
-        bn_paper.run(
-            dataset=args.dataset, steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
-            learning_rate=args.lr, unit=args.unit, data_path=args.data_path, out_dir=args.out, seed=args.seed,
-            plots=not args.no_plots, progress=True,
-        )
+        with _threads(args):
+            bn_paper.run(
+                dataset=args.dataset, steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
+                learning_rate=args.lr, unit=args.unit, data_path=args.data_path, out_dir=args.out, seed=args.seed,
+                plots=not args.no_plots, progress=True,
+            )
     except FileNotFoundError as e:
         hint = "" if args.dataset == "digits" else "\n\nTo run on the built-in data instead: normlab experiment bn-paper --dataset digits"
         raise SystemExit(f"normlab experiment bn-paper: {e}{hint}") from None
@@ -120,7 +136,10 @@ def _regularization(args) -> int:
     from ..experiments import regularization
 
     try:
-        regularization.run(steps=args.steps, learning_rate=args.lr, out_dir=args.out, seed=args.seed, plots=not args.no_plots)
+        with _threads(args):
+            regularization.run(
+                steps=args.steps, learning_rate=args.lr, out_dir=args.out, seed=args.seed, plots=not args.no_plots
+            )
     except ImportError as e:
         raise SystemExit(f"normlab experiment regularization: {e}") from None
     return 0
@@ -130,8 +149,9 @@ def _mnist1d(args) -> int:
     from ..experiments import mnist1d
 
     try:
-        mnist1d.run(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, out_dir=args.out,
-                    seed=args.seed, plots=not args.no_plots)
+        with _threads(args):
+            mnist1d.run(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, out_dir=args.out,
+                        seed=args.seed, plots=not args.no_plots)
     except ImportError as e:
         raise SystemExit(f"normlab experiment mnist1d: {e}") from None
     return 0

@@ -82,6 +82,7 @@ def run(
     out_dir=None,
     seed: int = 0,
     plots: bool = True,
+    compare_sklearn: bool = True,
     print_fn=print,
 ) -> dict:
     """Train one MLP per (data set, alpha); draw the decision surfaces.
@@ -97,13 +98,18 @@ def run(
     seed : int, default 0
         Initial weights (the data sets are the example's, fixed).
     plots : bool, default True
+    compare_sklearn : bool, default True
+        Also fit the example's own ``MLPClassifier(solver="lbfgs", alpha=alpha,
+        random_state=1, max_iter=2000, early_stopping=True)`` on the same data
+        and record its test accuracy (``"sklearn_test_accuracy"``; drawn in
+        grey in each panel's upper left corner).
     print_fn : callable, default print
 
     Returns
     -------
     dict
-        ``{"config", "datasets": {name: {"train_accuracy", "test_accuracy"}},
-        "files"}``, also in ``regularization.json``.
+        ``{"config", "datasets": {name: {"train_accuracy", "test_accuracy",
+        ["sklearn_test_accuracy"]}}, "files"}``, also in ``regularization.json``.
     """
     from .. import optimizers
 
@@ -158,6 +164,11 @@ def run(
             f"  {name:>18}: test accuracy "
             + "  ".join(f"alpha={a:g}: {v:.2f}" for a, v in zip(alphas, te_acc))
         )
+        if compare_sklearn:
+            sk = _sklearn_scores(x_tr, y_tr, x_te, y_te, alphas)
+            if sk is not None:
+                results["datasets"][name]["sklearn_test_accuracy"] = sk
+                print_fn(f"  {'(scikit-learn)':>18}  " + "  ".join(f"alpha={a:g}: {v:.2f}" for a, v in zip(alphas, sk)))
     results["seconds"] = time.perf_counter() - t0
     files = {"json": out / "regularization.json"}
     if plots:
@@ -167,6 +178,27 @@ def run(
     results["files"] = {k: str(v) for k, v in files.items()}
     print_fn(f"wrote {', '.join(str(v) for v in files.values())}")
     return results
+
+
+def _sklearn_scores(x_tr, y_tr, x_te, y_te, alphas):
+    """Test accuracies of the example's own MLPClassifier, or None without scikit-learn."""
+    try:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        return None
+    scores = []
+    for a in alphas:
+        clf = MLPClassifier(
+            solver="lbfgs", alpha=a, random_state=1, max_iter=2000, early_stopping=True, hidden_layer_sizes=HIDDEN
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x_tr, y_tr)
+        scores.append(float(clf.score(x_te, y_te)))
+    return scores
 
 
 def plot_surfaces(data, models, alphas, results, path, h: float = 0.02) -> None:
@@ -192,6 +224,10 @@ def plot_surfaces(data, models, alphas, results, path, h: float = 0.02) -> None:
                 ax.contourf(xx, yy, z, cmap=cm, alpha=0.8)
                 acc = results["datasets"][name]["test_accuracy"][c - 1]
                 ax.text(xx.max() - 0.3, yy.min() + 0.3, f"{acc:.2f}".lstrip("0"), size=13, ha="right")
+                sk = results["datasets"][name].get("sklearn_test_accuracy")
+                if sk is not None:
+                    ax.text(xx.min() + 0.3, yy.max() - 0.3, f"sklearn {sk[c - 1]:.2f}".replace(" 0.", " ."),
+                            size=8, ha="left", va="top", color="0.25")
                 if r == 0:
                     ax.set_title(f"alpha {a:.2f}\nL2({sklearn_alpha_to_l2(a, len(x_tr)):.2g})", fontsize=10)
             elif r == 0:
