@@ -64,23 +64,37 @@ def test_conv1d_gradients_float64(strides, padding, dilation, length, rng):
     assert max(errs.values()) < TOL, errs
 
 
-@pytest.mark.parametrize("tile_bytes", [200, 3000, 1 << 30], ids=["row-bands", "images", "one-tile"])
-@pytest.mark.parametrize("strides", [1, 2])
-def test_tiling_gives_the_same_results(tile_bytes, strides, rng, monkeypatch):
-    """Tiles of a few rows of one image, of several images (with a remainder), or one tile."""
+@pytest.mark.parametrize("tile_bytes", [200, 3000, 8000, 20000, 1 << 30])
+@pytest.mark.parametrize("strides,dilation", [(1, 1), (2, 1), (1, 2), ((1, 2), (2, 1))])
+def test_tiling_gives_the_same_results(tile_bytes, strides, dilation, rng, monkeypatch):
+    """Tiles of a few rows of one image, of several images (with a remainder), or one tile,
+    for both formulations (row strips for unit row stride, full patches otherwise)."""
     x = rng.standard_normal((5, 9, 7, 2))
     w = rng.standard_normal((3, 3, 2, 4))
     b = rng.standard_normal(4)
-    y0, c0 = K.conv2d_forward(x, w, b, strides=strides, padding="same")
+    hp = {"strides": strides, "padding": "same", "dilation": dilation}
+    y0, c0 = K.conv2d_forward(x, w, b, **hp)
     dy = rng.standard_normal(y0.shape)
     ref = K.conv2d_backward(dy, c0, w)
     monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
-    y, c = K.conv2d_forward(x, w, b, strides=strides, padding="same")
+    y, c = K.conv2d_forward(x, w, b, **hp)
     np.testing.assert_allclose(y, y0, rtol=1e-12, atol=1e-12)
     for a, r in zip(K.conv2d_backward(dy, c, w), ref):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
-    errs = check_layer_gradients(_conv2d(filters=2, kernel_size=3, strides=strides, padding="same"), x[:2, :5])
-    assert max(errs.values()) < TOL
+    if tile_bytes == 8000:  # the layer with several images per tile (strips) and bands (patches)
+        layer = _conv2d(filters=2, kernel_size=3, strides=strides, padding="same", dilation_rate=dilation)
+        assert max(check_layer_gradients(layer, x[:3, :6]).values()) < TOL
+
+
+def test_tiles_cover_every_output_row_once():
+    for args in [(5, 9, 42, 8, 2), (5, 9, 42, 8, 0), (3, 40, 100, 4, 4), (1, 7, 1, 8, 0)]:
+        for whole in (True, False):
+            tiles = K._tiles(*args, whole_images=whole)
+            seen = np.zeros((args[0], args[1]), int)
+            for n0, n1, p0, p1 in tiles:
+                assert n1 - n0 == 1 or (p0, p1) == (0, args[1])
+                seen[n0:n1, p0:p1] += 1
+            assert (seen == 1).all()
 
 
 def test_forward_matches_a_naive_loop(rng):

@@ -34,18 +34,26 @@ Padding (``padding=``): ``"valid"`` (none); ``"same"`` as TF/Keras, per axis::
 ``"causal"`` (1-D): ``before = (k - 1) d``, ``after = 0``; or explicit
 ``((pt, pb), (pl, pr))`` pairs.
 
-Implementation (measured on the benchmark case, 64 x 32 x 32 x 32 -> 32
-filters 3 x 3, float32, one thread; ``benchmarks/bench_conv.py``). The patch
-matrix is never built whole (it is ``kh kw`` times the input: 75 MB there,
-and one GEMM over it runs at ~65 GFLOP/s where 1 MiB tiles reach ~85): the
-batch is cut into tiles of about ``TILE_BYTES`` of patches (whole images, or
-bands of rows of one large image); each tile's patches are copied from a
-strided window view of ``xp`` into a buffer that stays in cache and
-multiplied by ``W2`` (BLAS). The backward pass rebuilds each tile's patches
-instead of keeping ``P``; only the padded input is cached. For ``dx`` with
-unit strides the correlation form (one more im2col + GEMM) takes about a
-third of the time of ``dY W2^T`` plus the strided scatter-add, which remains
-the path for larger strides.
+Implementation (timings: the benchmark case, 64 x 32 x 32 x 32 -> 32
+filters 3 x 3 "same", float32, one thread; ``benchmarks/bench_conv.py``).
+The patch matrix is never built whole (it is ``kh kw`` times the input,
+75 MB there, and one GEMM over it runs at ~65 GFLOP/s where 1 MiB tiles
+reach ~85): the batch is cut into tiles of about ``TILE_BYTES`` (whole
+images, or bands of rows of one large image) whose buffer stays in cache.
+
+* Unit row stride (the common case, and ``dx`` below): the tile buffer holds
+  only width strips ``S[n, h, q, (j, c)] = xp[n, h, q sw + j dw, c]``
+  (``kw C`` columns, a third of the patches for 3 x 3). Row ``i`` of taps is
+  then a contiguous row range of ``S`` shifted by ``i dh`` image rows, so
+  ``Y = sum_i S_i W[i]`` and ``dW[i] = S_i^T dY`` are ``kh`` GEMMs each with
+  no further copy. Forward ~15 ms instead of ~21 ms with full patches.
+* Larger row strides: full patches per tile, one GEMM.
+
+The backward pass rebuilds each tile's buffer instead of keeping ``P``; only
+the padded input is cached. For ``dx`` with unit strides the correlation form
+(the forward kernel on ``dY``) takes about a third of the time of
+``dY W2^T`` plus the strided scatter-add (col2im), which remains the path
+for larger strides.
 
 1-D convolutions (``x`` of shape ``(N, L, C)``, kernel ``(k, C, F)``) are the
 2-D ones with ``H = kh = 1``.
@@ -53,7 +61,6 @@ the path for larger strides.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -184,35 +191,47 @@ def _windows(xp: np.ndarray, kernel, strides, dilation, out_size) -> np.ndarray:
     )
 
 
-def _tiles(n: int, ho: int, row_elems: int, itemsize: int) -> Iterator[tuple]:
-    """Tiles ``(n0, n1, p0, p1)`` of about ``TILE_BYTES`` of patches.
+def _tiles(n: int, ho: int, row_elems: int, itemsize: int, halo: int = 0, *, whole_images: bool = True):
+    """Tiles ``(n0, n1, p0, p1)`` (images ``n0:n1``, output rows ``p0:p1``) of about ``TILE_BYTES``.
 
-    ``row_elems`` is the number of patch elements of one output row
-    (``Wo kh kw C``). A tile is whole images, or a band of rows of one image.
+    ``row_elems`` is the number of buffered elements per output row (patches:
+    ``Wo kh kw C``; strips: ``Wo kw C``, with ``halo`` extra rows per tile). A
+    tile is several whole images (if ``whole_images``) or a band of rows of one image.
     """
-    rows = max(1, TILE_BYTES // max(1, row_elems * itemsize))
-    if rows >= ho:
-        nb = max(1, rows // ho)
-        for n0 in range(0, n, nb):
-            yield n0, min(n0 + nb, n), 0, ho
-    else:
-        for i in range(n):
-            for p0 in range(0, ho, rows):
-                yield i, i + 1, p0, min(p0 + rows, ho)
+    rows = max(1, TILE_BYTES // max(1, row_elems * itemsize) - halo)
+    if rows < ho:
+        return [(i, i + 1, p0, min(p0 + rows, ho)) for i in range(n) for p0 in range(0, ho, rows)]
+    nb = max(1, (rows + halo) // (ho + halo)) if whole_images else 1
+    return [(n0, min(n0 + nb, n), 0, ho) for n0 in range(0, n, nb)]
 
 
-def _correlate(xp, w2, bias, kernel, strides, dilation, out_size) -> np.ndarray:
-    """``y = im2col(xp) @ w2 (+ bias)``, tile by tile; ``y`` is ``(N, Ho, Wo, F)``."""
+def _strips(xp: np.ndarray, kw: int, sw: int, dw: int, wo: int) -> np.ndarray:
+    """Read-only view ``S[n, h, q, j, c] = xp[n, h, q sw + j dw, c]`` (im2col along the width only)."""
+    s_n, s_h, s_w, s_c = xp.strides
+    return as_strided(
+        xp,
+        shape=(xp.shape[0], xp.shape[1], wo, kw, xp.shape[3]),
+        strides=(s_n, s_h, s_w * sw, s_w * dw, s_c),
+        writeable=False,
+    )
+
+
+def _correlate(xp, kernel, bias, strides, dilation, out_size) -> np.ndarray:
+    """``y = im2col(xp) @ W2 (+ bias)`` of shape ``(N, Ho, Wo, F)``, tile by tile.
+
+    With unit row stride the row taps need no copy (``_correlate_rows``).
+    """
+    if strides[0] == 1:
+        return _correlate_rows(xp, kernel, bias, strides[1], dilation, out_size)
     n = xp.shape[0]
-    (ho, wo), (kh, kw) = out_size, kernel
-    c, f = xp.shape[3], w2.shape[1]
+    (ho, wo), (kh, kw, c, f) = out_size, kernel.shape
     k = kh * kw * c
-    view = _windows(xp, kernel, strides, dilation, out_size)
-    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, w2.dtype))
+    w2 = kernel.reshape(k, f)
+    view = _windows(xp, (kh, kw), strides, dilation, out_size)
+    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, kernel.dtype))
     y2 = y.reshape(-1, f)
-    tiles = list(_tiles(n, ho, wo * k, xp.itemsize))
-    max_rows = max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo
-    buf = np.empty(max_rows * k, dtype=xp.dtype)
+    tiles = _tiles(n, ho, wo * k, xp.itemsize)
+    buf = np.empty(max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo * k, dtype=xp.dtype)
     for n0, n1, p0, p1 in tiles:
         rows = (n1 - n0) * (p1 - p0) * wo
         patches = buf[: rows * k]
@@ -222,6 +241,51 @@ def _correlate(xp, w2, bias, kernel, strides, dilation, out_size) -> np.ndarray:
         np.matmul(patches.reshape(rows, k), w2, out=out)
         if bias is not None:
             out += bias
+    return y
+
+
+def _row_tiles(n, ho, wo, kc, itemsize, halo):
+    # several images per tile only when they are small (their seams cost wasted rows)
+    return _tiles(n, ho, wo * kc, itemsize, halo, whole_images=ho * wo < 256)
+
+
+def _correlate_rows(xp, kernel, bias, sw, dilation, out_size) -> np.ndarray:
+    """Unit row stride: copy width strips ``S`` (``kw C`` columns) once per tile; each row
+    of taps ``i`` is then a contiguous row range of the strips, offset by ``i dh`` image
+    rows, and ``Y = sum_i S_i W[i]`` is ``kh`` GEMMs with no further copy.
+
+    A tile of several images is computed as one block, the rows that straddle two
+    images included (``(kh - 1) dh`` per image, discarded).
+    """
+    n = xp.shape[0]
+    (ho, wo), (kh, kw, c, f) = out_size, kernel.shape
+    dh, dw = dilation
+    kc, halo = kw * c, (kh - 1) * dh
+    wi = kernel.reshape(kh, kc, f)
+    view = _strips(xp, kw, sw, dw, wo)
+    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, kernel.dtype))
+    y3 = y.reshape(n, ho * wo, f)
+    tiles = _row_tiles(n, ho, wo, kc, xp.itemsize, halo)
+    max_rows = max((n1 - n0) * (p1 - p0 + halo) for n0, n1, p0, p1 in tiles) * wo
+    buf = np.empty(max_rows * kc, dtype=xp.dtype)
+    block = np.empty((max_rows, f), dtype=y.dtype)
+    tmp = np.empty((max_rows, f), dtype=y.dtype)
+    for n0, n1, p0, p1 in tiles:
+        nb, hb = n1 - n0, p1 - p0 + halo
+        strips = buf[: nb * hb * wo * kc]
+        np.copyto(strips.reshape(nb, hb, wo, kw, c), view[n0:n1, p0 : p0 + hb])
+        a = strips.reshape(nb * hb * wo, kc)
+        m = (nb * hb - halo) * wo
+        out = y3[n0, p0 * wo : p1 * wo] if nb == 1 else block[:m]
+        np.matmul(a[:m], wi[0], out=out)
+        for i in range(1, kh):
+            r = i * dh * wo
+            np.matmul(a[r : r + m], wi[i], out=tmp[:m])
+            out += tmp[:m]
+        if nb > 1:  # keep each image's first Ho rows
+            y[n0:n1] = block[: nb * hb * wo].reshape(nb, hb, wo, f)[:, : p1 - p0]
+        if bias is not None:
+            y[n0:n1, p0:p1] += bias
     return y
 
 
@@ -236,12 +300,12 @@ def conv2d_forward(
     dilation=(1, 1),
 ) -> tuple[np.ndarray, ConvCache]:
     """Return ``(y, cache)``: ``y = conv(x, kernel) + bias`` of shape ``(N, Ho, Wo, F)``."""
-    kh, kw, c, f = kernel.shape
+    kh, kw, c, _ = kernel.shape
     if x.ndim != 4 or x.shape[3] != c:
         raise ValueError(f"conv2d_forward: x must be (N, H, W, {c}), got shape {x.shape}.")
     cache = conv2d_cache(x, (kh, kw), strides=strides, padding=padding, dilation=dilation)
     g = cache.geom
-    y = _correlate(cache.xp, kernel.reshape(-1, f), bias, g.kernel, g.strides, g.dilation, g.out_size)
+    y = _correlate(cache.xp, kernel, bias, g.strides, g.dilation, g.out_size)
     return y, cache
 
 
@@ -273,13 +337,16 @@ def conv2d_backward(
 def _conv2d_param_grads(dy, xp, geom, kshape):
     """``dW2 = P^T dY`` (tile by tile, patches rebuilt) and ``db = sum_rows dY``."""
     kh, kw, c, f = kshape
+    dy2 = dy.reshape(-1, f)
+    # BLAS gemv: much faster than a reduction over the long axis
+    db = np.ones(dy2.shape[0], dtype=dy.dtype) @ dy2
+    if geom.strides[0] == 1:
+        return _param_grads_rows(dy, xp, geom, kshape), db
     n = xp.shape[0]
     (ho, wo), k = geom.out_size, kh * kw * c
-    dy2 = dy.reshape(-1, f)
     view = _windows(xp, geom.kernel, geom.strides, geom.dilation, geom.out_size)
-    tiles = list(_tiles(n, ho, wo * k, xp.itemsize))
-    max_rows = max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo
-    buf = np.empty(max_rows * k, dtype=xp.dtype)
+    tiles = _tiles(n, ho, wo * k, xp.itemsize)
+    buf = np.empty(max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo * k, dtype=xp.dtype)
     dw = np.zeros((k, f), dtype=dy.dtype)
     part = np.empty((k, f), dtype=dy.dtype)
     for n0, n1, p0, p1 in tiles:
@@ -289,21 +356,54 @@ def _conv2d_param_grads(dy, xp, geom, kshape):
         r0 = (n0 * ho + p0) * wo
         np.matmul(patches.reshape(rows, k).T, dy2[r0 : r0 + rows], out=part)
         dw += part
-    # BLAS gemv: much faster than a reduction over the long axis
-    db = np.ones(dy2.shape[0], dtype=dy.dtype) @ dy2
     return dw.reshape(kshape), db
 
 
+def _param_grads_rows(dy, xp, geom, kshape):
+    """Unit row stride: ``dW[i] = sum_tiles S_i^T dY`` over the width strips (see
+    ``_correlate_rows``); the rows straddling two images meet zero rows of ``dY``."""
+    kh, kw, c, f = kshape
+    n = xp.shape[0]
+    (ho, wo), (dh, dw_), sw = geom.out_size, geom.dilation, geom.strides[1]
+    kc, halo = kw * c, (kh - 1) * dh
+    view = _strips(xp, kw, sw, dw_, wo)
+    dy3 = dy.reshape(n, ho * wo, f)
+    tiles = _row_tiles(n, ho, wo, kc, xp.itemsize, halo)
+    max_rows = max((n1 - n0) * (p1 - p0 + halo) for n0, n1, p0, p1 in tiles) * wo
+    buf = np.empty(max_rows * kc, dtype=xp.dtype)
+    grid = np.zeros((max_rows, f), dtype=dy.dtype)
+    dw = np.zeros((kh, kc, f), dtype=dy.dtype)
+    part = np.empty((kc, f), dtype=dy.dtype)
+    for n0, n1, p0, p1 in tiles:
+        nb, hb = n1 - n0, p1 - p0 + halo
+        strips = buf[: nb * hb * wo * kc]
+        np.copyto(strips.reshape(nb, hb, wo, kw, c), view[n0:n1, p0 : p0 + hb])
+        a = strips.reshape(nb * hb * wo, kc)
+        m = (nb * hb - halo) * wo
+        if nb == 1:
+            g = dy3[n0, p0 * wo : p1 * wo]
+        else:  # dY on the block's row grid, zero on the rows between images
+            g4 = grid[: nb * hb * wo].reshape(nb, hb, wo, f)
+            g4[:, : p1 - p0] = dy[n0:n1]
+            g4[:, p1 - p0 :] = 0
+            g = grid[:m]
+        for i in range(kh):
+            r = i * dh * wo
+            np.matmul(a[r : r + m].T, g, out=part)
+            dw[i] += part
+    return dw.reshape(kshape)
+
+
 def _conv2d_dx(dy, kernel, geom, xp_shape):
-    kh, kw, c, _ = kernel.shape
+    kh, kw, _, _ = kernel.shape
     (pt, pb), (pl, pr) = geom.pads
     (dh, dw_), (h, w) = geom.dilation, geom.in_size
     back = ((kh - 1) * dh - pt, (kh - 1) * dh - pb), ((kw - 1) * dw_ - pl, (kw - 1) * dw_ - pr)
     if geom.strides == (1, 1) and min(min(b) for b in back) >= 0:
         # full correlation of the padded dY with the flipped, transposed kernel
         dyp = _pad(dy, back)
-        wf = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, c)
-        return _correlate(dyp, wf, None, (kh, kw), (1, 1), geom.dilation, (h, w))
+        wf = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+        return _correlate(dyp, wf, None, (1, 1), geom.dilation, (h, w))
     return _col2im_dx(dy, kernel, geom, xp_shape)
 
 
@@ -350,12 +450,12 @@ def conv1d_forward(
 
     ``padding``: "valid", "same", "causal" or one explicit ``(before, after)`` pair.
     """
-    k, c, f = kernel.shape
+    k, c, _ = kernel.shape
     if x.ndim != 3 or x.shape[2] != c:
         raise ValueError(f"conv1d_forward: x must be (N, L, {c}), got shape {x.shape}.")
     cache = conv1d_cache(x, k, strides=strides, padding=padding, dilation=dilation)
     g = cache.geom
-    y = _correlate(cache.xp, kernel.reshape(-1, f), bias, g.kernel, g.strides, g.dilation, g.out_size)
+    y = _correlate(cache.xp, kernel[None], bias, g.strides, g.dilation, g.out_size)
     return y[:, 0], cache
 
 
