@@ -1,16 +1,17 @@
-"""Overfitting and three cures, on real data (scikit-learn's handwritten digits).
+"""Overfitting and three cures, on real data (Fashion-MNIST, or digits without it).
 
-A wide network trained on only 200 digits memorizes them: training accuracy
-reaches 100% while the test accuracy stalls and the test loss climbs. Dropout,
-an L2 penalty on the kernels, and early stopping (with the best weights
-restored) each narrow the gap.
+A wide network (2 x 512 relu) trained on only 1,000 Fashion-MNIST images
+memorizes them: training accuracy reaches 100% and the test loss climbs as
+the network grows confident in its mistakes. Dropout, an L2 penalty on the
+kernels, and early stopping (with the best weights restored) each cut the
+test loss; dropout also gains test accuracy.
 
 Run::
 
-    python examples/overfitting.py            # about a minute on 2 cores
+    python examples/overfitting.py            # about two minutes on 2 cores
     python examples/overfitting.py --quick    # a smoke run
 
-Prints a table: final train accuracy, test accuracy, test loss, epochs run.
+Prints a table: train accuracy, test accuracy, test loss, epochs run.
 """
 
 from __future__ import annotations
@@ -43,21 +44,30 @@ def build(kind: str, seed: int = 0):
     return model
 
 
-def run(epochs: int = 150, n_train: int = 200, seed: int = 0, print_fn=print) -> dict:
-    (x_train, y_train), (x_test, y_test) = normlab.datasets.load_digits()
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(x_train))
-    # a small training set, and a validation set for early stopping
-    x_tr, y_tr = x_train[idx[:n_train]], y_train[idx[:n_train]]
-    x_val, y_val = x_train[idx[n_train : n_train + 200]], y_train[idx[n_train : n_train + 200]]
+def load(n_train: int, seed: int):
+    """``n_train`` training and 1,000 validation images, and 5,000 test images."""
+    try:
+        (x, y), (x_test, y_test) = normlab.datasets.load_fashion_mnist(flatten=True)
+        name = "Fashion-MNIST"
+        x_test, y_test = x_test[:5000], y_test[:5000]
+    except FileNotFoundError:
+        (x, y), (x_test, y_test) = normlab.datasets.load_digits()
+        name, n_train = "digits", min(n_train, 200)
+    idx = np.random.default_rng(seed).permutation(len(x))
+    tr, va = idx[:n_train], idx[n_train : n_train + min(1000, len(x) - n_train)]
+    return name, (x[tr], y[tr]), (x[va], y[va]), (x_test, y_test)
+
+
+def run(epochs: int = 100, n_train: int = 1000, seed: int = 0, print_fn=print) -> dict:
+    name, (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = load(n_train, seed)
     results = {}
     for kind in ("none", "dropout", "l2", "early_stopping"):
         model = build(kind, seed)
         callbacks = []
         if kind == "early_stopping":
-            callbacks.append(EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True))
+            callbacks.append(EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True))
         hist = model.fit(
-            x_tr, y_tr, batch_size=32, epochs=epochs, validation_data=(x_val, y_val),
+            x_tr, y_tr, batch_size=64, epochs=epochs, validation_data=(x_val, y_val),
             callbacks=callbacks, verbose=0, seed=seed,
         )
         train = model.evaluate(x_tr, y_tr, return_dict=True)
@@ -68,7 +78,7 @@ def run(epochs: int = 150, n_train: int = 200, seed: int = 0, print_fn=print) ->
             "test_loss": test["loss"],
             "epochs": len(hist.history["loss"]),
         }
-    print_fn(f"digits, {n_train} training samples, 2 x 512 relu, Adam(1e-3), up to {epochs} epochs, seed {seed}")
+    print_fn(f"{name}, {len(x_tr)} training images, 2 x 512 relu, Adam(1e-3), up to {epochs} epochs, seed {seed}")
     print_fn(f"{'regularization':<16}{'train acc':>10}{'test acc':>10}{'test loss':>11}{'epochs':>8}")
     for kind, r in results.items():
         print_fn(f"{kind:<16}{r['train_accuracy']:>10.3f}{r['test_accuracy']:>10.3f}{r['test_loss']:>11.3f}{r['epochs']:>8}")
@@ -77,8 +87,11 @@ def run(epochs: int = 150, n_train: int = 200, seed: int = 0, print_fn=print) ->
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="5 epochs, for a smoke test")
     a = p.parse_args()
-    run(epochs=5 if a.quick else a.epochs, seed=a.seed)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small matrices: one BLAS thread is fastest
+        run(epochs=5 if a.quick else a.epochs, seed=a.seed)
