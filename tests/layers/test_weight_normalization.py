@@ -294,7 +294,7 @@ def test_config_round_trip_through_json(rng):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"layer": Activation("relu")}, "The 'layer' parameter of WeightNormalization must be a Dense layer."),
+        ({"layer": Activation("relu")}, "The 'layer' parameter of WeightNormalization must be a Dense, Conv1D or Conv2D layer."),
         ({"layer": "dense"}, "'layer'"),
         ({"layer": Dense(2), "data_init": "yes"}, "The 'data_init' parameter of WeightNormalization must be a bool. Got 'yes' instead."),
         ({"layer": Dense(2), "name": 3}, "'name'"),

@@ -93,3 +93,31 @@ def test_scale_invariance_of_batch_norm(rng):
     np.testing.assert_allclose(out[7.5][0], out[1.0][0], rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(out[7.5][1], out[1.0][1], rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(out[7.5][2], out[1.0][2] / 7.5, rtol=1e-7, atol=1e-12)
+
+
+def test_fold_conv_batchnorm_same_predictions(rng):
+    from normlab.layers import Conv1D, Conv2D, GlobalAveragePooling1D, GlobalAveragePooling2D
+
+    x = rng.standard_normal((6, 8, 8, 3)).astype(np.float32)
+    model = normlab.Sequential(
+        [
+            Conv2D(5, 3, padding="same", use_bias=False),
+            BatchNormalization(gamma_initializer=initializers.RandomUniform(0.5, 1.5, seed=1),
+                               beta_initializer=initializers.RandomUniform(-1, 1, seed=2)),
+            Activation("relu"),
+            Conv2D(4, 3, strides=2),
+            BatchNormalization(),
+            GlobalAveragePooling2D(),
+            Dense(3, activation="softmax"),
+        ]
+    )
+    for _ in range(3):
+        model(x, training=True)
+    folded = normlab.fold_batchnorm(model)
+    assert folded.folded_pairs == 2
+    assert [type(l).__name__ for l in folded.layers] == ["Conv2D", "Activation", "Conv2D", "GlobalAveragePooling2D", "Dense"]
+    np.testing.assert_allclose(folded.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+    x1 = rng.standard_normal((5, 9, 2))
+    m1 = normlab.Sequential([Conv1D(4, 3), BatchNormalization(), GlobalAveragePooling1D()])
+    m1(x1, training=True)
+    np.testing.assert_allclose(normlab.fold_batchnorm(m1).predict(x1), m1.predict(x1), rtol=1e-10)

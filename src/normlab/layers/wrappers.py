@@ -11,6 +11,7 @@ from .._validation import Boolean, Instance, validate_params
 from ..kernels import weightnorm as KW
 from ..kernels.dense import dense_backward, dense_forward
 from .base import Layer, registry
+from .conv import Conv1D, Conv2D, conv_linear_ops
 from .core import Dense
 
 __all__ = ["WeightNormalization"]
@@ -28,15 +29,25 @@ class _LinearOps(NamedTuple):
     backward: Callable
 
 
-# Wrappable layer types. A convolution layer is added with one entry mapping
-# it to its kernel functions (kernel of shape (kh, kw, c_in, c_out)).
-_LINEAR_OPS: dict[type, _LinearOps] = {Dense: _LinearOps(dense_forward, dense_backward)}
+def _conv_ops(layer) -> _LinearOps:
+    # convolutions carry strides, padding and dilation: bind them to the layer
+    return _LinearOps(*conv_linear_ops(layer))
+
+
+# Wrappable layer types: an entry is the ops or a factory taking the layer.
+# Convolution kernels are (kh, kw, c_in, c_out): the norm is per filter.
+_LINEAR_OPS: dict[type, _LinearOps | Callable] = {
+    Dense: _LinearOps(dense_forward, dense_backward),
+    Conv1D: _conv_ops,
+    Conv2D: _conv_ops,
+}
 
 
 def _ops_for(layer: Layer) -> _LinearOps:
     for cls in type(layer).__mro__:
         if cls in _LINEAR_OPS:
-            return _LINEAR_OPS[cls]
+            ops = _LINEAR_OPS[cls]
+            return ops if isinstance(ops, _LinearOps) else ops(layer)
     raise TypeError(f"WeightNormalization cannot wrap a {type(layer).__name__}.")  # pragma: no cover
 
 
@@ -62,9 +73,10 @@ class WeightNormalization(Layer):
 
     Parameters
     ----------
-    layer : Dense
-        The layer to wrap (only ``Dense`` for now; convolution layers plug in
-        through ``_LINEAR_OPS``). It supplies the configuration (units,
+    layer : Dense, Conv1D or Conv2D
+        The layer to wrap (other linear layers plug in through
+        ``_LINEAR_OPS``); for a convolution the norm is taken per filter over
+        ``(kh, kw, c_in)``. It supplies the configuration (units,
         activation, bias, initializers, regularizers) and is built with the
         wrapper; its initial kernel becomes ``v`` and ``g`` starts at
         ``||v||`` (so ``w`` is the initial kernel). If it is already built,
@@ -94,7 +106,7 @@ class WeightNormalization(Layer):
     """
 
     _param_constraints = {
-        "layer": [Instance(*_LINEAR_OPS, label="a Dense layer")],
+        "layer": [Instance(*_LINEAR_OPS, label="a Dense, Conv1D or Conv2D layer")],
         "data_init": [Boolean()],
     }
 

@@ -9,11 +9,13 @@ input is computed with the statistics already fixed upstream)::
     E[x]   = mean over all samples (and spatial positions)
     Var[x] = m / (m - 1) * mean((x - E[x])^2)        (var with ddof = 1)
 
-``fold_batchnorm`` merges a Dense layer followed by an inference-mode batch
-norm into one Dense layer::
+``fold_batchnorm`` merges a Dense (or Conv1D/Conv2D) layer followed by an
+inference-mode batch norm into one layer of the same kind::
 
     BN(x W + b) = (x W + b - mu) * s + beta,  s = gamma / sqrt(var + eps)
                 = x (W * s) + ((b - mu) * s + beta)
+
+(for a convolution ``W * s`` scales each output filter).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import numbers
 
 import numpy as np
 
+from ..kernels.conv import fold_conv_bn_params
 from ..layers.base import registry as _layer_registry
+from ..layers.conv import Conv1D, Conv2D
 from ..layers.core import Dense
 from ..layers.normalization import BatchNormalization
 
@@ -94,10 +98,10 @@ def _clone_layer(layer):
 
 
 def fold_batchnorm(model):
-    """Return a new model in which each Dense + BatchNormalization pair is one Dense.
+    """Return a new model in which each Dense/Conv + BatchNormalization pair is one layer.
 
-    A pair folds when the Dense layer has no activation (``None`` or
-    ``"linear"``), the batch norm follows it directly, normalizes the last
+    A pair folds when the Dense (or Conv1D/Conv2D) layer has no activation
+    (``None`` or ``"linear"``), the batch norm follows it directly, normalizes the last
     axis; the folded layer has no activation either (an Activation layer
     after the pair is kept). Other layers are copied unchanged. Predictions
     agree with the original model's inference-mode predictions to rounding
@@ -118,22 +122,26 @@ def fold_batchnorm(model):
         layer = layers[i]
         nxt = layers[i + 1] if i + 1 < len(layers) else None
         if (
-            isinstance(layer, Dense)
+            isinstance(layer, (Dense, Conv1D, Conv2D))
             and layer.activation in (None, "linear")
             and isinstance(nxt, BatchNormalization)
             and nxt._feature_axes == (len(nxt.input_shape) - 1,)
         ):
-            w = layer.params["kernel"].astype(np.float64)
-            b = layer.params["bias"].astype(np.float64) if layer.use_bias else 0.0
-            inv = 1.0 / np.sqrt(nxt.buffers["moving_variance"].astype(np.float64) + nxt.epsilon)
-            s = inv * nxt.params["gamma"] if nxt.scale else inv
-            beta = nxt.params["beta"] if nxt.center else 0.0
+            kernel, bias = fold_conv_bn_params(
+                layer.params["kernel"].astype(np.float64),
+                layer.params["bias"].astype(np.float64) if layer.use_bias else None,
+                nxt.params["gamma"] if nxt.scale else None,
+                nxt.params["beta"] if nxt.center else None,
+                nxt.buffers["moving_mean"],
+                nxt.buffers["moving_variance"],
+                nxt.epsilon,
+            )
             config = layer.get_config()
             config.update(use_bias=True, name=f"{layer.name}_folded", trainable=layer.trainable)
-            fused = Dense.from_config(config)
+            fused = type(layer).from_config(config)
             fused.build_from_shape(layer.input_shape)
-            np.copyto(fused.params["kernel"], w * s, casting="same_kind")
-            np.copyto(fused.params["bias"], (b - nxt.buffers["moving_mean"]) * s + beta, casting="same_kind")
+            np.copyto(fused.params["kernel"], kernel, casting="same_kind")
+            np.copyto(fused.params["bias"], bias, casting="same_kind")
             new_layers.append(fused)
             folded += 1
             i += 2
