@@ -126,7 +126,8 @@ class Model(BaseModel):
     def build(self, input_shape: tuple | None = None, seed: int | None = None) -> None:
         """Build every layer (``input_shape`` defaults to the Input's shape)."""
         shape = tuple(input_shape) if input_shape is not None else self._input.shape
-        sample = np.zeros((2,) + tuple(1 if d is None else d for d in shape[1:]), dtype=self.layers[0].dtype or np.float32)
+        # unknown (None) sizes get a placeholder large enough for "valid" convolutions and pooling
+        sample = np.zeros((2,) + tuple(64 if d is None else d for d in shape[1:]), dtype=self.layers[0].dtype or np.float32)
         self._ensure_built(sample, np.random.default_rng(seed))
 
     def _ensure_built(self, x: np.ndarray, rng: np.random.Generator | None = None) -> None:
