@@ -30,6 +30,7 @@ from .._validation import (
 )
 from ..kernels import conv as K
 from ..kernels.conv import fold_conv_bn_params
+from ._activated import ActivatedLinear
 from .base import Layer, unique_name
 
 __all__ = ["Conv1D", "Conv2D", "SpatialSize", "conv_linear_ops", "default_name", "fold_conv_bn_params"]
@@ -81,7 +82,7 @@ class _ConvCache(NamedTuple):
     a: np.ndarray
 
 
-class _Conv(Layer):
+class _Conv(ActivatedLinear, Layer):
     """Shared state handling of :class:`Conv1D` and :class:`Conv2D` (see there)."""
 
     rank: int = 2
@@ -211,43 +212,7 @@ class _Conv(Layer):
             self._out_shape = a.shape
         return a
 
-    @property
-    def logits(self) -> np.ndarray:
-        """The pre-activation ``z`` of the last training forward call."""
-        if self._cache is None:
-            raise RuntimeError(f"Layer {self.name!r}: no training forward call to take logits from.")
-        return self._cache.z
-
     # ---------------------------------------------------------- backward
-    def _backward(self, dy):
-        return self._linear_backward(self._act_backward(dy), need_dx=True)
-
-    def _backward_params_only(self, dy):
-        try:
-            self._linear_backward(self._act_backward(dy), need_dx=False)
-        finally:
-            self._grads_zero = False
-
-    def _act_backward(self, dy):
-        if self.activation in (None, "linear"):
-            return dy
-        return self._act.backward(dy, self._cache.z, self._cache.a)
-
-    def backward_from_logits(self, dz, need_dx: bool = True) -> np.ndarray | None:
-        """Back-propagate a gradient with respect to the pre-activation ``z``.
-
-        Used by fused losses (softmax or sigmoid with cross-entropy);
-        ``need_dx=False`` skips the input gradient and returns ``None``.
-        """
-        if self._cache is None:
-            raise RuntimeError(
-                f"Layer {self.name!r}: backward() needs a preceding forward call with training=True."
-            )
-        try:
-            return self._linear_backward(dz, need_dx=need_dx)
-        finally:
-            self._grads_zero = False
-
     def _linear_backward(self, dz, need_dx: bool):
         dx, dw, db = self._kernel_fns()[1](
             dz, self._cache.conv, self.params["kernel"], need_dx=need_dx, need_param_grads=self._trainable

@@ -12,6 +12,7 @@ from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, Options, validate_params
 from ..kernels.dense import dense_forward
+from ._activated import ActivatedLinear
 from .base import Layer
 
 __all__ = ["Dense", "Activation"]
@@ -78,7 +79,7 @@ class _DenseCache(NamedTuple):
     a: np.ndarray
 
 
-class Dense(Layer):
+class Dense(ActivatedLinear, Layer):
     """Fully connected layer: ``y = activation(x @ kernel + bias)``.
 
     Parameters
@@ -165,42 +166,6 @@ class Dense(Layer):
             self._cache = _DenseCache(x, z, a)
             self._out_shape = a.shape
         return a
-
-    @property
-    def logits(self) -> np.ndarray:
-        """The pre-activation ``z`` of the last training forward call."""
-        if self._cache is None:
-            raise RuntimeError(f"Layer {self.name!r}: no training forward call to take logits from.")
-        return self._cache.z
-
-    def _backward(self, dy):
-        return self._linear_backward(self._act_backward(dy), need_dx=True)
-
-    def _backward_params_only(self, dy):
-        try:
-            self._linear_backward(self._act_backward(dy), need_dx=False)
-        finally:
-            self._grads_zero = False
-
-    def _act_backward(self, dy):
-        if self.activation in (None, "linear"):
-            return dy
-        return self._act.backward(dy, self._cache.z, self._cache.a)
-
-    def backward_from_logits(self, dz, need_dx: bool = True) -> np.ndarray | None:
-        """Back-propagate a gradient with respect to the pre-activation ``z``.
-
-        Used by fused losses (softmax or sigmoid with cross-entropy), whose
-        gradient with respect to ``z`` is computed directly and stably.
-        """
-        if self._cache is None:
-            raise RuntimeError(
-                f"Layer {self.name!r}: backward() needs a preceding forward call with training=True."
-            )
-        try:
-            return self._linear_backward(dz, need_dx=need_dx)
-        finally:
-            self._grads_zero = False
 
     def _linear_backward(self, dz, need_dx: bool):
         if not self._trainable:

@@ -32,6 +32,7 @@ from .. import activations as _activations
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, Options, _Constraint, validate_params
 from ..kernels import dropout as K
+from ._activated import ActivatedLinear
 from .base import Layer
 
 __all__ = [
@@ -398,7 +399,7 @@ class _NoisyDenseCache(NamedTuple):
     a: np.ndarray
 
 
-class NoisyDense(_RandomLayer):
+class NoisyDense(ActivatedLinear, _RandomLayer):
     """Dense layer with learnable Gaussian noise on its weights (Fortunato et al. 2017).
 
     In training every weight is ``w = mu + sigma * eps`` with fresh noise
@@ -522,44 +523,12 @@ class NoisyDense(_RandomLayer):
             self._out_shape = a.shape
         return a
 
-    @property
-    def logits(self) -> np.ndarray:
-        """The pre-activation ``z`` of the last training forward call."""
-        if self._cache is None:
-            raise RuntimeError(f"Layer {self.name!r}: no training forward call to take logits from.")
-        return self._cache.z
-
-    def _act_backward(self, dy):
-        if self.activation in (None, "linear"):
-            return dy
-        return self._act.backward(dy, self._cache.z, self._cache.a)
-
     def _linear_backward(self, dz, need_dx: bool):
         dx, grads = K.noisy_dense_backward(dz, self._cache.k, need_dx=need_dx, need_param_grads=self._trainable)
         for key, g in grads.items():
             if key in self.grads:
                 self._accumulate_grad(key, g)
         return dx
-
-    def _backward(self, dy):
-        return self._linear_backward(self._act_backward(dy), need_dx=True)
-
-    def _backward_params_only(self, dy):
-        try:
-            self._linear_backward(self._act_backward(dy), need_dx=False)
-        finally:
-            self._grads_zero = False
-
-    def backward_from_logits(self, dz, need_dx: bool = True):
-        """Back-propagate a gradient with respect to the pre-activation ``z`` (fused losses)."""
-        if self._cache is None:
-            raise RuntimeError(
-                f"Layer {self.name!r}: backward() needs a preceding forward call with training=True."
-            )
-        try:
-            return self._linear_backward(dz, need_dx=need_dx)
-        finally:
-            self._grads_zero = False
 
     def get_config(self):
         return {

@@ -10,6 +10,7 @@ from .. import activations as _activations
 from .._validation import Boolean, Instance, validate_params
 from ..kernels import weightnorm as KW
 from ..kernels.dense import dense_backward, dense_forward
+from ._activated import ActivatedLinear
 from .base import Layer, registry
 from .conv import Conv1D, Conv2D, conv_linear_ops
 from .core import Dense
@@ -59,7 +60,7 @@ class _WNCache(NamedTuple):
     wn: KW.WeightNormCache
 
 
-class WeightNormalization(Layer):
+class WeightNormalization(ActivatedLinear, Layer):
     """Weight normalization of a wrapped layer's kernel (Salimans and Kingma 2016).
 
     The wrapped layer's kernel is reparameterized per output unit as::
@@ -201,37 +202,17 @@ class WeightNormalization(Layer):
             self._out_shape = a.shape
         return a
 
-    @property
-    def logits(self) -> np.ndarray:
-        """The pre-activation ``z`` of the last training forward call."""
-        if self._cache is None:
-            raise RuntimeError(f"Layer {self.name!r}: no training forward call to take logits from.")
-        return self._cache.z
-
     # -------------------------------------------------------------- backward
-    def _backward(self, dy):
-        c = self._cache
-        return self.backward_from_logits(self._act.backward(dy, c.z, c.a))
-
-    def backward_from_logits(self, dz, need_dx: bool = True) -> np.ndarray | None:
-        """Back-propagate a gradient with respect to the pre-activation ``z``.
-
-        Used by fused losses (softmax or sigmoid with cross-entropy);
-        ``need_dx=False`` returns ``None`` (the model's input needs no gradient).
-        """
-        if self._cache is None:
-            raise RuntimeError(
-                f"Layer {self.name!r}: backward() needs a preceding forward call with training=True."
-            )
+    def _linear_backward(self, dz, need_dx: bool):
         c = self._cache
         need = self._trainable
         dx, dw, db = self._ops.backward(dz, c.x, c.w, need_param_grads=need)
         if need:
             dv, dg = KW.weight_norm_backward(dw, c.wn)
-            self.grads["v"] += dv
-            self.grads["g"] += dg
+            self._accumulate_grad("v", dv)
+            self._accumulate_grad("g", dg)
             if "bias" in self.grads:
-                self.grads["bias"] += db
+                self._accumulate_grad("bias", db)
         return dx if need_dx else None
 
     def remove(self) -> Layer:
