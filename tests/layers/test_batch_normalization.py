@@ -7,18 +7,11 @@ import pytest
 
 from normlab import initializers
 from normlab.layers import BatchNormalization, deserialize, serialize
-from normlab.kernels import _backend
 from normlab.testing import check_layer_gradients, numerical_gradient, rel_error
 
 
-@pytest.fixture(autouse=True, params=["numba", "numpy"])
-def backend(request):
-    """Every test runs on the fused numba kernels and on the NumPy kernels."""
-    if request.param == "numba" and not _backend.NUMBA_AVAILABLE:
-        pytest.skip("numba not installed")
-    previous = _backend.use_numba(request.param == "numba")
-    yield request.param
-    _backend.use_numba(previous)
+# every test runs on the fused numba kernels and on the NumPy kernels
+pytestmark = pytest.mark.usefixtures("bn_backend")
 
 
 def bn(**kw):

@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 
 from normlab import initializers
-from normlab.kernels import _backend
 from normlab.layers import BatchNormalization, deserialize, serialize
 from normlab.testing import check_layer_gradients
 
 
-@pytest.fixture(autouse=True, params=["numba", "numpy"])
-def backend(request):
-    if request.param == "numba" and not _backend.NUMBA_AVAILABLE:
-        pytest.skip("numba not installed")
-    previous = _backend.use_numba(request.param == "numba")
-    yield request.param
-    _backend.use_numba(previous)
+# every test runs on the fused numba kernels and on the NumPy kernels
+pytestmark = pytest.mark.usefixtures("bn_backend")
 
 
 def bn(**kw):
