@@ -28,3 +28,10 @@ def test_help_and_bad_arguments(capsys):
 def test_module_entry_point():
     r = subprocess.run([sys.executable, "-m", "normlab", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "normlab" in r.stdout
+
+
+def test_demo_compares_both_placements(capsys):
+    pytest.importorskip("sklearn")
+    assert main(["demo", "--steps", "20", "--eval-every", "10", "--placement", "both", "--optimizer", "adam", "--lr", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "test acc (BN before)" in out and "test acc (BN after)" in out and "adam" in out

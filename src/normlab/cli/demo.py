@@ -84,28 +84,39 @@ def run_demo(
     from ..datasets import load_digits
 
     (x_train, y_train), (x_test, y_test) = load_digits()
+    placements = ["before", "after"] if placement == "both" else [placement]
+    runs = [("baseline", False, "before")] + [
+        ("bn" if len(placements) == 1 else f"bn_{p}", True, p) for p in placements
+    ]
     results = {}
-    for bn in (False, True):
-        model = build_network(bn, placement=placement, seed=seed)
+    for key, bn, place in runs:
+        model = build_network(bn, placement=place, seed=seed)
         opt = optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}})
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         cb = EvaluateEvery(x_test, y_test, eval_every, steps)
         epochs = math.ceil(steps / math.ceil(len(x_train) / batch_size))
         t0 = time.perf_counter()
         model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[cb], seed=seed)
-        results["bn" if bn else "baseline"] = {"curve": cb.curve, "seconds": time.perf_counter() - t0}
+        results[key] = {"curve": cb.curve, "seconds": time.perf_counter() - t0}
 
-    base, bn = results["baseline"]["curve"], results["bn"]["curve"]
+    titles = {"baseline": "no BN", "bn": "BN", "bn_before": "BN before", "bn_after": "BN after"}
+    where = "before and after" if placement == "both" else placement
     print_fn(
         f"normlab demo: 3 x 100 sigmoid units, batches of {batch_size}, {optimizer} lr={learning_rate}, "
-        f"digits ({len(x_train)} train / {len(x_test)} test), BN {placement} the activation"
+        f"digits ({len(x_train)} train / {len(x_test)} test), BN {where} the activation"
     )
-    print_fn(f"{'step':>6}  {'test acc (no BN)':>16}  {'test acc (BN)':>14}")
-    for (s, a), (_, b) in zip(base, bn):
-        print_fn(f"{s:>6}  {a:>16.4f}  {b:>14.4f}")
+    heads = [f"test acc ({titles[k]})" for k in results]
+    print_fn(f"{'step':>6}  " + "  ".join(f"{h:>{max(14, len(h))}}" for h in heads))
+    curves = [r["curve"] for r in results.values()]
+    for row in zip(*curves):
+        cells = "  ".join(f"{acc:>{max(14, len(h))}.4f}" for (_, acc), h in zip(row, heads))
+        print_fn(f"{row[0][0]:>6}  {cells}")
     print_fn(
-        f"final: without BN {base[-1][1]:.4f} ({results['baseline']['seconds']:.1f} s), "
-        f"with BN {bn[-1][1]:.4f} ({results['bn']['seconds']:.1f} s)"
+        "final: "
+        + ", ".join(
+            f"{'without BN' if k == 'baseline' else 'with ' + titles[k]} {r['curve'][-1][1]:.4f} ({r['seconds']:.1f} s)"
+            for k, r in results.items()
+        )
     )
     return results
 
@@ -129,8 +140,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--placement",
         default="before",
-        choices=["before", "after"],
-        help="batch norm before the sigmoid (paper) or after it (default before)",
+        choices=["before", "after", "both"],
+        help="batch norm before the sigmoid (the paper's placement, default), after it, or both "
+        "(three networks side by side)",
     )
     p.add_argument("--eval-every", type=int, default=200, help="steps between test evaluations (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
