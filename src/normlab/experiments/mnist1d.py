@@ -49,6 +49,7 @@ def build_model(kind: str, variant: str, *, dropout: float | None = None, seed: 
         raise ValueError(f"mnist1d: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
     bn = "bn" in variant
     drop = "dropout" in variant
+    seed = 1000 * int(seed)  # seeds 0, 1, 2, ... give disjoint per-layer seeds
     if drop:
         from ..layers import Dropout  # noqa: F401  (fails clearly if the layer is missing)
     layers = []
@@ -113,12 +114,13 @@ def run(
     eval_every: int | None = None,
     models=("logistic", "mlp"),
     variants=VARIANTS,
+    n_seeds: int = 3,
     out_dir=None,
     seed: int = 0,
     plots: bool = True,
     print_fn=print,
 ) -> dict:
-    """Train every (model, variant) pair; write the table and the curves.
+    """Train every (model, variant) pair with ``n_seeds`` seeds; write the table and the curves.
 
     Parameters
     ----------
@@ -131,6 +133,10 @@ def run(
         Steps between test evaluations for the curves; default ``steps // 20``.
     models, variants : sequences of str
         Subsets of ("logistic", "mlp") and :data:`VARIANTS`.
+    n_seeds : int, default 3
+        Each network is trained with seeds ``seed, seed + 1, ...`` (weights,
+        dropout masks, shuffling); the table gives the mean and standard
+        deviation of the final test accuracies.
     out_dir : str or Path, default "normlab-results"
     seed : int, default 0
     plots : bool, default True
@@ -139,13 +145,17 @@ def run(
     Returns
     -------
     dict
-        ``{"config", "results": {model: {variant: {...}}}, "published", "files"}``.
+        ``{"config", "results": {model: {variant: {...}}}, "published", "files"}``;
+        each result holds ``test_accuracy`` (mean over seeds),
+        ``test_accuracy_std``, ``test_accuracies`` (per seed), ``train_accuracy``
+        (mean), ``curve`` (mean test accuracy against steps) and ``seconds``.
     """
     from ..datasets import load_mnist1d
 
     who = "mnist1d.run"
     steps = check_positive_int(steps, "steps", who)
     batch_size = check_positive_int(batch_size, "batch_size", who)
+    n_seeds = check_positive_int(n_seeds, "n_seeds", who)
     if eval_every is None:
         eval_every = max(1, steps // 20)
     eval_every = check_positive_int(eval_every, "eval_every", who)
@@ -155,6 +165,7 @@ def run(
     data = load_mnist1d()
     (x_tr, _), (x_te, _) = data
     out = out_path(out_dir)
+    seeds = [seed + i for i in range(n_seeds)]
     config = {
         "n_train": int(len(x_tr)),
         "n_test": int(len(x_te)),
@@ -164,21 +175,36 @@ def run(
         "learning_rate": learning_rate,
         "dropout": {"logistic": 0.1, "mlp": 0.2},
         "seed": seed,
+        "seeds": seeds,
     }
     print_fn(
         f"mnist1d: {len(x_tr)} train / {len(x_te)} test signals, Adam lr={learning_rate}, "
-        f"batches of {batch_size}, {steps} steps per network"
+        f"batches of {batch_size}, {steps} steps per network, seeds {', '.join(map(str, seeds))}"
     )
     results: dict = {}
     for kind in models:
         results[kind] = {}
         for v in variants:
-            r = _train(kind, v, data, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                       eval_every=eval_every, seed=seed)
+            runs = [
+                _train(kind, v, data, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                       eval_every=eval_every, seed=s)
+                for s in seeds
+            ]
+            test = np.array([r["test_accuracy"] for r in runs])
+            curves = np.array([[a for _, a in r["curve"]] for r in runs])
+            r = {
+                "test_accuracy": float(test.mean()),
+                "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
+                "test_accuracies": test.tolist(),
+                "train_accuracy": float(np.mean([r["train_accuracy"] for r in runs])),
+                "curve": [[int(st), float(a)] for (st, _), a in zip(runs[0]["curve"], curves.mean(axis=0))],
+                "seconds": float(sum(r["seconds"] for r in runs)),
+            }
             results[kind][v] = r
             print_fn(
                 f"  {MODEL_NAMES[kind]:<22} {VARIANT_NAMES[v]:<13} test {r['test_accuracy']:.3f} "
-                f"(train {r['train_accuracy']:.3f}, {r['seconds']:.1f} s)"
+                f"+- {r['test_accuracy_std']:.3f} ({', '.join(f'{a:.3f}' for a in test)}; "
+                f"train {r['train_accuracy']:.3f}, {r['seconds']:.1f} s)"
             )
     out_all = {"config": config, "results": results, "published": PUBLISHED}
     files = {"json": out / "mnist1d.json", "report": out / "mnist1d.md"}
@@ -193,6 +219,12 @@ def run(
     return out_all
 
 
+def _cell(r: dict) -> str:
+    if len(r.get("test_accuracies", [])) > 1:
+        return f"{100 * r['test_accuracy']:.1f} ± {100 * r['test_accuracy_std']:.1f} %"
+    return f"{100 * r['test_accuracy']:.1f} %"
+
+
 def table(res: dict) -> str:
     results = res["results"]
     variants = [v for v in VARIANTS if any(v in r for r in results.values())]
@@ -201,7 +233,7 @@ def table(res: dict) -> str:
     for kind in ("logistic", "mlp"):
         if kind not in results:
             continue
-        cells = [f"{100 * results[kind][v]['test_accuracy']:.1f} %" if v in results[kind] else "" for v in variants]
+        cells = [_cell(results[kind][v]) if v in results[kind] else "" for v in variants]
         lines.append(f"| {MODEL_NAMES[kind]} | " + " | ".join(cells) + f" | {100 * PUBLISHED[kind]:.0f} % |")
     cells = ["needs convolution layers (issue 8)"] + [""] * (len(variants) - 1)
     lines.append(f"| {MODEL_NAMES['cnn']} | " + " | ".join(cells) + f" | {100 * PUBLISHED['cnn']:.0f} % |")
@@ -213,7 +245,8 @@ def report(res: dict, png=None) -> str:
     lines = [
         "# MNIST-1D: logistic regression and MLP, with and without BN and dropout",
         "",
-        f"Command: `normlab experiment mnist1d --steps {cfg['steps']} --seed {cfg['seed']}`",
+        f"Command: `normlab experiment mnist1d --steps {cfg['steps']} --seed {cfg['seed']} "
+        f"--seeds {len(cfg.get('seeds', [cfg['seed']]))}`",
         "",
         f"Data: MNIST-1D as published ({cfg['n_train']} training, {cfg['n_test']} test signals of 40 samples). "
         f"Training: Adam (learning rate {cfg['learning_rate']}), mini-batches of {cfg['batch_size']}, "
@@ -221,7 +254,8 @@ def report(res: dict, png=None) -> str:
         f"of logistic regression, {cfg['dropout']['mlp']} after each hidden ReLU of the MLP; BN on the inputs "
         "of logistic regression, between each hidden Dense and its ReLU in the MLP.",
         "",
-        "Test accuracy (1000 signals):",
+        f"Test accuracy on the 1000 test signals, mean ± standard deviation over the seeds "
+        f"{', '.join(map(str, cfg.get('seeds', [cfg['seed']])))} (weights, dropout masks and shuffling):",
         "",
         table(res),
         "",
@@ -234,6 +268,13 @@ def report(res: dict, png=None) -> str:
             f"- {MODEL_NAMES[kind]}: "
             + ", ".join(f"{VARIANT_NAMES[v]} {100 * r['train_accuracy']:.1f} %" for v, r in rs.items())
         )
+    lines += ["", "Per seed:", ""]
+    for kind, rs in results.items():
+        for v, r in rs.items():
+            lines.append(
+                f"- {MODEL_NAMES[kind]}, {VARIANT_NAMES[v]}: "
+                + ", ".join(f"{100 * a:.1f} %" for a in r.get("test_accuracies", [r["test_accuracy"]]))
+            )
     if png is not None:
         lines += ["", f"![test accuracy during training]({png.name if hasattr(png, 'name') else png})"]
     lines.append("")
@@ -250,7 +291,7 @@ def plot_curves(results: dict, path) -> None:
         ax.axhline(PUBLISHED[kind], color="black", ls=":", lw=1, label=f"published {100 * PUBLISHED[kind]:.0f} %")
         ax.set_title(MODEL_NAMES[kind])
         ax.set_xlabel("training step")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel("test accuracy (mean over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
