@@ -164,3 +164,25 @@ def test_invalid_arguments():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[TrainingDiagnostics(layers=["nope"])])
     with pytest.raises(ValueError, match="no non-linear activation"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[TrainingDiagnostics(layers=["d_lin"])])
+
+
+def test_convolutions_are_watched_in_both_modes():
+    from normlab.layers import Conv1D, Flatten
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 12, 2)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+    model = Sequential([Conv1D(4, 3, activation="relu", name="conv"), Flatten(), Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    for probe in (None, x[:10]):
+        diag = TrainingDiagnostics(every=1, x_probe=probe, units={"conv": [1]})
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[diag], seed=0)
+        rec = diag.records[-1]
+        assert set(rec["layers"]) == {"conv"} and rec["grad_norms"]["conv"] > 0
+        e = rec["layers"]["conv"]
+        assert e["percentiles"][0] <= e["percentiles"][1] <= e["percentiles"][2]
+        assert 0.0 <= e["dead"] <= 1.0 and len(e["units"][1]) == 3
+    conv = model.layers[0]
+    z = TrainingDiagnostics._logits_of(conv, x[:5])
+    np.testing.assert_allclose(np.maximum(z, 0), conv(x[:5]), rtol=1e-6, atol=1e-6)
+    assert conv.activation == "relu" and conv(x[:5]).min() >= 0  # the activation was put back

@@ -84,21 +84,25 @@ def test_mnist1d_tiny(tmp_path):
     pytest.importorskip("matplotlib")
     from normlab.experiments import mnist1d
 
-    res = mnist1d.run(steps=10, n_seeds=2, models=("mlp",), out_dir=tmp_path, print_fn=lambda *a: None)
+    res = mnist1d.run(steps=6, eval_every=3, n_seeds=2, models=("mlp", "cnn"), variants=("plain", "bn+dropout"),
+                      out_dir=tmp_path, print_fn=lambda *a: None)
     for name in ("mnist1d.json", "mnist1d.md"):
         assert (tmp_path / name).is_file()
     assert _png_ok(tmp_path / "mnist1d.png")
     data = json.loads((tmp_path / "mnist1d.json").read_text())
-    assert set(data["results"]) == {"mlp"}
-    assert set(data["results"]["mlp"]) == {"plain", "bn", "dropout", "bn+dropout"}
-    for r in data["results"]["mlp"].values():
-        assert 0 <= r["test_accuracy"] <= 1 and len(r["test_accuracies"]) == 2
-        assert r["test_accuracy"] == pytest.approx(sum(r["test_accuracies"]) / 2)
+    assert set(data["results"]) == {"mlp", "cnn"}
+    for kind in ("mlp", "cnn"):
+        assert set(data["results"][kind]) == {"plain", "bn+dropout"}
+        for r in data["results"][kind].values():
+            assert 0 <= r["test_accuracy"] <= 1 and len(r["test_accuracies"]) == 2
+            assert r["test_accuracy"] == pytest.approx(sum(r["test_accuracies"]) / 2)
     assert data["config"]["seeds"] == [0, 1]
     assert data["published"] == {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94}
     md = (tmp_path / "mnist1d.md").read_text()
-    assert "needs convolution layers (issue 8)" in md and "| 68 % |" in md and " ± " in md
+    assert "| Logistic regression | not run |" in md and "| 68 % |" in md and "| 94 % |" in md and " ± " in md
     assert res["results"]["mlp"]["plain"]["curve"][0][0] == 0
+    with pytest.raises(ValueError, match="unknown model"):
+        mnist1d.run(steps=2, models=("rnn",), out_dir=tmp_path)
 
 
 def test_mnist1d_models():
@@ -108,6 +112,10 @@ def test_mnist1d_models():
     m = build_model("mlp", "bn+dropout")
     kinds = [type(l).__name__ for l in m.layers]
     assert kinds.count("BatchNormalization") == 2 and kinds.count("Dropout") == 2
+    cnn = build_model("cnn", "bn")
+    assert [type(l).__name__ for l in cnn.layers].count("Conv1D") == 3
+    cnn.build((None, 40))
+    assert cnn.output_shape_for((None, 40)) == (None, 10)
     assert not any(isinstance(l, (BatchNormalization, Dropout)) for l in build_model("logistic", "plain").layers)
     with pytest.raises(ValueError, match="unknown variant"):
         build_model("mlp", "layernorm")

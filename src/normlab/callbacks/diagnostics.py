@@ -18,8 +18,10 @@ gradient (all its ``grads`` arrays together) at that step.
 Where the numbers come from
 ---------------------------
 Without ``x_probe``, from the training step itself: ``Dense(activation=...)``
-keeps its logits ``z`` in ``layer._cache.z`` and an ``Activation`` layer its
-input, so nothing is recomputed. With ``x_probe``, a fixed batch is run
+(and any layer with an ``activation`` argument, convolutions included) keeps
+its logits ``z`` in ``layer._cache.z`` and an ``Activation`` layer its input,
+so nothing is recomputed. For convolutions a "unit" is a channel: the dead
+fraction counts channels whose ``z <= 0`` at every position of every sample. With ``x_probe``, a fixed batch is run
 through the network without dropout at each recorded step, and also once
 before training (step 0): the curves then follow one population of inputs and
 do not jitter with the batches. Batch normalization normalizes the probe with
@@ -71,9 +73,10 @@ class TrainingDiagnostics(Callback):
         epochs, from 1), and after the last step of training.
     layers : list of str, int or Layer, optional
         The layers whose pre-activations are watched (names, indices in the
-        model or the layer objects). By default every ``Dense`` with a
-        non-linear, non-softmax activation and every such ``Activation``
-        layer. Gradient norms are recorded for all layers with parameters.
+        model or the layer objects). By default every layer with a
+        non-linear, non-softmax activation: ``Activation`` layers and layers
+        with an ``activation`` argument (``Dense``, ``Conv1D``, ``Conv2D``,
+        ...). Gradient norms are recorded for all layers with parameters.
     percentiles : sequence of float, default (15, 50, 85)
         Percentiles (0 to 100) of the pre-activations to record.
     x_probe : array, optional
@@ -153,9 +156,11 @@ class TrainingDiagnostics(Callback):
     # ------------------------------------------------------------ selection
     @staticmethod
     def _activation_of(layer) -> str | None:
-        from ..layers import Activation, Dense
+        """The activation name of a layer that applies one (Activation, Dense, Conv, ...), else None."""
+        from ..layers import Activation
+        from ..layers._activated import ActivatedLinear
 
-        if isinstance(layer, (Dense, Activation)):
+        if isinstance(layer, (Activation, ActivatedLinear)):
             return layer.activation
         return None
 
@@ -215,10 +220,9 @@ class TrainingDiagnostics(Callback):
         return out
 
     def _pre_activations_from_probe(self):
-        """``{layer: (z, a)}`` of the probe batch, in inference mode."""
+        """``{layer: (z, a)}`` of the probe batch, without dropout (see the module notes)."""
         from .. import activations
-        from ..kernels.dense import dense_forward
-        from ..layers import Dense
+        from ..layers import Activation
 
         watched = {id(l) for l in self._watched}
         h = self.x_probe
@@ -227,10 +231,7 @@ class TrainingDiagnostics(Callback):
         out = {}
         for layer in self.model.layers:
             if id(layer) in watched:
-                if isinstance(layer, Dense):
-                    z = dense_forward(h, layer.params["kernel"], layer.params.get("bias"))
-                else:
-                    z = h
+                z = h if isinstance(layer, Activation) else self._logits_of(layer, h)
                 a = activations.get(layer.activation).forward(z.copy())
                 out[layer] = (z, a)
                 h = a
@@ -240,6 +241,23 @@ class TrainingDiagnostics(Callback):
                 # ``call`` rather than ``__call__``: keeps the training caches
                 h = layer.call(h, False)
         return out
+
+    @staticmethod
+    def _logits_of(layer, h):
+        """The pre-activation of an activated linear layer (Dense, Conv, ...) in inference mode."""
+        from .. import activations
+        from ..kernels.dense import dense_forward
+        from ..layers import Dense
+
+        if type(layer) is Dense:
+            return dense_forward(h, layer.params["kernel"], layer.params.get("bias"))
+        # any other ActivatedLinear: its inference call with the activation set to linear
+        act = layer._act
+        layer._act = activations.get("linear")
+        try:
+            return layer.call(h, False)
+        finally:
+            layer._act = act
 
     @staticmethod
     def _batch_statistics_apply(layer, h) -> bool:

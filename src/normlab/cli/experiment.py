@@ -91,13 +91,15 @@ def add_parser(sub) -> None:
 
     m = esub.add_parser(
         "mnist1d",
-        help="MNIST-1D: logistic regression and MLP, with and without BN and dropout, vs the published figures",
+        help="MNIST-1D: logistic regression, MLP and CNN, with and without BN and dropout, vs the published figures",
         description=mnist1d.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(m, 6000, "Adam steps per network")
     m.add_argument("--lr", type=_positive_float, default=1e-2, help="Adam learning rate (default 0.01)")
     m.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default 100)")
+    m.add_argument("--models", nargs="+", choices=mnist1d.MODELS, default=list(mnist1d.MODELS),
+                   help="which networks to train (default: all three)")
     m.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
                    help="train each network with N seeds (--seed, --seed + 1, ...) and report mean and std (default 3)")
     m.set_defaults(func=_mnist1d)
@@ -153,6 +155,7 @@ def _mnist1d(args) -> int:
     try:
         with _threads(args):
             mnist1d.run(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, n_seeds=args.seeds,
+                        models=tuple(args.models),
                         out_dir=args.out, seed=args.seed, plots=not args.no_plots)
     except ImportError as e:
         raise SystemExit(f"normlab experiment mnist1d: {e}") from None
