@@ -9,9 +9,9 @@ and returns the numbers it wrote:
   input over training, with and without batch normalization;
 - :mod:`~normlab.experiments.regularization`: scikit-learn's
   ``plot_mlp_alpha`` study of the L2 strength on three 2-D toy sets;
-- :mod:`~normlab.experiments.mnist1d`: logistic regression and an MLP, each
-  with and without batch normalization and dropout, on MNIST-1D, beside the
-  published figures.
+- :mod:`~normlab.experiments.mnist1d`: logistic regression, an MLP and a CNN,
+  each with and without batch normalization and dropout, on MNIST-1D, beside
+  the published figures.
 
 Plots need matplotlib (``pip install "normlab[plot]"``); it is imported only
 when a plot is drawn, with the Agg backend.
