@@ -289,3 +289,35 @@ def test_history_logs_learning_rate_and_global_norm(rng):
     probe.train_on_batch(x[:20], y[:20])
     expected = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in g.values()))
     assert probe.optimizer.last_global_norm == pytest.approx(expected, rel=1e-6)
+
+
+def test_parameters_live_in_one_flat_buffer(rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    flat_g, flat_p = model._flat
+    views = [l.params[k] for l, k in model._refs]
+    assert all(np.shares_memory(v, flat_p) for v in views)
+    assert all(np.shares_memory(l.grads[k], flat_g) for l, k in model._refs)
+    assert flat_p.size == sum(v.size for v in views) == 163
+    # per-variable clipping keeps the arrays apart and trains identically to the reference rule
+    m2 = bn_net()
+    m2.compile(optimizer=optimizers.SGD(learning_rate=0.1, clipnorm=1.0), loss="sparse_categorical_crossentropy")
+    m2.fit(x, y, epochs=1, verbose=0, seed=0)
+    assert m2._flat is None
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN on purpose
+def test_non_finite_gradient_names_the_parameter_and_changes_nothing(rng):
+    x, y = blobs(rng)
+    model = compiled(bn_net())
+    model.fit(x, y, epochs=1, verbose=0, seed=0)
+    before = model.get_weights()
+    model.layers[3].params["kernel"][0, 0] = np.inf  # poisons the gradients of the layers below
+    with pytest.raises(FloatingPointError, match=r"parameter '(dense|batch_normalization)[_0-9]*/(kernel|gamma|beta)'"):
+        model.train_on_batch(x, y)
+    after = model.get_weights()
+    for i, (a, b) in enumerate(zip(before, after)):
+        if i == 5:  # the poisoned kernel itself
+            continue
+        np.testing.assert_array_equal(a, b)

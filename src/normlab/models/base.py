@@ -49,6 +49,7 @@ class BaseModel:
         self._fused = False
         self._trainable_signature: tuple | None = None
         self._refs: list[tuple[Layer, str]] = []
+        self._flat: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def _output_layer(self) -> Layer:
@@ -124,11 +125,66 @@ class BaseModel:
                 and getattr(last, "activation", None) == self.loss.fused_activation
                 and hasattr(last, "backward_from_logits")
             )
+            self._flatten_parameters()
         elif signature != self._trainable_signature:
             raise RuntimeError(
                 "A layer's 'trainable' flag changed since the model was compiled; call compile() "
                 "again so that the optimizer sees the new set of parameters."
             )
+
+    def _flatten_parameters(self) -> None:
+        """Make every trainable parameter, and its gradient, a view into one flat buffer.
+
+        The optimizer then updates all parameters in a few vectorised calls
+        over one array instead of a loop over many small ones (the per-call
+        overhead dominates the small networks of the notes). Layers keep
+        working on their arrays as before: they are views, updated in place.
+        Not done when parameters differ in dtype or when the optimizer clips
+        each variable on its own (``clipnorm``), which needs the arrays apart.
+        """
+        self._flat = None
+        refs = self._refs
+        if not refs or getattr(self.optimizer, "clipnorm", None) is not None:
+            return
+        dtypes = {l.params[k].dtype for l, k in refs}
+        if len(dtypes) != 1:
+            return
+        dtype = dtypes.pop()
+        total = sum(l.params[k].size for l, k in refs)
+        flat_p = np.empty(total, dtype=dtype)
+        flat_g = np.zeros(total, dtype=dtype)
+        offset = 0
+        for layer, key in refs:
+            p = layer.params[key]
+            n = p.size
+            view_p = flat_p[offset : offset + n].reshape(p.shape)
+            view_p[...] = p
+            view_g = flat_g[offset : offset + n].reshape(p.shape)
+            view_g[...] = layer.grads[key]
+            layer.params[key] = view_p
+            layer.grads[key] = view_g
+            offset += n
+        self._flat = (flat_g, flat_p)
+
+    _FLAT_NAME = "<all trainable parameters>"
+
+    def _apply_optimizer(self) -> None:
+        refs = self._refs
+        if self._flat is None:
+            self.optimizer.apply(
+                [l.grads[k] for l, k in refs],
+                [l.params[k] for l, k in refs],
+                names=[f"{l.name}/{k}" for l, k in refs],
+            )
+            return
+        try:
+            self.optimizer.apply([self._flat[0]], [self._flat[1]], names=[self._FLAT_NAME])
+        except FloatingPointError as exc:
+            # name the first offending parameter, as the per-array path does
+            bad = next((f"{l.name}/{k}" for l, k in refs if not np.isfinite(l.grads[k]).all()), None)
+            if bad is None:
+                raise
+            raise FloatingPointError(str(exc).replace(repr(self._FLAT_NAME), repr(bad))) from None
 
     @property
     def trainable_weights(self) -> list[np.ndarray]:
@@ -161,17 +217,17 @@ class BaseModel:
             out = self._forward(x, True)
             value, grad, fused = self._loss_and_output_grad(y, out)
             value += self._regularization_loss()
-            for layer in self.layers:
-                layer.zero_grads()
+            if self._flat is not None:
+                self._flat[0].fill(0)
+                for layer in self.layers:
+                    layer._grads_zero = True
+            else:
+                for layer in self.layers:
+                    layer.zero_grads()
             self._backward(grad, fused)
             for layer in self.layers:
                 layer.add_regularization_grads()
-            refs = self._refs
-            self.optimizer.apply(
-                [l.grads[k] for l, k in refs],
-                [l.params[k] for l, k in refs],
-                names=[f"{l.name}/{k}" for l, k in refs],
-            )
+            self._apply_optimizer()
         except BaseException:
             self._restore_buffers(snap)
             raise
