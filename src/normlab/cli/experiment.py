@@ -129,7 +129,10 @@ def _bn_paper(args) -> int:
                 plots=not args.no_plots, progress=True,
             )
     except FileNotFoundError as e:
-        hint = "" if args.dataset == "digits" else "\n\nTo run on the built-in data instead: normlab experiment bn-paper --dataset digits"
+        hint = "" if args.dataset == "digits" else (
+            "\n\nPass the folder of the IDX files with --data-path DIR, or run on the built-in data instead: "
+            "normlab experiment bn-paper --dataset digits"
+        )
         raise SystemExit(f"normlab experiment bn-paper: {e}{hint}") from None
     except ImportError as e:
         raise SystemExit(f"normlab experiment bn-paper: {e}") from None
