@@ -321,3 +321,14 @@ def test_non_finite_gradient_names_the_parameter_and_changes_nothing(rng):
         if i == 5:  # the poisoned kernel itself
             continue
         np.testing.assert_array_equal(a, b)
+
+
+def test_logs_added_by_callbacks_reach_history(rng):
+    x, y = blobs(rng)
+
+    class Adds(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["custom"] = epoch * 10.0
+
+    hist = compiled(bn_net()).fit(x, y, epochs=3, verbose=0, seed=0, callbacks=[Adds()])
+    assert hist.history["custom"] == [0.0, 10.0, 20.0]

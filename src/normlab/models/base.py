@@ -362,7 +362,9 @@ class BaseModel:
         n = len(x)
         steps = -(-n // batch_size)
         history = History()
-        cbs = [history] + list(callbacks or [])
+        # History (and the progress bar) after the user's callbacks, so that
+        # what they add to the epoch logs is recorded (and shown), as in Keras
+        cbs = list(callbacks or []) + [history]
         if verbose:
             cbs.append(ProgbarLogger(verbose))
         cb = CallbackList(cbs, model=self, epochs=epochs, steps=steps, verbose=verbose)
