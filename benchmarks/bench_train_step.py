@@ -1,0 +1,202 @@
+"""One SGD training step of the BN paper's MNIST network: normlab vs PyTorch eager.
+
+Network (Ioffe & Szegedy 2015, section 4.1): 784-100-100-100-10, sigmoid
+hidden units, softmax output with cross-entropy, plain SGD (lr 0.01).
+
+* ``bn`` variant: each hidden layer is ``Dense(100, use_bias=False) ->
+  BatchNormalization() -> Activation("sigmoid")``; torch: ``nn.Linear(bias=False)
+  -> nn.BatchNorm1d(100, eps=1e-3, momentum=0.01) -> nn.Sigmoid``.
+* ``plain`` variant: ``Dense(100, activation="sigmoid")``; torch:
+  ``nn.Linear -> nn.Sigmoid``.
+
+Output: normlab ``Dense(10, activation="softmax")`` with loss
+``"sparse_categorical_crossentropy"`` (differentiated through the logits in
+one fused step); torch ``nn.Linear(100, 10)`` and ``nn.CrossEntropyLoss`` on
+the logits.
+
+Timed, per step, on the same float32 batch every call:
+
+* ``normlab train_on_batch``: the public API (validates and prepares ``x``
+  and ``y`` on every call, then steps);
+* ``normlab _train_step``: the internal step ``fit`` runs per batch (inputs
+  already validated and prepared once);
+* ``torch``: ``opt.zero_grad(); loss = ce(net(x), y); loss.backward(); opt.step()``.
+
+Before timing, the torch net gets a copy of the normlab weights; one step is
+taken on each side and two checks that both compute the same thing are
+recorded: the first-step losses (``loss_normlab``, ``loss_torch``) and
+``grad_rel_err``, the largest relative difference between the two sets of
+gradients of that step (max over parameters of ``|g_nl - g_torch|_inf /
+|g_torch|_inf``; ~1e-6 to 1e-4 in float32 when they agree). A step that
+leaves out part of the backward pass would be timed as faster than it is;
+the table flags ``grad_rel_err > GRAD_TOL``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ._timing import FULL, TimingConfig, time_interleaved, torch
+
+__all__ = ["BATCHES", "ARCH", "build_normlab", "build_torch", "make_cases", "bench_train_step"]
+
+BATCHES = (60, 256, 1024)
+ARCH = (784, 100, 100, 100, 10)
+LEARNING_RATE = 0.01
+GRAD_TOL = 1e-3
+
+
+def build_normlab(bn: bool, *, lr: float = LEARNING_RATE, seed: int = 0):
+    import normlab
+    from normlab.layers import Activation, BatchNormalization, Dense
+    from normlab.optimizers import SGD
+
+    layers = []
+    for units in ARCH[1:-1]:
+        if bn:
+            layers += [Dense(units, use_bias=False), BatchNormalization(), Activation("sigmoid")]
+        else:
+            layers.append(Dense(units, activation="sigmoid"))
+    layers.append(Dense(ARCH[-1], activation="softmax"))
+    model = normlab.Sequential(layers, name=f"mnist_{'bn' if bn else 'plain'}")
+    model.build((None, ARCH[0]), seed=seed)
+    model.compile(optimizer=SGD(learning_rate=lr, momentum=0.0), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def build_torch(bn: bool, normlab_model=None, *, lr: float = LEARNING_RATE):
+    """The equivalent torch net; copies the normlab weights when ``normlab_model`` is given."""
+    nn = torch.nn
+    mods = []
+    for n_in, units in zip(ARCH[:-2], ARCH[1:-1]):
+        if bn:
+            mods += [nn.Linear(n_in, units, bias=False), nn.BatchNorm1d(units, eps=1e-3, momentum=0.01), nn.Sigmoid()]
+        else:
+            mods += [nn.Linear(n_in, units), nn.Sigmoid()]
+    mods.append(nn.Linear(ARCH[-2], ARCH[-1]))
+    net = nn.Sequential(*mods).float()
+    if normlab_model is not None:
+        _copy_weights(normlab_model, net)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    return net, opt, nn.CrossEntropyLoss()
+
+
+def _copy_weights(model, net) -> None:
+    tmods = [m for m in net if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d))]
+    nmods = [l for l in model.layers if l.params]
+    assert len(tmods) == len(nmods), (tmods, nmods)
+    with torch.no_grad():
+        for t, l in zip(tmods, nmods):
+            if isinstance(t, torch.nn.Linear):
+                t.weight.copy_(torch.from_numpy(np.ascontiguousarray(l.params["kernel"].T)))
+                if t.bias is not None:
+                    t.bias.copy_(torch.from_numpy(l.params["bias"]))
+            else:
+                t.weight.copy_(torch.from_numpy(l.params["gamma"]))
+                t.bias.copy_(torch.from_numpy(l.params["beta"]))
+
+
+def _normlab_grads(model) -> list[np.ndarray]:
+    """normlab's gradients of the last step, in torch's parameter order and layout."""
+    out = []
+    for l in model.layers:
+        for k in ("kernel", "bias", "gamma", "beta"):
+            if k in l.grads:
+                g = l.grads[k]
+                out.append(g.T if k == "kernel" else g)
+    return out
+
+
+def _torch_params(net) -> list:
+    return [p for m in net if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d)) for p in (m.weight, m.bias) if p is not None]
+
+
+def _grad_rel_err(model, net) -> float:
+    """max over parameters of ``|g_normlab - g_torch|_inf / |g_torch|_inf`` after one step each."""
+    errs = []
+    nl = _normlab_grads(model)
+    tp = _torch_params(net)
+    if len(nl) != len(tp):
+        return float("inf")
+    for g, p in zip(nl, tp):
+        gt = p.grad.detach().numpy() if p.grad is not None else np.zeros(g.shape, np.float32)
+        scale = float(np.abs(gt).max())
+        diff = float(np.abs(g - gt).max())
+        errs.append(diff / scale if scale > 0 else diff)
+    return max(errs)
+
+
+def make_data(batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, ARCH[0]), dtype=np.float32)  # MNIST-like pixels in [0, 1)
+    y = rng.integers(0, ARCH[-1], size=batch)
+    return x, y
+
+
+def make_cases(batch: int, bn: bool, *, use_torch: bool = True, seed: int = 0) -> tuple[dict, dict]:
+    """Return ``(callables, info)``; ``info`` holds the first-step losses."""
+    x, y = make_data(batch, seed)
+    model = build_normlab(bn, seed=seed)
+    info = {}
+    cases = {}
+    if use_torch and torch is not None:
+        net, opt, ce = build_torch(bn, model)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+        def torch_step():
+            opt.zero_grad()
+            loss = ce(net(xt), yt)
+            loss.backward()
+            opt.step()
+            return loss
+
+        info["loss_torch"] = float(torch_step().detach())
+    info["loss_normlab"] = float(model.train_on_batch(x, y))
+    if "loss_torch" in info:
+        info["grad_rel_err"] = _grad_rel_err(model, net)
+    # what fit() does once per epoch, then _train_step per batch
+    xp, yp = model._prepare_xy(x, y, "bench")
+    model._prepare_training()
+
+    cases["normlab_train_on_batch"] = lambda: model.train_on_batch(x, y)
+    cases["normlab_train_step"] = lambda: model._train_step(xp, yp)
+    if "loss_torch" in info:
+        cases["torch"] = torch_step
+    return cases, info
+
+
+def bench_train_step(
+    batches: Sequence[int] = BATCHES,
+    variants: Sequence[str] = ("bn", "plain"),
+    cfg: TimingConfig = FULL,
+    *,
+    use_torch: bool = True,
+    seed: int = 0,
+) -> list[dict]:
+    """One row per (variant, batch): medians in seconds per step and ratios torch / normlab."""
+    rows = []
+    for variant in variants:
+        if variant not in ("bn", "plain"):
+            raise ValueError(f"unknown variant {variant!r}; use 'bn' or 'plain'")
+        for batch in batches:
+            cases, info = make_cases(int(batch), variant == "bn", use_torch=use_torch, seed=seed)
+            t = time_interleaved(cases, cfg)
+            tob = t["normlab_train_on_batch"]["median_s"]
+            step = t["normlab_train_step"]["median_s"]
+            tt = t["torch"]["median_s"] if "torch" in t else None
+            rows.append(
+                {
+                    "variant": variant,
+                    "batch": int(batch),
+                    "normlab_train_on_batch_s": tob,
+                    "normlab_train_step_s": step,
+                    "torch_s": tt,
+                    "ratio_train_on_batch": tt / tob if tt is not None else None,
+                    "ratio_train_step": tt / step if tt is not None else None,
+                    **info,
+                    "timings": t,
+                }
+            )
+    return rows

@@ -1,0 +1,103 @@
+"""Smoke test of the benchmark suite (benchmarks/): quick mode, result structure only.
+
+No timing assertions: the numbers of a quick run on a shared machine mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import _timing  # noqa: E402
+from benchmarks.bench_bn import SHAPES, torch_shape  # noqa: E402
+from benchmarks.bench_train_step import BATCHES  # noqa: E402
+from benchmarks.report import format_markdown, format_text  # noqa: E402
+from benchmarks.run import build_parser, main, run_benchmarks  # noqa: E402
+
+HAS_TORCH = _timing.torch_available()
+
+
+def _pos(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def quick_result():
+    return run_benchmarks(threads=1, quick=True, use_torch=HAS_TORCH, which=("train", "bn"))
+
+
+def test_meta(quick_result):
+    meta = quick_result["meta"]
+    assert meta["threads"] == 1 and meta["quick"] is True
+    assert meta["torch"] is HAS_TORCH
+    assert meta["timing"]["repeats"] >= 1
+    assert meta["machine"]["cpu"] and meta["machine"]["numpy"]
+
+
+def test_train_step_rows(quick_result):
+    rows = quick_result["train_step"]
+    assert {(r["variant"], r["batch"]) for r in rows} == {(v, b) for v in ("bn", "plain") for b in BATCHES}
+    for r in rows:
+        assert _pos(r["normlab_train_on_batch_s"]) and _pos(r["normlab_train_step_s"])
+        assert math.isfinite(r["loss_normlab"])
+        for t in r["timings"].values():
+            assert len(t["per_call_s"]) == t["repeats"] and all(_pos(s) for s in t["per_call_s"])
+            assert t["number"] >= 1
+        if HAS_TORCH:
+            assert _pos(r["torch_s"]) and _pos(r["ratio_train_on_batch"]) and _pos(r["ratio_train_step"])
+            # same weights, same batch: the first-step losses agree; the gradient check is recorded
+            assert r["loss_torch"] == pytest.approx(r["loss_normlab"], rel=1e-3)
+            assert math.isfinite(r["grad_rel_err"]) and r["grad_rel_err"] >= 0
+        else:
+            assert r["torch_s"] is None and r["ratio_train_step"] is None
+
+
+def test_batchnorm_rows(quick_result):
+    rows = quick_result["batchnorm"]
+    assert [tuple(r["shape"]) for r in rows] == [tuple(s) for s in SHAPES]
+    bw = quick_result["bandwidth"]
+    assert _pos(bw["bandwidth_Bps"])
+    for r in rows:
+        assert _pos(r["normlab_s"])
+        assert r["torch_shape"] == list(torch_shape(r["shape"]))
+        assert r["bytes_min"] < r["bytes_stream"]
+        assert _pos(r["bound_min_s"]) and _pos(r["normlab_over_bound_min"])
+        if HAS_TORCH:
+            assert _pos(r["torch_s"]) and _pos(r["ratio"])
+        else:
+            assert r["torch_s"] is None and r["ratio"] is None
+    assert torch_shape((64, 32, 32, 64)) == (64, 64, 32, 32)
+
+
+def test_formatting(quick_result):
+    text = format_text(quick_result)
+    md = format_markdown(quick_result)
+    assert "(8192, 512)" in text and "NHWC" in md
+    assert "BN" in text and "plain" in text
+    assert sum(line.startswith("|---:") for line in md.splitlines()) == 2
+
+
+def test_cli_writers_and_no_torch(tmp_path, capsys):
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    res = main(["--quick", "--no-torch", "--batches", "60", "--variants", "bn", "--shapes", "60,100",
+                "--json", str(js), "--markdown", str(md)])
+    out = capsys.readouterr().out
+    assert "normlab times only" in out
+    assert res["meta"]["torch"] is False and res["batchnorm"][0]["torch_s"] is None
+    data = json.loads(js.read_text())
+    assert set(data) == {"meta", "train_step", "batchnorm", "bandwidth"}
+    assert data["batchnorm"][0]["shape"] == [60, 100]
+    assert res["train_step"][0]["torch_s"] is None
+    assert "| net |" in md.read_text()
+
+
+def test_parser_help():
+    assert "--threads" in build_parser().format_help()
