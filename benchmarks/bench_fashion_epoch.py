@@ -1,0 +1,393 @@
+"""One Fashion-MNIST training epoch of the example CNN: normlab vs the same network in PyTorch eager.
+
+The network is the one of ``examples/fashion_mnist_cnn.py`` (built by its
+``build_model`` with the example's defaults, augmentation off)::
+
+    Conv 32 - BN - ReLU - MaxPool 2 - Conv 64 - BN - ReLU - Conv 64 - BN - ReLU - MaxPool 2
+    - Flatten - Dense 128 (no bias) - BN - ReLU - Dropout 0.3 - Dense 10 softmax
+
+(3 x 3 "same" convolutions without bias). PyTorch: the same layers in its
+native channels-first layout, ``nn.Conv2d(bias=False, padding=1)``,
+``nn.BatchNorm2d/1d(eps=1e-3, momentum=0.01)`` (Keras's defaults), ``nn.ReLU``,
+``nn.MaxPool2d(2)``, ``nn.Flatten``, ``nn.Linear``, ``nn.Dropout(0.3)`` and
+``nn.CrossEntropyLoss`` on the logits; inputs ``(N, 1, 28, 28)``. Before
+timing, the torch net gets a copy of the normlab weights (kernels transposed,
+the first Dense kernel's rows permuted from NHWC to NCHW flattening order) and
+both nets' inference-mode outputs on the same images are compared
+(``max_prob_diff``, the largest difference of the softmax outputs; ~1e-6 when
+they compute the same function).
+
+What is timed: one training step (forward in training mode, loss, backward,
+Adam update) on a batch of real Fashion-MNIST images, the batches taken in
+turn from the first ``--batches`` training images:
+
+* ``normlab``: ``model._train_step(x, y)``, what ``fit`` runs per batch (the
+  data are validated and converted once per ``fit``, not per step);
+* ``torch``: ``opt.zero_grad(); ce(net(x), y).backward(); opt.step()``.
+
+Neither side computes metrics or shuffles. The epoch time is **extrapolated**:
+the median step time times the number of steps of one epoch (60000 / batch,
+469 for batches of 128). The step times are medians of ``repeats`` repeats of a
+loop of steps (:func:`benchmarks._timing.time_interleaved`: both libraries
+interleaved, each repeat ~``target_s`` seconds). With one thread the medians
+of each step's thread CPU time (``time.thread_time``) are reported too: on a
+shared machine they measure the work without the waiting for a core.
+``--full-epoch`` also runs one real epoch of each (``model.fit(epochs=1)``
+with shuffling and the accuracy metric; a torch loop over shuffled batches),
+once, as a check of the extrapolation.
+
+Usage::
+
+    PYTHONPATH=src python benchmarks/bench_fashion_epoch.py                 # ~1-2 minutes
+    PYTHONPATH=src python benchmarks/bench_fashion_epoch.py --quick         # smoke run, seconds
+    PYTHONPATH=src python benchmarks/bench_fashion_epoch.py --threads 2 --full-epoch --json out.json
+
+Prints the step and epoch times and the ratio torch / normlab (> 1: normlab faster).
+Without Fashion-MNIST installed, random images of the same shape are used (and said).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``normlab`` importable
+    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, _root)
+    try:
+        import normlab  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, os.path.join(_root, "src"))
+    __package__ = "benchmarks"
+
+import numpy as np
+
+from ._timing import FULL, QUICK, TimingConfig, machine_info, pinned_threads, time_interleaved, torch
+
+__all__ = ["load_example", "build_torch", "build_torch_net", "make_cases", "bench_fashion_epoch", "main", "EPOCH_IMAGES"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "fashion_mnist_cnn.py")
+EPOCH_IMAGES = 60000
+#: timing of the full run: 5 repeats of ~2 s step loops after 2 warm-up steps
+EPOCH_CFG = TimingConfig(repeats=5, target_s=2.0, warmup=2)
+QUICK_CFG = TimingConfig(repeats=QUICK.repeats, target_s=QUICK.target_s, warmup=1, max_number=3, collect=False)
+
+
+def load_example():
+    """The example module ``examples/fashion_mnist_cnn.py`` (not a package: loaded from its path)."""
+    name = "normlab_example_fashion_mnist_cnn"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _data(n: int, seed: int):
+    """``(x, y, source)``: the first ``n`` Fashion-MNIST training images (N, 28, 28, 1), or random ones."""
+    try:
+        (x, y), _ = load_example().load_data(n_train=n, n_test=1)
+        return np.ascontiguousarray(x), y, "Fashion-MNIST"
+    except FileNotFoundError:
+        rng = np.random.default_rng(seed)
+        return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), "random images (Fashion-MNIST not found)"
+
+
+def build_torch(model, *, lr: float = 1e-3):
+    """``(net, optimizer, loss)``: the torch twin of ``model`` (:func:`build_torch_net`), Adam, cross-entropy."""
+    net = build_torch_net(model)
+    return net, torch.optim.Adam(net.parameters(), lr=lr), torch.nn.CrossEntropyLoss()
+
+
+def build_torch_net(model):
+    """The torch twin of the example's normlab ``model`` (NCHW), with its weights copied."""
+    nn = torch.nn
+    mods, c_in, hw = [], 1, 28
+    dense_layers = [l for l in model.layers if type(l).__name__ == "Dense"]
+    pairs = []  # (torch module, normlab layer) with parameters
+    pending_bn = None
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            m = nn.Conv2d(c_in, layer.filters, layer.kernel_size, padding=layer.kernel_size[0] // 2, bias=layer.use_bias)
+            mods.append(m)
+            pairs.append((m, layer))
+            c_in = layer.filters
+            pending_bn = nn.BatchNorm2d
+        elif kind == "BatchNormalization":
+            m = pending_bn(layer.params["gamma"].shape[0], eps=layer.epsilon, momentum=1.0 - layer.momentum)
+            mods.append(m)
+            pairs.append((m, layer))
+        elif kind == "Activation":
+            mods.append(nn.ReLU())
+        elif kind == "MaxPooling2D":
+            mods.append(nn.MaxPool2d(2))
+            hw //= 2
+        elif kind == "Flatten":
+            mods.append(nn.Flatten())
+        elif kind == "Dense":
+            n_in = layer.params["kernel"].shape[0]
+            m = nn.Linear(n_in, layer.params["kernel"].shape[1], bias=layer.use_bias)
+            mods.append(m)
+            pairs.append((m, layer))
+            pending_bn = nn.BatchNorm1d
+        elif kind == "Dropout":
+            mods.append(nn.Dropout(layer.rate))
+        elif kind in ("RandomFlip", "RandomTranslation"):
+            raise ValueError("build_torch: time the network without augmentation")
+        else:
+            raise ValueError(f"build_torch: no torch twin for {kind}")
+    net = nn.Sequential(*mods).float()
+    _copy_weights(pairs, first_dense=dense_layers[0] if dense_layers else None, feat=(hw, hw, c_in))
+    return net
+
+
+def _copy_weights(pairs, first_dense, feat) -> None:
+    h, w, c = feat
+    with torch.no_grad():
+        for m, layer in pairs:
+            p = layer.params
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(torch.from_numpy(np.ascontiguousarray(p["kernel"].transpose(3, 2, 0, 1))))
+            elif isinstance(m, torch.nn.Linear):
+                k = p["kernel"]
+                if layer is first_dense:  # rows in NHWC flattening order (h, w, c) -> NCHW (c, h, w)
+                    k = k.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+                m.weight.copy_(torch.from_numpy(np.ascontiguousarray(k.T)))
+            else:  # batch norm
+                m.weight.copy_(torch.from_numpy(p["gamma"]))
+                m.bias.copy_(torch.from_numpy(p["beta"]))
+                m.running_mean.copy_(torch.from_numpy(layer.buffers["moving_mean"]))
+                m.running_var.copy_(torch.from_numpy(layer.buffers["moving_variance"]))
+            if getattr(m, "bias", None) is not None and "bias" in p:
+                m.bias.copy_(torch.from_numpy(p["bias"]))
+
+
+def _max_prob_diff(model, net, x) -> float:
+    """Largest |softmax difference| of the two nets in inference mode on ``x`` (NHWC)."""
+    p_nl = model.predict(x, batch_size=len(x))
+    net.eval()
+    with torch.no_grad():
+        p_t = torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))), dim=1).numpy()
+    net.train()
+    return float(np.abs(p_nl - p_t).max())
+
+
+def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True, seed: int = 0, lr: float = 1e-3,
+               data=None):
+    """Return ``(callables, info, (model, x, y))``: one training step each, cycling through ``n_images``
+    Fashion-MNIST images (or ``data = (x, y)``, channels-last)."""
+    from normlab.optimizers import Adam
+
+    ex = load_example()
+    if data is None:
+        x, y, source = _data(max(n_images, batch), seed)
+    else:
+        x, y, source = np.ascontiguousarray(data[0][:n_images]), data[1][:n_images], "given arrays"
+    nb = len(x) // batch
+    model = ex.build_model(seed=seed)  # the example's network, no augmentation
+    model.compile(optimizer=Adam(lr), loss="sparse_categorical_crossentropy")
+    info = {"data": source, "batch": batch, "n_batches": nb, "params": model.count_params(),
+            "steps_per_epoch": -(-EPOCH_IMAGES // batch)}
+    cases = {}
+    if use_torch and torch is not None:
+        net, opt, ce = build_torch(model, lr=lr)
+        info["max_prob_diff"] = _max_prob_diff(model, net, x[:256])
+        xt = [torch.from_numpy(np.ascontiguousarray(x[i * batch:(i + 1) * batch].transpose(0, 3, 1, 2))) for i in range(nb)]
+        yt = [torch.from_numpy(y[i * batch:(i + 1) * batch].astype(np.int64)) for i in range(nb)]
+        it_t = [0]
+
+        def torch_step():
+            i = it_t[0] % nb
+            it_t[0] += 1
+            opt.zero_grad()
+            loss = ce(net(xt[i]), yt[i])
+            loss.backward()
+            opt.step()
+            return loss
+
+        info["loss_torch_first_step"] = float(torch_step().detach())
+        cases["torch"] = torch_step
+    xp, yp = model._prepare_xy(x, y, "bench")  # what fit does once
+    model._prepare_training()
+    xs = [xp[i * batch:(i + 1) * batch] for i in range(nb)]
+    ys = [yp[i * batch:(i + 1) * batch] for i in range(nb)]
+    it_n = [0]
+
+    def normlab_step():
+        i = it_n[0] % nb
+        it_n[0] += 1
+        return model._train_step(xs[i], ys[i])
+
+    info["loss_normlab_first_step"] = float(normlab_step()[0])
+    cases = {"normlab": normlab_step, **cases}
+    return cases, info, (model, x, y)
+
+
+def thread_cpu_times(cases: dict, repeats: int) -> dict:
+    """CPU time of the calling thread for single calls, interleaved (order alternating)."""
+    out = {k: [] for k in cases}
+    names = list(cases)
+    for r in range(repeats):
+        for k in names if r % 2 == 0 else names[::-1]:
+            t0 = time.thread_time()
+            cases[k]()
+            out[k].append(time.thread_time() - t0)
+    return out
+
+
+def _full_epoch(model, net_parts, x, y, batch, seed) -> dict:
+    """One real epoch of each (on ``x``): normlab ``fit(epochs=1)``; torch over shuffled batches."""
+    out = {}
+    t0 = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, seed=seed)
+    out["normlab_epoch_s"] = time.perf_counter() - t0
+    if net_parts is not None:
+        net, opt, ce = net_parts
+        perm = np.random.default_rng(seed).permutation(len(x))
+        t0 = time.perf_counter()
+        xt = torch.from_numpy(np.ascontiguousarray(x[perm].transpose(0, 3, 1, 2)))
+        yt = torch.from_numpy(y[perm].astype(np.int64))
+        for lo in range(0, len(x), batch):
+            opt.zero_grad()
+            ce(net(xt[lo:lo + batch]), yt[lo:lo + batch]).backward()
+            opt.step()
+        out["torch_epoch_s"] = time.perf_counter() - t0
+    return out
+
+
+def bench_fashion_epoch(
+    *,
+    threads: int = 1,
+    batch: int = 128,
+    n_images: int = 2048,
+    cfg: TimingConfig = EPOCH_CFG,
+    use_torch: bool = True,
+    cpu_clock: bool | None = None,
+    full_epoch: bool = False,
+    seed: int = 0,
+    data=None,
+) -> dict:
+    """Time the training step of both libraries at ``threads`` threads; returns a JSON-ready dict."""
+    use_torch = bool(use_torch and torch is not None)
+    if cpu_clock is None:
+        cpu_clock = threads == 1
+    res = {
+        "meta": {
+            "threads": threads, "batch": batch, "timing": cfg.as_dict(), "machine": machine_info(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "loadavg_before": _loadavg(),
+            "ratio": "torch_time / normlab_time (> 1 means normlab is faster)",
+            "epoch": f"extrapolated: median step time x ceil({EPOCH_IMAGES} / batch) steps",
+        }
+    }
+    with pinned_threads(threads):
+        cases, info, (model, x, y) = make_cases(batch=batch, n_images=n_images, use_torch=use_torch, seed=seed, data=data)
+        res["info"] = info
+        t = time_interleaved(cases, cfg)
+        steps = info["steps_per_epoch"]
+        rows = {}
+        for k, v in t.items():
+            rows[k] = {"step_s": v["median_s"], "step_min_s": v["min_s"], "step_max_s": v["max_s"],
+                       "steps_per_repeat": v["number"], "repeats": v["repeats"], "epoch_s": v["median_s"] * steps,
+                       "per_step_s": v["per_call_s"]}
+        if cpu_clock:
+            cpu = thread_cpu_times(cases, repeats=max(5, 2 * cfg.repeats + 1))
+            for k, v in cpu.items():
+                rows[k]["cpu_step_s"] = statistics.median(v)
+                rows[k]["cpu_epoch_s"] = statistics.median(v) * steps
+        res["rows"] = rows
+        if "torch" in rows:
+            res["ratio"] = rows["torch"]["step_s"] / rows["normlab"]["step_s"]
+            if cpu_clock:
+                res["cpu_ratio"] = rows["torch"]["cpu_step_s"] / rows["normlab"]["cpu_step_s"]
+        if full_epoch:
+            xe, ye, _ = _data(EPOCH_IMAGES, seed)
+            parts = build_torch(model) if use_torch else None
+            res["full_epoch"] = _full_epoch(model, parts, xe, ye, batch, seed)
+    res["meta"]["loadavg_after"] = _loadavg()
+    return res
+
+
+def _loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def format_text(res: dict) -> str:
+    m, info, rows = res["meta"], res["info"], res["rows"]
+    lines = [
+        f"Fashion-MNIST CNN ({info['params']} parameters), one training step of {m['batch']} images, "
+        f"Adam; {m['threads']} thread(s); data: {info['data']}",
+        f"{m['machine']['cpu']}, numpy {m['machine']['numpy']}, torch {m['machine']['torch']}; "
+        f"load average before {m['loadavg_before']}, after {m['loadavg_after']}",
+    ]
+    if "max_prob_diff" in info:
+        lines.append(f"same function: max |softmax difference| {info['max_prob_diff']:.2e}; first-step losses "
+                     f"normlab {info['loss_normlab_first_step']:.4f}, torch {info['loss_torch_first_step']:.4f} (dropout masks differ)")
+    steps = info["steps_per_epoch"]
+    lines.append(f"{'':8s} {'step (ms)':>10s} {'min':>8s} {'max':>8s} {'epoch (s)':>10s}   epoch = {steps} steps (extrapolated)")
+    for k, r in rows.items():
+        lines.append(f"{k:8s} {r['step_s'] * 1e3:10.1f} {r['step_min_s'] * 1e3:8.1f} {r['step_max_s'] * 1e3:8.1f} {r['epoch_s']:10.1f}")
+    if "ratio" in res:
+        lines.append(f"ratio torch / normlab (wall clock, medians): {res['ratio']:.2f}")
+    if "cpu_ratio" in res:
+        lines.append("thread CPU time, medians of single steps: " + ", ".join(
+            f"{k} {r['cpu_step_s'] * 1e3:.1f} ms ({r['cpu_epoch_s']:.1f} s/epoch)" for k, r in rows.items()))
+        lines.append(f"ratio torch / normlab (thread CPU time): {res['cpu_ratio']:.2f}")
+    if "full_epoch" in res:
+        fe = res["full_epoch"]
+        s = f"one real epoch (60000 images): normlab fit {fe['normlab_epoch_s']:.1f} s"
+        if "torch_epoch_s" in fe:
+            s += f", torch {fe['torch_epoch_s']:.1f} s, ratio {fe['torch_epoch_s'] / fe['normlab_epoch_s']:.2f}"
+        lines.append(s)
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmarks/bench_fashion_epoch.py", description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=1, help="threads for numpy's BLAS and torch (default 1)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--quick", action="store_true", help="smoke run: a few steps on small batches (numbers mean nothing)")
+    p.add_argument("--repeats", type=int, help=f"timed repeats (default {EPOCH_CFG.repeats})")
+    p.add_argument("--target-time", type=float, help=f"seconds per repeat (default {EPOCH_CFG.target_s})")
+    p.add_argument("--full-epoch", action="store_true", help="also run one real epoch of each, once")
+    p.add_argument("--no-torch", action="store_true", help="time normlab alone")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="write the results (all repeats) as JSON")
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.threads < 1:
+        raise SystemExit("--threads must be >= 1")
+    base = QUICK_CFG if args.quick else EPOCH_CFG
+    cfg = TimingConfig(repeats=args.repeats or base.repeats, target_s=args.target_time or base.target_s,
+                       warmup=base.warmup, max_number=base.max_number, collect=base.collect)
+    batch = min(args.batch_size, 16) if args.quick else args.batch_size
+    res = bench_fashion_epoch(
+        threads=args.threads, batch=batch, n_images=4 * batch if args.quick else 2048, cfg=cfg,
+        use_torch=not args.no_torch, full_epoch=args.full_epoch and not args.quick, seed=args.seed,
+    )
+    argv_list = sys.argv[1:] if argv is None else list(argv)
+    res["meta"]["command"] = "PYTHONPATH=src python benchmarks/bench_fashion_epoch.py " + " ".join(argv_list)
+    print(format_text(res))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()
