@@ -10,6 +10,9 @@ from normlab import activations, initializers
 from normlab.layers import Activation, Dense, deserialize, serialize
 from normlab.testing import check_layer_gradients
 
+# every test runs on the fused numba kernels and on the NumPy kernels
+pytestmark = pytest.mark.usefixtures("bn_backend")
+
 ACTS = ["linear", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "softmax"]
 
 

@@ -22,6 +22,9 @@ from normlab.layers import (
 from normlab.testing import check_layer_gradients
 
 TOL = 1e-6
+
+# every test runs on the fused numba kernels and on the NumPy kernels
+pytestmark = pytest.mark.usefixtures("bn_backend")
 POOL_CLASSES = (MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D)
 GLOBAL_CLASSES = (GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D)
 

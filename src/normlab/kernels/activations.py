@@ -29,6 +29,13 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from normlab.kernels import _backend
+
+if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
+    from normlab.kernels import _fused_numba as _nb
+else:  # pragma: no cover
+    _nb = None
+
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 LEAKY_RELU_SLOPE = 0.2
@@ -67,7 +74,23 @@ def sigmoid(z):
     return a
 
 
+def _fusable(*arrays) -> bool:
+    """True when the numba kernels may take these arrays as flat views."""
+    if not _backend.numba_enabled():
+        return False
+    first = arrays[0]
+    if first.dtype not in (np.float32, np.float64):
+        return False
+    return all(
+        a.dtype == first.dtype and a.shape == first.shape and a.flags.c_contiguous for a in arrays
+    )
+
+
 def sigmoid_backward(da, z, a):
+    if _fusable(da, a):
+        out = np.empty_like(da)
+        _nb.sigmoid_backward(da.ravel(), a.ravel(), out.ravel(), da.dtype.type(1))
+        return out
     return da * a * (1.0 - a)
 
 
@@ -76,6 +99,10 @@ def tanh(z):
 
 
 def tanh_backward(da, z, a):
+    if _fusable(da, a):
+        out = np.empty_like(da)
+        _nb.tanh_backward(da.ravel(), a.ravel(), out.ravel(), da.dtype.type(1))
+        return out
     return da * (1.0 - a * a)
 
 
@@ -84,6 +111,10 @@ def relu(z):
 
 
 def relu_backward(da, z, a):
+    if _fusable(da, z):
+        out = np.empty_like(da)
+        _nb.relu_backward(da.ravel(), z.ravel(), out.ravel(), da.dtype.type(0))
+        return out
     return da * (z > 0)
 
 
