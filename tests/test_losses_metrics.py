@@ -92,6 +92,58 @@ def test_torch_cross_entropy_reference(data):
     np.testing.assert_allclose(loss.gradient(labels, z), t.grad.numpy(), rtol=1e-10)
 
 
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_label_smoothing_matches_torch(data, from_logits):
+    torch = pytest.importorskip("torch")
+    z, labels = data
+    s = 0.2
+    t = torch.tensor(z, requires_grad=True)
+    out = torch.nn.functional.cross_entropy(t, torch.tensor(labels), label_smoothing=s)
+    out.backward()
+    pred = z if from_logits else softmax(z)
+    sparse = losses.SparseCategoricalCrossentropy(from_logits=from_logits, label_smoothing=s)
+    dense = losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=s)
+    assert sparse(labels, pred) == pytest.approx(out.item(), rel=1e-10)
+    assert dense(onehot(labels, 4), pred) == pytest.approx(out.item(), rel=1e-10)
+    if from_logits:
+        np.testing.assert_allclose(sparse.gradient(labels, z), t.grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(dense.gradient(onehot(labels, 4), z), t.grad.numpy(), rtol=1e-10)
+
+
+def test_binary_label_smoothing_is_kerass_formula(data, rng):
+    z, _ = data
+    y = (rng.uniform(size=z.shape) > 0.5).astype(float)
+    ys = y * 0.9 + 0.05
+    p = sigmoid(z)
+    expect = -np.mean(ys * np.log(p) + (1 - ys) * np.log(1 - p))
+    for loss, pred in [(losses.BinaryCrossentropy(label_smoothing=0.1), p),
+                       (losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.1), z)]:
+        assert loss(y, pred) == pytest.approx(expect, rel=1e-10)
+        assert check_loss_gradients(loss, y, pred) < 1e-6
+
+
+@pytest.mark.parametrize("cls", [losses.CategoricalCrossentropy, losses.SparseCategoricalCrossentropy])
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_label_smoothing_gradients_central_differences(cls, from_logits, data):
+    z, labels = data
+    y = labels if cls is losses.SparseCategoricalCrossentropy else onehot(labels, 4)
+    loss = cls(from_logits=from_logits, label_smoothing=0.3)
+    # smoothing puts weight on probabilities near 1e-4, where the third
+    # derivative of log p makes h = 1e-6 central differences inexact
+    h = 1e-6 if from_logits else 1e-8
+    assert check_loss_gradients(loss, y, z if from_logits else softmax(z), h=h) < 1e-6
+
+
+def test_label_smoothing_validation_and_config():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.CategoricalCrossentropy(label_smoothing=1.5)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.SparseCategoricalCrossentropy(label_smoothing=-0.1)
+    l = losses.SparseCategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    c = losses.deserialize(json.loads(json.dumps(losses.serialize(l))))
+    assert type(c) is losses.SparseCategoricalCrossentropy and c.label_smoothing == 0.1 and c.from_logits
+
+
 @pytest.mark.parametrize("bad", [np.array([0, 1, 4, 2, 0, 1]), np.array([0, -1, 1, 2, 0, 1])])
 def test_labels_out_of_range(bad, data):
     z, _ = data

@@ -14,10 +14,13 @@ would clip a probability at ``1e-7`` (there the fused value is the exact one).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._registry import Registry
-from ._validation import Boolean, NoneOk, validate_params
+
+from ._validation import Boolean, Interval, NoneOk, validate_params
 from .kernels import losses as K
 
 registry = Registry("loss")
@@ -111,6 +114,40 @@ class Loss:
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
 
+class _SmoothedLoss(Loss):
+    """A cross-entropy with Keras's ``label_smoothing``.
+
+    With smoothing ``s`` the targets become ``y (1 - s) + s / K`` (``K``
+    classes; ``K = 2`` for binary cross-entropy, so ``y (1 - s) + s / 2``).
+    Only the loss and its gradient see the smoothed targets; metrics compare
+    with the true labels.
+    """
+
+    _param_constraints = {
+        **Loss._param_constraints,
+        "label_smoothing": [Interval(numbers.Real, 0, 1, closed="both")],
+    }
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, name: str | None = None):
+        validate_params(type(self).__name__, self._param_constraints,
+                        {"from_logits": from_logits, "label_smoothing": label_smoothing, "name": name})
+        super().__init__(from_logits=from_logits, name=name)
+        self.label_smoothing = float(label_smoothing)
+
+    def _smooth(self, y, classes: int):
+        s = self.label_smoothing
+        if s == 0.0:
+            return y
+        return y * (1.0 - s) + s / classes
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(from_logits={self.from_logits}, "
+                f"label_smoothing={self.label_smoothing})")
+
+
 @registry.register(aliases=("mse", "mean_squared_error"))
 class MeanSquaredError(Loss):
     """``mean((y_pred - y_true) ** 2)`` over all entries; gradient ``2 (p - y) / size``.
@@ -129,10 +166,11 @@ class MeanSquaredError(Loss):
 
 
 @registry.register(aliases=("binary_crossentropy", "bce"))
-class BinaryCrossentropy(Loss):
+class BinaryCrossentropy(_SmoothedLoss):
     """``-mean(y log p + (1 - y) log(1 - p))``; targets in [0, 1].
 
     With ``from_logits=True`` ``y_pred`` are logits ``z`` and ``p = sigmoid(z)``.
+    ``label_smoothing=s`` replaces ``y`` by ``y (1 - s) + s / 2``.
     """
 
     fused_activation = "sigmoid"
@@ -144,40 +182,48 @@ class BinaryCrossentropy(Loss):
         return y
 
     def value(self, y, p):
-        return K.binary_crossentropy(y, p)
+        return K.binary_crossentropy(self._smooth(y, 2), p)
 
     def gradient_wrt_output(self, y, p):
-        return K.binary_crossentropy_grad(y, p)
+        return K.binary_crossentropy_grad(self._smooth(y, 2), p)
 
     def value_from_logits(self, y, z):
-        return K.binary_crossentropy_logits(y, z)
+        return K.binary_crossentropy_logits(self._smooth(y, 2), z)
 
     def gradient_from_logits(self, y, z):
-        return K.binary_crossentropy_logits_grad(y, z)
+        return K.binary_crossentropy_logits_grad(self._smooth(y, 2), z)
 
 
 @registry.register(aliases=("categorical_crossentropy", "cce"))
-class CategoricalCrossentropy(Loss):
-    """``-mean_i sum_k y_ik log p_ik`` with one-hot (or soft) targets of shape (N, K)."""
+class CategoricalCrossentropy(_SmoothedLoss):
+    """``-mean_i sum_k y_ik log p_ik`` with one-hot (or soft) targets of shape (N, K).
+
+    ``label_smoothing=s`` replaces ``y`` by ``y (1 - s) + s / K``.
+    """
 
     fused_activation = "softmax"
 
     def value(self, y, p):
-        return K.categorical_crossentropy(y, p)
+        return K.categorical_crossentropy(self._smooth(y, p.shape[-1]), p)
 
     def gradient_wrt_output(self, y, p):
-        return K.categorical_crossentropy_grad(y, p)
+        return K.categorical_crossentropy_grad(self._smooth(y, p.shape[-1]), p)
 
     def value_from_logits(self, y, z):
-        return K.categorical_crossentropy_logits(y, z)
+        return K.categorical_crossentropy_logits(self._smooth(y, z.shape[-1]), z)
 
     def gradient_from_logits(self, y, z):
-        return K.categorical_crossentropy_logits_grad(y, z)
+        return K.categorical_crossentropy_logits_grad(self._smooth(y, z.shape[-1]), z)
 
 
 @registry.register(aliases=("sparse_categorical_crossentropy", "scce"))
-class SparseCategoricalCrossentropy(Loss):
-    """``-mean_i log p_{i, y_i}`` with integer labels ``y_i`` in ``[0, K)``."""
+class SparseCategoricalCrossentropy(_SmoothedLoss):
+    """``-mean_i log p_{i, y_i}`` with integer labels ``y_i`` in ``[0, K)``.
+
+    ``label_smoothing=s`` (PyTorch's ``CrossEntropyLoss(label_smoothing=s)``;
+    Keras offers it only on the dense loss) trains against the soft targets
+    ``onehot(y) (1 - s) + s / K``.
+    """
 
     fused_activation = "softmax"
 
@@ -206,16 +252,30 @@ class SparseCategoricalCrossentropy(Loss):
             )
         return y
 
+    def _soft(self, labels, out):
+        k = out.shape[-1]
+        y = np.zeros(out.shape, dtype=out.dtype)
+        y[np.arange(out.shape[0]), labels] = 1.0
+        return self._smooth(y, k)
+
     def value(self, y, p):
+        if self.label_smoothing:
+            return K.categorical_crossentropy(self._soft(y, p), p)
         return K.sparse_categorical_crossentropy(y, p)
 
     def gradient_wrt_output(self, y, p):
+        if self.label_smoothing:
+            return K.categorical_crossentropy_grad(self._soft(y, p), p)
         return K.sparse_categorical_crossentropy_grad(y, p)
 
     def value_from_logits(self, y, z):
+        if self.label_smoothing:
+            return K.categorical_crossentropy_logits(self._soft(y, z), z)
         return K.sparse_categorical_crossentropy_logits(y, z)
 
     def gradient_from_logits(self, y, z):
+        if self.label_smoothing:
+            return K.categorical_crossentropy_logits_grad(self._soft(y, z), z)
         return K.sparse_categorical_crossentropy_logits_grad(y, z)
 
 
