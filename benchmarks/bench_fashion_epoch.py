@@ -194,7 +194,7 @@ def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True
     else:
         x, y, source = np.ascontiguousarray(data[0][:n_images]), data[1][:n_images], "given arrays"
     nb = len(x) // batch
-    model = ex.build_model(seed=seed)  # the example's network, no augmentation
+    model = ex.build_model(seed=seed, augment="none")  # the example's network, no augmentation
     model.compile(optimizer=Adam(lr), loss="sparse_categorical_crossentropy")
     info = {"data": source, "batch": batch, "n_batches": nb, "params": model.count_params(),
             "steps_per_epoch": -(-EPOCH_IMAGES // batch)}

@@ -41,7 +41,7 @@ def test_fashion_cnn_train_tiny(tmp_path):
     lines = []
     out = tmp_path / "model.npz"
     data = (_fashion_like(64), _fashion_like(32, seed=1))
-    res = ex.train(epochs=2, batch_size=32, threads=1, data=data, out=str(out), print_fn=lines.append)
+    res = ex.train(epochs=2, batch_size=32, threads=1, eval_every=1, data=data, out=str(out), print_fn=lines.append)
     assert [r["epoch"] for r in res["epochs"]] == [1, 2]
     for r in res["epochs"]:
         assert 0.0 <= r["test_accuracy"] <= 1.0 and math.isfinite(r["loss"]) and r["train_s"] > 0
@@ -66,6 +66,21 @@ def test_fashion_cnn_reproducible_and_augmented():
     assert aug["config"]["augment"] == "flip+translate" and aug["config"]["blocks"] == [[4], [8]]
     with pytest.raises(ValueError, match="augment"):
         ex.build_model(augment="mixup")
+
+
+def test_fashion_cnn_evaluates_last_epoch_by_default_and_smooths_labels():
+    ex = _load("fashion_mnist_cnn")
+    assert ex.DEFAULTS["eval_every"] == 0 and ex.DEFAULTS["label_smoothing"] == 0.1
+    data = (_fashion_like(32), _fashion_like(16, seed=1))
+    res = ex.train(epochs=3, batch_size=16, threads=1, blocks=((4,), (8,)), data=data, print_fn=lambda *_: None)
+    accs = [r["test_accuracy"] for r in res["epochs"]]
+    assert math.isnan(accs[0]) and math.isnan(accs[1]) and 0.0 <= accs[2] <= 1.0
+    assert res["test_accuracy"] == accs[2] and res["config"]["label_smoothing"] == 0.1
+    every2 = ex.train(epochs=3, batch_size=16, threads=1, eval_every=2, label_smoothing=0.0, blocks=((4,), (8,)),
+                      data=data, print_fn=lambda *_: None)
+    assert [math.isnan(r["test_accuracy"]) for r in every2["epochs"]] == [True, False, False]
+    # smoothing changes the loss being minimised, so the first-epoch training loss differs
+    assert every2["epochs"][0]["loss"] != res["epochs"][0]["loss"]
 
 
 def test_fashion_cnn_parser():
@@ -128,7 +143,7 @@ def test_bench_fashion_torch_twin_same_function():
     B = _bench()
     if B.torch is None:
         pytest.skip("torch is not installed")
-    model = B.load_example().build_model(seed=0)
+    model = B.load_example().build_model(seed=0, augment="none")
     net = B.build_torch_net(model)
     x, _ = _fashion_like(16)
     # inference mode, fresh BN statistics: the same softmax outputs (kernel and flattening layouts converted)
