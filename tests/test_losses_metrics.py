@@ -71,6 +71,24 @@ def test_fused_logits_gradient_equals_chain_through_softmax(data):
     np.testing.assert_allclose(fused, (p - onehot(labels, 4)) / 6, rtol=1e-12)
 
 
+@pytest.mark.parametrize("cls", [losses.SparseCategoricalCrossentropy, losses.CategoricalCrossentropy,
+                                 losses.BinaryCrossentropy])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_value_and_gradient_from_logits_equal_the_separate_calls(cls, smoothing, dtype, data):
+    # the training step asks for both at once; the shared computation must change no bit
+    z, labels = data
+    z = (z * 30).astype(dtype)  # large logits: the shift by the maximum matters
+    y = {losses.SparseCategoricalCrossentropy: labels,
+         losses.CategoricalCrossentropy: onehot(labels, 4).astype(dtype),
+         losses.BinaryCrossentropy: (z > 0).astype(dtype)}[cls]
+    loss = cls(from_logits=True, label_smoothing=smoothing)
+    value, grad = loss.value_and_gradient_from_logits(y, z)
+    assert value == loss.value_from_logits(y, z)
+    assert grad.dtype == dtype
+    np.testing.assert_array_equal(grad, loss.gradient_from_logits(y, z))
+
+
 def test_logits_forms_are_stable():
     z = np.array([[1000.0, -1000.0], [-1000.0, 1000.0]])
     v = losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([1, 1]), z)

@@ -102,6 +102,10 @@ class Loss:
     def gradient_from_logits(self, y, z) -> np.ndarray:
         raise ValueError(f"{type(self).__name__} has no logits form.")
 
+    def value_and_gradient_from_logits(self, y, z) -> tuple[float, np.ndarray]:
+        """``(value_from_logits(y, z), gradient_from_logits(y, z))``; subclasses may share work."""
+        return self.value_from_logits(y, z), self.gradient_from_logits(y, z)
+
     # config ------------------------------------------------------------------
     def get_config(self) -> dict:
         return {"from_logits": self.from_logits, "name": self.name}
@@ -277,6 +281,11 @@ class SparseCategoricalCrossentropy(_SmoothedLoss):
         if self.label_smoothing:
             return K.categorical_crossentropy_logits_grad(self._soft(y, z), z)
         return K.sparse_categorical_crossentropy_logits_grad(y, z)
+
+    def value_and_gradient_from_logits(self, y, z):
+        if self.label_smoothing:
+            return super().value_and_gradient_from_logits(y, z)
+        return K.sparse_categorical_crossentropy_logits_value_and_grad(y, z)
 
 
 def get(identifier) -> Loss:

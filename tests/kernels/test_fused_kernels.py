@@ -60,3 +60,54 @@ def test_max_pool_backward_equal(pool, strides, padding, dtype, rng):
     np.testing.assert_array_equal(fused, plain)
     if strides is None:  # disjoint windows: the tied window's gradient sits on its first tap only
         assert fused[0, 0, 0, 0] == 1 and not fused[0, 0, 1, 0] and not fused[0, 1, :2, 0].any()
+
+
+# ------------------------------------------------------------- optimizers
+def optimizer_trajectory(make, dtype, steps=6, seed=3):
+    """Parameters and slots after ``steps`` updates of ``make()`` on fixed random gradients."""
+    from normlab.optim import optimizers
+
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal((5, 4)).astype(dtype), rng.standard_normal(7).astype(dtype)]
+    opt = make(optimizers)
+    for _ in range(steps):
+        grads = [(rng.standard_normal(p.shape) * 3).astype(dtype) for p in params]
+        opt.apply(grads, params)
+    return [p.copy() for p in params], opt.get_state()
+
+
+SCHEDULE = {"class_name": "ExponentialDecay",
+            "config": {"initial_learning_rate": 0.05, "decay_steps": 2, "decay_rate": 0.7}}
+
+OPTIMIZERS = {
+    "sgd": lambda o: o.SGD(learning_rate=0.1),
+    "sgd schedule": lambda o: o.SGD(learning_rate=o._schedules.deserialize(SCHEDULE)),
+    "momentum": lambda o: o.SGD(learning_rate=0.05, momentum=0.9),
+    "nesterov": lambda o: o.SGD(learning_rate=0.05, momentum=0.8, nesterov=True),
+    "adam": lambda o: o.Adam(learning_rate=0.01),
+    "adam betas": lambda o: o.Adam(learning_rate=0.3, beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+    "adamw no decay": lambda o: o.AdamW(learning_rate=0.01, weight_decay=0.0),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_fused_optimizer_updates_equal_the_chain(name, dtype):
+    (fused_p, fused_s), (plain_p, plain_s) = both_paths(optimizer_trajectory, OPTIMIZERS[name], dtype)
+    for a, b in zip(fused_p, plain_p):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    assert fused_s.keys() == plain_s.keys()
+    for key in plain_s:
+        np.testing.assert_array_equal(fused_s[key], plain_s[key], err_msg=key)
+
+
+def test_fused_optimizer_is_used_only_for_the_bare_rule():
+    from normlab.optim import optimizers as o
+
+    g, p = [np.ones(3, np.float32)], [np.zeros(3, np.float32)]
+    assert o.SGD()._fusable(g, p) == _backend.numba_enabled()
+    for opt in (o.SGD(clipnorm=1.0), o.SGD(global_clipnorm=1.0), o.Adam(clipvalue=0.5), o.AdamW()):
+        assert not opt._fusable(g, p)
+    assert not o.SGD()._fusable([np.ones(3, np.float64)], p)  # gradient cast by the chain
+    assert not o.SGD()._fusable([np.ones(6, np.float32)[::2]], p)  # strided gradient

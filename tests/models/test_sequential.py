@@ -332,3 +332,27 @@ def test_logs_added_by_callbacks_reach_history(rng):
 
     hist = compiled(bn_net()).fit(x, y, epochs=3, verbose=0, seed=0, callbacks=[Adds()])
     assert hist.history["custom"] == [0.0, 10.0, 20.0]
+
+
+@pytest.mark.parametrize("extra", [None, "noise"])
+def test_skipping_the_gradient_zeroing_changes_nothing(extra, rng):
+    # Dense and BatchNormalization overwrite their gradients on a fresh step, so a model made of
+    # them skips zeroing the flat gradient buffer; any other layer brings the zeroing back
+    x, y = blobs(rng)
+
+    def run(force_zeroing):
+        layers = list(bn_net().layers)
+        if extra == "noise":
+            layers.insert(1, normlab.layers.NoisyDense(8, seed=1))
+        model = compiled(normlab.Sequential(layers))
+        model.build((None, 5), seed=0)
+        model.train_on_batch(x[:20], y[:20])
+        assert model._fresh_grads is (extra is None)
+        if force_zeroing:
+            model._fresh_grads = False
+        for i in range(1, 5):
+            model.train_on_batch(x[20 * i : 20 * i + 20], y[20 * i : 20 * i + 20])
+        return model.get_weights()
+
+    for a, b in zip(run(False), run(True)):
+        np.testing.assert_array_equal(a, b)

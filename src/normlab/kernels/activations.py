@@ -74,15 +74,16 @@ def sigmoid(z):
     return a
 
 
-def _fusable(*arrays) -> bool:
-    """True when the numba kernels may take these arrays as flat views."""
-    if not _backend.numba_enabled():
-        return False
-    first = arrays[0]
-    if first.dtype not in (np.float32, np.float64):
-        return False
-    return all(
-        a.dtype == first.dtype and a.shape == first.shape and a.flags.c_contiguous for a in arrays
+def _fusable(da, a) -> bool:
+    """True when the numba kernels may take ``da`` and ``a`` as flat views."""
+    # written out rather than with all(...): this runs once per layer and step
+    return (
+        _backend.numba_enabled()
+        and (da.dtype == np.float32 or da.dtype == np.float64)
+        and a.dtype == da.dtype
+        and a.shape == da.shape
+        and da.flags.c_contiguous
+        and a.flags.c_contiguous
     )
 
 

@@ -41,6 +41,7 @@ unit-variance float32 data still normalizes to unit variance.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -68,7 +69,8 @@ class BatchNormInferenceCache(NamedTuple):
 
 def reduced_count(shape: tuple, axes: tuple) -> int:
     """Number of elements each feature's statistics are computed from."""
-    return int(np.prod([shape[a] for a in axes])) if axes else 1
+    # math.prod: np.prod costs ~10 us per call, a sizeable share of a small training step
+    return math.prod(shape[a] for a in axes)
 
 
 def batch_moments(x: np.ndarray, *, axes: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -98,6 +98,24 @@ def sparse_categorical_crossentropy_logits_grad(labels, z):
     return g
 
 
+def sparse_categorical_crossentropy_logits_value_and_grad(labels, z):
+    """Both of the two functions above from one ``exp`` of the shifted logits.
+
+    The same operations in the same order, so the same numbers: the training
+    step needs both, and on a small output layer each NumPy call counts.
+    """
+    n = z.shape[0]
+    rows = np.arange(n)
+    s = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(s)
+    total = e.sum(axis=-1, keepdims=True)
+    value = float(-(s[rows, labels] - np.log(total)[:, 0]).sum() / n)
+    e /= total
+    e[rows, labels] -= 1.0
+    e /= n
+    return value, e
+
+
 def sparse_categorical_crossentropy(labels, p):
     n = p.shape[0]
     return float(-np.log(_clip(p[np.arange(n), labels])).sum() / n)

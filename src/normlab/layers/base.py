@@ -158,6 +158,11 @@ class Layer:
             self.buffers[key] = value
         return value
 
+    #: True for layers whose backward pass writes every entry of ``grads`` when
+    #: ``_grads_zero`` is set (instead of adding to zeroed arrays), so that a
+    #: model made only of such layers may skip zeroing its gradient buffer
+    _writes_fresh_grads = False
+
     def zero_grads(self) -> None:
         for g in self.grads.values():
             g.fill(0)

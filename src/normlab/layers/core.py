@@ -103,6 +103,8 @@ class Dense(ActivatedLinear, Layer):
     ``dW = x^T dz``, ``db = sum_batch dz``.
     """
 
+    _writes_fresh_grads = True  # see Layer._writes_fresh_grads
+
     min_ndim = 2
     _param_constraints = {
         "units": [Interval(numbers.Integral, 1, None)],

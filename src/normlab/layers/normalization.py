@@ -136,6 +136,8 @@ class BatchNormalization(Layer):
     a ``ValueError`` before the moving statistics are touched.
     """
 
+    _writes_fresh_grads = True  # see Layer._writes_fresh_grads
+
     _param_constraints = {
         "axis": [_AxisSpec()],
         "momentum": [Interval(numbers.Real, 0, 1, closed="both")],

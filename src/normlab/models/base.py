@@ -126,11 +126,19 @@ class BaseModel:
                 and hasattr(last, "backward_from_logits")
             )
             self._flatten_parameters()
+            # every layer runs its backward pass and overwrites its gradients: no zeroing needed
+            self._fresh_grads = self._backward_reaches_every_layer and all(
+                layer._writes_fresh_grads for layer, _ in self._refs
+            )
         elif signature != self._trainable_signature:
             raise RuntimeError(
                 "A layer's 'trainable' flag changed since the model was compiled; call compile() "
                 "again so that the optimizer sees the new set of parameters."
             )
+
+    #: True when ``_backward`` calls the backward pass of every layer (a
+    #: Sequential model); a graph may hold layers that no gradient reaches
+    _backward_reaches_every_layer = False
 
     def _flatten_parameters(self) -> None:
         """Make every trainable parameter, and its gradient, a view into one flat buffer.
@@ -193,14 +201,17 @@ class BaseModel:
     def _loss_and_output_grad(self, y, out):
         """Return ``(loss_value, gradient, fused)`` for prepared targets ``y``."""
         if self._fused:
-            z = self._output_layer.logits
-            return self.loss.value_from_logits(y, z), self.loss.gradient_from_logits(y, z), True
+            return (*self.loss.value_and_gradient_from_logits(y, self._output_layer.logits), True)
         if self.loss.from_logits:
-            return self.loss.value_from_logits(y, out), self.loss.gradient_from_logits(y, out), False
+            return (*self.loss.value_and_gradient_from_logits(y, out), False)
         return self.loss.value(y, out), self.loss.gradient_wrt_output(y, out), False
 
+    def _regularized_layers(self) -> list:
+        # most models have no penalty: skip the per-layer calls (a small step pays for each)
+        return [layer for layer in self.layers if layer._regularizers]
+
     def _regularization_loss(self) -> float:
-        return sum(layer.regularization_loss() for layer in self.layers)
+        return sum(layer.regularization_loss() for layer in self._regularized_layers())
 
     def _snapshot_buffers(self):
         return [(b, b.copy()) for l in self.layers for b in l.buffers.values()]
@@ -218,14 +229,15 @@ class BaseModel:
             value, grad, fused = self._loss_and_output_grad(y, out)
             value += self._regularization_loss()
             if self._flat is not None:
-                self._flat[0].fill(0)
+                if not self._fresh_grads:
+                    self._flat[0].fill(0)
                 for layer in self.layers:
                     layer._grads_zero = True
             else:
                 for layer in self.layers:
                     layer.zero_grads()
             self._backward(grad, fused)
-            for layer in self.layers:
+            for layer in self._regularized_layers():
                 layer.add_regularization_grads()
             self._apply_optimizer()
         except BaseException:

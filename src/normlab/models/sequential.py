@@ -33,6 +33,8 @@ class Sequential(BaseModel):
     as they were before the step.
     """
 
+    _backward_reaches_every_layer = True
+
     def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None):
         self.name = name or "sequential"
         self.layers: list[Layer] = []

@@ -42,8 +42,14 @@ from .._validation import (
     Options,
     validate_params,
 )
+from ..kernels import _backend
 from . import schedules as _schedules
 from . import transforms as T
+
+if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
+    from ..kernels import _optim_numba as _nbopt
+else:  # pragma: no cover
+    _nbopt = None
 
 registry = Registry("optimizer")
 
@@ -364,13 +370,40 @@ class Optimizer:
                 f"'proceed' to apply them."
             )
         lr = self.current_learning_rate
-        work = self._work
-        for w, g in zip(work, grads):
-            np.copyto(w, g, casting="same_kind")
-        updates, self._state = self._transform.update(work, self._state, params, T.StepInfo(self.iterations, lr, self._scratch))
-        for p, u in zip(params, updates):
-            np.add(p, u, out=p)
+        if not (self._fusable(grads, params) and self._fused_update(grads, params, lr)):
+            work = self._work
+            for w, g in zip(work, grads):
+                np.copyto(w, g, casting="same_kind")
+            updates, self._state = self._transform.update(
+                work, self._state, params, T.StepInfo(self.iterations, lr, self._scratch)
+            )
+            for p, u in zip(params, updates):
+                np.add(p, u, out=p)
         self.iterations += 1
+
+    def _fusable(self, grads, params) -> bool:
+        """True when the chain is the bare update rule and the arrays suit the numba kernels."""
+        if not _backend.numba_enabled() or self.weight_decay or any(
+            getattr(self, a) is not None for a in _CLIP_ARGS
+        ):
+            return False
+        for g, p in zip(grads, params):
+            if not (
+                g.dtype == p.dtype
+                and (p.dtype == np.float32 or p.dtype == np.float64)
+                and g.flags.c_contiguous
+                and p.flags.c_contiguous
+            ):
+                return False
+        return True
+
+    def _fused_update(self, grads, params, lr: float) -> bool:
+        """Apply the step with :mod:`normlab.kernels._optim_numba`; False where there is no kernel.
+
+        Only called when :meth:`_fusable` holds; the result must equal the
+        chain's bit for bit.
+        """
+        return False
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
         """Keras's form: ``optimizer.apply_gradients(zip(grads, params))``; returns ``iterations``."""
@@ -541,6 +574,19 @@ class SGD(Optimizer):
         if self.momentum:
             links.append(T.trace(self.momentum, nesterov=bool(self.nesterov)))
         return links, False
+
+    def _fused_update(self, grads, params, lr):
+        if self.nesterov == "exact":
+            return False
+        for i, (g, p) in enumerate(zip(grads, params)):
+            dt = p.dtype.type
+            if self.momentum:
+                v = self._state[-1]["momentum"][i]
+                _nbopt.sgd_momentum(g.reshape(-1), p.reshape(-1), v.reshape(-1), dt(-lr), dt(self.momentum),
+                                    bool(self.nesterov))
+            else:
+                _nbopt.sgd(g.reshape(-1), p.reshape(-1), dt(-lr))
+        return True
 
     def finalize_variable_values(self, params):
         if self.nesterov != "exact" or self._state is None:
@@ -748,6 +794,21 @@ class Adam(Optimizer):
             T.scale_by_adam(self.beta_1, self.beta_2, self.epsilon, self.amsgrad, self.epsilon_form),
             T.scale_by_learning_rate(),
         ], False
+
+    def _fused_update(self, grads, params, lr):
+        if self.amsgrad or self.epsilon_form != "keras":
+            return False
+        t = self.iterations + 1
+        bc1 = 1.0 - self.beta_1**t
+        bc2 = 1.0 - self.beta_2**t
+        state = self._state[0]
+        for i, (g, p) in enumerate(zip(grads, params)):
+            dt = p.dtype.type
+            _nbopt.adam_keras(
+                g.reshape(-1), p.reshape(-1), state["momentum"][i].reshape(-1), state["velocity"][i].reshape(-1),
+                dt(1.0 - self.beta_1), dt(1.0 - self.beta_2), dt(self.epsilon), dt(math.sqrt(bc2) / bc1), dt(-lr),
+            )
+        return True
 
 
 @registry.register(aliases=("adamw",))
