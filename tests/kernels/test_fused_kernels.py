@@ -111,3 +111,58 @@ def test_fused_optimizer_is_used_only_for_the_bare_rule():
         assert not opt._fusable(g, p)
     assert not o.SGD()._fusable([np.ones(3, np.float64)], p)  # gradient cast by the chain
     assert not o.SGD()._fusable([np.ones(6, np.float32)[::2]], p)  # strided gradient
+
+
+# ------------------------------------------- batch norm followed by its activation
+def bn_act_weights(activation, dtype, fuse, bn_first=False, steps=4):
+    """Weights after ``steps`` SGD steps of a BN net, with the BN + activation backward fused or not."""
+    import normlab
+    from normlab.layers import Activation, BatchNormalization, Dense
+
+    kw = {"dtype": np.dtype(dtype).name}
+    layers = [] if bn_first else [Dense(12, use_bias=False, **kw)]
+    layers += [BatchNormalization(**kw), Activation(activation, **kw), Dense(12, use_bias=False, **kw),
+               BatchNormalization(center=False, **kw), Activation(activation, **kw),
+               Dense(3, activation="softmax", **kw)]
+    model = normlab.Sequential(layers)
+    model.compile(optimizer=normlab.optimizers.SGD(learning_rate=0.5, momentum=0.9),
+                  loss="sparse_categorical_crossentropy")
+    model.build((None, 6), seed=0)
+    rng = np.random.default_rng(1)
+    calls = []
+    for layer in model.layers:
+        if isinstance(layer, BatchNormalization):
+            original = layer._fused_act_backward
+            layer._fused_act_backward = (
+                (lambda da, act, f=original: calls.append(1) or f(da, act)) if fuse else (lambda da, act: None)
+            )
+    for _ in range(steps):
+        x = rng.standard_normal((16, 6)).astype(dtype)
+        model.train_on_batch(x, rng.integers(0, 3, 16))
+    return model.get_weights(), len(calls)
+
+
+@pytest.mark.parametrize("bn_first", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_bn_activation_backward_fused_equals_two_calls(activation, dtype, bn_first):
+    fused, n_fused = bn_act_weights(activation, dtype, True, bn_first)
+    plain, _ = bn_act_weights(activation, dtype, False, bn_first)
+    assert n_fused == 2 * 4  # both pairs, every step
+    for a, b in zip(fused, plain):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bn_activation_fusion_declines_other_cases(rng):
+    from normlab.layers import Activation, BatchNormalization
+
+    bn, act = BatchNormalization(), Activation("elu")
+    act(bn(rng.standard_normal((8, 3)), training=True), training=True)
+    assert bn._fused_act_backward(np.ones((8, 3)), act) is None  # no fused elu
+    act = Activation("relu")
+    act(bn(rng.standard_normal((8, 3)), training=False), training=True)
+    assert bn._fused_act_backward(np.ones((8, 3)), act) is None  # inference-mode batch norm
+    act(bn(rng.standard_normal((8, 3)), training=True), training=True)
+    assert bn._fused_act_backward(np.ones((8, 3), np.float32), act) is None  # dtype mismatch
+    assert bn._fused_act_backward(np.ones((3, 8)).T, act) is None  # non-contiguous gradient

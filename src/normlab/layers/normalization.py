@@ -454,6 +454,41 @@ class BatchNormalization(Layer):
                 self._accumulate_grad("beta", dbeta)
         return dx.reshape(dy.shape)
 
+    def _fused_act_backward(self, da, act):
+        """dL/dx through this layer and the :class:`Activation` ``act`` that follows it.
+
+        One numba call (:func:`~normlab.kernels._batchnorm_numba.train_backward_act_step`)
+        instead of the activation's backward pass and this layer's: the
+        gradient at this layer's output is recomputed from ``da`` where it is
+        needed rather than stored. Returns ``None`` (nothing done) unless both
+        layers ran the training forward pass on the fused path (relu, sigmoid
+        or tanh; contiguous arrays of one dtype); the result equals the
+        two-call path bit for bit.
+        """
+        kind = F.ACT_KINDS.get(act.activation) if F is not None else None
+        cache, act_cache = self._cache, act._cache
+        if kind is None or cache is None or act_cache is None or cache[0] != "train_fused":
+            return None
+        _, x2, mean, inv_std = cache
+        s = act_cache.z if kind == 0 else act_cache.a
+        dt = x2.dtype
+        if not (da.dtype == dt and s.dtype == dt and da.shape == s.shape and da.flags.c_contiguous
+                and s.flags.c_contiguous and s.size == x2.size):
+            return None
+        g = self.grads
+        dx = np.empty_like(x2)
+        try:
+            F.train_backward_act_step(
+                da.reshape(x2.shape), s.reshape(x2.shape), kind, x2, mean, inv_std,
+                self.params.get("gamma", _EMPTY), dx,
+                g["gamma"] if self._trainable and self.scale else _EMPTY,
+                g["beta"] if self._trainable and self.center else _EMPTY,
+                not self._grads_zero, dt.type(1), dt.type(0),
+            )
+        finally:
+            self._grads_zero = act._grads_zero = False
+        return dx.reshape(da.shape)
+
     def _var_correction(self, count: int) -> float:
         return count / (count - 1) if self.unbiased_moving_variance and count > 1 else 1.0
 

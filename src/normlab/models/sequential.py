@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from ..layers.base import Layer, as_float_array
+from ..layers.core import Activation
+from ..layers.normalization import BatchNormalization
 from ..layers.base import registry as _layer_registry
 from .base import BaseModel
 
@@ -100,9 +102,19 @@ class Sequential(BaseModel):
             # the gradient is with respect to the last layer's logits
             grad = layers[-1].backward_from_logits(grad, need_dx=last > 0)
             last -= 1
-        for i in range(last, 0, -1):
-            grad = layers[i]._run_backward(grad)
-        if last >= 0:
+        i = last
+        while i > 0:
+            layer = layers[i]
+            if type(layer) is Activation and type(layers[i - 1]) is BatchNormalization:
+                # batch norm and its activation in one pass (None when not on the fused path)
+                dx = layers[i - 1]._fused_act_backward(grad, layer)
+                if dx is not None:
+                    grad = dx
+                    i -= 2
+                    continue
+            grad = layer._run_backward(grad)
+            i -= 1
+        if i == 0:
             # the model's input needs no gradient
             layers[0]._backward_params_only(grad)
 
