@@ -101,3 +101,25 @@ def test_cli_writers_and_no_torch(tmp_path, capsys):
 
 def test_parser_help():
     assert "--threads" in build_parser().format_help()
+
+
+def test_aggregate_takes_medians_over_runs(quick_result, tmp_path):
+    from benchmarks.aggregate import aggregate, main as aggregate_main
+
+    slower = json.loads(json.dumps(quick_result))
+    for r in slower["train_step"]:
+        r["normlab_train_step_s"] *= 3
+    path_a, path_b = tmp_path / "a.json", tmp_path / "b.json"
+    path_a.write_text(json.dumps(quick_result))
+    path_b.write_text(json.dumps(slower))
+    text = aggregate_main([str(path_a), str(path_b), str(path_a)])
+    assert text == aggregate([quick_result, slower, quick_result])
+    lines = text.splitlines()
+    assert len([l for l in lines if l.startswith("| BN |") or l.startswith("| plain |")]) == len(BATCHES) * 2
+    assert len([l for l in lines if l.startswith("| (")]) == len(SHAPES)
+    # the median of (t, 3t, t) is t
+    first = quick_result["train_step"][0]
+    expected = first["normlab_train_step_s"]
+    shown = f"{expected * 1e6:.0f} us" if expected < 1e-3 else f"{expected * 1e3:.2f} ms"
+    row = next(l for l in lines if l.startswith(f"| {'BN' if first['variant'] == 'bn' else 'plain'} | {first['batch']} |"))
+    assert row.split(" | ")[3] == shown

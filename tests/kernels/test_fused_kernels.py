@@ -87,6 +87,13 @@ OPTIMIZERS = {
     "adam": lambda o: o.Adam(learning_rate=0.01),
     "adam betas": lambda o: o.Adam(learning_rate=0.3, beta_1=0.5, beta_2=0.9, epsilon=1e-3),
     "adamw no decay": lambda o: o.AdamW(learning_rate=0.01, weight_decay=0.0),
+    "rmsprop": lambda o: o.RMSprop(learning_rate=0.01),
+    "rmsprop torch eps": lambda o: o.RMSprop(learning_rate=0.01, rho=0.8, epsilon=1e-3, epsilon_form="torch"),
+    "rmsprop momentum": lambda o: o.RMSprop(learning_rate=0.01, momentum=0.9),
+    "rmsprop nesterov": lambda o: o.RMSprop(learning_rate=0.01, momentum=0.5, nesterov=True),
+    "adagrad": lambda o: o.Adagrad(learning_rate=0.1),
+    "adagrad torch eps": lambda o: o.Adagrad(learning_rate=0.1, initial_accumulator_value=0.0, epsilon=1e-3,
+                                             epsilon_form="torch"),
 }
 
 

@@ -651,6 +651,14 @@ class Adagrad(Optimizer):
             T.scale_by_learning_rate(),
         ], False
 
+    def _fused_update(self, grads, params, lr):
+        acc = self._state[0]["accumulator"]
+        for i, (g, p) in enumerate(zip(grads, params)):
+            dt = p.dtype.type
+            _nbopt.adagrad(g.reshape(-1), p.reshape(-1), acc[i].reshape(-1), dt(self.epsilon), dt(-lr),
+                           self.epsilon_form == "keras")
+        return True
+
 
 @registry.register(aliases=("rmsprop",))
 class RMSprop(Optimizer):
@@ -731,6 +739,21 @@ class RMSprop(Optimizer):
         if self.momentum:
             links.append(T.trace(self.momentum, nesterov=self.nesterov))
         return links, False
+
+    def _fused_update(self, grads, params, lr):
+        if self.centered:
+            return False
+        vel = self._state[0]["velocity"]
+        mom = self._state[2]["momentum"] if self.momentum else None
+        for i, (g, p) in enumerate(zip(grads, params)):
+            dt = p.dtype.type
+            _nbopt.rmsprop(
+                g.reshape(-1), p.reshape(-1), vel[i].reshape(-1),
+                np.empty(0, p.dtype) if mom is None else mom[i].reshape(-1),
+                dt(self.rho), dt(1.0 - self.rho), dt(self.epsilon), dt(-lr), dt(self.momentum),
+                bool(self.nesterov), self.epsilon_form == "keras",
+            )
+        return True
 
 
 @registry.register
