@@ -30,49 +30,43 @@ def _median(cells, key):
     return None if any(v is None for v in values) else statistics.median(values)
 
 
+def _table(runs, section, header, label, columns, each_key) -> list[str]:
+    """One Markdown table: ``label(row)``, then ``fmt(median of key)`` per column, then each run's ratio."""
+    lines = [header, "|" + "---:|" * (header.count("|") - 2) + "---|"]
+    for j, row in enumerate(runs[0][section]):
+        cells = [r[section][j] for r in runs]
+        values = [fmt(_median(cells, key)) for key, fmt in columns]
+        each = ", ".join(_ratio(c[each_key]) for c in cells)
+        lines.append(f"| {label(row)} | " + " | ".join(values) + f" | {each} |")
+    return lines
+
+
 def aggregate(runs: list[dict]) -> str:
     """The two tables (training step, BatchNormalization alone) as Markdown."""
     if not runs:
         raise ValueError("aggregate: no runs given.")
     lines = []
     if runs[0].get("train_step"):
-        lines += [
+        lines += _table(
+            runs, "train_step",
             "| net | batch | normlab train_on_batch | normlab _train_step | torch eager "
             "| torch / train_on_batch | torch / _train_step | torch / _train_step, each run |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for j, row in enumerate(runs[0]["train_step"]):
-            cells = [r["train_step"][j] for r in runs]
-
-            def med(key, cells=cells):
-                return _median(cells, key)
-
-            each = ", ".join(_ratio(c["ratio_train_step"]) for c in cells)
-            net = "BN" if row["variant"] == "bn" else row["variant"]
-            lines.append(
-                f"| {net} | {row['batch']} | {_time(med('normlab_train_on_batch_s'))} "
-                f"| {_time(med('normlab_train_step_s'))} | {_time(med('torch_s'))} "
-                f"| {_ratio(med('ratio_train_on_batch'))} | {_ratio(med('ratio_train_step'))} | {each} |"
-            )
+            lambda row: f"{'BN' if row['variant'] == 'bn' else row['variant']} | {row['batch']}",
+            [("normlab_train_on_batch_s", _time), ("normlab_train_step_s", _time), ("torch_s", _time),
+             ("ratio_train_on_batch", _ratio), ("ratio_train_step", _ratio)],
+            "ratio_train_step",
+        )
         lines.append("")
     if runs[0].get("batchnorm"):
-        lines += [
+        lines += _table(
+            runs, "batchnorm",
             "| shape normlab (native) | shape torch (native) | normlab | torch eager | torch / normlab "
             "| normlab / bound (5 passes) | normlab / bound (8 passes) | torch / normlab, each run |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for j, row in enumerate(runs[0]["batchnorm"]):
-            cells = [r["batchnorm"][j] for r in runs]
-
-            def med(key, cells=cells):
-                return _median(cells, key)
-
-            each = ", ".join(_ratio(c["ratio"]) for c in cells)
-            lines.append(
-                f"| {tuple(row['normlab_shape'])} | {tuple(row['torch_shape'])} | {_time(med('normlab_s'))} "
-                f"| {_time(med('torch_s'))} | {_ratio(med('ratio'))} | {_ratio(med('normlab_over_bound_min'))} "
-                f"| {_ratio(med('normlab_over_bound_stream'))} | {each} |"
-            )
+            lambda row: f"{tuple(row['normlab_shape'])} | {tuple(row['torch_shape'])}",
+            [("normlab_s", _time), ("torch_s", _time), ("ratio", _ratio),
+             ("normlab_over_bound_min", _ratio), ("normlab_over_bound_stream", _ratio)],
+            "ratio",
+        )
     return "\n".join(lines)
 
 

@@ -147,24 +147,38 @@ def train_backward_step(dy, x, mean, inv_std, gamma, out, dgamma, dbeta, accumul
     """
     m, c = x.shape
     db, dg = _reduce_backward(dy, x, mean, inv_std)
-    a = np.empty(c, x.dtype)
-    b = np.empty(c, x.dtype)
-    cc = np.empty(c, x.dtype)
-    mu = np.empty(c, x.dtype)
+    a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype)
+    for i in range(m):
+        for j in range(c):
+            out[i, j] = a[j] * dy[i, j] - b[j] - cc[j] * (x[i, j] - mu[j])
+    _store_param_grads(dg, db, dgamma, dbeta, accumulate)
+
+
+@njit(cache=True, nogil=True)
+def _dx_coefficients(db, dg, mean, inv_std, gamma, m, dtype):
+    """Per-feature ``a, b, cc, mean`` (in ``dtype``) of ``dx = a dy - b - cc (x - mean)``."""
+    c = mean.size
+    a = np.empty(c, dtype)
+    b = np.empty(c, dtype)
+    cc = np.empty(c, dtype)
+    mu = np.empty(c, dtype)
     for j in range(c):
         g = gamma[j] * inv_std[j] if gamma.size else inv_std[j]
         a[j] = g
         b[j] = g * db[j] / m
         cc[j] = g * dg[j] * inv_std[j] / m
         mu[j] = mean[j]
-    for i in range(m):
-        for j in range(c):
-            out[i, j] = a[j] * dy[i, j] - b[j] - cc[j] * (x[i, j] - mu[j])
+    return a, b, cc, mu
+
+
+@njit(cache=True, nogil=True)
+def _store_param_grads(dg, db, dgamma, dbeta, accumulate):
+    """Add (or, if not ``accumulate``, write) dgamma/dbeta; arrays of size 0 are skipped."""
     if dgamma.size:
-        for j in range(c):
+        for j in range(dg.size):
             dgamma[j] = dgamma[j] + dg[j] if accumulate else dg[j]
     if dbeta.size:
-        for j in range(c):
+        for j in range(db.size):
             dbeta[j] = dbeta[j] + db[j] if accumulate else db[j]
 
 
@@ -202,23 +216,9 @@ def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, d
             g = _act_grad(kind, da[i, j], s[i, j], one, zero)
             db[j] += g
             dg[j] += g * ((x[i, j] - mean[j]) * inv_std[j])
-    a = np.empty(c, x.dtype)
-    b = np.empty(c, x.dtype)
-    cc = np.empty(c, x.dtype)
-    mu = np.empty(c, x.dtype)
-    for j in range(c):
-        gj = gamma[j] * inv_std[j] if gamma.size else inv_std[j]
-        a[j] = gj
-        b[j] = gj * db[j] / m
-        cc[j] = gj * dg[j] * inv_std[j] / m
-        mu[j] = mean[j]
+    a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype)
     for i in range(m):
         for j in range(c):
             g = _act_grad(kind, da[i, j], s[i, j], one, zero)
             out[i, j] = a[j] * g - b[j] - cc[j] * (x[i, j] - mu[j])
-    if dgamma.size:
-        for j in range(c):
-            dgamma[j] = dgamma[j] + dg[j] if accumulate else dg[j]
-    if dbeta.size:
-        for j in range(c):
-            dbeta[j] = dbeta[j] + db[j] if accumulate else db[j]
+    _store_param_grads(dg, db, dgamma, dbeta, accumulate)
