@@ -298,29 +298,9 @@ class BatchNormalization(Layer):
         gamma = self._b(self.params.get("gamma"))
         beta = self._b(self.params.get("beta"))
         if train:
-            if self.virtual_batch_size is not None:
-                y, cache = self._ghost_forward(x, gamma, beta)
-            elif self.renorm:
-                rmax, rmin, dmax = self._clip_bounds()
-                y, cache, mean, var, r, d = K.batch_renorm_train_forward(
-                    x, gamma, beta,
-                    self._b(self.buffers["renorm_mean"]), self._b(self.buffers["renorm_stddev"]),
-                    axes=self._reduce_axes, epsilon=self.epsilon, rmax=rmax, rmin=rmin, dmax=dmax,
-                )
-                self._check_finite_stats(mean, var, x.shape)
-                self._update_moving(mean, var, cache.base.count)
-                self._update_renorm(mean, var)
-                cache = ("renorm", cache)
-            else:
-                y, kcache, mean, var = K.batchnorm_train_forward(
-                    x, gamma, beta, axes=self._reduce_axes, epsilon=self.epsilon
-                )
-                self._check_finite_stats(mean, var, x.shape)
-                self._update_moving(mean, var, kcache.count)
-                cache = ("train", kcache)
-            self._cache = cache
-            self._out_shape = y.shape
-            return y
+            # NaN or inf input: _check_finite_stats raises a clear error, NumPy need not warn first
+            with np.errstate(invalid="ignore", over="ignore"):
+                return self._train_call(x, gamma, beta)
         y, cache = K.batchnorm_inference_forward(
             x,
             gamma,
@@ -333,6 +313,32 @@ class BatchNormalization(Layer):
         if training:
             self._cache = ("inference", cache)
             self._out_shape = y.shape
+        return y
+
+    def _train_call(self, x, gamma, beta):
+        """Training-mode forward on the NumPy path: plain, ghost batches or renormalization."""
+        if self.virtual_batch_size is not None:
+            y, cache = self._ghost_forward(x, gamma, beta)
+        elif self.renorm:
+            rmax, rmin, dmax = self._clip_bounds()
+            y, cache, mean, var, r, d = K.batch_renorm_train_forward(
+                x, gamma, beta,
+                self._b(self.buffers["renorm_mean"]), self._b(self.buffers["renorm_stddev"]),
+                axes=self._reduce_axes, epsilon=self.epsilon, rmax=rmax, rmin=rmin, dmax=dmax,
+            )
+            self._check_finite_stats(mean, var, x.shape)
+            self._update_moving(mean, var, cache.base.count)
+            self._update_renorm(mean, var)
+            cache = ("renorm", cache)
+        else:
+            y, kcache, mean, var = K.batchnorm_train_forward(
+                x, gamma, beta, axes=self._reduce_axes, epsilon=self.epsilon
+            )
+            self._check_finite_stats(mean, var, x.shape)
+            self._update_moving(mean, var, kcache.count)
+            cache = ("train", kcache)
+        self._cache = cache
+        self._out_shape = y.shape
         return y
 
     def _per_feature_count(self, shape) -> int:
