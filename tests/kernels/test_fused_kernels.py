@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from normlab.kernels import _backend, activations, pooling
+from normlab.optim import schedules
 
 pytestmark = pytest.mark.skipif(not _backend.NUMBA_AVAILABLE, reason="numba not installed")
 
@@ -81,7 +82,7 @@ SCHEDULE = {"class_name": "ExponentialDecay",
 
 OPTIMIZERS = {
     "sgd": lambda o: o.SGD(learning_rate=0.1),
-    "sgd schedule": lambda o: o.SGD(learning_rate=o._schedules.deserialize(SCHEDULE)),
+    "sgd schedule": lambda o: o.SGD(learning_rate=schedules.deserialize(SCHEDULE)),
     "momentum": lambda o: o.SGD(learning_rate=0.05, momentum=0.9),
     "nesterov": lambda o: o.SGD(learning_rate=0.05, momentum=0.8, nesterov=True),
     "adam": lambda o: o.Adam(learning_rate=0.01),
