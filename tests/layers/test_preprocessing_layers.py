@@ -19,7 +19,7 @@ from normlab.layers import (
     deserialize,
     serialize,
 )
-from normlab.layers.preprocessing import _apply_plan, _apply_plan_transpose, _resample_plan
+from normlab.layers.augmentation import _apply_plan, _apply_plan_transpose, _resample_plan
 from normlab.testing import check_layer_gradients
 
 

@@ -7,7 +7,8 @@ from .normalization import BatchNormalization
 from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
 from .wrappers import WeightNormalization
 from .regularization import AlphaDropout, Dropout, GaussianDropout, GaussianNoise, NoisyDense, SpatialDropout2D
-from .preprocessing import Normalization, RandomFlip, RandomRotation, RandomTranslation, RandomZoom, Rescaling
+from .augmentation import RandomFlip, RandomRotation, RandomTranslation, RandomZoom
+from .preprocessing import Normalization, Rescaling
 from .conv import Conv1D, Conv2D
 from .pooling import (AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
                       GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D)
