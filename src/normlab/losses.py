@@ -19,7 +19,6 @@ import numbers
 import numpy as np
 
 from ._registry import Registry
-
 from ._validation import Boolean, Interval, NoneOk, validate_params
 from .kernels import losses as K
 

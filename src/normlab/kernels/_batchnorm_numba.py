@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._fused_numba import act_grad
+
 
 @njit(cache=True, nogil=True, fastmath=False)
 def moments(x):
@@ -182,20 +184,6 @@ def _store_param_grads(dg, db, dgamma, dbeta, accumulate):
             dbeta[j] = dbeta[j] + db[j] if accumulate else db[j]
 
 
-#: activation codes of :func:`train_backward_act_step`
-ACT_KINDS = {"relu": 0, "sigmoid": 1, "tanh": 2}
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _act_grad(kind, da, s, one, zero):
-    # the expressions of normlab.kernels._fused_numba, so that dz is the same to the bit
-    if kind == 0:
-        return da if s > 0 else zero  # s = z, the activation's input
-    if kind == 1:
-        return (da * s) * (one - s)  # s = a = sigmoid(z)
-    return da * (one - s * s)  # s = a = tanh(z)
-
-
 @njit(cache=True, nogil=True)
 def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate, one, zero):
     """:func:`train_backward_step` for batch norm followed by an activation, in one call.
@@ -205,7 +193,8 @@ def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, d
     recomputed where it is needed (both passes) instead of being written out
     and read back twice. ``s`` is what the activation's derivative is taken
     from: ``z`` for relu, ``a`` for sigmoid and tanh (``kind``, see
-    :data:`ACT_KINDS`). Same results as the activation's backward followed by
+    :data:`normlab.kernels._fused_numba.ACT_KINDS`). Same results as the
+    activation's backward followed by
     :func:`train_backward_step`, bit for bit.
     """
     m, c = x.shape
@@ -213,12 +202,12 @@ def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, d
     dg = np.zeros(c, np.float64)
     for i in range(m):
         for j in range(c):
-            g = _act_grad(kind, da[i, j], s[i, j], one, zero)
+            g = act_grad(kind, da[i, j], s[i, j], one, zero)
             db[j] += g
             dg[j] += g * ((x[i, j] - mean[j]) * inv_std[j])
     a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype)
     for i in range(m):
         for j in range(c):
-            g = _act_grad(kind, da[i, j], s[i, j], one, zero)
+            g = act_grad(kind, da[i, j], s[i, j], one, zero)
             out[i, j] = a[j] * g - b[j] - cc[j] * (x[i, j] - mu[j])
     _store_param_grads(dg, db, dgamma, dbeta, accumulate)

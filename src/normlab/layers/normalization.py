@@ -24,8 +24,10 @@ from .base import Layer
 
 if _backend.NUMBA_AVAILABLE:
     from ..kernels import _batchnorm_numba as F
+    from ..kernels._fused_numba import ACT_KINDS as _ACT_KINDS
 else:  # pragma: no cover
     F = None
+    _ACT_KINDS = {}
 
 __all__ = ["BatchNormalization"]
 
@@ -437,7 +439,6 @@ class BatchNormalization(Layer):
         dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
         if mode == "train_fused":
             dx = np.empty_like(x2)
-            g = self.grads
             F.train_backward_step(
                 dy2,
                 x2,
@@ -445,8 +446,7 @@ class BatchNormalization(Layer):
                 inv_std,
                 self.params.get("gamma", _EMPTY),
                 dx,
-                g["gamma"] if self._trainable and self.scale else _EMPTY,
-                g["beta"] if self._trainable and self.center else _EMPTY,
+                *self._grad_targets(),
                 not self._grads_zero,
             )
             return dx.reshape(dy.shape)
@@ -460,6 +460,12 @@ class BatchNormalization(Layer):
                 self._accumulate_grad("beta", dbeta)
         return dx.reshape(dy.shape)
 
+    def _grad_targets(self):
+        """``(dgamma, dbeta)`` arrays for the numba kernels to write; size 0 where there is none."""
+        g = self.grads
+        return (g["gamma"] if self._trainable and self.scale else _EMPTY,
+                g["beta"] if self._trainable and self.center else _EMPTY)
+
     def _fused_act_backward(self, da, act):
         """dL/dx through this layer and the :class:`Activation` ``act`` that follows it.
 
@@ -471,7 +477,7 @@ class BatchNormalization(Layer):
         or tanh; contiguous arrays of one dtype); the result equals the
         two-call path bit for bit.
         """
-        kind = F.ACT_KINDS.get(act.activation) if F is not None else None
+        kind = _ACT_KINDS.get(act.activation)
         cache, act_cache = self._cache, act._cache
         if kind is None or cache is None or act_cache is None or cache[0] != "train_fused":
             return None
@@ -481,15 +487,12 @@ class BatchNormalization(Layer):
         if not (da.dtype == dt and s.dtype == dt and da.shape == s.shape and da.flags.c_contiguous
                 and s.flags.c_contiguous and s.size == x2.size):
             return None
-        g = self.grads
         dx = np.empty_like(x2)
         try:
             F.train_backward_act_step(
                 da.reshape(x2.shape), s.reshape(x2.shape), kind, x2, mean, inv_std,
                 self.params.get("gamma", _EMPTY), dx,
-                g["gamma"] if self._trainable and self.scale else _EMPTY,
-                g["beta"] if self._trainable and self.center else _EMPTY,
-                not self._grads_zero, dt.type(1), dt.type(0),
+                *self._grad_targets(), not self._grads_zero, dt.type(1), dt.type(0),
             )
         finally:
             self._grads_zero = act._grads_zero = False

@@ -210,8 +210,9 @@ class BaseModel:
         # most models have no penalty: skip the per-layer calls (a small step pays for each)
         return [layer for layer in self.layers if layer._regularizers]
 
-    def _regularization_loss(self) -> float:
-        return sum(layer.regularization_loss() for layer in self._regularized_layers())
+    def _regularization_loss(self, layers=None) -> float:
+        layers = self._regularized_layers() if layers is None else layers
+        return sum(layer.regularization_loss() for layer in layers)
 
     def _snapshot_buffers(self):
         return [(b, b.copy()) for l in self.layers for b in l.buffers.values()]
@@ -227,7 +228,8 @@ class BaseModel:
         try:
             out = self._forward(x, True)
             value, grad, fused = self._loss_and_output_grad(y, out)
-            value += self._regularization_loss()
+            regularized = self._regularized_layers()
+            value += self._regularization_loss(regularized)
             if self._flat is not None:
                 if not self._fresh_grads:
                     self._flat[0].fill(0)
@@ -237,7 +239,7 @@ class BaseModel:
                 for layer in self.layers:
                     layer.zero_grads()
             self._backward(grad, fused)
-            for layer in self._regularized_layers():
+            for layer in regularized:
                 layer.add_regularization_grads()
             self._apply_optimizer()
         except BaseException:
