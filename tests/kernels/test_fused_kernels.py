@@ -122,7 +122,7 @@ def test_fused_optimizer_is_used_only_for_the_bare_rule():
 
 
 # ------------------------------------------- batch norm followed by its activation
-def bn_act_weights(activation, dtype, fuse, bn_first=False, steps=4):
+def bn_act_weights(activation, dtype, fuse, bn_first=False, steps=4, batch=16):
     """Weights after ``steps`` SGD steps of a BN net, with the BN + activation backward fused or not."""
     import normlab
     from normlab.layers import Activation, BatchNormalization, Dense
@@ -145,17 +145,18 @@ def bn_act_weights(activation, dtype, fuse, bn_first=False, steps=4):
                 (lambda da, act, f=original: calls.append(1) or f(da, act)) if fuse else (lambda da, act: None)
             )
     for _ in range(steps):
-        x = rng.standard_normal((16, 6)).astype(dtype)
-        model.train_on_batch(x, rng.integers(0, 3, 16))
+        x = rng.standard_normal((batch, 6)).astype(dtype)
+        model.train_on_batch(x, rng.integers(0, 3, batch))
     return model.get_weights(), len(calls)
 
 
+@pytest.mark.parametrize("batch", [16, 7])  # 7: four-row blocks plus a remainder row loop
 @pytest.mark.parametrize("bn_first", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
-def test_bn_activation_backward_fused_equals_two_calls(activation, dtype, bn_first):
-    fused, n_fused = bn_act_weights(activation, dtype, True, bn_first)
-    plain, _ = bn_act_weights(activation, dtype, False, bn_first)
+def test_bn_activation_backward_fused_equals_two_calls(activation, dtype, bn_first, batch):
+    fused, n_fused = bn_act_weights(activation, dtype, True, bn_first, batch=batch)
+    plain, _ = bn_act_weights(activation, dtype, False, bn_first, batch=batch)
     assert n_fused == 2 * 4  # both pairs, every step
     for a, b in zip(fused, plain):
         assert a.dtype == dtype

@@ -28,6 +28,11 @@ CASES = [
     ((3, 4, 5, 6), 3),
     ((3, 6, 4, 5), 1),  # channels-first layout via axis=1
     ((4, 7, 3), -1),  # sequences
+    # the numba kernels sum four rows at a time: these row counts (7, 15, 2)
+    # also run the remainder loop, alone or after full blocks
+    ((7, 5), -1),
+    ((5, 3, 3), -1),
+    ((2, 4), -1),
 ]
 
 
@@ -40,6 +45,31 @@ def test_gradients_float64_central_differences(shape, axis, center, scale, rng):
     assert set(errs) == {"x"} | ({"gamma"} if scale else set()) | ({"beta"} if center else set())
     for k, e in errs.items():
         assert e < 1e-6, (k, e)
+
+
+@pytest.mark.parametrize("m", range(2, 10))
+def test_numba_and_numpy_kernels_agree_for_every_row_remainder(m):
+    """Blocked (four-row) sums in the numba kernels give the NumPy kernels' results for any batch size."""
+    from normlab.kernels import _backend
+
+    if not _backend.NUMBA_AVAILABLE:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((m, 6)) * 3 + 5  # an offset, so that the shifted sums matter
+    dy = rng.standard_normal((m, 6))
+    out = {}
+    for use in (True, False):
+        previous = _backend.use_numba(use)
+        try:
+            layer = bn()
+            y = layer(x, training=True)
+            dx = layer.backward(dy)
+            out[use] = (y, dx, layer.grads["gamma"].copy(), layer.grads["beta"].copy(),
+                        layer.buffers["moving_mean"].copy(), layer.buffers["moving_variance"].copy())
+        finally:
+            _backend.use_numba(previous)
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape,axis", [((16, 6), -1), ((4, 3, 3, 5), -1)])

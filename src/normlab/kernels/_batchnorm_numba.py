@@ -12,7 +12,10 @@ is streamed as few times as possible:
   one pass writing ``dx = g * inv_std / m * (m dy - dbeta - xhat dgamma)``.
 
 Rows are the outer loop so the inner loop over features is contiguous and
-vectorizes.
+vectorizes. The two reduction passes take four rows per sweep (partial sums of
+four rows, then one update of the float64 per-feature sums): with one row per
+sweep, loading and storing the per-feature sums for every element made them
+compute-bound, at about 1.4x the time of a plain read of the data.
 """
 
 from __future__ import annotations
@@ -31,11 +34,26 @@ def moments(x):
     s2 = np.zeros(c, np.float64)
     for j in range(c):
         shift[j] = x[0, j]
-    for i in range(m):
+    i = 0
+    # four rows per sweep: the per-feature sums are loaded and stored once per
+    # four elements instead of once per element, which made this pass
+    # compute-bound (about 1.4x the time of a plain read of x)
+    while i + 4 <= m:
+        for j in range(c):
+            s = shift[j]
+            d0 = x[i, j] - s
+            d1 = x[i + 1, j] - s
+            d2 = x[i + 2, j] - s
+            d3 = x[i + 3, j] - s
+            s1[j] += (d0 + d1) + (d2 + d3)
+            s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        i += 4
+    while i < m:
         for j in range(c):
             d = x[i, j] - shift[j]
             s1[j] += d
             s2[j] += d * d
+        i += 1
     mean = np.empty(c, np.float64)
     var = np.empty(c, np.float64)
     for j in range(c):
@@ -72,12 +90,32 @@ def _reduce_backward(dy, x, mean, inv_std):
     m, c = x.shape
     db = np.zeros(c, np.float64)
     dg = np.zeros(c, np.float64)
-    for i in range(m):
+    i = 0
+    while i + 4 <= m:  # four rows per sweep, as in moments
         for j in range(c):
-            g = dy[i, j]
-            db[j] += g
-            dg[j] += g * ((x[i, j] - mean[j]) * inv_std[j])
+            _add4(db, dg, j, dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j],
+                  x[i, j], x[i + 1, j], x[i + 2, j], x[i + 3, j], mean[j], inv_std[j])
+        i += 4
+    while i < m:
+        for j in range(c):
+            _add1(db, dg, j, dy[i, j], x[i, j], mean[j], inv_std[j])
+        i += 1
     return db, dg
+
+
+# The backward reductions, shared by train_backward_step and
+# train_backward_act_step so that the two sum in the same order (their
+# results must agree bit for bit): db += sum g, dg += sum g * xhat.
+@njit(cache=True, nogil=True, inline="always")
+def _add4(db, dg, j, g0, g1, g2, g3, x0, x1, x2, x3, mu, iv):
+    db[j] += (np.float64(g0) + g1) + (np.float64(g2) + g3)
+    dg[j] += (g0 * ((x0 - mu) * iv) + g1 * ((x1 - mu) * iv)) + (g2 * ((x2 - mu) * iv) + g3 * ((x3 - mu) * iv))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add1(db, dg, j, g, x0, mu, iv):
+    db[j] += g
+    dg[j] += g * ((x0 - mu) * iv)
 
 
 @njit(cache=True, nogil=True)
@@ -200,11 +238,20 @@ def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, d
     m, c = x.shape
     db = np.zeros(c, np.float64)
     dg = np.zeros(c, np.float64)
-    for i in range(m):
+    i = 0
+    while i + 4 <= m:
         for j in range(c):
-            g = act_grad(kind, da[i, j], s[i, j], one, zero)
-            db[j] += g
-            dg[j] += g * ((x[i, j] - mean[j]) * inv_std[j])
+            _add4(db, dg, j,
+                  act_grad(kind, da[i, j], s[i, j], one, zero),
+                  act_grad(kind, da[i + 1, j], s[i + 1, j], one, zero),
+                  act_grad(kind, da[i + 2, j], s[i + 2, j], one, zero),
+                  act_grad(kind, da[i + 3, j], s[i + 3, j], one, zero),
+                  x[i, j], x[i + 1, j], x[i + 2, j], x[i + 3, j], mean[j], inv_std[j])
+        i += 4
+    while i < m:
+        for j in range(c):
+            _add1(db, dg, j, act_grad(kind, da[i, j], s[i, j], one, zero), x[i, j], mean[j], inv_std[j])
+        i += 1
     a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype)
     for i in range(m):
         for j in range(c):
