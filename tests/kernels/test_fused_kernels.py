@@ -175,3 +175,52 @@ def test_bn_activation_fusion_declines_other_cases(rng):
     act(bn(rng.standard_normal((8, 3)), training=True), training=True)
     assert bn._fused_act_backward(np.ones((8, 3), np.float32), act) is None  # dtype mismatch
     assert bn._fused_act_backward(np.ones((3, 8)).T, act) is None  # non-contiguous gradient
+
+
+# ------------------------------------- softmax and sparse cross-entropy of small outputs
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("shape", [(60, 10), (1, 3), (7, 1), (5, 40)])
+def test_small_softmax_and_sparse_ce_match_numpy(shape, dtype, rtol):
+    from normlab.kernels import _softmax_numba, losses
+
+    rng = np.random.default_rng(sum(shape))
+    z = (rng.standard_normal(shape) * 20).astype(dtype)  # large logits: the shift matters
+    z[0, 0] = 80.0  # exp would overflow without the shift
+    labels = rng.integers(0, shape[1], shape[0]).astype(np.intp)
+    assert activations.small_rows(z)
+    p_nb, p_np = both_paths(activations.softmax, z)
+    (v_nb, g_nb), (v_np, g_np) = both_paths(losses.sparse_categorical_crossentropy_logits_value_and_grad, labels, z)
+    assert p_nb.dtype == g_nb.dtype == dtype
+    np.testing.assert_allclose(p_nb, p_np, rtol=rtol, atol=1e-30)
+    np.testing.assert_allclose(p_nb.sum(axis=1), 1.0, rtol=shape[1] * rtol)
+    np.testing.assert_allclose(g_nb, g_np, rtol=rtol, atol=rtol / shape[0])
+    assert v_nb == pytest.approx(v_np, rel=rtol * 10)
+    # the kernel refuses a label out of range instead of reading outside z
+    bad = labels.copy()
+    bad[-1] = shape[1]
+    assert np.isnan(_softmax_numba.sparse_ce_logits(bad, z, np.empty_like(z)))
+
+
+def test_softmax_and_sparse_ce_edge_cases_follow_numpy():
+    from normlab import losses
+
+    z = np.array([[np.nan, 1.0, 2.0], [np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0], [1.0, 1.0, 1.0]], np.float32)
+    with np.errstate(invalid="ignore"):  # NumPy's inf - inf
+        p_nb, p_np = both_paths(activations.softmax, z)
+    np.testing.assert_array_equal(np.isnan(p_nb), np.isnan(p_np))
+    assert np.isnan(p_nb[:2]).all()
+    np.testing.assert_allclose(p_nb[2:], p_np[2:], rtol=1e-6)
+    # labels out of range still get the loss's clear error on the numba path
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        loss(np.array([0, 3, 1, 2]), np.ones((4, 3), np.float32))
+
+
+def test_large_outputs_keep_the_vectorized_numpy_softmax():
+    from normlab.kernels import _softmax_numba
+
+    z = np.zeros((_softmax_numba.MAX_SIZE // 10 + 1, 10), np.float32)
+    assert not activations.small_rows(z)
+    assert not activations.small_rows(np.zeros((4, 5), np.float32).T)  # not C-contiguous
+    assert not activations.small_rows(np.zeros((4, 5), np.int64))
+    assert activations.small_rows(np.zeros((4, 5), np.float32))

@@ -33,8 +33,9 @@ from normlab.kernels import _backend
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
     from normlab.kernels import _fused_numba as _nb
+    from normlab.kernels import _softmax_numba as _nbsm
 else:  # pragma: no cover
-    _nb = None
+    _nb = _nbsm = None
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -157,7 +158,22 @@ def gelu_backward(da, z, a):
     return da * (cdf + z * pdf)
 
 
+def small_rows(z) -> bool:
+    """True when the numba row kernels of :mod:`normlab.kernels._softmax_numba` should take ``z``."""
+    return (
+        z.ndim == 2
+        and 0 < z.size <= _nbsm.MAX_SIZE
+        and _backend.numba_enabled()
+        and (z.dtype == np.float32 or z.dtype == np.float64)
+        and z.flags.c_contiguous
+    )
+
+
 def softmax(z, axis=-1):
+    if (axis == -1 or axis == 1) and small_rows(z):
+        out = np.empty_like(z)
+        _nbsm.softmax_rows(z, out)
+        return out
     # subtracting the max leaves the result unchanged and prevents overflow
     e = z - z.max(axis=axis, keepdims=True)
     np.exp(e, out=e)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import log_softmax, sigmoid, softmax
+from .activations import _nbsm, log_softmax, sigmoid, small_rows, softmax
 
 EPSILON = 1e-7
 
@@ -84,13 +84,33 @@ def categorical_crossentropy_logits_grad(y, z):
     return (softmax(z) * y.sum(axis=-1, keepdims=True) - y) / n
 
 
+def _sparse_ce_small(labels, z):
+    """``(value, grad)`` from the numba row kernel, or None where it does not apply.
+
+    All three sparse-from-logits functions go through it, so they give the
+    same numbers whichever path runs.
+    """
+    if small_rows(z) and labels.dtype == np.intp and labels.shape == z.shape[:1]:
+        grad = np.empty_like(z)
+        value = _nbsm.sparse_ce_logits(labels, z, grad)
+        if value == value:  # NaN: a label out of range (the NumPy code raises) or NaN logits
+            return float(value), grad
+    return None
+
+
 def sparse_categorical_crossentropy_logits(labels, z):
+    small = _sparse_ce_small(labels, z)
+    if small is not None:
+        return small[0]
     n = z.shape[0]
     ls = log_softmax(z)
     return float(-ls[np.arange(n), labels].sum() / n)
 
 
 def sparse_categorical_crossentropy_logits_grad(labels, z):
+    small = _sparse_ce_small(labels, z)
+    if small is not None:
+        return small[1]
     n = z.shape[0]
     g = softmax(z)
     g[np.arange(n), labels] -= 1.0
@@ -104,6 +124,9 @@ def sparse_categorical_crossentropy_logits_value_and_grad(labels, z):
     The same operations in the same order, so the same numbers: the training
     step needs both, and on a small output layer each NumPy call counts.
     """
+    small = _sparse_ce_small(labels, z)
+    if small is not None:
+        return small
     n = z.shape[0]
     rows = np.arange(n)
     s = z - z.max(axis=-1, keepdims=True)
