@@ -63,6 +63,25 @@ def test_max_pool_backward_equal(pool, strides, padding, dtype, rng):
         assert fused[0, 0, 0, 0] == 1 and not fused[0, 0, 1, 0] and not fused[0, 1, :2, 0].any()
 
 
+
+@pytest.mark.parametrize("pool, strides", [((2, 2), None), ((3, 3), (1, 1))])
+def test_max_pool_backward_routes_nan_to_the_maximum_only(pool, strides, rng):
+    """A NaN or inf in dy reaches its window's maximum, not the other taps, on both paths."""
+    x = rng.standard_normal((2, 6, 6, 3))
+
+    def run(x):
+        y, cache = pooling.max_pool2d_forward(x, pool_size=pool, strides=strides)
+        dy = np.ones_like(y)
+        dy[0, 0, 0, 0], dy[1, 1, 1, 2] = np.nan, np.inf
+        return pooling.max_pool2d_backward(dy, cache), cache
+
+    (fused, _), (plain, cache) = both_paths(run, x)
+    np.testing.assert_array_equal(fused, plain)
+    window = x[0, :pool[0], :pool[1], 0]
+    hot = np.unravel_index(np.argmax(window), window.shape)
+    assert np.isnan(plain[0, hot[0], hot[1], 0])
+    assert np.isnan(plain).sum() == 1 and np.isinf(plain).sum() == 1  # 0 at every other tap
+
 # ------------------------------------------------------------- optimizers
 def optimizer_trajectory(make, dtype, steps=6, seed=3):
     """Parameters and slots after ``steps`` updates of ``make()`` on fixed random gradients."""

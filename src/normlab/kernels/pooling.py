@@ -138,10 +138,13 @@ def max_pool2d_backward(dy, cache: PoolCache):
         np.equal(xp[:, rs, cs], y, out=hit)
         np.greater(hit, taken, out=hit)  # hit and not taken: ties go to the first tap
         taken |= hit
+        # a masked write, not dy * hit: a NaN or inf in dy stays at its window's
+        # maximum and leaves the other taps 0 (as the numba kernel and PyTorch do)
+        dst = dxp[:, rs, cs]
         if disjoint:  # each input element is in at most one window: write, don't add
-            np.multiply(dy, hit, out=dxp[:, rs, cs])
+            np.copyto(dst, dy, where=hit)
         else:
-            dxp[:, rs, cs] += dy * hit
+            np.add(dst, dy, out=dst, where=hit)
     return _unpad(dxp, geom)
 
 
