@@ -156,17 +156,29 @@ def bn_act_weights(activation, dtype, fuse, bn_first=False, steps=4, batch=16):
                   loss="sparse_categorical_crossentropy")
     model.build((None, 6), seed=0)
     rng = np.random.default_rng(1)
-    calls = []
+    calls, forward_calls = [], []
+
+    def counted(f, log):
+        def run(*args):
+            out = f(*args)
+            if out is not None:
+                log.append(1)
+            return out
+        return run
+
     for layer in model.layers:
         if isinstance(layer, BatchNormalization):
-            original = layer._fused_act_backward
-            layer._fused_act_backward = (
-                (lambda da, act, f=original: calls.append(1) or f(da, act)) if fuse else (lambda da, act: None)
-            )
+            if fuse:
+                layer._fused_act_backward = counted(layer._fused_act_backward, calls)
+                layer._fused_act_forward = counted(layer._fused_act_forward, forward_calls)
+            else:
+                layer._fused_act_backward = layer._fused_act_forward = lambda *args: None
     for _ in range(steps):
         x = rng.standard_normal((batch, 6)).astype(dtype)
         model.train_on_batch(x, rng.integers(0, 3, batch))
-    return model.get_weights(), len(calls)
+    weights = model.get_weights()
+    bn_state = [np.copy(b) for l in model.layers for b in l.buffers.values()]
+    return weights + bn_state, len(calls), len(forward_calls)
 
 
 @pytest.mark.parametrize("batch", [16, 7])  # 7: four-row blocks plus a remainder row loop
@@ -174,9 +186,12 @@ def bn_act_weights(activation, dtype, fuse, bn_first=False, steps=4, batch=16):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 def test_bn_activation_backward_fused_equals_two_calls(activation, dtype, bn_first, batch):
-    fused, n_fused = bn_act_weights(activation, dtype, True, bn_first, batch=batch)
-    plain, _ = bn_act_weights(activation, dtype, False, bn_first, batch=batch)
+    fused, n_fused, n_fused_forward = bn_act_weights(activation, dtype, True, bn_first, batch=batch)
+    plain, _, _ = bn_act_weights(activation, dtype, False, bn_first, batch=batch)
     assert n_fused == 2 * 4  # both pairs, every step
+    # forward fusion: relu, and sigmoid in float32 (tanh stays NumPy's one-pass np.tanh)
+    forward_fuses = activation == "relu" or (activation == "sigmoid" and dtype == np.float32)
+    assert n_fused_forward == (2 * 4 if forward_fuses else 0)
     for a, b in zip(fused, plain):
         assert a.dtype == dtype
         np.testing.assert_array_equal(a, b)
@@ -194,6 +209,113 @@ def test_bn_activation_fusion_declines_other_cases(rng):
     act(bn(rng.standard_normal((8, 3)), training=True), training=True)
     assert bn._fused_act_backward(np.ones((8, 3), np.float32), act) is None  # dtype mismatch
     assert bn._fused_act_backward(np.ones((3, 8)).T, act) is None  # non-contiguous gradient
+
+
+@pytest.mark.parametrize("activation,dtype", [("relu", np.float32), ("relu", np.float64), ("sigmoid", np.float32)])
+@pytest.mark.parametrize("shape", [(60, 100), (7, 3), (2, 4, 4, 5)])
+def test_bn_activation_forward_fused_equals_two_calls(activation, dtype, shape, rng):
+    from normlab.layers import Activation, BatchNormalization
+
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    pairs = [(BatchNormalization(momentum=0.5), Activation(activation)) for _ in range(2)]
+    (bn_f, act_f), (bn_p, act_p) = pairs
+    for layer in (bn_f, act_f, bn_p, act_p):
+        layer._ensure_built(x)
+    a_fused = bn_f._fused_act_forward(x, act_f)
+    a_plain = act_p.call(bn_p.call(x, True), True)
+    assert a_fused is not None and a_fused.dtype == dtype and a_fused.shape == shape
+    np.testing.assert_array_equal(a_fused, a_plain)
+    # the two layers keep what their own calls keep
+    np.testing.assert_array_equal(act_f._cache.z, act_p._cache.z)
+    np.testing.assert_array_equal(act_f._cache.a, act_p._cache.a)
+    assert act_f._out_shape == act_p._out_shape == shape and bn_f._out_shape == shape
+    for key in bn_f.buffers:
+        np.testing.assert_array_equal(bn_f.buffers[key], bn_p.buffers[key])
+    dy = rng.standard_normal(shape).astype(dtype)
+    np.testing.assert_array_equal(bn_f.backward(act_f.backward(dy)), bn_p.backward(act_p.backward(dy)))
+
+
+def test_bn_activation_forward_fusion_declines_other_cases(rng):
+    from normlab.layers import Activation, BatchNormalization
+
+    x32 = rng.standard_normal((8, 3)).astype(np.float32)
+    assert BatchNormalization()._fused_act_forward(x32, Activation("tanh")) is None  # np.tanh is one pass
+    assert BatchNormalization()._fused_act_forward(x32, Activation("elu")) is None
+    assert BatchNormalization()._fused_act_forward(x32.astype(np.float64), Activation("sigmoid")) is None
+    assert BatchNormalization(renorm=True)._fused_act_forward(x32, Activation("relu")) is None
+    assert BatchNormalization(virtual_batch_size=4)._fused_act_forward(x32, Activation("relu")) is None
+    assert BatchNormalization(axis=0)._fused_act_forward(x32, Activation("relu")) is None
+    frozen = BatchNormalization(trainable=False)
+    assert frozen._fused_act_forward(x32, Activation("relu")) is None
+    assert BatchNormalization()._fused_act_forward(x32[:1], Activation("relu")) is None  # the layer's own error
+    previous = _backend.use_numba(False)
+    try:
+        assert BatchNormalization()._fused_act_forward(x32, Activation("relu")) is None
+    finally:
+        _backend.use_numba(previous)
+
+
+def test_bn_activation_forward_fused_rejects_non_finite_input_and_keeps_state(rng):
+    from normlab.layers import Activation, BatchNormalization
+
+    bn, act = BatchNormalization(name="bn"), Activation("relu")
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    bn._ensure_built(x)
+    bn._fused_act_forward(x, act)
+    before = {k: b.copy() for k, b in bn.buffers.items()}
+    x[2, 1] = np.inf
+    with pytest.raises(ValueError, match="'bn'.*NaN or inf"):
+        bn._fused_act_forward(x, act)
+    for k, b in bn.buffers.items():
+        np.testing.assert_array_equal(b, before[k])
+
+
+# ------------------------------------- float32 exp, sigmoid and tanh for numba kernels
+def _ulps(approx, exact):
+    """|approx - exact| in units of the float32 spacing at ``exact``."""
+    spacing = np.spacing(np.abs(exact.astype(np.float32))).astype(np.float64)
+    return np.abs(approx.astype(np.float64) - exact) / spacing
+
+
+def test_expf_sigmoidf_tanhf_accuracy():
+    from normlab.kernels import _expf_numba as E
+
+    x = np.concatenate([np.linspace(-100, 100, 400_001), np.geomspace(1e-30, 10, 20_001),
+                        -np.geomspace(1e-30, 10, 20_001)]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    out = np.empty_like(x)
+    inside = (x > -87) & (x < 88)
+    E.exp_array(x, out)
+    assert _ulps(out[inside], np.exp(x64[inside])).max() <= 2
+    E.sigmoid_array(x, out)
+    ref = 1.0 / (1.0 + np.exp(-x64))
+    normal = ref > 1e-37  # below, the input clamp leaves an absolute error under 1e-38
+    assert _ulps(out[normal], ref[normal]).max() <= 4
+    assert np.abs(out - ref).max() < 1e-7
+    E.tanh_array(x, out)
+    assert _ulps(out, np.tanh(x64)).max() <= 4  # relative accuracy near 0 too
+
+
+def test_expf_sigmoidf_tanhf_special_values():
+    from normlab.kernels import _expf_numba as E
+
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30], np.float32)
+    out = np.empty_like(x)
+    E.sigmoid_array(x, out)
+    assert np.isnan(out[0]) and out[1] == 1.0 and 0 <= out[2] < 1e-37 and out[3] == out[4] == 0.5
+    E.tanh_array(x, out)
+    assert np.isnan(out[0]) and out[1] == 1.0 and out[2] == -1.0 and out[3] == 0 and out[5] == np.float32(1e-30)
+    E.exp_array(np.array([np.nan, 0.0], np.float32), out[:2])
+    assert np.isnan(out[0]) and out[1] == 1.0
+
+
+def test_sigmoid_activation_numba_path_matches_numpy(rng):
+    z = (rng.standard_normal((50, 30)) * 8).astype(np.float32)
+    fused, plain = both_paths(activations.sigmoid, z)
+    assert fused.dtype == np.float32
+    np.testing.assert_allclose(fused, plain, rtol=0, atol=1.2e-7)
+    z64 = z.astype(np.float64)  # float64 keeps NumPy's tanh form on both paths
+    np.testing.assert_array_equal(*both_paths(activations.sigmoid, z64))
 
 
 # ------------------------------------- softmax and sparse cross-entropy of small outputs

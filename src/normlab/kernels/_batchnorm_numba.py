@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._expf_numba import sigmoidf
 from ._fused_numba import act_grad
 
 
@@ -155,15 +156,77 @@ def train_forward_step(
     convention). Returns that finiteness flag.
     """
     m, c = x.shape
-    mean, var = moments(x)
-    finite = True
-    for j in range(c):
-        if not (np.isfinite(mean[j]) and np.isfinite(var[j])):
-            finite = False
+    finite, scale, shift = _train_statistics(
+        x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out
+    )
     if not finite:
         return False
+    for i in range(m):
+        for j in range(c):
+            out[i, j] = x[i, j] * scale[j] + shift[j]
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def train_forward_act_step(
+    x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean_out, inv_std_out,
+    kind, act_out,
+):
+    """:func:`train_forward_step` followed by an activation, in one call.
+
+    Writes the batch-norm output ``z`` into ``out`` (the activation's input,
+    kept for its backward pass and for diagnostics) and ``f(z)`` into
+    ``act_out``: relu (``kind`` 0, as ``np.maximum(z, 0)``) or sigmoid
+    (``kind`` 1, float32 only, :func:`normlab.kernels._expf_numba.sigmoidf`,
+    the function the numba path of the sigmoid activation uses).
+    """
+    m, c = x.shape
+    finite, scale, shift = _train_statistics(
+        x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out
+    )
+    if not finite:
+        return False
+    zero = x.dtype.type(0)
+    zf = out.reshape(out.size)
+    af = act_out.reshape(act_out.size)
+    # blocks of rows: z is written row by row, then f(z) runs as one flat loop
+    # over the block while it is in cache; a per-row loop would leave c % 8
+    # elements of every row to the scalar (slow) form of sigmoidf
+    rows = max(1, 2048 // c)
+    for i0 in range(0, m, rows):
+        i1 = min(m, i0 + rows)
+        for i in range(i0, i1):
+            for j in range(c):
+                out[i, j] = x[i, j] * scale[j] + shift[j]
+        # slices indexed from 0: numba's negative-index handling of an
+        # index of unknown sign would turn the loop into gathers and scatters
+        zb = zf[i0 * c : i1 * c]
+        ab = af[i0 * c : i1 * c]
+        if kind == 0:
+            for k in range(zb.size):
+                z = zb[k]
+                ab[k] = z if z >= zero else zero
+        else:
+            for k in range(zb.size):
+                ab[k] = sigmoidf(zb[k])
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out,
+                      inv_std_out):
+    """Batch statistics, the moving-average update and the per-feature ``scale``/``shift`` of ``y``.
+
+    Returns ``(finite, scale, shift)``; nothing is written unless every
+    statistic is finite.
+    """
+    m, c = x.shape
+    mean, var = moments(x)
     scale = np.empty(c, x.dtype)
     shift = np.empty(c, x.dtype)
+    for j in range(c):
+        if not (np.isfinite(mean[j]) and np.isfinite(var[j])):
+            return False, scale, shift
     for j in range(c):
         inv = 1.0 / np.sqrt(var[j] + epsilon)
         mean_out[j] = mean[j]
@@ -173,10 +236,7 @@ def train_forward_step(
         shift[j] = (beta[j] if beta.size else 0.0) - mean[j] * g
         moving_mean[j] = momentum * moving_mean[j] + (1.0 - momentum) * mean[j]
         moving_var[j] = momentum * moving_var[j] + (1.0 - momentum) * var[j] * var_correction
-    for i in range(m):
-        for j in range(c):
-            out[i, j] = x[i, j] * scale[j] + shift[j]
-    return True
+    return True, scale, shift
 
 
 @njit(cache=True, nogil=True)

@@ -50,9 +50,13 @@ class Activation(Layer):
     def call(self, x, training):
         a = self._kernel.forward(x)
         if training:
-            self._cache = _ActCache(x, a)
-            self._out_shape = a.shape
+            self._set_training_cache(x, a)
         return a
+
+    def _set_training_cache(self, z, a):
+        """What a training forward call keeps (also set by a fused batch norm + activation pass)."""
+        self._cache = _ActCache(z, a)
+        self._out_shape = a.shape
 
     def _backward(self, dy):
         z, a = self._cache

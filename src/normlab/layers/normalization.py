@@ -466,6 +466,51 @@ class BatchNormalization(Layer):
         return (g["gamma"] if self._trainable and self.scale else _EMPTY,
                 g["beta"] if self._trainable and self.center else _EMPTY)
 
+    def _fused_act_forward(self, x, act):
+        """Training forward of this layer and of the :class:`Activation` ``act`` after it, in one call.
+
+        One numba pass (:func:`~normlab.kernels._batchnorm_numba.train_forward_act_step`)
+        writes this layer's output ``z`` and ``act``'s output ``a = f(z)``;
+        both layers keep the caches their own forward calls would, so the
+        backward pass (fused or not) and the diagnostics see the same state.
+        Returns ``None`` (nothing done) where the pair does not qualify: relu
+        (float32 or float64) and sigmoid (float32) after a plain, trainable
+        batch norm over the last axis, with at least 2 rows. The result
+        equals the two calls bit for bit.
+        """
+        kind = _ACT_KINDS.get(act.activation)
+        if (
+            kind is None
+            or kind == 2  # NumPy's tanh is already one vectorized pass
+            or (kind == 1 and x.dtype != np.float32)
+            or not (self._trainable and self._features_last and _backend.numba_enabled())
+            or self.renorm
+            or self.virtual_batch_size is not None
+            or not (x.dtype == np.float32 or x.dtype == np.float64)
+        ):
+            return None
+        c = x.shape[-1]
+        if x.size == 0 or x.size // c < 2:
+            return None  # the layer's own call gives the error or the policy
+        x2 = np.ascontiguousarray(x).reshape(-1, c)
+        z = np.empty_like(x2)
+        a = np.empty_like(x2)
+        gamma, beta = self.params.get("gamma"), self.params.get("beta")
+        mean = np.empty(c, np.float64)
+        inv_std = np.empty(c, np.float64)
+        ok = F.train_forward_act_step(
+            x2, _EMPTY if gamma is None else gamma, _EMPTY if beta is None else beta, self.epsilon,
+            self.momentum, self._var_correction(x2.shape[0]), self.buffers["moving_mean"],
+            self.buffers["moving_variance"], z, mean, inv_std, kind, a,
+        )
+        if not ok:
+            self._raise_non_finite(x.shape)
+        self._cache = ("train_fused", x2, mean, inv_std)
+        z, a = z.reshape(x.shape), a.reshape(x.shape)
+        self._out_shape = z.shape
+        act._set_training_cache(z, a)
+        return a
+
     def _fused_act_backward(self, da, act):
         """dL/dx through this layer and the :class:`Activation` ``act`` that follows it.
 

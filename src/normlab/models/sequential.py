@@ -91,8 +91,21 @@ class Sequential(BaseModel):
 
     # ---------------------------------------------------------- core passes
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        for layer in self.layers:
+        layers = self.layers
+        n = len(layers)
+        i = 0
+        while i < n:
+            layer = layers[i]
+            if (training and i + 1 < n and type(layer) is BatchNormalization
+                    and type(layers[i + 1]) is Activation):
+                # batch norm and its activation in one pass (None when the pair does not qualify)
+                a = layer._fused_act_forward(x, layers[i + 1])
+                if a is not None:
+                    x = a
+                    i += 2
+                    continue
             x = layer.call(x, training)
+            i += 1
         return x
 
     def _backward(self, grad: np.ndarray, fused: bool) -> None:
