@@ -1,6 +1,6 @@
-"""Vectorizable float32 ``exp``, ``sigmoid`` and ``tanh`` for numba kernels.
+"""Vectorizable float32 ``exp`` and ``sigmoid`` for numba kernels.
 
-numba compiles ``np.exp`` / ``np.tanh`` on a float32 scalar to a call into the
+numba compiles ``np.exp`` on a float32 scalar to a call into the
 C library, which stops LLVM from vectorizing the loop around it: a fused
 "batch norm then sigmoid" loop with ``np.exp`` runs at about 4 ns per element,
 ten times NumPy's vectorized ``np.tanh``. The functions here use only
@@ -21,15 +21,15 @@ The Taylor remainder ``r^8 / 8!`` is below 5e-9 relative for ``|r| <= 0.347``
 (a tenth of a float32 ulp); ``2^k`` is built by writing ``k + 127`` into the
 exponent bits. Measured error: at most 2 ulp (see the tests).
 
-sigmoid and tanh
-----------------
+sigmoid
+-------
 ``sigmoid(x) = 1 / (1 + exp(-x))``: no cancellation anywhere, relative error a
-few ulp. ``tanh(x) = e / (e + 2)`` with ``e = expm1(2x)``, and ``expm1(y)`` a
-Taylor polynomial (degree 8) for ``|y| < ln 2 / 2`` and ``exp(y) - 1`` beyond,
-so that ``tanh`` keeps its relative accuracy near 0; ``x`` is clamped to
-``[-9, 9]``, where float32 ``tanh`` is already +-1.
+few ulp (NumPy's ``0.5 tanh(x / 2) + 0.5`` form, used on the NumPy path, is
+accurate in absolute terms only: its relative error grows without bound in the
+left tail). There is no ``tanh`` here: NumPy's float32 ``np.tanh`` is already
+one vectorized pass, faster than a polynomial form compiled by numba.
 
-These are for float32 only; float64 kernels call ``np.exp`` / ``np.tanh``.
+These are for float32 only; float64 keeps NumPy's functions.
 Polynomials are evaluated with fused multiply-adds (``fastmath={"contract"}``
 and nothing else: no reassociation, NaN and inf keep their meaning).
 
@@ -52,14 +52,12 @@ LN2_LO = _f(-2.12194440e-4)
 LOG2E = _f(1.44269504088896341)
 EXP_LO = _f(-87.0)
 EXP_HI = _f(88.0)
-TANH_CLAMP = _f(9.0)
-EXPM1_SWITCH = _f(0.34657359)  # ln 2 / 2
+ZERO = _f(0.0)
 ONE = _f(1.0)
-TWO = _f(2.0)
 HALF = _f(0.5)
-# 1/n! for the Taylor polynomials
+# 1/n! for the Taylor polynomial
 C2, C3, C4 = _f(1 / 2), _f(1 / 6), _f(1 / 24)
-C5, C6, C7, C8 = _f(1 / 120), _f(1 / 720), _f(1 / 5040), _f(1 / 40320)
+C5, C6, C7 = _f(1 / 120), _f(1 / 720), _f(1 / 5040)
 
 
 @intrinsic
@@ -94,7 +92,8 @@ def expf(y):
     y = EXP_LO if y < EXP_LO else y
     y = EXP_HI if y > EXP_HI else y
     k = np.floor(y * LOG2E + HALF)
-    r = (y - k * LN2_HI) - k * LN2_LO
+    r = (y - k * LN2_HI) - k * LN2_LO  # NaN for a NaN y, which carries through
+    k = k if k == k else ZERO  # converting NaN to an integer is undefined in LLVM
     scale = _int32_bits_as_float32(np.int32((np.int32(k) + 127) << 23))
     return _exp_reduced(r) * scale
 
@@ -106,41 +105,14 @@ def sigmoidf(x):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def tanhf(x):
-    """``tanh(x)`` of a float32 as ``e / (e + 2)``, ``e = expm1(2x)``."""
-    x = TANH_CLAMP if x > TANH_CLAMP else x
-    x = -TANH_CLAMP if x < -TANH_CLAMP else x
-    y = x + x
-    # expm1 near 0 by its Taylor series, where exp(y) - 1 would cancel
-    q = C8
-    q = q * y + C7
-    q = q * y + C6
-    q = q * y + C5
-    q = q * y + C4
-    q = q * y + C3
-    q = q * y + C2
-    q = q * y + ONE
-    small = q * y
-    e = small if (y < EXPM1_SWITCH and y > -EXPM1_SWITCH) else expf(y) - ONE
-    return e / (e + TWO)
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def sigmoid_array(x, out):
-    """``out = sigmoidf(x)`` elementwise (1-D float32 arrays); for tests and benchmarks."""
+    """``out = sigmoidf(x)`` elementwise (1-D float32 arrays): the sigmoid activation's numba path."""
     for i in range(x.size):
         out[i] = sigmoidf(x[i])
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def tanh_array(x, out):
-    """``out = tanhf(x)`` elementwise (1-D float32 arrays)."""
-    for i in range(x.size):
-        out[i] = tanhf(x[i])
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def exp_array(x, out):
-    """``out = expf(x)`` elementwise (1-D float32 arrays)."""
+    """``out = expf(x)`` elementwise (1-D float32 arrays); for the tests."""
     for i in range(x.size):
         out[i] = expf(x[i])
