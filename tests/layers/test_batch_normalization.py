@@ -47,16 +47,20 @@ def test_gradients_float64_central_differences(shape, axis, center, scale, rng):
         assert e < 1e-6, (k, e)
 
 
-@pytest.mark.parametrize("m", range(2, 10))
-def test_numba_and_numpy_kernels_agree_for_every_row_remainder(m):
-    """Blocked (four-row) sums in the numba kernels give the NumPy kernels' results for any batch size."""
+@pytest.mark.parametrize("shape", [(m, 6) for m in range(2, 10)] + [(1101, 60), (20, 8, 8, 60)])
+def test_numba_and_numpy_kernels_agree_for_every_row_remainder(shape):
+    """The numba kernels' blocked loops give the NumPy kernels' results for any batch size.
+
+    Sums run over four rows at a time; the elementwise passes over many rows of
+    few features run in blocks of several rows ((1101, 60): a partial last block).
+    """
     from normlab.kernels import _backend
 
     if not _backend.NUMBA_AVAILABLE:
         pytest.skip("numba not installed")
-    rng = np.random.default_rng(m)
-    x = rng.standard_normal((m, 6)) * 3 + 5  # an offset, so that the shifted sums matter
-    dy = rng.standard_normal((m, 6))
+    rng = np.random.default_rng(shape[0])
+    x = rng.standard_normal(shape) * 3 + 5  # an offset, so that the shifted sums matter
+    dy = rng.standard_normal(shape)
     out = {}
     for use in (True, False):
         previous = _backend.use_numba(use)
