@@ -62,16 +62,17 @@ def profile_step(batch: int, steps: int, bn: bool = True, sort: str = "tottime",
     return f"batch {batch}, {'BN' if bn else 'plain'} net, {steps} steps, {dt * 1e6:.1f} us/step under cProfile\n" + s.getvalue()
 
 
-_LAYER_METHODS = ("call", "_backward", "backward_from_logits", "_backward_params_only", "_fused_act_backward", "zero_grads")
+_LAYER_METHODS = ("call", "_fused_act_forward", "_backward", "backward_from_logits", "_backward_params_only",
+                  "_fused_act_backward", "zero_grads")
 _MODEL_METHODS = ("_snapshot_buffers", "_forward", "_loss_and_output_grad", "_backward", "_regularization_loss")
 
 
 def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, float]]:
     """Median microseconds per phase of ``model._train_step``, timed by wrapping methods.
 
-    The real ``_train_step`` runs; each layer's ``call`` / ``_backward`` /
-    ``backward_from_logits`` / ``_backward_params_only`` / ``_fused_act_backward`` /
-    ``zero_grads``, the
+    The real ``_train_step`` runs; each layer's ``call`` / ``_fused_act_forward`` /
+    ``_backward`` / ``backward_from_logits`` / ``_backward_params_only`` /
+    ``_fused_act_backward`` / ``zero_grads``, the
     model's phases and ``optimizer.apply`` are wrapped (on the instances) in
     ``perf_counter`` timers. Nested timers (e.g. ``model._forward`` around the
     layers' ``call``) each report their own inclusive time. Wrapping adds
@@ -102,6 +103,8 @@ def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, fl
                 label = f"  bwd {l.name}"
             elif meth == "_fused_act_backward":
                 label = f"  bwd {l.name} + its activation (fused)"
+            elif meth == "_fused_act_forward":
+                label = f"  fwd {l.name} + its activation (fused)"
             elif meth == "call":
                 label = f"  fwd {l.name}"
             else:
