@@ -123,3 +123,33 @@ def test_aggregate_takes_medians_over_runs(quick_result, tmp_path):
     shown = f"{expected * 1e6:.0f} us" if expected < 1e-3 else f"{expected * 1e3:.2f} ms"
     row = next(l for l in lines if l.startswith(f"| {'BN' if first['variant'] == 'bn' else 'plain'} | {first['batch']} |"))
     assert row.split(" | ")[3] == shown
+
+
+def test_ab_bn_kernels_compares_a_revision_with_the_working_tree():
+    import shutil
+    import subprocess
+
+    from benchmarks import ab_bn_kernels as ab
+
+    if shutil.which("git") is None or subprocess.run(
+        ["git", "rev-parse", "--verify", "HEAD"], cwd=ROOT, capture_output=True
+    ).returncode != 0:
+        pytest.skip("not a git checkout")
+    pytest.importorskip("numba")
+    from normlab.kernels import _batchnorm_numba as new
+
+    old = ab.load_revision("HEAD")
+    assert old is not new and hasattr(old, "train_forward_step")
+    r = ab.compare(old, new, (16, 5), rounds=2)
+    assert set(r) == {"old", "new"} and all(_pos(t) for pair in r.values() for t in pair)
+
+    class Different:  # a "revision" whose results differ must be refused
+        @staticmethod
+        def train_forward_step(x, g, b, eps, mom, corr, mm, mv, out, mean, inv):
+            new.train_forward_step(x, g, b, eps, mom, corr, mm, mv, out, mean, inv)
+            out += 1
+
+        train_backward_step = staticmethod(new.train_backward_step)
+
+    with pytest.raises(SystemExit, match="different results"):
+        ab.compare(Different, new, (16, 5), rounds=1)
