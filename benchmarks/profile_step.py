@@ -70,9 +70,10 @@ _MODEL_METHODS = ("_snapshot_buffers", "_forward", "_loss_and_output_grad", "_ba
 def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, float]]:
     """Median microseconds per phase of ``model._train_step``, timed by wrapping methods.
 
-    The real ``_train_step`` runs; each layer's ``call`` / ``_fused_act_forward`` /
+    The real ``_train_step`` runs; each step of its training plan (or, when the
+    model has none, each layer's ``call`` / ``_fused_act_forward`` /
     ``_backward`` / ``backward_from_logits`` / ``_backward_params_only`` /
-    ``_fused_act_backward`` / ``zero_grads``, the
+    ``_fused_act_backward`` / ``zero_grads``), the
     model's phases and ``optimizer.apply`` are wrapped (on the instances) in
     ``perf_counter`` timers. Nested timers (e.g. ``model._forward`` around the
     layers' ``call``) each report their own inclusive time. Wrapping adds
@@ -110,6 +111,14 @@ def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, fl
             else:
                 label = "  zero_grads (all layers)"
             wrap(l, meth, label)
+    plan = model._train_plan(xp) if hasattr(model, "_train_plan") else None
+    if plan is not None:
+        # the step runs a preallocated plan (normlab.models._train_plan), not the layers' methods
+        for op in plan.ops:
+            act = getattr(op, "act", None) if type(op).__name__ == "_BatchNormOp" else None
+            name = op.layer.name + (f" + {act.name}" if act is not None else "")
+            wrap(op, "forward", f"  fwd {name}")
+            wrap(op, "backward", f"  bwd {name}")
     for meth in _MODEL_METHODS:
         wrap(model, meth, f"model.{meth}")
     wrap(model.optimizer, "apply", "optimizer.apply")

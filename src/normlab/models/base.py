@@ -126,6 +126,7 @@ class BaseModel:
                 and hasattr(last, "backward_from_logits")
             )
             self._flatten_parameters()
+            self._train_plans = {}  # plans hold the arrays of the last compile (Sequential)
             # every layer runs its backward pass and overwrites its gradients: no zeroing needed
             self._fresh_grads = self._backward_reaches_every_layer and all(
                 layer._writes_fresh_grads for layer, _ in self._refs

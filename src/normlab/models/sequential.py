@@ -10,6 +10,7 @@ from ..layers.base import Layer, as_float_array
 from ..layers.core import Activation
 from ..layers.normalization import BatchNormalization
 from ..layers.base import registry as _layer_registry
+from ._train_plan import TrainPlan
 from .base import BaseModel
 
 __all__ = ["Sequential"]
@@ -90,7 +91,36 @@ class Sequential(BaseModel):
         return shape
 
     # ---------------------------------------------------------- core passes
+    #: at most this many input shapes keep a TrainPlan (an epoch has two: full batches and the last)
+    _MAX_PLANS = 4
+    #: False runs every training pass layer by layer (the tests compare the two)
+    _use_train_plan = True
+
+    def _train_plan(self, x: np.ndarray):
+        """The :class:`~normlab.models._train_plan.TrainPlan` for ``x``, or None (layer-by-layer pass)."""
+        if not self._use_train_plan:
+            return None
+        plans = self.__dict__.setdefault("_train_plans", {})
+        key = (x.shape, x.dtype.str)
+        plan = plans.get(key)
+        if plan is not None and plan.matches(x):
+            return plan
+        if key in plans and plan is None:
+            return None  # known not to apply
+        if len(plans) >= self._MAX_PLANS:
+            plans.clear()
+        plan = TrainPlan.for_model(self, x)
+        plans[key] = plan
+        return plan
+
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._active_plan = None
+        if training:
+            plan = self._train_plan(x)
+            if plan is not None:
+                out = plan.forward(x)
+                self._active_plan = plan
+                return out
         layers = self.layers
         n = len(layers)
         i = 0
@@ -109,6 +139,10 @@ class Sequential(BaseModel):
         return x
 
     def _backward(self, grad: np.ndarray, fused: bool) -> None:
+        plan = getattr(self, "_active_plan", None)
+        if plan is not None:
+            plan.backward(grad, fused)
+            return
         layers = self.layers
         last = len(layers) - 1
         if fused:
