@@ -10,6 +10,7 @@ from ..layers.base import Layer, as_float_array
 from ..layers.core import Activation
 from ..layers.normalization import BatchNormalization
 from ..layers.base import registry as _layer_registry
+from ..kernels import _backend
 from ._train_plan import TrainPlan
 from .base import BaseModel
 
@@ -101,7 +102,7 @@ class Sequential(BaseModel):
         if not self._use_train_plan:
             return None
         plans = self.__dict__.setdefault("_train_plans", {})
-        key = (x.shape, x.dtype.str)
+        key = (x.shape, x.dtype.str, _backend.numba_enabled())
         plan = plans.get(key)
         if plan is not None and plan.matches(x):
             return plan
