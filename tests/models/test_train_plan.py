@@ -117,13 +117,17 @@ def test_fit_with_a_last_partial_batch_uses_one_plan_per_shape_and_matches():
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_output_is_the_callers_own_array():
-    model = make_model("plain_mse", np.float32, OPTIMIZERS["adam"], True)
-    x = np.ones((4, 5), np.float32)
+@pytest.mark.parametrize("last", [[], [Activation("linear")], [BatchNormalization()]])
+def test_the_output_is_the_callers_own_array(last):
+    model = normlab.Sequential([Dense(4), Dense(3)] + last)
+    model.build((None, 5), seed=0)
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
     model._prepare_training()
     first = model._forward(x, True)
+    assert model._active_plan is not None
     kept = first.copy()
-    model._forward(x * 2, True)
+    model._forward(x * 2 + 1, True)
     np.testing.assert_array_equal(first, kept)  # not overwritten by the next pass
 
 

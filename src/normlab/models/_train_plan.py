@@ -199,6 +199,8 @@ class TrainPlan:
         self.shape = shape
         self.dtype = dtype
         self._identity = [(d, k, a) for op in ops for d, k, a in op.arrays()]
+        self._workspaces = {id(getattr(op, name)) for op in ops for name in ("z", "a", "dx")
+                            if getattr(op, name, None) is not None}
 
     @classmethod
     def for_model(cls, model, x: np.ndarray) -> "TrainPlan | None":
@@ -255,8 +257,7 @@ class TrainPlan:
     def forward(self, x: np.ndarray) -> np.ndarray:
         for op in self.ops:
             x = op.forward(x)
-        last = self.ops[-1]
-        if x is getattr(last, "z", None) or x is getattr(last, "a", None):
+        if id(x) in self._workspaces:
             x = x.copy()  # a workspace, which the next step overwrites: the caller gets its own array
         return x
 
