@@ -466,6 +466,16 @@ class BatchNormalization(Layer):
         return (g["gamma"] if self._trainable and self.scale else _EMPTY,
                 g["beta"] if self._trainable and self.center else _EMPTY)
 
+    @staticmethod
+    def _forward_act_kernel(kind, dtype) -> bool:
+        """Whether the fused forward kernel covers activation ``kind`` (ACT_KINDS code) in ``dtype``.
+
+        relu in float32 and float64, sigmoid in float32 (its vectorized float32
+        form; float64 keeps NumPy's); not tanh, which NumPy already computes in
+        one vectorized pass.
+        """
+        return kind == 0 or (kind == 1 and np.dtype(dtype) == np.float32)
+
     def _fused_act_forward(self, x, act):
         """Training forward of this layer and of the :class:`Activation` ``act`` after it, in one call.
 
@@ -480,9 +490,7 @@ class BatchNormalization(Layer):
         """
         kind = _ACT_KINDS.get(act.activation)
         if (
-            kind is None
-            or kind == 2  # NumPy's tanh is already one vectorized pass
-            or (kind == 1 and x.dtype != np.float32)
+            not self._forward_act_kernel(kind, x.dtype)
             or not (self._trainable and self._features_last and _backend.numba_enabled())
             or self.renorm
             or self.virtual_batch_size is not None

@@ -98,8 +98,7 @@ class _BatchNormOp:
         self.layer, self.act = layer, act
         kind = _ACT_KINDS.get(act.activation) if act is not None else None
         self.kind = kind
-        # forward kernel: relu always, sigmoid in float32 (see BatchNormalization._fused_act_forward)
-        self.fused_forward = kind == 0 or (kind == 1 and np.dtype(dtype) == np.float32)
+        self.fused_forward = BatchNormalization._forward_act_kernel(kind, dtype)
         self.fused_backward = kind is not None
         p, b, g = layer.params, layer.buffers, layer.grads
         self.gamma = p.get("gamma", _EMPTY)
