@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from ._expf_numba import sigmoidf
-from ._fused_numba import act_grad
+from ._fused_numba import IDENTITY, act_grad
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -125,27 +125,8 @@ def affine(x, scale, shift, out):
     _affine_blocks(x, scale, shift, out, _tile_rows(m, c))
 
 
-@njit(cache=True, nogil=True)
-def _reduce_backward(dy, x, mean, inv_std):
-    m, c = x.shape
-    db = np.zeros(c, np.float64)
-    dg = np.zeros(c, np.float64)
-    i = 0
-    while i + 4 <= m:  # four rows per sweep, as in moments
-        for j in range(c):
-            _add4(db, dg, j, dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j],
-                  x[i, j], x[i + 1, j], x[i + 2, j], x[i + 3, j], mean[j], inv_std[j])
-        i += 4
-    while i < m:
-        for j in range(c):
-            _add1(db, dg, j, dy[i, j], x[i, j], mean[j], inv_std[j])
-        i += 1
-    return db, dg
-
-
-# The backward reductions, shared by train_backward_step and
-# train_backward_act_step so that the two sum in the same order (their
-# results must agree bit for bit): db += sum g, dg += sum g * xhat.
+# The backward reductions, four rows or one row at a time: db += sum g,
+# dg += sum g * xhat.
 @njit(cache=True, nogil=True, inline="always")
 def _add4(db, dg, j, g0, g1, g2, g3, x0, x1, x2, x3, mu, iv):
     db[j] += (np.float64(g0) + g1) + (np.float64(g2) + g3)
@@ -259,24 +240,10 @@ def train_backward_step(dy, x, mean, inv_std, gamma, out, dgamma, dbeta, accumul
     """Write ``dx`` into ``out`` and add (or, if not ``accumulate``, write) dgamma/dbeta.
 
     ``dgamma``/``dbeta`` of size 0 are skipped; ``gamma`` of size 0 means 1.
+    The activation-fused kernel with no activation (``dz = dy``), so the two
+    share every loop and agree bit for bit.
     """
-    m, c = x.shape
-    db, dg = _reduce_backward(dy, x, mean, inv_std)
-    rows = _tile_rows(m, c)
-    a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype, rows)
-    if rows == 1:
-        for i in range(m):
-            for j in range(c):
-                out[i, j] = a[j] * dy[i, j] - b[j] - cc[j] * (x[i, j] - mu[j])
-        _store_param_grads(dg, db, dgamma, dbeta, accumulate)
-        return
-    w = a.size
-    xf, df, of = x.reshape(x.size), dy.reshape(dy.size), out.reshape(out.size)
-    for b0 in range(0, m * c, w):
-        xb, db_, ob = xf[b0 : b0 + w], df[b0 : b0 + w], of[b0 : b0 + w]
-        for k in range(xb.size):
-            ob[k] = a[k] * db_[k] - b[k] - cc[k] * (xb[k] - mu[k])
-    _store_param_grads(dg, db, dgamma, dbeta, accumulate)
+    train_backward_act_step(dy, dy, IDENTITY, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
 
 
 @njit(cache=True, nogil=True)
@@ -313,19 +280,21 @@ def _store_param_grads(dg, db, dgamma, dbeta, accumulate):
 
 
 @njit(cache=True, nogil=True)
-def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate, one, zero):
-    """:func:`train_backward_step` for batch norm followed by an activation, in one call.
+def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate):
+    """The training backward of batch norm followed by an activation, in one call.
 
     ``da`` is the gradient with respect to the activation's output; its
     gradient with respect to the batch-norm output, ``dy = f'(z) da``, is
     recomputed where it is needed (both passes) instead of being written out
     and read back twice. ``s`` is what the activation's derivative is taken
     from: ``z`` for relu, ``a`` for sigmoid and tanh (``kind``, see
-    :data:`normlab.kernels._fused_numba.ACT_KINDS`). Same results as the
-    activation's backward followed by
-    :func:`train_backward_step`, bit for bit.
+    :data:`normlab.kernels._fused_numba.ACT_KINDS`; ``IDENTITY`` for none).
+    Same results as the activation's backward followed by
+    :func:`train_backward_step`, bit for bit. ``dgamma``/``dbeta`` of size 0
+    are skipped; ``gamma`` of size 0 means 1.
     """
     m, c = x.shape
+    one, zero = x.dtype.type(1), x.dtype.type(0)
     db = np.zeros(c, np.float64)
     dg = np.zeros(c, np.float64)
     i = 0

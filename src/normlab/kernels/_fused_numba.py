@@ -26,6 +26,8 @@ from numba import njit
 
 #: activation codes of :func:`act_grad`
 ACT_KINDS = {"relu": 0, "sigmoid": 1, "tanh": 2}
+#: the code of "no activation" (``dz = da``), for kernels shared with the plain case
+IDENTITY = 3
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -35,7 +37,9 @@ def act_grad(kind, da, s, one, zero):
         return da if s > 0 else zero
     if kind == 1:
         return (da * s) * (one - s)
-    return da * (one - s * s)
+    if kind == 2:
+        return da * (one - s * s)
+    return da
 
 
 @njit(cache=True, nogil=True)

@@ -31,7 +31,7 @@ MAX_SIZE = 4096
 
 @njit(cache=True, nogil=True)
 def _shifted_exp_row(z, i, e):
-    """Write ``exp(z[i] - max(z[i]))`` into ``e[i]``; return the row's sum."""
+    """Write ``exp(z[i] - max(z[i]))`` into ``e[i]``; return ``(max(z[i]), sum of e[i])``."""
     k = z.shape[1]
     mx = z[i, 0]
     for j in range(1, k):

@@ -545,7 +545,7 @@ class BatchNormalization(Layer):
             F.train_backward_act_step(
                 da.reshape(x2.shape), s.reshape(x2.shape), kind, x2, mean, inv_std,
                 self.params.get("gamma", _EMPTY), dx,
-                *self._grad_targets(), not self._grads_zero, dt.type(1), dt.type(0),
+                *self._grad_targets(), not self._grads_zero,
             )
         finally:
             self._grads_zero = act._grads_zero = False

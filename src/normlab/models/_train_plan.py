@@ -43,7 +43,7 @@ _EMPTY = np.empty(0)
 class _DenseOp:
     """``z = x W (+ b)``, ``a = f(z)``; backward writes dW (db) and returns dx."""
 
-    def __init__(self, layer: Dense, n: int, dtype):
+    def __init__(self, layer: Dense, n: int, dtype, need_dx: bool):
         self.layer = layer
         self.W = layer.params["kernel"]
         self.b = layer.params.get("bias")
@@ -52,8 +52,8 @@ class _DenseOp:
         self.act = layer._act
         self.linear = layer.activation in (None, "linear")
         self.z = np.empty((n, self.W.shape[1]), dtype)
-        self.dx = np.empty((n, self.W.shape[0]), dtype)
-        self.x = None
+        # the model's first layer never passes a gradient on
+        self.dx = np.empty((n, self.W.shape[0]), dtype) if need_dx else None
 
     def arrays(self):
         layer = self.layer
@@ -69,13 +69,12 @@ class _DenseOp:
         layer = self.layer
         layer._cache = _DenseCache(x, z, a)
         layer._out_shape = a.shape
-        self.x = x
         return a
 
     def backward(self, g, need_dx: bool, from_logits: bool = False):
         layer = self.layer
-        dz = g if (from_logits or self.linear) else self.act.backward(g, self.z, layer._cache.a)
-        x = self.x
+        x, z, a = layer._cache
+        dz = g if (from_logits or self.linear) else self.act.backward(g, z, a)
         if layer._grads_zero:
             np.matmul(x.T, dz, out=self.gW)
             if self.gb is not None:
@@ -112,8 +111,6 @@ class _BatchNormOp:
         self.dx = np.empty((n, c), dtype)
         self.mean = np.empty(c, np.float64)
         self.inv_std = np.empty(c, np.float64)
-        self.one, self.zero = np.dtype(dtype).type(1), np.dtype(dtype).type(0)
-        self.x = None
 
     def arrays(self):
         layer = self.layer
@@ -139,7 +136,6 @@ class _BatchNormOp:
             layer._raise_non_finite(x.shape)
         layer._cache = ("train_fused", x, self.mean, self.inv_std)
         layer._out_shape = x.shape
-        self.x = x
         if act is None:
             return self.z
         a = self.a if self.fused_forward else act._kernel.forward(self.z)
@@ -148,6 +144,7 @@ class _BatchNormOp:
 
     def backward(self, g, need_dx: bool = True):
         layer, act = self.layer, self.act
+        x = layer._cache[1]
         accumulate = not layer._grads_zero
         g = np.ascontiguousarray(g)  # the kernels view it as (n, c) rows
         if act is not None and not self.fused_backward:
@@ -156,12 +153,12 @@ class _BatchNormOp:
         if self.fused_backward:
             s = self.z if self.kind == 0 else act._cache.a
             _F.train_backward_act_step(
-                g, s, self.kind, self.x, self.mean, self.inv_std, self.gamma, self.dx,
-                self.dgamma, self.dbeta, accumulate, self.one, self.zero,
+                g, s, self.kind, x, self.mean, self.inv_std, self.gamma, self.dx,
+                self.dgamma, self.dbeta, accumulate,
             )
             act._grads_zero = False
         else:
-            _F.train_backward_step(g, self.x, self.mean, self.inv_std, self.gamma, self.dx,
+            _F.train_backward_step(g, x, self.mean, self.inv_std, self.gamma, self.dx,
                                    self.dgamma, self.dbeta, accumulate)
         layer._grads_zero = False
         return self.dx
@@ -198,7 +195,8 @@ class TrainPlan:
         self.shape = shape
         self.dtype = dtype
         self._identity = [(d, k, a) for op in ops for d, k, a in op.arrays()]
-        self._workspaces = {id(getattr(op, name)) for op in ops for name in ("z", "a", "dx")
+        # what a forward pass may return without copying: no workspace of any step
+        self._workspaces = {id(getattr(op, name)) for op in ops for name in ("z", "a")
                             if getattr(op, name, None) is not None}
 
     @classmethod
@@ -224,7 +222,7 @@ class TrainPlan:
                 return None
             kind = type(layer)
             if kind is Dense:
-                ops.append(_DenseOp(layer, n, dtype))
+                ops.append(_DenseOp(layer, n, dtype, need_dx=bool(ops)))
                 width = layer.units
             elif kind is BatchNormalization:
                 if layer.renorm or layer.virtual_batch_size is not None or not layer._features_last:

@@ -96,6 +96,8 @@ class Sequential(BaseModel):
     _MAX_PLANS = 4
     #: False runs every training pass layer by layer (the tests compare the two)
     _use_train_plan = True
+    #: the plan the last training forward pass ran, which the backward pass then follows
+    _active_plan = None
 
     def _train_plan(self, x: np.ndarray):
         """The :class:`~normlab.models._train_plan.TrainPlan` for ``x``, or None (layer-by-layer pass)."""
@@ -140,7 +142,7 @@ class Sequential(BaseModel):
         return x
 
     def _backward(self, grad: np.ndarray, fused: bool) -> None:
-        plan = getattr(self, "_active_plan", None)
+        plan = self._active_plan
         if plan is not None:
             plan.backward(grad, fused)
             return
