@@ -345,6 +345,30 @@ def test_small_softmax_and_sparse_ce_match_numpy(shape, dtype, rtol):
     assert np.isnan(_softmax_numba.sparse_ce_logits(bad, z, np.empty_like(z)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_output_layer_kernel_equals_softmax_and_sparse_ce_bit_for_bit(dtype, with_bias):
+    from normlab.kernels import _softmax_numba
+
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((9, 4)) * 10).astype(dtype)
+    bias = rng.standard_normal(4).astype(dtype) if with_bias else np.empty(0, dtype)
+    labels = rng.integers(0, 4, 9).astype(np.intp)
+    biased = z + bias if with_bias else z.copy()
+    p_ref, g_ref = np.empty_like(z), np.empty_like(z)
+    _softmax_numba.softmax_rows(biased, p_ref)
+    v_ref = _softmax_numba.sparse_ce_logits(labels, biased, g_ref)
+    out, grad = np.empty_like(z), np.empty_like(z)
+    v = _softmax_numba.bias_softmax_sparse_ce(labels, z, bias, out, grad)
+    np.testing.assert_array_equal(z, biased)  # the bias is added in place
+    np.testing.assert_array_equal(out, p_ref)
+    np.testing.assert_array_equal(grad, g_ref)
+    assert v == v_ref
+    bad = labels.copy()
+    bad[3] = -1
+    assert np.isnan(_softmax_numba.bias_softmax_sparse_ce(bad, biased.copy(), np.empty(0, dtype), out, grad))
+
+
 def test_softmax_and_sparse_ce_edge_cases_follow_numpy():
     from normlab import losses
 

@@ -69,6 +69,7 @@ def state(model):
 
 
 OPTIMIZERS = {
+    "sgd": lambda: optimizers.SGD(learning_rate=0.1),
     "sgd_momentum": lambda: optimizers.SGD(learning_rate=0.1, momentum=0.9),
     "adam": lambda: optimizers.Adam(learning_rate=0.01),
 }
@@ -189,4 +190,49 @@ def test_non_finite_activations_raise_and_leave_the_model_unchanged():
     with pytest.raises(ValueError, match="BatchNormalization.*NaN or inf"), np.errstate(over="ignore"):
         model.train_on_batch(x, rng.integers(0, 3, 16))
     for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_softmax_output_with_sparse_cross_entropy_takes_the_one_kernel_step():
+    from normlab import losses
+    from normlab.kernels import _softmax_numba
+
+    def plan_of(arch="bn_sigmoid", batch=16, loss=None):
+        model = make_model(arch, np.float32, OPTIMIZERS["sgd"], True)
+        if loss is not None:
+            model.compile(optimizer="sgd", loss=loss)
+        rng = np.random.default_rng(0)
+        model.train_on_batch(rng.standard_normal((batch, 5)).astype(np.float32), targets(ARCHS[arch][2], batch, rng))
+        return model._active_plan
+
+    assert plan_of().sparse_ce
+    assert not plan_of("bn_first_and_bare_bn").sparse_ce  # categorical cross-entropy
+    assert not plan_of(loss=losses.SparseCategoricalCrossentropy(label_smoothing=0.1)).sparse_ce
+    # beyond the size where the loss leaves the numba kernel for NumPy's vectorized exp
+    assert not plan_of(batch=_softmax_numba.MAX_SIZE // 3 + 1).sparse_ce
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
+def test_nan_logits_take_the_general_loss_path_as_the_layers_do(on_nonfinite):
+    results = {}
+    for use in (True, False):
+        model = make_model("bn_sigmoid", np.float32, lambda: optimizers.SGD(0.1, on_nonfinite=on_nonfinite), use)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((16, 5)).astype(np.float32)
+        y = rng.integers(0, 3, 16)
+        model.train_on_batch(x, y)
+        model.layers[-1].params["bias"][1] = np.nan
+        before = [w.copy() for w in model.get_weights()]
+        if on_nonfinite == "raise":
+            with pytest.raises(FloatingPointError, match="NaN or inf"):
+                model.train_on_batch(x, y)
+            for a, b in zip(before, model.get_weights()):  # moving statistics included
+                np.testing.assert_array_equal(a, b)
+            results[use] = before
+        else:
+            loss = model.train_on_batch(x, y)
+            assert np.isnan(loss) and model.optimizer.skipped_steps == 1
+            results[use] = [w.copy() for w in model.get_weights()] + list(model.layers[-1]._cache)
+        assert (model._active_plan is not None) == use
+    for a, b in zip(results[True], results[False]):
         np.testing.assert_array_equal(a, b)

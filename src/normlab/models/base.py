@@ -223,6 +223,17 @@ class BaseModel:
         for b, v in snap:
             np.copyto(b, v)
 
+    def _reset_grads(self) -> None:
+        """Mark every gradient zero before a backward pass (zeroing only what it would not overwrite)."""
+        if self._flat is not None:
+            if not self._fresh_grads:
+                self._flat[0].fill(0)
+            for layer in self.layers:
+                layer._grads_zero = True
+        else:
+            for layer in self.layers:
+                layer.zero_grads()
+
     def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One optimizer step on a validated batch; returns ``(loss, output)``."""
         snap = self._snapshot_buffers()
@@ -231,14 +242,7 @@ class BaseModel:
             value, grad, fused = self._loss_and_output_grad(y, out)
             regularized = self._regularized_layers()
             value += self._regularization_loss(regularized)
-            if self._flat is not None:
-                if not self._fresh_grads:
-                    self._flat[0].fill(0)
-                for layer in self.layers:
-                    layer._grads_zero = True
-            else:
-                for layer in self.layers:
-                    layer.zero_grads()
+            self._reset_grads()
             self._backward(grad, fused)
             for layer in regularized:
                 layer.add_regularization_grads()

@@ -116,6 +116,13 @@ class Sequential(BaseModel):
         plans[key] = plan
         return plan
 
+    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        plan = self._train_plan(x)
+        if plan is None:
+            return super()._train_step(x, y)
+        self._active_plan = plan
+        return plan.train_step(self, x, y)
+
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._active_plan = None
         if training:
