@@ -78,10 +78,38 @@ def test_clip_with_nonfinite_norm_gives_nan(rng):
     assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
 
 
+def on_both_paths(fn):
+    """``fn()`` with the numba kernels enabled and disabled (once where numba is absent)."""
+    from normlab.kernels import _backend
+
+    out = []
+    for use in ([True, False] if _backend.NUMBA_AVAILABLE else [False]):
+        previous = _backend.use_numba(use)
+        try:
+            out.append(fn())
+        finally:
+            _backend.use_numba(previous)
+    return out
+
+
 def test_global_norm_survives_float32_overflow():
     a = np.full(4, 1e20, dtype=np.float32)  # a*a overflows float32
-    assert T.global_norm([a]) == pytest.approx(2e20, rel=1e-6)
-    assert T.global_norm([np.array([np.nan], np.float32)]) != T.global_norm([np.array([np.nan], np.float32)])
+    for norm in on_both_paths(lambda: T.global_norm([a, np.ones(3, np.float32)])):
+        assert norm == pytest.approx(math.sqrt(4e40 + 3), rel=1e-6)
+    for norm in on_both_paths(lambda: T.global_norm([np.array([np.nan], np.float32)])):
+        assert math.isnan(norm)
+    for norm in on_both_paths(lambda: T.global_norm([np.array([1.0, -np.inf])])):
+        assert norm == math.inf
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_global_norm_is_the_same_on_numba_and_numpy(rng, dtype, rtol):
+    # big arrays (the vector partial sums) and odd sizes (the tails); then a strided view (NumPy only)
+    g = arrays(rng, shapes=((257, 129), (7,), (3, 5, 2)), scale=3.0, dtype=dtype)
+    for arrs in (g, g + [rng.standard_normal((6, 8)).astype(dtype)[:, ::2]]):
+        exact = math.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2)) for a in arrs))
+        for norm in on_both_paths(lambda: T.global_norm(arrs)):
+            assert norm == pytest.approx(exact, rel=rtol)
 
 
 # ------------------------------------------------------------------ scalings

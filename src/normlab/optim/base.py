@@ -382,9 +382,8 @@ class Optimizer:
 
     def _fusable(self, grads, params) -> bool:
         """True when the chain is the bare update rule and the arrays suit the numba kernels."""
-        if not _backend.numba_enabled() or self.weight_decay or any(
-            getattr(self, a) is not None for a in _CLIP_ARGS
-        ):
+        if (not _backend.numba_enabled() or self.weight_decay or self.clipvalue is not None
+                or self.clipnorm is not None or self.global_clipnorm is not None):
             return False
         for g, p in zip(grads, params):
             if not (

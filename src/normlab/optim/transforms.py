@@ -45,6 +45,13 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..kernels import _backend
+
+if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
+    from ..kernels import _optim_numba as _nbopt
+else:  # pragma: no cover
+    _nbopt = None
+
 __all__ = [
     "StepInfo",
     "GradientTransformation",
@@ -168,14 +175,24 @@ def apply_updates(params: Sequence[np.ndarray], updates: Sequence[np.ndarray]) -
         np.add(p, u, out=p)
 
 
+def _numba_sums(a: np.ndarray) -> bool:
+    return (a.dtype == np.float32 or a.dtype == np.float64) and a.flags.c_contiguous
+
+
 def global_norm(arrays: Sequence[np.ndarray]) -> float:
     """``sqrt(sum_i ||a_i||^2)`` over all entries of all arrays, as a Python float.
 
-    Each ``||a_i||^2`` is a BLAS dot product in the array's dtype; the sum is
-    taken in float64. An overflowing float32 sum is redone in float64, so the
-    result is ``inf`` or ``nan`` only when an entry is.
+    Each ``||a_i||^2`` is summed in the array's dtype (numba's
+    :func:`~normlab.kernels._optim_numba.sum_squares` where enabled, else a
+    BLAS dot product); the sum over arrays is taken in float64. An
+    overflowing float32 sum is redone in float64, so the result is ``inf``
+    or ``nan`` only when an entry is.
     """
     sq = 0.0
+    if _backend.numba_enabled() and all(_numba_sums(a) for a in arrays):
+        for a in arrays:
+            sq += _nbopt.sum_squares(a.reshape(-1))
+        return math.sqrt(sq)
     with np.errstate(over="ignore", invalid="ignore"):
         for a in arrays:
             r = a.reshape(-1)
