@@ -64,7 +64,8 @@ def profile_step(batch: int, steps: int, bn: bool = True, sort: str = "tottime",
 
 _LAYER_METHODS = ("call", "_fused_act_forward", "_backward", "backward_from_logits", "_backward_params_only",
                   "_fused_act_backward", "zero_grads")
-_MODEL_METHODS = ("_snapshot_buffers", "_forward", "_loss_and_output_grad", "_backward", "_regularization_loss")
+_MODEL_METHODS = ("_snapshot_buffers", "_forward", "_loss_and_output_grad", "_backward", "_regularization_loss",
+                  "_reset_grads", "_apply_optimizer")
 
 
 def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, float]]:
@@ -118,6 +119,7 @@ def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, fl
             act = getattr(op, "act", None) if type(op).__name__ == "_BatchNormOp" else None
             name = op.layer.name + (f" + {act.name}" if act is not None else "")
             wrap(op, "forward", f"  fwd {name}")
+            wrap(op, "forward_sparse_ce", f"  fwd {name} + loss (one kernel)")
             wrap(op, "backward", f"  bwd {name}")
     for meth in _MODEL_METHODS:
         wrap(model, meth, f"model.{meth}")

@@ -387,8 +387,11 @@ def test_softmax_and_sparse_ce_edge_cases_follow_numpy():
 def test_large_outputs_keep_the_vectorized_numpy_softmax():
     from normlab.kernels import _softmax_numba
 
-    z = np.zeros((_softmax_numba.MAX_SIZE // 10 + 1, 10), np.float32)
-    assert not activations.small_rows(z)
+    k = _softmax_numba.MAX_ROW + 1
+    assert not activations.small_rows(np.zeros((_softmax_numba.MAX_SIZE // k + 1, k), np.float32))
+    assert activations.small_rows(np.zeros((_softmax_numba.MAX_SIZE // k, k), np.float32))
+    # short rows take the kernels at any batch size
+    assert activations.small_rows(np.zeros((_softmax_numba.MAX_SIZE, _softmax_numba.MAX_ROW), np.float32))
     assert not activations.small_rows(np.zeros((4, 5), np.float32).T)  # not C-contiguous
     assert not activations.small_rows(np.zeros((4, 5), np.int64))
     assert activations.small_rows(np.zeros((4, 5), np.float32))

@@ -208,8 +208,16 @@ def test_a_softmax_output_with_sparse_cross_entropy_takes_the_one_kernel_step():
     assert plan_of().sparse_ce
     assert not plan_of("bn_first_and_bare_bn").sparse_ce  # categorical cross-entropy
     assert not plan_of(loss=losses.SparseCategoricalCrossentropy(label_smoothing=0.1)).sparse_ce
-    # beyond the size where the loss leaves the numba kernel for NumPy's vectorized exp
-    assert not plan_of(batch=_softmax_numba.MAX_SIZE // 3 + 1).sparse_ce
+    # beyond the size where the loss leaves the numba kernel for NumPy's vectorized calls
+    k = _softmax_numba.MAX_ROW + 1
+    wide = normlab.Sequential([Dense(4, use_bias=False), BatchNormalization(), Activation("relu"),
+                               Dense(k, activation="softmax")])
+    wide.build((None, 5), seed=0)
+    wide.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    for batch, expected in ((_softmax_numba.MAX_SIZE // k, True), (_softmax_numba.MAX_SIZE // k + 1, False)):
+        wide.train_on_batch(rng.standard_normal((batch, 5)).astype(np.float32), rng.integers(0, k, batch))
+        assert wide._active_plan.sparse_ce is expected
 
 
 @pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])

@@ -169,7 +169,8 @@ def small_rows(z) -> bool:
     """True when the numba row kernels of :mod:`normlab.kernels._softmax_numba` should take ``z``."""
     return (
         z.ndim == 2
-        and 0 < z.size <= _nbsm.MAX_SIZE
+        and z.size > 0
+        and _nbsm.takes(*z.shape)
         and _backend.numba_enabled()
         and (z.dtype == np.float32 or z.dtype == np.float64)
         and z.flags.c_contiguous

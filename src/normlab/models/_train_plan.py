@@ -281,7 +281,7 @@ class TrainPlan:
             and type(loss) is SparseCategoricalCrossentropy
             and not loss.label_smoothing
             and layers[-1].activation == "softmax"
-            and n * ops[-1].z.shape[1] <= _SM.MAX_SIZE  # where the loss itself takes the numba kernel
+            and _SM.takes(n, ops[-1].z.shape[1])  # where the loss itself takes the numba kernel
         )
         return cls(ops, x.shape, dtype, list(layers), sparse_ce)
 
