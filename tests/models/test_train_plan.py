@@ -244,3 +244,21 @@ def test_nan_logits_take_the_general_loss_path_as_the_layers_do(on_nonfinite):
         assert (model._active_plan is not None) == use
     for a, b in zip(results[True], results[False]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_optimizer_checks_the_flat_buffers_again_after_a_rebuild():
+    model, _ = train("bn_sigmoid", np.float32, OPTIMIZERS["sgd"], True, steps=2)
+    x = np.linspace(-1, 1, 80, dtype=np.float32).reshape(16, 5)
+    y = np.arange(16) % 3
+    # rebuilt for other parameters: the model's next step is refused, not applied to the wrong slots
+    model.optimizer.build([np.zeros(3, np.float32)])
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"array of shape \(3,\)"):
+        model.train_on_batch(x, y)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # a new optimizer through compile() is checked and then steps as before
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy")
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    assert model.optimizer.iterations == 2

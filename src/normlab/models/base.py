@@ -50,6 +50,7 @@ class BaseModel:
         self._trainable_signature: tuple | None = None
         self._refs: list[tuple[Layer, str]] = []
         self._flat: tuple[np.ndarray, np.ndarray] | None = None
+        self._flat_accepted = None
 
     @property
     def _output_layer(self) -> Layer:
@@ -152,6 +153,7 @@ class BaseModel:
         each variable on its own (``clipnorm``), which needs the arrays apart.
         """
         self._flat = None
+        self._flat_accepted = None  # (optimizer, its shapes) once its apply() took the flat buffers
         refs = self._refs
         if not refs or getattr(self.optimizer, "clipnorm", None) is not None:
             return
@@ -176,6 +178,7 @@ class BaseModel:
         self._flat = (flat_g, flat_p)
 
     _FLAT_NAME = "<all trainable parameters>"
+    _FLAT_NAMES = [_FLAT_NAME]
 
     def _apply_optimizer(self) -> None:
         refs = self._refs
@@ -186,8 +189,14 @@ class BaseModel:
                 names=[f"{l.name}/{k}" for l, k in refs],
             )
             return
+        opt = self.optimizer
         try:
-            self.optimizer.apply([self._flat[0]], [self._flat[1]], names=[self._FLAT_NAME])
+            accepted = self._flat_accepted
+            if accepted is not None and accepted[0] is opt and accepted[1] is opt._shapes:
+                opt._step([self._flat[0]], [self._flat[1]], self._FLAT_NAMES)
+            else:  # the first step on these buffers (or after a rebuild) goes through the checks
+                opt.apply([self._flat[0]], [self._flat[1]], names=self._FLAT_NAMES)
+                self._flat_accepted = (opt, opt._shapes)
         except FloatingPointError as exc:
             # name the first offending parameter, as the per-array path does
             bad = next((f"{l.name}/{k}" for l, k in refs if not np.isfinite(l.grads[k]).all()), None)

@@ -64,6 +64,7 @@ _UNIT = [Interval(numbers.Real, 0, 1)]
 _EPS = [Interval(numbers.Real, 0, None)]
 _FORM = [Options(T.EPSILON_FORMS)]
 _CLIP_ARGS = ("clipvalue", "clipnorm", "global_clipnorm")
+_COUNTERS = frozenset(("iterations", "last_global_norm", "skipped_steps"))
 _BASE_ARGS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "on_nonfinite", "name")
 
 
@@ -154,7 +155,9 @@ class Optimizer:
         object.__setattr__(self, "_ready", True)
 
     def __setattr__(self, key, value):
-        if self.__dict__.get("_ready") and (key in self._hyper or key in _BASE_ARGS) and key != "name":
+        # the counters change every step: let them through first
+        if key not in _COUNTERS and self.__dict__.get("_ready") and (
+                key in self._hyper or key in _BASE_ARGS) and key != "name":
             raise AttributeError(
                 f"{type(self).__name__}: {key!r} is fixed at construction (only 'learning_rate' can be "
                 f"changed); create a new optimizer instead."
@@ -356,6 +359,14 @@ class Optimizer:
                     f"{shapes[i]} with a gradient of the same shape (as when the optimizer was built), "
                     f"got a {p.dtype} parameter of shape {p.shape} and a gradient of shape {g.shape}."
                 )
+        self._step(grads, params, names)
+
+    def _step(self, grads: list, params: list, names=None) -> None:
+        """:meth:`apply` after its checks: for callers that pass the arrays it was built for.
+
+        A model's training step calls it with its flat parameter and
+        gradient buffers once one :meth:`apply` has accepted them.
+        """
         norm = T.global_norm(grads)
         self.last_global_norm = norm
         if not math.isfinite(norm) and self.on_nonfinite != "proceed":
@@ -364,7 +375,7 @@ class Optimizer:
                 return
             bad = next(i for i, g in enumerate(grads) if not np.isfinite(g).all())
             raise FloatingPointError(
-                f"{cls}: the gradient of parameter {_label(names, bad)} holds NaN or inf values; "
+                f"{type(self).__name__}: the gradient of parameter {_label(names, bad)} holds NaN or inf values; "
                 f"no parameter was updated. Pass on_nonfinite='skip' to skip such steps or "
                 f"'proceed' to apply them."
             )
