@@ -356,3 +356,26 @@ def test_skipping_the_gradient_zeroing_changes_nothing(extra, rng):
 
     for a, b in zip(run(False), run(True)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_shuffled_fit_trains_on_each_epochs_permutation_in_turn(rng):
+    # fit gathers every shuffled batch on its own; the run equals training on a shuffled copy in order
+    x, y = blobs(rng, n=110)  # a last partial batch of 10
+    seed, batch = 3, 25
+    entropy = np.random.SeedSequence(seed).entropy
+    shuffled = compiled(bn_net())
+    shuffled.build((None, 5), seed=0)
+    hist = shuffled.fit(x, y, batch_size=batch, epochs=2, verbose=0, seed=seed)
+    in_order = compiled(bn_net())
+    in_order.build((None, 5), seed=0)
+    losses = []
+    for epoch in range(2):
+        perm = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(1, epoch))).permutation(len(x))
+        h = in_order.fit(x[perm], y[perm], batch_size=batch, epochs=1, verbose=0, shuffle=False)
+        losses += h.history["loss"]
+    assert hist.history["loss"] == losses
+    for a, b in zip(shuffled.get_weights(), in_order.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # the last batch's input, as the first layer kept it, is that batch's rows
+    last = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(1, 1))).permutation(len(x))[100:]
+    np.testing.assert_array_equal(shuffled.layers[0]._cache.x, x[last])

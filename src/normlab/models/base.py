@@ -401,21 +401,31 @@ class BaseModel:
         cb.on_train_begin()
         loss_sum = np.zeros((), dtype=np.float64)
         logs: dict = {}
+        # the shuffled batches' inputs, refilled every step (layers keep what they
+        # cached of a batch only until the next step)
+        batch_x = np.empty((min(batch_size, n),) + x.shape[1:], x.dtype) if shuffle else None
         for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch)
             for m in self.metrics:
                 m.reset_state()
+            perm = None
             if shuffle:
                 shuffle_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(1, epoch)))
                 perm = shuffle_rng.permutation(n)
-                xe, ye = x[perm], y[perm]
-            else:
-                xe, ye = x, y
             loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
             for step in range(steps):
                 cb.on_train_batch_begin(step)
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                xb, yb = xe[lo:hi], ye[lo:hi]
+                if perm is None:
+                    xb, yb = x[lo:hi], y[lo:hi]
+                else:
+                    # gathered per batch rather than a shuffled copy of the whole set per
+                    # epoch: no second copy of the data, and the batch is still in cache
+                    # when the first layer reads it
+                    idx = perm[lo:hi]
+                    xb = batch_x[: hi - lo]
+                    np.take(x, idx, axis=0, out=xb)
+                    yb = y[idx]
                 value, out = self._train_step(xb, yb)
                 loss_sum += value * (hi - lo)
                 norm = getattr(self.optimizer, "last_global_norm", None)
