@@ -262,3 +262,30 @@ def test_the_optimizer_checks_the_flat_buffers_again_after_a_rebuild():
     model.train_on_batch(x, y)
     model.train_on_batch(x, y)
     assert model.optimizer.iterations == 2
+
+
+def test_a_failed_step_restores_exactly_the_moving_statistics_it_updated():
+    # bn_sigmoid: Dense, BN, sigmoid, Dense, BN, sigmoid, Dense(softmax)
+    model = make_model("bn_sigmoid", np.float32, OPTIMIZERS["sgd"], True)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    model.train_on_batch(x, y)
+    second = model.layers[3].params["kernel"]
+    kept = second.copy()
+    # the second batch norm fails (its input overflows) after the first one updated its statistics
+    before = [w.copy() for w in model.get_weights()]
+    second[...] = 3e38
+    with pytest.raises(ValueError, match="NaN or inf"), np.errstate(over="ignore", invalid="ignore"):
+        model.train_on_batch(x, y)
+    second[...] = kept
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    model.train_on_batch(x, y)
+    # now the first one fails: the second saved its statistics in an earlier step, which must not come back
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="NaN or inf"), np.errstate(over="ignore", invalid="ignore"):
+        model.train_on_batch(np.full((16, 5), 3e38, np.float32), y)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert model._active_plan is not None

@@ -141,7 +141,8 @@ def _add1(db, dg, j, g, x0, mu, iv):
 
 @njit(cache=True, nogil=True)
 def train_forward_step(
-    x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean_out, inv_std_out
+    x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean_out, inv_std_out,
+    saved=None, stamp=0.0,
 ):
     """The whole training forward of the layer in one call.
 
@@ -151,10 +152,17 @@ def train_forward_step(
     applies the Keras moving-average update (the moving variance receives
     ``var * var_correction``: 1 for the biased, ``m / (m - 1)`` for the unbiased
     convention). Returns that finiteness flag.
+
+    ``saved`` (optional, float64, ``2 c + 1`` values) receives, when the
+    update happens, the moving mean and variance as they were before it and
+    then ``stamp``: a caller that may have to undo the step restores them when
+    the stamp is its own (written in the same call as the update, so an
+    interrupt cannot separate the two).
     """
     m, c = x.shape
     finite, scale, shift = _train_statistics(
-        x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out
+        x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out,
+        saved, stamp,
     )
     if not finite:
         return False
@@ -165,7 +173,7 @@ def train_forward_step(
 @njit(cache=True, nogil=True, error_model="numpy")
 def train_forward_act_step(
     x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean_out, inv_std_out,
-    kind, act_out,
+    kind, act_out, saved=None, stamp=0.0,
 ):
     """:func:`train_forward_step` followed by an activation, in one call.
 
@@ -173,11 +181,13 @@ def train_forward_act_step(
     kept for its backward pass and for diagnostics) and ``f(z)`` into
     ``act_out``: relu (``kind`` 0, as ``np.maximum(z, 0)``) or sigmoid
     (``kind`` 1, float32 only, :func:`normlab.kernels._expf_numba.sigmoidf`,
-    the function the numba path of the sigmoid activation uses).
+    the function the numba path of the sigmoid activation uses). ``saved``
+    and ``stamp``: as in :func:`train_forward_step`.
     """
     m, c = x.shape
     finite, scale, shift = _train_statistics(
-        x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out
+        x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out,
+        saved, stamp,
     )
     if not finite:
         return False
@@ -210,7 +220,7 @@ def train_forward_act_step(
 
 @njit(cache=True, nogil=True)
 def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out,
-                      inv_std_out):
+                      inv_std_out, saved=None, stamp=0.0):
     """Batch statistics, the moving-average update and the per-feature ``scale``/``shift`` of ``y``.
 
     Returns ``(finite, scale, shift)``; nothing is written unless every
@@ -223,6 +233,11 @@ def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_
     for j in range(c):
         if not (np.isfinite(mean[j]) and np.isfinite(var[j])):
             return False, scale, shift
+    if saved is not None:
+        for j in range(c):
+            saved[j] = moving_mean[j]
+            saved[c + j] = moving_var[j]
+        saved[2 * c] = stamp
     for j in range(c):
         inv = 1.0 / np.sqrt(var[j] + epsilon)
         mean_out[j] = mean[j]

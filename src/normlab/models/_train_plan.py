@@ -138,6 +138,9 @@ class _BatchNormOp:
         self.dx = np.empty((n, c), dtype)
         self.mean = np.empty(c, np.float64)
         self.inv_std = np.empty(c, np.float64)
+        # the moving statistics before this step's update and the step's stamp (written by the kernel)
+        self.saved = np.full(2 * c + 1, np.nan)
+        self.stamp = 0.0  # the training step's number, set by the plan before the forward pass
 
     def arrays(self):
         layer = self.layer
@@ -153,11 +156,12 @@ class _BatchNormOp:
             ok = _F.train_forward_act_step(
                 x, self.gamma, self.beta, layer.epsilon, layer.momentum, self.var_correction,
                 self.moving_mean, self.moving_var, self.z, self.mean, self.inv_std, self.kind, self.a,
+                self.saved, self.stamp,
             )
         else:
             ok = _F.train_forward_step(
                 x, self.gamma, self.beta, layer.epsilon, layer.momentum, self.var_correction,
-                self.moving_mean, self.moving_var, self.z, self.mean, self.inv_std,
+                self.moving_mean, self.moving_var, self.z, self.mean, self.inv_std, self.saved, self.stamp,
             )
         if not ok:
             layer._raise_non_finite(x.shape)
@@ -168,6 +172,13 @@ class _BatchNormOp:
         a = self.a if self.fused_forward else act._kernel.forward(self.z)
         act._set_training_cache(self.z, a)
         return a
+
+    def undo(self, stamp: float) -> None:
+        """Give the moving statistics back their values before the step ``stamp``, if that step updated them."""
+        saved, c = self.saved, self.moving_mean.size
+        if saved[2 * c] == stamp:
+            np.copyto(self.moving_mean, saved[:c], casting="unsafe")  # float64 copies of float32 values: exact
+            np.copyto(self.moving_var, saved[c : 2 * c], casting="unsafe")
 
     def backward(self, g, need_dx: bool = True):
         layer, act = self.layer, self.act
@@ -222,8 +233,10 @@ class TrainPlan:
         self.shape = shape
         self.dtype = dtype
         self.layers = layers
-        # the buffers a step changes (moving statistics) and a copy of each, to undo a failed step
-        self._saved = [(b, np.empty_like(b)) for layer in layers for b in layer.buffers.values()]
+        # what a step changes besides parameters: the moving statistics, which each
+        # batch-norm step saves (in its kernel) before updating them
+        self._bn_ops = [op for op in ops if type(op) is _BatchNormOp]
+        self._steps = 0
         # a softmax output trained with sparse cross-entropy: one kernel for output, loss and gradient
         self.sparse_ce = sparse_ce
         if sparse_ce:
@@ -304,14 +317,16 @@ class TrainPlan:
     def train_step(self, model, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """``model._train_step`` on this plan: the same arithmetic in fewer Python calls.
 
-        The moving statistics are copied into preallocated arrays (instead
-        of new ones) to undo a failed step, and a softmax output trained with
+        The batch-norm kernels save the moving statistics they update (to
+        undo a failed step) instead of a copy of every buffer beforehand, and
+        a softmax output trained with
         sparse cross-entropy on integer labels runs
         :meth:`_DenseOp.forward_sparse_ce`.
         """
-        saved = self._saved
-        for live, copy in saved:
-            np.copyto(copy, live)
+        self._steps += 1
+        stamp = float(self._steps)
+        for op in self._bn_ops:
+            op.stamp = stamp
         try:
             if self.sparse_ce and y.dtype == np.intp:
                 ops = self.ops
@@ -336,8 +351,8 @@ class TrainPlan:
                 layer.add_regularization_grads()
             model._apply_optimizer()
         except BaseException:
-            for live, copy in saved:
-                np.copyto(live, copy)
+            for op in self._bn_ops:
+                op.undo(stamp)
             raise
         return value, out
 
