@@ -1,5 +1,7 @@
 """The numba kernels for activation derivatives and max-pool backward equal the NumPy path."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -83,17 +85,25 @@ def test_max_pool_backward_routes_nan_to_the_maximum_only(pool, strides, rng):
     assert np.isnan(plain).sum() == 1 and np.isinf(plain).sum() == 1  # 0 at every other tap
 
 # ------------------------------------------------------------- optimizers
-def optimizer_trajectory(make, dtype, steps=6, seed=3):
-    """Parameters and slots after ``steps`` updates of ``make()`` on fixed random gradients."""
+def optimizer_trajectory(make, dtype, steps=6, seed=3, flat=False):
+    """Parameters and slots after ``steps`` updates of ``make()`` on fixed random gradients.
+
+    ``flat``: one parameter array (as a model's flat buffer), which takes the
+    one-kernel norm-and-step path where an optimizer has one. The state holds
+    each step's global norm too (``"norms"``).
+    """
     from normlab.optim import optimizers
 
     rng = np.random.default_rng(seed)
-    params = [rng.standard_normal((5, 4)).astype(dtype), rng.standard_normal(7).astype(dtype)]
+    shapes = [(27,)] if flat else [(5, 4), (7,)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
     opt = make(optimizers)
+    norms = []
     for _ in range(steps):
         grads = [(rng.standard_normal(p.shape) * 3).astype(dtype) for p in params]
         opt.apply(grads, params)
-    return [p.copy() for p in params], opt.get_state()
+        norms.append(opt.last_global_norm)
+    return [p.copy() for p in params], {**opt.get_state(), "norms": np.array(norms)}
 
 
 SCHEDULE = {"class_name": "ExponentialDecay",
@@ -117,16 +127,44 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("flat", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_fused_optimizer_updates_equal_the_chain(name, dtype):
-    (fused_p, fused_s), (plain_p, plain_s) = both_paths(optimizer_trajectory, OPTIMIZERS[name], dtype)
+def test_fused_optimizer_updates_equal_the_chain(name, dtype, flat):
+    (fused_p, fused_s), (plain_p, plain_s) = both_paths(optimizer_trajectory, OPTIMIZERS[name], dtype, 6, 3, flat)
     for a, b in zip(fused_p, plain_p):
         assert a.dtype == dtype
         np.testing.assert_array_equal(a, b)
+    # the norm is summed in another order (vector partial sums against BLAS's dot)
+    np.testing.assert_allclose(fused_s.pop("norms"), plain_s.pop("norms"), rtol=1e-6 if dtype == np.float32 else 1e-14)
     assert fused_s.keys() == plain_s.keys()
     for key in plain_s:
         np.testing.assert_array_equal(fused_s[key], plain_s[key], err_msg=key)
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip", "proceed"])
+def test_one_kernel_sgd_step_handles_non_finite_gradients_as_the_chain(on_nonfinite):
+    from normlab.optim import optimizers as o
+
+    def run():
+        opt = o.SGD(learning_rate=0.1, on_nonfinite=on_nonfinite)
+        p = np.linspace(-1, 1, 9, dtype=np.float32)
+        opt.apply([np.ones(9, np.float32)], [p])
+        g = np.ones(9, np.float32)
+        g[4] = np.inf
+        try:
+            opt.apply([g], [p])
+            raised = None
+        except FloatingPointError as exc:
+            raised = str(exc)
+        return p, opt.iterations, opt.skipped_steps, opt.last_global_norm, raised
+
+    fused, plain = both_paths(run)
+    np.testing.assert_array_equal(fused[0], plain[0])
+    assert fused[1:] == plain[1:]
+    assert fused[1] == (1 if on_nonfinite == "raise" else 2 if on_nonfinite == "proceed" else 1)
+    assert (fused[4] is not None) == (on_nonfinite == "raise")
+    assert fused[3] == math.inf
 
 
 def test_fused_optimizer_is_used_only_for_the_bare_rule():

@@ -124,3 +124,16 @@ def sum_squares(a):
     if not np.isfinite(s):
         s = _sum_squares_f64(a)
     return s
+
+
+@njit(cache=True, nogil=True)
+def sgd_if_finite(g, p, neg_lr):
+    """:func:`sum_squares` of ``g``, then, only if it is finite, :func:`sgd`; returns the sum.
+
+    The global-norm check and the plain SGD step of one flat buffer in one
+    call (the step of a model whose parameters share one buffer).
+    """
+    s = sum_squares(g)
+    if np.isfinite(s):
+        sgd(g, p, neg_lr)
+    return s

@@ -367,8 +367,17 @@ class Optimizer:
         A model's training step calls it with its flat parameter and
         gradient buffers once one :meth:`apply` has accepted them.
         """
-        norm = T.global_norm(grads)
-        self.last_global_norm = norm
+        sq = self._checked_one_pass(grads[0], params[0]) if len(grads) == 1 else None
+        if sq is not None:
+            norm = math.sqrt(sq)
+            self.last_global_norm = norm
+            if math.isfinite(norm):  # the kernel has made the step
+                self.iterations += 1
+                return
+            # not finite: the kernel changed nothing; the usual handling follows
+        else:
+            norm = T.global_norm(grads)
+            self.last_global_norm = norm
         if not math.isfinite(norm) and self.on_nonfinite != "proceed":
             if self.on_nonfinite == "skip":
                 self.skipped_steps += 1
@@ -390,6 +399,16 @@ class Optimizer:
             for p, u in zip(params, updates):
                 np.add(p, u, out=p)
         self.iterations += 1
+
+    def _checked_one_pass(self, g: np.ndarray, p: np.ndarray):
+        """For a single parameter array: the squared norm of ``g`` and, only when finite, the step, in one kernel.
+
+        Returns the float sum of squares (the step made only if it is
+        finite), or None where the optimizer has no such kernel (then
+        :meth:`_step` computes the norm and updates separately). The result
+        must equal the separate path's bit for bit.
+        """
+        return None
 
     def _fusable(self, grads, params) -> bool:
         """True when the chain is the bare update rule and the arrays suit the numba kernels."""

@@ -98,6 +98,11 @@ class SGD(Optimizer):
             links.append(T.trace(self.momentum, nesterov=bool(self.nesterov)))
         return links, False
 
+    def _checked_one_pass(self, g, p):
+        if self.momentum or self.nesterov == "exact" or not self._fusable((g,), (p,)):
+            return None
+        return _nbopt.sgd_if_finite(g.reshape(-1), p.reshape(-1), p.dtype.type(-self.current_learning_rate))
+
     def _fused_update(self, grads, params, lr):
         if self.nesterov == "exact":
             return False
