@@ -342,14 +342,7 @@ class TrainPlan:
             else:
                 out = self.forward(x)
                 value, grad, fused = model._loss_and_output_grad(y, out)
-            regularized = model._regularized_layers()
-            if regularized:
-                value += model._regularization_loss(regularized)
-            model._reset_grads()
-            self.backward(grad, fused)
-            for layer in regularized:
-                layer.add_regularization_grads()
-            model._apply_optimizer()
+            value = model._backward_and_update(value, grad, fused, self.backward)
         except BaseException:
             for op in self._bn_ops:
                 op.undo(stamp)

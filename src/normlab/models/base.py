@@ -243,19 +243,25 @@ class BaseModel:
             for layer in self.layers:
                 layer.zero_grads()
 
+    def _backward_and_update(self, value: float, grad, fused: bool, backward) -> float:
+        """The step after the loss: penalties, ``backward(grad, fused)``, the optimizer; returns the penalized loss."""
+        regularized = self._regularized_layers()
+        if regularized:
+            value += self._regularization_loss(regularized)
+        self._reset_grads()
+        backward(grad, fused)
+        for layer in regularized:
+            layer.add_regularization_grads()
+        self._apply_optimizer()
+        return value
+
     def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One optimizer step on a validated batch; returns ``(loss, output)``."""
         snap = self._snapshot_buffers()
         try:
             out = self._forward(x, True)
             value, grad, fused = self._loss_and_output_grad(y, out)
-            regularized = self._regularized_layers()
-            value += self._regularization_loss(regularized)
-            self._reset_grads()
-            self._backward(grad, fused)
-            for layer in regularized:
-                layer.add_regularization_grads()
-            self._apply_optimizer()
+            value = self._backward_and_update(value, grad, fused, self._backward)
         except BaseException:
             self._restore_buffers(snap)
             raise
