@@ -228,11 +228,10 @@ class TrainPlan:
     Build with :meth:`for_model`, which returns ``None`` where no plan applies.
     """
 
-    def __init__(self, ops, shape, dtype, layers, sparse_ce: bool = False):
+    def __init__(self, ops, shape, dtype, sparse_ce: bool = False):
         self.ops = ops
         self.shape = shape
         self.dtype = dtype
-        self.layers = layers
         # what a step changes besides parameters: the moving statistics, which each
         # batch-norm step saves (in its kernel) before updating them
         self._bn_ops = [op for op in ops if type(op) is _BatchNormOp]
@@ -296,7 +295,7 @@ class TrainPlan:
             and layers[-1].activation == "softmax"
             and _SM.takes(n, ops[-1].z.shape[1])  # where the loss itself takes the numba kernel
         )
-        return cls(ops, x.shape, dtype, list(layers), sparse_ce)
+        return cls(ops, x.shape, dtype, sparse_ce)
 
     def matches(self, x: np.ndarray) -> bool:
         """True while ``x`` has the plan's shape and dtype and no layer array was replaced."""
@@ -319,9 +318,8 @@ class TrainPlan:
 
         The batch-norm kernels save the moving statistics they update (to
         undo a failed step) instead of a copy of every buffer beforehand, and
-        a softmax output trained with
-        sparse cross-entropy on integer labels runs
-        :meth:`_DenseOp.forward_sparse_ce`.
+        a softmax output trained with sparse cross-entropy on integer labels
+        runs :meth:`_DenseOp.forward_sparse_ce`.
         """
         self._steps += 1
         stamp = float(self._steps)
@@ -335,7 +333,7 @@ class TrainPlan:
                     a = ops[i].forward(a)
                 result = ops[-1].forward_sparse_ce(a, y)
                 if result is None:  # NaN logits (a label out of range is caught before): the general path
-                    a = self.ops[-1].forward_biased(a)
+                    a = ops[-1].forward_biased(a)
                     result = (*model._loss_and_output_grad(y, a)[:2], a)
                 value, grad, out = result
                 fused = True
