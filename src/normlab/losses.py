@@ -21,6 +21,7 @@ import numpy as np
 from ._registry import Registry
 from ._validation import Boolean, Interval, NoneOk, validate_params
 from .kernels import losses as K
+from .kernels.checks import all_finite
 
 registry = Registry("loss")
 
@@ -37,7 +38,7 @@ __all__ = [
 
 
 def _finite(arr: np.ndarray, who: str, arg: str) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if not all_finite(arr):
         raise ValueError(f"{who}: '{arg}' holds NaN or inf values.")
 
 
@@ -248,7 +249,8 @@ class SparseCategoricalCrossentropy(_SmoothedLoss):
             raise TypeError(f"{who}: sparse labels must be integers, got dtype {y.dtype}.")
         y = y.astype(np.intp, copy=False)
         k = y_pred_shape[1]
-        if y.size and (y.min() < 0 or y.max() >= k):
+        # seen as unsigned, a negative label is beyond any k: one reduction checks both ends
+        if y.size and y.view(np.uintp).max() >= k:
             bad = int(y[(y < 0) | (y >= k)][0])
             raise ValueError(
                 f"{who}: labels must be in [0, {k}) for {k} output units; found label {bad}."

@@ -19,13 +19,14 @@ from .. import losses as _losses
 from .. import metrics as _metrics
 from ..callbacks.base import Callback, CallbackList, History
 from ..callbacks.progbar import ProgbarLogger
+from ..kernels.checks import all_finite
 from ..layers.base import Layer, as_float_array
 
 __all__ = ["BaseModel"]
 
 
 def _check_finite(arr: np.ndarray, who: str, arg: str) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if not all_finite(arr):
         raise ValueError(f"{who}: '{arg}' holds NaN or inf values.")
 
 
