@@ -25,7 +25,8 @@ def _ratio(value) -> str:
 
 
 def _median(cells, key):
-    values = [c[key] for c in cells]
+    # .get: runs recorded before a column existed have no value for it
+    values = [c.get(key) for c in cells]
     # runs without torch have no torch time or ratio
     return None if any(v is None for v in values) else statistics.median(values)
 
@@ -50,10 +51,12 @@ def aggregate(runs: list[dict]) -> str:
         lines += _table(
             runs, "train_step",
             "| net | batch | normlab train_on_batch | normlab _train_step | torch eager "
-            "| torch / train_on_batch | torch / _train_step | torch / _train_step, each run |",
+            "| torch / train_on_batch | torch / _train_step | matrix products alone "
+            "| torch / products (ceiling) | torch / _train_step, each run |",
             lambda row: f"{'BN' if row['variant'] == 'bn' else row['variant']} | {row['batch']}",
             [("normlab_train_on_batch_s", _time), ("normlab_train_step_s", _time), ("torch_s", _time),
-             ("ratio_train_on_batch", _ratio), ("ratio_train_step", _ratio)],
+             ("ratio_train_on_batch", _ratio), ("ratio_train_step", _ratio),
+             ("matrix_products_s", _time), ("ratio_ceiling", _ratio)],
             "ratio_train_step",
         )
         lines.append("")

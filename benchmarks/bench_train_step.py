@@ -20,7 +20,14 @@ Timed, per step, on the same float32 batch every call:
   and ``y`` on every call, then steps);
 * ``normlab _train_step``: the internal step ``fit`` runs per batch (inputs
   already validated and prepared once);
-* ``torch``: ``opt.zero_grad(); loss = ce(net(x), y); loss.backward(); opt.step()``.
+* ``torch``: ``opt.zero_grad(); loss = ce(net(x), y); loss.backward(); opt.step()``;
+* ``matrix products``: only the matrix products of one normlab step (forward
+  ``h @ W`` per Dense layer, backward ``h.T @ dz`` per layer and ``dz @ W.T``
+  for all but the first), with ``np.matmul(..., out=)`` into preallocated
+  arrays, on the model's own kernels. Nothing else of a step is done, so
+  ``torch / matrix products`` (``ratio_ceiling``) is the ratio normlab would
+  reach if everything but these products cost nothing: the ceiling that the
+  BLAS library (OpenBLAS in NumPy's wheels) sets at large batches.
 
 Before timing, the torch net gets a copy of the normlab weights; one step is
 taken on each side and two checks that both compute the same thing are
@@ -162,9 +169,32 @@ def make_cases(batch: int, bn: bool, *, use_torch: bool = True, seed: int = 0) -
 
     cases["normlab_train_on_batch"] = lambda: model.train_on_batch(x, y)
     cases["normlab_train_step"] = lambda: model._train_step(xp, yp)
+    cases["matrix_products"] = _matrix_products(model, xp)
     if "loss_torch" in info:
         cases["torch"] = torch_step
     return cases, info
+
+
+def _matrix_products(model, x):
+    """A callable doing only the matrix products of one training step of ``model`` on ``x``."""
+    kernels = [l.params["kernel"] for l in model.layers if "kernel" in l.params]
+    rng = np.random.default_rng(1)
+    n = x.shape[0]
+    ins = [x] + [rng.random((n, w.shape[0]), dtype=x.dtype) for w in kernels[1:]]
+    outs = [np.empty((n, w.shape[1]), x.dtype) for w in kernels]
+    dzs = [rng.standard_normal((n, w.shape[1])).astype(x.dtype) for w in kernels]
+    grads = [np.empty_like(w) for w in kernels]
+    dxs = [np.empty((n, w.shape[0]), x.dtype) for w in kernels]
+
+    def products():
+        for h, w, o in zip(ins, kernels, outs):
+            np.matmul(h, w, out=o)
+        for i in reversed(range(len(kernels))):
+            np.matmul(ins[i].T, dzs[i], out=grads[i])
+            if i:
+                np.matmul(dzs[i], kernels[i].T, out=dxs[i])
+
+    return products
 
 
 def bench_train_step(
@@ -186,6 +216,7 @@ def bench_train_step(
             tob = t["normlab_train_on_batch"]["median_s"]
             step = t["normlab_train_step"]["median_s"]
             tt = t["torch"]["median_s"] if "torch" in t else None
+            mp = t["matrix_products"]["median_s"]
             rows.append(
                 {
                     "variant": variant,
@@ -195,6 +226,8 @@ def bench_train_step(
                     "torch_s": tt,
                     "ratio_train_on_batch": tt / tob if tt is not None else None,
                     "ratio_train_step": tt / step if tt is not None else None,
+                    "matrix_products_s": mp,
+                    "ratio_ceiling": tt / mp if tt is not None else None,
                     **info,
                     "timings": t,
                 }

@@ -40,7 +40,8 @@ def _check(r) -> str:
 
 def _train_table(rows):
     head = ["net", "batch", "normlab train_on_batch", "normlab _train_step", "torch eager",
-            "torch / train_on_batch", "torch / _train_step", "same step as torch?"]
+            "torch / train_on_batch", "torch / _train_step", "matrix products alone",
+            "torch / products (ceiling)", "same step as torch?"]
     body = []
     for r in rows:
         check = _check(r)
@@ -52,6 +53,8 @@ def _train_table(rows):
             _t(r["torch_s"]),
             _r(r["ratio_train_on_batch"]),
             _r(r["ratio_train_step"]),
+            _t(r.get("matrix_products_s")),
+            _r(r.get("ratio_ceiling")),
             check,
         ])
     return head, body
@@ -120,6 +123,12 @@ _CHECK_NOTE = (
     f"largest relative difference of the gradients is <= {GRAD_TOL:g}"
 )
 
+_CEILING_NOTE = (
+    "matrix products alone: only the matrix products of one normlab step (same shapes and kernels, "
+    "np.matmul into preallocated arrays); torch / products is the ratio normlab would reach if the rest "
+    "of its step cost nothing"
+)
+
 
 def format_text(res: dict) -> str:
     out = _preamble(res)
@@ -141,7 +150,8 @@ def format_markdown(res: dict) -> str:
     out = ["\n".join(f"- {line}" for line in _preamble(res))]
     if res.get("train_step"):
         out += ["", "**One training step** (784-100-100-100-10 sigmoid MLP, softmax + cross-entropy, SGD lr 0.01; "
-                "median time per step):", "", _md_grid(*_train_table(res["train_step"])), "", _CHECK_NOTE]
+                "median time per step):", "", _md_grid(*_train_table(res["train_step"])), "", _CHECK_NOTE, "",
+                _CEILING_NOTE]
     if res.get("batchnorm"):
         bw = res.get("bandwidth") or {}
         out += ["", "**BatchNormalization alone** (training forward + backward, float32, each library in its "

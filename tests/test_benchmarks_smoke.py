@@ -47,12 +47,14 @@ def test_train_step_rows(quick_result):
     assert {(r["variant"], r["batch"]) for r in rows} == {(v, b) for v in ("bn", "plain") for b in BATCHES}
     for r in rows:
         assert _pos(r["normlab_train_on_batch_s"]) and _pos(r["normlab_train_step_s"])
+        assert _pos(r["matrix_products_s"])
         assert math.isfinite(r["loss_normlab"])
         for t in r["timings"].values():
             assert len(t["per_call_s"]) == t["repeats"] and all(_pos(s) for s in t["per_call_s"])
             assert t["number"] >= 1
         if HAS_TORCH:
             assert _pos(r["torch_s"]) and _pos(r["ratio_train_on_batch"]) and _pos(r["ratio_train_step"])
+            assert r["ratio_ceiling"] == pytest.approx(r["torch_s"] / r["matrix_products_s"])
             # same weights, same batch: the first-step losses agree; the gradient check is recorded
             assert r["loss_torch"] == pytest.approx(r["loss_normlab"], rel=1e-3)
             assert math.isfinite(r["grad_rel_err"]) and r["grad_rel_err"] >= 0
@@ -123,6 +125,12 @@ def test_aggregate_takes_medians_over_runs(quick_result, tmp_path):
     shown = f"{expected * 1e6:.0f} us" if expected < 1e-3 else f"{expected * 1e3:.2f} ms"
     row = next(l for l in lines if l.startswith(f"| {'BN' if first['variant'] == 'bn' else 'plain'} | {first['batch']} |"))
     assert row.split(" | ")[3] == shown
+    # a run recorded before the matrix-product column existed: that column reads n/a, the others still merge
+    older = json.loads(json.dumps(quick_result))
+    for r in older["train_step"]:
+        del r["matrix_products_s"], r["ratio_ceiling"]
+    row = next(l for l in aggregate([quick_result, older]).splitlines() if l.startswith("| BN |"))
+    assert row.split(" | ")[7:9] == ["n/a", "n/a"]
 
 
 def test_ab_bn_kernels_compares_a_revision_with_the_working_tree():
