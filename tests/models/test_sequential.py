@@ -165,7 +165,13 @@ def test_failed_step_leaves_model_unchanged(rng):
     "xmod,ymod,exc,match",
     [
         (lambda x: x, lambda y: np.where(y == 0, 7, y), ValueError, r"labels must be in \[0, 3\)"),
+        (lambda x: x, lambda y: np.where(y == 0, -1, y), ValueError, r"labels must be in \[0, 3\) for 3 output units; found label -1"),
         (lambda x: np.where(x > 2, np.nan, x), lambda y: y, ValueError, "NaN or inf"),
+        # one inf in the last entry (the scalar tail of the vectorized check)
+        (lambda x: np.where(np.arange(x.size).reshape(x.shape) == x.size - 1, np.inf, x), lambda y: y,
+         ValueError, "'x' holds NaN or inf"),
+        (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, -np.inf, x), lambda y: y,
+         ValueError, "'x' holds NaN or inf"),
         (lambda x: x[:, :4], lambda y: y, ValueError, "expects inputs of shape"),
         (lambda x: x, lambda y: y[:-1], ValueError, "same number of samples"),
         (lambda x: x[:1], lambda y: y[:1], ValueError, "at least 2 values per feature"),
@@ -180,6 +186,24 @@ def test_bad_input_clear_error_and_model_unchanged(xmod, ymod, exc, match, rng):
         model.train_on_batch(xmod(x), ymod(y))
     with pytest.raises(exc, match=match):
         model.fit(xmod(x), ymod(y), verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_float_targets_clear_error_and_model_unchanged(rng):
+    x, _ = blobs(rng)
+    model = normlab.Sequential([Dense(4, activation="relu"), BatchNormalization(), Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    t = rng.standard_normal((len(x), 2)).astype(np.float32)
+    model.fit(x, t, epochs=1, verbose=0, seed=0)
+    before = model.get_weights()
+    for bad in (np.nan, np.inf, -np.inf):
+        tb = t.copy()
+        tb[-1, -1] = bad
+        with pytest.raises(ValueError, match="'y' holds NaN or inf"):
+            model.train_on_batch(x, tb)
+        with pytest.raises(ValueError, match="'y' holds NaN or inf"):
+            model.fit(x, tb, verbose=0)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
