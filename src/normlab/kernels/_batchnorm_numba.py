@@ -294,7 +294,6 @@ def _store_param_grads(dg, db, dgamma, dbeta, accumulate):
             dbeta[j] = dbeta[j] + db[j] if accumulate else db[j]
 
 
-@njit(cache=True, nogil=True)
 def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate):
     """The training backward of batch norm followed by an activation, in one call.
 
@@ -308,18 +307,36 @@ def train_backward_act_step(da, s, kind, x, mean, inv_std, gamma, out, dgamma, d
     :func:`train_backward_step`, bit for bit. ``dgamma``/``dbeta`` of size 0
     are skipped; ``gamma`` of size 0 means 1.
     """
-    # one copy of the loops per activation, each with its kind a constant:
-    # with ``kind`` a run-time value the derivative's branches stay inside
-    # the loops, which then vectorize poorly (the reduction pass of a
-    # 60 x 100 sigmoid layer took 4.2 us instead of 2.6)
-    if kind == 0:
-        _backward_act_body(da, s, 0, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
-    elif kind == 1:
-        _backward_act_body(da, s, 1, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
-    elif kind == 2:
-        _backward_act_body(da, s, 2, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
-    else:
-        _backward_act_body(da, s, IDENTITY, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
+    # one compiled kernel per activation, each with its kind a constant: with
+    # ``kind`` a run-time value the derivative's branches stay inside the
+    # loops, which then vectorize poorly (the reduction pass of a 60 x 100
+    # sigmoid layer took 4.2 us instead of 2.6). Separate functions rather
+    # than one with a branch per kind: each compiles on first use only, so a
+    # network of one activation pays one compilation (about 2 s) instead of
+    # four (8.7 s on the first run after installing)
+    if 0 <= kind < len(_BACKWARD_BY_KIND):
+        _BACKWARD_BY_KIND[kind](da, s, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
+    else:  # IDENTITY: the derivative is da itself
+        train_backward_step(da, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
+
+
+@njit(cache=True, nogil=True)
+def _backward_relu(da, s, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate):
+    _backward_act_body(da, s, 0, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
+
+
+@njit(cache=True, nogil=True)
+def _backward_sigmoid(da, s, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate):
+    _backward_act_body(da, s, 1, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
+
+
+@njit(cache=True, nogil=True)
+def _backward_tanh(da, s, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate):
+    _backward_act_body(da, s, 2, x, mean, inv_std, gamma, out, dgamma, dbeta, accumulate)
+
+
+#: indexed by the kinds of :data:`normlab.kernels._fused_numba.ACT_KINDS`
+_BACKWARD_BY_KIND = (_backward_relu, _backward_sigmoid, _backward_tanh)
 
 
 @njit(cache=True, nogil=True, inline="always")
