@@ -161,3 +161,20 @@ def test_ab_bn_kernels_compares_a_revision_with_the_working_tree():
 
     with pytest.raises(SystemExit, match="different results"):
         ab.compare(Different, new, (16, 5), rounds=1)
+
+
+def test_layernorm_benchmark_cases_compute_the_same_gradients(tmp_path):
+    from benchmarks import bench_layernorm as bl
+
+    cases = bl.make_cases((6, 10))
+    outs = {name: fn() for name, fn in cases.items()}
+    ref = outs["normlab_numpy"]
+    for name, out in outs.items():
+        dx = out if name != "torch" else out[0].numpy()
+        assert dx.shape == (6, 10)
+        assert abs(dx - ref).max() <= 1e-5 * max(1.0, abs(ref).max()), name
+    assert ("torch" in cases) is HAS_TORCH
+    res = bl.main(["--quick", "--json", str(tmp_path / "ln.json")])
+    assert [tuple(r["shape"]) for r in res["rows"]] == list(bl.SHAPES[:2])
+    assert all(_pos(r["normlab_numpy_s"]) for r in res["rows"])
+    assert json.loads((tmp_path / "ln.json").read_text())["threads"] == 1

@@ -19,6 +19,9 @@ from normlab.testing import check_layer_gradients, numerical_gradient, rel_error
 
 CLASSES = [LayerNormalization, GroupNormalization, InstanceNormalization, RMSNormalization]
 
+# every test runs on the numba kernels (layer and RMS norm over trailing axes) and on NumPy
+pytestmark = pytest.mark.usefixtures("bn_backend")
+
 
 def affine_kw(cls, seed=1, **kw):
     """Well-scaled random gamma/beta so that every gradient is O(1)."""
@@ -581,3 +584,69 @@ def test_non_finite_sample_does_not_leak_into_the_others(cls, rng):
     x[1, 2, 0] = np.nan
     y = make(cls, **kw)(x, training=True)
     assert np.isfinite(np.delete(y, 1, axis=0)).all()
+
+
+# ------------------------------------------------------- the numba kernels
+def _fwd_bwd(cls, kw, x, dy, params, use_numba, trainable=True, passes=1):
+    from normlab.kernels import _backend
+
+    previous = _backend.use_numba(use_numba)
+    try:
+        layer = cls(**kw, trainable=trainable)
+        layer.build(x.shape)
+        for k, v in params.items():
+            layer.params[k][...] = v
+        for _ in range(passes):  # gradients accumulate over backward passes
+            y = layer(x, training=True)
+            dx = layer.backward(dy)
+        return y, dx, {k: g.copy() for k, g in layer.grads.items()}, layer._cache
+    finally:
+        _backend.use_numba(previous)
+
+
+@pytest.mark.parametrize("cls,kw,shape", [
+    (LayerNormalization, {}, (37, 100)),
+    (LayerNormalization, {"axis": [2, 3]}, (3, 4, 5, 6)),
+    (LayerNormalization, {"center": False}, (6, 7, 9)),
+    (LayerNormalization, {"scale": False}, (6, 9)),
+    (LayerNormalization, {"center": False, "scale": False}, (5, 33)),
+    (RMSNormalization, {}, (11, 64)),
+    (RMSNormalization, {"axis": [1, 2]}, (4, 3, 17)),
+])
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+def test_numba_kernels_match_numpy(cls, kw, shape, dtype, tol, rng):
+    from normlab.kernels import _backend
+
+    if not _backend.NUMBA_AVAILABLE:
+        pytest.skip("numba not installed")
+    # an offset and a scale that a one-pass variance would not survive in float32
+    x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)
+    x = np.asfortranarray(x)  # the numba path makes its own contiguous view
+    dy = rng.standard_normal(shape).astype(dtype)
+    probe = cls(**kw)
+    probe.build(shape)
+    params = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in probe.params.items()}
+    for trainable, passes in ((True, 2), (False, 1)):
+        fused = _fwd_bwd(cls, kw, x, dy, params, True, trainable, passes)
+        ref = _fwd_bwd(cls, kw, x, dy, params, False, trainable, passes)
+        assert not isinstance(fused[3], K.NormalizeCache) and isinstance(ref[3], K.NormalizeCache)
+        for a, b in zip(fused[:2], ref[:2]):
+            assert a.dtype == b.dtype == dtype and a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+        assert fused[2].keys() == ref[2].keys()
+        for k in ref[2]:
+            g, r = fused[2][k], ref[2][k]
+            if not trainable:
+                assert not g.any() and not r.any()
+            np.testing.assert_allclose(g, r, rtol=tol, atol=tol * max(np.abs(r).max(), 1.0))
+
+
+def test_numba_path_only_for_trailing_axes(rng):
+    from normlab.kernels import _backend
+
+    x = rng.standard_normal((4, 5, 6)).astype(np.float32)
+    for axis, fused in ((-1, True), ([1, 2], True), (1, False), ([1], False)):
+        layer = LayerNormalization(axis=axis)
+        layer(x, training=True)
+        expect = fused and _backend.numba_enabled()
+        assert isinstance(layer._cache, K.NormalizeCache) is not expect, axis

@@ -8,11 +8,15 @@ running statistics: training and inference compute the same function.
 
 from __future__ import annotations
 
+import math
 import numbers
+
+import numpy as np
 
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Interval, Options, validate_params
+from ..kernels import _backend
 from ..kernels import layernorm as K
 from .base import Layer
 from .normalization import _INIT, _REG, _AxisSpec
@@ -23,6 +27,10 @@ __all__ = [
     "InstanceNormalization",
     "RMSNormalization",
 ]
+
+
+_EMPTY = np.empty(0)
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _resolve_axes(layer: Layer, axis, shape: tuple) -> tuple:
@@ -122,15 +130,57 @@ class _AxesNormalization(_SampleNormalization):
         p = self.params.get(key)
         return None if p is None else p.reshape(self._bshape)
 
+    def _rows(self, x):
+        """``x`` viewed as ``(R, M)``, one row per statistic, when the numba kernels apply; else None.
+
+        They apply to float32/float64 inputs normalized over their trailing
+        axes (``axis=-1`` and the like), whose values per statistic are then
+        contiguous.
+        """
+        axes, nd = self._checked_axes, x.ndim
+        if not (_backend.numba_enabled() and x.size and x.dtype in _FUSED_DTYPES
+                and axes == tuple(range(nd - len(axes), nd))):
+            return None
+        return np.ascontiguousarray(x).reshape(-1, math.prod(x.shape[nd - len(axes):]))
+
     def call(self, x, training):
+        x2 = self._rows(x)
+        if x2 is not None:
+            from ..kernels import _layernorm_numba as F
+
+            out = np.empty_like(x2)
+            mean = np.empty(x2.shape[0], np.float64)
+            inv_std = np.empty(x2.shape[0], np.float64)
+            F.forward(x2, self._flat("gamma"), self._flat("beta"), self.epsilon, self._centered,
+                      out, mean, inv_std)
+            return self._store(out.reshape(x.shape), ("fused", x2, mean, inv_std), training)
         y, cache = K.normalize_forward(
             x, self._b("gamma"), self._b("beta"),
             axes=self._checked_axes, epsilon=self.epsilon, centered=self._centered,
         )
         return self._store(y, cache, training)
 
+    def _flat(self, key):
+        p = self.params.get(key)
+        return _EMPTY if p is None else p.reshape(-1)
+
     def _backward(self, dy):
-        dx, dgamma, dbeta = K.normalize_backward(dy, self._cache, need_param_grads=self._trainable)
+        cache = self._cache
+        if not isinstance(cache, K.NormalizeCache):  # the numba forward's ("fused", x2, mean, inv_std)
+            from ..kernels import _layernorm_numba as F
+
+            _, x2, mean, inv_std = cache
+            dy2 = np.ascontiguousarray(dy, dtype=x2.dtype).reshape(x2.shape)
+            dx = np.empty_like(x2)
+            m = x2.shape[1]
+            # summed into zeros, then added to the gradients by _accumulate (which
+            # reshapes to their shape, views into the model's flat buffer or not)
+            dgamma = np.zeros(m, x2.dtype) if self._trainable and "gamma" in self.params else _EMPTY
+            dbeta = np.zeros(m, x2.dtype) if self._trainable and "beta" in self.params else _EMPTY
+            F.backward(dy2, x2, self._flat("gamma"), mean, inv_std, self._centered, dx, dgamma, dbeta)
+            self._accumulate(dgamma if dgamma.size else None, dbeta if dbeta.size else None)
+            return dx.reshape(dy.shape)
+        dx, dgamma, dbeta = K.normalize_backward(dy, cache, need_param_grads=self._trainable)
         self._accumulate(dgamma, dbeta)
         return dx
 

@@ -1,0 +1,131 @@
+"""LayerNormalization alone, forward + backward: normlab (numba and NumPy paths) vs PyTorch eager.
+
+normlab: ``layer(x, training=True)`` then ``layer.backward(dy)`` (the public
+layer API: it validates its input and accumulates ``dgamma``/``dbeta`` into
+``layer.grads``), once with the numba kernels and once with
+``normlab.kernels._backend.use_numba(False)``. torch:
+``F.layer_norm(x, (M,), weight, bias, eps=1e-3)`` then
+``torch.autograd.grad(y, (x, weight, bias), dy)``. float32, statistics over
+the last axis, one thread, all three timed in the same rounds::
+
+    PYTHONPATH=src python benchmarks/bench_layernorm.py [--quick] [--json out.json]
+
+The ratios are ``torch time / normlab time`` (> 1: normlab faster) and
+``NumPy path / numba path``. The bound column is 5 passes over ``x``-sized
+float32 arrays (forward: read ``x``, write ``y``; backward: read ``dy`` and
+``x``, write ``dx``) at the measured bandwidth: the rows are re-read from
+cache, so these kernels can approach it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._timing import FULL, QUICK, measure_bandwidth, pinned_threads, time_interleaved, torch  # noqa: E402
+
+SHAPES = ((60, 100), (1024, 1024), (8192, 512), (65536, 64))
+PASSES = 5
+
+
+def make_cases(shape, seed: int = 0) -> dict:
+    from normlab.kernels import _backend
+    from normlab.layers import LayerNormalization
+
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    cases = {}
+    for name, use in (("normlab_numba", True), ("normlab_numpy", False)):
+        if use and not _backend.NUMBA_AVAILABLE:
+            continue
+        layer = LayerNormalization(epsilon=1e-3)
+        layer.build(shape)
+
+        def step(layer=layer, use=use):
+            previous = _backend.use_numba(use)
+            try:
+                layer(x, training=True)
+                return layer.backward(dy)
+            finally:
+                _backend.use_numba(previous)
+
+        cases[name] = step
+    if torch is not None:
+        tx = torch.from_numpy(x).requires_grad_(True)
+        tw = torch.ones(shape[-1], requires_grad=True)
+        tb = torch.zeros(shape[-1], requires_grad=True)
+        tdy = torch.from_numpy(dy)
+
+        def torch_step():
+            y = torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb, eps=1e-3)
+            return torch.autograd.grad(y, (tx, tw, tb), tdy)
+
+        cases["torch"] = torch_step
+    return cases
+
+
+def bench_layernorm(shapes=SHAPES, cfg=FULL) -> dict:
+    bw = measure_bandwidth()
+    rows = []
+    for shape in shapes:
+        t = time_interleaved(make_cases(shape), cfg)
+        med = {k: v["median_s"] for k, v in t.items()}
+        nb, npy, tt = med.get("normlab_numba"), med.get("normlab_numpy"), med.get("torch")
+        bound = PASSES * 4 * int(np.prod(shape)) / bw["bandwidth_Bps"]
+        rows.append({
+            "shape": list(shape), **{f"{k}_s": v for k, v in med.items()},
+            "torch_over_numba": tt / nb if tt and nb else None,
+            "torch_over_numpy": tt / npy if tt and npy else None,
+            "numpy_over_numba": npy / nb if npy and nb else None,
+            "bound_s": bound, "numba_over_bound": nb / bound if nb else None,
+        })
+    return {"bandwidth": bw, "rows": rows}
+
+
+def _fmt_t(s):
+    return "-" if s is None else (f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms")
+
+
+def _fmt_r(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def markdown(res: dict) -> str:
+    lines = ["| shape | normlab numba | normlab NumPy | torch eager | torch / numba | torch / NumPy "
+             "| NumPy / numba | numba / bound (5 passes) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in res["rows"]:
+        lines.append(
+            f"| {tuple(r['shape'])} | {_fmt_t(r.get('normlab_numba_s'))} | {_fmt_t(r.get('normlab_numpy_s'))} "
+            f"| {_fmt_t(r.get('torch_s'))} | {_fmt_r(r['torch_over_numba'])} | {_fmt_r(r['torch_over_numpy'])} "
+            f"| {_fmt_r(r['numpy_over_numba'])} | {_fmt_r(r['numba_over_bound'])} |"
+        )
+    lines.append(f"\nbandwidth {res['bandwidth']['bandwidth_Bps'] / 1e9:.1f} GB/s")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a few seconds, noisy numbers")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    with pinned_threads(args.threads):
+        res = bench_layernorm(SHAPES[:2] if args.quick else SHAPES, QUICK if args.quick else FULL)
+    res["threads"] = args.threads
+    print(markdown(res))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(res, fh, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()
