@@ -1,12 +1,15 @@
-"""LayerNormalization alone, forward + backward: normlab (numba and NumPy paths) vs PyTorch eager.
+"""Layer and group normalization alone, forward + backward: normlab (numba and NumPy paths) vs PyTorch eager.
 
 normlab: ``layer(x, training=True)`` then ``layer.backward(dy)`` (the public
 layer API: it validates its input and accumulates ``dgamma``/``dbeta`` into
 ``layer.grads``), once with the numba kernels and once with
-``normlab.kernels._backend.use_numba(False)``. torch:
-``F.layer_norm(x, (M,), weight, bias, eps=1e-3)`` then
-``torch.autograd.grad(y, (x, weight, bias), dy)``. float32, statistics over
-the last axis, one thread, all three timed in the same rounds::
+``normlab.kernels._backend.use_numba(False)``. torch: ``F.layer_norm(x, (M,),
+weight, bias, eps=1e-3)`` (statistics over the last axis) or
+``F.group_norm(x, G, weight, bias, eps=1e-3)``, then
+``torch.autograd.grad(y, (x, weight, bias), dy)``. Group norm runs in each
+library's native layout (normlab channels-last ``(N, H, W, C)``, torch
+``(N, C, H, W)``); ``G = C`` is instance normalization. float32, one thread,
+all three timed in the same rounds::
 
     PYTHONPATH=src python benchmarks/bench_layernorm.py [--quick] [--json out.json]
 
@@ -32,12 +35,15 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 from benchmarks._timing import FULL, QUICK, measure_bandwidth, pinned_threads, time_interleaved, torch  # noqa: E402
 
 SHAPES = ((60, 100), (1024, 1024), (8192, 512), (65536, 64))
+#: (normlab channels-last shape, groups)
+GROUP_CASES = (((64, 32, 32, 64), 32), ((64, 32, 32, 64), 64), ((256, 16, 16, 32), 8))
 PASSES = 5
 
 
-def make_cases(shape, seed: int = 0) -> dict:
+def make_cases(shape, seed: int = 0, groups: int | None = None) -> dict:
+    """The three callables for one shape: layer norm, or group norm with ``groups`` groups."""
     from normlab.kernels import _backend
-    from normlab.layers import LayerNormalization
+    from normlab.layers import GroupNormalization, LayerNormalization
 
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
@@ -46,7 +52,7 @@ def make_cases(shape, seed: int = 0) -> dict:
     for name, use in (("normlab_numba", True), ("normlab_numpy", False)):
         if use and not _backend.NUMBA_AVAILABLE:
             continue
-        layer = LayerNormalization(epsilon=1e-3)
+        layer = LayerNormalization(epsilon=1e-3) if groups is None else GroupNormalization(groups, epsilon=1e-3)
         layer.build(shape)
 
         def step(layer=layer, use=use):
@@ -59,29 +65,34 @@ def make_cases(shape, seed: int = 0) -> dict:
 
         cases[name] = step
     if torch is not None:
-        tx = torch.from_numpy(x).requires_grad_(True)
+        to_native = (lambda a: a) if groups is None else (lambda a: np.ascontiguousarray(np.moveaxis(a, -1, 1)))
+        tx = torch.from_numpy(to_native(x)).requires_grad_(True)
         tw = torch.ones(shape[-1], requires_grad=True)
         tb = torch.zeros(shape[-1], requires_grad=True)
-        tdy = torch.from_numpy(dy)
+        tdy = torch.from_numpy(to_native(dy))
 
         def torch_step():
-            y = torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb, eps=1e-3)
+            if groups is None:
+                y = torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb, eps=1e-3)
+            else:
+                y = torch.nn.functional.group_norm(tx, groups, tw, tb, eps=1e-3)
             return torch.autograd.grad(y, (tx, tw, tb), tdy)
 
         cases["torch"] = torch_step
     return cases
 
 
-def bench_layernorm(shapes=SHAPES, cfg=FULL) -> dict:
+def bench_layernorm(shapes=SHAPES, cfg=FULL, group_cases=GROUP_CASES) -> dict:
     bw = measure_bandwidth()
     rows = []
-    for shape in shapes:
-        t = time_interleaved(make_cases(shape), cfg)
+    for shape, groups in [(s, None) for s in shapes] + list(group_cases):
+        t = time_interleaved(make_cases(shape, groups=groups), cfg)
         med = {k: v["median_s"] for k, v in t.items()}
         nb, npy, tt = med.get("normlab_numba"), med.get("normlab_numpy"), med.get("torch")
         bound = PASSES * 4 * int(np.prod(shape)) / bw["bandwidth_Bps"]
         rows.append({
-            "shape": list(shape), **{f"{k}_s": v for k, v in med.items()},
+            "layer": "layer" if groups is None else ("instance" if groups == shape[-1] else "group"),
+            "groups": groups, "shape": list(shape), **{f"{k}_s": v for k, v in med.items()},
             "torch_over_numba": tt / nb if tt and nb else None,
             "torch_over_numpy": tt / npy if tt and npy else None,
             "numpy_over_numba": npy / nb if npy and nb else None,
@@ -99,11 +110,11 @@ def _fmt_r(r):
 
 
 def markdown(res: dict) -> str:
-    lines = ["| shape | normlab numba | normlab NumPy | torch eager | torch / numba | torch / NumPy "
-             "| NumPy / numba | numba / bound (5 passes) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| layer | shape | normlab numba | normlab NumPy | torch eager | torch / numba | torch / NumPy "
+             "| NumPy / numba | numba / bound (5 passes) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         lines.append(
-            f"| {tuple(r['shape'])} | {_fmt_t(r.get('normlab_numba_s'))} | {_fmt_t(r.get('normlab_numpy_s'))} "
+            f"| {r['layer']}{'' if r['groups'] is None else ' G=' + str(r['groups'])} | {tuple(r['shape'])} | {_fmt_t(r.get('normlab_numba_s'))} | {_fmt_t(r.get('normlab_numpy_s'))} "
             f"| {_fmt_t(r.get('torch_s'))} | {_fmt_r(r['torch_over_numba'])} | {_fmt_r(r['torch_over_numpy'])} "
             f"| {_fmt_r(r['numpy_over_numba'])} | {_fmt_r(r['numba_over_bound'])} |"
         )
@@ -118,7 +129,10 @@ def main(argv=None) -> dict:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     with pinned_threads(args.threads):
-        res = bench_layernorm(SHAPES[:2] if args.quick else SHAPES, QUICK if args.quick else FULL)
+        if args.quick:
+            res = bench_layernorm(SHAPES[:2], QUICK, (((4, 8, 8, 16), 4),))
+        else:
+            res = bench_layernorm()
     res["threads"] = args.threads
     print(markdown(res))
     if args.json:

@@ -10,6 +10,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,7 +175,14 @@ def test_layernorm_benchmark_cases_compute_the_same_gradients(tmp_path):
         assert dx.shape == (6, 10)
         assert abs(dx - ref).max() <= 1e-5 * max(1.0, abs(ref).max()), name
     assert ("torch" in cases) is HAS_TORCH
+    gcases = bl.make_cases((2, 3, 3, 8), groups=4)
+    gouts = {name: fn() for name, fn in gcases.items()}
+    gref = gouts["normlab_numpy"]
+    for name, out in gouts.items():
+        dx = out if name != "torch" else np.moveaxis(out[0].numpy(), 1, -1)  # torch's native NCHW back to NHWC
+        assert abs(dx - gref).max() <= 1e-5 * max(1.0, abs(gref).max()), name
     res = bl.main(["--quick", "--json", str(tmp_path / "ln.json")])
-    assert [tuple(r["shape"]) for r in res["rows"]] == list(bl.SHAPES[:2])
+    assert [tuple(r["shape"]) for r in res["rows"]] == list(bl.SHAPES[:2]) + [(4, 8, 8, 16)]
+    assert [r["layer"] for r in res["rows"]] == ["layer", "layer", "group"]
     assert all(_pos(r["normlab_numpy_s"]) for r in res["rows"])
     assert json.loads((tmp_path / "ln.json").read_text())["threads"] == 1

@@ -612,6 +612,11 @@ def _fwd_bwd(cls, kw, x, dy, params, use_numba, trainable=True, passes=1):
     (LayerNormalization, {"center": False, "scale": False}, (5, 33)),
     (RMSNormalization, {}, (11, 64)),
     (RMSNormalization, {"axis": [1, 2]}, (4, 3, 17)),
+    (GroupNormalization, {"groups": 4}, (3, 5, 6, 8)),
+    (GroupNormalization, {"groups": 1, "center": False}, (4, 7, 12)),
+    (GroupNormalization, {"groups": 8, "scale": False}, (2, 32, 64, 32)),  # blocks of rows (65536 values)
+    (InstanceNormalization, {}, (2, 9, 9, 6)),
+    (InstanceNormalization, {"center": False, "scale": False}, (3, 5, 4)),
 ])
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
 def test_numba_kernels_match_numpy(cls, kw, shape, dtype, tol, rng):
@@ -629,7 +634,8 @@ def test_numba_kernels_match_numpy(cls, kw, shape, dtype, tol, rng):
     for trainable, passes in ((True, 2), (False, 1)):
         fused = _fwd_bwd(cls, kw, x, dy, params, True, trainable, passes)
         ref = _fwd_bwd(cls, kw, x, dy, params, False, trainable, passes)
-        assert not isinstance(fused[3], K.NormalizeCache) and isinstance(ref[3], K.NormalizeCache)
+        numpy_caches = (K.NormalizeCache, K.GroupNormCache)
+        assert not isinstance(fused[3], numpy_caches) and isinstance(ref[3], numpy_caches)
         for a, b in zip(fused[:2], ref[:2]):
             assert a.dtype == b.dtype == dtype and a.shape == b.shape
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
@@ -639,6 +645,17 @@ def test_numba_kernels_match_numpy(cls, kw, shape, dtype, tol, rng):
             if not trainable:
                 assert not g.any() and not r.any()
             np.testing.assert_allclose(g, r, rtol=tol, atol=tol * max(np.abs(r).max(), 1.0))
+
+
+def test_group_norm_numba_path_only_for_channels_last(rng):
+    from normlab.kernels import _backend
+
+    x = rng.standard_normal((3, 8, 5, 5)).astype(np.float32)
+    for axis, fused in ((-1, True), (3, True), (1, False)):
+        layer = GroupNormalization(groups=1, axis=axis)
+        layer(x, training=True)
+        expect = fused and _backend.numba_enabled()
+        assert isinstance(layer._cache, K.GroupNormCache) is not expect, axis
 
 
 def test_numba_path_only_for_trailing_axes(rng):

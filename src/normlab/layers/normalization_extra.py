@@ -399,6 +399,18 @@ class GroupNormalization(_SampleNormalization):
         self._add_affine((channels,))
 
     def call(self, x, training):
+        if (_backend.numba_enabled() and x.size and x.dtype in _FUSED_DTYPES
+                and self._checked_axes[0] == x.ndim - 1):
+            # channels last: the numba kernels on x viewed as (N, positions, C)
+            from ..kernels import _groupnorm_numba as F
+
+            x3 = np.ascontiguousarray(x).reshape(x.shape[0], -1, x.shape[-1])
+            out = np.empty_like(x3)
+            mean = np.empty((x.shape[0], self._groups), np.float64)
+            inv_std = np.empty((x.shape[0], self._groups), np.float64)
+            F.forward(x3, self._groups, self.params.get("gamma", _EMPTY), self.params.get("beta", _EMPTY),
+                      self.epsilon, out, mean, inv_std)
+            return self._store(out.reshape(x.shape), ("fused", x3, mean, inv_std), training)
         y, cache = K.group_norm_forward(
             x, self.params.get("gamma"), self.params.get("beta"),
             groups=self._groups, axis=self._checked_axes[0], epsilon=self.epsilon,
@@ -406,7 +418,20 @@ class GroupNormalization(_SampleNormalization):
         return self._store(y, cache, training)
 
     def _backward(self, dy):
-        dx, dgamma, dbeta = K.group_norm_backward(dy, self._cache, need_param_grads=self._trainable)
+        cache = self._cache
+        if not isinstance(cache, K.GroupNormCache):  # the numba forward's ("fused", x3, mean, inv_std)
+            from ..kernels import _groupnorm_numba as F
+
+            _, x3, mean, inv_std = cache
+            dy3 = np.ascontiguousarray(dy, dtype=x3.dtype).reshape(x3.shape)
+            dx = np.empty_like(x3)
+            c = x3.shape[2]
+            dgamma = np.zeros(c, x3.dtype) if self._trainable and "gamma" in self.params else _EMPTY
+            dbeta = np.zeros(c, x3.dtype) if self._trainable and "beta" in self.params else _EMPTY
+            F.backward(dy3, x3, self._groups, self.params.get("gamma", _EMPTY), mean, inv_std, dx, dgamma, dbeta)
+            self._accumulate(dgamma if dgamma.size else None, dbeta if dbeta.size else None)
+            return dx.reshape(dy.shape)
+        dx, dgamma, dbeta = K.group_norm_backward(dy, cache, need_param_grads=self._trainable)
         self._accumulate(dgamma, dbeta)
         return dx
 

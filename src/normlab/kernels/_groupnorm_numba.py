@@ -1,0 +1,180 @@
+"""Fused group-norm kernels (numba) for channels-last ``x`` viewed as ``(N, P, C)``.
+
+``P`` is the number of positions (the product of the spatial axes, 1 for
+``(N, C)`` input) and the ``C`` channels form ``G`` contiguous groups of
+``K = C / G``. Same equations as :func:`normlab.kernels.layernorm.group_norm_forward`
+and its backward, per sample ``s`` and group ``g`` over the ``P K`` values of
+the group:
+
+* forward: per-channel means and variances over the positions (the batch-norm
+  statistics kernel, :func:`normlab.kernels._batchnorm_numba.moments`, on the
+  sample's ``(P, C)`` slice), combined per group as
+  ``mean_g = mean_c(mean_c)`` and ``var_g = mean_c(var_c + (mean_c - mean_g)^2)``
+  (exact: every channel has ``P`` values); then
+  ``y = (x - mean_g) gamma_c inv_g + beta_c``;
+* backward: per-channel ``A_c = sum_p dy`` and ``B_c = sum_p dy xhat`` (the
+  batch-norm reductions), per group ``S1 = sum_c gamma_c A_c`` and
+  ``S2 = sum_c gamma_c B_c``, then
+  ``dx = inv_g / (P K) (P K gamma_c dy - S1 - xhat S2)``; ``dgamma_c`` and
+  ``dbeta_c`` are ``B_c`` and ``A_c`` summed over the samples.
+
+Each sample's slice is read twice (statistics, then output) while it is in
+cache for the usual image sizes; the NumPy path reshapes, reduces over
+strided axes and allocates several temporaries the size of ``x``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._batchnorm_numba import _add1, _add4, _tile_rows, _tiled, moments
+
+
+@njit(cache=True, nogil=True)
+def forward(x, groups, gamma, beta, epsilon, out, mean_out, inv_out):
+    """Write ``y`` into ``out`` (both ``(N, P, C)``) and the group statistics into ``(N, G)`` arrays.
+
+    ``mean_out`` receives each group's mean and ``inv_out`` its
+    ``1 / sqrt(var + epsilon)`` (float64). ``gamma``/``beta`` of size 0 mean
+    1 and 0.
+    """
+    n, p, c = x.shape
+    k = c // groups
+    rows = _tile_rows(p, c)
+    scale = np.empty(c, x.dtype)
+    shift = np.empty(c, x.dtype)
+    center = np.empty(c, x.dtype)
+    for s in range(n):
+        xs = x[s]
+        mean_c, var_c = moments(xs)
+        for g in range(groups):
+            mg = 0.0
+            for j in range(g * k, (g + 1) * k):
+                mg += mean_c[j]
+            mg /= k
+            vg = 0.0
+            for j in range(g * k, (g + 1) * k):
+                d = mean_c[j] - mg
+                vg += var_c[j] + d * d
+            vg /= k
+            inv = 1.0 / np.sqrt(vg + epsilon)
+            mean_out[s, g] = mg
+            inv_out[s, g] = inv
+            for j in range(g * k, (g + 1) * k):
+                scale[j] = gamma[j] * inv if gamma.size else inv
+                shift[j] = beta[j] if beta.size else 0.0
+                center[j] = mg
+        _centered_affine(xs, center, scale, shift, out[s], rows)
+
+
+@njit(cache=True, nogil=True)
+def _centered_affine(x, center, scale, shift, out, rows):
+    """``out = (x - center) scale + shift`` per channel (coefficients tiled when ``rows > 1``).
+
+    The mean is subtracted before scaling, not folded into the shift as in
+    batch norm's ``x scale + shift``: a group of one channel and one
+    position per sample (``(N, C)`` input) has a mean as large as its values,
+    and the folded form would cancel in float32 for values far from zero.
+    """
+    p, c = x.shape
+    if rows == 1:
+        for i in range(p):
+            for j in range(c):
+                out[i, j] = (x[i, j] - center[j]) * scale[j] + shift[j]
+        return
+    w = rows * c
+    mt, st, ht = _tiled(center, rows, x.dtype), _tiled(scale, rows, x.dtype), _tiled(shift, rows, x.dtype)
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    for b0 in range(0, p * c, w):
+        xb, ob = xf[b0 : b0 + w], of[b0 : b0 + w]
+        for q in range(xb.size):
+            ob[q] = (xb[q] - mt[q]) * st[q] + ht[q]
+
+
+@njit(cache=True, nogil=True)
+def _channel_sums(dy, x, mu, iv, a_sum, b_sum):
+    """``a_sum[c] = sum_p dy``, ``b_sum[c] = sum_p dy (x - mu_c) iv_c`` over the rows of ``(P, C)`` slices."""
+    p, c = x.shape
+    for j in range(c):
+        a_sum[j] = 0.0
+        b_sum[j] = 0.0
+    i = 0
+    while i + 4 <= p:  # four rows per sweep, as the batch-norm reductions
+        for j in range(c):
+            _add4(a_sum, b_sum, j, dy[i, j], dy[i + 1, j], dy[i + 2, j], dy[i + 3, j],
+                  x[i, j], x[i + 1, j], x[i + 2, j], x[i + 3, j], mu[j], iv[j])
+        i += 4
+    while i < p:
+        for j in range(c):
+            _add1(a_sum, b_sum, j, dy[i, j], x[i, j], mu[j], iv[j])
+        i += 1
+
+
+@njit(cache=True, nogil=True)
+def _dx_pass(dy, x, a, b, cc, mu, out, rows):
+    """``out = a dy - b - cc (x - mu)`` per channel; coefficients tiled ``rows`` times when ``rows > 1``."""
+    p, c = x.shape
+    if rows == 1:
+        for i in range(p):
+            for j in range(c):
+                out[i, j] = a[j] * dy[i, j] - b[j] - cc[j] * (x[i, j] - mu[j])
+        return
+    w = rows * c
+    at, bt, ct, mt = _tiled(a, rows, x.dtype), _tiled(b, rows, x.dtype), _tiled(cc, rows, x.dtype), _tiled(mu, rows, x.dtype)
+    xf, df, of = x.reshape(x.size), dy.reshape(dy.size), out.reshape(out.size)
+    for b0 in range(0, p * c, w):
+        xb, db, ob = xf[b0 : b0 + w], df[b0 : b0 + w], of[b0 : b0 + w]
+        for q in range(xb.size):
+            ob[q] = at[q] * db[q] - bt[q] - ct[q] * (xb[q] - mt[q])
+
+
+@njit(cache=True, nogil=True)
+def backward(dy, x, groups, gamma, mean, inv_std, out, dgamma, dbeta):
+    """Write ``dx`` into ``out``; add the parameter gradients into ``dgamma``/``dbeta`` (size 0: skipped).
+
+    ``mean``/``inv_std`` are the ``(N, G)`` statistics of :func:`forward`;
+    ``gamma`` of size 0 means 1.
+    """
+    n, p, c = x.shape
+    k = c // groups
+    count = p * k
+    rows = _tile_rows(p, c)
+    mu = np.empty(c, np.float64)
+    iv = np.empty(c, np.float64)
+    a_sum = np.empty(c, np.float64)
+    b_sum = np.empty(c, np.float64)
+    dg_tot = np.zeros(c, np.float64)
+    db_tot = np.zeros(c, np.float64)
+    a = np.empty(c, x.dtype)
+    b = np.empty(c, x.dtype)
+    cc = np.empty(c, x.dtype)
+    for s in range(n):
+        for g in range(groups):
+            for j in range(g * k, (g + 1) * k):
+                mu[j] = mean[s, g]
+                iv[j] = inv_std[s, g]
+        _channel_sums(dy[s], x[s], mu, iv, a_sum, b_sum)
+        for g in range(groups):
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(g * k, (g + 1) * k):
+                gm = gamma[j] if gamma.size else 1.0
+                s1 += gm * a_sum[j]
+                s2 += gm * b_sum[j]
+            inv = inv_std[s, g]
+            for j in range(g * k, (g + 1) * k):
+                gm = gamma[j] if gamma.size else 1.0
+                a[j] = gm * inv
+                b[j] = inv * s1 / count
+                cc[j] = inv * inv * s2 / count
+        _dx_pass(dy[s], x[s], a, b, cc, mu, out[s], rows)
+        for j in range(c):
+            dg_tot[j] += b_sum[j]
+            db_tot[j] += a_sum[j]
+    if dgamma.size:
+        for j in range(c):
+            dgamma[j] += dg_tot[j]
+    if dbeta.size:
+        for j in range(c):
+            dbeta[j] += db_tot[j]
