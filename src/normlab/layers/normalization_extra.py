@@ -102,6 +102,31 @@ class _SampleNormalization(Layer):
         if dbeta is not None and self.center:
             self.grads["beta"] += dbeta.reshape(self.grads["beta"].shape)
 
+    def _flat(self, key):
+        p = self.params.get(key)
+        return _EMPTY if p is None else p.reshape(-1)
+
+    def _backward(self, dy):
+        cache = self._cache
+        if type(cache) is not tuple:  # a NamedTuple of the NumPy kernels
+            dx, dgamma, dbeta = self._numpy_backward(dy, cache)
+            self._accumulate(dgamma, dbeta)
+            return dx
+        # the numba forward's ("fused", x_view, mean, inv_std): _fused_kernel(dy_view,
+        # x_view, mean, inv_std, dx, dgamma, dbeta) writes dx and adds the parameter
+        # gradients (per last-axis entry of the view) into dgamma/dbeta (size 0: not wanted)
+        _, xv, mean, inv_std = cache
+        dyv = np.ascontiguousarray(dy, dtype=xv.dtype).reshape(xv.shape)
+        dx = np.empty_like(xv)
+        n = xv.shape[-1]
+        # summed into zeros, then added to the gradients by _accumulate (which
+        # reshapes to their shape, views into the model's flat buffer or not)
+        dgamma = np.zeros(n, xv.dtype) if self._trainable and "gamma" in self.params else _EMPTY
+        dbeta = np.zeros(n, xv.dtype) if self._trainable and "beta" in self.params else _EMPTY
+        self._fused_kernel(dyv, xv, mean, inv_std, dx, dgamma, dbeta)
+        self._accumulate(dgamma if dgamma.size else None, dbeta if dbeta.size else None)
+        return dx.reshape(dy.shape)
+
     def _common_config(self) -> dict:
         ser_i, ser_r = _initializers.serialize, _regularizers.serialize
         return {
@@ -160,29 +185,13 @@ class _AxesNormalization(_SampleNormalization):
         )
         return self._store(y, cache, training)
 
-    def _flat(self, key):
-        p = self.params.get(key)
-        return _EMPTY if p is None else p.reshape(-1)
+    def _numpy_backward(self, dy, cache):
+        return K.normalize_backward(dy, cache, need_param_grads=self._trainable)
 
-    def _backward(self, dy):
-        cache = self._cache
-        if not isinstance(cache, K.NormalizeCache):  # the numba forward's ("fused", x2, mean, inv_std)
-            from ..kernels import _layernorm_numba as F
+    def _fused_kernel(self, dyv, xv, mean, inv_std, dx, dgamma, dbeta):
+        from ..kernels import _layernorm_numba as F
 
-            _, x2, mean, inv_std = cache
-            dy2 = np.ascontiguousarray(dy, dtype=x2.dtype).reshape(x2.shape)
-            dx = np.empty_like(x2)
-            m = x2.shape[1]
-            # summed into zeros, then added to the gradients by _accumulate (which
-            # reshapes to their shape, views into the model's flat buffer or not)
-            dgamma = np.zeros(m, x2.dtype) if self._trainable and "gamma" in self.params else _EMPTY
-            dbeta = np.zeros(m, x2.dtype) if self._trainable and "beta" in self.params else _EMPTY
-            F.backward(dy2, x2, self._flat("gamma"), mean, inv_std, self._centered, dx, dgamma, dbeta)
-            self._accumulate(dgamma if dgamma.size else None, dbeta if dbeta.size else None)
-            return dx.reshape(dy.shape)
-        dx, dgamma, dbeta = K.normalize_backward(dy, cache, need_param_grads=self._trainable)
-        self._accumulate(dgamma, dbeta)
-        return dx
+        F.backward(dyv, xv, self._flat("gamma"), mean, inv_std, self._centered, dx, dgamma, dbeta)
 
 
 class LayerNormalization(_AxesNormalization):
@@ -408,8 +417,7 @@ class GroupNormalization(_SampleNormalization):
             out = np.empty_like(x3)
             mean = np.empty((x.shape[0], self._groups), np.float64)
             inv_std = np.empty((x.shape[0], self._groups), np.float64)
-            F.forward(x3, self._groups, self.params.get("gamma", _EMPTY), self.params.get("beta", _EMPTY),
-                      self.epsilon, out, mean, inv_std)
+            F.forward(x3, self._groups, self._flat("gamma"), self._flat("beta"), self.epsilon, out, mean, inv_std)
             return self._store(out.reshape(x.shape), ("fused", x3, mean, inv_std), training)
         y, cache = K.group_norm_forward(
             x, self.params.get("gamma"), self.params.get("beta"),
@@ -417,23 +425,13 @@ class GroupNormalization(_SampleNormalization):
         )
         return self._store(y, cache, training)
 
-    def _backward(self, dy):
-        cache = self._cache
-        if not isinstance(cache, K.GroupNormCache):  # the numba forward's ("fused", x3, mean, inv_std)
-            from ..kernels import _groupnorm_numba as F
+    def _numpy_backward(self, dy, cache):
+        return K.group_norm_backward(dy, cache, need_param_grads=self._trainable)
 
-            _, x3, mean, inv_std = cache
-            dy3 = np.ascontiguousarray(dy, dtype=x3.dtype).reshape(x3.shape)
-            dx = np.empty_like(x3)
-            c = x3.shape[2]
-            dgamma = np.zeros(c, x3.dtype) if self._trainable and "gamma" in self.params else _EMPTY
-            dbeta = np.zeros(c, x3.dtype) if self._trainable and "beta" in self.params else _EMPTY
-            F.backward(dy3, x3, self._groups, self.params.get("gamma", _EMPTY), mean, inv_std, dx, dgamma, dbeta)
-            self._accumulate(dgamma if dgamma.size else None, dbeta if dbeta.size else None)
-            return dx.reshape(dy.shape)
-        dx, dgamma, dbeta = K.group_norm_backward(dy, cache, need_param_grads=self._trainable)
-        self._accumulate(dgamma, dbeta)
-        return dx
+    def _fused_kernel(self, dyv, xv, mean, inv_std, dx, dgamma, dbeta):
+        from ..kernels import _groupnorm_numba as F
+
+        F.backward(dyv, xv, self._groups, self._flat("gamma"), mean, inv_std, dx, dgamma, dbeta)
 
     def get_config(self):
         return {"groups": self.groups, **self._common_config(), **super().get_config()}
