@@ -223,6 +223,12 @@ class LayerNormalization(_AxesNormalization):
     normalizes over the *last* ``len(normalized_shape)`` axes, so
     ``LayerNormalization(axis=[1, 2, 3])`` on ``(N, H, W, C)`` is
     ``layer_norm(x, (H, W, C), eps=epsilon)``; other axes need a transpose.
+
+    With numba installed, statistics over trailing axes (the common case)
+    run in fused kernels (:mod:`normlab.kernels._layernorm_numba`: one pass
+    per row each way, no temporaries); other axes take the NumPy kernels of
+    :mod:`normlab.kernels.layernorm`. Both give the same numbers to within
+    the order of their sums.
     """
 
     min_ndim = 2
@@ -355,6 +361,10 @@ class GroupNormalization(_SampleNormalization):
     With no spatial axes and one channel per group (``(N, C)`` input,
     ``groups=C``) each statistic is over a single value: ``xhat = 0`` and
     ``y = beta``, as in Keras.
+
+    With numba installed, channels on the last axis run in fused kernels
+    (:mod:`normlab.kernels._groupnorm_numba`); channels elsewhere take the
+    NumPy kernels of :mod:`normlab.kernels.layernorm`.
     """
 
     min_ndim = 2
