@@ -667,3 +667,37 @@ def test_numba_path_only_for_trailing_axes(rng):
         layer(x, training=True)
         expect = fused and _backend.numba_enabled()
         assert isinstance(layer._cache, K.NormalizeCache) is not expect, axis
+
+
+def test_model_with_sample_norms_gradients_and_training_on_both_paths(bn_backend, rng):
+    """A model of Dense, layer / group / RMS norm: float64 model gradients, then float32 training."""
+    import normlab
+    from normlab.layers import Activation, Dense, Reshape
+    from normlab.testing import check_model_gradients
+
+    def build():
+        model = normlab.Sequential([
+            Dense(12, kernel_initializer=initializers.GlorotUniform(seed=0)),
+            LayerNormalization(),
+            Activation("tanh"),
+            Reshape((3, 4)),
+            GroupNormalization(groups=2),
+            RMSNormalization(axis=[1, 2]),
+            Reshape((12,)),
+            Dense(3, activation="softmax", kernel_initializer=initializers.GlorotUniform(seed=1)),
+        ])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        return model
+
+    x = rng.standard_normal((16, 5))
+    y = rng.integers(0, 3, 16)
+    model = build()
+    model(x)  # builds every layer in float64
+    errs = check_model_gradients(model, x, y)
+    assert len(errs) == 4 + 2 + 2 + 1 and max(errs.values()) < 1e-6, errs
+    fused = bn_backend == "numba"
+    for i in (1, 4, 5):  # the norm layers cache their numba forward as a plain tuple
+        assert (type(model.layers[i]._cache) is tuple) is fused
+    model32 = build()  # float32, built by fit
+    hist = model32.fit(x.astype(np.float32), y, epochs=30, batch_size=16, verbose=0, seed=0)
+    assert hist.history["loss"][-1] < 0.8 * hist.history["loss"][0]
