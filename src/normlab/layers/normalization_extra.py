@@ -291,7 +291,9 @@ class RMSNormalization(_AxesNormalization):
     The learnable scale, Keras's ``scale`` variable, is stored under the key
     ``"gamma"`` (``params["gamma"]``), as in the other normalization layers.
     PyTorch: ``torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)``
-    over the last axes, as for layer norm.
+    over the last axes, as for layer norm. Over trailing axes it runs in the
+    layer-norm numba kernels when numba is installed (see
+    :class:`LayerNormalization`).
     """
 
     min_ndim = 2
