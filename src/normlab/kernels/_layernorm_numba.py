@@ -62,6 +62,19 @@ def _row_grad_sums(dy, x, r, gamma, mu, inv, centered):
     return (np.float64(s1) if centered else 0.0), np.float64(s2)
 
 
+@njit(cache=True, nogil=True)
+def _param_or(v, m, dtype, fill):
+    """``v`` in ``dtype``, or ``m`` copies of ``fill`` when ``v`` has size 0 (no such parameter).
+
+    Multiplying by 1 and adding 0 are exact, so one loop serves every
+    combination of ``gamma`` and ``beta``.
+    """
+    out = np.full(m, fill, dtype)
+    if v.size:
+        out[:] = v
+    return out
+
+
 #: rows whose column sums (dgamma, dbeta) are added in x's dtype before joining the float64 sums
 _BLOCK = 16
 
@@ -75,6 +88,8 @@ def forward(x, gamma, beta, epsilon, centered, out, mean_out, inv_out):
     """
     rows, m = x.shape
     dt = x.dtype.type
+    g = _param_or(gamma, m, x.dtype, 1)
+    b = _param_or(beta, m, x.dtype, 0)
     for r in range(rows):
         mu = dt(_row_sum(x, r) / m) if centered else dt(0)
         var = _row_sq_dev(x, r, mu) / m
@@ -82,18 +97,8 @@ def forward(x, gamma, beta, epsilon, centered, out, mean_out, inv_out):
         inv = dt(inv64)
         mean_out[r] = mu
         inv_out[r] = inv64
-        if gamma.size and beta.size:
-            for j in range(m):
-                out[r, j] = ((x[r, j] - mu) * inv) * gamma[j] + beta[j]
-        elif gamma.size:
-            for j in range(m):
-                out[r, j] = ((x[r, j] - mu) * inv) * gamma[j]
-        elif beta.size:
-            for j in range(m):
-                out[r, j] = (x[r, j] - mu) * inv + beta[j]
-        else:
-            for j in range(m):
-                out[r, j] = (x[r, j] - mu) * inv
+        for j in range(m):
+            out[r, j] = ((x[r, j] - mu) * inv) * g[j] + b[j]
 
 
 @njit(cache=True, nogil=True)
@@ -112,9 +117,7 @@ def backward(dy, x, gamma, mean, inv_std, centered, out, dgamma, dbeta):
     # its full vector width), added to the float64 sums after each block
     dgb = np.zeros(m, x.dtype)
     dbb = np.zeros(m, x.dtype)
-    one = np.ones(m, x.dtype)  # gamma in x's dtype, or 1 without gamma
-    if gamma.size:
-        one[:] = gamma
+    one = _param_or(gamma, m, x.dtype, 1)
     mf = dt(m)
     for r in range(rows):
         mu = dt(mean[r])

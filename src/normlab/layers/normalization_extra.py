@@ -19,7 +19,7 @@ from .._validation import Boolean, Interval, Options, validate_params
 from ..kernels import _backend
 from ..kernels import layernorm as K
 from .base import Layer
-from .normalization import _INIT, _REG, _AxisSpec
+from .normalization import _EMPTY, _INIT, _REG, _AxisSpec
 
 __all__ = [
     "LayerNormalization",
@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 
-_EMPTY = np.empty(0)
 _FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 

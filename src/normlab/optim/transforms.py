@@ -45,12 +45,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from ..kernels import _backend
-
-if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
-    from ..kernels import _optim_numba as _nbopt
-else:  # pragma: no cover
-    _nbopt = None
+from ..kernels.checks import sum_squares
 
 __all__ = [
     "StepInfo",
@@ -175,34 +170,15 @@ def apply_updates(params: Sequence[np.ndarray], updates: Sequence[np.ndarray]) -
         np.add(p, u, out=p)
 
 
-def _numba_sums(a: np.ndarray) -> bool:
-    return (a.dtype == np.float32 or a.dtype == np.float64) and a.flags.c_contiguous
-
-
 def global_norm(arrays: Sequence[np.ndarray]) -> float:
     """``sqrt(sum_i ||a_i||^2)`` over all entries of all arrays, as a Python float.
 
-    Each ``||a_i||^2`` is summed in the array's dtype (numba's
-    :func:`~normlab.kernels._optim_numba.sum_squares` where enabled, else a
-    BLAS dot product); the sum over arrays is taken in float64. An
-    overflowing float32 sum is redone in float64, so the result is ``inf``
-    or ``nan`` only when an entry is.
+    Each ``||a_i||^2`` is :func:`normlab.kernels.checks.sum_squares` (summed
+    in the array's dtype, redone in float64 if that overflows, so the result
+    is ``inf`` or ``nan`` only when an entry is); the sum over arrays is
+    taken in float64.
     """
-    sq = 0.0
-    if _backend.numba_enabled() and all(_numba_sums(a) for a in arrays):
-        for a in arrays:
-            sq += _nbopt.sum_squares(a.reshape(-1))
-        return math.sqrt(sq)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for a in arrays:
-            r = a.reshape(-1)
-            sq += float(np.dot(r, r))
-    if not math.isfinite(sq):
-        sq = 0.0
-        for a in arrays:
-            r = a.reshape(-1).astype(np.float64)
-            sq += float(np.dot(r, r))
-    return math.sqrt(sq)
+    return math.sqrt(sum(sum_squares(a) for a in arrays))
 
 
 # ---------------------------------------------------------------- clipping
