@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._batchnorm_numba import _store_param_grads
+
 
 # fastmath "reassoc" lets LLVM split a row's sum into vector partial sums
 # (without it a floating-point reduction runs one element at a time); only
@@ -140,9 +142,4 @@ def backward(dy, x, gamma, mean, inv_std, centered, out, dgamma, dbeta):
                 db[j] += dbb[j]
                 dgb[j] = 0
                 dbb[j] = 0
-    if dgamma.size:
-        for j in range(m):
-            dgamma[j] += dg[j]
-    if dbeta.size:
-        for j in range(m):
-            dbeta[j] += db[j]
+    _store_param_grads(dg, db, dgamma, dbeta, True)
