@@ -9,9 +9,9 @@ from normlab.layers import Activation, Add, Average, BatchNormalization, Concate
 from normlab.testing import check_layer_gradients, check_model_gradients
 
 
-def residual_model(d=6, k=3):
+def residual_model(d=6, k=3, dtype=None):
     inp = normlab.Input((d,))
-    h = Dense(d, use_bias=False, kernel_initializer=initializers.GlorotUniform(seed=0))(inp)
+    h = Dense(d, use_bias=False, kernel_initializer=initializers.GlorotUniform(seed=0), dtype=dtype)(inp)
     h = BatchNormalization(gamma_initializer=initializers.RandomUniform(0.5, 1.5, seed=1))(h)
     h = Activation("tanh")(h)
     h = Dense(d, kernel_initializer=initializers.GlorotUniform(seed=2))(h)
@@ -29,9 +29,8 @@ def data(rng, n=16, d=6, k=3):
 
 def test_graph_gradients_accumulate_over_consumers(rng):
     x, y = data(rng)
-    model = residual_model()
+    model = residual_model(dtype="float64")  # built at construction, in the first layer's dtype
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    model(x)  # float64 build
     errs = check_model_gradients(model, x, y)
     assert len(errs) == 11
     assert max(errs.values()) < 1e-6, errs
@@ -53,6 +52,7 @@ def test_merge_layer_gradients(layer, n, rng):
 
 def test_functional_chain_equals_sequential(rng):
     x, y = data(rng)
+    x = x.astype(np.float32)  # the functional model is built (float32) before it sees x
     layers_a = [Dense(5, kernel_initializer=initializers.GlorotUniform(seed=0)), BatchNormalization(), Dense(3, activation="softmax", kernel_initializer=initializers.GlorotUniform(seed=1))]
     layers_b = [Dense(5, kernel_initializer=initializers.GlorotUniform(seed=0)), BatchNormalization(), Dense(3, activation="softmax", kernel_initializer=initializers.GlorotUniform(seed=1))]
     seq = normlab.Sequential(layers_a)
@@ -110,3 +110,41 @@ def test_merge_shape_errors_at_run_time(rng):
         Add()([np.ones((2, 3)), np.ones((2, 4))])
     with pytest.raises(ValueError, match="takes at least 2 inputs"):
         Add()([np.ones((2, 3))])
+
+
+def _small_graph(seed=None, shape=(8,)):
+    inputs = normlab.Input(shape)
+    h = Dense(8, use_bias=False)(inputs)
+    h = BatchNormalization()(h)
+    h = Activation("relu")(h)
+    outputs = Dense(3, activation="softmax")(Add()([h, inputs]))
+    return normlab.Model(inputs, outputs, seed=seed)
+
+
+def test_model_is_built_at_construction_and_saves_before_training(tmp_path, rng):
+    model = _small_graph()
+    assert model.built and model.dtype == np.float32
+    assert model.count_params() == 8 * 8 + 4 * 8 + 8 * 3 + 3
+    model.save(tmp_path / "new.npz")  # no compile, no data: the README's example
+    back = normlab.load_model(tmp_path / "new.npz")
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+
+
+def test_construction_seed_gives_the_initial_weights():
+    a, b, c = _small_graph(seed=3), _small_graph(seed=3), _small_graph(seed=4)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+    with pytest.raises(TypeError, match="'seed' must be an int"):
+        _small_graph(seed=1.5)
+
+
+def test_unknown_input_size_builds_on_the_first_batch(rng):
+    from normlab.layers import Conv1D, GlobalAveragePooling1D
+
+    inputs = normlab.Input((None, 2))
+    model = normlab.Model(inputs, Dense(3)(GlobalAveragePooling1D()(Conv1D(4, 3)(inputs))))
+    assert not model.built
+    assert model.predict(rng.standard_normal((2, 7, 2))).shape == (2, 3)
+    assert model.built

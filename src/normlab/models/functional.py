@@ -48,12 +48,25 @@ class Model(BaseModel):
     outputs : SymbolicTensor
         The result of calling layers on ``inputs``.
     name : str, optional
+    seed : int, optional
+        Seeds the initial weights of layers whose initializers have no seed
+        of their own.
+
+    As in Keras, the model is built when it is constructed if the ``Input``
+    shape is fully known (no ``None`` sizes): its weights exist at once, in
+    float32 unless the first layer is given a ``dtype``, so it can be saved,
+    summarized or given weights before it sees any data. Since it is built,
+    ``fit(..., seed=s)`` only seeds the shuffling; pass ``seed`` here for
+    reproducible initial weights. With ``None`` sizes it is built on its
+    first batch.
 
     Same ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save`` as
     :class:`~normlab.Sequential`; ``normlab.load_model`` reads either.
     """
 
-    def __init__(self, inputs: SymbolicTensor, outputs: SymbolicTensor, name: str | None = None):
+    def __init__(
+        self, inputs: SymbolicTensor, outputs: SymbolicTensor, name: str | None = None, seed: int | None = None
+    ):
         if isinstance(inputs, (list, tuple)) or isinstance(outputs, (list, tuple)):
             raise NotImplementedError("Model: one input and one output tensor are supported.")
         if not isinstance(inputs, SymbolicTensor) or inputs.layer is not None:
@@ -67,7 +80,11 @@ class Model(BaseModel):
         self.layers: list[Layer] = [t.layer for t in self._nodes]
         if outputs.layer is None:
             raise ValueError("Model: the output is the input itself; add at least one layer.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"Model: 'seed' must be an int or None, got {seed!r}.")
         self._init_training_state()
+        if all(d is not None for d in inputs.shape[1:]):
+            self.build(seed=seed)
 
     @staticmethod
     def _toposort(inputs, outputs) -> list[SymbolicTensor]:
@@ -214,7 +231,4 @@ class Model(BaseModel):
             layer = _layer_registry.deserialize({"class_name": entry["class_name"], "config": entry["config"]})
             args = [tensors[j] for j in entry["inbound"]]
             tensors[i + 1] = layer(args if getattr(layer, "multi_input", False) else args[0])
-        model = cls(inp, tensors[config["output"]], name=config.get("name"))
-        if all(d is not None for d in config["input_shape"][1:]):
-            model.build()
-        return model
+        return cls(inp, tensors[config["output"]], name=config.get("name"))
