@@ -1,38 +1,105 @@
-"""Progress display for ``fit`` (tqdm bar per epoch, or one line per epoch)."""
+"""Progress display for ``fit``: a bar per epoch on a terminal, else one line per epoch.
+
+A progress bar redraws itself with carriage returns, which only a terminal
+turns into an animation: in a log file or a pipe it becomes one long line of
+every intermediate state. So the bar is drawn only when its stream is an
+interactive terminal (or a Jupyter output); everywhere else, and with
+``verbose=2``, each epoch gives one line, as Keras does with ``verbose=2``.
+Either way the epoch ends with a full line of its loss and metrics: the bar's
+own line is cut to the terminal's width, the epoch line never is.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from .base import Callback
 
+__all__ = ["ProgbarLogger", "format_logs", "interactive", "resolve_verbose"]
+
 
 def format_logs(logs: dict | None) -> str:
+    """``"loss: 0.3412 - accuracy: 0.9021 - ..."``, four significant digits each."""
     return " - ".join(f"{k}: {v:.4g}" for k, v in (logs or {}).items())
 
 
+def interactive(stream) -> bool:
+    """True when ``stream`` shows a live display: a terminal or a Jupyter output."""
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+    # Jupyter's output streams are not terminals but draw tqdm's widgets
+    return "ipykernel" in sys.modules and type(stream).__module__.startswith("ipykernel")
+
+
+def resolve_verbose(verbose, who: str) -> int:
+    """Check ``verbose`` and turn ``"auto"`` into 1 or 2.
+
+    ``"auto"`` (Keras's default) is 1, a progress bar, when the output is an
+    interactive terminal (both stdout and stderr, where the bar and the lines
+    go), else 2, one line per epoch: a log file gets no carriage returns.
+
+    Raises
+    ------
+    ValueError
+        For anything but ``"auto"``, 0, 1 or 2, naming ``who``.
+    """
+    if isinstance(verbose, str) and verbose == "auto":
+        return 1 if interactive(sys.stdout) and interactive(sys.stderr) else 2
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"{who}: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}.")
+    return int(verbose)
+
+
 class ProgbarLogger(Callback):
-    """``verbose=1``: a tqdm bar per epoch with the running loss and metrics;
-    ``verbose=2``: one line per epoch. ``fit`` adds it when ``verbose > 0``.
+    """Progress of ``fit``; ``fit`` adds one when ``verbose`` is not 0.
+
+    Parameters
+    ----------
+    verbose : {1, 2}, default 1
+        1: on an interactive terminal, a tqdm bar per epoch with the running
+        loss and metrics, replaced at the epoch's end by the epoch's line; on
+        anything else (a file, a pipe) the epoch's line alone. 2: the epoch's
+        line alone.
+    file : file-like, optional
+        Where everything goes. By default the bar and the ``verbose=1`` lines
+        go to stderr (with the bar) and the ``verbose=2`` lines to stdout.
+
+    Notes
+    -----
+    The epoch's line is ``Epoch 3/20 - 0.4 s - loss: 0.3412 - accuracy:
+    0.9021 - val_loss: ...``: every entry of the epoch's logs, never cut.
     """
 
     def __init__(self, verbose: int = 1, file=None):
         super().__init__()
+        if verbose not in (1, 2):
+            raise ValueError(f"ProgbarLogger: 'verbose' must be 1 or 2, got {verbose!r}.")
         self.verbose = verbose
         self.file = file
         self._bar = None
+        self._t0 = 0.0
+
+    def _stream(self):
+        if self.file is not None:
+            return self.file
+        return sys.stderr if self.verbose == 1 else sys.stdout
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        if self.verbose == 1:
+        self._t0 = time.perf_counter()
+        stream = self._stream()
+        if self.verbose == 1 and interactive(stream):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
                 total=self.params.get("steps"),
                 desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
                 unit="step",
-                leave=True,
-                file=self.file or sys.stderr,
+                leave=False,  # the epoch's full line takes its place
+                file=stream,
                 dynamic_ncols=True,
             )
 
@@ -42,18 +109,19 @@ class ProgbarLogger(Callback):
             if batch % 10 == 0 or batch + 1 == self.params.get("steps"):
                 self._bar.set_postfix_str(format_logs(logs), refresh=False)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _close_bar(self):
         if self._bar is not None:
-            self._bar.set_postfix_str(format_logs(logs))
             self._bar.close()
             self._bar = None
-        elif self.verbose == 2:
-            print(
-                f"Epoch {epoch + 1}/{self.params.get('epochs')} - {format_logs(logs)}",
-                file=self.file or sys.stdout,
-            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._close_bar()
+        seconds = time.perf_counter() - self._t0
+        stream = self._stream()
+        line = f"Epoch {epoch + 1}/{self.params.get('epochs')} - {seconds:.1f} s"
+        if logs:
+            line += " - " + format_logs(logs)
+        print(line, file=stream, flush=True)
 
     def on_train_end(self, logs=None):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._close_bar()
