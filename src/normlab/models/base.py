@@ -18,7 +18,7 @@ import numpy as np
 from .. import losses as _losses
 from .. import metrics as _metrics
 from ..callbacks.base import Callback, CallbackList, History
-from ..callbacks.progbar import ProgbarLogger
+from ..callbacks.progbar import ProgbarLogger, resolve_verbose
 from ..kernels.checks import all_finite
 from ..layers.base import Layer, as_float_array
 
@@ -334,7 +334,9 @@ class BaseModel:
         batch_size : int, default 32
         epochs : int, default 1
         verbose : "auto", 0, 1 or 2
-            1 (and "auto"): a progress bar per epoch; 2: one line per epoch; 0: silent.
+            1: a progress bar per epoch on a terminal (elsewhere one line per
+            epoch); 2: one line per epoch; 0: silent; "auto": 1 on an
+            interactive terminal, else 2.
         callbacks : list of Callback
         validation_split : float in [0, 1)
             Fraction of the data, taken from the *end* before shuffling (Keras),
@@ -363,10 +365,7 @@ class BaseModel:
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
         epochs = _check_int(epochs, "epochs", who, 0)
         initial_epoch = _check_int(initial_epoch, "initial_epoch", who, 0)
-        if verbose == "auto":
-            verbose = 1
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"{type(self).__name__}.fit: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}.")
+        verbose = resolve_verbose(verbose, f"{type(self).__name__}.fit")
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
             raise ValueError(
                 f"{type(self).__name__}.fit: 'validation_split' must be a float in [0, 1), got {validation_split!r}."
@@ -502,6 +501,7 @@ class BaseModel:
         who = "evaluate"
         self._require_compiled(who)
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
+        verbose = resolve_verbose(verbose, f"{type(self).__name__}.{who}")
         x, y = self._prepare_xy(x, y, who)
         cb = CallbackList(callbacks or [], model=self)
         cb.on_test_begin()
@@ -527,6 +527,7 @@ class BaseModel:
         """Outputs for ``x`` in inference mode, computed in batches."""
         who = "predict"
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
+        resolve_verbose(verbose, f"{type(self).__name__}.{who}")  # checked; predict shows no progress
         x = self._check_input(x, who)
         self._ensure_built(x)
         x = self._check_input(x, who)
