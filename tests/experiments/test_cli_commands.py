@@ -1,6 +1,7 @@
 """normlab train / experiment / bench: --help everywhere, configs, errors."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,19 +151,83 @@ def test_bad_configs(raw, match):
         validate_config(raw, source="bad.toml")
 
 
-def test_bad_config_files_exit_with_a_message(tmp_path):
+def test_bad_config_files_exit_with_a_message(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[data\ndataset = 'digits'\n")
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--config", str(bad)])
-    assert "not valid TOML" in str(e.value.code)
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--config", str(tmp_path / "missing.toml")])
-    assert "no such file" in str(e.value.code)
+    assert main(["train", "--config", str(bad)]) == 1
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 1
+    assert "no such file" in capsys.readouterr().err
     bad.write_text('[data]\ndataset = "digits"\n[[layers]]\ntype = "Dense"\nunits = -3\n')
+    assert main(["train", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("normlab train: ") and "[[layers]] #1 (Dense)" in err and "units" in err
+    assert "Traceback" not in err
+
+
+def _relative_config(tmp_path, **training):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    text = TINY.format(model="m.npz", history="runs/h.json")
+    for key, value in training.items():
+        text = text.replace(f"\n{key} = ", f"\n{key} = {value}\n# was: ")
+    cfg = folder / "tiny.toml"
+    cfg.write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    return cfg, elsewhere
+
+
+def test_train_outputs_go_next_to_the_config(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    cfg, elsewhere = _relative_config(tmp_path)
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--config", str(cfg), "--quiet"]) == 0
+    assert (cfg.parent / "m.npz").is_file() and (cfg.parent / "runs" / "h.json").is_file()
+    assert list(elsewhere.iterdir()) == []
+    out = capsys.readouterr().out
+    assert f"saved the model to {cfg.parent / 'm.npz'}" in out
+
+
+def test_train_outputs_go_to_the_output_folder(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    cfg, elsewhere = _relative_config(tmp_path)
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--config", str(cfg), "--quiet", "--output", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "m.npz").is_file() and (tmp_path / "out" / "runs" / "h.json").is_file()
+    assert not (cfg.parent / "m.npz").exists()
+
+
+def test_train_output_naming_a_model_file_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["train", "--config", str(bad)])
-    assert "[[layers]] #1 (Dense)" in str(e.value.code) and "units" in str(e.value.code)
+        main(["train", "--config", "x.toml", "--output", str(tmp_path / "model.npz")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: normlab train") and "argument --output: a folder now" in err
+
+
+def test_train_batch_size_larger_than_the_training_set_is_an_error(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    cfg, _ = _relative_config(tmp_path, batch_size=100000)
+    assert main(["train", "--config", str(cfg), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    # digits: 1437 training images, 143 of them held out by validation_split = 0.1
+    assert "[training] batch_size 100000 is more than the 1294 training samples of digits" in err
+    assert "use at most 1294" in err
+    assert not (cfg.parent / "m.npz").exists()
+
+
+def test_train_off_a_terminal_prints_epoch_lines_without_carriage_returns(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    cfg, _ = _relative_config(tmp_path)
+    assert main(["train", "--config", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err
+    epochs = [l for l in captured.out.splitlines() if l.startswith("Epoch ")]
+    hist = json.loads((cfg.parent / "runs" / "h.json").read_text())["history"]
+    assert len(epochs) == len(hist["loss"]) == 2
+    for line, val_loss in zip(epochs, hist["val_loss"]):
+        assert f"val_loss: {val_loss:.4g}" in line
 
 
 def test_bench_forwards_options(monkeypatch, tmp_path):
@@ -179,11 +244,11 @@ def test_bench_forwards_options(monkeypatch, tmp_path):
     assert calls == [["--quick", "--threads", "2", "--no-torch", "--batches", "60", "128"]]
 
 
-def test_bench_without_suite(monkeypatch):
+def test_bench_without_suite(monkeypatch, capsys):
     monkeypatch.setattr(bench_cli, "find_benchmarks", lambda path=None: None)
-    with pytest.raises(SystemExit) as e:
-        main(["bench"])
-    assert "benchmarks/run.py" in str(e.value.code) and "--path" in str(e.value.code)
+    assert main(["bench"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("normlab bench: ") and "benchmarks/run.py" in err and "--path" in err
 
 
 def test_bench_finds_the_repository_suite():
@@ -201,3 +266,24 @@ def test_experiment_cli_tiny(tmp_path, capsys):
                  "--out", str(out), "--no-plots"]) == 0
     assert (out / "bn_paper.json").is_file() and (out / "bn_paper.md").is_file()
     assert "BN >= baseline" in capsys.readouterr().out
+
+
+def test_experiment_batch_size_larger_than_the_data_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "mnist1d", "--models", "logistic", "--steps", "1", "--seeds", "1", "--no-plots",
+              "--batch-size", "100000", "--out", str(tmp_path / "res")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: normlab experiment mnist1d")
+    assert "argument --batch-size: 100000 is more than the 4000 training samples" in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_experiment_without_matplotlib_says_so_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(["experiment", "regularization", "--steps", "1", "--out", str(tmp_path / "res")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing trained
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("normlab experiment regularization: ")
+    assert 'pip install "normlab[plot]"' in lines[0]

@@ -11,11 +11,12 @@ ones are listed here, the rest are in ``python benchmarks/run.py --help``.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 from pathlib import Path
+
+from ._common import CommandError, add_command, positive_int
 
 
 def find_benchmarks(path=None) -> Path | None:
@@ -51,14 +52,14 @@ def import_runner(root: Path):
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "bench",
         help="run the benchmark suite (normlab vs PyTorch CPU, training step and BN layer)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="fast smoke run (a few seconds; numbers are noisy)")
-    p.add_argument("--threads", type=int, default=None, help="threads for numpy's BLAS and torch (default 1)")
+    p.add_argument("--threads", type=positive_int, default=None, help="threads for numpy's BLAS and torch (default 1)")
     p.add_argument("--only", choices=("train", "bn"), default=None, help="run only the training-step or only the BN benchmark")
     p.add_argument("--no-torch", action="store_true", help="time normlab alone")
     p.add_argument("--json", metavar="PATH", default=None, help="write the full results as JSON")
@@ -87,14 +88,22 @@ def _forward_argv(args) -> list[str]:
 def _main(args) -> int:
     root = find_benchmarks(args.path)
     if root is None:
-        raise SystemExit(
-            "normlab bench: the benchmark suite (benchmarks/run.py) was not found. It ships with the source "
+        raise CommandError(
+            "the benchmark suite (benchmarks/run.py) was not found. It ships with the source "
             "repository, not with the installed package: run `normlab bench` from a checkout of normlab, "
             "or pass --path /path/to/normlab (or set NORMLAB_BENCHMARKS)."
         )
     try:
         runner = import_runner(root)
     except ImportError as e:
-        raise SystemExit(f"normlab bench: could not import benchmarks/run.py from {root}: {e}") from None
-    runner.main(_forward_argv(args))
+        raise CommandError(f"could not import benchmarks/run.py from {root}: {e}") from None
+    argv = _forward_argv(args)
+    build = getattr(runner, "build_parser", None)
+    if build is not None:
+        # the options passed on are checked here, so that a bad one is reported with
+        # this command's name and the suite's full usage, before anything runs
+        check = build()
+        check.prog = args.command_parser.prog
+        check.parse_args(argv)
+    runner.main(argv)
     return 0

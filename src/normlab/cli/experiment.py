@@ -1,67 +1,71 @@
 """normlab experiment: the reproducible experiments of normlab.experiments.
 
 Each writes PNG plots, a JSON file of its numbers and (bn-paper, mnist1d) a
-Markdown report into --out (default normlab-results/).
+Markdown report into --out (default normlab-results/). Before the long run,
+a run of two steps into a temporary folder checks the data and the options
+(and, on the first run, compiles the numba kernels).
+
+Plots need matplotlib (pip install "normlab[plot]"; or pass --no-plots); the
+built-in data sets need scikit-learn (pip install "normlab[datasets]").
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
+
+from ..callbacks.progbar import interactive
+from ._common import CommandError, add_command, nonnegative_int, positive_float, positive_int, say, warm_up
 
 DEFAULT_OUT = "normlab-results"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
-
-
 def _common(p, steps_default: int, steps_help: str) -> None:
-    p.add_argument("--steps", type=_positive_int, default=steps_default, help=f"{steps_help} (default {steps_default})")
+    p.add_argument("--steps", type=positive_int, default=steps_default, help=f"{steps_help} (default {steps_default})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=nonnegative_int,
         default=1,
         help="BLAS threads (default 1: these networks' matrices are small and extra threads only add "
         "overhead; 0 leaves the BLAS default)",
     )
 
 
+def _unit(text: str) -> int:
+    v = nonnegative_int(text)
+    if v >= 100:  # the hidden layers have 100 units
+        raise argparse.ArgumentTypeError(f"must be < 100 (the units of a hidden layer), got {v}")
+    return v
+
+
+def _for_cli(doc: str, module: str) -> str:
+    """An experiment's docstring, its parameter names turned into the options that set them."""
+    import re
+
+    doc = re.sub(r"\bout_dir\b", "--out", doc)
+    doc = re.sub(r"\beval_every\b", "--eval-every", doc)
+    # module-level names, spelled in full so that they can be looked up
+    return re.sub(r":(?:data|func):`([A-Za-z_]+)`", rf"{module}.\1", doc)
+
+
 def add_parser(sub) -> None:
     from ..experiments import bn_paper, mnist1d, regularization
 
-    p = sub.add_parser(
-        "experiment",
-        help="run a reproducible experiment (bn-paper, regularization, mnist1d)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "experiment", help="run a reproducible experiment (bn-paper, regularization, mnist1d)", description=__doc__
     )
     esub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
     p.set_defaults(func=lambda args: _no_experiment(p))
 
-    b = esub.add_parser(
+    b = add_command(
+        esub,
         "bn-paper",
         help="Ioffe and Szegedy 2015, section 4.1 and Figure 1 (3 x 100 sigmoid units, with and without BN)",
-        description=bn_paper.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_for_cli(bn_paper.__doc__, "normlab.experiments.bn_paper"),
     )
     b.add_argument(
         "--dataset",
@@ -70,37 +74,40 @@ def add_parser(sub) -> None:
         help="data set (default fashion-mnist if its files are found, else digits)",
     )
     _common(b, 50_000, "training steps per network")
-    b.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
+    b.add_argument("--eval-every", type=positive_int, default=None, metavar="N",
                    help="steps between test evaluations (default min(1000, steps / 10))")
-    b.add_argument("--lr", type=_positive_float, default=bn_paper.LEARNING_RATE,
+    b.add_argument("--lr", type=positive_float, default=bn_paper.LEARNING_RATE,
                    help=f"SGD learning rate (default {bn_paper.LEARNING_RATE}; see the report for why)")
-    b.add_argument("--batch-size", type=_positive_int, default=60, help="mini-batch size (default 60, as in the paper)")
-    b.add_argument("--unit", type=int, default=None, help="which sigmoid of the last hidden layer to follow (default: drawn from the seed)")
+    b.add_argument("--batch-size", type=positive_int, default=60,
+                   help="mini-batch size (default 60, as in the paper); more than the training set is an error")
+    b.add_argument("--unit", type=_unit, default=None,
+                   help="which sigmoid of the last hidden layer to follow, 0 to 99 (default: drawn from the seed)")
     b.add_argument("--data-path", default=None, metavar="DIR", help="folder with the MNIST / Fashion-MNIST IDX files")
     b.set_defaults(func=_bn_paper)
 
-    r = esub.add_parser(
+    r = add_command(
+        esub,
         "regularization",
         help="scikit-learn's plot_mlp_alpha: L2 strength vs decision surfaces on three toy sets",
-        description=regularization.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_for_cli(regularization.__doc__, "normlab.experiments.regularization"),
     )
     _common(r, 3000, "full-batch Adam steps per network")
-    r.add_argument("--lr", type=_positive_float, default=0.01, help="Adam learning rate (default 0.01)")
+    r.add_argument("--lr", type=positive_float, default=0.01, help="Adam learning rate (default 0.01)")
     r.set_defaults(func=_regularization)
 
-    m = esub.add_parser(
+    m = add_command(
+        esub,
         "mnist1d",
         help="MNIST-1D: logistic regression, MLP and CNN, with and without BN and dropout, vs the published figures",
-        description=mnist1d.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_for_cli(mnist1d.__doc__, "normlab.experiments.mnist1d"),
     )
     _common(m, 6000, "Adam steps per network")
-    m.add_argument("--lr", type=_positive_float, default=1e-2, help="Adam learning rate (default 0.01)")
-    m.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size (default 100)")
+    m.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate (default 0.01)")
+    m.add_argument("--batch-size", type=positive_int, default=100,
+                   help="mini-batch size (default 100); more than the training set is an error")
     m.add_argument("--models", nargs="+", choices=mnist1d.MODELS, default=list(mnist1d.MODELS),
                    help="which networks to train (default: all three)")
-    m.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
+    m.add_argument("--seeds", type=positive_int, default=3, metavar="N",
                    help="train each network with N seeds (--seed, --seed + 1, ...) and report mean and std (default 3)")
     m.set_defaults(func=_mnist1d)
 
@@ -113,53 +120,88 @@ def _no_experiment(parser) -> int:
 def _threads(args):
     from .demo import blas_threads
 
-    if args.threads < 0:
-        raise SystemExit(f"normlab experiment: --threads must be >= 0, got {args.threads}")
     return blas_threads(args.threads)
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _check_plots(args) -> None:
+    if not args.no_plots:
+        # before the long run, not after it: the plots are drawn at the end
+        from ..experiments._common import pyplot
+
+        pyplot()
+
+
+def _preflight(args, run, name: str, **kwargs) -> dict:
+    """Run the experiment for a step or two into a temporary folder, its output discarded.
+
+    Missing data and bad options show up in seconds rather than after the
+    long run, and the numba kernels are compiled (first run, with one line
+    saying so) or loaded from the cache before any timing starts.
+    """
+    box = {}
+    with tempfile.TemporaryDirectory(prefix="normlab-preflight-") as tmp:
+
+        def work():
+            box["result"] = run(out_dir=tmp, plots=False, print_fn=_quiet, **kwargs)
+
+        warm_up(work, f"normlab experiment {name}", always=True)
+    return box["result"]
+
+
+def _check_batch_size(args, result: dict) -> None:
+    n = int(result["config"]["n_train"])
+    if args.batch_size > n:
+        args.command_parser.error(
+            f"argument --batch-size: {args.batch_size} is more than the {n} training samples of this data set; "
+            f"use at most {n}"
+        )
 
 
 def _bn_paper(args) -> int:
     from ..experiments import bn_paper
 
+    _check_plots(args)
     try:
         with _threads(args):
-            bn_paper.run(
-                dataset=args.dataset, steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
-                learning_rate=args.lr, unit=args.unit, data_path=args.data_path, out_dir=args.out, seed=args.seed,
-                plots=not args.no_plots, progress=True,
-            )
+            common = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, unit=args.unit,
+                          data_path=args.data_path, seed=args.seed)
+            _check_batch_size(args, _preflight(args, bn_paper.run, "bn-paper", steps=2, eval_every=1, **common))
+            bn_paper.run(steps=args.steps, eval_every=args.eval_every, out_dir=args.out,
+                         plots=not args.no_plots, progress=interactive(sys.stderr), print_fn=say, **common)
     except FileNotFoundError as e:
         hint = "" if args.dataset == "digits" else (
-            "\n\nPass the folder of the IDX files with --data-path DIR, or run on the built-in data instead: "
+            " Pass the folder of the IDX files with --data-path DIR, or run on the built-in data instead: "
             "normlab experiment bn-paper --dataset digits"
         )
-        raise SystemExit(f"normlab experiment bn-paper: {e}{hint}") from None
-    except ImportError as e:
-        raise SystemExit(f"normlab experiment bn-paper: {e}") from None
+        raise CommandError(f"{e}{hint}") from None
     return 0
 
 
 def _regularization(args) -> int:
     from ..experiments import regularization
 
-    try:
-        with _threads(args):
-            regularization.run(
-                steps=args.steps, learning_rate=args.lr, out_dir=args.out, seed=args.seed, plots=not args.no_plots
-            )
-    except ImportError as e:
-        raise SystemExit(f"normlab experiment regularization: {e}") from None
+    _check_plots(args)
+    with _threads(args):
+        _preflight(args, regularization.run, "regularization", steps=1, learning_rate=args.lr, seed=args.seed,
+                   compare_sklearn=False)
+        regularization.run(
+            steps=args.steps, learning_rate=args.lr, out_dir=args.out, seed=args.seed, plots=not args.no_plots,
+            print_fn=say,
+        )
     return 0
 
 
 def _mnist1d(args) -> int:
     from ..experiments import mnist1d
 
-    try:
-        with _threads(args):
-            mnist1d.run(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, n_seeds=args.seeds,
-                        models=tuple(args.models),
-                        out_dir=args.out, seed=args.seed, plots=not args.no_plots)
-    except ImportError as e:
-        raise SystemExit(f"normlab experiment mnist1d: {e}") from None
+    _check_plots(args)
+    with _threads(args):
+        common = dict(learning_rate=args.lr, batch_size=args.batch_size, models=tuple(args.models), seed=args.seed)
+        _check_batch_size(args, _preflight(args, mnist1d.run, "mnist1d", steps=2, eval_every=1, n_seeds=1, **common))
+        mnist1d.run(steps=args.steps, n_seeds=args.seeds, out_dir=args.out, plots=not args.no_plots, print_fn=say,
+                    **common)
     return 0

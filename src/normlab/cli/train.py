@@ -40,23 +40,26 @@ The file has these sections (only ``[data]`` and ``[[layers]]`` are required)::
     monitor = "val_loss"
     patience = 3
 
-    [output]
-    model = "model.npz"         # default "model.npz"; relative to the current folder
+    [output]                    # relative paths: next to this file, or in --output DIR
+    model = "model.npz"         # default "model.npz"
     # history = "history.json"  # the per-epoch logs, as JSON
 
 Unknown sections, keys, layer types and callback types are errors that name
-the file and the place. The model is trained with a progress bar, saved with
-``model.save`` (read it back with :func:`normlab.load_model`), and its loss
-and metrics on the data set's test split are printed.
+the file and the place; so is a batch_size larger than the training set. The
+model is trained with a progress bar on a terminal (one line per epoch
+elsewhere), saved with ``model.save`` (read it back with
+:func:`normlab.load_model`), and its loss and metrics on the data set's test
+split are printed.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import os
 from pathlib import Path
+
+from ._common import CommandError, add_command, positive_int, say, warm_up
 
 __all__ = ["ConfigError", "load_config", "validate_config", "train_from_config", "add_parser"]
 
@@ -105,7 +108,10 @@ def load_config(path) -> dict:
         raise ConfigError(f"{path}: no such file.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return validate_config(raw, source=str(path))
+    cfg = validate_config(raw, source=str(path))
+    # relative output paths are taken from here, so that the outputs land next to their config
+    cfg["config_dir"] = str(path.parent)
+    return cfg
 
 
 def _allowed_kwargs(cls) -> tuple[set, bool]:
@@ -293,10 +299,58 @@ def _build(cfg: dict):
     return model, callbacks
 
 
-def train_from_config(cfg, *, verbose: int = 1, output: str | None = None, epochs: int | None = None, print_fn=print) -> dict:
+def output_paths(cfg: dict, output_dir=None) -> tuple[Path, Path | None]:
+    """Where the model and the history (None: not written) of ``cfg`` go.
+
+    Relative paths of ``[output]`` are taken from ``output_dir`` if given,
+    else from the config file's folder (the current folder for a config
+    given as a dict); absolute ones are kept.
+    """
+    if output_dir is not None:
+        base = Path(output_dir).expanduser()
+    else:
+        base = Path(cfg.get("config_dir") or "")
+
+    def place(name):
+        p = Path(name).expanduser()
+        return p if p.is_absolute() else base / p
+
+    history = cfg["output"].get("history")
+    return place(cfg["output"]["model"]), (place(history) if history else None)
+
+
+def _train_samples(n: int, validation_split: float) -> int:
+    # fit holds out int(n * validation_split) samples from the end
+    return n - int(n * validation_split)
+
+
+def train_from_config(
+    cfg, *, verbose="auto", output_dir=None, epochs: int | None = None, print_fn=say
+) -> dict:
     """Train, save and evaluate the model a config (a path or a validated dict) describes.
 
-    Returns ``{"model", "history", "test", "model_path", "history_path"}``.
+    Parameters
+    ----------
+    cfg : str, Path or dict
+        A TOML file, or its parsed (validated or not) contents.
+    verbose : "auto", 0, 1 or 2
+        As ``fit``'s; 0 also leaves out the model summary.
+    output_dir : str or Path, optional
+        Folder for the outputs whose ``[output]`` paths are relative; default
+        the config file's folder.
+    epochs : int, optional
+        Overrides ``[training] epochs``.
+    print_fn : callable, default print (flushed at once)
+
+    Returns
+    -------
+    dict
+        ``{"model", "history", "test", "model_path", "history_path"}``.
+
+    Raises
+    ------
+    ConfigError
+        An invalid config, or a ``batch_size`` larger than the training set.
     """
     if not isinstance(cfg, dict):
         cfg = load_config(cfg)
@@ -307,10 +361,33 @@ def train_from_config(cfg, *, verbose: int = 1, output: str | None = None, epoch
         tr["epochs"] = epochs
     model, callbacks = _build(cfg)  # configuration errors first, then the (slower) data
     (x_train, y_train), (x_test, y_test) = load_data(cfg["data"])
+    n_fit = _train_samples(len(x_train), tr["validation_split"])
+    if tr["batch_size"] > n_fit:
+        # fit would quietly take the whole set as one batch; a typo should not train silently
+        held = f" after the validation split of {tr['validation_split']:g}" if tr["validation_split"] else ""
+        raise ConfigError(
+            f"{cfg['source']}: [training] batch_size {tr['batch_size']} is more than the {n_fit} training "
+            f"samples of {cfg['data']['dataset']}{held}; use at most {n_fit} (that many trains on all of "
+            "them at every step)."
+        )
+    model_path, history_path = output_paths(cfg, output_dir)
     print_fn(
         f"normlab train: {cfg['data']['dataset']} ({len(x_train)} train / {len(x_test)} test), "
         f"{tr['epochs']} epochs of batches of {tr['batch_size']}, optimizer {cfg['optimizer']['name']}"
     )
+    eval_batch = max(tr["batch_size"], 256)
+
+    def warm():
+        # the same network for two steps, with the validation and the test passes: every kernel
+        # that training calls, compiled (first run) or loaded from the cache before the first epoch
+        spare, _ = _build(cfg)
+        k = min(len(x_train), 2 * tr["batch_size"])
+        val = (x_train[:k], y_train[:k]) if tr["validation_split"] else None
+        spare.fit(x_train[:k], y_train[:k], batch_size=tr["batch_size"], epochs=1, verbose=0,
+                  validation_data=val, shuffle=tr["shuffle"], seed=tr["seed"])
+        spare.evaluate(x_test[:eval_batch], y_test[:eval_batch], batch_size=eval_batch)
+
+    warm_up(warm, "normlab train")
     model.build((None,) + tuple(x_train.shape[1:]), seed=tr["seed"])
     if verbose:
         model.summary(print_fn=print_fn)
@@ -319,45 +396,47 @@ def train_from_config(cfg, *, verbose: int = 1, output: str | None = None, epoch
         batch_size=tr["batch_size"], epochs=tr["epochs"], validation_split=tr["validation_split"],
         shuffle=tr["shuffle"], seed=tr["seed"], callbacks=callbacks, verbose=verbose,
     )
-    test = model.evaluate(x_test, y_test, batch_size=max(tr["batch_size"], 256), return_dict=True)
+    test = model.evaluate(x_test, y_test, batch_size=eval_batch, return_dict=True)
     print_fn("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
-    model_path = Path(output or cfg["output"]["model"]).expanduser()
-    if model_path.parent != Path(""):
-        model_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(model_path)
     print_fn(f"saved the model to {os.fspath(model_path)} (normlab.load_model reads it)")
-    history_path = cfg["output"].get("history")
-    if history_path:
-        hp = Path(history_path).expanduser()
-        hp.write_text(json.dumps({"epoch": history.epoch, "history": history.history, "test": test}, indent=1) + "\n")
-        print_fn(f"saved the history to {os.fspath(hp)}")
+    if history_path is not None:
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        history_path.write_text(
+            json.dumps({"epoch": history.epoch, "history": history.history, "test": test}, indent=1) + "\n"
+        )
+        print_fn(f"saved the history to {os.fspath(history_path)}")
     return {"model": model, "history": history, "test": test, "model_path": model_path, "history_path": history_path}
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a model described in a TOML config file",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "train", help="train a model described in a TOML config file", description=__doc__)
     p.add_argument("--config", required=True, metavar="FILE", help="the TOML file (see above)")
-    p.add_argument("--output", metavar="PATH", default=None, help="where to save the model (overrides [output] model)")
-    p.add_argument("--epochs", type=int, default=None, help="override [training] epochs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        default=None,
+        help="folder for the model and the history when their [output] paths are relative "
+        "(default: the config file's folder)",
+    )
+    p.add_argument("--epochs", type=positive_int, default=None, help="override [training] epochs")
+    p.add_argument("--quiet", action="store_true", help="no progress, model summary or epoch lines")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    if args.epochs is not None and args.epochs < 1:
-        raise SystemExit("normlab train: --epochs must be >= 1")
+    if args.output is not None and Path(args.output).suffix == ".npz" and not Path(args.output).is_dir():
+        # --output used to name the model file; a folder called "model.npz" is surely that old use
+        args.command_parser.error(
+            f"argument --output: a folder now (the model and the history go in it), got {args.output!r}; "
+            "name the model file with [output] model in the config"
+        )
     try:
-        cfg = load_config(args.config)
-        train_from_config(cfg, verbose=0 if args.quiet else 1, output=args.output, epochs=args.epochs)
+        train_from_config(args.config, verbose=0 if args.quiet else "auto", output_dir=args.output,
+                          epochs=args.epochs)
     except ConfigError as e:
-        raise SystemExit(f"normlab train: {e}") from None
+        raise CommandError(str(e)) from None
     except FileNotFoundError as e:
-        raise SystemExit(f"normlab train: {e}") from None
-    except ImportError as e:
-        raise SystemExit(f"normlab train: {e}") from None
+        raise CommandError(str(e)) from None
     return 0
