@@ -28,6 +28,7 @@ import numpy as np
 from .activations import _nbsm, log_softmax, sigmoid, small_rows, softmax
 
 EPSILON = 1e-7
+_EMPTY = np.empty(0)
 
 
 def mse(y, p):
@@ -137,6 +138,28 @@ def sparse_categorical_crossentropy_logits_value_and_grad(labels, z):
     e[rows, labels] -= 1.0
     e /= n
     return value, e
+
+
+def dense_softmax_sparse_ce(labels, z, bias, grad):
+    """A softmax output layer's last steps and its sparse cross-entropy, in one pass per row.
+
+    ``z`` holds the logits before the bias (``x W``); the bias (None: no bias)
+    is added to it in place, ``grad`` receives dL/dz (as
+    :func:`sparse_categorical_crossentropy_logits_value_and_grad`) and the
+    result is ``(loss, softmax(z))``, the numbers the layer's forward pass
+    and that function give. Returns None, having written at most the bias
+    into ``z``, where the one-pass kernel does not take these logits (no
+    numba, a size NumPy's calls handle better, :func:`small_rows`), a label
+    is out of range or the logits hold NaN: the caller then takes the
+    general path from scratch.
+    """
+    if not (small_rows(z) and labels.dtype == np.intp and labels.shape == z.shape[:1]):
+        return None
+    out = np.empty_like(z)
+    value = _nbsm.bias_softmax_sparse_ce(labels, z, _EMPTY if bias is None else bias, out, grad)
+    if value != value:
+        return None
+    return float(value), out
 
 
 def sparse_categorical_crossentropy(labels, p):

@@ -286,6 +286,37 @@ class Layer:
         """
         self._run_backward(dy)
 
+    # ------------------------------------------------- inside a model's step
+    def _train_forward(self, x):
+        """The training forward pass as a model's step runs it (:mod:`normlab.models.executor`).
+
+        ``x`` is already checked and of the layer's dtype. Unlike ``call``,
+        the result may be a workspace the layer reuses at its next training
+        pass (layers with per-shape workspaces override this).
+        """
+        return self.call(x, True)
+
+    def _train_backward(self, dy, need_dx: bool = True):
+        """Backward inside a model's step; returns dL/dx (None when ``need_dx`` is False).
+
+        Like ``_train_forward``, the result may be a workspace.
+        """
+        if need_dx:
+            return self._run_backward(dy)
+        self._backward_params_only(dy)
+        return None
+
+    def _begin_step(self, stamp: float) -> None:
+        """A model's training step ``stamp`` begins: remember what it may change besides parameters.
+
+        Layers whose training pass changes state (moving statistics, random
+        generators) override this and :meth:`_rollback`; a model calls them
+        only on such layers. ``stamp`` is unique to the step.
+        """
+
+    def _rollback(self, stamp: float) -> None:
+        """Give back what training step ``stamp`` changed (it failed before it committed)."""
+
     def _output_shape_of_cache(self) -> tuple | None:
         return getattr(self, "_out_shape", None)
 

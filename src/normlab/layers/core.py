@@ -11,6 +11,7 @@ from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, Options, validate_params
+from ..kernels import losses as K_losses
 from ..kernels.dense import dense_forward
 from ._activated import ActivatedLinear
 from .base import Layer
@@ -144,6 +145,8 @@ class Dense(ActivatedLinear, Layer):
         self.kernel_regularizer = _regularizers.get(kernel_regularizer)
         self.bias_regularizer = _regularizers.get(bias_regularizer)
         self._act = _activations.get(activation)
+        self._ws = None  # per-batch-shape workspaces of the training step
+        self._ce_grad = None
 
     def build(self, input_shape):
         n_in = input_shape[-1]
@@ -173,12 +176,72 @@ class Dense(ActivatedLinear, Layer):
             self._out_shape = a.shape
         return a
 
-    def _linear_backward(self, dz, need_dx: bool):
+    # ------------------------------------------------- inside a model's step
+    def _workspace(self, n: int, dtype):
+        """``(z, dx)`` arrays for a batch of ``n`` rows, kept from step to step (dx made on first use)."""
+        ws = self._ws
+        if ws is None or ws[0].shape[0] != n or ws[0].dtype != dtype:
+            ws = self._ws = [np.empty((n, self.units), dtype), None]
+        return ws
+
+    def _train_forward(self, x):
+        if x.ndim != 2:
+            return self.call(x, True)
+        z = self._workspace(x.shape[0], x.dtype)[0]
+        np.matmul(x, self.params["kernel"], out=z)  # the same product as dense_forward's x @ W
+        bias = self.params.get("bias")
+        if bias is not None:
+            np.add(z, bias, out=z)
+        a = z if self.activation in (None, "linear") else self._act.forward(z)
+        self._cache = _DenseCache(x, z, a)
+        self._out_shape = a.shape
+        return a
+
+    def _train_forward_sparse_ce(self, x, labels):
+        """This (softmax) layer's training forward pass and the sparse cross-entropy of ``labels``, in one kernel.
+
+        Returns ``(loss, dL/dz, output)``, the numbers the forward pass and
+        :meth:`~normlab.losses.SparseCategoricalCrossentropy.value_and_gradient_from_logits`
+        give, or None where the kernel does not apply
+        (:func:`normlab.kernels.losses.dense_softmax_sparse_ce`); then the
+        layer has kept nothing and the caller runs the general path.
+        """
+        if x.ndim != 2:
+            return None
+        ws = self._workspace(x.shape[0], x.dtype)
+        z = ws[0]
+        np.matmul(x, self.params["kernel"], out=z)
+        grad = self._ce_grad
+        if grad is None or grad.shape != z.shape or grad.dtype != z.dtype:
+            grad = self._ce_grad = np.empty_like(z)
+        res = K_losses.dense_softmax_sparse_ce(labels, z, self.params.get("bias"), grad)
+        if res is None:
+            return None
+        value, out = res
+        self._cache = _DenseCache(x, z, out)
+        self._out_shape = out.shape
+        return value, grad, out
+
+    def _train_backward(self, dy, need_dx: bool = True):
+        try:
+            dz = self._act_backward(dy)
+            ws, dx = self._ws, None
+            if need_dx and ws is not None and dz.ndim == 2 and ws[0].shape == dz.shape and ws[0].dtype == dz.dtype:
+                dx = ws[1]
+                if dx is None:
+                    dx = ws[1] = np.empty((dz.shape[0], self.params["kernel"].shape[0]), dz.dtype)
+            return self._linear_backward(dz, need_dx, dx)
+        finally:
+            self._grads_zero = False
+
+    def _linear_backward(self, dz, need_dx: bool, dx_out=None):
         if not self._trainable:
-            return dz @ self.params["kernel"].T if need_dx else None
+            if not need_dx:
+                return None
+            return dz @ self.params["kernel"].T if dx_out is None else np.matmul(dz, self.params["kernel"].T, out=dx_out)
         x = self._cache.x
-        x2 = x.reshape(-1, x.shape[-1])
-        dz2 = dz.reshape(-1, dz.shape[-1])
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+        dz2 = dz if dz.ndim == 2 else dz.reshape(-1, dz.shape[-1])
         if self._grads_zero:
             # fresh gradients: let BLAS write them in place
             np.matmul(x2.T, dz2, out=self.grads["kernel"])
@@ -188,7 +251,9 @@ class Dense(ActivatedLinear, Layer):
             self.grads["kernel"] += x2.T @ dz2
             if self.use_bias:
                 self.grads["bias"] += dz2.sum(axis=0)
-        return dz @ self.params["kernel"].T if need_dx else None
+        if not need_dx:
+            return None
+        return dz @ self.params["kernel"].T if dx_out is None else np.matmul(dz, self.params["kernel"].T, out=dx_out)
 
     def get_config(self):
         return {

@@ -206,6 +206,12 @@ class BatchNormalization(Layer):
         self._reduce_axes: tuple = ()
         self._bshape: tuple = ()
         self._features_last = False
+        self._ws = None  # the fused path's per-shape workspaces in a model's step
+        # undo records of a model's training step (see _begin_step): the kernels save the
+        # moving statistics into _saved with the step's stamp in the call that updates them
+        self._stamp = 0.0
+        self._saved: np.ndarray | None = None
+        self._np_saved: tuple | None = None
 
     @staticmethod
     def _check_clipping(clipping):
@@ -268,6 +274,8 @@ class BatchNormalization(Layer):
             self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer)
         self.add_weight("moving_mean", pshape, self.moving_mean_initializer, trainable=False)
         self.add_weight("moving_variance", pshape, self.moving_variance_initializer, trainable=False)
+        c = int(np.prod(pshape))
+        self._saved = np.full(2 * c + 1, np.nan)
         if self.renorm:
             self.add_weight("renorm_mean", pshape, "zeros", trainable=False)
             self.add_weight("renorm_stddev", pshape, "ones", trainable=False)
@@ -287,6 +295,42 @@ class BatchNormalization(Layer):
         return None if arr is None else arr.reshape(self._bshape)
 
     def call(self, x, training):
+        return self._call(x, training, False)
+
+    def _train_forward(self, x):
+        return self._call(x, True, True)
+
+    def _train_backward(self, dy, need_dx: bool = True):
+        if self._cache[0] != "train_fused":
+            return super()._train_backward(dy, need_dx)
+        try:
+            return self._backward_fused(dy, workspace=True)
+        finally:
+            self._grads_zero = False
+
+    def _begin_step(self, stamp):
+        self._stamp = stamp
+
+    def _rollback(self, stamp):
+        saved, mm, mv = self._saved, self.buffers.get("moving_mean"), self.buffers.get("moving_variance")
+        if saved is not None and saved[-1] == stamp:
+            c = mm.size
+            # float64 copies of the old values: exact
+            np.copyto(mm, saved[:c].reshape(mm.shape), casting="unsafe")
+            np.copyto(mv, saved[c : 2 * c].reshape(mv.shape), casting="unsafe")
+        if self._np_saved is not None and self._np_saved[0] == stamp:
+            for key, value in self._np_saved[1].items():
+                np.copyto(self.buffers[key], value)
+
+    def _workspace(self, x2):
+        """``[z, a, dx, mean, inv_std]`` for ``x2`` of shape (m, C), kept from step to step (a, dx made on first use)."""
+        ws = self._ws
+        if ws is None or ws[0].shape != x2.shape or ws[0].dtype != x2.dtype:
+            c = x2.shape[1]
+            ws = self._ws = [np.empty_like(x2), None, None, np.empty(c, np.float64), np.empty(c, np.float64)]
+        return ws
+
+    def _call(self, x, training, workspace):
         train = training and self._trainable
         if train:
             count = self._per_feature_count(x.shape)
@@ -296,7 +340,7 @@ class BatchNormalization(Layer):
                 train = False  # policy: normalize with the moving statistics
         plain = not self.renorm and self.virtual_batch_size is None
         if plain and self._features_last and _backend.numba_enabled() and x.size:
-            return self._call_fused(x, train, training)
+            return self._call_fused(x, train, training, workspace)
         gamma = self._b(self.params.get("gamma"))
         beta = self._b(self.params.get("beta"))
         if train:
@@ -319,6 +363,9 @@ class BatchNormalization(Layer):
 
     def _train_call(self, x, gamma, beta):
         """Training-mode forward on the NumPy path: plain, ghost batches or renormalization."""
+        if self._np_saved is None or self._np_saved[0] != self._stamp:
+            # what this step's update overwrites, for _rollback
+            self._np_saved = (self._stamp, {k: b.copy() for k, b in self.buffers.items()})
         if self.virtual_batch_size is not None:
             y, cache = self._ghost_forward(x, gamma, beta)
         elif self.renorm:
@@ -394,17 +441,18 @@ class BatchNormalization(Layer):
                 f"unchanged."
             )
 
-    def _call_fused(self, x, train, training):
+    def _call_fused(self, x, train, training, workspace=False):
         """The numba path for features on the last axis: x viewed as (m, C)."""
         c = x.shape[-1]
         x2 = np.ascontiguousarray(x).reshape(-1, c)
-        out = np.empty_like(x2)
+        ws = self._workspace(x2) if workspace and train else None
+        out = np.empty_like(x2) if ws is None else ws[0]
         gamma, beta = self.params.get("gamma"), self.params.get("beta")
         if train:
             if x2.shape[0] < 2:
                 self._raise_too_few(x.shape, x2.shape[0])
-            mean = np.empty(c, np.float64)
-            inv_std = np.empty(c, np.float64)
+            mean = np.empty(c, np.float64) if ws is None else ws[3]
+            inv_std = np.empty(c, np.float64) if ws is None else ws[4]
             ok = F.train_forward_step(
                 x2,
                 _EMPTY if gamma is None else gamma,
@@ -417,6 +465,8 @@ class BatchNormalization(Layer):
                 out,
                 mean,
                 inv_std,
+                self._saved,
+                self._stamp,
             )
             if not ok:
                 self._raise_non_finite(x.shape)
@@ -434,11 +484,11 @@ class BatchNormalization(Layer):
             self._out_shape = y.shape
         return y
 
-    def _backward_fused(self, dy):
+    def _backward_fused(self, dy, workspace=False):
         mode, x2, mean, inv_std, *rest = self._cache
         dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
         if mode == "train_fused":
-            dx = np.empty_like(x2)
+            dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
             F.train_backward_step(
                 dy2,
                 x2,
@@ -460,6 +510,12 @@ class BatchNormalization(Layer):
                 self._accumulate_grad("beta", dbeta)
         return dx.reshape(dy.shape)
 
+    def _dx_workspace(self, x2):
+        ws = self._workspace(x2)
+        if ws[2] is None:
+            ws[2] = np.empty_like(x2)
+        return ws[2]
+
     def _grad_targets(self):
         """``(dgamma, dbeta)`` arrays for the numba kernels to write; size 0 where there is none."""
         g = self.grads
@@ -476,7 +532,7 @@ class BatchNormalization(Layer):
         """
         return kind == 0 or (kind == 1 and np.dtype(dtype) == np.float32)
 
-    def _fused_act_forward(self, x, act):
+    def _fused_act_forward(self, x, act, workspace=False):
         """Training forward of this layer and of the :class:`Activation` ``act`` after it, in one call.
 
         One numba pass (:func:`~normlab.kernels._batchnorm_numba.train_forward_act_step`)
@@ -490,7 +546,7 @@ class BatchNormalization(Layer):
         """
         kind = _ACT_KINDS.get(act.activation)
         if (
-            not self._forward_act_kernel(kind, x.dtype)
+            not (kind == 0 or (kind == 1 and x.dtype == np.float32))  # _forward_act_kernel, inlined
             or not (self._trainable and self._features_last and _backend.numba_enabled())
             or self.renorm
             or self.virtual_batch_size is not None
@@ -500,26 +556,32 @@ class BatchNormalization(Layer):
         c = x.shape[-1]
         if x.size == 0 or x.size // c < 2:
             return None  # the layer's own call gives the error or the policy
-        x2 = np.ascontiguousarray(x).reshape(-1, c)
-        z = np.empty_like(x2)
-        a = np.empty_like(x2)
+        flat = x.ndim == 2 and x.flags.c_contiguous  # already the (m, C) the kernels take
+        x2 = x if flat else np.ascontiguousarray(x).reshape(-1, c)
+        if workspace:
+            ws = self._workspace(x2)
+            if ws[1] is None:
+                ws[1] = np.empty_like(x2)
+            z, a, mean, inv_std = ws[0], ws[1], ws[3], ws[4]
+        else:
+            z, a = np.empty_like(x2), np.empty_like(x2)
+            mean, inv_std = np.empty(c, np.float64), np.empty(c, np.float64)
         gamma, beta = self.params.get("gamma"), self.params.get("beta")
-        mean = np.empty(c, np.float64)
-        inv_std = np.empty(c, np.float64)
         ok = F.train_forward_act_step(
             x2, _EMPTY if gamma is None else gamma, _EMPTY if beta is None else beta, self.epsilon,
             self.momentum, self._var_correction(x2.shape[0]), self.buffers["moving_mean"],
-            self.buffers["moving_variance"], z, mean, inv_std, kind, a,
+            self.buffers["moving_variance"], z, mean, inv_std, kind, a, self._saved, self._stamp,
         )
         if not ok:
             self._raise_non_finite(x.shape)
         self._cache = ("train_fused", x2, mean, inv_std)
-        z, a = z.reshape(x.shape), a.reshape(x.shape)
+        if not flat:
+            z, a = z.reshape(x.shape), a.reshape(x.shape)
         self._out_shape = z.shape
         act._set_training_cache(z, a)
         return a
 
-    def _fused_act_backward(self, da, act):
+    def _fused_act_backward(self, da, act, workspace=False):
         """dL/dx through this layer and the :class:`Activation` ``act`` that follows it.
 
         One numba call (:func:`~normlab.kernels._batchnorm_numba.train_backward_act_step`)
@@ -540,16 +602,17 @@ class BatchNormalization(Layer):
         if not (da.dtype == dt and s.dtype == dt and da.shape == s.shape and da.flags.c_contiguous
                 and s.flags.c_contiguous and s.size == x2.size):
             return None
-        dx = np.empty_like(x2)
+        dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
         try:
+            flat = da.shape == x2.shape
             F.train_backward_act_step(
-                da.reshape(x2.shape), s.reshape(x2.shape), kind, x2, mean, inv_std,
-                self.params.get("gamma", _EMPTY), dx,
+                da if flat else da.reshape(x2.shape), s if flat else s.reshape(x2.shape), kind, x2, mean,
+                inv_std, self.params.get("gamma", _EMPTY), dx,
                 *self._grad_targets(), not self._grads_zero,
             )
         finally:
             self._grads_zero = act._grads_zero = False
-        return dx.reshape(da.shape)
+        return dx if flat else dx.reshape(da.shape)
 
     def _var_correction(self, count: int) -> float:
         return count / (count - 1) if self.unbiased_moving_variance and count > 1 else 1.0

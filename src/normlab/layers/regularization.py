@@ -97,6 +97,19 @@ class _RandomLayer(Layer):
         else:
             self._rng = child if child is not None else np.random.default_rng()
 
+    def _begin_step(self, stamp):
+        # a failed step must not have advanced the generator (see Layer._begin_step)
+        self._undo = (stamp, None if self._rng is None else self._rng.bit_generator.state)
+
+    def _rollback(self, stamp):
+        undo = getattr(self, "_undo", None)
+        if undo is None or undo[0] != stamp:
+            return
+        if undo[1] is None:
+            self._rng = None
+        else:
+            self._rng.bit_generator.state = undo[1]
+
     def _noise_rng(self) -> np.random.Generator:
         """The generator for this call's noise (rewound inside :meth:`fixed_noise`)."""
         if self._rng is None:

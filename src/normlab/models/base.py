@@ -9,6 +9,7 @@ define the structure: ``layers`` (in execution order), ``_output_layer``,
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import sys
 from typing import Any, Sequence
@@ -18,9 +19,11 @@ import numpy as np
 from .. import losses as _losses
 from .. import metrics as _metrics
 from ..callbacks.base import Callback, CallbackList, History
-from ..callbacks.progbar import ProgbarLogger, resolve_verbose
+from ..callbacks.progbar import ProgbarLogger
 from ..kernels.checks import all_finite
 from ..layers.base import Layer, as_float_array
+from ..losses import SparseCategoricalCrossentropy
+from .executor import Executor, next_stamp
 
 __all__ = ["BaseModel"]
 
@@ -128,20 +131,37 @@ class BaseModel:
                 and hasattr(last, "backward_from_logits")
             )
             self._flatten_parameters()
-            self._train_plans = {}  # plans hold the arrays of the last compile (Sequential)
-            # every layer runs its backward pass and overwrites its gradients: no zeroing needed
-            self._fresh_grads = self._backward_reaches_every_layer and all(
-                layer._writes_fresh_grads for layer, _ in self._refs
+            program, output = self._program()
+            self._executor = Executor(program, output, fuse=self._fuse_layers)
+            loss = self.loss
+            # a softmax output trained with sparse cross-entropy: one kernel for output, loss and gradient
+            self._sparse_head = (
+                self._fused
+                and type(loss) is SparseCategoricalCrossentropy
+                and not loss.label_smoothing
+                and last.activation == "softmax"
+                and hasattr(last, "_train_forward_sparse_ce")
             )
+            # the step runs the backward pass of every layer (each is an ancestor of the
+            # output), which overwrites its gradients: no zeroing needed
+            self._fresh_grads = all(layer._writes_fresh_grads for layer, _ in self._refs)
         elif signature != self._trainable_signature:
             raise RuntimeError(
                 "A layer's 'trainable' flag changed since the model was compiled; call compile() "
                 "again so that the optimizer sees the new set of parameters."
             )
 
-    #: True when ``_backward`` calls the backward pass of every layer (a
-    #: Sequential model); a graph may hold layers that no gradient reaches
-    _backward_reaches_every_layer = False
+    #: False runs every layer on its own in training (no fused layers): the
+    #: tests compare the two, which agree bit for bit
+    _fuse_layers = True
+
+    def _program(self) -> tuple[list, int]:  # pragma: no cover - interface
+        """The layers in execution order with the value indices each reads, and the output's index.
+
+        Value 0 is the model's input; the ``k``-th entry writes value ``k + 1``
+        (see :mod:`normlab.models.executor`).
+        """
+        raise NotImplementedError
 
     def _flatten_parameters(self) -> None:
         """Make every trainable parameter, and its gradient, a view into one flat buffer.
@@ -225,14 +245,6 @@ class BaseModel:
         layers = self._regularized_layers() if layers is None else layers
         return sum(layer.regularization_loss() for layer in layers)
 
-    def _snapshot_buffers(self):
-        return [(b, b.copy()) for l in self.layers for b in l.buffers.values()]
-
-    @staticmethod
-    def _restore_buffers(snap) -> None:
-        for b, v in snap:
-            np.copyto(b, v)
-
     def _reset_grads(self) -> None:
         """Mark every gradient zero before a backward pass (zeroing only what it would not overwrite)."""
         if self._flat is not None:
@@ -244,52 +256,111 @@ class BaseModel:
             for layer in self.layers:
                 layer.zero_grads()
 
-    def _backward_and_update(self, value: float, grad, fused: bool, backward) -> float:
-        """The step after the loss: penalties, ``backward(grad, fused)``, the optimizer; returns the penalized loss."""
+    # ------------------------------------------------------------ the step
+    def _forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The model on a checked batch: the training pass (of a compiled model) or inference."""
+        if training:
+            return self._executor.forward(x)
+        program, output = self._program()
+        values = [x]
+        for layer, inputs in program:
+            arg = [values[i] for i in inputs] if layer.multi_input else values[inputs[0]]
+            values.append(layer.call(arg, False))
+        return values[output]
+
+    def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """The first half of a training step: forward, loss with penalties, backward into ``grads``.
+
+        Returns ``(loss, output)``. It changes the layers' state (moving
+        statistics, generators) as a step does: :meth:`_train_step` and
+        :meth:`compute_gradients` give that back when they must.
+        """
+        ex = self._executor
+        if self._sparse_head and y.dtype == np.intp:
+            last = self._output_layer
+            h = ex.forward_up_to_output(x)
+            head = last._train_forward_sparse_ce(h, y)
+            if head is None:  # the kernel does not apply (size, NaN logits): the general loss
+                out = last.call(h, True)
+                value, grad, fused = self._loss_and_output_grad(y, out)
+            else:
+                value, grad, out = head
+                fused = True
+        else:
+            out = ex.forward(x)
+            value, grad, fused = self._loss_and_output_grad(y, out)
         regularized = self._regularized_layers()
         if regularized:
             value += self._regularization_loss(regularized)
         self._reset_grads()
-        backward(grad, fused)
+        ex.backward(grad, fused)
         for layer in regularized:
             layer.add_regularization_grads()
-        self._apply_optimizer()
-        return value
+        return value, out
 
     def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """One optimizer step on a validated batch; returns ``(loss, output)``."""
-        snap = self._snapshot_buffers()
+        """One optimizer step on a validated batch; returns ``(loss, output)``.
+
+        A transaction: if anything raises before the optimizer has committed
+        its update (a :class:`KeyboardInterrupt` included, at any line), the
+        layers give back what the step changed (moving statistics, random
+        generators) and the optimizer has changed nothing, so the model is
+        bit for bit as it was. The optimizer's commit (parameters, slots and
+        step counters in one indivisible update) is the step's last act;
+        nothing is undone after it.
+        """
+        opt = self.optimizer
+        mark = opt.iterations + opt.skipped_steps
+        stateful = self._executor.stateful
+        stamp = next_stamp()
+        for layer in stateful:
+            layer._begin_step(stamp)
         try:
-            out = self._forward(x, True)
-            value, grad, fused = self._loss_and_output_grad(y, out)
-            value = self._backward_and_update(value, grad, fused, self._backward)
+            value, out = self._gradients(x, y)
+            self._apply_optimizer()
         except BaseException:
-            self._restore_buffers(snap)
+            if opt.iterations + opt.skipped_steps == mark:  # the optimizer did not commit
+                for layer in stateful:
+                    layer._rollback(stamp)
             raise
         return value, out
 
+    @contextlib.contextmanager
+    def _state_kept(self):
+        """Run training passes that leave no layer state changed: it is given back afterwards."""
+        stateful = self._executor.stateful
+        stamp = next_stamp()
+        for layer in stateful:
+            layer._begin_step(stamp)
+        try:
+            yield
+        finally:
+            for layer in stateful:
+                layer._rollback(stamp)
+
     # gradient-check hooks (normlab.testing.check_model_gradients)
     def compute_gradients(self, x, y) -> dict:
-        """Gradients of the training loss on ``(x, y)`` without updating anything."""
+        """Gradients of the training loss on ``(x, y)`` without updating anything.
+
+        The first half of :meth:`_train_step`; the layers' state (moving
+        statistics, generators) is given back afterwards.
+        """
         self._require_compiled("compute_gradients")
         x = self._check_input(x, "compute_gradients")
         self._ensure_built(x)
         self._prepare_training()
-        out = self._forward(x, True)
-        yp = self.loss.prepare_targets(y, out.shape, who=f"{type(self).__name__}.compute_gradients")
-        _, grad, fused = self._loss_and_output_grad(yp, out)
-        for layer in self.layers:
-            layer.zero_grads()
-        self._backward(grad, fused)
-        for layer in self.layers:
-            layer.add_regularization_grads()
+        out_shape = (len(x),) + tuple(self.output_shape_for((None,) + x.shape[1:])[1:])
+        yp = self.loss.prepare_targets(y, out_shape, who=f"{type(self).__name__}.compute_gradients")
+        with self._state_kept():
+            self._gradients(x, yp)
         return {(l, k): l.grads[k].copy() for l, k in self._refs}
 
     def compute_loss_value(self, x, y) -> float:
-        """The training-mode loss (with penalties) on ``(x, y)``, without updating parameters."""
+        """The training-mode loss (with penalties) on ``(x, y)``, without updating anything."""
         x = self._check_input(x, "compute_loss_value")
         self._prepare_training()
-        out = self._forward(x, True)
+        with self._state_kept():
+            out = self._forward(x, True)
         yp = self.loss.prepare_targets(y, out.shape)
         value, _, _ = self._loss_and_output_grad(yp, out)
         return value + self._regularization_loss()
@@ -334,9 +405,7 @@ class BaseModel:
         batch_size : int, default 32
         epochs : int, default 1
         verbose : "auto", 0, 1 or 2
-            1: a progress bar per epoch on a terminal (elsewhere one line per
-            epoch); 2: one line per epoch; 0: silent; "auto": 1 on an
-            interactive terminal, else 2.
+            1 (and "auto"): a progress bar per epoch; 2: one line per epoch; 0: silent.
         callbacks : list of Callback
         validation_split : float in [0, 1)
             Fraction of the data, taken from the *end* before shuffling (Keras),
@@ -365,7 +434,10 @@ class BaseModel:
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
         epochs = _check_int(epochs, "epochs", who, 0)
         initial_epoch = _check_int(initial_epoch, "initial_epoch", who, 0)
-        verbose = resolve_verbose(verbose, f"{type(self).__name__}.fit")
+        if verbose == "auto":
+            verbose = 1
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"{type(self).__name__}.fit: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}.")
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
             raise ValueError(
                 f"{type(self).__name__}.fit: 'validation_split' must be a float in [0, 1), got {validation_split!r}."
@@ -501,7 +573,6 @@ class BaseModel:
         who = "evaluate"
         self._require_compiled(who)
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
-        verbose = resolve_verbose(verbose, f"{type(self).__name__}.{who}")
         x, y = self._prepare_xy(x, y, who)
         cb = CallbackList(callbacks or [], model=self)
         cb.on_test_begin()
@@ -527,7 +598,6 @@ class BaseModel:
         """Outputs for ``x`` in inference mode, computed in batches."""
         who = "predict"
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
-        resolve_verbose(verbose, f"{type(self).__name__}.{who}")  # checked; predict shows no progress
         x = self._check_input(x, who)
         self._ensure_built(x)
         x = self._check_input(x, who)

@@ -163,40 +163,13 @@ class Model(BaseModel):
                     layer._ensure_built(args[0].astype(layer.dtype or args[0].dtype, copy=False), rng)
             values[id(t)] = layer(args if getattr(layer, "multi_input", False) else args[0], training=False)
 
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        values = {id(self._input): x}
-        for t in self._nodes:
-            layer = t.layer
-            if layer.multi_input:
-                values[id(t)] = layer.call([values[id(p)] for p in t.inputs], training)
-            else:
-                values[id(t)] = layer.call(values[id(t.inputs[0])], training)
-        return values[id(self._output)]
-
-    def _backward(self, grad: np.ndarray, fused: bool) -> None:
-        input_id = id(self._input)
-        grads = {id(self._output): grad}
-        for t in reversed(self._nodes):
-            g = grads.pop(id(t), None)
-            if g is None:
-                continue  # a branch that does not reach the output
-            layer = t.layer
-            needs_dx = any(id(p) != input_id for p in t.inputs)
-            if fused and t is self._output:
-                dxs = layer.backward_from_logits(g, need_dx=needs_dx)
-            elif not needs_dx:
-                layer._backward_params_only(g)
-                continue
-            else:
-                dxs = layer._run_backward(g)
-            if not layer.multi_input:
-                dxs = [dxs]
-            for parent, d in zip(t.inputs, dxs):
-                key = id(parent)
-                if key == input_id:
-                    continue
-                # sum over consumers; a new array, since d may alias a cache or dy
-                grads[key] = grads[key] + d if key in grads else d
+    def _program(self) -> tuple[list, int]:
+        index = {id(self._input): 0}
+        program = []
+        for k, t in enumerate(self._nodes):
+            index[id(t)] = k + 1
+            program.append((t.layer, tuple(index[id(p)] for p in t.inputs)))
+        return program, index[id(self._output)]
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         x = as_float_array(x, who=f"Model {self.name!r}")

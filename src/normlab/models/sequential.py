@@ -7,11 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ..layers.base import Layer, as_float_array
-from ..layers.core import Activation
-from ..layers.normalization import BatchNormalization
 from ..layers.base import registry as _layer_registry
-from ..kernels import _backend
-from ._train_plan import TrainPlan
 from .base import BaseModel
 
 __all__ = ["Sequential"]
@@ -36,8 +32,6 @@ class Sequential(BaseModel):
     gradients), the parameters and the batch-norm moving statistics are left
     as they were before the step.
     """
-
-    _backward_reaches_every_layer = True
 
     def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None):
         self.name = name or "sequential"
@@ -91,89 +85,8 @@ class Sequential(BaseModel):
             shape = layer.compute_output_shape(shape)
         return shape
 
-    # ---------------------------------------------------------- core passes
-    #: at most this many input shapes keep a TrainPlan (an epoch has two: full batches and the last)
-    _MAX_PLANS = 4
-    #: False runs every training pass layer by layer (the tests compare the two)
-    _use_train_plan = True
-    #: the plan the last training forward pass ran, which the backward pass then follows
-    _active_plan = None
-
-    def _train_plan(self, x: np.ndarray):
-        """The :class:`~normlab.models._train_plan.TrainPlan` for ``x``, or None (layer-by-layer pass)."""
-        if not self._use_train_plan:
-            return None
-        plans = self.__dict__.setdefault("_train_plans", {})
-        key = (x.shape, x.dtype.str, _backend.numba_enabled())
-        plan = plans.get(key)
-        if plan is not None and plan.matches(x):
-            return plan
-        if key in plans and plan is None:
-            return None  # known not to apply
-        if len(plans) >= self._MAX_PLANS:
-            plans.clear()
-        plan = TrainPlan.for_model(self, x)
-        plans[key] = plan
-        return plan
-
-    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        plan = self._train_plan(x)
-        if plan is None:
-            return super()._train_step(x, y)
-        self._active_plan = plan
-        return plan.train_step(self, x, y)
-
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        self._active_plan = None
-        if training:
-            plan = self._train_plan(x)
-            if plan is not None:
-                out = plan.forward(x)
-                self._active_plan = plan
-                return out
-        layers = self.layers
-        n = len(layers)
-        i = 0
-        while i < n:
-            layer = layers[i]
-            if (training and i + 1 < n and type(layer) is BatchNormalization
-                    and type(layers[i + 1]) is Activation):
-                # batch norm and its activation in one pass (None when the pair does not qualify)
-                a = layer._fused_act_forward(x, layers[i + 1])
-                if a is not None:
-                    x = a
-                    i += 2
-                    continue
-            x = layer.call(x, training)
-            i += 1
-        return x
-
-    def _backward(self, grad: np.ndarray, fused: bool) -> None:
-        plan = self._active_plan
-        if plan is not None:
-            plan.backward(grad, fused)
-            return
-        layers = self.layers
-        last = len(layers) - 1
-        if fused:
-            # the gradient is with respect to the last layer's logits
-            grad = layers[-1].backward_from_logits(grad, need_dx=last > 0)
-            last -= 1
-        i = last
-        while i > 0:
-            layer = layers[i]
-            if type(layer) is Activation and type(layers[i - 1]) is BatchNormalization:
-                # batch norm and its activation in one pass (None when not on the fused path)
-                dx = layers[i - 1]._fused_act_backward(grad, layer)
-                if dx is not None:
-                    grad = dx
-                    i -= 2
-                    continue
-            grad = layer._run_backward(grad)
-            i -= 1
-        if i == 0:
-            # the model's input needs no gradient
-            layers[0]._backward_params_only(grad)
+    def _program(self) -> tuple[list, int]:
+        return [(layer, (k,)) for k, layer in enumerate(self.layers)], len(self.layers)
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """Run the layers on ``x`` (checked), as ``layer(x, training)`` does for one layer."""

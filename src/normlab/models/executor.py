@@ -1,0 +1,195 @@
+"""The training pass of every model: one executor over a graph of layers.
+
+A model describes itself as a *program*: a list of ``(layer, inputs)`` in
+execution order, where ``inputs`` index a table of values (0 is the model's
+input; node ``i`` writes value ``i + 1``). A :class:`~normlab.Sequential`
+model is a chain, a functional :class:`~normlab.Model` a directed acyclic
+graph; both run here, the same way.
+
+When a model is compiled, :class:`Executor` rewrites the program once
+(``compile`` time, never per step): a :class:`~normlab.layers.BatchNormalization`
+whose only consumer is an :class:`~normlab.layers.Activation` becomes one
+fused node (:class:`~normlab.layers.fused.BatchNormActivation`), and a
+softmax output trained with sparse cross-entropy on integer labels takes
+one kernel for bias, softmax, loss and gradient (``Dense._train_forward_sparse_ce``).
+The user's ``model.layers`` are untouched: the rewrite is an execution
+detail that ``summary``, ``get_config``, saving and the diagnostics never see.
+
+Speed comes from the layers themselves: in a training step each layer runs
+its ``_train_forward`` / ``_train_backward``, which may write into
+workspaces it keeps per input shape (valid until its next training pass),
+and inputs are checked once by the model, not by every layer. The output
+node runs the layer's ordinary ``call``, so the array a step returns is the
+caller's own.
+
+Backward walks the program in reverse and **sums** the gradients that reach
+a value feeding several nodes (the multivariate chain rule). The model's
+input needs no gradient, so a node reading only it skips its input gradient
+(``need_dx=False``).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..layers.base import Layer
+from ..layers.core import Activation
+from ..layers.fused import BatchNormActivation
+from ..layers.normalization import BatchNormalization
+
+__all__ = ["Executor", "next_stamp"]
+
+_stamps = itertools.count(1)
+
+
+def next_stamp() -> float:
+    """A number no earlier training step used (the layers' undo records are tagged with it)."""
+    return float(next(_stamps))
+
+
+class _Node:
+    __slots__ = ("layer", "inputs", "out", "need_dx", "multi")
+
+    def __init__(self, layer, inputs: tuple, out: int):
+        self.layer = layer
+        self.inputs = inputs
+        self.out = out
+        self.need_dx = any(i != 0 for i in inputs)
+        self.multi = bool(getattr(layer, "multi_input", False))
+
+
+class Executor:
+    """A model's training program after the compile-time rewrite.
+
+    Parameters
+    ----------
+    program : list of (Layer, tuple of int)
+        The model's layers in execution order with the value indices they read.
+    output : int
+        The value index of the model's output.
+    fuse : bool, default True
+        Apply the rewrite (False runs every layer on its own: the tests compare
+        the two, which must agree bit for bit).
+    """
+
+    def __init__(self, program, output: int, *, fuse: bool = True):
+        consumers: dict[int, int] = {}
+        for _, inputs in program:
+            for i in inputs:
+                consumers[i] = consumers.get(i, 0) + 1
+        # position in the order -> node; a fused pair runs where its activation ran
+        # (everything the batch norm reads exists by then, and nothing reads the pair earlier)
+        placed: dict[int, _Node] = {}
+        fused_into: set[int] = set()
+        for k, (layer, inputs) in enumerate(program):
+            if k in fused_into:
+                continue
+            j = self._fusable_pair(program, k, consumers, output) if fuse else None
+            if j is not None:
+                fused_into.add(j)
+                placed[j] = _Node(BatchNormActivation(layer, program[j][0]), tuple(inputs), j + 1)
+            else:
+                placed[k] = _Node(layer, tuple(inputs), k + 1)
+        order = [placed[k] for k in sorted(placed)]
+        self.nodes: list[_Node] = order
+        self.output = output
+        self.n_values = len(program) + 1
+        self._values: list = [None] * self.n_values
+        self._grads: list = [None] * self.n_values
+        self.output_node = next(n for n in order if n.out == output)
+        #: the layers whose training pass changes state a failed step must give back
+        self.stateful: list[Layer] = []
+        seen = set()
+        for layer, _ in program:
+            if id(layer) not in seen and type(layer)._begin_step is not Layer._begin_step:
+                seen.add(id(layer))
+                self.stateful.append(layer)
+
+    @staticmethod
+    def _fusable_pair(program, k, consumers, output):
+        """Index of the Activation fused with the BatchNormalization at ``k``, or None."""
+        layer, _ = program[k]
+        out = k + 1
+        if type(layer) is not BatchNormalization or consumers.get(out) != 1 or out == output:
+            return None
+        for j in range(k + 1, len(program)):
+            cand, inputs = program[j]
+            if out in inputs:
+                if type(cand) is Activation and tuple(inputs) == (out,) and j + 1 != output:
+                    return j
+                return None
+        return None
+
+    # ------------------------------------------------------------- forward
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The training forward pass; returns the output (the caller's own array)."""
+        values = self._values
+        values[0] = x
+        last = self.output_node
+        try:
+            for node in self.nodes:
+                ins = node.inputs
+                arg = [values[i] for i in ins] if node.multi else values[ins[0]]
+                if node is last:
+                    out = node.layer.call(arg, True)
+                    # a layer that passes its input through (linear, reshapes) may hand back a
+                    # workspace, or a view of one: the caller gets its own copy then
+                    if out.base is not None or any(out is v for v in values):
+                        out = out.copy()
+                    return out
+                values[node.out] = node.layer._train_forward(arg)
+            raise RuntimeError("the output node was not found")  # pragma: no cover
+        finally:
+            # drop the references, so the batch and the workspaces are not kept alive here
+            for i in range(self.n_values):
+                values[i] = None
+
+    def forward_up_to_output(self, x: np.ndarray) -> np.ndarray:
+        """The training forward pass of every node but the output node; returns the output node's input."""
+        values = self._values
+        values[0] = x
+        last = self.output_node
+        try:
+            for node in self.nodes:
+                if node is last:
+                    return values[last.inputs[0]]
+                ins = node.inputs
+                arg = [values[i] for i in ins] if node.multi else values[ins[0]]
+                values[node.out] = node.layer._train_forward(arg)
+            raise RuntimeError("the output node was not found")  # pragma: no cover
+        finally:
+            for i in range(self.n_values):
+                values[i] = None
+
+    # ------------------------------------------------------------ backward
+    def backward(self, grad: np.ndarray, from_logits: bool) -> None:
+        """Back-propagate ``grad`` (dL/d output, or dL/d logits of the output layer) into every layer's ``grads``."""
+        grads = self._grads
+        grads[self.output] = grad
+        last = self.output_node
+        try:
+            for node in reversed(self.nodes):
+                g = grads[node.out]
+                if g is None:
+                    continue  # a branch that does not reach the output
+                grads[node.out] = None
+                layer = node.layer
+                if from_logits and node is last:
+                    dx = layer.backward_from_logits(g, need_dx=node.need_dx)
+                else:
+                    dx = layer._train_backward(g, node.need_dx)
+                if not node.need_dx:
+                    continue
+                if not node.multi:
+                    dx = (dx,)
+                for i, d in zip(node.inputs, dx):
+                    if i == 0:
+                        continue
+                    prev = grads[i]
+                    # summed over consumers into a new array: d may be a workspace or a cache
+                    grads[i] = d if prev is None else prev + d
+        finally:
+            for i in range(self.n_values):
+                grads[i] = None
