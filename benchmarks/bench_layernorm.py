@@ -3,7 +3,10 @@
 normlab: ``layer(x, training=True)`` then ``layer.backward(dy)`` (the public
 layer API: it validates its input and accumulates ``dgamma``/``dbeta`` into
 ``layer.grads``), once with the numba kernels and once with
-``normlab.kernels._backend.use_numba(False)``. torch: ``F.layer_norm(x, (M,),
+``normlab.kernels._backend.use_numba(False)``; and, on the numba path, the
+same pair as a model's training step runs it (``layer._train_forward(x)``,
+``layer._train_backward(dy)``: results in the layer's per-shape workspaces,
+the input's shape checked once). torch: ``F.layer_norm(x, (M,),
 weight, bias, eps=1e-3)`` (statistics over the last axis) or
 ``F.group_norm(x, G, weight, bias, eps=1e-3)``, then
 ``torch.autograd.grad(y, (x, weight, bias), dy)``. Group norm runs in each
@@ -64,6 +67,16 @@ def make_cases(shape, seed: int = 0, groups: int | None = None) -> dict:
                 _backend.use_numba(previous)
 
         cases[name] = step
+        if use:
+            def train_step(layer=layer):
+                previous = _backend.use_numba(True)
+                try:
+                    layer._train_forward(x)
+                    return layer._train_backward(dy)
+                finally:
+                    _backend.use_numba(previous)
+
+            cases["normlab_step"] = train_step
     if torch is not None:
         to_native = (lambda a: a) if groups is None else (lambda a: np.ascontiguousarray(np.moveaxis(a, -1, 1)))
         tx = torch.from_numpy(to_native(x)).requires_grad_(True)
@@ -89,11 +102,13 @@ def bench_layernorm(shapes=SHAPES, cfg=FULL, group_cases=GROUP_CASES) -> dict:
         t = time_interleaved(make_cases(shape, groups=groups), cfg)
         med = {k: v["median_s"] for k, v in t.items()}
         nb, npy, tt = med.get("normlab_numba"), med.get("normlab_numpy"), med.get("torch")
+        st = med.get("normlab_step")
         bound = PASSES * 4 * int(np.prod(shape)) / bw["bandwidth_Bps"]
         rows.append({
             "layer": "layer" if groups is None else ("instance" if groups == shape[-1] else "group"),
             "groups": groups, "shape": list(shape), **{f"{k}_s": v for k, v in med.items()},
             "torch_over_numba": tt / nb if tt and nb else None,
+            "torch_over_step": tt / st if tt and st else None,
             "torch_over_numpy": tt / npy if tt and npy else None,
             "numpy_over_numba": npy / nb if npy and nb else None,
             "bound_s": bound, "numba_over_bound": nb / bound if nb else None,
@@ -110,12 +125,15 @@ def _fmt_r(r):
 
 
 def markdown(res: dict) -> str:
-    lines = ["| layer | shape | normlab numba | normlab NumPy | torch eager | torch / numba | torch / NumPy "
-             "| NumPy / numba | numba / bound (5 passes) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| layer | shape | normlab numba | numba in a step | normlab NumPy | torch eager | torch / numba "
+             "| torch / step | torch / NumPy | NumPy / numba | numba / bound (5 passes) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         lines.append(
-            f"| {r['layer']}{'' if r['groups'] is None else ' G=' + str(r['groups'])} | {tuple(r['shape'])} | {_fmt_t(r.get('normlab_numba_s'))} | {_fmt_t(r.get('normlab_numpy_s'))} "
-            f"| {_fmt_t(r.get('torch_s'))} | {_fmt_r(r['torch_over_numba'])} | {_fmt_r(r['torch_over_numpy'])} "
+            f"| {r['layer']}{'' if r['groups'] is None else ' G=' + str(r['groups'])} | {tuple(r['shape'])} "
+            f"| {_fmt_t(r.get('normlab_numba_s'))} | {_fmt_t(r.get('normlab_step_s'))} | {_fmt_t(r.get('normlab_numpy_s'))} "
+            f"| {_fmt_t(r.get('torch_s'))} | {_fmt_r(r['torch_over_numba'])} | {_fmt_r(r['torch_over_step'])} "
+            f"| {_fmt_r(r['torch_over_numpy'])} "
             f"| {_fmt_r(r['numpy_over_numba'])} | {_fmt_r(r['numba_over_bound'])} |"
         )
     lines.append(f"\nbandwidth {res['bandwidth']['bandwidth_Bps'] / 1e9:.1f} GB/s")

@@ -696,8 +696,55 @@ def test_model_with_sample_norms_gradients_and_training_on_both_paths(bn_backend
     errs = check_model_gradients(model, x, y)
     assert len(errs) == 4 + 2 + 2 + 1 and max(errs.values()) < 1e-6, errs
     fused = bn_backend == "numba"
-    for i in (1, 4, 5):  # the norm layers cache their numba forward as a plain tuple
-        assert (type(model.layers[i]._cache) is tuple) is fused
+    for i in (1, 4, 5):  # the kernels' numba forward leaves its own named cache
+        assert isinstance(model.layers[i]._cache, (K.RowNormCache, K.GroupRowsCache)) is fused
     model32 = build()  # float32, built by fit
     hist = model32.fit(x.astype(np.float32), y, epochs=30, batch_size=16, verbose=0, seed=0)
     assert hist.history["loss"][-1] < 0.8 * hist.history["loss"][0]
+
+
+@pytest.mark.parametrize("cls,kw,shape", [
+    (LayerNormalization, {}, (6, 10)),
+    (LayerNormalization, {"axis": 1}, (4, 3, 5)),
+    (RMSNormalization, {"axis": [1, 2]}, (4, 3, 5)),
+    (GroupNormalization, {"groups": 2}, (3, 4, 4, 6)),
+    (GroupNormalization, {"groups": 3, "axis": 1}, (3, 6, 4)),
+    (InstanceNormalization, {"center": False}, (3, 5, 4)),
+])
+def test_model_step_path_is_the_public_path_in_kept_arrays(cls, kw, shape, rng):
+    """``_train_forward`` / ``_train_backward`` (a model's step): the same bits as ``layer(x)`` / ``backward``,
+    written into workspaces kept per input shape; the public calls return new arrays."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    pub, step = make(cls, **kw), make(cls, **kw)
+    for layer in (pub, step):
+        layer(x[:1])
+    y_pub, dx_pub = pub(x, training=True), pub.backward(dy)
+    y_step = step._train_forward(x)
+    dx_step = step._train_backward(dy)
+    np.testing.assert_array_equal(y_step, y_pub)
+    np.testing.assert_array_equal(dx_step, dx_pub)
+    for k in pub.grads:
+        np.testing.assert_array_equal(step.grads[k], pub.grads[k])
+    y2 = step._train_forward(x)
+    assert np.shares_memory(y2, y_step) and np.shares_memory(step._train_backward(dy), dx_step)
+    assert not np.shares_memory(pub(x, training=True), y_pub)
+    assert step._train_backward(dy, need_dx=False) is None
+    for k in pub.grads:  # three backward passes accumulated, against one
+        np.testing.assert_allclose(step.grads[k], 3 * pub.grads[k], rtol=1e-6)
+
+
+def test_input_shape_is_checked_once_per_new_shape(rng, monkeypatch):
+    layer = LayerNormalization(name="ln_once")
+    x = rng.standard_normal((4, 6))
+    layer(x)
+    calls = []
+    monkeypatch.setattr(type(layer), "_check_sizes", lambda self, shape: calls.append(shape))
+    for _ in range(3):
+        layer(x, training=True)
+        layer._train_forward(x)
+    layer(rng.standard_normal((2, 6)))
+    assert calls == [(2, 6)]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="ln_once"):
+        layer._train_forward(rng.standard_normal((4, 5)))

@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._batchnorm_numba import _add1, _add4, _store_param_grads, _tile_rows, _tiled, moments
+from ._batchnorm_numba import _add1, _add4, _tile_rows, _tiled, moments
+from ._layernorm_numba import add_param_grads
 
 
 @njit(cache=True, nogil=True)
@@ -172,4 +173,4 @@ def backward(dy, x, groups, gamma, mean, inv_std, out, dgamma, dbeta):
         for j in range(c):
             dg_tot[j] += b_sum[j]
             db_tot[j] += a_sum[j]
-    _store_param_grads(dg_tot, db_tot, dgamma, dbeta, True)
+    add_param_grads(dg_tot, db_tot, dgamma, dbeta)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._batchnorm_numba import _store_param_grads
-
 
 # fastmath "reassoc" lets LLVM split a row's sum into vector partial sums
 # (without it a floating-point reduction runs one element at a time); only
@@ -75,6 +73,24 @@ def _param_or(v, m, dtype, fill):
     if v.size:
         out[:] = v
     return out
+
+
+@njit(cache=True, nogil=True)
+def add_param_grads(dg, db, dgamma, dbeta):
+    """``dgamma += dg`` and ``dbeta += db``; arrays of size 0 are skipped.
+
+    Each float64 sum is rounded to the accumulator's dtype before the
+    addition, so that adding into a layer's float32 gradient gives the bits
+    that adding a float32 gradient array to it gives.
+    """
+    if dgamma.size:
+        t = dgamma.dtype.type
+        for j in range(dg.size):
+            dgamma[j] += t(dg[j])
+    if dbeta.size:
+        t = dbeta.dtype.type
+        for j in range(db.size):
+            dbeta[j] += t(db[j])
 
 
 #: rows whose column sums (dgamma, dbeta) are added in x's dtype before joining the float64 sums
@@ -142,4 +158,4 @@ def backward(dy, x, gamma, mean, inv_std, centered, out, dgamma, dbeta):
                 db[j] += dbb[j]
                 dgb[j] = 0
                 dbb[j] = 0
-    _store_param_grads(dg, db, dgamma, dbeta, True)
+    add_param_grads(dg, db, dgamma, dbeta)

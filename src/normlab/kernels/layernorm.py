@@ -47,6 +47,17 @@ Conventions. Statistics are reduced over ``axes`` with ``keepdims=True``;
 ``gamma``/``beta`` given to :func:`normalize_forward` have the broadcast shape
 of ``x`` (ones where they are shared). Means of float16/float32 inputs are
 accumulated in float64 (:func:`normlab.kernels.batchnorm.batch_moments`).
+
+Backends. :func:`normalize_forward` (layer and RMS norm) and
+:func:`group_norm_forward` are the entry points: each picks the fused numba
+kernels where they apply (float32/float64 input, statistics over the
+trailing axes, or channels on the last axis for group norm; numba enabled,
+see :mod:`normlab.kernels._backend`) and the NumPy code of this module
+otherwise. The cache says which ran (:class:`NormalizeCache` /
+:class:`GroupNormCache` for NumPy, :class:`RowNormCache` /
+:class:`GroupRowsCache` for numba), and the matching ``*_backward`` takes the
+same path, whatever the switch says by then. Callers never see the
+difference, except in the last bits of the sums' rounding.
 """
 
 from __future__ import annotations
@@ -55,11 +66,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _backend
 from .batchnorm import batch_moments, reduced_count
+
+if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
+    from . import _groupnorm_numba as _nb_gn
+    from . import _layernorm_numba as _nb_ln
+else:  # pragma: no cover
+    _nb_gn = _nb_ln = None
 
 __all__ = [
     "NormalizeCache",
     "GroupNormCache",
+    "RowNormCache",
+    "GroupRowsCache",
     "normalize_forward",
     "normalize_backward",
     "grouped_shape",
@@ -84,8 +104,40 @@ class NormalizeCache(NamedTuple):
 
 
 class GroupNormCache(NamedTuple):
+    """What :func:`group_norm_backward` needs from the NumPy path."""
+
     inner: NormalizeCache
     grouped_shape: tuple
+
+
+class RowNormCache(NamedTuple):
+    """What :func:`normalize_backward` needs from the numba path (statistics over trailing axes)."""
+
+    x: np.ndarray  # the input viewed as (R, M), C order: one row per statistic
+    gamma: np.ndarray | None  # as given to the forward pass
+    mean: np.ndarray  # (R,) float64; 0 when not centered
+    inv_std: np.ndarray  # (R,) float64
+    centered: bool
+    has_beta: bool
+    param_shape: tuple  # gamma's or beta's shape (their gradients are returned in it)
+    shape: tuple  # the input's shape
+
+
+class GroupRowsCache(NamedTuple):
+    """What :func:`group_norm_backward` needs from the numba path (channels last)."""
+
+    x: np.ndarray  # the input viewed as (N, P, C), C order
+    groups: int
+    gamma: np.ndarray | None
+    mean: np.ndarray  # (N, G) float64
+    inv_std: np.ndarray  # (N, G) float64
+    has_beta: bool
+    shape: tuple
+
+
+#: "no gamma/beta" and "gradient not wanted" for the numba kernels (which test ``.size``)
+_EMPTY = np.empty(0)
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _param_axes(ndim: int, *params) -> tuple:
@@ -96,6 +148,58 @@ def _param_axes(ndim: int, *params) -> tuple:
     return tuple(a for a in range(ndim) if shape[a] == 1)
 
 
+def _check_out(out, x, who):
+    """``out`` if it can take the result (C order, ``x``'s shape and dtype); None stays None."""
+    if out is not None and not (out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous):
+        raise ValueError(
+            f"{who}: 'out' must be a C-contiguous {x.dtype} array of shape {x.shape}, got "
+            f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ' (not C-contiguous)'}."
+        )
+    return out
+
+
+def _flat(p):
+    return _EMPTY if p is None else p.reshape(-1)
+
+
+def _grad_target(wanted: bool, acc, shape: tuple, dtype):
+    """``(array a numba kernel adds one parameter's gradient into, array returned, temporary)``.
+
+    Without ``acc`` the gradient goes into new zeros of ``shape``; else into
+    a flat view of ``acc`` where there is one of ``dtype``, or into zeros
+    (the temporary) that the caller adds to ``acc`` afterwards.
+    """
+    if not wanted:
+        return _EMPTY, None, None
+    if acc is None:
+        g = np.zeros(shape, dtype)
+        return g.reshape(-1), g, None
+    if acc.flags.c_contiguous and acc.dtype == dtype:
+        return acc.reshape(-1), acc, None
+    tmp = np.zeros(acc.size, dtype)
+    return tmp, acc, tmp
+
+
+def _finish_grad(target) -> np.ndarray | None:
+    _, result, tmp = target
+    if tmp is not None:
+        result += tmp.reshape(result.shape)
+    return result
+
+
+def _add_into(acc, g):
+    """``acc += g`` (shapes may differ by unit axes); returns ``acc``, or ``g`` when ``acc`` is None."""
+    if g is None or acc is None:
+        return g
+    acc += g.reshape(acc.shape)
+    return acc
+
+
+# ------------------------------------------------------------- layer / RMS norm
+def _trailing(axes: tuple, ndim: int) -> bool:
+    return tuple(axes) == tuple(range(ndim - len(axes), ndim))
+
+
 def normalize_forward(
     x: np.ndarray,
     gamma: np.ndarray | None,
@@ -104,12 +208,32 @@ def normalize_forward(
     axes: tuple,
     epsilon: float,
     centered: bool = True,
-) -> tuple[np.ndarray, NormalizeCache]:
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, NormalizeCache | RowNormCache]:
     """``y = gamma * xhat + beta`` with ``xhat`` normalized over ``axes`` (module docstring).
 
-    ``gamma``/``beta`` of ``None`` mean 1 and 0. ``centered=False`` is RMS
-    normalization (no mean subtracted).
+    ``axes`` are non-negative and increasing; ``gamma``/``beta`` have the
+    broadcast shape of ``x`` (ones on the other axes) or are ``None`` (1 and
+    0). ``centered=False`` is RMS normalization (no mean subtracted).
+    ``out``, if given, receives ``y`` (C order, ``x``'s shape and dtype).
+
+    Statistics over the trailing axes of a non-empty float32/float64 ``x``
+    run in :mod:`normlab.kernels._layernorm_numba` when numba is enabled.
     """
+    _check_out(out, x, "normalize_forward")
+    if (x.size and x.dtype in _FAST_DTYPES and _backend.numba_enabled() and _trailing(axes, x.ndim)):
+        x2 = np.ascontiguousarray(x).reshape(-1, reduced_count(x.shape, axes))
+        y2 = np.empty_like(x2) if out is None else out.reshape(x2.shape)
+        mean = np.empty(x2.shape[0], np.float64)
+        inv_std = np.empty(x2.shape[0], np.float64)
+        _nb_ln.forward(x2, _flat(gamma), _flat(beta), epsilon, centered, y2, mean, inv_std)
+        pshape = next((p.shape for p in (gamma, beta) if p is not None), ())
+        cache = RowNormCache(x2, gamma, mean, inv_std, centered, beta is not None, pshape, x.shape)
+        return (y2.reshape(x.shape) if out is None else out), cache
+    return _normalize_numpy(x, gamma, beta, axes=axes, epsilon=epsilon, centered=centered, out=out)
+
+
+def _normalize_numpy(x, gamma, beta, *, axes, epsilon, centered, out):
     if centered:
         _, var, xhat = batch_moments(x, axes=axes)
     else:
@@ -119,13 +243,16 @@ def normalize_forward(
     inv_std = 1.0 / np.sqrt(var + epsilon)
     xhat *= inv_std
     if gamma is not None:
-        y = xhat * gamma
+        y = np.multiply(xhat, gamma, out=out)
         if beta is not None:
             y += beta
     elif beta is not None:
-        y = xhat + beta
-    else:
+        y = np.add(xhat, beta, out=out)
+    elif out is None:
         y = xhat.copy()
+    else:
+        np.copyto(out, xhat)
+        y = out
     cache = NormalizeCache(
         xhat, inv_std, gamma, tuple(axes), reduced_count(x.shape, axes), centered,
         beta is not None, _param_axes(x.ndim, gamma, beta),
@@ -134,14 +261,41 @@ def normalize_forward(
 
 
 def normalize_backward(
-    dy: np.ndarray, cache: NormalizeCache, *, need_param_grads: bool = True
+    dy: np.ndarray,
+    cache: NormalizeCache | RowNormCache,
+    *,
+    need_param_grads: bool = True,
+    out: np.ndarray | None = None,
+    dgamma_acc: np.ndarray | None = None,
+    dbeta_acc: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Return ``(dx, dgamma, dbeta)``.
+    """Return ``(dx, dgamma, dbeta)``, on the path the forward pass took.
 
-    ``dgamma``/``dbeta`` have the broadcast shape of the parameters; ``dgamma``
-    (``dbeta``) is ``None`` without ``gamma`` (``beta``); both are ``None``
-    when ``need_param_grads`` is false (a frozen layer).
+    ``dgamma``/``dbeta`` have the shape of the parameters given to the
+    forward pass; ``dgamma`` (``dbeta``) is ``None`` without ``gamma``
+    (``beta``); both are ``None`` when ``need_param_grads`` is false (a
+    frozen layer). ``dgamma_acc``/``dbeta_acc``, if given (arrays of the
+    parameters' size, a layer's ``grads``), receive the gradients *added*
+    into them and are returned in their place. ``out``, if given, receives
+    ``dx`` (C order, ``dy``'s shape and dtype).
     """
+    _check_out(out, dy, "normalize_backward")
+    if type(cache) is RowNormCache:
+        x2 = cache.x
+        dy2 = np.ascontiguousarray(dy, dtype=x2.dtype).reshape(x2.shape)
+        dx2 = np.empty_like(x2) if out is None else out.reshape(x2.shape)
+        dt, ps = x2.dtype, cache.param_shape
+        dg = _grad_target(need_param_grads and cache.gamma is not None, dgamma_acc, ps, dt)
+        db = _grad_target(need_param_grads and cache.has_beta, dbeta_acc, ps, dt)
+        _nb_ln.backward(dy2, x2, _flat(cache.gamma), cache.mean, cache.inv_std, cache.centered,
+                        dx2, dg[0], db[0])
+        dx = dx2.reshape(cache.shape) if out is None else out
+        return dx, _finish_grad(dg), _finish_grad(db)
+    dx, dgamma, dbeta = _normalize_backward_numpy(dy, cache, need_param_grads, out)
+    return dx, _add_into(dgamma_acc, dgamma), _add_into(dbeta_acc, dbeta)
+
+
+def _normalize_backward_numpy(dy, cache, need_param_grads, out):
     xhat, inv_std, gamma, axes, m, centered, has_beta, paxes = cache
     dgamma = dbeta = None
     if need_param_grads:
@@ -150,7 +304,7 @@ def normalize_backward(
         if has_beta:
             dbeta = dy.sum(axis=paxes, keepdims=True)
     dxhat = dy if gamma is None else dy * gamma
-    dx = dxhat * m
+    dx = np.multiply(dxhat, m, out=out)
     if centered:
         dx -= dxhat.sum(axis=axes, keepdims=True)
     dx -= xhat * np.sum(dxhat * xhat, axis=axes, keepdims=True)
@@ -173,48 +327,86 @@ def group_norm_forward(
     groups: int,
     axis: int,
     epsilon: float,
-) -> tuple[np.ndarray, GroupNormCache]:
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, GroupNormCache | GroupRowsCache]:
     """Group normalization (Wu and He 2018) of channels along ``axis`` (non-negative, > 0).
 
     ``gamma``/``beta`` are per-channel vectors of length ``C`` (or ``None``);
     channel ``c`` belongs to group ``c // (C // groups)`` (contiguous groups,
     as in Keras and PyTorch). Instance normalization is ``groups = C``.
+    ``out``, if given, receives ``y`` (C order, ``x``'s shape and dtype).
+
+    Channels on the last axis of a non-empty float32/float64 ``x`` run in
+    :mod:`normlab.kernels._groupnorm_numba` when numba is enabled.
     """
+    _check_out(out, x, "group_norm_forward")
+    if x.size and x.dtype in _FAST_DTYPES and _backend.numba_enabled() and axis == x.ndim - 1:
+        x3 = np.ascontiguousarray(x).reshape(x.shape[0], -1, x.shape[-1])
+        y3 = np.empty_like(x3) if out is None else out.reshape(x3.shape)
+        mean = np.empty((x.shape[0], groups), np.float64)
+        inv_std = np.empty((x.shape[0], groups), np.float64)
+        _nb_gn.forward(x3, groups, _flat(gamma), _flat(beta), epsilon, y3, mean, inv_std)
+        cache = GroupRowsCache(x3, groups, gamma, mean, inv_std, beta is not None, x.shape)
+        return (y3.reshape(x.shape) if out is None else out), cache
     gshape = grouped_shape(x.shape, groups=groups, axis=axis)
     pshape = tuple(gshape[a] if a in (axis, axis + 1) else 1 for a in range(len(gshape)))
     stat_axes = tuple(a for a in range(1, len(gshape)) if a != axis)
-    y, cache = normalize_forward(
+    y, cache = _normalize_numpy(
         x.reshape(gshape),
         None if gamma is None else gamma.reshape(pshape),
         None if beta is None else beta.reshape(pshape),
         axes=stat_axes,
         epsilon=epsilon,
+        centered=True,
+        out=None if out is None else out.reshape(gshape),
     )
-    return y.reshape(x.shape), GroupNormCache(cache, gshape)
+    return (y.reshape(x.shape) if out is None else out), GroupNormCache(cache, gshape)
 
 
 def group_norm_backward(
-    dy: np.ndarray, cache: GroupNormCache, *, need_param_grads: bool = True
+    dy: np.ndarray,
+    cache: GroupNormCache | GroupRowsCache,
+    *,
+    need_param_grads: bool = True,
+    out: np.ndarray | None = None,
+    dgamma_acc: np.ndarray | None = None,
+    dbeta_acc: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Return ``(dx, dgamma, dbeta)``; the parameter gradients as length-``C`` vectors."""
-    dx, dgamma, dbeta = normalize_backward(
-        dy.reshape(cache.grouped_shape), cache.inner,
-        need_param_grads=need_param_grads
+    """Return ``(dx, dgamma, dbeta)``; the parameter gradients as length-``C`` vectors.
+
+    ``out``, ``dgamma_acc`` and ``dbeta_acc`` as in :func:`normalize_backward`.
+    """
+    _check_out(out, dy, "group_norm_backward")
+    if type(cache) is GroupRowsCache:
+        x3 = cache.x
+        dy3 = np.ascontiguousarray(dy, dtype=x3.dtype).reshape(x3.shape)
+        dx3 = np.empty_like(x3) if out is None else out.reshape(x3.shape)
+        dt, c = x3.dtype, (x3.shape[2],)
+        dg = _grad_target(need_param_grads and cache.gamma is not None, dgamma_acc, c, dt)
+        db = _grad_target(need_param_grads and cache.has_beta, dbeta_acc, c, dt)
+        _nb_gn.backward(dy3, x3, cache.groups, _flat(cache.gamma), cache.mean, cache.inv_std,
+                        dx3, dg[0], db[0])
+        dx = dx3.reshape(cache.shape) if out is None else out
+        return dx, _finish_grad(dg), _finish_grad(db)
+    gshape = cache.grouped_shape
+    dx, dgamma, dbeta = _normalize_backward_numpy(
+        dy.reshape(gshape), cache.inner, need_param_grads, None if out is None else out.reshape(gshape)
     )
     flat = lambda g: None if g is None else g.reshape(-1)  # noqa: E731
-    return dx.reshape(dy.shape), flat(dgamma), flat(dbeta)
+    dx = dx.reshape(dy.shape) if out is None else out
+    return dx, _add_into(dgamma_acc, flat(dgamma)), _add_into(dbeta_acc, flat(dbeta))
 
 
 # ----------------------------------------------------------------- RMS norm
 def rms_norm_forward(
     x: np.ndarray, gamma: np.ndarray | None, *, axes: tuple, epsilon: float
-) -> tuple[np.ndarray, NormalizeCache]:
+) -> tuple[np.ndarray, NormalizeCache | RowNormCache]:
     """``y = x / sqrt(mean(x^2 over axes) + eps) * gamma`` (``gamma`` broadcast-shaped)."""
     return normalize_forward(x, gamma, None, axes=axes, epsilon=epsilon, centered=False)
 
 
 def rms_norm_backward(
-    dy: np.ndarray, cache: NormalizeCache, *, need_param_grads: bool = True
+    dy: np.ndarray, cache: NormalizeCache | RowNormCache, *, need_param_grads: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Return ``(dx, dgamma)``."""
     dx, dgamma, _ = normalize_backward(dy, cache, need_param_grads=need_param_grads)

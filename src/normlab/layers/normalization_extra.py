@@ -2,13 +2,19 @@
 
 State and checks only; the math (one kernel for "normalize over some axes of
 each sample", its hand-derived backward pass, group norm as a reshape of the
-channels) is in :mod:`normlab.kernels.layernorm`. None of these layers keeps
-running statistics: training and inference compute the same function.
+channels) and the choice between the numba and NumPy implementations are in
+:mod:`normlab.kernels.layernorm`. None of these layers keeps running
+statistics: training and inference compute the same function.
+
+Inside a model's training step (``_train_forward`` / ``_train_backward``)
+the output and the input gradient are written into arrays the layer keeps
+for the current input shape (:class:`Workspaces`); the public ``layer(x)``
+and ``backward(dy)`` return new arrays. The input's shape is checked once
+per new shape.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
@@ -16,10 +22,9 @@ import numpy as np
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Interval, Options, validate_params
-from ..kernels import _backend
 from ..kernels import layernorm as K
 from .base import Layer
-from .normalization import _EMPTY, _INIT, _REG, _AxisSpec
+from .normalization import _INIT, _REG, _AxisSpec
 
 __all__ = [
     "LayerNormalization",
@@ -29,14 +34,33 @@ __all__ = [
 ]
 
 
-_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+class Workspaces:
+    """Arrays a layer writes its results into inside a model's training step, one per role.
+
+    ``get("y", shape, dtype)`` returns the array kept for that role, or a new
+    one when the shape or dtype changed (only the latest is kept, so memory
+    stays bounded when the last batch of an epoch is smaller). What a
+    workspace holds is valid until the layer's next training pass, as the
+    model's executor expects (:meth:`normlab.layers.Layer._train_forward`).
+    """
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, role: str, shape: tuple, dtype) -> np.ndarray:
+        a = self._arrays.get(role)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[role] = np.empty(shape, dtype)
+        return a
 
 
 def _resolve_axes(layer: Layer, axis, shape: tuple) -> tuple:
     """Non-negative, sorted, distinct axes; never the batch axis."""
     ndim = len(shape)
     out = []
-    for a in [axis] if isinstance(axis, int) else list(axis):
+    for a in [axis] if isinstance(axis, numbers.Integral) else list(axis):
         if not -ndim <= a < ndim:
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}): axis={a} is out of range for an "
@@ -49,16 +73,70 @@ def _resolve_axes(layer: Layer, axis, shape: tuple) -> tuple:
                 f"an input of shape {tuple(shape)}; statistics are per sample, so choose feature "
                 f"or channel axes."
             )
-        out.append(a)
+        out.append(int(a))
     if len(set(out)) != len(out):
         raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}): repeated axis in {axis}.")
     return tuple(sorted(out))
 
 
-class _SampleNormalization(Layer):
-    """Shared state handling: affine parameters over some axes, shape checks, backward."""
+class _KernelLayer(Layer):
+    """A layer over one kernel pair: per-shape workspaces and checks, the two calling paths.
 
-    _centered = True
+    Subclasses implement ``_forward(x, out) -> (y, cache)`` and
+    ``_kernel_backward(dy, cache, out) -> dx`` over their kernel's entry
+    points (``out``: an array to write the result into, or None for a new
+    one), and accumulate their parameter gradients in ``_kernel_backward``.
+    """
+
+    #: the last input shape that passed :meth:`check_input_shape`
+    _valid_shape: tuple | None = None
+    _ws: Workspaces | None = None
+
+    def check_input_shape(self, shape):
+        if shape == self._valid_shape:
+            return
+        super().check_input_shape(shape)
+        self._check_sizes(shape)
+        self._valid_shape = tuple(shape)
+
+    def _check_sizes(self, shape) -> None:
+        """Raise ``ValueError`` if ``shape`` does not fit the sizes fixed at build (none here)."""
+
+    def _workspace(self, role: str, shape: tuple) -> np.ndarray:
+        if self._ws is None:
+            self._ws = Workspaces()
+        return self._ws.get(role, shape, self.dtype)
+
+    def call(self, x, training):
+        y, cache = self._forward(x, None)
+        if training:
+            self._cache = cache
+            self._out_shape = y.shape
+        return y
+
+    def _train_forward(self, x):
+        self.check_input_shape(x.shape)  # once per new shape
+        y, self._cache = self._forward(x, self._workspace("y", x.shape))
+        self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        return self._kernel_backward(dy, self._cache, None)
+
+    def _train_backward(self, dy, need_dx: bool = True):
+        # the kernels compute dx with the parameter gradients at no extra pass:
+        # without need_dx it is written into the workspace and not returned
+        if dy.dtype != self.dtype:
+            dy = dy.astype(self.dtype)
+        try:
+            dx = self._kernel_backward(dy, self._cache, self._workspace("dx", dy.shape))
+        finally:
+            self._grads_zero = False
+        return dx if need_dx else None
+
+
+class _SampleNormalization(_KernelLayer):
+    """Shared state handling: affine parameters over some axes and the sizes fixed at build."""
 
     def _init_common(self, axis, epsilon, center, scale, beta_initializer, gamma_initializer,
                      beta_regularizer, gamma_regularizer):
@@ -79,8 +157,7 @@ class _SampleNormalization(Layer):
         if self.center:
             self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer)
 
-    def check_input_shape(self, shape):
-        super().check_input_shape(shape)
+    def _check_sizes(self, shape):
         for a in self._checked_axes:
             if shape[a] != self._built_shape[a]:
                 raise ValueError(
@@ -89,42 +166,12 @@ class _SampleNormalization(Layer):
                     f"(input shape {tuple(shape)})."
                 )
 
-    def _store(self, y, cache, training):
-        if training:
-            self._cache = cache
-            self._out_shape = y.shape
-        return y
-
-    def _accumulate(self, dgamma, dbeta) -> None:
-        if dgamma is not None and self.scale:
-            self.grads["gamma"] += dgamma.reshape(self.grads["gamma"].shape)
-        if dbeta is not None and self.center:
-            self.grads["beta"] += dbeta.reshape(self.grads["beta"].shape)
-
-    def _flat(self, key):
-        p = self.params.get(key)
-        return _EMPTY if p is None else p.reshape(-1)
-
-    def _backward(self, dy):
-        cache = self._cache
-        if type(cache) is not tuple:  # a NamedTuple of the NumPy kernels
-            dx, dgamma, dbeta = self._numpy_backward(dy, cache)
-            self._accumulate(dgamma, dbeta)
-            return dx
-        # the numba forward's ("fused", x_view, mean, inv_std): _fused_kernel(dy_view,
-        # x_view, mean, inv_std, dx, dgamma, dbeta) writes dx and adds the parameter
-        # gradients (per last-axis entry of the view) into dgamma/dbeta (size 0: not wanted)
-        _, xv, mean, inv_std = cache
-        dyv = np.ascontiguousarray(dy, dtype=xv.dtype).reshape(xv.shape)
-        dx = np.empty_like(xv)
-        n = xv.shape[-1]
-        # summed into zeros, then added to the gradients by _accumulate (which
-        # reshapes to their shape, views into the model's flat buffer or not)
-        dgamma = np.zeros(n, xv.dtype) if self._trainable and "gamma" in self.params else _EMPTY
-        dbeta = np.zeros(n, xv.dtype) if self._trainable and "beta" in self.params else _EMPTY
-        self._fused_kernel(dyv, xv, mean, inv_std, dx, dgamma, dbeta)
-        self._accumulate(dgamma if dgamma.size else None, dbeta if dbeta.size else None)
-        return dx.reshape(dy.shape)
+    def _grad_accumulators(self) -> dict:
+        """The arrays the kernels add the parameter gradients into (none when frozen)."""
+        if not self._trainable:
+            return {"need_param_grads": False}
+        g = self.grads
+        return {"dgamma_acc": g.get("gamma"), "dbeta_acc": g.get("beta")}
 
     def _common_config(self) -> dict:
         ser_i, ser_r = _initializers.serialize, _regularizers.serialize
@@ -143,6 +190,8 @@ class _SampleNormalization(Layer):
 class _AxesNormalization(_SampleNormalization):
     """Normalize over ``axis`` of each sample; parameters have the shape of those axes."""
 
+    _centered = True
+
     def build(self, input_shape):
         ndim = len(input_shape)
         self._checked_axes = _resolve_axes(self, self.axis, input_shape)
@@ -154,43 +203,14 @@ class _AxesNormalization(_SampleNormalization):
         p = self.params.get(key)
         return None if p is None else p.reshape(self._bshape)
 
-    def _rows(self, x):
-        """``x`` viewed as ``(R, M)``, one row per statistic, when the numba kernels apply; else None.
-
-        They apply to float32/float64 inputs normalized over their trailing
-        axes (``axis=-1`` and the like), whose values per statistic are then
-        contiguous.
-        """
-        axes, nd = self._checked_axes, x.ndim
-        if not (_backend.numba_enabled() and x.size and x.dtype in _FUSED_DTYPES
-                and axes == tuple(range(nd - len(axes), nd))):
-            return None
-        return np.ascontiguousarray(x).reshape(-1, math.prod(x.shape[nd - len(axes):]))
-
-    def call(self, x, training):
-        x2 = self._rows(x)
-        if x2 is not None:
-            from ..kernels import _layernorm_numba as F
-
-            out = np.empty_like(x2)
-            mean = np.empty(x2.shape[0], np.float64)
-            inv_std = np.empty(x2.shape[0], np.float64)
-            F.forward(x2, self._flat("gamma"), self._flat("beta"), self.epsilon, self._centered,
-                      out, mean, inv_std)
-            return self._store(out.reshape(x.shape), ("fused", x2, mean, inv_std), training)
-        y, cache = K.normalize_forward(
-            x, self._b("gamma"), self._b("beta"),
-            axes=self._checked_axes, epsilon=self.epsilon, centered=self._centered,
+    def _forward(self, x, out):
+        return K.normalize_forward(
+            x, self._b("gamma"), self._b("beta"), axes=self._checked_axes,
+            epsilon=self.epsilon, centered=self._centered, out=out,
         )
-        return self._store(y, cache, training)
 
-    def _numpy_backward(self, dy, cache):
-        return K.normalize_backward(dy, cache, need_param_grads=self._trainable)
-
-    def _fused_kernel(self, dyv, xv, mean, inv_std, dx, dgamma, dbeta):
-        from ..kernels import _layernorm_numba as F
-
-        F.backward(dyv, xv, self._flat("gamma"), mean, inv_std, self._centered, dx, dgamma, dbeta)
+    def _kernel_backward(self, dy, cache, out):
+        return K.normalize_backward(dy, cache, out=out, **self._grad_accumulators())[0]
 
 
 class LayerNormalization(_AxesNormalization):
@@ -224,10 +244,9 @@ class LayerNormalization(_AxesNormalization):
     ``layer_norm(x, (H, W, C), eps=epsilon)``; other axes need a transpose.
 
     With numba installed, statistics over trailing axes (the common case)
-    run in fused kernels (:mod:`normlab.kernels._layernorm_numba`: one pass
-    per row each way, no temporaries); other axes take the NumPy kernels of
-    :mod:`normlab.kernels.layernorm`. Both give the same numbers to within
-    the order of their sums.
+    run in fused kernels (one pass per row each way, no temporaries); other
+    axes take NumPy code. :func:`normlab.kernels.layernorm.normalize_forward`
+    chooses; both give the same numbers to within the order of their sums.
     """
 
     min_ndim = 2
@@ -363,9 +382,9 @@ class GroupNormalization(_SampleNormalization):
     ``groups=C``) each statistic is over a single value: ``xhat = 0`` and
     ``y = beta``, as in Keras.
 
-    With numba installed, channels on the last axis run in fused kernels
-    (:mod:`normlab.kernels._groupnorm_numba`); channels elsewhere take the
-    NumPy kernels of :mod:`normlab.kernels.layernorm`.
+    With numba installed, channels on the last axis run in fused kernels;
+    channels elsewhere take NumPy code
+    (:func:`normlab.kernels.layernorm.group_norm_forward` chooses).
     """
 
     min_ndim = 2
@@ -418,31 +437,14 @@ class GroupNormalization(_SampleNormalization):
         self._built_shape = tuple(input_shape)
         self._add_affine((channels,))
 
-    def call(self, x, training):
-        if (_backend.numba_enabled() and x.size and x.dtype in _FUSED_DTYPES
-                and self._checked_axes[0] == x.ndim - 1):
-            # channels last: the numba kernels on x viewed as (N, positions, C)
-            from ..kernels import _groupnorm_numba as F
-
-            x3 = np.ascontiguousarray(x).reshape(x.shape[0], -1, x.shape[-1])
-            out = np.empty_like(x3)
-            mean = np.empty((x.shape[0], self._groups), np.float64)
-            inv_std = np.empty((x.shape[0], self._groups), np.float64)
-            F.forward(x3, self._groups, self._flat("gamma"), self._flat("beta"), self.epsilon, out, mean, inv_std)
-            return self._store(out.reshape(x.shape), ("fused", x3, mean, inv_std), training)
-        y, cache = K.group_norm_forward(
+    def _forward(self, x, out):
+        return K.group_norm_forward(
             x, self.params.get("gamma"), self.params.get("beta"),
-            groups=self._groups, axis=self._checked_axes[0], epsilon=self.epsilon,
+            groups=self._groups, axis=self._checked_axes[0], epsilon=self.epsilon, out=out,
         )
-        return self._store(y, cache, training)
 
-    def _numpy_backward(self, dy, cache):
-        return K.group_norm_backward(dy, cache, need_param_grads=self._trainable)
-
-    def _fused_kernel(self, dyv, xv, mean, inv_std, dx, dgamma, dbeta):
-        from ..kernels import _groupnorm_numba as F
-
-        F.backward(dyv, xv, self._groups, self._flat("gamma"), mean, inv_std, dx, dgamma, dbeta)
+    def _kernel_backward(self, dy, cache, out):
+        return K.group_norm_backward(dy, cache, out=out, **self._grad_accumulators())[0]
 
     def get_config(self):
         return {"groups": self.groups, **self._common_config(), **super().get_config()}
