@@ -5,6 +5,7 @@ from .core import Activation, Dense
 from .merging import Add, Average, Concatenate, Multiply, Subtract
 from .normalization import BatchNormalization
 from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
+from .unit_normalization import UnitNormalization
 from .wrappers import WeightNormalization
 from .regularization import AlphaDropout, Dropout, GaussianDropout, GaussianNoise, NoisyDense, SpatialDropout2D
 from .augmentation import RandomFlip, RandomRotation, RandomTranslation, RandomZoom
@@ -21,7 +22,7 @@ __all__ = [
     "Multiply",
     "Subtract",
     "Layer", "Dense", "Activation", "BatchNormalization", "LayerNormalization",
-           "GroupNormalization", "InstanceNormalization", "RMSNormalization", "WeightNormalization", "get", "serialize", "deserialize"]
+           "GroupNormalization", "InstanceNormalization", "RMSNormalization", "UnitNormalization", "WeightNormalization", "get", "serialize", "deserialize"]
 __all__ += ["Dropout", "SpatialDropout2D", "AlphaDropout", "GaussianNoise", "GaussianDropout", "NoisyDense",
             "Normalization", "Rescaling", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom"]
 
