@@ -4,9 +4,10 @@ The parameters are those of the benchmark network (784-100-100-100-10 with
 batch norm: kernels without bias, gamma and beta, the output layer's kernel
 and bias; about 100k float32 values in 11 arrays). Each library applies one
 step with fixed gradients. normlab is timed twice: on the 11 arrays
-(``optimizer.apply_gradients`` on plain arrays) and on the one flat buffer
-that a compiled model keeps its parameters in (what ``fit`` does). ratio =
-torch_time / normlab_time (> 1: normlab is faster), with the model's flat
+(``optimizer.apply`` on plain arrays, which copies them in and out of the
+optimizer's buffers) and on the arrays bound to the optimizer
+(``optimizer.bind`` once, then ``optimizer.step()``: what ``fit`` does).
+ratio = torch_time / normlab_time (> 1: normlab is faster), with the bound
 path.
 
     PYTHONPATH=src python benchmarks/bench_optimizer.py [--quick] [--threads N]
@@ -50,10 +51,9 @@ def bench_optimizers(cfg=FULL, use_torch=True, seed=0) -> list[dict]:
         opt = getattr(optimizers, name.split()[0])(**nl_kwargs)
         nl_params = [p.copy() for p in params]
         flat_opt = getattr(optimizers, name.split()[0])(**nl_kwargs)
-        flat_p = [np.concatenate([p.ravel() for p in params])]
-        flat_g = [np.concatenate([g.ravel() for g in grads])]
+        flat_opt.bind(params, grads)
         fns = {
-            "normlab": lambda opt=flat_opt: opt.apply(flat_g, flat_p),
+            "normlab": flat_opt.step,
             "normlab_arrays": lambda opt=opt, ps=nl_params: opt.apply(grads, ps),
         }
         if use_torch and _timing.torch_available():
@@ -86,7 +86,7 @@ def main(argv=None):
     with pinned_threads(a.threads):
         rows = bench_optimizers(QUICK if a.quick else FULL)
     print(f"optimizer step over {rows[0]['params']} parameters in {len(SHAPES)} arrays, {a.threads} thread(s)")
-    print(f"{'optimizer':<14}{'normlab flat us':>16}{'normlab 11 arrays us':>22}{'torch us':>10}{'ratio':>8}")
+    print(f"{'optimizer':<14}{'normlab bound us':>16}{'normlab 11 arrays us':>22}{'torch us':>10}{'ratio':>8}")
     for r in rows:
         t = f"{r['torch_s'] * 1e6:>10.1f}{r['ratio']:>8.2f}" if "torch_s" in r else f"{'-':>10}{'-':>8}"
         print(f"{r['optimizer']:<14}{r['normlab_s'] * 1e6:>16.1f}{r['normlab_arrays_s'] * 1e6:>22.1f}{t}")

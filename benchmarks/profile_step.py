@@ -75,7 +75,7 @@ def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, fl
     model has none, each layer's ``call`` / ``_fused_act_forward`` /
     ``_backward`` / ``backward_from_logits`` / ``_backward_params_only`` /
     ``_fused_act_backward`` / ``zero_grads``), the
-    model's phases and ``optimizer.apply`` are wrapped (on the instances) in
+    model's phases and ``optimizer.apply`` / ``optimizer.step`` are wrapped (on the instances) in
     ``perf_counter`` timers. Nested timers (e.g. ``model._forward`` around the
     layers' ``call``) each report their own inclusive time. Wrapping adds
     about 0.3 us per wrapped call.
@@ -124,6 +124,7 @@ def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, fl
     for meth in _MODEL_METHODS:
         wrap(model, meth, f"model.{meth}")
     wrap(model.optimizer, "apply", "optimizer.apply")
+    wrap(model.optimizer, "step", "optimizer.step")  # what the model calls once the optimizer is bound
     for i in range(steps + max(20, steps // 10)):
         step_acc.clear()
         t0 = pc()

@@ -1,17 +1,19 @@
 """Optimizers (Keras 3's names, arguments and numerics) and learning-rate schedules.
 
 ``normlab.optimizers.get("adam")`` (or ``"sgd"``, ``"rmsprop"``,
-``"adagrad"``, ``"adamw"``, ``"nadam"``), a config dict
+``"adagrad"``, ``"adamw"``, ``"nadam"``, ``"lion"``), a config dict
 ``{"class_name": "Adam", "config": {...}}`` or an instance gives an
 optimizer; :func:`serialize` / :func:`deserialize` round-trip it through
-JSON. Schedules live in ``normlab.optimizers.schedules``. The machinery is
+JSON. A :func:`normlab.optim.transforms.chain` (any
+``GradientTransformation``) gives a :class:`ChainOptimizer` with the
+default learning rate (0.001). Schedules live in ``normlab.optimizers.schedules``. The machinery is
 in :mod:`normlab.optim` (transforms, classes, schedules).
 """
 
 import sys as _sys
 
 from .optim import schedules, transforms
-from .optim.optimizers import SGD, Adagrad, Adam, AdamW, Nadam, Optimizer, RMSprop, registry
+from .optim.optimizers import SGD, Adagrad, Adam, AdamW, ChainOptimizer, Lion, Nadam, Optimizer, RMSprop, registry
 
 # ``import normlab.optimizers.schedules`` and ``from normlab.optimizers.schedules import ...`` work too
 _sys.modules[__name__ + ".schedules"] = schedules
@@ -24,6 +26,8 @@ __all__ = [
     "Adam",
     "AdamW",
     "Nadam",
+    "Lion",
+    "ChainOptimizer",
     "schedules",
     "transforms",
     "get",
@@ -35,8 +39,13 @@ __all__ = [
 def get(identifier, **kwargs) -> Optimizer | None:
     """Resolve ``None``, a name (``"sgd"``, ``"adam"``, ...), a config dict or an instance.
 
-    A name builds the optimizer with its defaults (or ``kwargs``).
+    A name builds the optimizer with its defaults (or ``kwargs``); a
+    ``GradientTransformation`` (``normlab.optim.transforms.chain(...)``) is
+    wrapped in a :class:`ChainOptimizer` (``kwargs``: its ``learning_rate``,
+    ``on_nonfinite``, ``name``).
     """
+    if isinstance(identifier, transforms.GradientTransformation):
+        return ChainOptimizer(identifier, **kwargs)
     return registry.get(identifier, base=Optimizer, **kwargs)
 
 

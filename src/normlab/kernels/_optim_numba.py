@@ -1,94 +1,93 @@
-"""Fused optimizer updates (numba): one pass over the parameters per step.
+"""numba loops over the optimizer rules of :mod:`normlab.kernels.optim`, and the squared norm.
 
-The optimizers of :mod:`normlab.optim` are chains of gradient
-transformations; each link is a few NumPy calls over every parameter, so an
-SGD step over a flat buffer of ``n`` values reads and writes it about eight
-times (copy the gradient, scale it, add it) and an Adam step about twenty.
-When an optimizer's chain is just its update rule (no clipping, no weight
-decay), :meth:`normlab.optim.Optimizer.apply` runs these kernels instead:
-they read each gradient, slot and parameter once and write each slot and
-parameter once.
+:func:`fused_kernel` turns a rule (a per-element function) into one
+``@njit`` loop that reads each gradient, slot and parameter once and writes
+each slot and parameter once, with the momentum step and the counters in the
+same call. The loop's text is the same for every rule (only the number of
+slots and constants changes), so it is generated from one template rather
+than written out per rule: a new rule is fused without further code.
 
-They perform the chain's operations in the chain's order on scalars of the
-arrays' dtype (the callers convert the constants exactly as NumPy casts a
-Python float against a float32 array), so the result equals the chain's bit
-for bit; the tests compare the two paths step by step.
-
-=============  ============================================================
-sgd            s = g * (-lr);  p += s
-sgd_momentum   s = g * (-lr);  v = v * beta + s;  p += (s + v * beta) if nesterov else v
-adam (Keras)   m = m + (g - m) * (1 - b1);  v = v + (g * g - v) * (1 - b2);
-               u = m / (sqrt(v) + eps) * (sqrt(1 - b2^t) / (1 - b1^t));  p += u * (-lr)
-rmsprop        r = r * rho + g * g * (1 - rho);  s = g / sqrt(r + eps) * (-lr)
-               (or sqrt(r) + eps), then momentum on s as in sgd_momentum
-adagrad        r = r + g * g;  p += g / sqrt(r + eps) * (-lr)  (or sqrt(r) + eps)
-=============  ============================================================
+Caching: numba caches a function by its qualified name and source file. The
+generated loops are compiled with this module as their file and a name that
+ends in a hash of the rule's code, so ``cache=True`` works (a second process
+loads them from disk) and editing a rule, which lives in another file, gives
+its loop a new name instead of a stale cache entry.
 """
 
 from __future__ import annotations
 
+import marshal
+import zlib
+
 import numpy as np
 from numba import njit
 
-
-@njit(cache=True, nogil=True)
-def sgd(g, p, neg_lr):
-    for i in range(p.size):
-        p[i] = p[i] + g[i] * neg_lr
-
-
-@njit(cache=True, nogil=True)
-def sgd_momentum(g, p, v, neg_lr, beta, nesterov):
-    for i in range(p.size):
-        s = g[i] * neg_lr
-        vi = v[i] * beta + s
-        v[i] = vi
-        if nesterov:
-            p[i] = p[i] + (s + vi * beta)
-        else:
-            p[i] = p[i] + vi
-
-
 # error_model="numpy": IEEE division (inf/nan on zero, as NumPy) instead of Python's
 # ZeroDivisionError check, whose branch keeps LLVM from vectorizing the loop (10x slower)
-@njit(cache=True, nogil=True, error_model="numpy")
-def adam_keras(g, p, m, v, one_minus_b1, one_minus_b2, eps, correction, neg_lr):
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+_TEMPLATE = """
+def {qualname}(g, p, S, k, neg_lr, beta, nesterov, has_momentum, meta, new_meta, check):
+    sq = np.nan
+    if check:
+        sq = sum_squares(g)
+        if not np.isfinite(sq):
+            return sq
     for i in range(p.size):
-        gi = g[i]
-        mi = m[i] + (gi - m[i]) * one_minus_b1
-        vi = v[i] + (gi * gi - v[i]) * one_minus_b2
-        m[i] = mi
-        v[i] = vi
-        u = mi / (np.sqrt(vi) + eps) * correction
-        p[i] = p[i] + u * neg_lr
-
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def rmsprop(g, p, r, v, rho, one_minus_rho, eps, neg_lr, beta, nesterov, keras_form):
-    """Uncentered RMSprop; ``v`` of size 0 means no momentum."""
-    momentum = v.size > 0
-    for i in range(p.size):
-        gi = g[i]
-        ri = r[i] * rho + (gi * gi) * one_minus_rho
-        r[i] = ri
-        d = np.sqrt(ri + eps) if keras_form else np.sqrt(ri) + eps
-        s = (gi / d) * neg_lr
-        if momentum:
-            vi = v[i] * beta + s
-            v[i] = vi
-            s = s + vi * beta if nesterov else vi
+        {lhs} = _rule({args})
+{stores}
+        s = d * neg_lr
+        if has_momentum:
+            s, v = _momentum(s, S[{nslots}, i], beta, nesterov)
+            S[{nslots}, i] = v
         p[i] = p[i] + s
+    for j in range(meta.size):
+        meta[j] = new_meta[j]
+    if check:
+        meta[2] = np.sqrt(sq)
+    return sq
+"""
+
+_kernels: dict = {}
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def adagrad(g, p, r, eps, neg_lr, keras_form):
-    for i in range(p.size):
-        gi = g[i]
-        ri = r[i] + gi * gi
-        r[i] = ri
-        d = np.sqrt(ri + eps) if keras_form else np.sqrt(ri) + eps
-        p[i] = p[i] + (gi / d) * neg_lr
+def fused_kernel(rule):
+    """The compiled loop for ``rule`` (a :class:`normlab.kernels.optim.Rule`), built once per process.
+
+    Signature: ``(g, p, S, consts, neg_lr, beta, nesterov, has_momentum,
+    meta, new_meta, check) -> float`` with the semantics of
+    :func:`normlab.kernels.optim.fused_step`.
+    """
+    kernel = _kernels.get(rule)
+    if kernel is None:
+        from .optim import momentum
+
+        code = rule.fn.__code__
+        nslots = len(rule.slots)
+        nconsts = code.co_argcount - 1 - nslots
+        digest = zlib.crc32(marshal.dumps(code) + marshal.dumps(momentum.fn.__code__) + _TEMPLATE.encode())
+        qualname = f"fused_{rule.name}_{digest:08x}"
+        args = ["g[i]"] + [f"S[{j}, i]" for j in range(nslots)] + [f"k[{j}]" for j in range(nconsts)]
+        src = _TEMPLATE.format(
+            qualname=qualname,
+            lhs=", ".join(["d"] + [f"s{j}" for j in range(nslots)]) + ("," if not nslots else ""),
+            args=", ".join(args),
+            stores="\n".join(f"        S[{j}, i] = s{j}" for j in range(nslots)) or "        pass",
+            nslots=nslots,
+        )
+        namespace = {
+            "np": np,
+            "sum_squares": sum_squares,
+            "_rule": njit(inline="always", error_model="numpy")(rule.fn),
+            "_momentum": njit(inline="always", error_model="numpy")(momentum.fn),
+        }
+        # this file as the code's file: numba's cache needs a real source file
+        exec(compile(src, __file__, "exec"), namespace)
+        fn = namespace[qualname]
+        fn.__module__ = __name__
+        fn.__qualname__ = qualname
+        kernel = _kernels[rule] = njit(**_JIT)(fn)
+    return kernel
 
 
 # fastmath "reassoc" lets LLVM split the sum into vector partial sums (without
@@ -123,17 +122,4 @@ def sum_squares(a):
     s = np.float64(_sum_squares_native(a))
     if not np.isfinite(s):
         s = _sum_squares_f64(a)
-    return s
-
-
-@njit(cache=True, nogil=True)
-def sgd_if_finite(g, p, neg_lr):
-    """:func:`sum_squares` of ``g``, then, only if it is finite, :func:`sgd`; returns the sum.
-
-    The global-norm check and the plain SGD step of one flat buffer in one
-    call (the step of a model whose parameters share one buffer).
-    """
-    s = sum_squares(g)
-    if np.isfinite(s):
-        sgd(g, p, neg_lr)
     return s

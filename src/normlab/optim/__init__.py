@@ -2,16 +2,19 @@
 
 - :mod:`normlab.optim.transforms`: ``init`` / ``update`` pairs with explicit
   state, :func:`~normlab.optim.transforms.chain`, clipping, weight decay and
-  the scalings of SGD, AdaGrad, RMSprop, Adam and Nadam;
+  the scalings of SGD, AdaGrad, RMSprop, Adam, Nadam and Lion (each rule
+  written once, in :mod:`normlab.kernels.optim`);
 - :mod:`normlab.optim.optimizers`: the Keras-style classes (thin
-  constructors over chains);
+  constructors over chains) and :class:`ChainOptimizer` (any chain);
+- :mod:`normlab.optim.layout`: the memory a bound optimizer steps on;
 - :mod:`normlab.optim.schedules`: learning-rate schedules.
 
 The public entry point is :mod:`normlab.optimizers`.
 """
 
 from . import schedules, transforms
-from .optimizers import SGD, Adagrad, Adam, AdamW, Nadam, Optimizer, RMSprop, registry
+from .optimizers import SGD, Adagrad, Adam, AdamW, ChainOptimizer, Lion, Nadam, Optimizer, RMSprop, registry
+from .transforms import GradientTransformation, chain
 
 __all__ = [
     "transforms",
@@ -23,5 +26,9 @@ __all__ = [
     "Adam",
     "AdamW",
     "Nadam",
+    "Lion",
+    "ChainOptimizer",
+    "GradientTransformation",
+    "chain",
     "registry",
 ]

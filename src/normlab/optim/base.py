@@ -1,8 +1,11 @@
 """The optimizer base class: hyperparameters, learning rate, state and the step.
 
 One optimizer object updates every parameter of a model, so the global
-gradient norm is known (and can be clipped). A step, ``apply(grads,
-params)``, runs in this order:
+gradient norm is known (and can be clipped). A model hands its trainable
+arrays over once, ``params, grads = optimizer.bind(params, grads, names)``
+(the optimizer lays them out in its own buffers and returns views), then
+calls ``optimizer.step()`` per batch; ``apply(grads, params)`` does the same
+for standalone arrays, copying them in and out. A step runs in this order:
 
 1. (the model has already added the regularizers' gradients to ``grads``)
 2. the global L2 norm of the gradients is computed (``last_global_norm``)
@@ -17,6 +20,9 @@ In the chain the decay link comes last (:func:`~.transforms.add_decayed_weights`
 so that momentum and adaptive scalings never see it; since it reads the
 parameters before the step and the rules do not depend on them, the sum is
 exactly Keras's "decay, then update rule".
+
+The step is a transaction (:meth:`Optimizer.step`): parameters, slots and
+counters are written in one indivisible unit.
 
 Learning rates: a float, a :class:`~.schedules.LearningRateSchedule`, or a
 callable ``f(step) -> float``; a schedule is evaluated at ``iterations``,
@@ -41,14 +47,10 @@ from .._validation import (
     Options,
     validate_params,
 )
-from ..kernels import _backend
+from ..kernels import optim as K
 from . import schedules as _schedules
 from . import transforms as T
-
-if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
-    from ..kernels import _optim_numba as _nbopt
-else:  # pragma: no cover
-    _nbopt = None
+from .layout import META_SIZE, Binding, _leaves, fused_plan, state_keys
 
 registry = Registry("optimizer")
 
@@ -143,15 +145,10 @@ class Optimizer:
         if self.name is None:
             self.name = cls.lower()
         self._transform = T.chain(*self._links())
-        self.iterations = 0
-        self.skipped_steps = 0
-        self.last_global_norm = math.nan
-        self._state = None  # the chain's state, once built
-        self._pending = None  # (state, shapes, dtypes) given by set_state before the first step
-        self._shapes = None
-        self._dtypes = None
-        self._work: list[np.ndarray] = []
-        self._scratch: list[np.ndarray] = []
+        self._binding: Binding | None = None
+        self._pending = None  # (slots, shapes, dtypes) given by set_state before the first binding
+        self._meta = np.array([0.0, 0.0, math.nan])  # replaced by the binding's, in its arena
+        self._new_meta = np.empty(META_SIZE)
         object.__setattr__(self, "_ready", True)
 
     def __setattr__(self, key, value):
@@ -209,45 +206,113 @@ class Optimizer:
             )
         return value
 
-    # ---------------------------------------------------------------- state
+    # ---------------------------------------------------------------- counters
+    # float64 entries of one array (exact up to 2**53), so that a step writes
+    # them in the same call as the parameters; see normlab.optim.layout
+    @property
+    def iterations(self) -> int:
+        return int(self._meta[0])
+
+    @iterations.setter
+    def iterations(self, value):
+        self._meta[0] = int(value)
+
+    @property
+    def skipped_steps(self) -> int:
+        return int(self._meta[1])
+
+    @skipped_steps.setter
+    def skipped_steps(self, value):
+        self._meta[1] = int(value)
+
+    @property
+    def last_global_norm(self) -> float:
+        return float(self._meta[2])
+
+    @last_global_norm.setter
+    def last_global_norm(self, value):
+        self._meta[2] = float(value)
+
+    # ---------------------------------------------------------------- binding
     @property
     def built(self) -> bool:
-        return self._state is not None
+        return self._binding is not None
 
-    def build(self, params: Sequence[np.ndarray]) -> None:
-        """Create the state for ``params`` (done by the first ``apply``)."""
+    @property
+    def flat_buffers(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(gradients, parameters)``: the flat buffers of a binding whose chain runs on one flat buffer, else None."""
+        b = self._binding
+        if b is None or not b.flat or len(b.groups) != 1:
+            return None
+        return b.groups[0].g, b.chain_params[0]
+
+    def bind(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray] | None = None,
+             names: Sequence[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Take over ``params`` (and their gradients): the optimizer's memory layout and state.
+
+        The parameters of each dtype are copied into one flat buffer, with
+        the optimizer's slots and counters beside them in one arena
+        (:mod:`normlab.optim.layout`); a flat gradient buffer per dtype
+        likewise. Returns ``(params, grads)``: per-variable views into those
+        buffers (same shapes and dtypes as given) that the caller must use
+        from now on, in place of its own arrays. :meth:`step` then updates
+        the views from the gradient views.
+
+        Binding again (a recompile, a new trainable set) rebinds: the slots
+        carry over when the parameters have the shapes and dtypes of the
+        previous binding, else they start afresh; the counters carry over.
+        State given to :meth:`set_state` before the first binding is
+        checked against ``params`` here (``ValueError``, nothing changed).
+
+        Parameters
+        ----------
+        params : list of float ndarray
+            The trainable arrays (any float dtype, writeable).
+        grads : list of ndarray, optional
+            Their gradients (copied in; zeros when omitted).
+        names : list of str, optional
+            Labels for errors (``"dense/kernel"``).
+        """
         params = list(params)
         cls = type(self).__name__
         for i, p in enumerate(params):
             if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
                 raise TypeError(
-                    f"{cls}: parameter {i} must be a float32 or float64 NumPy array, got "
+                    f"{cls}: parameter {_label(names, i)} must be a float32 or float64 NumPy array, got "
                     f"{type(p).__name__}{'' if not isinstance(p, np.ndarray) else ' of dtype ' + str(p.dtype)}."
                 )
             if not p.flags.writeable:
-                raise ValueError(f"{cls}: parameter {i} is read-only; the optimizer updates parameters in place.")
-        shapes = [p.shape for p in params]
-        dtypes = [p.dtype for p in params]
-        if self._pending is not None:
-            state, pshapes, pdtypes = self._pending
-            if pshapes:
-                if pshapes != shapes or pdtypes != dtypes:
-                    raise ValueError(
-                        f"{cls}: the state given to set_state() is for {len(pshapes)} parameters of shapes "
-                        f"{pshapes} ({', '.join(str(d) for d in pdtypes)}), but the step has {len(shapes)} "
-                        f"of shapes {shapes} ({', '.join(str(d) for d in dtypes)})."
-                    )
-            else:  # no per-parameter slots were saved: fresh slots, saved scalars
-                fresh = self._transform.init(params)
-                _copy_into(fresh, state)
-                state = fresh
-        else:
-            state = self._transform.init(params)
-        self._state = state
-        self._pending = None
-        self._shapes, self._dtypes = shapes, dtypes
-        self._work = [np.empty_like(p) for p in params]
-        self._scratch = [np.empty_like(p) for p in params]
+                raise ValueError(
+                    f"{cls}: parameter {_label(names, i)} is read-only; the optimizer updates parameters in place."
+                )
+        if grads is not None:
+            grads = [np.asarray(g) for g in grads]
+            if len(grads) != len(params):
+                raise ValueError(f"{cls}.bind: got {len(grads)} gradients for {len(params)} parameters.")
+            for i, (g, p) in enumerate(zip(grads, params)):
+                if g.shape != p.shape:
+                    raise ValueError(f"{cls}.bind: the gradient of parameter {_label(names, i)} has shape "
+                                     f"{g.shape}, expected {p.shape}.")
+        binding = Binding(self._transform, params, grads, list(names) if names is not None else None, self._meta)
+        old, pending = self._binding, self._pending
+        if pending is not None:
+            slots, pshapes, pdtypes = pending
+            if pshapes and (pshapes != binding.shapes or pdtypes != binding.dtypes):
+                raise ValueError(
+                    f"{cls}: the state given to set_state() is for {len(pshapes)} parameters of shapes "
+                    f"{pshapes} ({', '.join(str(d) for d in pdtypes)}), but the step has {len(binding.shapes)} "
+                    f"of shapes {binding.shapes} ({', '.join(str(d) for d in binding.dtypes)})."
+                )
+            binding.write_state(slots, None, missing_ok=not pshapes)
+        elif old is not None and old.shapes == binding.shapes and old.dtypes == binding.dtypes:
+            binding.write_state(old.state_arrays(), None, missing_ok=True)
+        self._binding, self._pending = binding, None
+        self._meta = binding.meta
+        return list(binding.params), list(binding.grads)
+
+    def build(self, params: Sequence[np.ndarray]) -> None:
+        """Bind to ``params`` for :meth:`apply` (done by the first ``apply``); the arrays are copied."""
+        self.bind(params)
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Everything needed to resume bit for bit, as a flat ``{key: array}`` (copies).
@@ -258,17 +323,17 @@ class Optimizer:
         ``"u_product"``). The learning rate itself is in ``get_config()``;
         a schedule's position is ``iterations``.
         """
-        if self._state is not None:
-            state = self._state
+        if self._binding is not None:
+            arrays = self._binding.state_arrays()
         elif self._pending is not None:
-            state = self._pending[0]
+            arrays = self._pending[0]
         else:
-            state = self._transform.init([])
+            arrays = state_keys(self._transform.init([]))
         out = {
             "iterations": np.array(self.iterations, dtype=np.int64),
             "skipped_steps": np.array(self.skipped_steps, dtype=np.int64),
         }
-        for key, arr in _flatten(state).items():
+        for key, arr in arrays.items():
             out[key] = np.array(arr, copy=True)
         return out
 
@@ -276,9 +341,10 @@ class Optimizer:
         """Restore what :meth:`get_state` returned (e.g. read back from an ``.npz``).
 
         Keys, shapes and dtypes are checked before anything changes
-        (``"skipped_steps"`` may be absent: 0). Before the first step the
+        (``"skipped_steps"`` may be absent: 0). Before the first binding the
         slots are kept and checked against the parameters of the first
-        ``apply``, which raises, changing nothing, if they do not match.
+        ``bind`` / ``apply``, which raises, changing nothing, if they do not
+        match.
         """
         cls = type(self).__name__
         if not isinstance(state, Mapping):
@@ -295,41 +361,33 @@ class Optimizer:
             if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
                 raise ValueError(f"{cls}.set_state: {key!r} must be a 0-d integer array >= 0, got {a!r}.")
             counters[key] = int(a)
-        if self._state is not None:
-            target, pshapes, pdtypes = self._state, None, None
+        if self._binding is not None:
+            expected = self._binding.state_arrays()
+            if not any("/" in k for k in arrays):
+                # saved before the first step (no per-parameter slots): fresh slots, saved scalars
+                expected = {k: a for k, a in expected.items() if "/" not in k}
         else:
             pshapes, pdtypes = _template_shapes(arrays, cls)
             template = [np.zeros(s, dtype=d) for s, d in zip(pshapes, pdtypes)]
-            target = self._transform.init(template)
-        expected = _flatten(target)
-        missing = sorted(set(expected) - set(arrays))
-        extra = sorted(set(arrays) - set(expected))
-        if missing or extra:
-            raise ValueError(
-                f"{cls}.set_state: the state does not match this optimizer"
-                + (f"; missing {missing}" if missing else "")
-                + (f"; unexpected {extra}" if extra else "")
-                + f" (expected {sorted(expected) + ['iterations', 'skipped_steps']})."
-            )
-        for key, ref in expected.items():
-            a = arrays[key]
-            if a.shape != ref.shape:
-                raise ValueError(f"{cls}.set_state: {key!r} has shape {a.shape}, expected {ref.shape}.")
-            if a.dtype.kind != "f":
-                raise ValueError(f"{cls}.set_state: {key!r} must hold floats, got dtype {a.dtype}.")
-        for key, ref in expected.items():
-            np.copyto(ref, arrays[key], casting="unsafe")
-        if self._state is None:
-            self._pending = (target, pshapes, pdtypes)
-        self.iterations = counters["iterations"]
-        self.skipped_steps = counters["skipped_steps"]
+            expected = state_keys(self._transform.init(template))
+        _check_state(arrays, expected, cls)
+        if self._binding is not None:
+            self._binding.write_state(arrays, counters, missing_ok=True)
+        else:
+            self._pending = ({key: np.array(arrays[key], dtype=ref.dtype) for key, ref in expected.items()},
+                             pshapes, pdtypes)
+            self.iterations = counters["iterations"]
+            self.skipped_steps = counters["skipped_steps"]
 
     # ----------------------------------------------------------------- step
     def apply(self, grads: Sequence[np.ndarray], params: Sequence[np.ndarray], names: Sequence[str] | None = None):
         """One step: update every ``params[i]`` in place from ``grads[i]``.
 
-        ``grads`` are not modified. If this raises, no parameter and no
-        state has changed. ``names`` (optional) label parameters in errors.
+        For standalone use: the parameters and gradients are copied into
+        the optimizer's buffers (bound on the first call), :meth:`step`
+        runs, and the parameters are copied back. ``grads`` are not
+        modified. If this raises, no parameter and no state has changed.
+        ``names`` (optional) label parameters in errors.
         """
         cls = type(self).__name__
         grads = list(grads)
@@ -341,9 +399,11 @@ class Optimizer:
             raise ValueError(f"{cls}.apply: got {len(names)} names for {n} parameters.")
         if n == 0:
             return
-        if self._state is None:
+        b = self._binding
+        if b is None:
             self.build(params)
-        shapes, dtypes = self._shapes, self._dtypes
+            b = self._binding
+        shapes, dtypes = b.shapes, b.dtypes
         if n != len(shapes):
             raise ValueError(
                 f"{cls}.apply: the optimizer was built for {len(shapes)} parameters, got {n}; "
@@ -359,79 +419,93 @@ class Optimizer:
                     f"{shapes[i]} with a gradient of the same shape (as when the optimizer was built), "
                     f"got a {p.dtype} parameter of shape {p.shape} and a gradient of shape {g.shape}."
                 )
-        self._step(grads, params, names)
+        own = all(p is q for p, q in zip(params, b.params))
+        for i in range(n):
+            if grads[i] is not b.grads[i]:
+                np.copyto(b.grads[i], grads[i], casting="same_kind")
+            if not own:
+                np.copyto(b.params[i], params[i])
+        self.step(names)
+        if not own:
+            for p, q in zip(params, b.params):
+                np.copyto(p, q)
 
-    def _step(self, grads: list, params: list, names=None) -> None:
-        """:meth:`apply` after its checks: for callers that pass the arrays it was built for.
+    def step(self, names: Sequence[str] | None = None) -> None:
+        """One update of the bound parameters from the bound gradients (see :meth:`bind`).
 
-        A model's training step calls it with its flat parameter and
-        gradient buffers once one :meth:`apply` has accepted them.
+        A transaction: parameters, slots, ``iterations``, ``skipped_steps``
+        and ``last_global_norm`` change in one indivisible write (one kernel
+        call, or one copy of the shadow arena), so whatever raises inside,
+        ``KeyboardInterrupt`` included, either nothing changed or the whole
+        step did; ``iterations + skipped_steps`` advances exactly when it
+        committed. One exception: a step refused for non-finite gradients
+        (``on_nonfinite="raise"``) records their norm in
+        ``last_global_norm`` before raising ``FloatingPointError``.
         """
-        sq = self._checked_one_pass(grads[0], params[0]) if len(grads) == 1 else None
-        if sq is not None:
-            norm = math.sqrt(sq)
-            self.last_global_norm = norm
-            if math.isfinite(norm):  # the kernel has made the step
-                self.iterations += 1
-                return
-            # not finite: the kernel changed nothing; the usual handling follows
-        else:
-            norm = T.global_norm(grads)
-            self.last_global_norm = norm
-        if not math.isfinite(norm) and self.on_nonfinite != "proceed":
-            if self.on_nonfinite == "skip":
-                self.skipped_steps += 1
-                return
-            bad = next(i for i, g in enumerate(grads) if not np.isfinite(g).all())
-            raise FloatingPointError(
-                f"{type(self).__name__}: the gradient of parameter {_label(names, bad)} holds NaN or inf values; "
-                f"no parameter was updated. Pass on_nonfinite='skip' to skip such steps or "
-                f"'proceed' to apply them."
-            )
+        b = self._binding
+        meta = b.meta
+        it = int(meta[0])
         lr = self.current_learning_rate
-        if not (self._fusable(grads, params) and self._fused_update(grads, params, lr)):
-            work = self._work
-            for w, g in zip(work, grads):
-                np.copyto(w, g, casting="same_kind")
-            updates, self._state = self._transform.update(
-                work, self._state, params, T.StepInfo(self.iterations, lr, self._scratch)
-            )
-            for p, u in zip(params, updates):
-                np.add(p, u, out=p)
-        self.iterations += 1
+        plan = b.fused
+        new_meta = self._new_meta
+        new_meta[0], new_meta[1], new_meta[2] = it + 1, meta[1], math.nan
+        if plan is not None:
+            grp = b.groups[0]
+            dt = grp.dtype.type
+            consts = plan.consts(T.StepInfo(it, lr), b.state[plan.link] if plan.link >= 0 else None, dt)
+            beta, nesterov = plan.momentum or (0.0, False)
+            args = (plan.rule, consts, dt(-lr), dt(beta), nesterov, plan.momentum is not None, grp.buffers)
+            sq = K.fused_step(*args, new_meta, True)
+            if math.isfinite(sq):
+                return
+            norm = math.sqrt(sq)
+            if self._refuse(norm, names):
+                return
+            new_meta[2] = norm
+            K.fused_step(*args, new_meta, False)
+            return
+        norm = b.global_norm()
+        if not math.isfinite(norm) and self._refuse(norm, names):
+            return
+        np.copyto(b.shadow, b.arena)
+        for w, g in zip(b.work, b.chain_grads):
+            np.copyto(w, g)
+        updates, state = self._transform.update(b.work, b.state_sh, b.chain_params, T.StepInfo(it, lr, b.scratch))
+        # links that return new arrays rather than updating theirs in place
+        if state is not b.state_sh:
+            shadow = dict(_leaves(b.state_sh))
+            for path, a in _leaves(state):
+                if shadow[path] is not a:
+                    np.copyto(shadow[path], a)
+        for p, u, out in zip(b.chain_params, updates, b.chain_params_sh):
+            np.add(p, u, out=out)
+        new_meta[2] = norm
+        b.meta_sh[...] = new_meta
+        np.copyto(b.arena, b.shadow)  # the commit
 
-    def _checked_one_pass(self, g: np.ndarray, p: np.ndarray):
-        """For a single parameter array: the squared norm of ``g`` and, only when finite, the step, in one kernel.
-
-        Returns the float sum of squares (the step made only if it is
-        finite), or None where the optimizer has no such kernel (then
-        :meth:`_step` computes the norm and updates separately). The result
-        must equal the separate path's bit for bit.
-        """
-        return None
+    def _refuse(self, norm: float, names) -> bool:
+        """Handle a non-finite gradient norm: True when the step is skipped (committed as such), raises for "raise"."""
+        if self.on_nonfinite == "proceed":
+            return False
+        meta = self._binding.meta
+        if self.on_nonfinite == "skip":
+            meta[...] = (meta[0], meta[1] + 1, norm)  # one write: the skip is the step's commit
+            return True
+        meta[2] = norm
+        b = self._binding
+        bad = next(i for i, g in enumerate(b.grads) if not np.isfinite(g).all())
+        raise FloatingPointError(
+            f"{type(self).__name__}: the gradient of parameter {_label(names or b.names, bad)} holds NaN or inf "
+            f"values; no parameter was updated. Pass on_nonfinite='skip' to skip such steps or "
+            f"'proceed' to apply them."
+        )
 
     def _fusable(self, grads, params) -> bool:
-        """True when the chain is the bare update rule and the arrays suit the numba kernels."""
-        if (not _backend.numba_enabled() or self.weight_decay or self.clipvalue is not None
-                or self.clipnorm is not None or self.global_clipnorm is not None):
-            return False
-        for g, p in zip(grads, params):
-            if not (
-                g.dtype == p.dtype
-                and (p.dtype == np.float32 or p.dtype == np.float64)
-                and g.flags.c_contiguous
-                and p.flags.c_contiguous
-            ):
-                return False
-        return True
-
-    def _fused_update(self, grads, params, lr: float) -> bool:
-        """Apply the step with :mod:`normlab.kernels._optim_numba`; False where there is no kernel.
-
-        Only called when :meth:`_fusable` holds; the result must equal the
-        chain's bit for bit.
-        """
-        return False
+        """True when a step on these arrays (bound as one flat buffer) would be one kernel call."""
+        dtypes = {p.dtype for p in params} | {g.dtype for g in grads}
+        return (K.fused_available(next(iter(dtypes))) and len(dtypes) == 1
+                and all(a.flags.c_contiguous for a in list(grads) + list(params))
+                and fused_plan(self._transform.spec) is not None)
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
         """Keras's form: ``optimizer.apply_gradients(zip(grads, params))``; returns ``iterations``."""
@@ -485,25 +559,22 @@ def _label(names, i: int) -> str:
     return repr(names[i]) if names is not None else f"#{i}"
 
 
-def _flatten(state) -> dict[str, np.ndarray]:
-    """The chain's state as ``{"slot/i": array, "scalar": array}`` (views, not copies)."""
-    out: dict[str, np.ndarray] = {}
-    for part in state:
-        for slot, value in part.items():
-            items = [(f"{slot}/{i}", a) for i, a in enumerate(value)] if isinstance(value, list) else [(slot, value)]
-            for key, a in items:
-                if key in out:  # pragma: no cover - a programming error in a chain
-                    raise RuntimeError(f"two links of the chain use the slot {slot!r}")
-                out[key] = a
-    return out
-
-
-def _copy_into(dst_state, src_state) -> None:
-    """Copy the entries of ``src_state`` that ``dst_state`` also has."""
-    dst = _flatten(dst_state)
-    for key, a in _flatten(src_state).items():
-        if key in dst and dst[key].shape == a.shape:
-            np.copyto(dst[key], a)
+def _check_state(arrays: dict, expected: dict, cls: str) -> None:
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"{cls}.set_state: the state does not match this optimizer"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {extra}" if extra else "")
+            + f" (expected {sorted(expected) + ['iterations', 'skipped_steps']})."
+        )
+    for key, ref in expected.items():
+        a = arrays[key]
+        if a.shape != ref.shape:
+            raise ValueError(f"{cls}.set_state: {key!r} has shape {a.shape}, expected {ref.shape}.")
+        if a.dtype.kind != "f":
+            raise ValueError(f"{cls}.set_state: {key!r} must hold floats, got dtype {a.dtype}.")
 
 
 def _template_shapes(arrays: dict, cls: str):

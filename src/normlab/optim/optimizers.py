@@ -3,23 +3,24 @@
 The step (its order: regularizer gradients, global norm and non-finite
 policy, clipping, decoupled weight decay, update rule), the learning rate
 and the state are in :class:`~normlab.optim.base.Optimizer`; a class here
-only names its hyperparameters, builds its chain (``_rule``) and, where a
-fused numba kernel exists, applies the bare rule in one pass
-(``_fused_update``, equal to the chain bit for bit).
+only names its hyperparameters and builds its chain (``_rule``). Each rule
+is written once, in :mod:`normlab.kernels.optim`; the optimizer fuses any
+chain of the form "rule, learning rate, optional momentum" into one kernel
+call over a flat buffer (:mod:`normlab.optim.layout`), with the same
+arithmetic as the chain.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
 
 from .._validation import Boolean, Interval, Options
 from . import transforms as T
-from .base import _EPS, _FORM, _UNIT, Optimizer, _args, _nbopt, registry
+from .base import _EPS, _FORM, _UNIT, Optimizer, _args, registry
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Nadam", "registry"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Nadam", "Lion", "ChainOptimizer", "registry"]
 
 
 @registry.register
@@ -98,31 +99,15 @@ class SGD(Optimizer):
             links.append(T.trace(self.momentum, nesterov=bool(self.nesterov)))
         return links, False
 
-    def _checked_one_pass(self, g, p):
-        if self.momentum or self.nesterov == "exact" or not self._fusable((g,), (p,)):
-            return None
-        return _nbopt.sgd_if_finite(g.reshape(-1), p.reshape(-1), p.dtype.type(-self.current_learning_rate))
 
-    def _fused_update(self, grads, params, lr):
-        if self.nesterov == "exact":
-            return False
-        for i, (g, p) in enumerate(zip(grads, params)):
-            dt = p.dtype.type
-            if self.momentum:
-                v = self._state[-1]["momentum"][i]
-                _nbopt.sgd_momentum(g.reshape(-1), p.reshape(-1), v.reshape(-1), dt(-lr), dt(self.momentum),
-                                    bool(self.nesterov))
-            else:
-                _nbopt.sgd(g.reshape(-1), p.reshape(-1), dt(-lr))
-        return True
 
     def finalize_variable_values(self, params):
-        if self.nesterov != "exact" or self._state is None:
+        b = self._binding
+        if self.nesterov != "exact" or b is None:
             return
-        st = self._state[-1]
-        for p, th, v in zip(params, st["theta"], st["momentum"]):
-            np.copyto(p, th)
-            v[...] = 0
+        for i, p in enumerate(params):
+            np.copyto(p, b.slots[f"theta/{i}"])
+            b.slots[f"momentum/{i}"][...] = 0
 
 
 @registry.register
@@ -179,13 +164,6 @@ class Adagrad(Optimizer):
             T.scale_by_learning_rate(),
         ], False
 
-    def _fused_update(self, grads, params, lr):
-        acc = self._state[0]["accumulator"]
-        for i, (g, p) in enumerate(zip(grads, params)):
-            dt = p.dtype.type
-            _nbopt.adagrad(g.reshape(-1), p.reshape(-1), acc[i].reshape(-1), dt(self.epsilon), dt(-lr),
-                           self.epsilon_form == "keras")
-        return True
 
 
 @registry.register(aliases=("rmsprop",))
@@ -268,20 +246,6 @@ class RMSprop(Optimizer):
             links.append(T.trace(self.momentum, nesterov=self.nesterov))
         return links, False
 
-    def _fused_update(self, grads, params, lr):
-        if self.centered:
-            return False
-        vel = self._state[0]["velocity"]
-        mom = self._state[2]["momentum"] if self.momentum else None
-        for i, (g, p) in enumerate(zip(grads, params)):
-            dt = p.dtype.type
-            _nbopt.rmsprop(
-                g.reshape(-1), p.reshape(-1), vel[i].reshape(-1),
-                np.empty(0, p.dtype) if mom is None else mom[i].reshape(-1),
-                dt(self.rho), dt(1.0 - self.rho), dt(self.epsilon), dt(-lr), dt(self.momentum),
-                bool(self.nesterov), self.epsilon_form == "keras",
-            )
-        return True
 
 
 @registry.register
@@ -346,20 +310,6 @@ class Adam(Optimizer):
             T.scale_by_learning_rate(),
         ], False
 
-    def _fused_update(self, grads, params, lr):
-        if self.amsgrad or self.epsilon_form != "keras":
-            return False
-        t = self.iterations + 1
-        bc1 = 1.0 - self.beta_1**t
-        bc2 = 1.0 - self.beta_2**t
-        state = self._state[0]
-        for i, (g, p) in enumerate(zip(grads, params)):
-            dt = p.dtype.type
-            _nbopt.adam_keras(
-                g.reshape(-1), p.reshape(-1), state["momentum"][i].reshape(-1), state["velocity"][i].reshape(-1),
-                dt(1.0 - self.beta_1), dt(1.0 - self.beta_2), dt(self.epsilon), dt(math.sqrt(bc2) / bc1), dt(-lr),
-            )
-        return True
 
 
 @registry.register(aliases=("adamw",))
@@ -449,3 +399,121 @@ class Nadam(Optimizer):
 
     def _rule(self):
         return [T.scale_by_nadam(self.beta_1, self.beta_2, self.epsilon, self.momentum_decay), T.scale_by_learning_rate()], False
+
+
+@registry.register
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as in Keras 3.
+
+    With ``m`` the slot ``"momentum"`` (zeros at first)::
+
+        w <- w - lr * sign(beta_1 m + (1 - beta_1) g)
+        m <- beta_2 m + (1 - beta_2) g
+
+    Every entry moves by ``lr`` (or not at all), so the learning rate is
+    typically 3 to 10 times smaller than AdamW's, and ``weight_decay``
+    (decoupled, ``w <- w - lr * weight_decay * w``) 3 to 10 times larger,
+    for a similar ``lr * weight_decay``. The paper's ``lambda`` is
+    ``weight_decay`` here. ``beta_1 = 0`` would make it sign SGD and is
+    refused, as in Keras.
+
+    Parameters
+    ----------
+    learning_rate : float, schedule or callable, default 0.001
+    beta_1 : float in (0, 1], default 0.9
+        The weight of the momentum in the direction.
+    beta_2 : float in [0, 1], default 0.99
+        The decay rate of the momentum.
+    **kwargs
+        ``weight_decay``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``,
+        ``on_nonfinite``, ``name``: see :class:`Optimizer`.
+    """
+
+    _param_constraints = {
+        **Optimizer._param_constraints,
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="right")],
+        "beta_2": _UNIT,
+    }
+    _hyper = ("beta_1", "beta_2")
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.99,
+        *,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        on_nonfinite="raise",
+        name=None,
+    ):
+        super().__init__(**_args(locals()))
+
+    def _rule(self):
+        return [T.scale_by_lion(self.beta_1, self.beta_2), T.scale_by_learning_rate()], False
+
+
+class ChainOptimizer(Optimizer):
+    """Any :func:`normlab.optim.transforms.chain` (a ``GradientTransformation``) as an optimizer.
+
+    ``model.compile(optimizer=chain(...))`` wraps the chain in this class
+    with the default learning rate; build it yourself to choose another::
+
+        tx = T.chain(T.clip_by_global_norm(1.0), T.scale_by_adam(), T.scale_by_learning_rate())
+        model.compile(optimizer=ChainOptimizer(tx, learning_rate=3e-4), loss=...)
+
+    The learning rate reaches the chain as ``StepInfo.learning_rate`` (read
+    by :func:`~normlab.optim.transforms.scale_by_learning_rate`); like any
+    optimizer's, it may be a float, a schedule or a callable of the step,
+    and it can be changed between steps (learning-rate callbacks work). A
+    chain without ``scale_by_learning_rate`` ignores it. The update the
+    chain returns is added to the parameters: its links must give steps,
+    not gradients (see the sign conventions in
+    :mod:`normlab.optim.transforms`).
+
+    The step is the same as for the built-in optimizers: global norm and
+    ``on_nonfinite``, then the chain; it runs on one flat buffer per dtype
+    when every link is elementwise, and as one fused kernel when the chain
+    is a rule, the learning rate and optional momentum. A chain is code, so
+    ``get_config`` (and saving a model compiled with one) raises
+    ``ValueError``; the state (``get_state``) saves and loads as usual.
+
+    Parameters
+    ----------
+    transform : GradientTransformation
+    learning_rate : float, schedule or callable, default 0.001
+        Keras's default for Adam, RMSprop, Nadam and Lion.
+    on_nonfinite : {"raise", "skip", "proceed"}, default "raise"
+    name : str, optional
+    """
+
+    _param_constraints = {
+        "learning_rate": Optimizer._param_constraints["learning_rate"],
+        "on_nonfinite": Optimizer._param_constraints["on_nonfinite"],
+        "name": Optimizer._param_constraints["name"],
+    }
+    _hyper = ("transform",)
+
+    def __init__(self, transform, learning_rate=0.001, *, on_nonfinite="raise", name=None):
+        if not isinstance(transform, T.GradientTransformation):
+            raise TypeError(
+                f"ChainOptimizer: 'transform' must be a GradientTransformation (from normlab.optim.transforms), "
+                f"got {transform!r}."
+            )
+        object.__setattr__(self, "transform", transform)
+        super().__init__(learning_rate=learning_rate, on_nonfinite=on_nonfinite, name=name, weight_decay=None,
+                         clipnorm=None, clipvalue=None, global_clipnorm=None)
+
+    def _links(self):
+        return [self.transform]
+
+    def get_config(self):
+        raise ValueError(
+            "ChainOptimizer.get_config: a chain of transforms is code and has no JSON config; use a named "
+            "optimizer (normlab.optimizers.Adam, ...) to save a model with its optimizer."
+        )
+
+    def __repr__(self):
+        return f"ChainOptimizer(learning_rate={self.learning_rate!r}, on_nonfinite={self.on_nonfinite!r})"

@@ -45,6 +45,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..kernels import optim as K
 from ..kernels.checks import sum_squares
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "scale_by_rms",
     "scale_by_adam",
     "scale_by_nadam",
+    "scale_by_lion",
     "add_decayed_weights",
     "global_norm",
     "apply_updates",
@@ -96,11 +98,36 @@ class StepInfo(NamedTuple):
     scratch: Sequence[np.ndarray] | None = None
 
 
+class LinkSpec(NamedTuple):
+    """What an optimizer may know about a link in order to run it on a flat buffer, or fuse it.
+
+    ``kind``: ``"rule"`` (an elementwise rule of :mod:`normlab.kernels.optim`
+    with its ``consts(info, state, dtype)``), ``"lr"`` (``-lr *``),
+    ``"momentum"`` (``args = (beta, nesterov)``) or another elementwise link
+    that is not fused (``"clip_value"``, ``"clip_global"``, ``"scale"``,
+    ``"decay"``, ``"nesterov_exact"``, ``"nadam"``).
+    """
+
+    kind: str
+    rule: Any = None
+    consts: Callable | None = None
+    args: tuple = ()
+
+
 class GradientTransformation(NamedTuple):
-    """A pure ``(init, update)`` pair; see the module docstring."""
+    """A pure ``(init, update)`` pair; see the module docstring.
+
+    ``spec`` describes the links to an optimizer: a tuple of
+    :class:`LinkSpec`, one per link, when every link is elementwise (it may
+    then run on one flat buffer per dtype, and is fused into one kernel when
+    it is a rule followed by the learning rate and optional momentum), or
+    ``None`` (the default, and any link that needs the parameters apart, as
+    ``clip_by_norm``): the chain then sees one array per parameter.
+    """
 
     init: Callable[[Sequence[np.ndarray]], Any]
     update: Callable[..., tuple]
+    spec: tuple | None = None
 
 
 def _tmp(info: StepInfo, i: int, like: np.ndarray) -> np.ndarray:
@@ -152,7 +179,27 @@ def chain(*links: GradientTransformation) -> GradientTransformation:
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    specs = [t.spec for t in links]
+    spec = None if any(sp is None for sp in specs) else tuple(x for sp in specs for x in sp)
+    return GradientTransformation(init, update, spec)
+
+
+def _apply_rule(rule, consts, updates, state, info) -> None:
+    """Run an elementwise rule on each array: ``updates`` and the rule's slots, in place."""
+    for i, u in enumerate(updates):
+        slots = [state[name][i] for name in rule.slots]
+        d, *new = rule.fn(u, *slots, *consts(info, state, u.dtype.type))
+        for a, b in zip(slots, new):
+            np.copyto(a, b)
+        np.copyto(u, d)
+
+
+def _rule_link(rule, init, consts) -> GradientTransformation:
+    def update(updates, state, params, info):
+        _apply_rule(rule, consts, updates, state, info)
+        return updates, state
+
+    return GradientTransformation(init, update, (LinkSpec("rule", rule, consts),))
 
 
 def identity() -> GradientTransformation:
@@ -161,7 +208,7 @@ def identity() -> GradientTransformation:
     def update(updates, state, params, info):
         return updates, state
 
-    return GradientTransformation(_no_state, update)
+    return GradientTransformation(_no_state, update, ())
 
 
 def apply_updates(params: Sequence[np.ndarray], updates: Sequence[np.ndarray]) -> None:
@@ -191,7 +238,7 @@ def clip_by_value(clipvalue: float) -> GradientTransformation:
             np.clip(u, -c, c, out=u)
         return updates, state
 
-    return GradientTransformation(_no_state, update)
+    return GradientTransformation(_no_state, update, (LinkSpec("clip_value"),))
 
 
 def clip_by_norm(clipnorm: float) -> GradientTransformation:
@@ -236,7 +283,8 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
                 np.multiply(u, f, out=u)
         return updates, state
 
-    return GradientTransformation(_no_state, update)
+    # the norm of a flat buffer is the norm of its parts (summed in another order)
+    return GradientTransformation(_no_state, update, (LinkSpec("clip_global"),))
 
 
 # ----------------------------------------------------------------- scaling
@@ -249,7 +297,7 @@ def scale(factor: float) -> GradientTransformation:
             np.multiply(u, f, out=u)
         return updates, state
 
-    return GradientTransformation(_no_state, update)
+    return GradientTransformation(_no_state, update, (LinkSpec("scale"),))
 
 
 def scale_by_learning_rate(flip_sign: bool = True) -> GradientTransformation:
@@ -265,7 +313,7 @@ def scale_by_learning_rate(flip_sign: bool = True) -> GradientTransformation:
             np.multiply(u, f, out=u)
         return updates, state
 
-    return GradientTransformation(_no_state, update)
+    return GradientTransformation(_no_state, update, (LinkSpec("lr", args=(flip_sign,)),))
 
 
 def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
@@ -290,18 +338,14 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         return {"momentum": _zeros_like(params)}
 
     def update(updates, state, params, info):
-        for i, (u, v) in enumerate(zip(updates, state["momentum"])):
-            np.multiply(v, b, out=v)
-            np.add(v, u, out=v)
-            if nesterov:
-                t = _tmp(info, i, u)
-                np.multiply(v, b, out=t)
-                np.add(u, t, out=u)
-            else:
-                np.copyto(u, v)
+        for u, v in zip(updates, state["momentum"]):
+            dt = u.dtype.type
+            out, new_v = K.momentum.fn(u, v, dt(b), nesterov)
+            np.copyto(v, new_v)
+            np.copyto(u, out)
         return updates, state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, (LinkSpec("momentum", args=(b, bool(nesterov))),))
 
 
 def nesterov_exact(momentum: float, weight_decay: float = 0.0) -> GradientTransformation:
@@ -347,7 +391,7 @@ def nesterov_exact(momentum: float, weight_decay: float = 0.0) -> GradientTransf
             np.subtract(t, p, out=u)
         return updates, state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, (LinkSpec("nesterov_exact"),))
 
 
 # -------------------------------------------------------- adaptive scalings
@@ -371,21 +415,7 @@ def scale_by_adagrad(
     def init(params):
         return {"accumulator": _zeros_like(params, r0)}
 
-    def update(updates, state, params, info):
-        for i, (u, r) in enumerate(zip(updates, state["accumulator"])):
-            t = _tmp(info, i, u)
-            np.multiply(u, u, out=t)
-            np.add(r, t, out=r)
-            if keras:
-                np.add(r, eps, out=t)
-                np.sqrt(t, out=t)
-            else:
-                np.sqrt(r, out=t)
-                np.add(t, eps, out=t)
-            np.divide(u, t, out=u)
-        return updates, state
-
-    return GradientTransformation(init, update)
+    return _rule_link(K.adagrad, init, lambda info, state, dt: (dt(eps), keras))
 
 
 def scale_by_rms(
@@ -414,43 +444,8 @@ def scale_by_rms(
             s["average_gradient"] = _zeros_like(params)
         return s
 
-    def update(updates, state, params, info):
-        avgs = state["average_gradient"] if centered else [None] * len(updates)
-        for i, (u, r, a) in enumerate(zip(updates, state["velocity"], avgs)):
-            t = _tmp(info, i, u)
-            np.multiply(u, u, out=t)
-            np.multiply(t, one_m, out=t)
-            np.multiply(r, rho, out=r)
-            np.add(r, t, out=r)
-            if centered:
-                np.multiply(a, rho, out=a)
-                np.multiply(u, one_m, out=t)
-                np.add(a, t, out=a)
-                np.multiply(a, a, out=t)
-                np.subtract(r, t, out=t)
-            else:
-                np.copyto(t, r)
-            if keras:
-                np.add(t, eps, out=t)
-                np.sqrt(t, out=t)
-            else:
-                np.sqrt(t, out=t)
-                np.add(t, eps, out=t)
-            np.divide(u, t, out=u)
-        return updates, state
-
-    return GradientTransformation(init, update)
-
-
-def _moments(u, m, v, t, b1, b2):
-    """``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)`` (Keras's order of operations)."""
-    np.subtract(u, m, out=t)
-    np.multiply(t, 1.0 - b1, out=t)
-    np.add(m, t, out=m)
-    np.multiply(u, u, out=t)
-    np.subtract(t, v, out=t)
-    np.multiply(t, 1.0 - b2, out=t)
-    np.add(v, t, out=v)
+    rule = K.rmsprop_centered if centered else K.rmsprop
+    return _rule_link(rule, init, lambda info, state, dt: (dt(rho), dt(one_m), dt(eps), keras))
 
 
 def scale_by_adam(
@@ -489,29 +484,14 @@ def scale_by_adam(
             s["velocity_hat"] = _zeros_like(params)
         return s
 
-    def update(updates, state, params, info):
-        t_ = info.step + 1
-        bc1 = 1.0 - b1**t_
-        bc2 = 1.0 - b2**t_
-        vs = state["velocity_hat"] if amsgrad else state["velocity"]
-        for i, (u, m, v, vh) in enumerate(zip(updates, state["momentum"], state["velocity"], vs)):
-            t = _tmp(info, i, u)
-            _moments(u, m, v, t, b1, b2)
-            if amsgrad:
-                np.maximum(vh, v, out=vh)
-            np.sqrt(vh, out=t)
-            if keras:
-                np.add(t, eps, out=t)
-                np.divide(m, t, out=u)
-                np.multiply(u, math.sqrt(bc2) / bc1, out=u)
-            else:
-                np.divide(t, math.sqrt(bc2), out=t)
-                np.add(t, eps, out=t)
-                np.divide(m, t, out=u)
-                np.divide(u, bc1, out=u)
-        return updates, state
+    def consts(info, state, dt):
+        t = info.step + 1
+        bc1 = 1.0 - b1**t
+        bc2 = 1.0 - b2**t
+        c1, c2 = (math.sqrt(bc2) / bc1, 1.0) if keras else (math.sqrt(bc2), bc1)
+        return dt(1.0 - b1), dt(1.0 - b2), dt(eps), dt(c1), dt(c2), keras
 
-    return GradientTransformation(init, update)
+    return _rule_link(K.adam_amsgrad if amsgrad else K.adam, init, consts)
 
 
 def scale_by_nadam(
@@ -544,33 +524,49 @@ def scale_by_nadam(
             "u_product": np.ones((), dtype=np.float64),
         }
 
-    def update(updates, state, params, info):
-        t_ = info.step + 1
-        mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t_ * psi))
-        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t_ + 1) * psi))
+    def schedule(info, state):
+        t = info.step + 1
+        mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
         prod = float(state["u_product"]) * mu_t
-        prod_next = prod * mu_next
-        state["u_product"][...] = prod
+        return t, mu_t, mu_next, prod
+
+    def consts(info, state, dt):
+        t, mu_t, mu_next, prod = schedule(info, state)
         c_g = (1.0 - mu_t) / (1.0 - prod)
-        c_m = mu_next / (1.0 - prod_next)
-        sqrt_bc2 = math.sqrt(1.0 - b2**t_)
-        for i, (u, m, v) in enumerate(zip(updates, state["momentum"], state["velocity"])):
-            t = _tmp(info, i, u)
-            _moments(u, m, v, t, b1, b2)
-            if c_m != 0.0:
-                # u = c_g g + c_m m without a second work array
-                np.multiply(u, c_g / c_m, out=u)
-                np.add(u, m, out=u)
-                np.multiply(u, c_m, out=u)
-            else:
-                np.multiply(u, c_g, out=u)
-            np.sqrt(v, out=t)
-            np.divide(t, sqrt_bc2, out=t)
-            np.add(t, eps, out=t)
-            np.divide(u, t, out=u)
+        c_m = mu_next / (1.0 - prod * mu_next)
+        ratio = c_g / c_m if c_m != 0.0 else 0.0
+        return (dt(1.0 - b1), dt(1.0 - b2), dt(eps), dt(ratio), dt(c_m), dt(c_g),
+                dt(math.sqrt(1.0 - b2**t)), c_m != 0.0)
+
+    def update(updates, state, params, info):
+        _apply_rule(K.nadam, consts, updates, state, info)
+        state["u_product"][...] = schedule(info, state)[3]
         return updates, state
 
-    return GradientTransformation(init, update)
+    # elementwise, but its scalar slot keeps it out of the fused kernel
+    return GradientTransformation(init, update, (LinkSpec("nadam"),))
+
+
+def scale_by_lion(beta_1: float = 0.9, beta_2: float = 0.99) -> GradientTransformation:
+    """Lion's direction (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as in Keras 3.
+
+    With ``m`` the slot ``"momentum"`` (zeros at first)::
+
+        out = sign(beta_1 m + (1 - beta_1) g)
+        m   <- beta_2 m + (1 - beta_2) g
+
+    Every entry of the direction is -1, 0 or 1, so the step's size is set
+    by the learning rate alone. ``1 - beta`` is computed in the arrays'
+    dtype from ``beta`` in that dtype, as Keras does.
+    """
+    b1 = _check_real(beta_1, "beta_1", "scale_by_lion", low=0.0, high=1.0, strict_low=True)
+    b2 = _check_real(beta_2, "beta_2", "scale_by_lion", low=0.0, high=1.0)
+
+    def init(params):
+        return {"momentum": _zeros_like(params)}
+
+    return _rule_link(K.lion, init, lambda info, state, dt: (dt(b1), dt(1.0) - dt(b1), dt(b2), dt(1.0) - dt(b2)))
 
 
 # ------------------------------------------------------------ weight decay
@@ -596,4 +592,4 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
                 np.add(u, t, out=u)
         return updates, state
 
-    return GradientTransformation(_no_state, update)
+    return GradientTransformation(_no_state, update, (LinkSpec("decay"),))
