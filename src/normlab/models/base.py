@@ -19,11 +19,12 @@ import numpy as np
 from .. import losses as _losses
 from .. import metrics as _metrics
 from ..callbacks.base import Callback, CallbackList, History
-from ..callbacks.progbar import ProgbarLogger
+from ..callbacks.progbar import ProgbarLogger, resolve_verbose
 from ..kernels.checks import all_finite
 from ..layers.base import Layer, as_float_array
 from ..losses import SparseCategoricalCrossentropy
 from .executor import Executor, next_stamp
+from .training import BatchIterator, check_validation_split, run_epochs, split_validation
 
 __all__ = ["BaseModel"]
 
@@ -53,8 +54,8 @@ class BaseModel:
         self._fused = False
         self._trainable_signature: tuple | None = None
         self._refs: list[tuple[Layer, str]] = []
-        self._flat: tuple[np.ndarray, np.ndarray] | None = None  # (gradients, parameters): the optimizer's
-        self._flat_binding = None  # (optimizer, its binding) that the layers' arrays are views of
+        self._flat: tuple[np.ndarray, np.ndarray] | None = None
+        self._flat_accepted = None
 
     @property
     def _output_layer(self) -> Layer:
@@ -164,44 +165,66 @@ class BaseModel:
         raise NotImplementedError
 
     def _flatten_parameters(self) -> None:
-        """Hand the trainable parameters and their gradients to the optimizer (``optimizer.bind``).
+        """Make every trainable parameter, and its gradient, a view into one flat buffer.
 
-        The optimizer lays them out as it needs (one flat buffer per dtype,
-        so that a step is a few vectorised calls, or one fused kernel) and
-        returns views that the layers use from now on, updated in place.
-        ``_flat`` is ``(gradients, parameters)`` when they are one flat
-        buffer, so that the gradients can be zeroed in one call.
+        The optimizer then updates all parameters in a few vectorised calls
+        over one array instead of a loop over many small ones (the per-call
+        overhead dominates the small networks of the notes). Layers keep
+        working on their arrays as before: they are views, updated in place.
+        Not done when parameters differ in dtype or when the optimizer clips
+        each variable on its own (``clipnorm``), which needs the arrays apart.
         """
         self._flat = None
-        self._flat_binding = None
+        self._flat_accepted = None  # (optimizer, its shapes) once its apply() took the flat buffers
         refs = self._refs
-        if not refs:
+        if not refs or getattr(self.optimizer, "clipnorm", None) is not None:
             return
-        opt = self.optimizer
-        params, grads = opt.bind(
-            [l.params[k] for l, k in refs], [l.grads[k] for l, k in refs], [f"{l.name}/{k}" for l, k in refs]
-        )
-        for (layer, key), p, g in zip(refs, params, grads):
-            layer.params[key] = p
-            layer.grads[key] = g
-        self._flat = opt.flat_buffers
-        self._flat_binding = (opt, opt._binding)
+        dtypes = {l.params[k].dtype for l, k in refs}
+        if len(dtypes) != 1:
+            return
+        dtype = dtypes.pop()
+        total = sum(l.params[k].size for l, k in refs)
+        flat_p = np.empty(total, dtype=dtype)
+        flat_g = np.zeros(total, dtype=dtype)
+        offset = 0
+        for layer, key in refs:
+            p = layer.params[key]
+            n = p.size
+            view_p = flat_p[offset : offset + n].reshape(p.shape)
+            view_p[...] = p
+            view_g = flat_g[offset : offset + n].reshape(p.shape)
+            view_g[...] = layer.grads[key]
+            layer.params[key] = view_p
+            layer.grads[key] = view_g
+            offset += n
+        self._flat = (flat_g, flat_p)
 
     _FLAT_NAME = "<all trainable parameters>"
+    _FLAT_NAMES = [_FLAT_NAME]
 
     def _apply_optimizer(self) -> None:
-        opt = self.optimizer
-        bound = self._flat_binding
-        if bound is not None and bound[0] is opt and bound[1] is opt._binding:
-            opt.step()
-            return
-        # the optimizer was rebound elsewhere (or never): apply() checks the arrays against it
         refs = self._refs
-        if self._flat is not None:
-            opt.apply([self._flat[0]], [self._flat[1]], names=[self._FLAT_NAME])
-        else:
-            opt.apply([l.grads[k] for l, k in refs], [l.params[k] for l, k in refs],
-                      names=[f"{l.name}/{k}" for l, k in refs])
+        if self._flat is None:
+            self.optimizer.apply(
+                [l.grads[k] for l, k in refs],
+                [l.params[k] for l, k in refs],
+                names=[f"{l.name}/{k}" for l, k in refs],
+            )
+            return
+        opt = self.optimizer
+        try:
+            accepted = self._flat_accepted
+            if accepted is not None and accepted[0] is opt and accepted[1] is opt._shapes:
+                opt._step([self._flat[0]], [self._flat[1]], self._FLAT_NAMES)
+            else:  # the first step on these buffers (or after a rebuild) goes through the checks
+                opt.apply([self._flat[0]], [self._flat[1]], names=self._FLAT_NAMES)
+                self._flat_accepted = (opt, opt._shapes)
+        except FloatingPointError as exc:
+            # name the first offending parameter, as the per-array path does
+            bad = next((f"{l.name}/{k}" for l, k in refs if not np.isfinite(l.grads[k]).all()), None)
+            if bad is None:
+                raise
+            raise FloatingPointError(str(exc).replace(repr(self._FLAT_NAME), repr(bad))) from None
 
     @property
     def trainable_weights(self) -> list[np.ndarray]:
@@ -383,7 +406,9 @@ class BaseModel:
         batch_size : int, default 32
         epochs : int, default 1
         verbose : "auto", 0, 1 or 2
-            1 (and "auto"): a progress bar per epoch; 2: one line per epoch; 0: silent.
+            1: a progress bar per epoch on a terminal (elsewhere one line per
+            epoch); 2: one line per epoch; 0: silent; "auto": 1 on an
+            interactive terminal, else 2.
         callbacks : list of Callback
         validation_split : float in [0, 1)
             Fraction of the data, taken from the *end* before shuffling (Keras),
@@ -412,105 +437,28 @@ class BaseModel:
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
         epochs = _check_int(epochs, "epochs", who, 0)
         initial_epoch = _check_int(initial_epoch, "initial_epoch", who, 0)
-        if verbose == "auto":
-            verbose = 1
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"{type(self).__name__}.fit: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}.")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
-            raise ValueError(
-                f"{type(self).__name__}.fit: 'validation_split' must be a float in [0, 1), got {validation_split!r}."
-            )
+        verbose = resolve_verbose(verbose, f"{type(self).__name__}.fit")
+        who = f"{type(self).__name__}.fit"
+        check_validation_split(validation_split, who)
         if x is None or y is None:
-            raise ValueError(f"{type(self).__name__}.fit: 'x' and 'y' are required.")
-        # streams derived from (seed, purpose[, epoch]): epoch e's shuffle does not depend
-        # on earlier epochs, so fit(..., initial_epoch=e) after loading resumes exactly
+            raise ValueError(f"{who}: 'x' and 'y' are required.")
         entropy = np.random.SeedSequence(seed).entropy
-        init_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(0,)))
-        x, y = self._prepare_xy(x, y, who, init_rng)
+        x, y = self._prepare_xy(x, y, "fit", BatchIterator.stream(entropy, 0))
         if validation_data is None and validation_split > 0:
-            n_val = int(len(x) * validation_split)
-            if n_val == 0 or n_val == len(x):
-                raise ValueError(
-                    f"{type(self).__name__}.fit: validation_split={validation_split} leaves "
-                    f"{len(x) - n_val} training and {n_val} validation samples."
-                )
-            validation_data = (x[-n_val:], y[-n_val:])
-            x, y = x[:-n_val], y[:-n_val]
-        if validation_data is not None:
+            x, y, validation_data = split_validation(x, y, validation_split, who)
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"{type(self).__name__}.fit: 'validation_data' must be a tuple (x_val, y_val).")
-            xv, yv = self._prepare_xy(validation_data[0], validation_data[1], who)
-            validation_data = (xv, yv)
+                raise ValueError(f"{who}: 'validation_data' must be a tuple (x_val, y_val).")
+            validation_data = self._prepare_xy(validation_data[0], validation_data[1], "fit")
         self._prepare_training()
-
-        n = len(x)
-        steps = -(-n // batch_size)
-        history = History()
+        data = BatchIterator(x, y, batch_size=batch_size, shuffle=shuffle, entropy=entropy)
+        self.history = History()
         # History (and the progress bar) after the user's callbacks, so that
         # what they add to the epoch logs is recorded (and shown), as in Keras
-        cbs = list(callbacks or []) + [history]
-        if verbose:
-            cbs.append(ProgbarLogger(verbose))
-        cb = CallbackList(cbs, model=self, epochs=epochs, steps=steps, verbose=verbose)
-        self.stop_training = False
-        self.history = history
-        cb.on_train_begin()
-        loss_sum = np.zeros((), dtype=np.float64)
-        logs: dict = {}
-        # the shuffled batches' inputs, refilled every step (layers keep what they
-        # cached of a batch only until the next step)
-        batch_x = np.empty((min(batch_size, n),) + x.shape[1:], x.dtype) if shuffle else None
-        for epoch in range(initial_epoch, epochs):
-            cb.on_epoch_begin(epoch)
-            for m in self.metrics:
-                m.reset_state()
-            perm = None
-            if shuffle:
-                shuffle_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(1, epoch)))
-                perm = shuffle_rng.permutation(n)
-            loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
-            for step in range(steps):
-                cb.on_train_batch_begin(step)
-                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                if perm is None:
-                    xb, yb = x[lo:hi], y[lo:hi]
-                else:
-                    # gathered per batch rather than a shuffled copy of the whole set per
-                    # epoch: no second copy of the data, and the batch is still in cache
-                    # when the first layer reads it
-                    idx = perm[lo:hi]
-                    xb = batch_x[: hi - lo]
-                    np.take(x, idx, axis=0, out=xb)
-                    yb = y[idx]
-                value, out = self._train_step(xb, yb)
-                loss_sum += value * (hi - lo)
-                norm = getattr(self.optimizer, "last_global_norm", None)
-                if norm is not None:
-                    norm_sum += norm
-                    norm_count += 1
-                seen += hi - lo
-                for m in self.metrics:
-                    m.update_state(yb, out)
-                logs = {"loss": loss_sum / seen}
-                logs.update({m.name: m.result() for m in self.metrics})
-                cb.on_train_batch_end(step, logs)
-                if self.stop_training:
-                    break
-            logs = dict(logs)
-            if norm_count:
-                # mean over the epoch's steps of the global gradient norm before clipping
-                logs["global_norm"] = norm_sum / norm_count
-            lr = getattr(self.optimizer, "current_learning_rate", None)
-            if validation_data is not None:
-                val = self._evaluate_arrays(validation_data[0], validation_data[1], batch_size)
-                logs.update({f"val_{k}": v for k, v in val.items()})
-            if lr is not None:
-                logs["learning_rate"] = float(lr)
-            cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        cb.on_train_end(logs)
-        return history
+        cbs = list(callbacks or []) + [self.history] + ([ProgbarLogger(verbose)] if verbose else [])
+        cb = CallbackList(cbs, model=self, epochs=epochs, steps=data.steps, verbose=verbose)
+        run_epochs(self, data, cb, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data)
+        return self.history
 
     def train_on_batch(self, x, y, return_dict: bool = False):
         """One optimizer step on ``(x, y)``; returns the loss (and metrics on this batch)."""
@@ -551,6 +499,7 @@ class BaseModel:
         who = "evaluate"
         self._require_compiled(who)
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
+        verbose = resolve_verbose(verbose, f"{type(self).__name__}.{who}")
         x, y = self._prepare_xy(x, y, who)
         cb = CallbackList(callbacks or [], model=self)
         cb.on_test_begin()
@@ -576,6 +525,7 @@ class BaseModel:
         """Outputs for ``x`` in inference mode, computed in batches."""
         who = "predict"
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
+        resolve_verbose(verbose, f"{type(self).__name__}.{who}")  # checked; predict shows no progress
         x = self._check_input(x, who)
         self._ensure_built(x)
         x = self._check_input(x, who)
