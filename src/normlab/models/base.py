@@ -54,8 +54,8 @@ class BaseModel:
         self._fused = False
         self._trainable_signature: tuple | None = None
         self._refs: list[tuple[Layer, str]] = []
-        self._flat: tuple[np.ndarray, np.ndarray] | None = None
-        self._flat_accepted = None
+        self._flat: tuple[np.ndarray, np.ndarray] | None = None  # (gradients, parameters): the optimizer's
+        self._flat_binding = None  # (optimizer, its binding) that the layers' arrays are views of
 
     @property
     def _output_layer(self) -> Layer:
@@ -165,66 +165,44 @@ class BaseModel:
         raise NotImplementedError
 
     def _flatten_parameters(self) -> None:
-        """Make every trainable parameter, and its gradient, a view into one flat buffer.
+        """Hand the trainable parameters and their gradients to the optimizer (``optimizer.bind``).
 
-        The optimizer then updates all parameters in a few vectorised calls
-        over one array instead of a loop over many small ones (the per-call
-        overhead dominates the small networks of the notes). Layers keep
-        working on their arrays as before: they are views, updated in place.
-        Not done when parameters differ in dtype or when the optimizer clips
-        each variable on its own (``clipnorm``), which needs the arrays apart.
+        The optimizer lays them out as it needs (one flat buffer per dtype,
+        so that a step is a few vectorised calls, or one fused kernel) and
+        returns views that the layers use from now on, updated in place.
+        ``_flat`` is ``(gradients, parameters)`` when they are one flat
+        buffer, so that the gradients can be zeroed in one call.
         """
         self._flat = None
-        self._flat_accepted = None  # (optimizer, its shapes) once its apply() took the flat buffers
+        self._flat_binding = None
         refs = self._refs
-        if not refs or getattr(self.optimizer, "clipnorm", None) is not None:
-            return
-        dtypes = {l.params[k].dtype for l, k in refs}
-        if len(dtypes) != 1:
-            return
-        dtype = dtypes.pop()
-        total = sum(l.params[k].size for l, k in refs)
-        flat_p = np.empty(total, dtype=dtype)
-        flat_g = np.zeros(total, dtype=dtype)
-        offset = 0
-        for layer, key in refs:
-            p = layer.params[key]
-            n = p.size
-            view_p = flat_p[offset : offset + n].reshape(p.shape)
-            view_p[...] = p
-            view_g = flat_g[offset : offset + n].reshape(p.shape)
-            view_g[...] = layer.grads[key]
-            layer.params[key] = view_p
-            layer.grads[key] = view_g
-            offset += n
-        self._flat = (flat_g, flat_p)
-
-    _FLAT_NAME = "<all trainable parameters>"
-    _FLAT_NAMES = [_FLAT_NAME]
-
-    def _apply_optimizer(self) -> None:
-        refs = self._refs
-        if self._flat is None:
-            self.optimizer.apply(
-                [l.grads[k] for l, k in refs],
-                [l.params[k] for l, k in refs],
-                names=[f"{l.name}/{k}" for l, k in refs],
-            )
+        if not refs:
             return
         opt = self.optimizer
-        try:
-            accepted = self._flat_accepted
-            if accepted is not None and accepted[0] is opt and accepted[1] is opt._shapes:
-                opt._step([self._flat[0]], [self._flat[1]], self._FLAT_NAMES)
-            else:  # the first step on these buffers (or after a rebuild) goes through the checks
-                opt.apply([self._flat[0]], [self._flat[1]], names=self._FLAT_NAMES)
-                self._flat_accepted = (opt, opt._shapes)
-        except FloatingPointError as exc:
-            # name the first offending parameter, as the per-array path does
-            bad = next((f"{l.name}/{k}" for l, k in refs if not np.isfinite(l.grads[k]).all()), None)
-            if bad is None:
-                raise
-            raise FloatingPointError(str(exc).replace(repr(self._FLAT_NAME), repr(bad))) from None
+        params, grads = opt.bind(
+            [l.params[k] for l, k in refs], [l.grads[k] for l, k in refs], [f"{l.name}/{k}" for l, k in refs]
+        )
+        for (layer, key), p, g in zip(refs, params, grads):
+            layer.params[key] = p
+            layer.grads[key] = g
+        self._flat = opt.flat_buffers
+        self._flat_binding = (opt, opt._binding)
+
+    _FLAT_NAME = "<all trainable parameters>"
+
+    def _apply_optimizer(self) -> None:
+        opt = self.optimizer
+        bound = self._flat_binding
+        if bound is not None and bound[0] is opt and bound[1] is opt._binding:
+            opt.step()
+            return
+        # the optimizer was rebound elsewhere (or never): apply() checks the arrays against it
+        refs = self._refs
+        if self._flat is not None:
+            opt.apply([self._flat[0]], [self._flat[1]], names=[self._FLAT_NAME])
+        else:
+            opt.apply([l.grads[k] for l, k in refs], [l.params[k] for l, k in refs],
+                      names=[f"{l.name}/{k}" for l, k in refs])
 
     @property
     def trainable_weights(self) -> list[np.ndarray]:
