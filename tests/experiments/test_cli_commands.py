@@ -286,4 +286,4 @@ def test_experiment_without_matplotlib_says_so_before_training(tmp_path, monkeyp
     assert captured.out == ""  # nothing trained
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("normlab experiment regularization: ")
-    assert 'pip install "normlab[plot]"' in lines[0]
+    assert 'pip install "normlab[plot]"' in lines[0] and "--no-plots" in lines[0]

@@ -132,7 +132,10 @@ def _check_plots(args) -> None:
         # before the long run, not after it: the plots are drawn at the end
         from ..experiments._common import pyplot
 
-        pyplot()
+        try:
+            pyplot()
+        except ImportError as e:
+            raise CommandError(f"{e} (or run without the plots: --no-plots)") from None
 
 
 def _preflight(args, run, name: str, **kwargs) -> dict:
