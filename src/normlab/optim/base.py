@@ -467,12 +467,13 @@ class Optimizer:
         norm = b.global_norm()
         if not math.isfinite(norm) and self._refuse(norm, names):
             return
-        np.copyto(b.shadow, b.arena)
+        b.refresh_shadow_state()
         for w, g in zip(b.work, b.chain_grads):
             np.copyto(w, g)
         updates, state = self._transform.update(b.work, b.state_sh, b.chain_params, T.StepInfo(it, lr, b.scratch))
         # links that return new arrays rather than updating theirs in place
-        if state is not b.state_sh:
+        if not (type(state) is tuple and len(state) == len(b.state_sh)
+                and all(x is y for x, y in zip(state, b.state_sh))):
             shadow = dict(_leaves(b.state_sh))
             for path, a in _leaves(state):
                 if shadow[path] is not a:

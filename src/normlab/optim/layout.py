@@ -177,6 +177,7 @@ class Binding:
 
         self.params = [None] * len(params)
         self.grads = [None] * len(params)
+        self._state_pairs: list = []  # (live, shadow) views of every state region
         self.groups = []
         row_of: dict = {}
         group_live, group_sh = [], []
@@ -199,6 +200,7 @@ class Binding:
                 at += sizes[i]
             for r, path in enumerate(rows[dt]):
                 row_of[path] = (S[r], S_sh[r])
+            self._state_pairs.append((S, S_sh))
             single = len(order) == 1
             buffers = K.StepBuffers(g, p, S, self.meta, self.arena, self.shadow, p_sh, S_sh, self.meta_sh) \
                 if single else None
@@ -215,7 +217,11 @@ class Binding:
             return v
 
         def shadow(path, a):
-            return row_of[path][1] if path in row_of else view(self.shadow, path, a.dtype, a.shape)
+            if path in row_of:
+                return row_of[path][1]
+            v = view(self.shadow, path, a.dtype, a.shape)
+            self._state_pairs.append((view(self.arena, path, a.dtype, a.shape), v))
+            return v
 
         self.state = _map_state(state, live)
         self.state_sh = _map_state(self.state, shadow)
@@ -260,6 +266,11 @@ class Binding:
         if key in self.slots or key in self.scalars:  # pragma: no cover - a programming error in a chain
             raise RuntimeError(f"two links of the chain use the slot {key!r}")
         target[key] = a
+
+    def refresh_shadow_state(self) -> None:
+        """Copy the live state into the shadow (the parameters and counters there are rewritten by a step)."""
+        for live, sh in self._state_pairs:
+            np.copyto(sh, live)
 
     def write_state(self, arrays: dict, counters: dict | None, missing_ok: bool = False) -> None:
         """Copy saved state entries (by key) and counters into the arena, in one write of it."""

@@ -187,11 +187,7 @@ def chain(*links: GradientTransformation) -> GradientTransformation:
 def _apply_rule(rule, consts, updates, state, info) -> None:
     """Run an elementwise rule on each array: ``updates`` and the rule's slots, in place."""
     for i, u in enumerate(updates):
-        slots = [state[name][i] for name in rule.slots]
-        d, *new = rule.fn(u, *slots, *consts(info, state, u.dtype.type))
-        for a, b in zip(slots, new):
-            np.copyto(a, b)
-        np.copyto(u, d)
+        K.apply_rule(rule, u, [state[name][i] for name in rule.slots], consts(info, state, u.dtype.type), u)
 
 
 def _rule_link(rule, init, consts) -> GradientTransformation:
@@ -339,10 +335,7 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
 
     def update(updates, state, params, info):
         for u, v in zip(updates, state["momentum"]):
-            dt = u.dtype.type
-            out, new_v = K.momentum.fn(u, v, dt(b), nesterov)
-            np.copyto(v, new_v)
-            np.copyto(u, out)
+            K.apply_rule(K.momentum, u, [v], (u.dtype.type(b), nesterov), u)
         return updates, state
 
     return GradientTransformation(init, update, (LinkSpec("momentum", args=(b, bool(nesterov))),))
