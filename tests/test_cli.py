@@ -37,9 +37,10 @@ def test_demo_tiny(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].startswith("normlab demo: 3 x 100 sigmoid units") and "40 steps each" in lines[0]
+    assert lines[1].startswith("  on digits (1437 train / 360 test), batches of 60")
     # one line per network as it finishes, then the table, then the sentence
-    assert lines[1].startswith("  no BN:") and lines[2].startswith("  BN:")
-    assert "test acc (no BN)" in lines[3]
+    assert lines[2].startswith("  no BN:") and lines[3].startswith("  BN:")
+    assert "test acc (no BN)" in lines[4]
     rows = [l for l in lines if l.strip() and l.split()[0].isdigit()]
     assert [int(r.split()[0]) for r in rows] == [0, 20, 40]
     sentence = " ".join(lines[lines.index(rows[-1]) + 1:])
@@ -254,10 +255,10 @@ def test_first_run_announces_the_compilation_and_later_runs_do_not(tmp_path):
     first, second = (r.stdout.splitlines() for r in runs)
     assert [r.returncode for r in runs] == [0, 0]
     assert not any("\r" in r.stdout for r in runs)
-    # first run: the header (flushed at once), then the notice, on one line
+    # first run: the two header lines (flushed at once), then the notice, on one line
     assert first[0].startswith("normlab demo: 3 x 100")
     notice = [l for l in first if "compiling" in l]
-    assert len(notice) == 1 and first[1] == notice[0]
+    assert len(notice) == 1 and first[2] == notice[0]
     assert notice[0].startswith("normlab demo: compiling numba kernels (once: later runs load them from the cache)... done in ")
     assert first[-1] == "late compilations: []"
     # second run: the kernels come from the cache, without a word

@@ -221,10 +221,11 @@ def run_demo(
         progress = interactive(sys.stderr)
     runs = _networks(placement)
     where = "before and after" if placement == "both" else placement
-    print_fn(
-        f"normlab demo: 3 x 100 sigmoid units, batches of {batch_size}, {optimizer} lr={learning_rate}, "
-        f"digits ({len(x_train)} train / {len(x_test)} test), BN {where} the activation, {steps} steps each"
-    )
+    # the closing sentence wrapped to the terminal (at most 100 columns), or to 79 in a pipe
+    width = max(40, min(100, shutil.get_terminal_size().columns - 1))
+    print_fn(f"normlab demo: 3 x 100 sigmoid units, BN {where} the activation, {steps} steps each")
+    print_fn(f"  on digits ({len(x_train)} train / {len(x_test)} test), batches of {batch_size}, "
+             f"{optimizer} lr={learning_rate}")
     settings = dict(batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer, seed=seed)
 
     def warm():
@@ -247,8 +248,7 @@ def run_demo(
     for row in zip(*curves):
         cells = "  ".join(f"{acc:>{max(14, len(h))}.4f}" for (_, acc), h in zip(row, heads))
         print_fn(f"{row[0][0]:>6}  {cells}")
-    width = min(100, shutil.get_terminal_size().columns - 1)
-    print_fn(textwrap.fill(describe(results, steps, eval_every), width=max(width, 40)))
+    print_fn(textwrap.fill(describe(results, steps, eval_every), width=width))
     return results
 
 
