@@ -62,23 +62,21 @@ def profile_step(batch: int, steps: int, bn: bool = True, sort: str = "tottime",
     return f"batch {batch}, {'BN' if bn else 'plain'} net, {steps} steps, {dt * 1e6:.1f} us/step under cProfile\n" + s.getvalue()
 
 
-_LAYER_METHODS = ("call", "_fused_act_forward", "_backward", "backward_from_logits", "_backward_params_only",
-                  "_fused_act_backward", "zero_grads")
-_MODEL_METHODS = ("_snapshot_buffers", "_forward", "_loss_and_output_grad", "_backward", "_regularization_loss",
-                  "_reset_grads", "_apply_optimizer")
+_NODE_METHODS = ("call", "_train_forward", "_train_forward_sparse_ce", "_train_backward", "backward_from_logits")
+_MODEL_METHODS = ("_gradients", "_loss_and_output_grad", "_regularization_loss", "_reset_grads", "_apply_optimizer")
 
 
 def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, float]]:
     """Median microseconds per phase of ``model._train_step``, timed by wrapping methods.
 
-    The real ``_train_step`` runs; each step of its training plan (or, when the
-    model has none, each layer's ``call`` / ``_fused_act_forward`` /
-    ``_backward`` / ``backward_from_logits`` / ``_backward_params_only`` /
-    ``_fused_act_backward`` / ``zero_grads``), the
-    model's phases and ``optimizer.apply`` / ``optimizer.step`` are wrapped (on the instances) in
-    ``perf_counter`` timers. Nested timers (e.g. ``model._forward`` around the
-    layers' ``call``) each report their own inclusive time. Wrapping adds
-    about 0.3 us per wrapped call.
+    The real ``_train_step`` runs; the passes of each node of the model's
+    executor (a layer, or a fused batch norm + activation:
+    ``_train_forward`` / ``_train_forward_sparse_ce`` / ``call`` for the
+    output, ``_train_backward`` / ``backward_from_logits``), the model's
+    phases and ``optimizer.apply`` / ``optimizer.step`` are wrapped (on the
+    instances) in ``perf_counter`` timers. Nested timers (e.g.
+    ``model._gradients`` around the nodes) each report their own inclusive
+    time. Wrapping adds about 0.3 us per wrapped call.
     """
     model, xp, yp = prepared_step(batch, bn)
     acc: dict[str, list[float]] = {}
@@ -99,28 +97,16 @@ def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, fl
 
         setattr(obj, meth, timed)
 
-    for l in model.layers:
-        for meth in _LAYER_METHODS:
-            if meth in ("_backward", "backward_from_logits", "_backward_params_only"):
-                label = f"  bwd {l.name}"
-            elif meth == "_fused_act_backward":
-                label = f"  bwd {l.name} + its activation (fused)"
-            elif meth == "_fused_act_forward":
-                label = f"  fwd {l.name} + its activation (fused)"
-            elif meth == "call":
-                label = f"  fwd {l.name}"
+    for node in model._executor.nodes:
+        layer = node.layer
+        for meth in _NODE_METHODS:
+            if meth in ("_train_backward", "backward_from_logits"):
+                label = f"  bwd {layer.name}"
+            elif meth == "_train_forward_sparse_ce":
+                label = f"  fwd {layer.name} + loss (one kernel)"
             else:
-                label = "  zero_grads (all layers)"
-            wrap(l, meth, label)
-    plan = model._train_plan(xp) if hasattr(model, "_train_plan") else None
-    if plan is not None:
-        # the step runs a preallocated plan (normlab.models._train_plan), not the layers' methods
-        for op in plan.ops:
-            act = getattr(op, "act", None) if type(op).__name__ == "_BatchNormOp" else None
-            name = op.layer.name + (f" + {act.name}" if act is not None else "")
-            wrap(op, "forward", f"  fwd {name}")
-            wrap(op, "forward_sparse_ce", f"  fwd {name} + loss (one kernel)")
-            wrap(op, "backward", f"  bwd {name}")
+                label = f"  fwd {layer.name}"
+            wrap(layer, meth, label)
     for meth in _MODEL_METHODS:
         wrap(model, meth, f"model.{meth}")
     wrap(model.optimizer, "apply", "optimizer.apply")

@@ -18,21 +18,13 @@ from .._validation import (
     _Constraint,
     validate_params,
 )
-from ..kernels import _backend
 from ..kernels import batchnorm as K
+from ..kernels import batchnorm_rows as R
 from .base import Layer
-
-if _backend.NUMBA_AVAILABLE:
-    from ..kernels import _batchnorm_numba as F
-    from ..kernels._fused_numba import ACT_KINDS as _ACT_KINDS
-else:  # pragma: no cover
-    F = None
-    _ACT_KINDS = {}
 
 __all__ = ["BatchNormalization"]
 
 _INIT = [str, dict, Instance(_initializers.Initializer)]
-_EMPTY = np.empty(0)  # "absent gamma/beta" for the fused kernels
 _REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
 
 
@@ -301,10 +293,10 @@ class BatchNormalization(Layer):
         return self._call(x, True, True)
 
     def _train_backward(self, dy, need_dx: bool = True):
-        if self._cache[0] != "train_fused":
+        if type(self._cache) is not R.RowsTrainCache:
             return super()._train_backward(dy, need_dx)
         try:
-            return self._backward_fused(dy, workspace=True)
+            return self._backward_rows(dy, workspace=True)
         finally:
             self._grads_zero = False
 
@@ -339,8 +331,8 @@ class BatchNormalization(Layer):
                     self._raise_too_few(x.shape, count)
                 train = False  # policy: normalize with the moving statistics
         plain = not self.renorm and self.virtual_batch_size is None
-        if plain and self._features_last and _backend.numba_enabled() and x.size:
-            return self._call_fused(x, train, training, workspace)
+        if plain and self._features_last and R.takes(x):
+            return self._call_rows(x, train, training, workspace)
         gamma = self._b(self.params.get("gamma"))
         beta = self._b(self.params.get("beta"))
         if train:
@@ -441,8 +433,8 @@ class BatchNormalization(Layer):
                 f"unchanged."
             )
 
-    def _call_fused(self, x, train, training, workspace=False):
-        """The numba path for features on the last axis: x viewed as (m, C)."""
+    def _call_rows(self, x, train, training, workspace=False):
+        """Features on the last axis: ``x`` as an (m, C) matrix, one kernel call (:mod:`normlab.kernels.batchnorm_rows`)."""
         c = x.shape[-1]
         x2 = np.ascontiguousarray(x).reshape(-1, c)
         ws = self._workspace(x2) if workspace and train else None
@@ -451,58 +443,36 @@ class BatchNormalization(Layer):
         if train:
             if x2.shape[0] < 2:
                 self._raise_too_few(x.shape, x2.shape[0])
-            mean = np.empty(c, np.float64) if ws is None else ws[3]
-            inv_std = np.empty(c, np.float64) if ws is None else ws[4]
-            ok = F.train_forward_step(
-                x2,
-                _EMPTY if gamma is None else gamma,
-                _EMPTY if beta is None else beta,
-                self.epsilon,
-                self.momentum,
-                self._var_correction(x2.shape[0]),
-                self.buffers["moving_mean"],
-                self.buffers["moving_variance"],
-                out,
-                mean,
-                inv_std,
-                self._saved,
-                self._stamp,
+            cache = R.train_forward(
+                x2, gamma, beta, epsilon=self.epsilon, momentum=self.momentum,
+                var_correction=self._var_correction(x2.shape[0]), moving_mean=self.buffers["moving_mean"],
+                moving_var=self.buffers["moving_variance"], out=out,
+                mean=np.empty(c, np.float64) if ws is None else ws[3],
+                inv_std=np.empty(c, np.float64) if ws is None else ws[4], saved=self._saved, stamp=self._stamp,
             )
-            if not ok:
+            if cache is None:
                 self._raise_non_finite(x.shape)
-            self._cache = ("train_fused", x2, mean, inv_std)
+            self._cache = cache
         else:
-            inv_std = 1.0 / np.sqrt(self.buffers["moving_variance"].astype(np.float64) + self.epsilon)
-            mean = self.buffers["moving_mean"].astype(np.float64)
-            scale = inv_std if gamma is None else gamma * inv_std
-            shift = -mean * scale if beta is None else beta - mean * scale
-            F.affine(x2, scale.astype(x.dtype), shift.astype(x.dtype), out)
+            cache = R.inference_forward(x2, gamma, beta, self.buffers["moving_mean"],
+                                        self.buffers["moving_variance"], epsilon=self.epsilon, out=out)
             if training:
-                self._cache = ("inference_fused", x2, mean, inv_std, scale)
+                self._cache = cache
         y = out.reshape(x.shape)
         if training:
             self._out_shape = y.shape
         return y
 
-    def _backward_fused(self, dy, workspace=False):
-        mode, x2, mean, inv_std, *rest = self._cache
+    def _backward_rows(self, dy, workspace=False):
+        cache = self._cache
+        x2 = cache.x
         dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
-        if mode == "train_fused":
+        if type(cache) is R.RowsTrainCache:
             dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
-            F.train_backward_step(
-                dy2,
-                x2,
-                mean,
-                inv_std,
-                self.params.get("gamma", _EMPTY),
-                dx,
-                *self._grad_targets(),
-                not self._grads_zero,
-            )
+            R.train_backward(dy2, cache, self.params.get("gamma"), dx=dx, dgamma=self._grad_target("gamma"),
+                             dbeta=self._grad_target("beta"), accumulate=not self._grads_zero)
             return dx.reshape(dy.shape)
-        dx = dy2 * rest[0].astype(dy2.dtype)
-        dbeta = dy2.sum(axis=0, dtype=np.float64)
-        dgamma = np.sum(dy2 * ((x2 - mean) * inv_std), axis=0)
+        dx, dgamma, dbeta = R.inference_backward(dy2, cache)
         if self._trainable:
             if self.scale:
                 self._accumulate_grad("gamma", dgamma)
@@ -516,103 +486,11 @@ class BatchNormalization(Layer):
             ws[2] = np.empty_like(x2)
         return ws[2]
 
-    def _grad_targets(self):
-        """``(dgamma, dbeta)`` arrays for the numba kernels to write; size 0 where there is none."""
-        g = self.grads
-        return (g["gamma"] if self._trainable and self.scale else _EMPTY,
-                g["beta"] if self._trainable and self.center else _EMPTY)
-
-    @staticmethod
-    def _forward_act_kernel(kind, dtype) -> bool:
-        """Whether the fused forward kernel covers activation ``kind`` (ACT_KINDS code) in ``dtype``.
-
-        relu in float32 and float64, sigmoid in float32 (its vectorized float32
-        form; float64 keeps NumPy's); not tanh, which NumPy already computes in
-        one vectorized pass.
-        """
-        return kind == 0 or (kind == 1 and np.dtype(dtype) == np.float32)
-
-    def _fused_act_forward(self, x, act, workspace=False):
-        """Training forward of this layer and of the :class:`Activation` ``act`` after it, in one call.
-
-        One numba pass (:func:`~normlab.kernels._batchnorm_numba.train_forward_act_step`)
-        writes this layer's output ``z`` and ``act``'s output ``a = f(z)``;
-        both layers keep the caches their own forward calls would, so the
-        backward pass (fused or not) and the diagnostics see the same state.
-        Returns ``None`` (nothing done) where the pair does not qualify: relu
-        (float32 or float64) and sigmoid (float32) after a plain, trainable
-        batch norm over the last axis, with at least 2 rows. The result
-        equals the two calls bit for bit.
-        """
-        kind = _ACT_KINDS.get(act.activation)
-        if (
-            not (kind == 0 or (kind == 1 and x.dtype == np.float32))  # _forward_act_kernel, inlined
-            or not (self._trainable and self._features_last and _backend.numba_enabled())
-            or self.renorm
-            or self.virtual_batch_size is not None
-            or not (x.dtype == np.float32 or x.dtype == np.float64)
-        ):
+    def _grad_target(self, key):
+        """``grads[key]`` for the kernels to write, None where this layer has no such gradient."""
+        if not self._trainable or not (self.scale if key == "gamma" else self.center):
             return None
-        c = x.shape[-1]
-        if x.size == 0 or x.size // c < 2:
-            return None  # the layer's own call gives the error or the policy
-        flat = x.ndim == 2 and x.flags.c_contiguous  # already the (m, C) the kernels take
-        x2 = x if flat else np.ascontiguousarray(x).reshape(-1, c)
-        if workspace:
-            ws = self._workspace(x2)
-            if ws[1] is None:
-                ws[1] = np.empty_like(x2)
-            z, a, mean, inv_std = ws[0], ws[1], ws[3], ws[4]
-        else:
-            z, a = np.empty_like(x2), np.empty_like(x2)
-            mean, inv_std = np.empty(c, np.float64), np.empty(c, np.float64)
-        gamma, beta = self.params.get("gamma"), self.params.get("beta")
-        ok = F.train_forward_act_step(
-            x2, _EMPTY if gamma is None else gamma, _EMPTY if beta is None else beta, self.epsilon,
-            self.momentum, self._var_correction(x2.shape[0]), self.buffers["moving_mean"],
-            self.buffers["moving_variance"], z, mean, inv_std, kind, a, self._saved, self._stamp,
-        )
-        if not ok:
-            self._raise_non_finite(x.shape)
-        self._cache = ("train_fused", x2, mean, inv_std)
-        if not flat:
-            z, a = z.reshape(x.shape), a.reshape(x.shape)
-        self._out_shape = z.shape
-        act._set_training_cache(z, a)
-        return a
-
-    def _fused_act_backward(self, da, act, workspace=False):
-        """dL/dx through this layer and the :class:`Activation` ``act`` that follows it.
-
-        One numba call (:func:`~normlab.kernels._batchnorm_numba.train_backward_act_step`)
-        instead of the activation's backward pass and this layer's: the
-        gradient at this layer's output is recomputed from ``da`` where it is
-        needed rather than stored. Returns ``None`` (nothing done) unless both
-        layers ran the training forward pass on the fused path (relu, sigmoid
-        or tanh; contiguous arrays of one dtype); the result equals the
-        two-call path bit for bit.
-        """
-        kind = _ACT_KINDS.get(act.activation)
-        cache, act_cache = self._cache, act._cache
-        if kind is None or cache is None or act_cache is None or cache[0] != "train_fused":
-            return None
-        _, x2, mean, inv_std = cache
-        s = act_cache.z if kind == 0 else act_cache.a
-        dt = x2.dtype
-        if not (da.dtype == dt and s.dtype == dt and da.shape == s.shape and da.flags.c_contiguous
-                and s.flags.c_contiguous and s.size == x2.size):
-            return None
-        dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
-        try:
-            flat = da.shape == x2.shape
-            F.train_backward_act_step(
-                da if flat else da.reshape(x2.shape), s if flat else s.reshape(x2.shape), kind, x2, mean,
-                inv_std, self.params.get("gamma", _EMPTY), dx,
-                *self._grad_targets(), not self._grads_zero,
-            )
-        finally:
-            self._grads_zero = act._grads_zero = False
-        return dx if flat else dx.reshape(da.shape)
+        return self.grads[key]
 
     def _var_correction(self, count: int) -> float:
         return count / (count - 1) if self.unbiased_moving_variance and count > 1 else 1.0
@@ -625,8 +503,8 @@ class BatchNormalization(Layer):
 
     # --------------------------------------------------------------- backward
     def _backward(self, dy):
-        if self._cache[0].endswith("_fused"):
-            return self._backward_fused(dy)
+        if type(self._cache) in (R.RowsTrainCache, R.RowsInferenceCache):
+            return self._backward_rows(dy)
         mode, cache = self._cache
         if mode == "train":
             dx, dgamma, dbeta = K.batchnorm_train_backward(dy, cache)

@@ -1,0 +1,137 @@
+"""Batch normalization of rows: features on the last axis, the input seen as an ``(m, C)`` matrix.
+
+The equations are those of :mod:`normlab.kernels.batchnorm`; here each pass
+is one call of a fused kernel (:mod:`normlab.kernels._batchnorm_numba`) that
+reads the input once for the statistics and once for the output, with the
+moving-average update, and optionally the activation that follows, in the
+same call. The layer asks :func:`takes` whether these kernels take an input
+(numba installed and enabled, float32 or float64, not empty); where they do
+not, it runs the NumPy functions of :mod:`normlab.kernels.batchnorm`. Which
+implementation runs is decided here, never in the layer.
+
+Conventions of the kernels: the mean is accumulated in float64, the
+variance is two-pass, ``mean`` and ``inv_std = 1 / sqrt(var + eps)`` are
+float64 vectors; ``gamma``/``beta`` absent are passed as size-0 arrays.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _backend
+
+if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
+    from . import _batchnorm_numba as _F
+    from ._fused_numba import ACT_KINDS as _ACT_KINDS
+else:  # pragma: no cover
+    _F = None
+    _ACT_KINDS = {}
+
+__all__ = ["RowsTrainCache", "RowsInferenceCache", "takes", "activation_kind", "train_forward",
+           "train_backward", "inference_forward", "inference_backward"]
+
+_EMPTY = np.empty(0)
+
+
+class RowsTrainCache(NamedTuple):
+    """What :func:`train_backward` needs: the ``(m, C)`` input and its batch statistics."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+
+
+class RowsInferenceCache(NamedTuple):
+    """What :func:`inference_backward` needs (the moving statistics used, and ``gamma * inv_std``)."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    scale: np.ndarray
+
+
+def takes(x: np.ndarray) -> bool:
+    """True when these kernels take ``x`` (features on its last axis is the caller's promise)."""
+    return _backend.numba_enabled() and x.size > 0 and (x.dtype == np.float32 or x.dtype == np.float64)
+
+
+def activation_kind(activation, dtype, *, forward: bool) -> int | None:
+    """The code under which the kernels fuse ``activation`` with batch norm, or None where they do not.
+
+    Forward: relu (float32 and float64) and sigmoid (float32: its vectorized
+    form; float64 keeps NumPy's); not tanh, which NumPy already computes in
+    one vectorized pass. Backward: relu, sigmoid and tanh. None without numba.
+    """
+    if not _backend.numba_enabled():
+        return None
+    kind = _ACT_KINDS.get(activation)
+    if forward and not (kind == 0 or (kind == 1 and dtype == np.float32)):
+        return None
+    return kind
+
+
+def _or_empty(a):
+    return _EMPTY if a is None else a
+
+
+def train_forward(x, gamma, beta, *, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean,
+                  inv_std, saved, stamp, act_kind=None, act_out=None):
+    """``out = BN(x)`` with the batch statistics (and ``act_out = f(out)`` for ``act_kind``), in one call.
+
+    ``x`` is ``(m, C)`` and C-contiguous; ``out``, ``act_out``, ``mean``
+    and ``inv_std`` are written. Only if every statistic is finite are the
+    moving statistics updated (``moving = momentum * moving + (1 - momentum)
+    * batch``, the variance times ``var_correction``), after their old
+    values and ``stamp`` were written into ``saved`` (float64, ``2 C + 1``:
+    a failed training step restores them when the stamp is its own).
+    Returns the cache for :func:`train_backward`, or None (nothing updated)
+    when a statistic is not finite.
+    """
+    gamma, beta = _or_empty(gamma), _or_empty(beta)
+    if act_kind is None:
+        ok = _F.train_forward_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
+                                   out, mean, inv_std, saved, stamp)
+    else:
+        ok = _F.train_forward_act_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean,
+                                       moving_var, out, mean, inv_std, act_kind, act_out, saved, stamp)
+    return RowsTrainCache(x, mean, inv_std) if ok else None
+
+
+def train_backward(dy, cache: RowsTrainCache, gamma, *, dx, dgamma, dbeta, accumulate: bool,
+                   act_kind=None, act_s=None) -> np.ndarray:
+    """dL/dx of :func:`train_forward` into ``dx`` (and dgamma, dbeta written or added).
+
+    With ``act_kind``, ``dy`` is the gradient at the activation's output and
+    ``act_s`` what its derivative is taken from (``z`` for relu, ``a``
+    otherwise). ``dgamma``/``dbeta`` None are skipped. The same numbers as
+    the activation's backward pass followed by the plain one.
+    """
+    dgamma, dbeta = _or_empty(dgamma), _or_empty(dbeta)
+    if act_kind is None:
+        _F.train_backward_step(dy, cache.x, cache.mean, cache.inv_std, _or_empty(gamma), dx, dgamma, dbeta,
+                               accumulate)
+    else:
+        _F.train_backward_act_step(dy, act_s, act_kind, cache.x, cache.mean, cache.inv_std, _or_empty(gamma),
+                                   dx, dgamma, dbeta, accumulate)
+    return dx
+
+
+def inference_forward(x, gamma, beta, moving_mean, moving_var, *, epsilon, out) -> RowsInferenceCache:
+    """``out = x * scale + shift`` with the moving statistics: one pass over ``x``."""
+    inv_std = 1.0 / np.sqrt(moving_var.astype(np.float64) + epsilon)
+    mean = moving_mean.astype(np.float64)
+    scale = inv_std if gamma is None else gamma * inv_std
+    shift = -mean * scale if beta is None else beta - mean * scale
+    _F.affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out)
+    return RowsInferenceCache(x, mean, inv_std, scale)
+
+
+def inference_backward(dy, cache: RowsInferenceCache):
+    """``(dx, dgamma, dbeta)`` of :func:`inference_forward` (``y`` is affine in ``x``)."""
+    x = cache.x
+    dx = dy * cache.scale.astype(dy.dtype)
+    dbeta = dy.sum(axis=0, dtype=np.float64)
+    dgamma = np.sum(dy * ((x - cache.mean) * cache.inv_std), axis=0)
+    return dx, dgamma, dbeta
