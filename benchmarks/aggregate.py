@@ -50,11 +50,12 @@ def aggregate(runs: list[dict]) -> str:
     if runs[0].get("train_step"):
         lines += _table(
             runs, "train_step",
-            "| net | batch | normlab train_on_batch | normlab _train_step | torch eager "
+            "| net | batch | normlab train_on_batch | normlab _train_step | functional / Sequential | torch eager "
             "| torch / train_on_batch | torch / _train_step | matrix products alone "
             "| torch / products (ceiling) | torch / _train_step, each run |",
             lambda row: f"{'BN' if row['variant'] == 'bn' else row['variant']} | {row['batch']}",
-            [("normlab_train_on_batch_s", _time), ("normlab_train_step_s", _time), ("torch_s", _time),
+            [("normlab_train_on_batch_s", _time), ("normlab_train_step_s", _time),
+             ("functional_over_sequential", _ratio), ("torch_s", _time),
              ("ratio_train_on_batch", _ratio), ("ratio_train_step", _ratio),
              ("matrix_products_s", _time), ("ratio_ceiling", _ratio)],
             "ratio_train_step",

@@ -20,6 +20,9 @@ Timed, per step, on the same float32 batch every call:
   and ``y`` on every call, then steps);
 * ``normlab _train_step``: the internal step ``fit`` runs per batch (inputs
   already validated and prepared once);
+* ``normlab functional _train_step``: the same network and weights built as a
+  functional ``Model`` (``functional / Sequential`` is its time over the
+  Sequential's: both run the same executor);
 * ``torch``: ``opt.zero_grad(); loss = ce(net(x), y); loss.backward(); opt.step()``;
 * ``matrix products``: only the matrix products of one normlab step (forward
   ``h @ W`` per Dense layer, backward ``h.T @ dz`` per layer and ``dz @ W.T``
@@ -55,20 +58,30 @@ LEARNING_RATE = 0.01
 GRAD_TOL = 1e-3
 
 
-def build_normlab(bn: bool, *, lr: float = LEARNING_RATE, seed: int = 0):
+def build_normlab(bn: bool, *, lr: float = LEARNING_RATE, seed: int = 0, functional: bool = False):
+    """The network as a Sequential model, or (``functional``) as the same functional Model with the same weights."""
     import normlab
     from normlab.layers import Activation, BatchNormalization, Dense
     from normlab.optimizers import SGD
 
-    layers = []
-    for units in ARCH[1:-1]:
-        if bn:
-            layers += [Dense(units, use_bias=False), BatchNormalization(), Activation("sigmoid")]
-        else:
-            layers.append(Dense(units, activation="sigmoid"))
-    layers.append(Dense(ARCH[-1], activation="softmax"))
-    model = normlab.Sequential(layers, name=f"mnist_{'bn' if bn else 'plain'}")
+    def layers():
+        out = []
+        for units in ARCH[1:-1]:
+            if bn:
+                out += [Dense(units, use_bias=False), BatchNormalization(), Activation("sigmoid")]
+            else:
+                out.append(Dense(units, activation="sigmoid"))
+        return out + [Dense(ARCH[-1], activation="softmax")]
+
+    model = normlab.Sequential(layers(), name=f"mnist_{'bn' if bn else 'plain'}")
     model.build((None, ARCH[0]), seed=seed)
+    if functional:
+        h = inp = normlab.Input((ARCH[0],))
+        for layer in layers():
+            h = layer(h)
+        graph = normlab.Model(inp, h, name=model.name + "_functional")
+        graph.set_weights(model.get_weights())
+        model = graph
     model.compile(optimizer=SGD(learning_rate=lr, momentum=0.0), loss="sparse_categorical_crossentropy")
     return model
 
@@ -167,8 +180,14 @@ def make_cases(batch: int, bn: bool, *, use_torch: bool = True, seed: int = 0) -
     xp, yp = model._prepare_xy(x, y, "bench")
     model._prepare_training()
 
+    # the same network and weights as a functional Model: the same executor, so the same speed
+    graph = build_normlab(bn, seed=seed, functional=True)
+    graph.train_on_batch(x, y)
+    graph._prepare_training()
+
     cases["normlab_train_on_batch"] = lambda: model.train_on_batch(x, y)
     cases["normlab_train_step"] = lambda: model._train_step(xp, yp)
+    cases["normlab_functional_train_step"] = lambda: graph._train_step(xp, yp)
     cases["matrix_products"] = _matrix_products(model, xp)
     if "loss_torch" in info:
         cases["torch"] = torch_step
@@ -215,6 +234,7 @@ def bench_train_step(
             t = time_interleaved(cases, cfg)
             tob = t["normlab_train_on_batch"]["median_s"]
             step = t["normlab_train_step"]["median_s"]
+            graph = t["normlab_functional_train_step"]["median_s"]
             tt = t["torch"]["median_s"] if "torch" in t else None
             mp = t["matrix_products"]["median_s"]
             rows.append(
@@ -223,6 +243,8 @@ def bench_train_step(
                     "batch": int(batch),
                     "normlab_train_on_batch_s": tob,
                     "normlab_train_step_s": step,
+                    "normlab_functional_train_step_s": graph,
+                    "functional_over_sequential": graph / step,
                     "torch_s": tt,
                     "ratio_train_on_batch": tt / tob if tt is not None else None,
                     "ratio_train_step": tt / step if tt is not None else None,

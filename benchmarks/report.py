@@ -39,7 +39,7 @@ def _check(r) -> str:
 
 
 def _train_table(rows):
-    head = ["net", "batch", "normlab train_on_batch", "normlab _train_step", "torch eager",
+    head = ["net", "batch", "normlab train_on_batch", "normlab _train_step", "functional / Sequential", "torch eager",
             "torch / train_on_batch", "torch / _train_step", "matrix products alone",
             "torch / products (ceiling)", "same step as torch?"]
     body = []
@@ -50,6 +50,7 @@ def _train_table(rows):
             str(r["batch"]),
             _t(r["normlab_train_on_batch_s"]),
             _t(r["normlab_train_step_s"]),
+            _r(r.get("functional_over_sequential")),
             _t(r["torch_s"]),
             _r(r["ratio_train_on_batch"]),
             _r(r["ratio_train_step"]),

@@ -129,9 +129,11 @@ def test_aggregate_takes_medians_over_runs(quick_result, tmp_path):
     # a run recorded before the matrix-product column existed: that column reads n/a, the others still merge
     older = json.loads(json.dumps(quick_result))
     for r in older["train_step"]:
-        del r["matrix_products_s"], r["ratio_ceiling"]
+        del r["matrix_products_s"], r["ratio_ceiling"], r["functional_over_sequential"]
     row = next(l for l in aggregate([quick_result, older]).splitlines() if l.startswith("| BN |"))
-    assert row.split(" | ")[7:9] == ["n/a", "n/a"]
+    cells = row.split(" | ")
+    assert cells[4] == "n/a"  # functional / Sequential
+    assert cells[8:10] == ["n/a", "n/a"]
 
 
 def test_ab_bn_kernels_compares_a_revision_with_the_working_tree():
