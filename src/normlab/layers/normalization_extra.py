@@ -116,6 +116,8 @@ class _KernelLayer(Layer):
 
     def _train_forward(self, x):
         self.check_input_shape(x.shape)  # once per new shape
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
         y, self._cache = self._forward(x, self._workspace("y", x.shape))
         self._out_shape = y.shape
         return y
