@@ -11,8 +11,10 @@ weight, bias, eps=1e-3)`` (statistics over the last axis) or
 ``F.group_norm(x, G, weight, bias, eps=1e-3)``, then
 ``torch.autograd.grad(y, (x, weight, bias), dy)``. Group norm runs in each
 library's native layout (normlab channels-last ``(N, H, W, C)``, torch
-``(N, C, H, W)``); ``G = C`` is instance normalization. float32, one thread,
-all three timed in the same rounds::
+``(N, C, H, W)``); ``G = C`` is instance normalization. Unit normalization
+(``UnitNormalization()``, no parameters) against
+``F.normalize(x, p=2, dim=-1, eps=1e-6)``, the same function (full run only).
+float32, one thread, all timed in the same rounds::
 
     PYTHONPATH=src python benchmarks/bench_layernorm.py [--quick] [--json out.json]
 
@@ -40,13 +42,14 @@ from benchmarks._timing import FULL, QUICK, measure_bandwidth, pinned_threads, t
 SHAPES = ((60, 100), (1024, 1024), (8192, 512), (65536, 64))
 #: (normlab channels-last shape, groups)
 GROUP_CASES = (((64, 32, 32, 64), 32), ((64, 32, 32, 64), 64), ((256, 16, 16, 32), 8))
+UNIT_SHAPES = ((60, 100), (1024, 1024), (65536, 64))
 PASSES = 5
 
 
-def make_cases(shape, seed: int = 0, groups: int | None = None) -> dict:
-    """The three callables for one shape: layer norm, or group norm with ``groups`` groups."""
+def make_cases(shape, seed: int = 0, groups: int | None = None, unit: bool = False) -> dict:
+    """The callables for one shape: layer norm, group norm with ``groups`` groups, or unit norm."""
     from normlab.kernels import _backend
-    from normlab.layers import GroupNormalization, LayerNormalization
+    from normlab.layers import GroupNormalization, LayerNormalization, UnitNormalization
 
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
@@ -55,8 +58,11 @@ def make_cases(shape, seed: int = 0, groups: int | None = None) -> dict:
     for name, use in (("normlab_numba", True), ("normlab_numpy", False)):
         if use and not _backend.NUMBA_AVAILABLE:
             continue
-        layer = LayerNormalization(epsilon=1e-3) if groups is None else GroupNormalization(groups, epsilon=1e-3)
-        layer.build(shape)
+        if unit:
+            layer = UnitNormalization()
+        else:
+            layer = LayerNormalization(epsilon=1e-3) if groups is None else GroupNormalization(groups, epsilon=1e-3)
+        layer(x)
 
         def step(layer=layer, use=use):
             previous = _backend.use_numba(use)
@@ -85,6 +91,9 @@ def make_cases(shape, seed: int = 0, groups: int | None = None) -> dict:
         tdy = torch.from_numpy(to_native(dy))
 
         def torch_step():
+            if unit:
+                y = torch.nn.functional.normalize(tx, p=2.0, dim=-1, eps=1e-6)
+                return torch.autograd.grad(y, (tx,), tdy)
             if groups is None:
                 y = torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb, eps=1e-3)
             else:
@@ -95,17 +104,18 @@ def make_cases(shape, seed: int = 0, groups: int | None = None) -> dict:
     return cases
 
 
-def bench_layernorm(shapes=SHAPES, cfg=FULL, group_cases=GROUP_CASES) -> dict:
+def bench_layernorm(shapes=SHAPES, cfg=FULL, group_cases=GROUP_CASES, unit_shapes=UNIT_SHAPES) -> dict:
     bw = measure_bandwidth()
     rows = []
-    for shape, groups in [(s, None) for s in shapes] + list(group_cases):
-        t = time_interleaved(make_cases(shape, groups=groups), cfg)
+    runs = [(s, None, False) for s in shapes] + [(s, g, False) for s, g in group_cases]
+    for shape, groups, unit in runs + [(s, None, True) for s in unit_shapes]:
+        t = time_interleaved(make_cases(shape, groups=groups, unit=unit), cfg)
         med = {k: v["median_s"] for k, v in t.items()}
         nb, npy, tt = med.get("normlab_numba"), med.get("normlab_numpy"), med.get("torch")
         st = med.get("normlab_step")
         bound = PASSES * 4 * int(np.prod(shape)) / bw["bandwidth_Bps"]
         rows.append({
-            "layer": "layer" if groups is None else ("instance" if groups == shape[-1] else "group"),
+            "layer": "unit" if unit else "layer" if groups is None else ("instance" if groups == shape[-1] else "group"),
             "groups": groups, "shape": list(shape), **{f"{k}_s": v for k, v in med.items()},
             "torch_over_numba": tt / nb if tt and nb else None,
             "torch_over_step": tt / st if tt and st else None,
@@ -148,7 +158,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     with pinned_threads(args.threads):
         if args.quick:
-            res = bench_layernorm(SHAPES[:2], QUICK, (((4, 8, 8, 16), 4),))
+            res = bench_layernorm(SHAPES[:2], QUICK, (((4, 8, 8, 16), 4),), ())
         else:
             res = bench_layernorm()
     res["threads"] = args.threads
