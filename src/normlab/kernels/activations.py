@@ -167,11 +167,12 @@ def gelu_backward(da, z, a):
 
 def small_rows(z) -> bool:
     """True when the numba row kernels of :mod:`normlab.kernels._softmax_numba` should take ``z``."""
+    # numba_enabled() first: without numba, _nbsm is None
     return (
-        z.ndim == 2
+        _backend.numba_enabled()
+        and z.ndim == 2
         and z.size > 0
         and _nbsm.takes(*z.shape)
-        and _backend.numba_enabled()
         and (z.dtype == np.float32 or z.dtype == np.float64)
         and z.flags.c_contiguous
     )
