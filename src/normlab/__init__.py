@@ -5,7 +5,7 @@ backward passes); :mod:`normlab.layers` hold state; :class:`Sequential`
 trains them with a Keras-style API.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 from ._validation import InvalidParameterError
 from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing, optimizers
