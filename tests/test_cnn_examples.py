@@ -18,6 +18,9 @@ import normlab
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+# the examples' train / run limit BLAS threads with threadpoolctl (installed with scikit-learn)
+needs_threadpoolctl = pytest.mark.skipif(importlib.util.find_spec("threadpoolctl") is None,
+                                         reason="the example needs threadpoolctl (pip install threadpoolctl)")
 
 
 def _load(name: str):
@@ -36,6 +39,7 @@ def _fashion_like(n: int, seed: int = 0):
     return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n)
 
 
+@needs_threadpoolctl
 def test_fashion_cnn_train_tiny(tmp_path):
     ex = _load("fashion_mnist_cnn")
     lines = []
@@ -55,6 +59,7 @@ def test_fashion_cnn_train_tiny(tmp_path):
     assert loaded.predict(x).shape == (8, 10)
 
 
+@needs_threadpoolctl
 def test_fashion_cnn_reproducible_and_augmented():
     ex = _load("fashion_mnist_cnn")
     data = (_fashion_like(32), _fashion_like(16, seed=1))
@@ -68,6 +73,7 @@ def test_fashion_cnn_reproducible_and_augmented():
         ex.build_model(augment="mixup")
 
 
+@needs_threadpoolctl
 def test_fashion_cnn_evaluates_last_epoch_by_default_and_smooths_labels():
     ex = _load("fashion_mnist_cnn")
     assert ex.DEFAULTS["eval_every"] == 0 and ex.DEFAULTS["label_smoothing"] == 0.1
@@ -101,6 +107,7 @@ def test_fashion_cnn_load_data():
     assert y.shape == (10,) and yt.shape == (5,)
 
 
+@needs_threadpoolctl
 @pytest.mark.parametrize("bn", [False, True])
 def test_mnist1d_cnn_tiny(bn):
     ex = _load("mnist1d_cnn")

@@ -240,7 +240,7 @@ def test_non_finite_activations_raise_and_leave_the_model_unchanged():
 
 def test_a_softmax_output_with_sparse_cross_entropy_takes_the_one_kernel_step(both_paths, monkeypatch):
     from normlab import losses
-    from normlab.kernels import _softmax_numba
+    _softmax_numba = pytest.importorskip("normlab.kernels._softmax_numba")  # numba: the fast extra
 
     taken = []
     original = Dense._train_forward_sparse_ce
