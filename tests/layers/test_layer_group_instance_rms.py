@@ -593,7 +593,7 @@ def _fwd_bwd(cls, kw, x, dy, params, use_numba, trainable=True, passes=1):
     previous = _backend.use_numba(use_numba)
     try:
         layer = cls(**kw, trainable=trainable)
-        layer.build(x.shape)
+        layer(x[:1])  # builds in x's dtype (build() alone would be redone by the first call)
         for k, v in params.items():
             layer.params[k][...] = v
         for _ in range(passes):  # gradients accumulate over backward passes
