@@ -167,13 +167,24 @@ def test_one_kernel_sgd_step_handles_non_finite_gradients_as_the_chain(on_nonfin
     assert fused[3] == math.inf
 
 
-def test_fused_optimizer_is_used_only_for_the_bare_rule():
+def test_fused_optimizer_covers_clipping_weight_decay_and_nadam():
+    """What one kernel call covers: a clip (value, per-variable norm or global norm), the rule, the
+    learning rate, momentum and decoupled weight decay, Nadam included; not the exact Nesterov form
+    nor a chain with another link (a constant scale). That each fused configuration equals its
+    unfused chain bit for bit (the same operations in the same order) is checked in
+    tests/optim/test_fused_step.py."""
     from normlab.optim import optimizers as o
+    from normlab.optim import transforms as T
 
     g, p = [np.ones(3, np.float32)], [np.zeros(3, np.float32)]
-    assert o.SGD()._fusable(g, p) == _backend.numba_enabled()
-    for opt in (o.SGD(clipnorm=1.0), o.SGD(global_clipnorm=1.0), o.Adam(clipvalue=0.5), o.AdamW()):
-        assert not opt._fusable(g, p)
+    fused = _backend.numba_enabled()
+    assert o.SGD()._fusable(g, p) == fused
+    for opt in (o.SGD(clipnorm=1.0), o.SGD(global_clipnorm=1.0), o.Adam(clipvalue=0.5), o.AdamW(), o.Nadam(),
+                o.Nadam(weight_decay=0.1, global_clipnorm=1.0), o.SGD(momentum=0.9, nesterov=True, weight_decay=0.1),
+                o.RMSprop(momentum=0.5, clipnorm=1.0), o.Lion(weight_decay=0.1, clipvalue=1.0)):
+        assert opt._fusable(g, p) == fused, opt
+    assert not o.SGD(momentum=0.9, nesterov="exact")._fusable(g, p)
+    assert not o.ChainOptimizer(T.chain(T.scale_by_adam(), T.scale_by_learning_rate(), T.scale(1.0)))._fusable(g, p)
     assert not o.SGD()._fusable([np.ones(3, np.float64)], p)  # gradient cast by the chain
     assert not o.SGD()._fusable([np.ones(6, np.float32)[::2]], p)  # strided gradient
 

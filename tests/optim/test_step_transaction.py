@@ -25,6 +25,11 @@ CASES = {
     "lion": lambda: O.Lion(learning_rate=0.01),
     "nadam weight decay": lambda: O.Nadam(learning_rate=0.01, weight_decay=0.1),
     "sgd skip": lambda: O.SGD(learning_rate=0.05, momentum=0.9, on_nonfinite="skip"),
+    "adamw": lambda: O.AdamW(learning_rate=0.01, weight_decay=0.1),
+    "adam clipvalue": lambda: O.Adam(learning_rate=0.01, clipvalue=0.5),
+    "sgd global clipnorm weight decay": lambda: O.SGD(learning_rate=0.05, momentum=0.9, global_clipnorm=1.0,
+                                                      weight_decay=0.01),
+    "adam global clipnorm skip": lambda: O.Adam(learning_rate=0.01, global_clipnorm=1.0, on_nonfinite="skip"),
 }
 
 PATHS = [False, True] if _backend.NUMBA_AVAILABLE else [False]
@@ -48,7 +53,7 @@ def bound(name, dtype=np.float32):
             g[...] = rng.standard_normal(g.shape) * 3
         if step < 2:
             opt.step()
-    if name == "sgd skip":
+    if name.endswith("skip"):
         grads[1][2] = np.inf
     return opt, params
 

@@ -1,11 +1,13 @@
 """numba loops over the optimizer rules of :mod:`normlab.kernels.optim`, and the squared norm.
 
-:func:`fused_kernel` turns a rule (a per-element function) into one
-``@njit`` loop that reads each gradient, slot and parameter once and writes
-each slot and parameter once, with the momentum step and the counters in the
-same call. The loop's text is the same for every rule (only the number of
-slots and constants changes), so it is generated from one template rather
-than written out per rule: a new rule is fused without further code.
+:func:`fused_kernel` turns a step (a rule with what goes before and after
+it: clipping, the learning rate, momentum, weight decay; see
+:func:`normlab.kernels.optim.step_source`) into one ``@njit`` loop that
+reads each gradient, slot and parameter once and writes each slot and
+parameter once, with the counters in the same call. The loop's text is the
+same for every step (only the number of slots and constants changes), so it
+is generated from one template rather than written out per rule: a new rule
+is fused without further code.
 
 Caching: numba caches a function by its qualified name and source file. The
 generated loops are compiled with this module as their file and a name that
@@ -23,70 +25,104 @@ import numpy as np
 from numba import njit
 
 # error_model="numpy": IEEE division (inf/nan on zero, as NumPy) instead of Python's
-# ZeroDivisionError check, whose branch keeps LLVM from vectorizing the loop (10x slower)
+# ZeroDivisionError check, whose branch keeps LLVM from vectorizing the loop (10x slower).
+# The loop runs over slices of each segment from index 0: indexing from a start read
+# out of an array (range(a, b)) needs negative-index checks that also stop the
+# vectorizer (10x slower again)
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 _TEMPLATE = """
-def {qualname}(g, p, S, k, neg_lr, beta, nesterov, has_momentum, meta, new_meta, check):
+def {qualname}(g, p, S, k, neg_lr, beta, nesterov, f, lo, hi, scales, bounds, head, new_head, check):
     sq = np.nan
     if check:
         sq = sum_squares(g)
         if not np.isfinite(sq):
             return sq
-    for i in range(p.size):
-        {lhs} = _rule({args})
+    for j in range(bounds.size - 1):
+        scale = scales[j]
+        a, b = bounds[j], bounds[j + 1]
+        gj, pj = g[a:b], p[a:b]
+{rows}
+        for i in range(pj.size):
+            {lhs} = _step({args})
 {stores}
-        s = d * neg_lr
-        if has_momentum:
-            s, v = _momentum(s, S[{nslots}, i], beta, nesterov)
-            S[{nslots}, i] = v
-        p[i] = p[i] + s
-    for j in range(meta.size):
-        meta[j] = new_meta[j]
+            pj[i] = p_new
+    for j in range(head.size):
+        head[j] = new_head[j]
     if check:
-        meta[2] = np.sqrt(sq)
+        head[2] = np.sqrt(sq)
     return sq
 """
 
 _kernels: dict = {}
 
 
-def fused_kernel(rule):
-    """The compiled loop for ``rule`` (a :class:`normlab.kernels.optim.Rule`), built once per process.
+def clip_scalar(x, lo, hi):
+    """``np.clip(x, lo, hi)`` for one float, which numba does not provide.
 
-    Signature: ``(g, p, S, consts, neg_lr, beta, nesterov, has_momentum,
-    meta, new_meta, check) -> float`` with the semantics of
-    :func:`normlab.kernels.optim.fused_step`.
+    NaN stays NaN, else ``min(max(x, lo), hi)``. It agrees with NumPy's
+    ``np.clip`` bit for bit when neither bound is zero or NaN, as
+    ``clipvalue``'s ``[-c, c]`` with ``c > 0`` (the tests check every kind
+    of ``x``); for ``x`` and a bound that are zeros of opposite signs,
+    NumPy's vectorized loops may return either.
     """
-    kernel = _kernels.get(rule)
-    if kernel is None:
-        from .optim import momentum
+    if np.isnan(x):
+        return x
+    x = x if x > lo else lo
+    if np.isnan(x):
+        return x
+    return x if x < hi else hi
 
-        code = rule.fn.__code__
-        nslots = len(rule.slots)
-        nconsts = code.co_argcount - 1 - nslots
-        digest = zlib.crc32(marshal.dumps(code) + marshal.dumps(momentum.fn.__code__) + _TEMPLATE.encode())
-        qualname = f"fused_{rule.name}_{digest:08x}"
-        args = ["g[i]"] + [f"S[{j}, i]" for j in range(nslots)] + [f"k[{j}]" for j in range(nconsts)]
+
+def _inline(fn):
+    return njit(inline="always", error_model="numpy")(fn)
+
+
+def fused_kernel(kind):
+    """The compiled loop for ``kind`` (a :class:`normlab.kernels.optim.StepKind`), built once per process.
+
+    Signature: ``(g, p, S, consts, neg_lr, beta, nesterov, f, lo, hi,
+    scales, bounds, head, new_head, check) -> float``: for each segment
+    ``j`` of ``bounds``, the element step of
+    :func:`normlab.kernels.optim.step_source` with ``scale = scales[j]``,
+    with the semantics of :func:`normlab.kernels.optim.fused_step`.
+    """
+    kernel = _kernels.get(kind)
+    if kernel is None:
+        from . import optim as K
+
+        name, step_src = K.step_source(kind)
+        nslots = len(kind.rule.slots) + kind.momentum
+        nconsts = kind.rule.fn.__code__.co_argcount - 1 - len(kind.rule.slots)
+        parts = [kind.rule.fn, K.momentum.fn, K.clip_value, clip_scalar, K.decay]
+        digest = zlib.crc32(b"".join(marshal.dumps(f.__code__) for f in parts)
+                            + (step_src + _TEMPLATE).encode())
+        qualname = f"fused_{name}_{digest:08x}"
+        args = (["gj[i]", "pj[i]"] + [f"S{j}[i]" for j in range(nslots)] + [f"k[{j}]" for j in range(nconsts)]
+                + ["scale", "lo", "hi", "neg_lr", "beta", "nesterov", "f"])
         src = _TEMPLATE.format(
             qualname=qualname,
-            lhs=", ".join(["d"] + [f"s{j}" for j in range(nslots)]) + ("," if not nslots else ""),
+            lhs=", ".join(["p_new"] + [f"s{j}" for j in range(nslots)]) + ",",
             args=", ".join(args),
-            stores="\n".join(f"        S[{j}, i] = s{j}" for j in range(nslots)) or "        pass",
-            nslots=nslots,
+            rows="\n".join(f"        S{j} = S[{j}, a:b]" for j in range(nslots)) or "        pass",
+            stores="\n".join(f"            S{j}[i] = s{j}" for j in range(nslots)) or "            pass",
         )
         namespace = {
             "np": np,
             "sum_squares": sum_squares,
-            "_rule": njit(inline="always", error_model="numpy")(rule.fn),
-            "_momentum": njit(inline="always", error_model="numpy")(momentum.fn),
+            "rule": _inline(kind.rule.fn),
+            "momentum": _inline(K.momentum.fn),
+            "clip_value": _inline(clip_scalar),
+            "decay": _inline(K.decay),
         }
+        exec(compile(step_src, __file__, "exec"), namespace)
+        namespace["_step"] = _inline(namespace[name])
         # this file as the code's file: numba's cache needs a real source file
         exec(compile(src, __file__, "exec"), namespace)
         fn = namespace[qualname]
         fn.__module__ = __name__
         fn.__qualname__ = qualname
-        kernel = _kernels[rule] = njit(**_JIT)(fn)
+        kernel = _kernels[kind] = njit(**_JIT)(fn)
     return kernel
 
 

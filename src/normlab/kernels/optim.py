@@ -3,10 +3,16 @@
 A rule is a per-element function: plain arithmetic plus ``np.sqrt`` /
 ``np.sign`` / ``np.maximum``, taking the (transformed) gradient, the slot
 values and the step's constants, and returning the direction and the new slot
-values. The same function runs on whole arrays (NumPy: the links of
-:mod:`normlab.optim.transforms`, and :func:`fused_step` without numba) and on
-scalars inside one loop (numba: :func:`fused_step`), so both paths perform the
-same IEEE operations in the same order and agree bit for bit.
+values. The same function runs on arrays (NumPy: the links of
+:mod:`normlab.optim.transforms`, and :func:`fused_step` without numba, both as
+traced ufunc calls without temporaries, :mod:`normlab.kernels._optim_numpy`)
+and on scalars inside one loop (numba: :func:`fused_step`), so both paths
+perform the same IEEE operations in the same order and agree bit for bit.
+
+A fused step is the rule with what goes around it, also per element
+(:func:`step_source`): a clip (:func:`clip_value`, or a scale per variable
+for a clipped norm), the learning rate, :data:`momentum` and decoupled
+weight decay (:func:`decay`), in the order of the chain they replace.
 
 Rules never contain a Python float literal: the callers pass every constant
 already cast to the arrays' dtype (``dtype.type(1.0 - beta_1)``), which is what
@@ -35,6 +41,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from . import _backend
+from . import _optim_numpy as _np
 from .checks import sum_squares
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
@@ -45,9 +52,15 @@ else:  # pragma: no cover
 __all__ = [
     "Rule",
     "StepBuffers",
+    "StepKind",
+    "StepArgs",
+    "step_source",
     "fused_step",
     "fused_available",
     "apply_rule",
+    "apply_elementwise",
+    "clip_value",
+    "decay",
     "sgd",
     "adagrad",
     "rmsprop",
@@ -60,33 +73,64 @@ __all__ = [
 ]
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-# elements per slice of the NumPy path: the rule's temporaries (64 KiB in float32)
-# stay in cache and below glibc's mmap threshold; whole 100k-element buffers
-# at once were 2-5x slower (an mmap, page faults and a munmap per temporary)
-_CHUNK = 16384
 
 
-def _slices(n: int):
-    return [slice(a, a + _CHUNK) for a in range(0, n, _CHUNK)] or [slice(0, 0)]
+_FLAGS = (bool, np.bool_)
+
+
+def _is_flag(a) -> bool:
+    """An argument passed to a traced function as it is (a branch may depend on it)."""
+    return a is None or a.__class__ in _FLAGS
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                      and a.shape == b.shape and a.strides == b.strides)
+
+
+def apply_elementwise(fn: Callable, args: list, outputs: list, aliases: tuple = ()) -> None:
+    """NumPy: ``outputs[k][...] = fn(*args)[k]``, elementwise, without temporaries (``fn`` may return one value for one output).
+
+    ``args``: arrays of the outputs' shape, scalars, and flags (Python
+    bools or None, passed as they are). ``aliases``: ``(k, i)`` pairs where
+    ``outputs[k]`` is the same array as ``args[i]`` (an in-place update).
+    C-contiguous arrays run as the traced ufunc calls of
+    :mod:`normlab.kernels._optim_numpy`, in slices; others (or a function
+    that cannot be traced) are evaluated whole, on temporaries. Either way
+    the operations, hence the results, are the same.
+    """
+    arrays = [a for a in args if isinstance(a, np.ndarray) and a.ndim] + list(outputs)
+    shape = outputs[0].shape
+    if all(a.flags.c_contiguous and a.shape == shape for a in arrays):
+        static = {i: a for i, a in enumerate(args) if _is_flag(a)}
+        position = [i for i in range(len(args)) if i not in static]
+        at = {i: j for j, i in enumerate(position)}
+        inputs = [args[i].reshape(-1) if isinstance(args[i], np.ndarray) and args[i].ndim else args[i]
+                  for i in position]
+        outs = [o.reshape(-1) for o in outputs]
+        prog = _np.program(fn, inputs, static, outs, tuple((k, at[i]) for k, i in aliases))
+        if prog is not None:
+            _np.run(prog, inputs, outs)
+            return
+    results = fn(*args)
+    if not isinstance(results, tuple):
+        results = (results,)
+    for o, r in zip(outputs, results):
+        o[...] = r
 
 
 def apply_rule(rule: Rule, g: np.ndarray, slots: list, consts: tuple, out: np.ndarray) -> None:
-    """NumPy: ``out, *slots = rule(g, *slots, *consts)``, in place, in cache-sized slices.
-
-    ``out`` may be ``g``. Arrays of the same shape; C-contiguous ones are
-    processed in slices, others whole.
-    """
-    arrays = [g, out, *slots]
-    if all(a.flags.c_contiguous for a in arrays):
-        g, out, *slots = (a.reshape(-1) for a in arrays)
-        parts = _slices(g.size)
-    else:
-        parts = [Ellipsis]
-    for c in parts:
-        d, *new = rule.fn(g[c], *(s[c] for s in slots), *consts)
-        for s, v in zip(slots, new):
-            s[c] = v
-        out[c] = d
+    """NumPy: ``out, *slots = rule(g, *slots, *consts)``, in place (``out`` may be ``g``)."""
+    k = len(slots)
+    aliases = tuple((j, j) for j in range(1, k + 1))
+    if _same_memory(out, g):
+        aliases = ((0, 0),) + aliases
+    elif np.may_share_memory(out, g):
+        out_tmp = np.empty_like(out)
+        apply_elementwise(rule.fn, [g, *slots, *consts], [out_tmp, *slots], aliases)
+        np.copyto(out, out_tmp)
+        return
+    apply_elementwise(rule.fn, [g, *slots, *consts], [out, *slots], aliases)
 
 
 class Rule(NamedTuple):
@@ -175,25 +219,138 @@ def momentum(s, v, beta, nesterov):
     return (s + v * beta if nesterov else v), v
 
 
-# ------------------------------------------------------------- fused step
-class StepBuffers(NamedTuple):
-    """One parameter group's bound memory, and its shadow, for :func:`fused_step`.
+# ------------------------------------------------- before and after the rule
+def clip_value(g, lo, hi):
+    """``g`` clipped to ``[lo, hi]`` (Keras's ``clipvalue``, with ``lo = -hi``); NaN stays NaN.
 
-    ``p`` (n,), ``S`` (slots, n) and ``meta`` (float64) are views into the
-    byte array ``arena`` and are everything it holds; ``p_sh``, ``S_sh`` and
-    ``meta_sh`` are the same views into ``shadow``, a byte array of the
-    same size. ``g`` (n,) is the gradient, of ``p``'s dtype.
+    ``np.clip``, one pass in NumPy (``np.maximum`` then ``np.minimum`` with
+    a scalar bound took 5x as long); numba runs NumPy's formula for it on
+    scalars (:func:`normlab.kernels._optim_numba.clip_scalar`).
+    """
+    return np.clip(g, lo, hi)
+
+
+def decay(s, p, f):
+    """The step ``s`` with decoupled weight decay, ``f = -lr * weight_decay``: ``s + p * f``."""
+    return s + p * f
+
+
+# ------------------------------------------------------------- fused step
+class StepKind(NamedTuple):
+    """What a fused step does around its rule; the compiled loop is specialized to it.
+
+    ``pre``: ``""``, ``"clip"`` (``g = clip_value(g, lo, hi)``) or
+    ``"scale"`` (``g = g * scale``, one scale per segment of the buffer: a
+    clipped norm). ``momentum``: the step goes through :data:`momentum`.
+    ``decay``: :func:`decay` is applied to the step.
+    """
+
+    rule: Rule
+    pre: str = ""
+    momentum: bool = False
+    decay: bool = False
+
+
+class StepArgs(NamedTuple):
+    """The values of one fused step, each in the parameters' dtype (``consts``: the rule's)."""
+
+    consts: tuple
+    neg_lr: np.floating
+    beta: np.floating
+    nesterov: bool
+    f: np.floating  # -lr * weight_decay
+    lo: np.floating
+    hi: np.floating
+    scales: np.ndarray  # one per segment (or one for the whole buffer)
+
+
+#: the arguments after the rule's constants, in order
+STEP_SCALARS = ("scale", "lo", "hi", "neg_lr", "beta", "nesterov", "f")
+
+
+def step_source(kind: StepKind) -> tuple[str, str]:
+    """The per-element step of ``kind`` as Python source: ``(function name, text)``.
+
+    The one composition of a fused step, run by the numba loop (compiled,
+    on scalars) and by NumPy (traced, on arrays)::
+
+        def step(g, p, s0, ..., m, c0, ..., scale, lo, hi, neg_lr, beta, nesterov, f):
+            g = g * scale                              (pre == "scale")
+            g = clip_value(g, lo, hi)                  (pre == "clip")
+            d, s0, ... = rule(g, s0, ..., c0, ...)
+            s = d * neg_lr
+            s, m = momentum(s, m, beta, nesterov)      (momentum)
+            s = decay(s, p, f)                         (decay)
+            return p + s, s0, ..., m
+
+    It names the rule ``rule`` and the other parts by their names in this
+    module; the caller supplies them.
+    """
+    r = kind.rule
+    nslots = len(r.slots)
+    nconsts = r.fn.__code__.co_argcount - 1 - nslots
+    slots = [f"s{j}" for j in range(nslots)]
+    consts = [f"c{j}" for j in range(nconsts)]
+    name = f"step_{r.name}_{kind.pre or 'plain'}{'_momentum' if kind.momentum else ''}{'_decay' if kind.decay else ''}"
+    args = ["g", "p", *slots, *(["m"] if kind.momentum else []), *consts, *STEP_SCALARS]
+    body = []
+    if kind.pre == "scale":
+        body.append("g = g * scale")
+    elif kind.pre == "clip":
+        body.append("g = clip_value(g, lo, hi)")
+    body.append(f"{', '.join(['d', *slots])}, = rule({', '.join(['g', *slots, *consts])})")
+    body.append("s = d * neg_lr")
+    if kind.momentum:
+        body.append("s, m = momentum(s, m, beta, nesterov)")
+    if kind.decay:
+        body.append("s = decay(s, p, f)")
+    body.append(f"return {', '.join(['p + s', *slots, *(['m'] if kind.momentum else [])])},")
+    return name, f"def {name}({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in body)
+
+
+_step_functions: dict = {}
+
+
+def _step_function(kind: StepKind) -> Callable:
+    """:func:`step_source` as a Python function (for NumPy)."""
+    fn = _step_functions.get(kind)
+    if fn is None:
+        name, src = step_source(kind)
+        namespace = {"np": np, "rule": kind.rule.fn, "momentum": momentum.fn, "clip_value": clip_value,
+                     "decay": decay}
+        exec(compile(src, f"<normlab {name}>", "exec"), namespace)
+        fn = _step_functions[kind] = namespace[name]
+    return fn
+
+
+class StepBuffers(NamedTuple):
+    """One parameter group's bound memory for :func:`fused_step`.
+
+    ``p`` (n,) and ``head`` (float64: the counters, the index of the live
+    half of ``S``, then the rule's scalar slots) are views into the byte
+    array ``commit[0]``; ``p_sh`` and ``head_sh`` are the same views into
+    ``commit[1]``, a byte array of the same size, the shadow. ``S`` holds
+    the slots twice, ``S[0]`` and ``S[1]`` (slots, n): ``S[int(head[3])]``
+    is the live copy, the other one is free. ``g`` (n,) is the gradient, of
+    ``p``'s dtype. ``segments`` (int64) are the bounds of the variables in
+    the buffer, ``[0, n1, n1 + n2, ..., n]``, and ``whole`` is ``[0, n]``;
+    ``work`` holds the NumPy path's work arrays and traced step.
     """
 
     g: np.ndarray
     p: np.ndarray
-    S: np.ndarray
-    meta: np.ndarray
-    arena: np.ndarray
-    shadow: np.ndarray
+    S: tuple
+    head: np.ndarray
     p_sh: np.ndarray
-    S_sh: np.ndarray
-    meta_sh: np.ndarray
+    head_sh: np.ndarray
+    commit: tuple
+    segments: np.ndarray
+    whole: np.ndarray
+    work: dict
+
+
+#: the index in ``head`` of the live copy of the slots
+LIVE = 3
 
 
 def fused_available(dtype) -> bool:
@@ -201,47 +358,64 @@ def fused_available(dtype) -> bool:
     return _backend.numba_enabled() and np.dtype(dtype) in _FAST_DTYPES
 
 
-def fused_step(rule: Rule, consts: tuple, neg_lr, beta, nesterov: bool, has_momentum: bool,
-               buf: StepBuffers, new_meta: np.ndarray, check: bool) -> float:
-    """One update of a parameter group, as one indivisible write of ``p``, ``S`` and ``meta``.
+def fused_step(kind: StepKind, args: StepArgs, buf: StepBuffers, new_head: np.ndarray, check: bool) -> float:
+    """One update of a parameter group, as one indivisible write of ``p``, the slots and ``head``.
 
-    Per element::
-
-        d, *slots = rule(g, *S[:k], *consts)        (k = len(rule.slots))
-        s = d * neg_lr
-        s, S[k] = momentum(s, S[k], beta, nesterov)  (has_momentum)
-        p = p + s
-
-    and ``meta[:] = new_meta``. With ``check``, the squared norm of ``g`` is
-    computed first and, when it is not finite, nothing is written (the
-    caller decides); otherwise ``meta[2]`` is set to its square root. Returns
-    the squared norm (NaN when not ``check``).
+    Per element, :func:`step_source`'s step on ``g``, ``p`` and the rows of
+    the live slots (the rule's, then the momentum), with ``args``; then
+    ``head[:] = new_head``, whose entry :data:`LIVE` is set here. With
+    ``args.scales`` of one entry per variable (``len(buf.segments) - 1``),
+    variable ``j`` gets ``scales[j]``. With ``check``, the squared norm of
+    ``g`` is computed first and, when it is not finite, nothing is written
+    (the caller decides); otherwise ``head[2]`` is set to its square root.
+    Returns the squared norm (NaN when not ``check``).
 
     numba (float32/float64): one kernel call, which Python cannot interrupt
-    halfway. NumPy: the rule on whole arrays, written into the shadow, then
-    one ``np.copyto`` of the shadow into the arena.
+    halfway, updates the live slots in place. NumPy: the step's ufunc calls
+    write the new slots into the free copy and the new parameters into the
+    shadow; then one ``np.copyto`` of the shadow's head and parameters
+    commits them, the head naming the other copy live from then on.
     """
     g, p = buf.g, buf.p
+    whole = len(args.scales) == 1
+    live = int(buf.head[LIVE])
     if _backend.numba_enabled() and p.dtype in _FAST_DTYPES and g.dtype == p.dtype:
-        return _nb.fused_kernel(rule)(g, p, buf.S, consts, neg_lr, beta, nesterov, has_momentum,
-                                      buf.meta, new_meta, check)
+        bounds = buf.whole if whole else buf.segments
+        new_head[LIVE] = live
+        return _nb.fused_kernel(kind)(g, p, buf.S[live], args.consts, args.neg_lr, args.beta, args.nesterov,
+                                      args.f, args.lo, args.hi, args.scales, bounds, buf.head, new_head, check)
     sq = np.nan
     if check:
         sq = sum_squares(g)
         if not np.isfinite(sq):
             return sq
-    k = len(rule.slots)
-    S, S_sh = buf.S, buf.S_sh
-    for c in _slices(p.size):
-        d, *slots = rule.fn(g[c], *S[:k, c], *consts)
-        for j, value in enumerate(slots):
-            S_sh[j, c] = value
-        s = d * neg_lr
-        if has_momentum:
-            s, S_sh[k, c] = momentum.fn(s, S[k, c], beta, nesterov)
-        np.add(p[c], s, out=buf.p_sh[c])
-    buf.meta_sh[...] = new_meta
+    scale = args.scales[0]
+    if not whole:  # one scale per element, for one pass over the buffer
+        scale = buf.work.get("scale")
+        if scale is None:
+            scale = buf.work["scale"] = np.empty_like(p)
+        b = buf.segments
+        for j, value in enumerate(args.scales):
+            scale[b[j] : b[j + 1]] = value
+    full = [g, p, *buf.S[live], *args.consts, scale, args.lo, args.hi, args.neg_lr, args.beta, args.nesterov,
+            args.f]
+    outs = [buf.p_sh, *buf.S[1 - live]]
+    # the traced step, kept with the buffers: the flags are all it depends on beyond the binding
+    key = (kind, whole, args.nesterov, *[c if c is None or c.__class__ in _FLAGS else 0 for c in args.consts])
+    entry = buf.work.get(key)
+    if entry is None:
+        static = {i: a for i, a in enumerate(full) if _is_flag(a)}
+        dynamic = [i for i in range(len(full)) if i not in static]
+        prog = _np.program(_step_function(kind), [full[i] for i in dynamic], static, outs, ())
+        entry = buf.work[key] = (prog, dynamic)
+    prog, dynamic = entry
+    if prog is None:  # pragma: no cover - every rule of this module traces
+        apply_elementwise(_step_function(kind), full, outs)
+    else:
+        _np.run(prog, [full[i] for i in dynamic], outs)
+    new_head[LIVE] = 1 - live
+    buf.head_sh[...] = new_head
     if check:
-        buf.meta_sh[2] = np.sqrt(sq)
-    np.copyto(buf.arena, buf.shadow)
+        buf.head_sh[2] = np.sqrt(sq)
+    np.copyto(*buf.commit)
     return sq

@@ -48,9 +48,10 @@ from .._validation import (
     validate_params,
 )
 from ..kernels import optim as K
+from . import _step
 from . import schedules as _schedules
 from . import transforms as T
-from .layout import META_SIZE, Binding, _leaves, fused_plan, state_keys
+from .layout import Binding, fused_plan, state_keys
 
 registry = Registry("optimizer")
 
@@ -148,7 +149,6 @@ class Optimizer:
         self._binding: Binding | None = None
         self._pending = None  # (slots, shapes, dtypes) given by set_state before the first binding
         self._meta = np.array([0.0, 0.0, math.nan])  # replaced by the binding's, in its arena
-        self._new_meta = np.empty(META_SIZE)
         object.__setattr__(self, "_ready", True)
 
     def __setattr__(self, key, value):
@@ -435,7 +435,8 @@ class Optimizer:
 
         A transaction: parameters, slots, ``iterations``, ``skipped_steps``
         and ``last_global_norm`` change in one indivisible write (one kernel
-        call, or one copy of the shadow arena), so whatever raises inside,
+        call, or one copy of a shadow; see :mod:`normlab.optim.layout`), so
+        whatever raises inside,
         ``KeyboardInterrupt`` included, either nothing changed or the whole
         step did; ``iterations + skipped_steps`` advances exactly when it
         committed. One exception: a step refused for non-finite gradients
@@ -443,46 +444,11 @@ class Optimizer:
         ``last_global_norm`` before raising ``FloatingPointError``.
         """
         b = self._binding
-        meta = b.meta
-        it = int(meta[0])
         lr = self.current_learning_rate
-        plan = b.fused
-        new_meta = self._new_meta
-        new_meta[0], new_meta[1], new_meta[2] = it + 1, meta[1], math.nan
-        if plan is not None:
-            grp = b.groups[0]
-            dt = grp.dtype.type
-            consts = plan.consts(T.StepInfo(it, lr), b.state[plan.link] if plan.link >= 0 else None, dt)
-            beta, nesterov = plan.momentum or (0.0, False)
-            args = (plan.rule, consts, dt(-lr), dt(beta), nesterov, plan.momentum is not None, grp.buffers)
-            sq = K.fused_step(*args, new_meta, True)
-            if math.isfinite(sq):
-                return
-            norm = math.sqrt(sq)
-            if self._refuse(norm, names):
-                return
-            new_meta[2] = norm
-            K.fused_step(*args, new_meta, False)
-            return
-        norm = b.global_norm()
-        if not math.isfinite(norm) and self._refuse(norm, names):
-            return
-        b.refresh_shadow_state()
-        for w, g in zip(b.work, b.chain_grads):
-            np.copyto(w, g)
-        updates, state = self._transform.update(b.work, b.state_sh, b.chain_params, T.StepInfo(it, lr, b.scratch))
-        # links that return new arrays rather than updating theirs in place
-        if not (type(state) is tuple and len(state) == len(b.state_sh)
-                and all(x is y for x, y in zip(state, b.state_sh))):
-            shadow = dict(_leaves(b.state_sh))
-            for path, a in _leaves(state):
-                if shadow[path] is not a:
-                    np.copyto(shadow[path], a)
-        for p, u, out in zip(b.chain_params, updates, b.chain_params_sh):
-            np.add(p, u, out=out)
-        new_meta[2] = norm
-        b.meta_sh[...] = new_meta
-        np.copyto(b.arena, b.shadow)  # the commit
+        if b.fused is not None:
+            _step.fused(self, b, int(b.meta[0]), lr, names)
+        else:
+            _step.chain(self, b, int(b.meta[0]), lr, names)
 
     def _refuse(self, norm: float, names) -> bool:
         """Handle a non-finite gradient norm: True when the step is skipped (committed as such), raises for "raise"."""
@@ -502,7 +468,7 @@ class Optimizer:
         )
 
     def _fusable(self, grads, params) -> bool:
-        """True when a step on these arrays (bound as one flat buffer) would be one kernel call."""
+        """True when a step on these arrays (bound to this optimizer) would update them in one kernel call."""
         dtypes = {p.dtype for p in params} | {g.dtype for g in grads}
         return (K.fused_available(next(iter(dtypes))) and len(dtypes) == 1
                 and all(a.flags.c_contiguous for a in list(grads) + list(params))

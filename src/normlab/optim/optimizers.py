@@ -5,9 +5,9 @@ policy, clipping, decoupled weight decay, update rule), the learning rate
 and the state are in :class:`~normlab.optim.base.Optimizer`; a class here
 only names its hyperparameters and builds its chain (``_rule``). Each rule
 is written once, in :mod:`normlab.kernels.optim`; the optimizer fuses any
-chain of the form "rule, learning rate, optional momentum" into one kernel
-call over a flat buffer (:mod:`normlab.optim.layout`), with the same
-arithmetic as the chain.
+chain of the form "optional clip, rule, learning rate, optional momentum,
+optional weight decay" into one kernel call over its buffers
+(:mod:`normlab.optim.layout`), with the same arithmetic as the chain.
 """
 
 from __future__ import annotations
@@ -476,7 +476,8 @@ class ChainOptimizer(Optimizer):
     The step is the same as for the built-in optimizers: global norm and
     ``on_nonfinite``, then the chain; it runs on one flat buffer per dtype
     when every link is elementwise, and as one fused kernel when the chain
-    is a rule, the learning rate and optional momentum. A chain is code, so
+    is an optional clip, a rule, the learning rate, optional momentum and
+    optional weight decay. A chain is code, so
     ``get_config`` (and saving a model compiled with one) raises
     ``ValueError``; the state (``get_state``) saves and loads as usual.
 

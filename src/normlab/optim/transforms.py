@@ -99,30 +99,40 @@ class StepInfo(NamedTuple):
 
 
 class LinkSpec(NamedTuple):
-    """What an optimizer may know about a link in order to run it on a flat buffer, or fuse it.
+    """What an optimizer may know about a link in order to lay it out on flat buffers, or fuse it.
 
     ``kind``: ``"rule"`` (an elementwise rule of :mod:`normlab.kernels.optim`
-    with its ``consts(info, state, dtype)``), ``"lr"`` (``-lr *``),
-    ``"momentum"`` (``args = (beta, nesterov)``) or another elementwise link
-    that is not fused (``"clip_value"``, ``"clip_global"``, ``"scale"``,
-    ``"decay"``, ``"nesterov_exact"``, ``"nadam"``).
+    with its ``consts(info, state, dtype)``; ``scalars`` names its scalar
+    slots and ``commit(info, state)`` gives their values after the step),
+    ``"lr"`` (``-lr *``, ``args = (flip_sign,)``), ``"momentum"`` (``args =
+    (beta, nesterov)``), ``"clip_value"``, ``"clip_global"``, ``"clip_norm"``
+    (``args = (c,)``), ``"decay"`` (``args = (weight_decay,)``), or another
+    elementwise link that is not fused (``"scale"``, ``"nesterov_exact"``).
+    ``per_variable``: the link needs the variables apart (``clip_norm``).
+    ``path``: where the link's state is in the chain's state (set by
+    :func:`chain`).
     """
 
     kind: str
     rule: Any = None
     consts: Callable | None = None
     args: tuple = ()
+    per_variable: bool = False
+    scalars: tuple = ()
+    commit: Callable | None = None
+    path: tuple = ()
 
 
 class GradientTransformation(NamedTuple):
     """A pure ``(init, update)`` pair; see the module docstring.
 
     ``spec`` describes the links to an optimizer: a tuple of
-    :class:`LinkSpec`, one per link, when every link is elementwise (it may
-    then run on one flat buffer per dtype, and is fused into one kernel when
-    it is a rule followed by the learning rate and optional momentum), or
-    ``None`` (the default, and any link that needs the parameters apart, as
-    ``clip_by_norm``): the chain then sees one array per parameter.
+    :class:`LinkSpec`, one per link, when every link is elementwise or a
+    per-variable clip (the chain may then run on one flat buffer per dtype,
+    unless a link is ``per_variable``, and it is fused into one kernel
+    when it is an optional clip, a rule, the learning rate, optional
+    momentum and optional weight decay), or ``None`` (the default, and any
+    link of unknown form): the chain then sees one array per parameter.
     """
 
     init: Callable[[Sequence[np.ndarray]], Any]
@@ -180,7 +190,8 @@ def chain(*links: GradientTransformation) -> GradientTransformation:
         return updates, tuple(new_state)
 
     specs = [t.spec for t in links]
-    spec = None if any(sp is None for sp in specs) else tuple(x for sp in specs for x in sp)
+    spec = None if any(sp is None for sp in specs) else tuple(
+        x._replace(path=(k,) + x.path) for k, sp in enumerate(specs) for x in sp)
     return GradientTransformation(init, update, spec)
 
 
@@ -190,12 +201,17 @@ def _apply_rule(rule, consts, updates, state, info) -> None:
         K.apply_rule(rule, u, [state[name][i] for name in rule.slots], consts(info, state, u.dtype.type), u)
 
 
-def _rule_link(rule, init, consts) -> GradientTransformation:
+def _rule_link(rule, init, consts, scalars=(), commit=None) -> GradientTransformation:
+    """A link that runs ``rule``; ``commit(info, state)`` gives the new values of the scalar slots ``scalars``."""
+
     def update(updates, state, params, info):
+        new = commit(info, state) if commit is not None else ()
         _apply_rule(rule, consts, updates, state, info)
+        for name, value in zip(scalars, new):
+            state[name][...] = value
         return updates, state
 
-    return GradientTransformation(init, update, (LinkSpec("rule", rule, consts),))
+    return GradientTransformation(init, update, (LinkSpec("rule", rule, consts, scalars=scalars, commit=commit),))
 
 
 def identity() -> GradientTransformation:
@@ -231,10 +247,11 @@ def clip_by_value(clipvalue: float) -> GradientTransformation:
 
     def update(updates, state, params, info):
         for u in updates:
-            np.clip(u, -c, c, out=u)
+            dt = u.dtype.type
+            K.apply_elementwise(K.clip_value, [u, dt(-c), dt(c)], [u], ((0, 0),))
         return updates, state
 
-    return GradientTransformation(_no_state, update, (LinkSpec("clip_value"),))
+    return GradientTransformation(_no_state, update, (LinkSpec("clip_value", args=(c,)),))
 
 
 def clip_by_norm(clipnorm: float) -> GradientTransformation:
@@ -255,7 +272,7 @@ def clip_by_norm(clipnorm: float) -> GradientTransformation:
                 np.multiply(u, c / n, out=u)
         return updates, state
 
-    return GradientTransformation(_no_state, update)
+    return GradientTransformation(_no_state, update, (LinkSpec("clip_norm", args=(c,), per_variable=True),))
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -280,7 +297,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         return updates, state
 
     # the norm of a flat buffer is the norm of its parts (summed in another order)
-    return GradientTransformation(_no_state, update, (LinkSpec("clip_global"),))
+    return GradientTransformation(_no_state, update, (LinkSpec("clip_global", args=(c,)),))
 
 
 # ----------------------------------------------------------------- scaling
@@ -532,13 +549,10 @@ def scale_by_nadam(
         return (dt(1.0 - b1), dt(1.0 - b2), dt(eps), dt(ratio), dt(c_m), dt(c_g),
                 dt(math.sqrt(1.0 - b2**t)), c_m != 0.0)
 
-    def update(updates, state, params, info):
-        _apply_rule(K.nadam, consts, updates, state, info)
-        state["u_product"][...] = schedule(info, state)[3]
-        return updates, state
+    def commit(info, state):
+        return (schedule(info, state)[3],)
 
-    # elementwise, but its scalar slot keeps it out of the fused kernel
-    return GradientTransformation(init, update, (LinkSpec("nadam"),))
+    return _rule_link(K.nadam, init, consts, ("u_product",), commit)
 
 
 def scale_by_lion(beta_1: float = 0.9, beta_2: float = 0.99) -> GradientTransformation:
@@ -579,10 +593,8 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     def update(updates, state, params, info):
         f = -float(info.learning_rate) * wd
         if f != 0.0:
-            for i, (u, p) in enumerate(zip(updates, params)):
-                t = _tmp(info, i, u)
-                np.multiply(p, f, out=t)
-                np.add(u, t, out=u)
+            for u, p in zip(updates, params):
+                K.apply_elementwise(K.decay, [u, p, u.dtype.type(f)], [u], ((0, 0),))
         return updates, state
 
-    return GradientTransformation(_no_state, update, (LinkSpec("decay"),))
+    return GradientTransformation(_no_state, update, (LinkSpec("decay", args=(wd,)),))

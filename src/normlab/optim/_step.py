@@ -1,0 +1,95 @@
+"""The two ways an optimizer's step runs: one fused kernel call, or the chain on the shadow arena.
+
+Both are transactions (see :mod:`normlab.optim.layout`): parameters, slots
+and counters change in one indivisible write, or not at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kernels import optim as K
+from ..kernels.checks import sum_squares
+from . import transforms as T
+from .layout import _SCALARS, _leaves, state_at
+
+_ONES: dict = {}
+
+
+def fused(opt, b, it: int, lr: float, names) -> None:
+    """The step of a binding with a :class:`~.layout.FusedPlan`: norms first where a clip needs them, then one kernel.
+
+    The same operations in the same order as the chain: a clipped norm
+    scales the gradients by ``dtype(c / norm)`` (1 where not clipped: an
+    exact no-op), as ``clip_by_norm`` and ``clip_by_global_norm`` multiply
+    by the Python float ``c / norm``; the global norm is summed over the
+    arrays the chain sees, as the chain's step computes it.
+    """
+    plan = b.fused
+    buf = b.groups[0].buffers
+    dt = b.groups[0].dtype.type
+    info = T.StepInfo(it, lr)
+    link_state = state_at(b.state, plan.rule_path) if plan.rule_path is not None else None
+    head = b.new_head
+    head[0], head[1], head[2] = it + 1, b.meta[1], math.nan
+    if plan.commit is not None:
+        head[_SCALARS:] = plan.commit(info, link_state)
+    ones = _ONES.get(dt)
+    if ones is None:
+        ones = _ONES[dt] = np.ones(1, dt)
+    pre, lo, hi, scales, check = "", dt(0), dt(0), ones, True
+    if plan.clip is not None:
+        how, c = plan.clip
+        if how == "clip_value":
+            pre, lo, hi = "clip", dt(-c), dt(c)
+        else:
+            sqs = [sum_squares(a) for a in b.chain_grads]
+            norm = math.sqrt(sum(sqs))
+            if not math.isfinite(norm) and opt._refuse(norm, names):
+                return
+            per = sqs if how == "clip_norm" else [sum(sqs)]
+            scales = np.array([_scale(math.sqrt(sq), c) for sq in per], dt)
+            pre, check, head[2] = "scale", False, norm
+    beta, nesterov = plan.momentum or (0.0, False)
+    f = -lr * plan.decay
+    kind = K.StepKind(plan.rule, pre, plan.momentum is not None, f != 0.0)
+    args = K.StepArgs(plan.consts(info, link_state, dt), dt(-lr), dt(beta), nesterov, dt(f), lo, hi, scales)
+    sq = K.fused_step(kind, args, buf, head, check)
+    if not check or math.isfinite(sq):
+        return
+    norm = math.sqrt(sq)
+    if opt._refuse(norm, names):
+        return
+    head[2] = norm
+    K.fused_step(kind, args, buf, head, False)
+
+
+def _scale(norm: float, c: float) -> float:
+    """The factor a clip to norm ``c`` applies (NaN for a non-finite norm, as the clipping links)."""
+    if not math.isfinite(norm):
+        return math.nan
+    return c / norm if norm > c else 1.0
+
+
+def chain(opt, b, it: int, lr: float, names) -> None:
+    """The step of any chain: it runs on the shadow state, then one copy of the shadow arena commits it."""
+    norm = b.global_norm()
+    if not math.isfinite(norm) and opt._refuse(norm, names):
+        return
+    b.refresh_shadow_state()
+    for w, g in zip(b.work, b.chain_grads):
+        np.copyto(w, g)
+    updates, state = opt._transform.update(b.work, b.state_sh, b.chain_params, T.StepInfo(it, lr, b.scratch))
+    # links that return new arrays rather than updating theirs in place
+    if not (type(state) is tuple and len(state) == len(b.state_sh)
+            and all(x is y for x, y in zip(state, b.state_sh))):
+        shadow = dict(_leaves(b.state_sh))
+        for path, a in _leaves(state):
+            if shadow[path] is not a:
+                np.copyto(shadow[path], a)
+    for p, u, out in zip(b.chain_params, updates, b.chain_params_sh):
+        np.add(p, u, out=out)
+    b.meta_sh[...] = (it + 1, b.meta[1], norm)
+    np.copyto(b.arena, b.shadow)  # the commit
