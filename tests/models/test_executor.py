@@ -406,3 +406,38 @@ def test_compute_gradients_changes_no_layer_state():
         assert idx
     np.testing.assert_allclose(model.layers[0].params["kernel"], before[0] - 0.1 * grads[(model.layers[0], "kernel")],
                                rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("functional", [False, True])
+@pytest.mark.parametrize("act,loss,kind", [("softmax", "sparse_categorical_crossentropy", "sparse"),
+                                           ("softmax", "categorical_crossentropy", "onehot"),
+                                           ("sigmoid", "binary_crossentropy", "binary")])
+def test_an_activation_layer_as_the_output_takes_the_loss_through_its_logits(act, loss, kind, functional):
+    # the loss is differentiated through the Activation's input (its logits), as for a Dense output
+    def build():
+        units = 1 if kind == "binary" else 3
+        def layers():
+            d = {"dtype": "float64"}
+            return [Dense(6, use_bias=False, **d), BatchNormalization(**d), Activation("relu", **d),
+                    Dense(units, **d), Activation(act, **d)]
+
+        model = normlab.Sequential(layers())
+        model.build((None, 5), seed=0)
+        if functional:
+            graph = as_functional(layers())
+            graph.set_weights(model.get_weights())
+            model = graph
+        model.compile(optimizer=optimizers.SGD(0.1), loss=loss)
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 5)).astype(np.float64)
+    y = targets(kind, 16, rng)
+    model = build()
+    grads = model.compute_gradients(x, y)
+    assert model._fused  # the loss enters at the Activation's logits
+    numeric = normlab.testing.numerical_gradient(
+        lambda: model.compute_loss_value(x, y), model.layers[0].params["kernel"])
+    np.testing.assert_allclose(grads[(model.layers[0], "kernel")], numeric, rtol=1e-5, atol=1e-7)
+    losses = [model.train_on_batch(x, y) for _ in range(3)]
+    assert losses[-1] < losses[0]

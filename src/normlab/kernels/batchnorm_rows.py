@@ -29,7 +29,10 @@ else:  # pragma: no cover
     _F = None
     _ACT_KINDS = {}
 
-__all__ = ["RowsTrainCache", "RowsInferenceCache", "takes", "activation_kind", "train_forward",
+#: the kernels' code of each activation they fuse backward (empty without numba)
+KINDS = dict(_ACT_KINDS)
+
+__all__ = ["RowsTrainCache", "RowsInferenceCache", "enabled", "takes", "activation_kind", "train_forward",
            "train_backward", "inference_forward", "inference_backward"]
 
 _EMPTY = np.empty(0)
@@ -72,14 +75,16 @@ def activation_kind(activation, dtype, *, forward: bool) -> int | None:
     return kind
 
 
-def _or_empty(a):
-    return _EMPTY if a is None else a
+def enabled() -> bool:
+    """True while these kernels can run at all (numba installed and enabled)."""
+    return _backend.numba_enabled()
 
 
-def train_forward(x, gamma, beta, *, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean,
+def train_forward(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean,
                   inv_std, saved, stamp, act_kind=None, act_out=None):
     """``out = BN(x)`` with the batch statistics (and ``act_out = f(out)`` for ``act_kind``), in one call.
 
+    (Positional arguments: the training step calls this for every layer.)
     ``x`` is ``(m, C)`` and C-contiguous; ``out``, ``act_out``, ``mean``
     and ``inv_std`` are written. Only if every statistic is finite are the
     moving statistics updated (``moving = momentum * moving + (1 - momentum)
@@ -89,7 +94,8 @@ def train_forward(x, gamma, beta, *, epsilon, momentum, var_correction, moving_m
     Returns the cache for :func:`train_backward`, or None (nothing updated)
     when a statistic is not finite.
     """
-    gamma, beta = _or_empty(gamma), _or_empty(beta)
+    gamma = _EMPTY if gamma is None else gamma
+    beta = _EMPTY if beta is None else beta
     if act_kind is None:
         ok = _F.train_forward_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
                                    out, mean, inv_std, saved, stamp)
@@ -99,7 +105,7 @@ def train_forward(x, gamma, beta, *, epsilon, momentum, var_correction, moving_m
     return RowsTrainCache(x, mean, inv_std) if ok else None
 
 
-def train_backward(dy, cache: RowsTrainCache, gamma, *, dx, dgamma, dbeta, accumulate: bool,
+def train_backward(dy, cache: RowsTrainCache, gamma, dx, dgamma, dbeta, accumulate: bool,
                    act_kind=None, act_s=None) -> np.ndarray:
     """dL/dx of :func:`train_forward` into ``dx`` (and dgamma, dbeta written or added).
 
@@ -108,13 +114,14 @@ def train_backward(dy, cache: RowsTrainCache, gamma, *, dx, dgamma, dbeta, accum
     otherwise). ``dgamma``/``dbeta`` None are skipped. The same numbers as
     the activation's backward pass followed by the plain one.
     """
-    dgamma, dbeta = _or_empty(dgamma), _or_empty(dbeta)
+    gamma = _EMPTY if gamma is None else gamma
+    dgamma = _EMPTY if dgamma is None else dgamma
+    dbeta = _EMPTY if dbeta is None else dbeta
+    x, mean, inv_std = cache
     if act_kind is None:
-        _F.train_backward_step(dy, cache.x, cache.mean, cache.inv_std, _or_empty(gamma), dx, dgamma, dbeta,
-                               accumulate)
+        _F.train_backward_step(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate)
     else:
-        _F.train_backward_act_step(dy, act_s, act_kind, cache.x, cache.mean, cache.inv_std, _or_empty(gamma),
-                                   dx, dgamma, dbeta, accumulate)
+        _F.train_backward_act_step(dy, act_s, act_kind, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate)
     return dx
 
 

@@ -306,6 +306,10 @@ class Layer:
         self._backward_params_only(dy)
         return None
 
+    def _train_backward_from_logits(self, dz, need_dx: bool = True):
+        """``backward_from_logits`` inside a model's step (the result may be a workspace)."""
+        return self.backward_from_logits(dz, need_dx=need_dx)
+
     def _begin_step(self, stamp: float) -> None:
         """A model's training step ``stamp`` begins: remember what it may change besides parameters.
 

@@ -70,9 +70,9 @@ class Activation(Layer):
             raise RuntimeError(f"Layer {self.name!r}: no training forward call to take logits from.")
         return self._cache.z
 
-    def backward_from_logits(self, dz) -> np.ndarray:
-        """Back-propagate a gradient already taken with respect to the input ``z``."""
-        return dz
+    def backward_from_logits(self, dz, need_dx: bool = True) -> np.ndarray | None:
+        """Back-propagate a gradient already taken with respect to the input ``z`` (it is dL/dx)."""
+        return dz if need_dx else None
 
     def get_config(self):
         return {"activation": self.activation, **super().get_config()}
@@ -223,8 +223,11 @@ class Dense(ActivatedLinear, Layer):
         return value, grad, out
 
     def _train_backward(self, dy, need_dx: bool = True):
+        return self._train_backward_from_logits(self._act_backward(dy), need_dx)
+
+    def _train_backward_from_logits(self, dz, need_dx: bool = True):
+        """:meth:`backward_from_logits` inside a model's step: dL/dx into a workspace."""
         try:
-            dz = self._act_backward(dy)
             ws, dx = self._ws, None
             if need_dx and ws is not None and dz.ndim == 2 and ws[0].shape == dz.shape and ws[0].dtype == dz.dtype:
                 dx = ws[1]

@@ -13,6 +13,8 @@ import numpy as np
 
 from ..kernels import batchnorm_rows as R
 
+_EMPTY = np.empty(0)  # "no gamma / beta / gradient" for the kernels
+
 __all__ = ["BatchNormActivation"]
 
 
@@ -34,6 +36,13 @@ class BatchNormActivation:
         self.bn = bn
         self.act = act
         self.name = f"{bn.name}+{act.name}"
+        self._key = self._kind = None  # _forward_kind's answer and what it was for
+        # a row-kernel cache in the backward pass says the kernels ran forward: their code for the activation
+        self._backward_kind = R.KINDS.get(act.activation)
+        # which parameter gradients the kernels write (fixed while the model stays compiled:
+        # a change of 'trainable' asks for a new compile)
+        self._dgamma = bn._trainable and bn.scale
+        self._dbeta = bn._trainable and bn.center
 
     def _train_forward(self, x: np.ndarray) -> np.ndarray:
         a = self._forward(x, workspace=True)
@@ -46,6 +55,18 @@ class BatchNormActivation:
         if dx is None:
             dx = self.bn._train_backward(self.act._train_backward(da, True), need_dx)
         return dx
+
+    def _forward_kind(self, x):
+        """The kernels' code for the activation when they take ``x``, else None (kept per shape, dtype and backend)."""
+        key = (x.shape, x.dtype, R.enabled())
+        if self._key != key:
+            bn = self.bn
+            kind = R.activation_kind(self.act.activation, x.dtype, forward=True)
+            if not (bn._trainable and bn._features_last and not bn.renorm and bn.virtual_batch_size is None
+                    and R.takes(x) and x.size // x.shape[-1] >= 2):
+                kind = None  # (a batch of one: the layer's own call gives the error or the policy)
+            self._key, self._kind = key, kind
+        return self._kind
 
     def _forward(self, x, workspace=False):
         """Training forward of the batch norm and its activation in one kernel call; None where that does not apply.
@@ -60,34 +81,28 @@ class BatchNormActivation:
         plain, trainable batch norm over the last axis, with at least 2 rows.
         The result equals the two calls bit for bit.
         """
-        bn, act = self.bn, self.act
-        kind = R.activation_kind(act.activation, x.dtype, forward=True)
-        if (
-            kind is None
-            or not (bn._trainable and bn._features_last)
-            or bn.renorm
-            or bn.virtual_batch_size is not None
-            or not R.takes(x)
-        ):
+        kind = self._forward_kind(x)
+        if kind is None:
             return None
-        c = x.shape[-1]
-        if x.size // c < 2:
-            return None  # the layer's own call gives the error or the policy
+        bn = self.bn
         flat = x.ndim == 2 and x.flags.c_contiguous  # already the (m, C) the kernels take
-        x2 = x if flat else np.ascontiguousarray(x).reshape(-1, c)
+        x2 = x if flat else np.ascontiguousarray(x).reshape(-1, x.shape[-1])
         if workspace:
-            ws = bn._workspace(x2)
+            ws = bn._ws
+            if ws is None or ws[0].shape != x2.shape or ws[0].dtype != x2.dtype:
+                ws = bn._workspace(x2)
             if ws[1] is None:
                 ws[1] = np.empty_like(x2)
             z, a, mean, inv_std = ws[0], ws[1], ws[3], ws[4]
         else:
+            c = x2.shape[1]
             z, a = np.empty_like(x2), np.empty_like(x2)
             mean, inv_std = np.empty(c, np.float64), np.empty(c, np.float64)
+        p, b = bn.params, bn.buffers
         cache = R.train_forward(
-            x2, bn.params.get("gamma"), bn.params.get("beta"), epsilon=bn.epsilon, momentum=bn.momentum,
-            var_correction=bn._var_correction(x2.shape[0]), moving_mean=bn.buffers["moving_mean"],
-            moving_var=bn.buffers["moving_variance"], out=z, mean=mean, inv_std=inv_std, saved=bn._saved,
-            stamp=bn._stamp, act_kind=kind, act_out=a,
+            x2, p.get("gamma", _EMPTY), p.get("beta", _EMPTY), bn.epsilon, bn.momentum,
+            bn._var_correction(x2.shape[0]), b["moving_mean"], b["moving_variance"], z, mean, inv_std,
+            bn._saved, bn._stamp, kind, a,
         )
         if cache is None:
             bn._raise_non_finite(x.shape)
@@ -95,7 +110,7 @@ class BatchNormActivation:
         if not flat:
             z, a = z.reshape(x.shape), a.reshape(x.shape)
         bn._out_shape = z.shape
-        act._set_training_cache(z, a)
+        self.act._set_training_cache(z, a)
         return a
 
     def _backward(self, da, workspace=False):
@@ -103,17 +118,17 @@ class BatchNormActivation:
 
         One kernel call (:func:`normlab.kernels.batchnorm_rows.train_backward`
         with the activation) instead of the activation's backward pass and
-        the batch norm's: the gradient at this layer's output is recomputed from
-        ``da`` where it is needed rather than stored. Returns ``None``
-        (nothing done) unless both layers ran the training forward pass on the
-        row kernels (relu, sigmoid or tanh; contiguous arrays of one dtype);
-        the result equals the two-call path bit for bit.
+        the batch norm's: the gradient at the batch norm's output is
+        recomputed from ``da`` where it is needed rather than stored. Returns
+        ``None`` (nothing done) unless both layers ran the training forward
+        pass on the row kernels (relu, sigmoid or tanh; contiguous arrays of
+        one dtype); the result equals the two-call path bit for bit.
         """
         bn, act = self.bn, self.act
         cache, act_cache = bn._cache, act._cache
         if type(cache) is not R.RowsTrainCache or act_cache is None:
             return None
-        kind = R.activation_kind(act.activation, da.dtype, forward=False)
+        kind = self._backward_kind
         if kind is None:
             return None
         x2 = cache.x
@@ -122,13 +137,18 @@ class BatchNormActivation:
         if not (da.dtype == dt and s.dtype == dt and da.shape == s.shape and da.flags.c_contiguous
                 and s.flags.c_contiguous and s.size == x2.size):
             return None
-        dx = bn._dx_workspace(x2) if workspace else np.empty_like(x2)
+        if workspace:
+            ws = bn._ws
+            dx = ws[2] if ws is not None and ws[2] is not None and ws[2].shape == x2.shape else bn._dx_workspace(x2)
+        else:
+            dx = np.empty_like(x2)
         flat = da.shape == x2.shape
+        g = bn.grads
         try:
             R.train_backward(
-                da if flat else da.reshape(x2.shape), cache, bn.params.get("gamma"), dx=dx,
-                dgamma=bn._grad_target("gamma"), dbeta=bn._grad_target("beta"),
-                accumulate=not bn._grads_zero, act_kind=kind, act_s=s if flat else s.reshape(x2.shape),
+                da if flat else da.reshape(x2.shape), cache, bn.params.get("gamma", _EMPTY), dx,
+                g["gamma"] if self._dgamma else _EMPTY, g["beta"] if self._dbeta else _EMPTY,
+                not bn._grads_zero, kind, s if flat else s.reshape(x2.shape),
             )
         finally:
             bn._grads_zero = act._grads_zero = False

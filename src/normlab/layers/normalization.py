@@ -444,11 +444,10 @@ class BatchNormalization(Layer):
             if x2.shape[0] < 2:
                 self._raise_too_few(x.shape, x2.shape[0])
             cache = R.train_forward(
-                x2, gamma, beta, epsilon=self.epsilon, momentum=self.momentum,
-                var_correction=self._var_correction(x2.shape[0]), moving_mean=self.buffers["moving_mean"],
-                moving_var=self.buffers["moving_variance"], out=out,
-                mean=np.empty(c, np.float64) if ws is None else ws[3],
-                inv_std=np.empty(c, np.float64) if ws is None else ws[4], saved=self._saved, stamp=self._stamp,
+                x2, gamma, beta, self.epsilon, self.momentum, self._var_correction(x2.shape[0]),
+                self.buffers["moving_mean"], self.buffers["moving_variance"], out,
+                np.empty(c, np.float64) if ws is None else ws[3], np.empty(c, np.float64) if ws is None else ws[4],
+                self._saved, self._stamp,
             )
             if cache is None:
                 self._raise_non_finite(x.shape)
@@ -469,8 +468,8 @@ class BatchNormalization(Layer):
         dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
         if type(cache) is R.RowsTrainCache:
             dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
-            R.train_backward(dy2, cache, self.params.get("gamma"), dx=dx, dgamma=self._grad_target("gamma"),
-                             dbeta=self._grad_target("beta"), accumulate=not self._grads_zero)
+            R.train_backward(dy2, cache, self.params.get("gamma"), dx, self._grad_target("gamma"),
+                             self._grad_target("beta"), not self._grads_zero)
             return dx.reshape(dy.shape)
         dx, dgamma, dbeta = R.inference_backward(dy2, cache)
         if self._trainable:

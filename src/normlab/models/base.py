@@ -134,6 +134,7 @@ class BaseModel:
             self._flatten_parameters()
             program, output = self._program()
             self._executor = Executor(program, output, fuse=self._fuse_layers)
+            self._regularized = self._regularized_layers()
             loss = self.loss
             # a softmax output trained with sparse cross-entropy: one kernel for output, loss and gradient
             self._sparse_head = (
@@ -268,7 +269,7 @@ class BaseModel:
         else:
             out = ex.forward(x)
             value, grad, fused = self._loss_and_output_grad(y, out)
-        regularized = self._regularized_layers()
+        regularized = self._regularized  # (listed at compile time)
         if regularized:
             value += self._regularization_loss(regularized)
         self._reset_grads()

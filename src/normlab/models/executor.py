@@ -142,9 +142,7 @@ class Executor:
                 values[node.out] = node.layer._train_forward(arg)
             raise RuntimeError("the output node was not found")  # pragma: no cover
         finally:
-            # drop the references, so the batch and the workspaces are not kept alive here
-            for i in range(self.n_values):
-                values[i] = None
+            values[0] = None  # the batch is the caller's: keep no reference to it
 
     def forward_up_to_output(self, x: np.ndarray) -> np.ndarray:
         """The training forward pass of every node but the output node; returns the output node's input."""
@@ -156,12 +154,10 @@ class Executor:
                 if node is last:
                     return values[last.inputs[0]]
                 ins = node.inputs
-                arg = [values[i] for i in ins] if node.multi else values[ins[0]]
-                values[node.out] = node.layer._train_forward(arg)
+                values[node.out] = node.layer._train_forward([values[i] for i in ins] if node.multi else values[ins[0]])
             raise RuntimeError("the output node was not found")  # pragma: no cover
         finally:
-            for i in range(self.n_values):
-                values[i] = None
+            values[0] = None
 
     # ------------------------------------------------------------ backward
     def backward(self, grad: np.ndarray, from_logits: bool) -> None:
@@ -175,21 +171,23 @@ class Executor:
                 if g is None:
                     continue  # a branch that does not reach the output
                 grads[node.out] = None
-                layer = node.layer
                 if from_logits and node is last:
-                    dx = layer.backward_from_logits(g, need_dx=node.need_dx)
+                    dx = node.layer._train_backward_from_logits(g, node.need_dx)
                 else:
-                    dx = layer._train_backward(g, node.need_dx)
+                    dx = node.layer._train_backward(g, node.need_dx)
                 if not node.need_dx:
                     continue
-                if not node.multi:
-                    dx = (dx,)
-                for i, d in zip(node.inputs, dx):
-                    if i == 0:
-                        continue
+                # summed over consumers, into a new array: d may be a workspace or a cache
+                if node.multi:
+                    for i, d in zip(node.inputs, dx):
+                        if i:
+                            prev = grads[i]
+                            grads[i] = d if prev is None else prev + d
+                else:
+                    i = node.inputs[0]
                     prev = grads[i]
-                    # summed over consumers into a new array: d may be a workspace or a cache
-                    grads[i] = d if prev is None else prev + d
-        finally:
+                    grads[i] = dx if prev is None else prev + dx
+        except BaseException:
             for i in range(self.n_values):
                 grads[i] = None
+            raise
