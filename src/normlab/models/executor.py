@@ -99,6 +99,10 @@ class Executor:
         self._values: list = [None] * self.n_values
         self._grads: list = [None] * self.n_values
         self.output_node = next(n for n in order if n.out == output)
+        # a chain (each node reads the one before it, the last is the output): the passes
+        # need no table of values, which saves a few lookups per node in every step
+        self._chain = all(not n.multi and n.inputs == ((order[k - 1].out,) if k else (0,))
+                          for k, n in enumerate(order)) and order[-1] is self.output_node
         #: the layers whose training pass changes state a failed step must give back
         self.stateful: list[Layer] = []
         seen = set()
@@ -125,6 +129,12 @@ class Executor:
     # ------------------------------------------------------------- forward
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The training forward pass; returns the output (the caller's own array)."""
+        if self._chain:
+            h = self.forward_up_to_output(x)
+            out = self.output_node.layer.call(h, True)
+            # a layer that passes its input through (linear, reshapes) may hand back a
+            # workspace, or a view of one: the caller gets its own copy then
+            return out.copy() if out.base is not None or out is h else out
         values = self._values
         values[0] = x
         last = self.output_node
@@ -146,6 +156,11 @@ class Executor:
 
     def forward_up_to_output(self, x: np.ndarray) -> np.ndarray:
         """The training forward pass of every node but the output node; returns the output node's input."""
+        if self._chain:
+            nodes = self.nodes
+            for k in range(len(nodes) - 1):
+                x = nodes[k].layer._train_forward(x)
+            return x
         values = self._values
         values[0] = x
         last = self.output_node
@@ -162,9 +177,17 @@ class Executor:
     # ------------------------------------------------------------ backward
     def backward(self, grad: np.ndarray, from_logits: bool) -> None:
         """Back-propagate ``grad`` (dL/d output, or dL/d logits of the output layer) into every layer's ``grads``."""
+        last = self.output_node
+        if self._chain:
+            nodes = self.nodes
+            g = last.layer._train_backward_from_logits(grad, last.need_dx) if from_logits else \
+                last.layer._train_backward(grad, last.need_dx)
+            for k in range(len(nodes) - 2, -1, -1):
+                node = nodes[k]
+                g = node.layer._train_backward(g, node.need_dx)
+            return
         grads = self._grads
         grads[self.output] = grad
-        last = self.output_node
         try:
             for node in reversed(self.nodes):
                 g = grads[node.out]
