@@ -38,15 +38,22 @@ def {qualname}(g, p, S, k, neg_lr, beta, nesterov, f, lo, hi, scales, bounds, he
         sq = sum_squares(g)
         if not np.isfinite(sq):
             return sq
-    for j in range(bounds.size - 1):
-        scale = scales[j]
-        a, b = bounds[j], bounds[j + 1]
-        gj, pj = g[a:b], p[a:b]
-{rows}
-        for i in range(pj.size):
-            {lhs} = _step({args})
+    if bounds.size == 2:
+        scale = scales[0]
+        for i in range(p.size):
+            {lhs} = _step({args_whole})
 {stores}
-            pj[i] = p_new
+            p[i] = p_new
+    else:
+        for j in range(bounds.size - 1):
+            scale = scales[j]
+            a, b = bounds[j], bounds[j + 1]
+            gj, pj = g[a:b], p[a:b]
+{rows}
+            for i in range(pj.size):
+                {lhs} = _step({args})
+{stores_seg}
+                pj[i] = p_new
     for j in range(head.size):
         head[j] = new_head[j]
     if check:
@@ -98,14 +105,15 @@ def fused_kernel(kind):
         digest = zlib.crc32(b"".join(marshal.dumps(f.__code__) for f in parts)
                             + (step_src + _TEMPLATE).encode())
         qualname = f"fused_{name}_{digest:08x}"
-        args = (["gj[i]", "pj[i]"] + [f"S{j}[i]" for j in range(nslots)] + [f"k[{j}]" for j in range(nconsts)]
-                + ["scale", "lo", "hi", "neg_lr", "beta", "nesterov", "f"])
+        scalars = [f"k[{j}]" for j in range(nconsts)] + ["scale", "lo", "hi", "neg_lr", "beta", "nesterov", "f"]
         src = _TEMPLATE.format(
             qualname=qualname,
             lhs=", ".join(["p_new"] + [f"s{j}" for j in range(nslots)]) + ",",
-            args=", ".join(args),
-            rows="\n".join(f"        S{j} = S[{j}, a:b]" for j in range(nslots)) or "        pass",
-            stores="\n".join(f"            S{j}[i] = s{j}" for j in range(nslots)) or "            pass",
+            args_whole=", ".join(["g[i]", "p[i]"] + [f"S[{j}, i]" for j in range(nslots)] + scalars),
+            args=", ".join(["gj[i]", "pj[i]"] + [f"S{j}[i]" for j in range(nslots)] + scalars),
+            rows="\n".join(f"            S{j} = S[{j}, a:b]" for j in range(nslots)) or "            pass",
+            stores="\n".join(f"            S[{j}, i] = s{j}" for j in range(nslots)) or "            pass",
+            stores_seg="\n".join(f"                S{j}[i] = s{j}" for j in range(nslots)) or "                pass",
         )
         namespace = {
             "np": np,

@@ -256,22 +256,15 @@ def _src(ref, target) -> str:
     return f"o{t[1]}" if t[0] == "o" else f"r{t[1]}"
 
 
-def _registers(dtypes) -> list:
-    """Per-thread work arrays of CHUNK elements, one per entry of ``dtypes``."""
-    pools = getattr(_local, "pools", None)
-    if pools is None:
-        pools = _local.pools = {}
-    out, used = [], {}
-    for dt in dtypes:
-        pool = pools.setdefault(dt, [])
-        k = used.get(dt, 0)
-        if k == len(pool):
-            pool.append(np.empty(CHUNK, dt))
-        elif pool[k].size < CHUNK:  # CHUNK was raised
-            pool[k] = np.empty(CHUNK, dt)
-        out.append(pool[k])
-        used[dt] = k + 1
-    return out
+def _registers(dtypes: tuple) -> list:
+    """Per-thread work arrays of CHUNK elements, one per entry of ``dtypes`` (distinct arrays)."""
+    cache = getattr(_local, "regs", None)
+    if cache is None:
+        cache = _local.regs = {}
+    regs = cache.get(dtypes)
+    if regs is None or (regs and regs[0].size < CHUNK):
+        regs = cache[dtypes] = [np.empty(CHUNK, dt) for dt in dtypes]
+    return regs
 
 
 def run(prog: Program, inputs: list, outputs: list) -> None:
@@ -279,11 +272,11 @@ def run(prog: Program, inputs: list, outputs: list) -> None:
     regs = _registers(prog.reg_dtypes)
     n = outputs[0].size if outputs else 0
     if n <= CHUNK:
-        prog.fn(*inputs, *outputs, *(r[:n] for r in regs))
+        prog.fn(*inputs, *outputs, *[r[:n] for r in regs])
         return
     arr = prog.array_inputs
     for a in range(0, n, CHUNK):
         c = slice(a, a + CHUNK)
         m = min(CHUNK, n - a)
-        prog.fn(*(x[c] if is_a else x for x, is_a in zip(inputs, arr)), *(o[c] for o in outputs),
-                *(r[:m] for r in regs))
+        prog.fn(*[x[c] if is_a else x for x, is_a in zip(inputs, arr)], *[o[c] for o in outputs],
+                *[r[:m] for r in regs])

@@ -389,30 +389,37 @@ def fused_step(kind: StepKind, args: StepArgs, buf: StepBuffers, new_head: np.nd
         sq = sum_squares(g)
         if not np.isfinite(sq):
             return sq
+    work = buf.work
     scale = args.scales[0]
     if not whole:  # one scale per element, for one pass over the buffer
-        scale = buf.work.get("scale")
+        scale = work.get("scale")
         if scale is None:
-            scale = buf.work["scale"] = np.empty_like(p)
+            scale = work["scale"] = np.empty_like(p)
         b = buf.segments
         for j, value in enumerate(args.scales):
             scale[b[j] : b[j + 1]] = value
-    full = [g, p, *buf.S[live], *args.consts, scale, args.lo, args.hi, args.neg_lr, args.beta, args.nesterov,
-            args.f]
-    outs = [buf.p_sh, *buf.S[1 - live]]
+    rows = work.get("rows")
+    if rows is None:  # the slot rows of either copy, as 1-D arrays
+        rows = work["rows"] = (list(buf.S[0]), list(buf.S[1]))
+    consts = args.consts
     # the traced step, kept with the buffers: the flags are all it depends on beyond the binding
-    key = (kind, whole, args.nesterov, *[c if c is None or c.__class__ in _FLAGS else 0 for c in args.consts])
-    entry = buf.work.get(key)
+    key = (kind, whole, args.nesterov, *[c if c is None or c.__class__ in _FLAGS else 0 for c in consts])
+    entry = work.get(key)
     if entry is None:
+        full = [g, p, *rows[live], *consts, scale, args.lo, args.hi, args.neg_lr, args.beta, args.nesterov, args.f]
         static = {i: a for i, a in enumerate(full) if _is_flag(a)}
-        dynamic = [i for i in range(len(full)) if i not in static]
-        prog = _np.program(_step_function(kind), [full[i] for i in dynamic], static, outs, ())
-        entry = buf.work[key] = (prog, dynamic)
+        # every traced argument but the rule's constants is an array or a number
+        dynamic = [j for j, c in enumerate(consts) if not _is_flag(c)]
+        prog = _np.program(_step_function(kind), [a for i, a in enumerate(full) if i not in static], static,
+                           [buf.p_sh, *rows[1 - live]], ())
+        entry = work[key] = (prog, dynamic)
     prog, dynamic = entry
     if prog is None:  # pragma: no cover - every rule of this module traces
-        apply_elementwise(_step_function(kind), full, outs)
+        apply_elementwise(_step_function(kind), [g, p, *rows[live], *consts, scale, args.lo, args.hi, args.neg_lr,
+                                                 args.beta, args.nesterov, args.f], [buf.p_sh, *rows[1 - live]])
     else:
-        _np.run(prog, [full[i] for i in dynamic], outs)
+        _np.run(prog, [g, p, *rows[live], *[consts[j] for j in dynamic], scale, args.lo, args.hi, args.neg_lr,
+                       args.beta, args.f], [buf.p_sh, *rows[1 - live]])
     new_head[LIVE] = 1 - live
     buf.head_sh[...] = new_head
     if check:

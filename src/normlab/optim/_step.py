@@ -15,7 +15,27 @@ from ..kernels.checks import sum_squares
 from . import transforms as T
 from .layout import _SCALARS, _leaves, state_at
 
-_ONES: dict = {}
+class _Context:
+    """What a fused binding's step needs beyond the learning rate and the gradients, made on its first step."""
+
+    __slots__ = ("dt", "kinds", "beta", "nesterov", "lo", "hi", "ones", "norm_clip", "link_states")
+
+    def __init__(self, b):
+        plan = b.fused
+        self.dt = dt = b.groups[0].dtype.type
+        clip = plan.clip or ("", 0.0)
+        pre = {"": "", "clip_value": "clip"}.get(clip[0], "scale")
+        momentum = plan.momentum is not None
+        # by whether this step decays (not when lr * weight_decay is 0, as the chain's decay link)
+        self.kinds = (K.StepKind(plan.rule, pre, momentum, False), K.StepKind(plan.rule, pre, momentum, True))
+        beta, self.nesterov = plan.momentum or (0.0, False)
+        self.beta = dt(beta)
+        self.lo, self.hi = (dt(-clip[1]), dt(clip[1])) if pre == "clip" else (dt(0), dt(0))
+        self.ones = np.ones(1, dt)
+        self.norm_clip = clip[0] if pre == "scale" else None
+        path = plan.rule_path
+        # the rule's state as seen with either copy of the slots live
+        self.link_states = tuple(state_at(tree, path) if path is not None else None for tree in b.states)
 
 
 def fused(opt, b, it: int, lr: float, names) -> None:
@@ -29,33 +49,32 @@ def fused(opt, b, it: int, lr: float, names) -> None:
     """
     plan = b.fused
     buf = b.groups[0].buffers
-    dt = b.groups[0].dtype.type
+    ctx = buf.work.get("context")
+    if ctx is None:
+        ctx = buf.work["context"] = _Context(b)
+    dt = ctx.dt
     info = T.StepInfo(it, lr)
-    link_state = state_at(b.state, plan.rule_path) if plan.rule_path is not None else None
+    link_state = ctx.link_states[int(b.head[K.LIVE])]
     head = b.new_head
-    head[0], head[1], head[2] = it + 1, b.meta[1], math.nan
+    head[0] = it + 1
+    head[1] = b.meta[1]
+    head[2] = math.nan
     if plan.commit is not None:
         head[_SCALARS:] = plan.commit(info, link_state)
-    ones = _ONES.get(dt)
-    if ones is None:
-        ones = _ONES[dt] = np.ones(1, dt)
-    pre, lo, hi, scales, check = "", dt(0), dt(0), ones, True
-    if plan.clip is not None:
-        how, c = plan.clip
-        if how == "clip_value":
-            pre, lo, hi = "clip", dt(-c), dt(c)
-        else:
-            sqs = [sum_squares(a) for a in b.chain_grads]
-            norm = math.sqrt(sum(sqs))
-            if not math.isfinite(norm) and opt._refuse(norm, names):
-                return
-            per = sqs if how == "clip_norm" else [sum(sqs)]
-            scales = np.array([_scale(math.sqrt(sq), c) for sq in per], dt)
-            pre, check, head[2] = "scale", False, norm
-    beta, nesterov = plan.momentum or (0.0, False)
+    scales, check = ctx.ones, True
+    if ctx.norm_clip is not None:
+        sqs = [sum_squares(a) for a in b.chain_grads]
+        norm = math.sqrt(sum(sqs))
+        if not math.isfinite(norm) and opt._refuse(norm, names):
+            return
+        c = plan.clip[1]
+        per = sqs if ctx.norm_clip == "clip_norm" else [sum(sqs)]
+        scales = np.array([_scale(math.sqrt(sq), c) for sq in per], dt)
+        check, head[2] = False, norm
     f = -lr * plan.decay
-    kind = K.StepKind(plan.rule, pre, plan.momentum is not None, f != 0.0)
-    args = K.StepArgs(plan.consts(info, link_state, dt), dt(-lr), dt(beta), nesterov, dt(f), lo, hi, scales)
+    kind = ctx.kinds[f != 0.0]
+    args = K.StepArgs(plan.consts(info, link_state, dt), dt(-lr), ctx.beta, ctx.nesterov, dt(f), ctx.lo, ctx.hi,
+                      scales)
     sq = K.fused_step(kind, args, buf, head, check)
     if not check or math.isfinite(sq):
         return

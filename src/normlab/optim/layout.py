@@ -179,7 +179,8 @@ class Binding:
     Attributes used by the optimizer: ``params`` / ``grads`` (per-variable
     views), ``chain_params`` / ``chain_params_sh`` / ``chain_grads`` (what the
     chain sees, live and shadow), ``work`` and ``scratch`` (the chain's work
-    arrays), ``state`` / ``state_sh`` (the chain's state, live and shadow),
+    arrays), ``state`` / ``state_sh`` (the chain's state, live and shadow;
+    ``states``: the state with either copy of a fused binding's slots live),
     ``head`` / ``head_sh`` and their first entries ``meta`` / ``meta_sh``,
     ``arena`` / ``shadow``, ``groups``, ``slots`` (``{"momentum/0":
     per-parameter view}``), ``scalars`` (other state entries) and ``fused``
@@ -335,7 +336,7 @@ class Binding:
         # the chain's state as seen when each copy of the slots is live (a fused binding's second copy)
         row_paths = {path for gi, cand in enumerate(candidates) for key in rows[gi] for path, _ in cand[key].values()}
         second = _map_state(state, lambda path, a: leaf_views[path][1] if path in row_paths else a)
-        self._states = (state, second if plan is not None else state)
+        self.states = (state, second if plan is not None else state)
         np.copyto(self.shadow, self.arena[: self.shadow.size])
         if flat:
             self.chain_params, self.chain_params_sh = group_live, group_sh
@@ -353,7 +354,7 @@ class Binding:
 
         # per-parameter names of the state: "slot/i" for parameter i, "slot" for a scalar
         self._named = []
-        for tree in self._states:
+        for tree in self.states:
             slots: dict[str, np.ndarray] = {}
             scalars: dict[str, np.ndarray] = {}
             for path, a in _leaves(tree):
@@ -371,7 +372,7 @@ class Binding:
     @property
     def state(self):
         """The chain's state (views of the live copy)."""
-        return self._states[int(self.head[K.LIVE])]
+        return self.states[int(self.head[K.LIVE])]
 
     @property
     def slots(self) -> dict[str, np.ndarray]:
