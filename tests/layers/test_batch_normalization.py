@@ -11,7 +11,7 @@ from normlab.testing import check_layer_gradients, numerical_gradient, rel_error
 
 
 # every test runs on the fused numba kernels and on the NumPy kernels
-pytestmark = pytest.mark.usefixtures("bn_backend")
+pytestmark = pytest.mark.usefixtures("kernel_path")
 
 
 def bn(**kw):

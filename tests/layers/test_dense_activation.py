@@ -11,7 +11,7 @@ from normlab.layers import Activation, Dense, deserialize, serialize
 from normlab.testing import check_layer_gradients
 
 # every test runs on the fused numba kernels and on the NumPy kernels
-pytestmark = pytest.mark.usefixtures("bn_backend")
+pytestmark = pytest.mark.usefixtures("kernel_path")
 
 ACTS = ["linear", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "softmax"]
 

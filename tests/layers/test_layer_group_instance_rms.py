@@ -20,7 +20,7 @@ from normlab.testing import check_layer_gradients, numerical_gradient, rel_error
 CLASSES = [LayerNormalization, GroupNormalization, InstanceNormalization, RMSNormalization]
 
 # every test runs on the numba kernels (layer and RMS norm over trailing axes) and on NumPy
-pytestmark = pytest.mark.usefixtures("bn_backend")
+pytestmark = pytest.mark.usefixtures("kernel_path")
 
 
 def affine_kw(cls, seed=1, **kw):
@@ -669,7 +669,7 @@ def test_numba_path_only_for_trailing_axes(rng):
         assert isinstance(layer._cache, K.NormalizeCache) is not expect, axis
 
 
-def test_model_with_sample_norms_gradients_and_training_on_both_paths(bn_backend, rng):
+def test_model_with_sample_norms_gradients_and_training_on_both_paths(kernel_path, rng):
     """A model of Dense, layer / group / RMS norm: float64 model gradients, then float32 training."""
     import normlab
     from normlab.layers import Activation, Dense, Reshape
@@ -695,7 +695,7 @@ def test_model_with_sample_norms_gradients_and_training_on_both_paths(bn_backend
     model(x)  # builds every layer in float64
     errs = check_model_gradients(model, x, y)
     assert len(errs) == 4 + 2 + 2 + 1 and max(errs.values()) < 1e-6, errs
-    fused = bn_backend == "numba"
+    fused = kernel_path == "numba"
     for i in (1, 4, 5):  # the kernels' numba forward leaves its own named cache
         assert isinstance(model.layers[i]._cache, (K.RowNormCache, K.GroupRowsCache)) is fused
     model32 = build()  # float32, built by fit

@@ -24,7 +24,7 @@ from normlab.testing import check_layer_gradients
 TOL = 1e-6
 
 # every test runs on the fused numba kernels and on the NumPy kernels
-pytestmark = pytest.mark.usefixtures("bn_backend")
+pytestmark = pytest.mark.usefixtures("kernel_path")
 POOL_CLASSES = (MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D)
 GLOBAL_CLASSES = (GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D)
 

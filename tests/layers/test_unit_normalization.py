@@ -13,7 +13,7 @@ from normlab.layers import Dense, UnitNormalization, deserialize, serialize
 from normlab.testing import check_layer_gradients, check_model_gradients, numerical_gradient, rel_error
 
 # every test runs on the numba kernels (trailing axes) and on NumPy
-pytestmark = pytest.mark.usefixtures("bn_backend")
+pytestmark = pytest.mark.usefixtures("kernel_path")
 
 
 def unit_ref(x, axes):

@@ -7,20 +7,11 @@ import pytest
 import normlab
 from normlab import optimizers
 from normlab.kernels import _backend
-from normlab.layers import Activation, Add, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GaussianNoise
+from normlab.layers import Activation, Add, BatchNormalization, Dense, Dropout, GaussianNoise
 from normlab.layers.fused import BatchNormActivation
 
 # every test runs on both paths: the rewrite must not depend on numba
-pytestmark = pytest.mark.usefixtures("both_paths")
-
-
-@pytest.fixture(params=["numba", "numpy"])
-def both_paths(request):
-    if request.param == "numba" and not _backend.NUMBA_AVAILABLE:
-        pytest.skip("numba is not installed")
-    previous = _backend.use_numba(request.param == "numba")
-    yield request.param
-    _backend.use_numba(previous)
+pytestmark = pytest.mark.usefixtures("kernel_path")
 
 
 def bn_block(units, act, dtype, **bn_kw):
@@ -139,7 +130,7 @@ def test_a_functional_model_trains_as_the_same_sequential_bit_for_bit(arch, dtyp
     assert_same(seq, fun)
 
 
-def test_fit_with_a_last_partial_batch_matches(both_paths):
+def test_fit_with_a_last_partial_batch_matches(kernel_path):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((70, 5)).astype(np.float32)
     y = rng.integers(0, 3, 70)
@@ -148,7 +139,7 @@ def test_fit_with_a_last_partial_batch_matches(both_paths):
         model = make_model("bn_sigmoid", np.float32, OPTIMIZERS["adam"], fuse)
         h = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
         hist[fuse] = (h.history["loss"], [w.copy() for w in model.get_weights()])
-        if fuse and both_paths == "numba":
+        if fuse and kernel_path == "numba":
             # switching the numba kernels off takes the NumPy path from the next step on
             previous = _backend.use_numba(False)
             try:
@@ -238,7 +229,7 @@ def test_non_finite_activations_raise_and_leave_the_model_unchanged():
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_softmax_output_with_sparse_cross_entropy_takes_the_one_kernel_step(both_paths, monkeypatch):
+def test_a_softmax_output_with_sparse_cross_entropy_takes_the_one_kernel_step(kernel_path, monkeypatch):
     from normlab import losses
     _softmax_numba = pytest.importorskip("normlab.kernels._softmax_numba")  # numba: the fast extra
 
@@ -261,7 +252,7 @@ def test_a_softmax_output_with_sparse_cross_entropy_takes_the_one_kernel_step(bo
         model.train_on_batch(rng.standard_normal((batch, 5)).astype(np.float32), targets(ARCHS[arch][2], batch, rng))
         return list(taken)
 
-    numba = both_paths == "numba"
+    numba = kernel_path == "numba"
     assert step() == [numba]  # without numba the kernel declines and the general loss runs
     assert step("bn_first_and_bare_bn") == []  # categorical cross-entropy
     assert step(loss=losses.SparseCategoricalCrossentropy(label_smoothing=0.1)) == []

@@ -15,17 +15,7 @@ import pytest
 
 import normlab
 from normlab import optimizers
-from normlab.kernels import _backend
 from normlab.layers import Activation, BatchNormalization, Dense, Dropout, GaussianNoise
-
-
-@pytest.fixture(params=["numba", "numpy"])
-def path(request):
-    if request.param == "numba" and not _backend.NUMBA_AVAILABLE:
-        pytest.skip("numba is not installed")
-    previous = _backend.use_numba(request.param == "numba")
-    yield request.param
-    _backend.use_numba(previous)
 
 
 def bn_adam(noise=False, clipnorm=None):
@@ -97,7 +87,7 @@ def lines_of_one_step(make) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_an_interrupt_at_any_line_leaves_the_step_undone_or_done(name, path):
+def test_an_interrupt_at_any_line_leaves_the_step_undone_or_done(name, kernel_path):
     make = MODELS[name]
     x, y = data()
     reference = prepared(make)
