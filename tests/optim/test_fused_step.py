@@ -264,3 +264,27 @@ def test_numba_clip_equals_numpy_clip_for_clipvalue_bounds(dtype):
         lo, hi = dtype(-c), dtype(c)
         got = np.array([clip(x, lo, hi) for x in xs], dtype)
         assert got.tobytes() == np.clip(xs, lo, hi).tobytes()
+
+
+def traces(fn, args, n_out):
+    """Whether ``fn(*args)`` (flags passed as they are) compiles into ufunc calls."""
+    static = {i: a for i, a in enumerate(args) if isinstance(a, bool)}
+    dynamic = [a for i, a in enumerate(args) if i not in static]
+    return NP.program(fn, dynamic, static, [np.empty(4, np.float32) for _ in range(n_out)], ()) is not None
+
+
+@pytest.mark.parametrize("name", sorted(RULE_CONSTS))
+def test_every_rule_and_its_fused_step_trace(name):
+    """Tracing, not the slower whole-array evaluation, runs every rule of the library on NumPy."""
+    rule = getattr(K, name)
+    consts = [c if isinstance(c, bool) else np.float32(c) for c in RULE_CONSTS[name]]
+    g, p, slots, m = np.ones(4, np.float32), np.ones(4, np.float32), [np.ones(4, np.float32) for _ in rule.slots], \
+        np.ones(4, np.float32)
+    assert traces(rule.fn, [g, *slots, *consts], 1 + len(slots))
+    if name == "momentum":
+        return
+    scale, lo, hi, neg_lr, beta, nesterov, f = np.float32(0.5), np.float32(-1), np.float32(1), np.float32(-0.1), \
+        np.float32(0.9), True, np.float32(-0.01)
+    for pre in ("", "clip", "scale"):
+        step = K._step_function(K.StepKind(rule, pre, True, True))
+        assert traces(step, [g, p, *slots, m, *consts, scale, lo, hi, neg_lr, beta, nesterov, f], 2 + len(slots))
