@@ -36,6 +36,7 @@ __all__ = ["RowsTrainCache", "RowsInferenceCache", "enabled", "takes", "activati
            "train_backward", "inference_forward", "inference_backward"]
 
 _EMPTY = np.empty(0)
+_new = tuple.__new__
 
 
 class RowsTrainCache(NamedTuple):
@@ -102,7 +103,8 @@ def train_forward(x, gamma, beta, epsilon, momentum, var_correction, moving_mean
     else:
         ok = _F.train_forward_act_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean,
                                        moving_var, out, mean, inv_std, act_kind, act_out, saved, stamp)
-    return RowsTrainCache(x, mean, inv_std) if ok else None
+    # tuple.__new__: the named tuple without its Python-level constructor (every step, every layer)
+    return _new(RowsTrainCache, (x, mean, inv_std)) if ok else None
 
 
 def train_backward(dy, cache: RowsTrainCache, gamma, dx, dgamma, dbeta, accumulate: bool,

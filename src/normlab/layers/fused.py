@@ -36,7 +36,8 @@ class BatchNormActivation:
         self.bn = bn
         self.act = act
         self.name = f"{bn.name}+{act.name}"
-        self._key = self._kind = None  # _forward_kind's answer and what it was for
+        # _forward_kind's answer and what it was for
+        self._shape = self._dtype = self._on = self._kind = None
         # a row-kernel cache in the backward pass says the kernels ran forward: their code for the activation
         self._backward_kind = R.KINDS.get(act.activation)
         # which parameter gradients the kernels write (fixed while the model stays compiled:
@@ -58,14 +59,14 @@ class BatchNormActivation:
 
     def _forward_kind(self, x):
         """The kernels' code for the activation when they take ``x``, else None (kept per shape, dtype and backend)."""
-        key = (x.shape, x.dtype, R.enabled())
-        if self._key != key:
+        on = R.enabled()
+        if x.shape != self._shape or x.dtype != self._dtype or on is not self._on:
             bn = self.bn
             kind = R.activation_kind(self.act.activation, x.dtype, forward=True)
             if not (bn._trainable and bn._features_last and not bn.renorm and bn.virtual_batch_size is None
                     and R.takes(x) and x.size // x.shape[-1] >= 2):
                 kind = None  # (a batch of one: the layer's own call gives the error or the policy)
-            self._key, self._kind = key, kind
+            self._shape, self._dtype, self._on, self._kind = x.shape, x.dtype, on, kind
         return self._kind
 
     def _forward(self, x, workspace=False):
@@ -99,10 +100,11 @@ class BatchNormActivation:
             z, a = np.empty_like(x2), np.empty_like(x2)
             mean, inv_std = np.empty(c, np.float64), np.empty(c, np.float64)
         p, b = bn.params, bn.buffers
+        m = x2.shape[0]
         cache = R.train_forward(
             x2, p.get("gamma", _EMPTY), p.get("beta", _EMPTY), bn.epsilon, bn.momentum,
-            bn._var_correction(x2.shape[0]), b["moving_mean"], b["moving_variance"], z, mean, inv_std,
-            bn._saved, bn._stamp, kind, a,
+            m / (m - 1) if bn.unbiased_moving_variance else 1.0,  # bn._var_correction(m)
+            b["moving_mean"], b["moving_variance"], z, mean, inv_std, bn._saved, bn._stamp, kind, a,
         )
         if cache is None:
             bn._raise_non_finite(x.shape)
