@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,19 @@ def test_layernorm_benchmark_cases_compute_the_same_gradients(tmp_path):
     assert [r["layer"] for r in res["rows"]] == ["layer", "layer", "group"]
     assert all(_pos(r["normlab_numpy_s"]) for r in res["rows"])
     assert json.loads((tmp_path / "ln.json").read_text())["threads"] == 1
+
+
+def test_ab_train_step_runs_a_revision_beside_the_work_tree():
+    import shutil
+    import subprocess
+
+    from benchmarks import ab_train_step
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
+                                                     capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    res = ab_train_step.main(["--rev", "HEAD", "--batch", "4", "--rounds", "1"])
+    assert set(res) == {"work tree / rev, Sequential", "work tree / rev, functional",
+                        "functional / Sequential, work tree"}
+    assert all(v > 0 for v in res.values())
