@@ -17,3 +17,9 @@ def kernel_path(request):
     previous = _backend.use_numba(request.param == "numba")
     yield request.param
     _backend.use_numba(previous)
+
+
+@pytest.fixture
+def numba_path(kernel_path):
+    """:func:`kernel_path` as a bool: True on the numba kernels."""
+    return kernel_path == "numba"

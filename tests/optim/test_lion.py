@@ -11,14 +11,6 @@ from normlab._validation import InvalidParameterError
 from normlab.kernels import _backend
 from normlab.layers import Dense
 
-PATHS = [False, True] if _backend.NUMBA_AVAILABLE else [False]
-
-
-@pytest.fixture(params=PATHS, ids=lambda v: "numba" if v else "numpy")
-def numba_path(request):
-    previous = _backend.use_numba(request.param)
-    yield request.param
-    _backend.use_numba(previous)
 
 
 def test_keras_defaults_and_config_round_trip():
@@ -103,7 +95,7 @@ def test_fused_and_chain_paths_agree_bit_for_bit(dtype):
         return [p.copy() for p in params], opt.get_state(), fused
 
     out = {}
-    for use in PATHS:
+    for use in ([False, True] if _backend.NUMBA_AVAILABLE else [False]):
         previous = _backend.use_numba(use)
         try:
             out[use] = trajectory()

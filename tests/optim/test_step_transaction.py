@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from normlab import optimizers as O
-from normlab.kernels import _backend
 from normlab.optim import transforms as T
 
 SHAPES = ((3, 4), (5,), (2, 3))
@@ -32,14 +31,6 @@ CASES = {
     "adam global clipnorm skip": lambda: O.Adam(learning_rate=0.01, global_clipnorm=1.0, on_nonfinite="skip"),
 }
 
-PATHS = [False, True] if _backend.NUMBA_AVAILABLE else [False]
-
-
-@pytest.fixture(params=PATHS, ids=lambda v: "numba" if v else "numpy")
-def numba_path(request):
-    previous = _backend.use_numba(request.param)
-    yield request.param
-    _backend.use_numba(previous)
 
 
 def bound(name, dtype=np.float32):
