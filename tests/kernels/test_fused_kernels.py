@@ -8,7 +8,8 @@ import pytest
 from normlab.kernels import _backend, activations, pooling
 from normlab.optim import schedules
 
-pytestmark = pytest.mark.skipif(not _backend.NUMBA_AVAILABLE, reason="numba not installed")
+# these tests compare the numba kernels with NumPy: they need numba installed and not switched off
+pytestmark = pytest.mark.skipif(not _backend.numba_enabled(), reason="the numba kernels are not installed or are switched off (NORMLAB_DISABLE_NUMBA)")
 
 
 def both_paths(fn, *args):
