@@ -238,25 +238,21 @@ class Dense(ActivatedLinear, Layer):
             self._grads_zero = False
 
     def _linear_backward(self, dz, need_dx: bool, dx_out=None):
-        if not self._trainable:
-            if not need_dx:
-                return None
-            return dz @ self.params["kernel"].T if dx_out is None else np.matmul(dz, self.params["kernel"].T, out=dx_out)
-        x = self._cache.x
-        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-        dz2 = dz if dz.ndim == 2 else dz.reshape(-1, dz.shape[-1])
-        if self._grads_zero:
-            # fresh gradients: let BLAS write them in place
-            np.matmul(x2.T, dz2, out=self.grads["kernel"])
-            if self.use_bias:
-                np.add.reduce(dz2, axis=0, out=self.grads["bias"])
-        else:
-            self.grads["kernel"] += x2.T @ dz2
-            if self.use_bias:
-                self.grads["bias"] += dz2.sum(axis=0)
-        if not need_dx:
-            return None
-        return dz @ self.params["kernel"].T if dx_out is None else np.matmul(dz, self.params["kernel"].T, out=dx_out)
+        if self._trainable:
+            x = self._cache.x
+            x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+            dz2 = dz if dz.ndim == 2 else dz.reshape(-1, dz.shape[-1])
+            if self._grads_zero:
+                # fresh gradients: let BLAS write them in place
+                np.matmul(x2.T, dz2, out=self.grads["kernel"])
+                if self.use_bias:
+                    np.add.reduce(dz2, axis=0, out=self.grads["bias"])
+            else:
+                self.grads["kernel"] += x2.T @ dz2
+                if self.use_bias:
+                    self.grads["bias"] += dz2.sum(axis=0)
+        # (out=None: a new array, the product dz @ W.T)
+        return np.matmul(dz, self.params["kernel"].T, out=dx_out) if need_dx else None
 
     def get_config(self):
         return {

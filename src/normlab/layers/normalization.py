@@ -463,20 +463,13 @@ class BatchNormalization(Layer):
         return y
 
     def _backward_rows(self, dy, workspace=False):
+        """dL/dx of the training row kernels (which write dgamma / dbeta themselves)."""
         cache = self._cache
         x2 = cache.x
         dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
-        if type(cache) is R.RowsTrainCache:
-            dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
-            R.train_backward(dy2, cache, self.params.get("gamma"), dx, self._grad_target("gamma"),
-                             self._grad_target("beta"), not self._grads_zero)
-            return dx.reshape(dy.shape)
-        dx, dgamma, dbeta = R.inference_backward(dy2, cache)
-        if self._trainable:
-            if self.scale:
-                self._accumulate_grad("gamma", dgamma)
-            if self.center:
-                self._accumulate_grad("beta", dbeta)
+        dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
+        R.train_backward(dy2, cache, self.params.get("gamma"), dx, self._grad_target("gamma"),
+                         self._grad_target("beta"), not self._grads_zero)
         return dx.reshape(dy.shape)
 
     def _dx_workspace(self, x2):
@@ -502,25 +495,31 @@ class BatchNormalization(Layer):
 
     # --------------------------------------------------------------- backward
     def _backward(self, dy):
-        if type(self._cache) in (R.RowsTrainCache, R.RowsInferenceCache):
+        if type(self._cache) is R.RowsTrainCache:
             return self._backward_rows(dy)
-        mode, cache = self._cache
-        if mode == "train":
-            dx, dgamma, dbeta = K.batchnorm_train_backward(dy, cache)
-        elif mode == "ghost":
-            dyg = dy.reshape(cache.xhat.shape)
-            dx, dgamma, dbeta = K.batchnorm_train_backward(dyg, cache)
-            dx, dgamma, dbeta = dx.reshape(dy.shape), dgamma.sum(axis=0), dbeta.sum(axis=0)
-        elif mode == "renorm":
-            dx, dgamma, dbeta = K.batch_renorm_train_backward(dy, cache)
-        else:
-            dx, dgamma, dbeta = K.batchnorm_inference_backward(dy, cache)
+        dx, dgamma, dbeta = self._backward_parts(dy)
         if self._trainable:
             if self.scale:
                 self._accumulate_grad("gamma", dgamma)
             if self.center:
                 self._accumulate_grad("beta", dbeta)
         return dx
+
+    def _backward_parts(self, dy):
+        """``(dx, dgamma, dbeta)`` of the last forward pass (all but the training row kernels)."""
+        cache = self._cache
+        if type(cache) is R.RowsInferenceCache:
+            dx, dgamma, dbeta = R.inference_backward(np.ascontiguousarray(dy).reshape(cache.x.shape), cache)
+            return dx.reshape(dy.shape), dgamma, dbeta
+        mode, cache = cache
+        if mode == "train":
+            return K.batchnorm_train_backward(dy, cache)
+        if mode == "ghost":
+            dx, dgamma, dbeta = K.batchnorm_train_backward(dy.reshape(cache.xhat.shape), cache)
+            return dx.reshape(dy.shape), dgamma.sum(axis=0), dbeta.sum(axis=0)
+        if mode == "renorm":
+            return K.batch_renorm_train_backward(dy, cache)
+        return K.batchnorm_inference_backward(dy, cache)
 
     def get_config(self):
         ser_i, ser_r = _initializers.serialize, _regularizers.serialize

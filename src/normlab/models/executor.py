@@ -129,35 +129,18 @@ class Executor:
     # ------------------------------------------------------------- forward
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The training forward pass; returns the output (the caller's own array)."""
-        if self._chain:
-            h = self.forward_up_to_output(x)
-            out = self.output_node.layer.call(h, True)
-            # a layer that passes its input through (linear, reshapes) may hand back a
-            # workspace, or a view of one: the caller gets its own copy then
-            return out.copy() if out.base is not None or out is h else out
-        values = self._values
-        values[0] = x
-        last = self.output_node
-        try:
-            for node in self.nodes:
-                ins = node.inputs
-                arg = [values[i] for i in ins] if node.multi else values[ins[0]]
-                if node is last:
-                    out = node.layer.call(arg, True)
-                    # a layer that passes its input through (linear, reshapes) may hand back a
-                    # workspace, or a view of one: the caller gets its own copy then
-                    if out.base is not None or any(out is v for v in values):
-                        out = out.copy()
-                    return out
-                values[node.out] = node.layer._train_forward(arg)
-            raise RuntimeError("the output node was not found")  # pragma: no cover
-        finally:
-            values[0] = None  # the batch is the caller's: keep no reference to it
+        arg = self.forward_up_to_output(x)
+        out = self.output_node.layer.call(arg, True)
+        # a layer that passes its input through (linear, reshapes) hands back a
+        # workspace, or a view of one: the caller gets its own copy then
+        if out.base is not None or any(out is a for a in (arg if self.output_node.multi else (arg,))):
+            out = out.copy()
+        return out
 
-    def forward_up_to_output(self, x: np.ndarray) -> np.ndarray:
-        """The training forward pass of every node but the output node; returns the output node's input."""
+    def forward_up_to_output(self, x: np.ndarray):
+        """The training forward pass of every node but the output node; returns the output node's input(s)."""
+        nodes = self.nodes
         if self._chain:
-            nodes = self.nodes
             for k in range(len(nodes) - 1):
                 x = nodes[k].layer._train_forward(x)
             return x
@@ -165,14 +148,15 @@ class Executor:
         values[0] = x
         last = self.output_node
         try:
-            for node in self.nodes:
-                if node is last:
-                    return values[last.inputs[0]]
+            for node in nodes:
                 ins = node.inputs
-                values[node.out] = node.layer._train_forward([values[i] for i in ins] if node.multi else values[ins[0]])
+                arg = [values[i] for i in ins] if node.multi else values[ins[0]]
+                if node is last:
+                    return arg
+                values[node.out] = node.layer._train_forward(arg)
             raise RuntimeError("the output node was not found")  # pragma: no cover
         finally:
-            values[0] = None
+            values[0] = None  # the batch is the caller's: keep no reference to it
 
     # ------------------------------------------------------------ backward
     def backward(self, grad: np.ndarray, from_logits: bool) -> None:
