@@ -6,13 +6,48 @@ import csv
 import math
 import numbers
 import os
+import re
+import string
 import sys
 
-from .._validation import Boolean, Callable, Interval, NoneOk, Options, validate_params
+from .._validation import Boolean, _Constraint, Callable, Interval, NoneOk, Options, validate_params
 from .base import Callback
 from .early_stopping import monitored_value, resolve_mode
 
 __all__ = ["ModelCheckpoint", "TerminateOnNaN", "CSVLogger", "LambdaCallback"]
+
+
+def _template_fields(template: str, who: str) -> list[str]:
+    """The field names of a ``str.format`` template (``"{epoch:02d}-{val_loss:.3f}"``: epoch, val_loss).
+
+    Raises ValueError, naming ``who``, for a malformed template (``"{epoch"``)
+    or a positional field (``"{}"``, ``"{0}"``), which ``format(**logs)`` can
+    never fill.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{who}: filepath {template!r} is not a valid format template ({exc}).") from None
+    fields = []
+    for _, field, spec, _ in parsed:
+        if field is None:
+            continue
+        root = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if root == "" or root.isdigit():
+            raise ValueError(
+                f"{who}: filepath {template!r} has a positional field {{{field}}}; name the value, "
+                "e.g. {epoch:02d} or {val_loss:.3f}."
+            )
+        fields.append(root)
+        if spec and "{" in spec:  # nested fields of a format spec: "{loss:.{digits}f}"
+            fields += _template_fields(spec, who)
+    return fields
+
+
+def _epoch_log_keys(model) -> set[str]:
+    """The keys ``fit`` puts in its epoch logs for ``model`` (validation ones included)."""
+    names = ["loss"] + [m.name for m in getattr(model, "metrics", None) or []]
+    return set(names) | {f"val_{n}" for n in names} | {"learning_rate", "global_norm"}
 
 
 class ModelCheckpoint(Callback):
@@ -21,8 +56,16 @@ class ModelCheckpoint(Callback):
     Parameters
     ----------
     filepath : str
-        May contain ``{epoch}`` (1-based) and any log key, e.g.
-        ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``.
+        May contain ``{epoch}`` (1-based) and any key of the epoch logs, with
+        a format spec, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``. A
+        malformed template (``"{epoch"``) or a positional field (``"{}"``)
+        raises ValueError here; a key that ``fit``'s epoch logs will not have
+        (they hold ``loss``, the compiled metrics, their ``val_`` versions,
+        ``learning_rate`` and ``global_norm``) raises ValueError in
+        ``on_train_begin``, before the first step. ``{batch}`` is refused
+        there too: this callback saves at epoch ends only. (Keras raises
+        ``KeyError`` for either at the first save, after an epoch of
+        training.)
     monitor : str, default "val_loss"
     verbose : int, default 0
     save_best_only : bool, default False
@@ -30,6 +73,14 @@ class ModelCheckpoint(Callback):
     mode : {"auto", "min", "max"}, default "auto"
     initial_value_threshold : float, optional
         With ``save_best_only``, the value to beat before the first save.
+
+    Notes
+    -----
+    The folder of ``filepath`` is created in ``on_train_begin`` (Keras creates
+    it at the first save), so that a path that cannot be written fails
+    before training rather than after its first epoch. When the folder part
+    holds a field itself (``"run-{epoch}/model.npz"``), the folders before
+    the first field are created then and each epoch's folder at its save.
 
     Attributes
     ----------
@@ -60,6 +111,7 @@ class ModelCheckpoint(Callback):
         validate_params(type(self).__name__, self._param_constraints, args)
         super().__init__()
         self.filepath = os.fspath(filepath)
+        self._fields = _template_fields(self.filepath, type(self).__name__)
         self.monitor = monitor
         self.verbose = verbose
         self.save_best_only = save_best_only
@@ -69,6 +121,29 @@ class ModelCheckpoint(Callback):
         self.best = initial_value_threshold if initial_value_threshold is not None else -self._sign * math.inf
         self.last_saved = None
 
+    def fixed_folder(self) -> str:
+        """The folder part of ``filepath`` before its first field ("" for the current folder)."""
+        prefix = ""
+        for literal, field, _, _ in string.Formatter().parse(self.filepath):
+            prefix += literal  # escaped braces ("{{") come back single
+            if field is not None:
+                break
+        return os.path.dirname(prefix)
+
+    def on_train_begin(self, logs=None):
+        who = type(self).__name__
+        known = _epoch_log_keys(self.model) | {"epoch"}
+        unknown = [f for f in dict.fromkeys(self._fields) if f not in known]
+        if unknown:
+            why = " (it saves at epoch ends, where there is no batch index)" if unknown == ["batch"] else ""
+            raise ValueError(
+                f"{who}: filepath {self.filepath!r} uses {', '.join('{' + f + '}' for f in unknown)}{why}, "
+                f"which the epoch logs will not have; the keys are: {', '.join(sorted(known))}."
+            )
+        folder = self.fixed_folder()
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.save_best_only:
@@ -76,7 +151,17 @@ class ModelCheckpoint(Callback):
             if not (math.isfinite(current) and self._sign * (current - self.best) > 0):
                 return
             self.best = current
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        missing = [f for f in self._fields if f != "epoch" and f not in logs]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: filepath {self.filepath!r} uses {{{missing[0]}}}, which is not in the "
+                f"logs of epoch {epoch + 1}; available: {', '.join(sorted(logs)) or 'none'}. (Validation "
+                "quantities need validation_data or validation_split in fit.)"
+            )
+        path = self.filepath.format(**{**logs, "epoch": epoch + 1})
+        folder = os.path.dirname(path)
+        if folder and self._fields:
+            os.makedirs(folder, exist_ok=True)
         self.model.save(path)
         self.last_saved = path
         if self.verbose:
@@ -107,18 +192,47 @@ class TerminateOnNaN(Callback):
             self.model.stop_training = True
 
 
+class _OneCharacter(_Constraint):
+    """A string of exactly one character (what :mod:`csv` accepts as a delimiter)."""
+
+    def is_satisfied_by(self, value) -> bool:
+        return isinstance(value, str) and len(value) == 1
+
+    def describe(self) -> str:
+        return "a str of one character"
+
+    def invalid_examples(self) -> list:
+        return ["", ";;", 3]
+
+
 class CSVLogger(Callback):
-    """Append each epoch's logs to a CSV file (header written once).
+    """Write each epoch's logs as a row of a CSV file.
 
     Parameters
     ----------
     filename : str
     separator : str, default ","
+        One character (the :mod:`csv` module's delimiter).
     append : bool, default False
-        Append to an existing file (no second header) instead of overwriting.
+        Append to an existing file instead of overwriting it.
+
+    Notes
+    -----
+    The first row is a header: ``epoch``, then the log keys in sorted order
+    (Keras's layout). With ``append=True`` and a file that already has a
+    header, the file's own layout wins: its separator (the character after
+    ``epoch`` in the header, whatever ``separator`` says) and its columns in
+    their order, so that the new rows line up with the old ones. A column
+    that this run does not log gets ``NA`` (as in Keras). A key that the
+    header lacks widens the file: it is rewritten once, the new columns at
+    the end of the header and ``NA`` in the earlier rows. (Keras reads
+    neither the header nor the separator of the file it appends to: it
+    writes its own sorted columns under the old header, misaligned if they
+    differ.) A non-empty file whose first field is not ``epoch`` is not a
+    CSV log: ``on_train_begin`` raises ValueError rather than append to it.
     """
 
-    _param_constraints = {"filename": [str, os.PathLike], "separator": [str], "append": [Boolean()]}
+    _param_constraints = {"filename": [str, os.PathLike], "separator": [_OneCharacter()], "append": [Boolean()]}
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
         validate_params(type(self).__name__, self._param_constraints, {"filename": filename, "separator": separator, "append": append})
@@ -127,23 +241,66 @@ class CSVLogger(Callback):
         self.separator = separator
         self.append = append
         self._keys = None
+        self._sep = separator
+
+    def _read_header(self) -> list[str] | None:
+        """The header of the existing file (setting the separator to the file's), or None if there is none."""
+        with open(self.filename, newline="", encoding="utf-8") as fh:
+            first = fh.readline()
+        line = first.rstrip("\r\n")
+        if not line:
+            return None
+        if not line.startswith("epoch"):
+            raise ValueError(
+                f"{type(self).__name__}: {self.filename} does not start with an 'epoch' column, so it is not a "
+                f"CSV log to append to (its first line is {line[:60]!r}); name another file or use append=False."
+            )
+        if len(line) > len("epoch"):
+            self._sep = line[len("epoch")]
+        return next(csv.reader([line], delimiter=self._sep))
 
     def on_train_begin(self, logs=None):
-        self._has_header = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
-        if self._has_header:
-            with open(self.filename, newline="") as fh:
-                first = fh.readline().strip()
-            self._keys = first.split(self.separator)[1:] if first else None
-        else:
-            self._keys = None
-            open(self.filename, "w").close()
+        self._sep = self.separator
+        self._keys = None
+        self._has_header = False
+        folder = os.path.dirname(self.filename)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        if self.append and os.path.exists(self.filename):
+            header = self._read_header()
+            if header is not None:
+                self._keys, self._has_header = header[1:], True
+                with open(self.filename, "rb") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    complete = fh.read(1) == b"\n"
+                if not complete:  # a last row without its line end: end it, or the next row joins it
+                    with open(self.filename, "a", newline="", encoding="utf-8") as fh:
+                        fh.write("\r\n")
+                return
+        open(self.filename, "w").close()
+
+    def _widen(self, new_keys: list[str]) -> None:
+        """Rewrite the file with ``new_keys`` added at the end of the header (``NA`` in the old rows)."""
+        with open(self.filename, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter=self._sep))
+        rows[0] = rows[0] + new_keys
+        rows[1:] = [r + ["NA"] * len(new_keys) if r else r for r in rows[1:]]
+        tmp = f"{self.filename}.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh, delimiter=self._sep).writerows(rows)
+        os.replace(tmp, self.filename)
+        self._keys = self._keys + new_keys
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self._keys is None:
             self._keys = sorted(logs)
-        with open(self.filename, "a", newline="") as fh:
-            writer = csv.writer(fh, delimiter=self.separator)
+        else:
+            new = sorted(k for k in logs if k not in self._keys and k != "epoch")
+            if new and self._has_header:
+                self._widen(new)
+        with open(self.filename, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, delimiter=self._sep)
             if not self._has_header:
                 writer.writerow(["epoch"] + self._keys)
                 self._has_header = True
