@@ -40,11 +40,14 @@ class _Merge(Layer):
 
         if is_symbolic(xs):
             return symbolic_call(self, xs)
+        if not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"Layer {self.name!r}: 'training' must be a bool, got {training!r}.")
         if not isinstance(xs, (list, tuple)):
             raise TypeError(f"Layer {self.name!r} ({type(self).__name__}) takes a list of inputs.")
         xs = [as_float_array(x, who=f"Layer {self.name!r} ({type(self).__name__})") for x in xs]
         self._ensure_built(xs)
         self.check_input_shape([x.shape for x in xs])
+        self._check_built_ranks([x.shape for x in xs])
         xs = [x if x.dtype == self.dtype else x.astype(self.dtype) for x in xs]
         self._cache = None
         return self.call(xs, bool(training))
@@ -73,6 +76,17 @@ class _Merge(Layer):
                     f"Layer {self.name!r} ({type(self).__name__}): input {i} has shape {tuple(s)}, "
                     f"incompatible with input 0 of shape {first}."
                 )
+
+    def _check_built_ranks(self, shapes) -> None:
+        # as for every layer (Layer.check_input_shape): the rank it was built for, input by input
+        built = self.input_shape
+        if built is None:
+            return
+        if len(shapes) != len(built) or any(len(s) != len(b) for s, b in zip(shapes, built)):
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) was built for inputs of shapes "
+                f"{[tuple(b) for b in built]}, got {[tuple(s) for s in shapes]}."
+            )
 
     def _compatible(self, a, b) -> bool:
         return len(a) == len(b) and all(x == y or x is None or y is None for x, y in zip(a, b))
