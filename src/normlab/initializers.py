@@ -36,7 +36,7 @@ import numbers
 import numpy as np
 
 from ._registry import Registry
-from ._validation import Interval, Options, validate_params
+from ._validation import Interval, InvalidParameterError, Options, validate_params
 
 registry = Registry("initializer")
 
@@ -74,6 +74,26 @@ def compute_fans(shape: tuple) -> tuple[float, float]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
+def _check_call(who: str, shape, dtype) -> tuple[tuple, np.dtype]:
+    """``shape`` as a tuple of ints >= 0 and ``dtype`` as a float dtype, or a clear error (nothing drawn)."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or isinstance(shape, (str, bytes)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, (bool, np.bool_)) for d in dims):
+        raise InvalidParameterError(f"{who}: 'shape' must be a tuple of ints, got {shape!r}.")
+    if any(d < 0 for d in dims):
+        raise InvalidParameterError(f"{who}: the sizes in 'shape' must be >= 0, got {shape!r}.")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind != "f":
+        raise InvalidParameterError(f"{who}: 'dtype' must be a float dtype, got {dtype!r}.")
+    return tuple(int(d) for d in dims), dt
+
+
 class Initializer:
     """Base class: ``init(shape, dtype="float32", rng=None) -> ndarray``."""
 
@@ -89,7 +109,8 @@ class Initializer:
         return rng if rng is not None else np.random.default_rng()
 
     def __call__(self, shape, dtype="float32", rng: np.random.Generator | None = None):
-        return np.asarray(self._sample(tuple(shape), self._rng(rng)), dtype=dtype)
+        shape, dtype = _check_call(type(self).__name__, shape, dtype)
+        return np.asarray(self._sample(shape, self._rng(rng)), dtype=dtype)
 
     def _sample(self, shape, rng):  # pragma: no cover - interface
         raise NotImplementedError

@@ -413,6 +413,11 @@ class Optimizer:
             g, p = grads[i], params[i]
             if type(g) is not np.ndarray:
                 g = grads[i] = np.asarray(g)
+            if g.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"{cls}.apply: the gradient of parameter {_label(names, i)} must hold real numbers, "
+                    f"got dtype {g.dtype}."
+                )
             if p.shape != shapes[i] or g.shape != shapes[i] or p.dtype != dtypes[i]:
                 raise ValueError(
                     f"{cls}.apply: parameter {_label(names, i)} must be a {dtypes[i]} array of shape "
@@ -542,6 +547,8 @@ def _check_state(arrays: dict, expected: dict, cls: str) -> None:
             raise ValueError(f"{cls}.set_state: {key!r} has shape {a.shape}, expected {ref.shape}.")
         if a.dtype.kind != "f":
             raise ValueError(f"{cls}.set_state: {key!r} must hold floats, got dtype {a.dtype}.")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{cls}.set_state: {key!r} holds NaN or inf values.")
 
 
 def _template_shapes(arrays: dict, cls: str):
