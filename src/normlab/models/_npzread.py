@@ -1,0 +1,204 @@
+"""Reading ``.npz`` archives from untrusted files with bounded memory.
+
+``numpy.load`` trusts what an archive declares: a member's ``.npy`` header
+that declares a terabyte-sized shape makes it allocate that much before it
+reads a byte, and a deflated member inflates to whatever size it declares.
+This module reads an archive the other way round:
+
+1. the end-of-central-directory record gives the number of members, which
+   must not exceed a limit before :mod:`zipfile` parses the directory (each
+   entry costs some hundred bytes of Python objects);
+2. every member's declared sizes are checked against the file's size (the
+   sum of the uncompressed sizes may not exceed it: a member never holds more
+   bytes than the file does), its flags (no encryption) and compression
+   (stored or deflated);
+3. every member's ``.npy`` header is parsed on its own (a few hundred bytes)
+   and must describe an array of an allowed dtype whose data fills the rest
+   of the member exactly;
+4. only then :func:`read_array` reads a member, into an array of the size
+   just checked, in chunks (the zip layer stops at the declared size and
+   checks the CRC).
+
+So the memory a read takes is bounded by what the file holds, whatever it
+declares. Every problem is an :class:`ArchiveError` with a message that
+says what is wrong; the caller adds the file's name.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib import format as _npformat
+
+__all__ = ["ArchiveError", "Member", "open_archive", "read_array", "READ_ERRORS"]
+
+#: end of central directory record: signature, 4 x uint16, 2 x uint32, comment length
+_EOCD = struct.Struct("<4s4H2LH")
+_EOCD_SIGNATURE = b"PK\x05\x06"
+_CHUNK = 1 << 20
+#: what zipfile, zlib and numpy's header parser raise on malformed input
+READ_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    struct.error,
+    NotImplementedError,
+    SyntaxError,
+    RecursionError,
+    OverflowError,
+    TypeError,
+    KeyError,
+)
+
+
+class ArchiveError(ValueError):
+    """The archive is malformed, or declares more than it holds."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A checked member: its zip entry and what its ``.npy`` header declares."""
+
+    name: str  # without ".npy"
+    info: zipfile.ZipInfo
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool
+    data_offset: int  # bytes of the .npy preamble and header
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+def _member_count(fh, file_size: int) -> int:
+    """The member count the end-of-central-directory record declares (zip64 counts are refused)."""
+    if file_size < _EOCD.size:
+        raise ArchiveError("not a zip archive (too short)")
+    tail_len = min(file_size, _EOCD.size + 0xFFFF)
+    fh.seek(file_size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(_EOCD_SIGNATURE)
+    if at < 0 or len(tail) - at < _EOCD.size:
+        raise ArchiveError("not a zip archive (no end of central directory record)")
+    fields = _EOCD.unpack_from(tail, at)
+    return fields[5]  # entries in the central directory, total
+
+
+def _npy_header(fh, max_header_size: int):
+    version = _npformat.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = _npformat.read_array_header_1_0(fh, max_header_size=max_header_size)
+    elif version == (2, 0):
+        shape, fortran, dtype = _npformat.read_array_header_2_0(fh, max_header_size=max_header_size)
+    else:
+        raise ArchiveError(f"unsupported .npy format version {version}")
+    return shape, fortran, dtype, fh.tell()
+
+
+def open_archive(fh, file_size: int, *, max_members: int, check_name, check, max_header_size: int = 4096):
+    """Check an archive's directory and every member's ``.npy`` header; return ``(ZipFile, members)``.
+
+    Parameters
+    ----------
+    fh : binary file object
+        Seekable, opened on a regular file of ``file_size`` bytes.
+    max_members : int
+        Refuse archives declaring more members.
+    check_name : callable
+        ``check_name(name) -> str | None`` for each member's name without ``.npy``,
+        before anything of it is read.
+    check : callable
+        ``check(name, shape, dtype) -> str | None`` for each member (name without
+        ``.npy``): None accepts it, a string says what is wrong.
+    max_header_size : int
+        Longest ``.npy`` header accepted (numpy writes about 128 bytes).
+
+    ``members`` maps each member's name without ``.npy`` to its :class:`Member`.
+    """
+    count = _member_count(fh, file_size)
+    if count > max_members:
+        raise ArchiveError(f"the archive declares {count} members, more than the {max_members} allowed")
+    fh.seek(0)
+    zf = zipfile.ZipFile(fh)
+    try:
+        infos = zf.infolist()
+        if len(infos) > max_members:
+            raise ArchiveError(f"the archive holds {len(infos)} members, more than the {max_members} allowed")
+        total = 0
+        seen = set()
+        for info in infos:
+            name = info.filename
+            if name in seen:
+                raise ArchiveError(f"member {name!r} appears twice")
+            seen.add(name)
+            if not name.endswith(".npy") or info.is_dir():
+                raise ArchiveError(f"member {name!r} is not a .npy array")
+            problem = check_name(name[: -len(".npy")])
+            if problem is not None:
+                raise ArchiveError(f"member {name!r}: {problem}")
+            if info.flag_bits & 0x1:
+                raise ArchiveError(f"member {name!r} is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ArchiveError(f"member {name!r} uses an unsupported compression method ({info.compress_type})")
+            if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                raise ArchiveError(
+                    f"member {name!r} is stored uncompressed but declares {info.compress_size} stored and "
+                    f"{info.file_size} uncompressed bytes"
+                )
+            if info.compress_size > file_size or info.header_offset + info.compress_size > file_size:
+                raise ArchiveError(f"member {name!r} declares {info.compress_size} bytes beyond the file's end")
+            total += info.file_size
+            if total > file_size:
+                raise ArchiveError(
+                    f"the members declare {total} or more uncompressed bytes, more than the file's "
+                    f"{file_size} (member {name!r}: {info.file_size} bytes from {info.compress_size})"
+                )
+        members = {}
+        for info in infos:
+            name = info.filename[: -len(".npy")]
+            with zf.open(info) as f:
+                shape, fortran, dtype, offset = _npy_header(f, max_header_size)
+            problem = check(name, tuple(shape), dtype)
+            if problem is not None:
+                raise ArchiveError(f"member {info.filename!r}: {problem}")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if offset + nbytes != info.file_size:
+                raise ArchiveError(
+                    f"array {name!r} declares shape {shape} of {dtype} ({nbytes} bytes) but its member "
+                    f"holds {info.file_size - offset} bytes of data"
+                )
+            members[name] = Member(name, info, tuple(shape), dtype, bool(fortran), offset)
+    except BaseException:
+        zf.close()
+        raise
+    return zf, members
+
+
+def read_array(zf: zipfile.ZipFile, member: Member) -> np.ndarray:
+    """Read a checked member into a new array (its declared size, in 1 MiB chunks; CRC checked)."""
+    out = np.empty(member.size, dtype=member.dtype)
+    raw = out.view(np.uint8).reshape(-1)
+    nbytes = raw.size
+    with zf.open(member.info) as f:
+        f.read(member.data_offset)
+        pos = 0
+        while pos < nbytes:
+            data = f.read(min(_CHUNK, nbytes - pos))
+            if not data:
+                raise ArchiveError(f"array {member.name!r} is truncated ({pos} of {nbytes} bytes)")
+            raw[pos : pos + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            pos += len(data)
+        if f.read(1):  # also makes the zip layer check the CRC when the array is empty
+            raise ArchiveError(f"array {member.name!r} has bytes after its data")
+    if member.fortran_order:
+        return out.reshape(member.shape[::-1]).T
+    return out.reshape(member.shape)
