@@ -247,8 +247,18 @@ class SparseCategoricalCrossentropy(_SmoothedLoss):
                 raise ValueError(f"{who}: sparse labels must be integers.")
         elif y.dtype.kind not in "iub":
             raise TypeError(f"{who}: sparse labels must be integers, got dtype {y.dtype}.")
-        y = y.astype(np.intp, copy=False)
         k = y_pred_shape[1]
+        if y.dtype.kind != "i" or y.dtype.itemsize > np.dtype(np.intp).itemsize:
+            # checked in the labels' own dtype: a float 1e20 or a uint64 beyond intp would wrap in the cast
+            if y.size and (y.min() < 0 or y.max() >= k):
+                bad = y[(y < 0) | (y >= k)][0]
+                raise ValueError(
+                    f"{who}: labels must be in [0, {k}) for {k} output units; found label {bad.item():g}."
+                    if y.dtype.kind == "f" else
+                    f"{who}: labels must be in [0, {k}) for {k} output units; found label {bad.item()}."
+                )
+            return y.astype(np.intp)
+        y = y.astype(np.intp, copy=False)
         # seen as unsigned, a negative label is beyond any k: one reduction checks both ends
         if y.size and y.view(np.uintp).max() >= k:
             bad = int(y[(y < 0) | (y >= k)][0])

@@ -273,7 +273,7 @@ def test_summary_and_config_round_trip(rng):
     clone = normlab.Sequential.from_config(cfg)
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone.predict(x), model.predict(x), rtol=1e-6)
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match="must hold 7 arrays, got 6"):
         clone.set_weights(model.get_weights()[:-1])
 
 

@@ -10,6 +10,7 @@ define the structure: ``layers`` (in execution order), ``_output_layer``,
 from __future__ import annotations
 
 import contextlib
+import copy
 import numbers
 import sys
 from typing import Any, Sequence
@@ -21,23 +22,68 @@ from .. import metrics as _metrics
 from ..callbacks.base import Callback, CallbackList, History
 from ..callbacks.progbar import ProgbarLogger, resolve_verbose
 from ..kernels.checks import all_finite
+from .._validation import Boolean, Interval, NoneOk, validate_params
 from ..layers.base import Layer, as_float_array
 from ..losses import SparseCategoricalCrossentropy
 from .executor import Executor, next_stamp
-from .training import BatchIterator, check_validation_split, run_epochs, split_validation
+from .training import BatchIterator, run_epochs, split_validation
 
 __all__ = ["BaseModel"]
 
 
-def _check_finite(arr: np.ndarray, who: str, arg: str) -> None:
-    if not all_finite(arr):
-        raise ValueError(f"{who}: '{arg}' holds NaN or inf values.")
+def _check_finite(arr: np.ndarray, who: str, arg: str, original: np.ndarray | None = None) -> None:
+    """Raise unless ``arr`` is finite; ``original`` is what it was cast from, to name an overflow."""
+    if all_finite(arr):
+        return
+    if original is not None and original is not arr and all_finite(original):
+        raise ValueError(
+            f"{who}: '{arg}' holds finite values beyond the range of {arr.dtype} (largest "
+            f"{float(np.finfo(arr.dtype).max):.4g}): casting it to the model's dtype would overflow to inf."
+        )
+    raise ValueError(f"{who}: '{arg}' holds NaN or inf values.")
+
+
+def _cast_checked(arr: np.ndarray, dtype, who: str, arg: str) -> np.ndarray:
+    """``arr`` as ``dtype``, checked finite after the cast (a float64 value above float32's range overflows)."""
+    if arr.dtype == dtype:
+        return arr
+    with np.errstate(over="ignore"):
+        cast = arr.astype(dtype)
+    if cast.dtype.itemsize < arr.dtype.itemsize:
+        _check_finite(cast, who, arg, arr)
+    return cast
+
+
+_SIZE = [Interval(numbers.Integral, 1, None)]
+_COUNT = [Interval(numbers.Integral, 0, None)]
 
 
 def _check_int(value, name: str, who: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{who}: '{name}' must be an int >= {low}, got {value!r}.")
+    validate_params(who, {name: [Interval(numbers.Integral, low, None)]}, {name: value})
     return int(value)
+
+
+def _layer_tree(layers) -> list:
+    """``layers`` and every layer they hold (wrappers), each once."""
+    out: list = []
+    stack = list(layers)
+    while stack:
+        layer = stack.pop()
+        if any(layer is seen for seen in out):
+            continue
+        out.append(layer)
+        for value in vars(layer).values():
+            if isinstance(value, Layer):
+                stack.append(value)
+            elif isinstance(value, (list, tuple)):
+                stack.extend(v for v in value if isinstance(v, Layer))
+    return out
+
+
+def _attributes(obj) -> dict:
+    # a shallow copy of the object's attributes, with their dicts and lists copied: what
+    # building and binding change (they add entries and replace arrays; they write none in place)
+    return {k: (v.copy() if type(v) in (dict, list) else v) for k, v in vars(obj).items()}
 
 
 class BaseModel:
@@ -56,6 +102,7 @@ class BaseModel:
         self._refs: list[tuple[Layer, str]] = []
         self._flat: tuple[np.ndarray, np.ndarray] | None = None  # (gradients, parameters): the optimizer's
         self._flat_binding = None  # (optimizer, its binding) that the layers' arrays are views of
+        self._step_loss = None  # the loss of the last training step, once computed
 
     @property
     def _output_layer(self) -> Layer:
@@ -74,22 +121,51 @@ class BaseModel:
         return self.layers[0].dtype if self.layers else None
 
     def _check_input(self, x, who: str) -> np.ndarray:
-        x = as_float_array(x, who=f"{type(self).__name__}.{who}")
+        owner = f"{type(self).__name__}.{who}"
+        x = as_float_array(x, who=owner)
         if x.ndim < 1 or x.shape[0] == 0:
-            raise ValueError(f"{type(self).__name__}.{who}: 'x' must be a non-empty batch, got shape {x.shape}.")
-        _check_finite(x, f"{type(self).__name__}.{who}", "x")
+            raise ValueError(f"{owner}: 'x' must be a non-empty batch, got shape {x.shape}.")
         if self.built:
             expected = self.input_shape
             if len(expected) != x.ndim or any(
                 e is not None and e != s for e, s in zip(expected[1:], x.shape[1:])
             ):
-                raise ValueError(
-                    f"{type(self).__name__}.{who}: the model expects inputs of shape {expected}, "
-                    f"got {x.shape}."
-                )
+                raise ValueError(f"{owner}: the model expects inputs of shape {expected}, got {x.shape}.")
             if x.dtype != self.dtype:
-                x = x.astype(self.dtype)
+                # finiteness is checked after the cast: a float64 value above float32's range is an error here
+                return _cast_checked(x, self.dtype, owner, "x") if x.dtype.itemsize > self.dtype.itemsize \
+                    else self._finite(x.astype(self.dtype), owner)
+        return self._finite(x, owner)
+
+    @staticmethod
+    def _finite(x: np.ndarray, owner: str) -> np.ndarray:
+        _check_finite(x, owner, "x")
         return x
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """Give back what building, compiling for training and binding changed if the block raises.
+
+        Wraps what a call does before its first training step (checking the
+        data, building the layers, binding the optimizer, ``on_train_begin``),
+        so that a failed call leaves an unbuilt model unbuilt: a later
+        ``fit(seed=...)`` reproduces a fresh model, and a wrong-width ``x``
+        does not fix the input shape. None of these write an array in place,
+        so restoring the attributes of the model, its layers and its
+        optimizer (dicts and lists copied) restores their state.
+        """
+        objects = [self, *_layer_tree(self.layers)]
+        if self.optimizer is not None:
+            objects.append(self.optimizer)
+        saved = [(obj, _attributes(obj)) for obj in objects]
+        try:
+            yield
+        except BaseException:
+            for obj, attrs in saved:
+                state = vars(obj)
+                state.clear()
+                state.update(attrs)
+            raise
 
     # ------------------------------------------------------------ compiling
     def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
@@ -272,6 +348,7 @@ class BaseModel:
         regularized = self._regularized  # (listed at compile time)
         if regularized:
             value += self._regularization_loss(regularized)
+        self._step_loss = value  # for the trainer, should the optimizer refuse a non-finite step
         self._reset_grads()
         ex.backward(grad, fused)
         for layer in regularized:
@@ -290,11 +367,13 @@ class BaseModel:
         nothing is undone after it.
         """
         opt = self.optimizer
-        mark = opt.iterations + opt.skipped_steps
+        skipped = opt.skipped_steps
+        mark = opt.iterations + skipped
         stateful = self._executor.stateful
         stamp = next_stamp()
         for layer in stateful:
             layer._begin_step(stamp)
+        self._step_loss = None
         try:
             value, out = self._gradients(x, y)
             self._apply_optimizer()
@@ -303,6 +382,11 @@ class BaseModel:
                 for layer in stateful:
                     layer._rollback(stamp)
             raise
+        if stateful and opt.skipped_steps != skipped:
+            # a step skipped for non-finite gradients changes nothing: no moving statistics
+            # from its (likely non-finite) batch, no noise drawn
+            for layer in stateful:
+                layer._rollback(stamp)
         return value, out
 
     @contextlib.contextmanager
@@ -347,20 +431,24 @@ class BaseModel:
 
     # ------------------------------------------------------------ data prep
     def _prepare_xy(self, x, y, who: str, rng=None):
+        """Check ``(x, y)`` and return them in the model's dtype, building the model on ``x`` if needed.
+
+        Call it inside :meth:`_all_or_nothing` when the model may be unbuilt.
+        """
+        owner = f"{type(self).__name__}.{who}"
         x = self._check_input(x, who)
         y = np.asarray(y)
         if y.ndim == 0 or len(y) != len(x):
             raise ValueError(
-                f"{type(self).__name__}.{who}: 'x' and 'y' must have the same number of samples, "
+                f"{owner}: 'x' and 'y' must have the same number of samples, "
                 f"got {len(x)} and {y.shape[0] if y.ndim else 'a scalar'}."
             )
         self._ensure_built(x, rng)
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        x = _cast_checked(x, self.dtype, owner, "x")
         out_shape = (len(x),) + tuple(self.output_shape_for((None,) + x.shape[1:])[1:])
-        y = self.loss.prepare_targets(y, out_shape, who=f"{type(self).__name__}.{who}")
+        y = self.loss.prepare_targets(y, out_shape, who=owner)
         if y.dtype.kind == "f" and y.dtype != self.dtype:
-            y = y.astype(self.dtype)
+            y = _cast_checked(y, self.dtype, owner, "y")
         return x, y
 
     # -------------------------------------------------------------- training
@@ -411,52 +499,92 @@ class BaseModel:
             ``"global_norm"`` (the epoch's mean global L2 norm of the
             gradients before clipping, regularizer gradients included).
         """
-        who = "fit"
-        self._require_compiled(who)
-        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
-        epochs = _check_int(epochs, "epochs", who, 0)
-        initial_epoch = _check_int(initial_epoch, "initial_epoch", who, 0)
-        verbose = resolve_verbose(verbose, f"{type(self).__name__}.fit")
-        who = f"{type(self).__name__}.fit"
-        check_validation_split(validation_split, who)
+        owner = f"{type(self).__name__}.fit"
+        self._require_compiled("fit")
+        validate_params(
+            owner,
+            {
+                "batch_size": [NoneOk(), *_SIZE],
+                "epochs": _COUNT,
+                "initial_epoch": _COUNT,
+                "validation_split": [Interval(numbers.Real, 0, 1, closed="left")],
+                "shuffle": [Boolean()],
+                "seed": [NoneOk(), *_COUNT],
+            },
+            {"batch_size": batch_size, "epochs": epochs, "initial_epoch": initial_epoch,
+             "validation_split": validation_split, "shuffle": shuffle, "seed": seed},
+        )
+        batch_size = 32 if batch_size is None else int(batch_size)
+        epochs, initial_epoch = int(epochs), int(initial_epoch)
+        verbose = resolve_verbose(verbose, owner)
+        callbacks = self._check_callbacks(callbacks, owner)
         if x is None or y is None:
-            raise ValueError(f"{who}: 'x' and 'y' are required.")
+            raise ValueError(f"{owner}: 'x' and 'y' are required.")
         entropy = np.random.SeedSequence(seed).entropy
-        x, y = self._prepare_xy(x, y, "fit", BatchIterator.stream(entropy, 0))
-        if validation_data is None and validation_split > 0:
-            x, y, validation_data = split_validation(x, y, validation_split, who)
-        elif validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"{who}: 'validation_data' must be a tuple (x_val, y_val).")
-            validation_data = self._prepare_xy(validation_data[0], validation_data[1], "fit")
-        self._prepare_training()
-        data = BatchIterator(x, y, batch_size=batch_size, shuffle=shuffle, entropy=entropy)
-        self.history = History()
-        # History (and the progress bar) after the user's callbacks, so that
-        # what they add to the epoch logs is recorded (and shown), as in Keras
-        cbs = list(callbacks or []) + [self.history] + ([ProgbarLogger(verbose)] if verbose else [])
-        cb = CallbackList(cbs, model=self, epochs=epochs, steps=data.steps, verbose=verbose)
+        with self._all_or_nothing():
+            x, y = self._prepare_xy(x, y, "fit", BatchIterator.stream(entropy, 0))
+            if validation_data is None and validation_split > 0:
+                x, y, validation_data = split_validation(x, y, validation_split, owner)
+            elif validation_data is not None:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                    raise ValueError(f"{owner}: 'validation_data' must be a tuple (x_val, y_val).")
+                validation_data = self._prepare_xy(validation_data[0], validation_data[1], "fit")
+            self._prepare_training()
+            data = BatchIterator(x, y, batch_size=batch_size, shuffle=bool(shuffle), entropy=entropy)
+            self.history = History()
+            # History (and the progress bar) after the user's callbacks, so that
+            # what they add to the epoch logs is recorded (and shown), as in Keras
+            cbs = callbacks + [self.history] + ([ProgbarLogger(verbose)] if verbose else [])
+            cb = CallbackList(cbs, model=self, epochs=epochs, steps=data.steps, verbose=verbose)
+            self.stop_training = False
+            # a callback that rejects its arguments here (a checkpoint template, a folder) fails the call
+            # before any step: the model is as it was
+            cb.on_train_begin()
         run_epochs(self, data, cb, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data)
         return self.history
+
+    @staticmethod
+    def _check_callbacks(callbacks, owner: str) -> list:
+        if callbacks is None:
+            return []
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"{owner}: 'callbacks' must be a list of Callback instances, got {callbacks!r}.")
+        for c in callbacks:
+            if not isinstance(c, Callback):
+                raise TypeError(f"{owner}: 'callbacks' must hold Callback instances, got {c!r}.")
+        return list(callbacks)
 
     def train_on_batch(self, x, y, return_dict: bool = False):
         """One optimizer step on ``(x, y)``; returns the loss (and metrics on this batch)."""
         who = "train_on_batch"
         self._require_compiled(who)
-        x, y = self._prepare_xy(x, y, who)
-        self._prepare_training()
-        value, out = self._train_step(x, y)
+        # the step is a transaction of its own (see _train_step); the build and the binding are this one's
+        with self._setup_guard():
+            x, y = self._prepare_xy(x, y, who)
+            self._prepare_training()
+            value, out = self._train_step(x, y)
         return self._batch_result(value, y, out, return_dict)
 
     def _batch_result(self, value, y, out, return_dict):
         res = {"loss": float(value)}
-        for m in self.metrics:
-            m.reset_state()
-            m.update_state(y, out)
-            res[m.name] = m.result()
+        res.update(self._metric_results(y, out))
         if return_dict:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
+
+    def _metric_results(self, y, out) -> dict:
+        """Each metric on ``(y, out)``, accumulated in a copy: a call's metric state is its own.
+
+        Two threads evaluating one model, or an ``evaluate`` during another
+        thread's ``fit``, never see each other's running sums.
+        """
+        res = {}
+        for m in self.metrics:
+            m = copy.copy(m)
+            m.reset_state()
+            m.update_state(y, out)
+            res[m.name] = m.result()
+        return res
 
     # ------------------------------------------------------------ inference
     def _predict_arrays(self, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -467,22 +595,36 @@ class BaseModel:
         out = self._predict_arrays(x, batch_size)
         value = self.loss.value_from_logits(y, out) if self.loss.from_logits else self.loss.value(y, out)
         res = {"loss": value + self._regularization_loss()}
-        for m in self.metrics:
-            m.reset_state()
-            m.update_state(y, out)
-            res[m.name] = m.result()
+        res.update(self._metric_results(y, out))
         return res
 
+    def _setup_guard(self):
+        """:meth:`_all_or_nothing` until the model is built and prepared for training, then nothing (no cost per step)."""
+        if self.built and self._trainable_signature is not None:
+            return contextlib.nullcontext()
+        return self._all_or_nothing()
+
+    def _building(self):
+        """:meth:`_all_or_nothing` while the model is not built (an inference call may build it), else nothing."""
+        return contextlib.nullcontext() if self.built else self._all_or_nothing()
+
     def evaluate(self, x=None, y=None, batch_size: int | None = 32, verbose: int = 0, return_dict: bool = False, callbacks=None):
-        """Loss (with penalties) and metrics on ``(x, y)`` in inference mode."""
+        """Loss (with penalties) and metrics on ``(x, y)`` in inference mode.
+
+        Safe to call from several threads at once, and during another
+        thread's ``fit`` (which then sees its weights change between
+        batches): each call keeps its own metric state.
+        """
         who = "evaluate"
+        owner = f"{type(self).__name__}.{who}"
         self._require_compiled(who)
-        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
-        verbose = resolve_verbose(verbose, f"{type(self).__name__}.{who}")
-        x, y = self._prepare_xy(x, y, who)
-        cb = CallbackList(callbacks or [], model=self)
-        cb.on_test_begin()
-        res = self._evaluate_arrays(x, y, batch_size)
+        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", owner, 1)
+        verbose = resolve_verbose(verbose, owner)
+        cb = CallbackList(self._check_callbacks(callbacks, owner), model=self)
+        with self._building():
+            x, y = self._prepare_xy(x, y, who)
+            cb.on_test_begin()
+            res = self._evaluate_arrays(x, y, batch_size)
         cb.on_test_end(res)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in res.items()), file=sys.stdout)
@@ -494,30 +636,38 @@ class BaseModel:
         """Loss and metrics on one batch in inference mode."""
         who = "test_on_batch"
         self._require_compiled(who)
-        x, y = self._prepare_xy(x, y, who)
-        res = self._evaluate_arrays(x, y, len(x))
+        with self._building():
+            x, y = self._prepare_xy(x, y, who)
+            res = self._evaluate_arrays(x, y, len(x))
         if return_dict:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
 
     def predict(self, x, batch_size: int | None = 32, verbose: int = 0, callbacks=None) -> np.ndarray:
-        """Outputs for ``x`` in inference mode, computed in batches."""
+        """Outputs for ``x`` in inference mode, computed in batches (thread-safe)."""
         who = "predict"
-        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", who, 1)
-        resolve_verbose(verbose, f"{type(self).__name__}.{who}")  # checked; predict shows no progress
-        x = self._check_input(x, who)
-        self._ensure_built(x)
-        x = self._check_input(x, who)
-        cb = CallbackList(callbacks or [], model=self)
-        cb.on_predict_begin()
-        out = self._predict_arrays(x, batch_size)
+        owner = f"{type(self).__name__}.{who}"
+        batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", owner, 1)
+        resolve_verbose(verbose, owner)  # checked; predict shows no progress
+        cb = CallbackList(self._check_callbacks(callbacks, owner), model=self)
+        with self._building():
+            x = self._inference_input(x, who)
+            cb.on_predict_begin()
+            out = self._predict_arrays(x, batch_size)
         cb.on_predict_end()
         return out
 
+    def _inference_input(self, x, who: str) -> np.ndarray:
+        """``x`` checked (and the model built on it if needed) for an inference call."""
+        x = self._check_input(x, who)
+        if not self.built:
+            self._ensure_built(x)
+            x = self._check_input(x, who)
+        return x
+
     def predict_on_batch(self, x) -> np.ndarray:
-        x = self._check_input(x, "predict_on_batch")
-        self._ensure_built(x)
-        return self._forward(self._check_input(x, "predict_on_batch"), False)
+        with self._building():
+            return self._forward(self._inference_input(x, "predict_on_batch"), False)
 
     # --------------------------------------------------------------- weights
     def get_weights(self) -> list[np.ndarray]:
@@ -525,16 +675,39 @@ class BaseModel:
         return [a.copy() for l in self.layers for a in list(l.params.values()) + list(l.buffers.values())]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Inverse of :meth:`get_weights`; shapes are checked before anything is written."""
-        targets = [a for l in self.layers for a in list(l.params.values()) + list(l.buffers.values())]
-        weights = list(weights)
+        """Inverse of :meth:`get_weights`: every array is set, or none.
+
+        Each array must have its target's shape and hold finite real numbers
+        that fit the target's dtype (a float64 value beyond float32's range
+        is an error, not a silent ``inf``); all of them are checked and
+        converted before the first is written.
+        """
+        owner = f"{type(self).__name__}.set_weights"
+        if not self.built:
+            raise ValueError(f"{owner}: model {self.name!r} is not built yet; call build() or fit() first.")
+        targets = [(l, k, a) for l in self.layers for k, a in list(l.params.items()) + list(l.buffers.items())]
+        if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+            raise TypeError(f"{owner}: 'weights' must be a list of arrays (as get_weights() returns), got "
+                            f"{type(weights).__name__}.")
         if len(weights) != len(targets):
-            raise ValueError(f"set_weights: expected {len(targets)} arrays, got {len(weights)}.")
-        for i, (t, w) in enumerate(zip(targets, weights)):
-            if np.shape(w) != t.shape:
-                raise ValueError(f"set_weights: array {i} must have shape {t.shape}, got {np.shape(w)}.")
-        for t, w in zip(targets, weights):
-            np.copyto(t, np.asarray(w, dtype=t.dtype))
+            raise ValueError(f"{owner}: 'weights' must hold {len(targets)} arrays, got {len(weights)}.")
+        converted = []
+        for i, ((layer, key, t), w) in enumerate(zip(targets, weights)):
+            label = f"'weights[{i}]' ({layer.name}/{key})"
+            try:
+                w = np.asarray(w)
+            except Exception as exc:  # ragged nested lists
+                raise TypeError(f"{owner}: {label} is not an array of numbers ({exc}).") from None
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"{owner}: {label} must hold real numbers, got dtype {w.dtype}.")
+            if w.shape != t.shape:
+                raise ValueError(f"{owner}: {label} must have shape {t.shape}, got {w.shape}.")
+            converted.append(_cast_checked(w, t.dtype, owner, f"weights[{i}]") if w.dtype.kind == "f"
+                             else w.astype(t.dtype))
+            if not all_finite(converted[-1]):
+                raise ValueError(f"{owner}: {label} holds NaN or inf values.")
+        for (_, _, t), w in zip(targets, converted):
+            np.copyto(t, w)
 
     def count_params(self) -> int:
         return sum(l.count_params() for l in self.layers)

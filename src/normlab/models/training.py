@@ -14,18 +14,13 @@ the weights of a model not built yet, ``(1, e)`` shuffles epoch ``e``. Epoch
 
 from __future__ import annotations
 
-import numbers
+import math
 
 import numpy as np
 
-__all__ = ["BatchIterator", "check_validation_split", "split_validation", "run_epochs"]
+__all__ = ["BatchIterator", "split_validation", "run_epochs"]
 
 _WEIGHTS, _SHUFFLE = 0, 1
-
-
-def check_validation_split(validation_split, who: str) -> None:
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
-        raise ValueError(f"{who}: 'validation_split' must be a float in [0, 1), got {validation_split!r}.")
 
 
 def split_validation(x, y, validation_split: float, who: str):
@@ -88,8 +83,14 @@ class BatchIterator:
                 yield step, xb, y[idx]
 
 
+def _nonfinite(value) -> bool:
+    return value is not None and not math.isfinite(value)
+
+
 def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_epoch: int, validation_data) -> dict:
     """The trainer loop: steps, metrics, validation and callbacks for epochs ``initial_epoch .. epochs - 1``.
+
+    ``fit`` has called ``on_train_begin`` (inside its all-or-nothing setup).
 
     Epoch logs hold the mean training loss and metrics over the epoch,
     ``global_norm`` (the mean over the epoch's steps of the global gradient
@@ -98,8 +99,6 @@ def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_ep
     """
     optimizer = model.optimizer
     metrics = model.metrics
-    model.stop_training = False
-    callbacks.on_train_begin()
     logs: dict = {}
     for epoch in range(initial_epoch, epochs):
         callbacks.on_epoch_begin(epoch)
@@ -108,7 +107,19 @@ def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_ep
         loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
         for step, xb, yb in data.epoch(epoch):
             callbacks.on_train_batch_begin(step)
-            value, out = model._train_step(xb, yb)
+            try:
+                value, out = model._train_step(xb, yb)
+            except FloatingPointError:
+                # the optimizer refused a step of non-finite loss (on_nonfinite="raise"); nothing
+                # changed. The callbacks see the batch, and if one stops training on it (as
+                # TerminateOnNaN does), training ends cleanly; else the error stands.
+                if not _nonfinite(model._step_loss):
+                    raise
+                logs = {"loss": model._step_loss}
+                callbacks.on_train_batch_end(step, logs)
+                if not model.stop_training:
+                    raise
+                break
             k = len(xb)
             loss_sum += value * k
             seen += k

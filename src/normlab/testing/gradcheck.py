@@ -14,6 +14,7 @@ random ``dy``, so that ``dL/dx = layer.backward(dy)`` and
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
@@ -116,32 +117,59 @@ def check_layer_gradients(
         layer's state as it found it (except its ``grads``, which are zeroed).
     """
     x = np.array(x, dtype=np.float64)
-    snap = _snapshot(layer) if layer.built else None
-    y = layer(x, training=training)
-    if layer.dtype != np.float64:
-        raise TypeError(
-            f"check_layer_gradients needs a float64 layer; {layer.name!r} computes in {layer.dtype}."
-        )
-    if snap is None:
-        snap = _snapshot(layer)
-    rng = np.random.default_rng(seed)
-    dy = rng.standard_normal(y.shape)
+    with contextlib.ExitStack() as noise:
+        # a random layer (dropout, noise, augmentation) draws the same noise in every call of the
+        # check, so that it is a fixed function of x and the parameters; its generator is given
+        # back as it was afterwards
+        for random_layer in _random_layers(layer):
+            state = random_layer.get_rng_state()
+            noise.callback(_set_rng_state, random_layer, state)
+            noise.enter_context(random_layer.fixed_noise())
+        snap = _snapshot(layer) if layer.built else None
+        y = layer(x, training=training)
+        if layer.dtype != np.float64:
+            raise TypeError(
+                f"check_layer_gradients needs a float64 layer; {layer.name!r} computes in {layer.dtype}."
+            )
+        if snap is None:
+            snap = _snapshot(layer)
+        rng = np.random.default_rng(seed)
+        dy = rng.standard_normal(y.shape)
 
-    def loss():
-        return float(np.sum(layer(x, training=training) * dy))
+        def loss():
+            return float(np.sum(layer(x, training=training) * dy))
 
-    layer.zero_grads()
-    layer(x, training=training)
-    dx = layer.backward(dy)
-    analytic = {"x": dx}
-    analytic.update({k: g.copy() for k, g in layer.grads.items()})
-    numeric = {"x": numerical_gradient(loss, x, h)}
-    for k, p in layer.params.items():
-        if layer.trainable:
-            numeric[k] = numerical_gradient(loss, p, h)
-    _restore(layer, snap)
-    layer.zero_grads()
+        layer.zero_grads()
+        layer(x, training=training)
+        dx = layer.backward(dy)
+        analytic = {"x": dx}
+        analytic.update({k: g.copy() for k, g in layer.grads.items()})
+        numeric = {"x": numerical_gradient(loss, x, h)}
+        for k, p in layer.params.items():
+            if layer.trainable:
+                numeric[k] = numerical_gradient(loss, p, h)
+        _restore(layer, snap)
+        layer.zero_grads()
     return {k: grad_error(analytic[k], numeric[k]) for k in numeric}
+
+
+def _random_layers(layer) -> list:
+    """``layer`` and the layers it wraps that draw random numbers (they have ``fixed_noise``)."""
+    out, stack = [], [layer]
+    while stack:
+        current = stack.pop()
+        if any(current is seen for seen in out):
+            continue
+        out.append(current)
+        stack.extend(v for v in vars(current).values() if hasattr(v, "fixed_noise") and hasattr(v, "built"))
+    return [lay for lay in out if hasattr(lay, "fixed_noise")]
+
+
+def _set_rng_state(layer, state) -> None:
+    if state is None:
+        layer._rng = None  # not created before the check: created afresh on the next call, as it would have been
+    else:
+        layer.set_rng_state(state)
 
 
 def assert_layer_gradients(layer, x, *, tol: float = 1e-6, **kwargs) -> dict[str, float]:
