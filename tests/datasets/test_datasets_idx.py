@@ -85,6 +85,23 @@ def test_html_error_page_is_recognized(tmp_path):
     _expect(tmp_path, b"<!DOCTYPE html><html>404</html>", 1, "not an IDX file", "HTML")
 
 
+@pytest.mark.parametrize(
+    "payload, what",
+    [
+        (b"\xef\xbb\xbf\r\n  <html><body>Not Found</body></html>", "HTML"),
+        (b"\n\n<?xml version='1.0'?><Error/>", "HTML or XML"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 9912422\n", "git lfs pull"),
+        (b'{"message": "Not Found"}', "JSON document"),
+    ],
+)
+def test_text_in_place_of_idx_is_recognized(tmp_path, payload, what):
+    _expect(tmp_path, payload, 3, "not an IDX file", "00 00 08 03", what)
+
+
+def test_gzipped_html_is_recognized(tmp_path):
+    _expect(tmp_path, gzip.compress(b"<!DOCTYPE html><html>404</html>"), 3, "not an IDX file", "HTML")
+
+
 def test_unknown_foreign_bytes(tmp_path):
     _expect(tmp_path, b"hello world, not idx", 1, "not an IDX file", "68 65 6c 6c")
 

@@ -36,14 +36,26 @@ _FOREIGN_SIGNATURES = (
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"PK\x03\x04", "a ZIP archive"),
     (b"\x80", "a Python pickle"),
-    (b"<", "an HTML or XML page (a failed download?)"),
     (b"\x93NUMPY", "a NumPy .npy file"),
+)
+# Text where an IDX file was expected, recognised after a byte-order mark and blank space.
+_FOREIGN_TEXT = (
+    (b"<", "an HTML or XML page (a failed download?)"),
+    (b"version https://git-lfs", "a Git LFS pointer, not the file itself (run `git lfs pull`)"),
+    (b"{", "a JSON document (an error response instead of the file?)"),
 )
 
 
 def _describe_foreign(head: bytes) -> str:
     for signature, what in _FOREIGN_SIGNATURES:
         if head.startswith(signature):
+            return f"; it looks like {what}"
+    text = head[:512]
+    if text.startswith(b"\xef\xbb\xbf"):
+        text = text[3:]
+    text = text.lstrip(b" \t\r\n")
+    for signature, what in _FOREIGN_TEXT:
+        if text.startswith(signature):
             return f"; it looks like {what}"
     return ""
 
