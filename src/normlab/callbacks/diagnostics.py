@@ -39,7 +39,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .._validation import Instance, Interval, NoneOk, Options, validate_params
+from .._validation import Instance, Interval, InvalidParameterError, NoneOk, Options, validate_params
 from .base import Callback, History
 
 __all__ = ["TrainingDiagnostics"]
@@ -61,6 +61,26 @@ def _saturation(activation: str | None, z: np.ndarray, a: np.ndarray) -> tuple[s
         z2 = z.reshape(-1, z.shape[-1])
         return "dead", float(np.mean(np.all(z2 <= 0, axis=0)))
     return None
+
+
+def _probe_array(x_probe) -> np.ndarray:
+    """``x_probe`` as a finite float array with a batch axis, or a clear error."""
+    try:
+        arr = np.asarray(x_probe)
+    except (TypeError, ValueError):  # ragged
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        raise InvalidParameterError(
+            f"TrainingDiagnostics: 'x_probe' must be an array of real numbers (a batch of inputs), got "
+            f"{type(x_probe).__name__}{'' if arr is None else ' of dtype ' + str(arr.dtype)}."
+        )
+    if arr.ndim < 1 or arr.shape[0] == 0:
+        raise InvalidParameterError(
+            f"TrainingDiagnostics: 'x_probe' must be a non-empty batch (samples on axis 0), got shape {arr.shape}."
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidParameterError("TrainingDiagnostics: 'x_probe' holds NaN or inf values.")
+    return arr
 
 
 class TrainingDiagnostics(Callback):
@@ -133,7 +153,15 @@ class TrainingDiagnostics(Callback):
             self._param_constraints,
             {"every": every, "layers": layers, "units": units, "probe_statistics": probe_statistics},
         )
-        q = np.asarray(percentiles, dtype=np.float64).ravel()
+        try:
+            q = np.asarray(percentiles, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            q = None
+        if q is None or isinstance(percentiles, (str, bytes)):
+            raise InvalidParameterError(
+                f"TrainingDiagnostics: 'percentiles' must be a non-empty sequence of numbers in [0, 100], "
+                f"got {percentiles!r}."
+            )
         if q.size == 0 or not np.all((q >= 0) & (q <= 100)):
             raise ValueError(
                 f"TrainingDiagnostics: 'percentiles' must be a non-empty sequence of numbers in [0, 100], "
@@ -143,7 +171,7 @@ class TrainingDiagnostics(Callback):
         self.every = int(every)
         self.layers = None if layers is None else list(layers)
         self.percentiles = tuple(float(v) for v in q)
-        self.x_probe = None if x_probe is None else np.asarray(x_probe)
+        self.x_probe = None if x_probe is None else _probe_array(x_probe)
         self.probe_statistics = probe_statistics
         self.units = {k: [int(u) for u in v] for k, v in (units or {}).items()}
         self.records: list[dict] = []

@@ -14,7 +14,7 @@ import math
 import numbers
 import sys
 
-from .._validation import Callable, Interval, Options, validate_params
+from .._validation import Callable, Interval, InvalidParameterError, Options, validate_params
 from .base import Callback
 from .early_stopping import monitored_value, resolve_mode
 
@@ -76,6 +76,11 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
         self.verbose = int(verbose)
         self._two_args = _takes_two_args(schedule)
+        if not self._two_args and not _binds(schedule, 0):
+            raise InvalidParameterError(
+                f"The 'schedule' parameter of {type(self).__name__} must be a callable of (epoch, lr) or "
+                f"(epoch). Got {schedule!r} instead."
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         who = type(self).__name__
@@ -94,6 +99,16 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         _log_lr(self, logs)
+
+
+def _binds(fn, *args) -> bool:
+    try:
+        inspect.signature(fn).bind(*args)
+    except TypeError:
+        return False
+    except ValueError:  # no signature: it may take them
+        return True
+    return True
 
 
 def _takes_two_args(fn) -> bool:

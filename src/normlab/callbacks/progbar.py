@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
+from .._validation import InvalidParameterError, NoneOk, Options, _Constraint, validate_params
 from .base import Callback
 
 __all__ = ["ProgbarLogger", "format_logs", "interactive", "resolve_verbose"]
@@ -54,6 +55,19 @@ def resolve_verbose(verbose, who: str) -> int:
     return int(verbose)
 
 
+class _Writable(_Constraint):
+    """A text stream: anything with a ``write`` method."""
+
+    def is_satisfied_by(self, value) -> bool:
+        return callable(getattr(value, "write", None))
+
+    def describe(self) -> str:
+        return "a file-like object with a write() method"
+
+    def invalid_examples(self) -> list:
+        return ["out.txt", 3]
+
+
 class ProgbarLogger(Callback):
     """Progress of ``fit``; ``fit`` adds one when ``verbose`` is not 0.
 
@@ -74,10 +88,16 @@ class ProgbarLogger(Callback):
     0.9021 - val_loss: ...``: every entry of the epoch's logs, never cut.
     """
 
+    _param_constraints = {
+        "verbose": [Options((1, 2))],
+        "file": [NoneOk(), _Writable()],
+    }
+
     def __init__(self, verbose: int = 1, file=None):
+        if isinstance(verbose, bool) or verbose not in (1, 2):
+            raise InvalidParameterError(f"ProgbarLogger: 'verbose' must be 1 or 2, got {verbose!r}.")
+        validate_params(type(self).__name__, self._param_constraints, {"file": file})
         super().__init__()
-        if verbose not in (1, 2):
-            raise ValueError(f"ProgbarLogger: 'verbose' must be 1 or 2, got {verbose!r}.")
         self.verbose = verbose
         self.file = file
         self._bar = None
