@@ -166,6 +166,15 @@ def test_fit_arguments_use_the_standard_message(arg, value):
     assert not model.built
 
 
+@pytest.mark.parametrize("call", ["evaluate", "test_on_batch", "train_on_batch"])
+def test_return_dict_must_be_a_bool(call):
+    model = mlp()
+    x, y = data()
+    with pytest.raises(normlab.InvalidParameterError, match=f"'return_dict' parameter of Sequential.{call}"):
+        getattr(model, call)(x, y, return_dict="no")
+    assert not model.built
+
+
 def test_callbacks_must_be_a_list_of_callbacks():
     model = mlp()
     x, y = data()
@@ -201,19 +210,32 @@ def test_set_weights_sets_every_array_or_none(bad):
 
 
 # ------------------------------------------------------------------ threads
-def test_concurrent_evaluate_calls_each_get_their_own_results(kernel_path):
-    x, y = data(n=200, seed=1)
-    model = mlp()
+def cnn():
+    model = normlab.Sequential([
+        L.Reshape((6, 6, 1)), L.Conv2D(4, 3, padding="same"), L.BatchNormalization(), L.Activation("relu"),
+        L.MaxPooling2D(2), L.Flatten(), L.LayerNormalization(), L.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("make,width", [(mlp, 5), (cnn, 36)], ids=["mlp", "cnn"])
+def test_concurrent_evaluate_and_predict_calls_each_get_their_own_results(make, width, kernel_path):
+    x, y = data(n=200, d=width, seed=1)
+    model = make()
     model.fit(x, y, epochs=2, verbose=0, seed=0)
     parts = [(x[i::4], y[i::4]) for i in range(4)]
     expected = [model.evaluate(a, b, batch_size=7) for a, b in parts]
+    predicted = [model.predict(a, batch_size=9) for a, _ in parts]
     errors = []
 
     def worker(i):
-        for _ in range(60):
+        for _ in range(40):
             got = model.evaluate(*parts[i], batch_size=7)
             if got != expected[i]:
                 errors.append((i, got, expected[i]))
+            if not np.array_equal(model.predict(parts[i][0], batch_size=9), predicted[i]):
+                errors.append((i, "predict"))
 
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)

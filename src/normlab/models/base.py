@@ -63,6 +63,11 @@ def _check_int(value, name: str, who: str, low: int) -> int:
     return int(value)
 
 
+def _check_bool(value, name: str, owner: str) -> None:
+    if value is not True and value is not False and not isinstance(value, np.bool_):
+        validate_params(owner, {name: [Boolean()]}, {name: value})  # raises, with the standard message
+
+
 def _layer_tree(layers) -> list:
     """``layers`` and every layer they hold (wrappers), each once."""
     out: list = []
@@ -558,6 +563,7 @@ class BaseModel:
         """One optimizer step on ``(x, y)``; returns the loss (and metrics on this batch)."""
         who = "train_on_batch"
         self._require_compiled(who)
+        _check_bool(return_dict, "return_dict", f"{type(self).__name__}.{who}")
         # the step is a transaction of its own (see _train_step); the build and the binding are this one's
         with self._setup_guard():
             x, y = self._prepare_xy(x, y, who)
@@ -619,6 +625,7 @@ class BaseModel:
         owner = f"{type(self).__name__}.{who}"
         self._require_compiled(who)
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", owner, 1)
+        _check_bool(return_dict, "return_dict", owner)
         verbose = resolve_verbose(verbose, owner)
         cb = CallbackList(self._check_callbacks(callbacks, owner), model=self)
         with self._building():
@@ -636,6 +643,7 @@ class BaseModel:
         """Loss and metrics on one batch in inference mode."""
         who = "test_on_batch"
         self._require_compiled(who)
+        _check_bool(return_dict, "return_dict", f"{type(self).__name__}.{who}")
         with self._building():
             x, y = self._prepare_xy(x, y, who)
             res = self._evaluate_arrays(x, y, len(x))
