@@ -29,6 +29,8 @@ import bisect
 import math
 import numbers
 
+import numpy as np
+
 from .._registry import Registry
 from .._validation import Boolean, Instance, Interval, NoneOk, validate_params
 
@@ -82,10 +84,13 @@ class LearningRateSchedule:
     __hash__ = object.__hash__
 
 
-def _step(step) -> float:
+def _step(step, who: str = "A learning-rate schedule") -> float:
+    """``step`` as a float >= 0, or an error naming the schedule (``who``)."""
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (numbers.Real, np.number)):
+        raise TypeError(f"{who}: 'step' must be an int or float with step >= 0, got {step!r}.")
     s = float(step)
     if not s >= 0:  # also rejects NaN
-        raise ValueError(f"A learning-rate schedule needs a step >= 0, got {step!r}.")
+        raise ValueError(f"{who}: 'step' must be an int or float with step >= 0, got {step!r}.")
     return s
 
 
@@ -115,7 +120,7 @@ class ExponentialDecay(LearningRateSchedule):
         self.name = name
 
     def __call__(self, step) -> float:
-        p = _step(step) / self.decay_steps
+        p = _step(step, type(self).__name__) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
         return self.initial_learning_rate * self.decay_rate**p
@@ -167,7 +172,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         self.name = name
 
     def __call__(self, step) -> float:
-        return self.values[bisect.bisect_left(self.boundaries, _step(step))]
+        return self.values[bisect.bisect_left(self.boundaries, _step(step, type(self).__name__))]
 
     def get_config(self):
         return {"boundaries": list(self.boundaries), "values": list(self.values), "name": self.name}
@@ -209,7 +214,7 @@ class PolynomialDecay(LearningRateSchedule):
         self.name = name
 
     def __call__(self, step) -> float:
-        s = _step(step)
+        s = _step(step, type(self).__name__)
         horizon = float(self.decay_steps)
         if self.cycle:
             horizon *= 1.0 if s == 0 else math.ceil(s / self.decay_steps)
@@ -254,7 +259,7 @@ class InverseTimeDecay(LearningRateSchedule):
         self.name = name
 
     def __call__(self, step) -> float:
-        p = _step(step) / self.decay_steps
+        p = _step(step, type(self).__name__) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
         return self.initial_learning_rate / (1.0 + self.decay_rate * p)
@@ -308,7 +313,7 @@ class CosineDecay(LearningRateSchedule):
         self.warmup_steps = int(warmup_steps)
 
     def __call__(self, step) -> float:
-        s = _step(step)
+        s = _step(step, type(self).__name__)
         steps = float(self.decay_steps)
         if self.warmup_target is None:
             return _cosine(min(s, steps), steps, self.initial_learning_rate, self.alpha)
@@ -377,7 +382,7 @@ class CosineDecayRestarts(LearningRateSchedule):
         return i, (f - start(i)) / t**i
 
     def __call__(self, step) -> float:
-        i, frac = self._period(_step(step) / self.first_decay_steps)
+        i, frac = self._period(_step(step, type(self).__name__) / self.first_decay_steps)
         c = 0.5 * self.m_mul**i * (1.0 + math.cos(math.pi * frac))
         return self.initial_learning_rate * ((1.0 - self.alpha) * c + self.alpha)
 
