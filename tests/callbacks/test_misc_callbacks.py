@@ -117,7 +117,7 @@ def _weights(m):
 @pytest.mark.parametrize(
     "template, match",
     [
-        ("ckpt-{epoch", r"ModelCheckpoint: filepath 'ckpt-\{epoch' is not a valid format template"),
+        ("ckpt-{epoch", r"ModelCheckpoint: 'filepath' 'ckpt-\{epoch' is not a valid format template"),
         ("ckpt-{epoch:02d}}", r"not a valid format template"),
         ("ckpt-{}.npz", r"positional field \{\}"),
         ("ckpt-{0}.npz", r"positional field \{0\}"),
@@ -147,7 +147,7 @@ def test_model_checkpoint_refuses_an_unknown_key_before_the_first_step(tmp_path,
     m.build((None, 4), seed=0)
     before = _weights(m)
     cb = ModelCheckpoint(str(tmp_path / "ck" / template))
-    with pytest.raises(ValueError, match="ModelCheckpoint: filepath .* uses " + re.escape(bad)) as e:
+    with pytest.raises(ValueError, match="ModelCheckpoint: 'filepath' .* uses " + re.escape(bad)) as e:
         m.fit(x, y, epochs=2, verbose=0, seed=0, callbacks=[cb])
     assert "val_accuracy" in str(e.value) and "learning_rate" in str(e.value)  # the keys it could use
     for a, b in zip(before, m.get_weights()):
@@ -256,3 +256,17 @@ def test_csv_logger_creates_its_folder(tmp_path):
     path = tmp_path / "logs" / "run.csv"
     _fit_logging(path)
     assert list(csv.reader(open(path)))[0][0] == "epoch"
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: __import__("normlab").callbacks.ModelCheckpoint(str(d)),
+    lambda d: CSVLogger(str(d)),
+], ids=["ModelCheckpoint", "CSVLogger"])
+def test_a_folder_for_a_file_is_refused_before_the_first_step(tmp_path, make):
+    x, y = data()
+    m = build()
+    cb = make(tmp_path)
+    with pytest.raises(IsADirectoryError, match=rf"{type(cb).__name__}: '(filepath|filename)' is a folder") as e:
+        m.fit(x, y, epochs=1, verbose=0, seed=0, callbacks=[cb])
+    assert e.value.filename == str(tmp_path)
+    assert m.optimizer.iterations == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import numbers
 import os
@@ -27,7 +28,7 @@ def _template_fields(template: str, who: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"{who}: filepath {template!r} is not a valid format template ({exc}).") from None
+        raise ValueError(f"{who}: 'filepath' {template!r} is not a valid format template ({exc}).") from None
     fields = []
     for _, field, spec, _ in parsed:
         if field is None:
@@ -35,13 +36,18 @@ def _template_fields(template: str, who: str) -> list[str]:
         root = re.split(r"[.\[]", field, maxsplit=1)[0]
         if root == "" or root.isdigit():
             raise ValueError(
-                f"{who}: filepath {template!r} has a positional field {{{field}}}; name the value, "
+                f"{who}: 'filepath' {template!r} has a positional field {{{field}}}; name the value, "
                 "e.g. {epoch:02d} or {val_loss:.3f}."
             )
         fields.append(root)
         if spec and "{" in spec:  # nested fields of a format spec: "{loss:.{digits}f}"
             fields += _template_fields(spec, who)
     return fields
+
+
+def _is_a_folder(who: str, arg: str, path: str) -> IsADirectoryError:
+    # an OSError as open() would raise, but raised before training and naming the callback
+    return IsADirectoryError(errno.EISDIR, f"{who}: {arg!r} is a folder; it must name a file", path)
 
 
 def _epoch_log_keys(model) -> set[str]:
@@ -112,6 +118,8 @@ class ModelCheckpoint(Callback):
         super().__init__()
         self.filepath = os.fspath(filepath)
         self._fields = _template_fields(self.filepath, type(self).__name__)
+        #: the log keys (and ``epoch``) that ``filepath`` formats, in order
+        self.filepath_keys = tuple(dict.fromkeys(self._fields))
         self.monitor = monitor
         self.verbose = verbose
         self.save_best_only = save_best_only
@@ -133,13 +141,15 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, logs=None):
         who = type(self).__name__
         known = _epoch_log_keys(self.model) | {"epoch"}
-        unknown = [f for f in dict.fromkeys(self._fields) if f not in known]
+        unknown = [f for f in self.filepath_keys if f not in known]
         if unknown:
             why = " (it saves at epoch ends, where there is no batch index)" if unknown == ["batch"] else ""
             raise ValueError(
-                f"{who}: filepath {self.filepath!r} uses {', '.join('{' + f + '}' for f in unknown)}{why}, "
+                f"{who}: 'filepath' {self.filepath!r} uses {', '.join('{' + f + '}' for f in unknown)}{why}, "
                 f"which the epoch logs will not have; the keys are: {', '.join(sorted(known))}."
             )
+        if not self._fields and os.path.isdir(self.filepath):
+            raise _is_a_folder(who, "filepath", self.filepath)
         folder = self.fixed_folder()
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -154,7 +164,7 @@ class ModelCheckpoint(Callback):
         missing = [f for f in self._fields if f != "epoch" and f not in logs]
         if missing:
             raise ValueError(
-                f"{type(self).__name__}: filepath {self.filepath!r} uses {{{missing[0]}}}, which is not in the "
+                f"{type(self).__name__}: 'filepath' {self.filepath!r} uses {{{missing[0]}}}, which is not in the "
                 f"logs of epoch {epoch + 1}; available: {', '.join(sorted(logs)) or 'none'}. (Validation "
                 "quantities need validation_data or validation_split in fit.)"
             )
@@ -263,6 +273,8 @@ class CSVLogger(Callback):
         self._sep = self.separator
         self._keys = None
         self._has_header = False
+        if os.path.isdir(self.filename):
+            raise _is_a_folder(type(self).__name__, "filename", self.filename)
         folder = os.path.dirname(self.filename)
         if folder:
             os.makedirs(folder, exist_ok=True)
