@@ -5,9 +5,11 @@ is streamed as few times as possible:
 
 * forward: one pass for the statistics (sums of ``x - s`` and ``(x - s)^2``
   accumulated in float64 with a per-feature shift ``s = x[0]``, which keeps
-  the one-pass variance free of cancellation for data with a large offset),
-  one pass writing ``y``; ``xhat`` is not stored, the backward pass recomputes
-  it from ``x``;
+  the one-pass variance free of cancellation for data with a large offset;
+  float32 deviations never overflow these sums, float64 ones beyond about
+  1e154 take a scaled second pass), one pass writing
+  ``y = (x - mean) * scale + shift``; ``xhat`` is not stored, the backward
+  pass recomputes it from ``x``;
 * backward: one pass for ``dbeta = sum(dy)`` and ``dgamma = sum(dy * xhat)``,
   one pass writing ``dx = g * inv_std / m * (m dy - dbeta - xhat dgamma)``.
 
@@ -20,11 +22,18 @@ compute-bound, at about 1.4x the time of a plain read of the data.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 from ._expf_numba import sigmoidf
 from ._fused_numba import IDENTITY, act_grad
+
+#: statuses of the training forward kernels
+OK, NOT_FINITE, OVERFLOW = 0, 1, 2
+#: largest ``|mean * scale|`` for which the forward pass folds the mean into the shift (see _train_statistics)
+_FOLD_BOUND = 4.0
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -62,7 +71,52 @@ def moments(x):
         mean[j] = shift[j] + mu
         v = s2[j] / m - mu * mu
         var[j] = v if v > 0.0 else 0.0
+    if not np.isfinite(np.sum(s2) + np.sum(s1)):
+        # float64 deviations beyond ~1e154 overflow the squares (float32 ones never
+        # do in float64); NaN or inf input stays NaN
+        for j in range(c):
+            if not (np.isfinite(mean[j]) and np.isfinite(var[j])):
+                mean[j], var[j] = _column_moments_scaled(x, j)
     return mean, var
+
+
+@njit(cache=True, nogil=True)
+def _column_moments_scaled(x, j):
+    """Mean and variance of column ``j`` with the values scaled by ``2^-e`` (exact), ``2^e >= max |x|``.
+
+    The fallback of :func:`moments` where its sums overflow. The variance is
+    ``inf`` only where it exceeds the float64 range itself; NaN or inf input
+    gives NaN.
+    """
+    m = x.shape[0]
+    amax = 0.0
+    for i in range(m):
+        a = abs(np.float64(x[i, j]))
+        if not a <= 1.8e308:
+            return np.nan, np.nan
+        amax = max(amax, a)
+    e = math.frexp(amax)[1]
+    k = math.ldexp(1.0, -e)
+    shift = x[0, j] * k
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(m):
+        d = x[i, j] * k - shift
+        s1 += d
+        s2 += d * d
+    mu = s1 / m
+    v = s2 / m - mu * mu
+    return math.ldexp(shift + mu, e), math.ldexp(v if v > 0.0 else 0.0, 2 * e)
+
+
+@njit(cache=True, nogil=True)
+def all_finite(x):
+    """True when no entry of the 2-D ``x`` is NaN or inf (the failure path tells bad input from overflow)."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            if not np.isfinite(x[i, j]):
+                return False
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -125,6 +179,37 @@ def affine(x, scale, shift, out):
     _affine_blocks(x, scale, shift, out, _tile_rows(m, c))
 
 
+@njit(cache=True, nogil=True)
+def centered_affine_blocks(x, center, scale, shift, out, rows):
+    """``out = (x - center) scale + shift`` per feature (coefficients tiled when ``rows > 1``).
+
+    The mean is subtracted before scaling rather than folded into the shift
+    (``x scale + (shift - center scale)``): the folded form cancels two large
+    products for a feature whose mean is large against its spread, and a
+    constant feature (``x == center``) would not give ``shift`` exactly.
+    """
+    p, c = x.shape
+    if rows == 1:
+        for i in range(p):
+            for j in range(c):
+                out[i, j] = (x[i, j] - center[j]) * scale[j] + shift[j]
+        return
+    w = rows * c
+    mt, st, ht = _tiled(center, rows, x.dtype), _tiled(scale, rows, x.dtype), _tiled(shift, rows, x.dtype)
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    for b0 in range(0, p * c, w):
+        xb, ob = xf[b0 : b0 + w], of[b0 : b0 + w]
+        for q in range(xb.size):
+            ob[q] = (xb[q] - mt[q]) * st[q] + ht[q]
+
+
+@njit(cache=True, nogil=True)
+def centered_affine(x, center, scale, shift, out):
+    """``out = (x - center) * scale + shift`` per feature."""
+    m, c = x.shape
+    centered_affine_blocks(x, center, scale, shift, out, _tile_rows(m, c))
+
+
 # The backward reductions, four rows or one row at a time: db += sum g,
 # dg += sum g * xhat.
 @njit(cache=True, nogil=True, inline="always")
@@ -146,12 +231,16 @@ def train_forward_step(
 ):
     """The whole training forward of the layer in one call.
 
-    ``gamma``/``beta`` of size 0 mean "absent" (1 and 0). Writes ``y`` into
-    ``out``, the batch mean and ``1/sqrt(var + eps)`` (float64) into
-    ``mean_out``/``inv_std_out`` and, only if every statistic is finite,
-    applies the Keras moving-average update (the moving variance receives
-    ``var * var_correction``: 1 for the biased, ``m / (m - 1)`` for the unbiased
-    convention). Returns that finiteness flag.
+    ``gamma``/``beta`` of size 0 mean "absent" (1 and 0). Writes
+    ``y = (x - mean) * gamma / sqrt(var + eps) + beta`` into ``out``, the
+    batch mean and ``1/sqrt(var + eps)`` (float64) into
+    ``mean_out``/``inv_std_out`` and applies the Keras moving-average update
+    (the moving variance receives ``var * var_correction``: 1 for the
+    biased, ``m / (m - 1)`` for the unbiased convention). Returns a status:
+    :data:`OK`, or :data:`NOT_FINITE` (NaN or inf in ``x``) or
+    :data:`OVERFLOW` (a statistic or an updated moving statistic beyond the
+    range of its dtype: float32 moving variances of deviations beyond about
+    1.8e19), in which cases nothing is written.
 
     ``saved`` (optional, float64, ``2 c + 1`` values) receives, when the
     update happens, the moving mean and variance as they were before it and
@@ -160,14 +249,17 @@ def train_forward_step(
     interrupt cannot separate the two).
     """
     m, c = x.shape
-    finite, scale, shift = _train_statistics(
+    status, center, scale, shift = _train_statistics(
         x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out,
         saved, stamp,
     )
-    if not finite:
-        return False
-    _affine_blocks(x, scale, shift, out, _tile_rows(m, c))
-    return True
+    if status != OK:
+        return status
+    if center.size:
+        centered_affine_blocks(x, center, scale, shift, out, _tile_rows(m, c))
+    else:
+        _affine_blocks(x, scale, shift, out, _tile_rows(m, c))
+    return OK
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -185,18 +277,20 @@ def train_forward_act_step(
     and ``stamp``: as in :func:`train_forward_step`.
     """
     m, c = x.shape
-    finite, scale, shift = _train_statistics(
+    status, center, scale, shift = _train_statistics(
         x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out,
         saved, stamp,
     )
-    if not finite:
-        return False
+    if status != OK:
+        return status
     zero = x.dtype.type(0)
     # blocks of at least 2048 elements: z is written, then f(z) runs as one
     # flat loop over the block while it is in cache (a loop per row would
     # leave c % 8 elements of every row to the scalar form of sigmoidf)
     rows = max(1, min(m, 2048 // c))
     w = rows * c
+    folded = center.size == 0
+    mt = _tiled(center if not folded else scale, rows, x.dtype)
     st = _tiled(scale, rows, x.dtype)
     ht = _tiled(shift, rows, x.dtype)
     xf = x.reshape(x.size)
@@ -206,8 +300,12 @@ def train_forward_act_step(
         xb = xf[b0 : b0 + w]
         zb = zf[b0 : b0 + w]
         ab = af[b0 : b0 + w]
-        for k in range(xb.size):
-            zb[k] = xb[k] * st[k] + ht[k]
+        if folded:
+            for k in range(xb.size):
+                zb[k] = xb[k] * st[k] + ht[k]
+        else:
+            for k in range(xb.size):
+                zb[k] = (xb[k] - mt[k]) * st[k] + ht[k]
         if kind == 0:
             for k in range(zb.size):
                 z = zb[k]
@@ -215,39 +313,71 @@ def train_forward_act_step(
         else:
             for k in range(zb.size):
                 ab[k] = sigmoidf(zb[k])
-    return True
+    return OK
 
 
 @njit(cache=True, nogil=True)
 def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out,
                       inv_std_out, saved=None, stamp=0.0):
-    """Batch statistics, the moving-average update and the per-feature ``scale``/``shift`` of ``y``.
+    """Batch statistics, the moving-average update and the per-feature ``center``/``scale``/``shift`` of ``y``.
 
-    Returns ``(finite, scale, shift)``; nothing is written unless every
-    statistic is finite.
+    ``y = (x - center) scale + shift`` with ``center`` the mean rounded to
+    ``x``'s dtype; what that rounding drops (``mean - center``) is folded
+    into ``shift``, so a large mean costs no accuracy. Where every feature
+    has ``|mean * scale| <= _FOLD_BOUND`` or is constant, ``center`` comes
+    back empty and ``y = x scale + shift`` (the mean folded into ``shift``,
+    a constant feature given ``scale = 0``): one operation less per element
+    (0.4 us of the 3.2 us forward of a 60 x 100 batch), at most a few units
+    in the last place of ``_FOLD_BOUND`` more error than the centered form.
+    Returns ``(status, center, scale, shift)``; nothing is written unless
+    the status is :data:`OK` (the new moving statistics are formed, and
+    checked to fit their dtype, before any is stored).
     """
     m, c = x.shape
     mean, var = moments(x)
+    center = np.empty(c, x.dtype)
     scale = np.empty(c, x.dtype)
     shift = np.empty(c, x.dtype)
     for j in range(c):
         if not (np.isfinite(mean[j]) and np.isfinite(var[j])):
-            return False, scale, shift
+            # finite input: a float64 variance beyond 1.8e308
+            return (OVERFLOW if all_finite(x) else NOT_FINITE), center, scale, shift
+    # an updated moving mean is a weighted mean of two values in its dtype's range; an
+    # updated variance may not be, which only the rare large batch variance can cause
+    if np.max(var) * var_correction > np.finfo(moving_var.dtype).max:
+        tm, tv = moving_mean.dtype.type, moving_var.dtype.type
+        for j in range(c):
+            # the updated values as their buffers will hold them (recomputed, the same bits, below)
+            if not (np.isfinite(tm(momentum * moving_mean[j] + (1.0 - momentum) * mean[j]))
+                    and np.isfinite(tv(momentum * moving_var[j] + (1.0 - momentum) * var[j] * var_correction))):
+                return OVERFLOW, center, scale, shift
     if saved is not None:
         for j in range(c):
             saved[j] = moving_mean[j]
             saved[c + j] = moving_var[j]
         saved[2 * c] = stamp
+    folded = True
     for j in range(c):
         inv = 1.0 / np.sqrt(var[j] + epsilon)
         mean_out[j] = mean[j]
         inv_std_out[j] = inv
         g = gamma[j] * inv if gamma.size else inv
+        center[j] = mean[j]
         scale[j] = g
-        shift[j] = (beta[j] if beta.size else 0.0) - mean[j] * g
+        shift[j] = (beta[j] if beta.size else 0.0) - (mean[j] - center[j]) * g
+        folded = folded and (var[j] == 0.0 or abs(mean[j] * g) <= _FOLD_BOUND)
         moving_mean[j] = momentum * moving_mean[j] + (1.0 - momentum) * mean[j]
         moving_var[j] = momentum * moving_var[j] + (1.0 - momentum) * var[j] * var_correction
-    return True, scale, shift
+    if not folded:
+        return OK, center, scale, shift
+    for j in range(c):
+        if var[j] == 0.0:  # constant: y = beta exactly
+            scale[j] = 0.0
+            shift[j] = beta[j] if beta.size else 0.0
+        else:
+            g = np.float64(scale[j])
+            shift[j] = (beta[j] if beta.size else 0.0) - mean[j] * g
+    return OK, center[:0], scale, shift
 
 
 @njit(cache=True, nogil=True)
@@ -274,10 +404,13 @@ def _dx_coefficients(db, dg, mean, inv_std, gamma, m, dtype, rows):
     mu = np.empty(c, dtype)
     for j in range(c):
         g = gamma[j] * inv_std[j] if gamma.size else inv_std[j]
-        a[j] = g
-        b[j] = g * db[j] / m
-        cc[j] = g * dg[j] * inv_std[j] / m
+        c64 = g * dg[j] * inv_std[j] / m
         mu[j] = mean[j]
+        a[j] = g
+        # cc (x - mean) = cc (x - mu) - cc (mean - mu): the part of the mean that
+        # rounding mu to dtype drops goes into b
+        b[j] = g * db[j] / m - c64 * (mean[j] - mu[j])
+        cc[j] = c64
     if rows == 1:
         return a, b, cc, mu
     return _tiled(a, rows, dtype), _tiled(b, rows, dtype), _tiled(cc, rows, dtype), _tiled(mu, rows, dtype)

@@ -22,7 +22,7 @@ Substituting and collecting terms gives the compact form used here::
     dx_i = gamma / (m sqrt(sigma^2 + eps)) * (m dy_i - dbeta - xhat_i dgamma)
 
 At inference the moving statistics replace the batch ones, and ``y`` is
-affine in ``x``: ``y = x * s + (beta - mu_mov * s)`` with
+affine in ``x``: ``y = (x - mu_mov) * s + beta`` with
 ``s = gamma / sqrt(sigma^2_mov + eps)``, so ``dx = dy * s``.
 
 The moving statistics follow Keras::
@@ -34,9 +34,13 @@ The moving statistics follow Keras::
 Conventions. Statistics are reduced over ``axes`` with ``keepdims=True``, so
 every per-feature array (``gamma``, ``beta``, ``mean``, ...) has the broadcast
 shape of ``x`` with ones on the reduced axes. The variance is two-pass (the
-mean is subtracted before squaring), never ``E[x^2] - E[x]^2``, and the mean
-of float16/float32 inputs is accumulated in float64, so an offset of 1e4 on
-unit-variance float32 data still normalizes to unit variance.
+mean is subtracted before squaring), never ``E[x^2] - E[x]^2``; the sums are
+shifted by each feature's first value and the mean of float16/float32 inputs
+is accumulated in float64, so an offset of 1e4 (or 1e30) on unit-variance
+float32 data still normalizes to unit variance and a constant feature gives
+exactly ``beta``. The variance is returned in float64: every finite float32
+input has a finite one (up to about 4.6e77), which a float32 moving variance
+may not hold; the layer, not the kernel, refuses that ("overflow").
 """
 
 from __future__ import annotations
@@ -73,16 +77,134 @@ def reduced_count(shape: tuple, axes: tuple) -> int:
     return math.prod(shape[a] for a in axes)
 
 
-def batch_moments(x: np.ndarray, *, axes: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(mean, var, x - mean)``: biased variance, two-pass.
+def _first(x: np.ndarray, axes: tuple) -> np.ndarray:
+    """The first of each statistic's values (a keepdims view): the shift of the sums."""
+    return x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))]
 
-    ``mean`` and ``var`` have the broadcast (keepdims) shape and ``x``'s dtype.
+
+def _moments_fast(x, axes, centered):
+    """``(mean, var, x - mean)``: the sums of the common case, shifted by each statistic's first value.
+
+    Deviations from the first value are exactly zero for a constant feature
+    (its mean then equals its value exactly, in float64 too, where a plain
+    sum of ``m`` copies can round) and carry no large offset into the sums.
+    ``mean`` is float64 for narrower inputs, ``var`` float64; either may
+    overflow (detected by the caller).
     """
     acc = np.float64 if x.dtype.itemsize < 8 else None
-    mean = x.mean(axis=axes, keepdims=True, dtype=acc).astype(x.dtype, copy=False)
-    xc = x - mean
-    var = np.mean(np.square(xc), axis=axes, keepdims=True)
-    return mean, var, xc
+    with np.errstate(over="ignore", invalid="ignore"):
+        if centered:
+            x0 = _first(x, axes)
+            xc = x - x0
+            ms = xc.mean(axis=axes, keepdims=True, dtype=acc)
+            xc -= ms.astype(x.dtype, copy=False)
+            mean = x0 + ms
+            var = np.mean(np.square(xc), axis=axes, keepdims=True)
+        else:
+            xc = x.copy()
+            mean = None
+            var = np.mean(np.square(x), axis=axes, keepdims=True, dtype=acc)
+    return mean, var.astype(np.float64, copy=False), xc
+
+
+#: (floor, epsilon bound) of :func:`underflow_floor` for the dtypes narrower than float64
+_FLOORS = {
+    np.dtype(t): (float(np.finfo(t).tiny / np.finfo(t).eps), float(np.finfo(t).tiny / np.finfo(t).eps ** 2))
+    for t in (np.float16, np.float32)
+}
+
+
+def underflow_floor(dtype, epsilon: float) -> float:
+    """The variance below which squares in ``dtype`` may have lost digits to underflow, or 0.0.
+
+    Squares below the smallest normal number (``1.2e-38`` in float32) lose
+    digits; that matters only where ``epsilon`` does not swamp such a
+    variance (``epsilon`` below about ``8e-25`` in float32). Never for
+    float64, whose squares of float32-sized values do not underflow.
+    """
+    floor, bound = _FLOORS.get(np.dtype(dtype), (0.0, 0.0))
+    return floor if epsilon < bound else 0.0
+
+
+def _needs_wide(x, var, epsilon) -> bool:
+    """True where the sums in ``x``'s dtype may have overflowed or underflowed (then :func:`_standardize_wide`)."""
+    if not np.isfinite(var).all():
+        return True
+    floor = underflow_floor(x.dtype, epsilon)
+    return floor > 0.0 and bool((var < floor).any())
+
+
+def _standardize_wide(x, axes, epsilon, centered):
+    """:func:`standardize` in float64, the values scaled by ``2^-e`` (exact) where ``2^e > max |x| > 2^500``.
+
+    The rare path: squares of float32 deviations beyond 1.8e19 overflow
+    float32 (never float64), and float64 deviations beyond about 1e154
+    overflow float64 unless scaled. ``var`` is ``inf`` only where the
+    variance itself exceeds the float64 range; ``inv_std`` and ``xhat`` are
+    then still finite. NaN or inf input gives NaN statistics.
+    """
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        amax = np.max(np.abs(x64), axis=axes, keepdims=True)
+        e = np.where((amax > 2.0**500) & (amax < np.inf), np.frexp(amax)[1], 0)
+        xs = np.ldexp(x64, -e)
+        if centered:
+            x0 = _first(xs, axes)
+            xs -= x0
+            ms = xs.mean(axis=axes, keepdims=True)
+            xs -= ms
+            mean = np.ldexp(x0 + ms, e)
+        else:
+            mean = None
+        vs = np.mean(np.square(xs), axis=axes, keepdims=True)
+        var = np.ldexp(vs, 2 * e)
+        den = np.sqrt(vs + np.ldexp(epsilon, -2 * e))
+        zero = den == 0  # a constant feature where the scaling underflowed epsilon
+        xhat = np.divide(xs, den, out=np.zeros_like(xs), where=~zero)
+        inv_std = np.where(zero, 1.0 / np.sqrt(epsilon), np.ldexp(1.0 / den, -e))
+    return mean, var, inv_std.astype(x.dtype), xhat.astype(x.dtype)
+
+
+def standardize(
+    x: np.ndarray, *, axes: tuple, epsilon: float, centered: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(mean, var, inv_std, xhat)``: equations (1) to (3) over ``axes`` (keepdims shapes).
+
+    ``mean`` has ``x``'s dtype (None when not ``centered``: RMS
+    normalization, ``var = mean(x^2)``); ``var`` is float64, two-pass and
+    shifted by each statistic's first value (see :func:`_moments_fast`);
+    ``inv_std = 1 / sqrt(var + epsilon)`` and ``xhat`` (a new array) have
+    ``x``'s dtype.
+
+    Every finite float32 input gives finite statistics and ``xhat``: where
+    the float32 squares overflow (deviations beyond about 1.8e19) or
+    underflow, the statistics are taken again in float64
+    (:func:`_standardize_wide`). For float64 input ``var`` is ``inf`` only
+    where it exceeds the float64 range (deviations beyond about 1e154);
+    ``inv_std`` and ``xhat`` stay finite. A constant feature gives
+    ``var = 0`` and ``xhat = 0`` exactly.
+    """
+    mean, var, xc = _moments_fast(x, axes, centered)
+    if _needs_wide(x, var, epsilon):
+        mean, var, inv_std, xhat = _standardize_wide(x, axes, epsilon, centered)
+    else:
+        inv_std = (1.0 / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
+        xhat = xc
+        xhat *= inv_std
+    return (None if mean is None else mean.astype(x.dtype, copy=False)), var, inv_std, xhat
+
+
+def batch_moments(x: np.ndarray, *, axes: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(mean, var, x - mean)``: biased variance, two-pass (see :func:`standardize`).
+
+    ``mean`` has the broadcast (keepdims) shape and ``x``'s dtype, ``var``
+    is float64.
+    """
+    mean, var, xc = _moments_fast(x, axes, True)
+    if _needs_wide(x, var, 0.0):
+        mean, var, _, _ = _standardize_wide(x, axes, 0.0, True)
+        xc = x - mean.astype(x.dtype)
+    return mean.astype(x.dtype, copy=False), var, xc
 
 
 def batchnorm_train_forward(
@@ -104,10 +226,7 @@ def batchnorm_train_forward(
         The batch mean and biased variance (keepdims shape), for the moving
         averages.
     """
-    mean, var, xc = batch_moments(x, axes=axes)
-    inv_std = 1.0 / np.sqrt(var + epsilon)
-    xhat = xc
-    xhat *= inv_std
+    mean, var, inv_std, xhat = standardize(x, axes=axes, epsilon=epsilon)
     if gamma is not None:
         y = xhat * gamma
         if beta is not None:
@@ -145,14 +264,18 @@ def batchnorm_inference_forward(
     axes: tuple,
     epsilon: float,
 ) -> tuple[np.ndarray, BatchNormInferenceCache]:
-    """Normalize with fixed statistics: ``y = x * s + (beta - mean * s)``."""
+    """Normalize with fixed statistics: ``y = (x - mean) * s + beta``.
+
+    Centered rather than folded into ``x * s + (beta - mean * s)``, whose two
+    products cancel for a feature with a large mean: an input equal to the
+    moving mean gives ``beta`` exactly.
+    """
     inv_std = 1.0 / np.sqrt(moving_variance + epsilon)
     scale = inv_std if gamma is None else gamma * inv_std
-    shift = -moving_mean * scale
+    y = x - moving_mean
+    y *= scale
     if beta is not None:
-        shift = shift + beta
-    y = x * scale
-    y += shift
+        y += beta
     return y, BatchNormInferenceCache(x, moving_mean, inv_std, scale, axes)
 
 
@@ -209,13 +332,11 @@ def batch_renorm_train_forward(
 
     Returns ``(y, cache, mean, var, r, d)``.
     """
-    mean, var, xc = batch_moments(x, axes=axes)
-    std_b = np.sqrt(var + epsilon)
-    r = np.clip(std_b / renorm_stddev, rmin, rmax).astype(x.dtype, copy=False)
-    d = np.clip((mean - renorm_mean) / renorm_stddev, -dmax, dmax).astype(x.dtype, copy=False)
-    inv_std = 1.0 / std_b
-    xhat = xc
-    xhat *= inv_std
+    mean, var, inv_std, xhat = standardize(x, axes=axes, epsilon=epsilon)
+    with np.errstate(over="ignore"):
+        std_b = np.sqrt(var + epsilon)
+        r = np.clip(std_b / renorm_stddev, rmin, rmax).astype(x.dtype, copy=False)
+        d = np.clip((mean - renorm_mean) / renorm_stddev, -dmax, dmax).astype(x.dtype, copy=False)
     g = r if gamma is None else gamma * r
     y = xhat * g + (d if gamma is None else gamma * d)
     if beta is not None:

@@ -31,9 +31,11 @@ else:  # pragma: no cover
 
 #: the kernels' code of each activation they fuse backward (empty without numba)
 KINDS = dict(_ACT_KINDS)
+#: what :func:`train_forward` returns instead of a cache: NaN or inf input, or a statistic beyond its dtype's range
+NOT_FINITE, OVERFLOW = 1, 2
 
-__all__ = ["RowsTrainCache", "RowsInferenceCache", "enabled", "takes", "activation_kind", "train_forward",
-           "train_backward", "inference_forward", "inference_backward"]
+__all__ = ["RowsTrainCache", "RowsInferenceCache", "NOT_FINITE", "OVERFLOW", "enabled", "takes",
+           "activation_kind", "train_forward", "train_backward", "inference_forward", "inference_backward"]
 
 _EMPTY = np.empty(0)
 _new = tuple.__new__
@@ -87,24 +89,26 @@ def train_forward(x, gamma, beta, epsilon, momentum, var_correction, moving_mean
 
     (Positional arguments: the training step calls this for every layer.)
     ``x`` is ``(m, C)`` and C-contiguous; ``out``, ``act_out``, ``mean``
-    and ``inv_std`` are written. Only if every statistic is finite are the
-    moving statistics updated (``moving = momentum * moving + (1 - momentum)
-    * batch``, the variance times ``var_correction``), after their old
-    values and ``stamp`` were written into ``saved`` (float64, ``2 C + 1``:
-    a failed training step restores them when the stamp is its own).
-    Returns the cache for :func:`train_backward`, or None (nothing updated)
-    when a statistic is not finite.
+    and ``inv_std`` are written, and the moving statistics updated
+    (``moving = momentum * moving + (1 - momentum) * batch``, the variance
+    times ``var_correction``) after their old values and ``stamp`` were
+    written into ``saved`` (float64, ``2 C + 1``: a failed training step
+    restores them when the stamp is its own).
+    Returns the cache for :func:`train_backward`, or, with nothing written,
+    :data:`NOT_FINITE` (NaN or inf in ``x``) or :data:`OVERFLOW` (finite
+    ``x`` whose variance, or the updated moving statistic, exceeds the range
+    of its dtype; for float32 buffers, deviations beyond about 1.8e19).
     """
     gamma = _EMPTY if gamma is None else gamma
     beta = _EMPTY if beta is None else beta
     if act_kind is None:
-        ok = _F.train_forward_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
+        status = _F.train_forward_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
                                    out, mean, inv_std, saved, stamp)
     else:
-        ok = _F.train_forward_act_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean,
-                                       moving_var, out, mean, inv_std, act_kind, act_out, saved, stamp)
+        status = _F.train_forward_act_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean,
+                                           moving_var, out, mean, inv_std, act_kind, act_out, saved, stamp)
     # tuple.__new__: the named tuple without its Python-level constructor (every step, every layer)
-    return _new(RowsTrainCache, (x, mean, inv_std)) if ok else None
+    return _new(RowsTrainCache, (x, mean, inv_std)) if status == 0 else status
 
 
 def train_backward(dy, cache: RowsTrainCache, gamma, dx, dgamma, dbeta, accumulate: bool,
@@ -128,12 +132,21 @@ def train_backward(dy, cache: RowsTrainCache, gamma, dx, dgamma, dbeta, accumula
 
 
 def inference_forward(x, gamma, beta, moving_mean, moving_var, *, epsilon, out) -> RowsInferenceCache:
-    """``out = x * scale + shift`` with the moving statistics: one pass over ``x``."""
+    """``out = (x - mean) * scale + beta`` with the moving statistics: one pass over ``x``.
+
+    Centered rather than folded into ``x * scale + shift``: an input equal
+    to the moving mean gives ``beta`` exactly (see
+    :func:`normlab.kernels._batchnorm_numba.centered_affine_blocks`).
+    """
     inv_std = 1.0 / np.sqrt(moving_var.astype(np.float64) + epsilon)
     mean = moving_mean.astype(np.float64)
     scale = inv_std if gamma is None else gamma * inv_std
-    shift = -mean * scale if beta is None else beta - mean * scale
-    _F.affine(x, scale.astype(x.dtype), shift.astype(x.dtype), out)
+    center = mean.astype(x.dtype)
+    # what rounding the mean to x's dtype drops (nothing for buffers of that dtype)
+    shift = (center - mean) * scale
+    if beta is not None:
+        shift += beta
+    _F.centered_affine(x, center, scale.astype(x.dtype), shift.astype(x.dtype), out)
     return RowsInferenceCache(x, mean, inv_std, scale)
 
 

@@ -106,8 +106,8 @@ class BatchNormActivation:
             m / (m - 1) if bn.unbiased_moving_variance else 1.0,  # bn._var_correction(m)
             b["moving_mean"], b["moving_variance"], z, mean, inv_std, bn._saved, bn._stamp, kind, a,
         )
-        if cache is None:
-            bn._raise_non_finite(x.shape)
+        if type(cache) is int:
+            bn._raise_bad_statistics(x, overflow=cache == R.OVERFLOW)
         bn._cache = cache
         if not flat:
             z, a = z.reshape(x.shape), a.reshape(x.shape)

@@ -20,6 +20,7 @@ from .._validation import (
 )
 from ..kernels import batchnorm as K
 from ..kernels import batchnorm_rows as R
+from ..kernels.checks import all_finite
 from .base import Layer
 
 __all__ = ["BatchNormalization"]
@@ -126,8 +127,16 @@ class BatchNormalization(Layer):
     ``batch_of_one="moving_statistics"``). Inference works on any batch
     size, one included.
 
-    *Non-finite input.* If the batch statistics are not finite the call raises
-    a ``ValueError`` before the moving statistics are touched.
+    *Non-finite input, overflow.* Input holding NaN or inf raises a
+    ``ValueError`` in training before the moving statistics are touched.
+    Finite input always gives a finite, correct output (the statistics are
+    accumulated in float64 and a constant feature gives exactly ``beta``),
+    but a float32 moving variance holds at most 3.4e38: where the batch
+    variance (deviations from the mean beyond about 1.8e19), or an updated
+    moving statistic, would not fit its buffer's dtype, training raises a
+    ``ValueError`` that says "overflow", again with every moving statistic
+    left as it was. Inference and ``trainable=False`` never update them and
+    never raise for finite input.
     """
 
     _writes_fresh_grads = True  # see Layer._writes_fresh_grads
@@ -336,7 +345,7 @@ class BatchNormalization(Layer):
         gamma = self._b(self.params.get("gamma"))
         beta = self._b(self.params.get("beta"))
         if train:
-            # NaN or inf input: _check_finite_stats raises a clear error, NumPy need not warn first
+            # NaN or inf input: _commit_moving raises a clear error, NumPy need not warn first
             with np.errstate(invalid="ignore", over="ignore"):
                 return self._train_call(x, gamma, beta)
         y, cache = K.batchnorm_inference_forward(
@@ -367,16 +376,13 @@ class BatchNormalization(Layer):
                 self._b(self.buffers["renorm_mean"]), self._b(self.buffers["renorm_stddev"]),
                 axes=self._reduce_axes, epsilon=self.epsilon, rmax=rmax, rmin=rmin, dmax=dmax,
             )
-            self._check_finite_stats(mean, var, x.shape)
-            self._update_moving(mean, var, cache.base.count)
-            self._update_renorm(mean, var)
+            self._commit_moving(x, mean, var, cache.base.count, renorm=True)
             cache = ("renorm", cache)
         else:
             y, kcache, mean, var = K.batchnorm_train_forward(
                 x, gamma, beta, axes=self._reduce_axes, epsilon=self.epsilon
             )
-            self._check_finite_stats(mean, var, x.shape)
-            self._update_moving(mean, var, kcache.count)
+            self._commit_moving(x, mean, var, kcache.count)
             cache = ("train", kcache)
         self._cache = cache
         self._out_shape = y.shape
@@ -404,15 +410,8 @@ class BatchNormalization(Layer):
         gb = None if gamma is None else gamma[None]
         bb = None if beta is None else beta[None]
         y, kcache, mean, var = K.batchnorm_train_forward(xg, gb, bb, axes=axes, epsilon=self.epsilon)
-        self._check_finite_stats(mean, var, x.shape)
-        self._update_moving(mean.mean(axis=0), var.mean(axis=0), kcache.count)
+        self._commit_moving(x, mean, var, kcache.count, groups=True)
         return y.reshape(x.shape), ("ghost", kcache)
-
-    def _update_renorm(self, mean, var):
-        m = self.renorm_momentum
-        for key, batch in (("renorm_mean", mean), ("renorm_stddev", np.sqrt(var + self.epsilon))):
-            buf = self.buffers[key]
-            np.copyto(buf, K.update_moving(buf, batch.reshape(buf.shape), m))
 
     def _raise_too_few(self, shape, count):
         raise ValueError(
@@ -422,16 +421,51 @@ class BatchNormalization(Layer):
             f"layer with training=False to use the moving statistics."
         )
 
-    def _check_finite_stats(self, mean, var, shape):
-        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-            self._raise_non_finite(shape)
+    def _commit_moving(self, x, mean, var, count, *, renorm=False, groups=False):
+        """Update the moving statistics from the batch's, all of them or none.
 
-    def _raise_non_finite(self, shape):
-        raise ValueError(
+        Every new value is formed (in float64 where the batch variance is)
+        and checked to fit its buffer's dtype before any buffer is written;
+        otherwise the error says why: NaN or inf input, or finite input
+        whose statistics overflow. ``groups``: ghost batches, whose
+        statistics are averaged.
+        """
+        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+            self._raise_bad_statistics(x, overflow=all_finite(x))
+        if groups:
+            mean, var = mean.mean(axis=0), var.mean(axis=0)
+        b = self.buffers
+        batch = {"moving_mean": mean, "moving_variance": var * self._var_correction(count)}
+        momentum = {"moving_mean": self.momentum, "moving_variance": self.momentum}
+        if renorm:
+            batch.update(renorm_mean=mean, renorm_stddev=np.sqrt(var + self.epsilon))
+            momentum.update(renorm_mean=self.renorm_momentum, renorm_stddev=self.renorm_momentum)
+        new = {}
+        with np.errstate(over="ignore"):
+            for key, value in batch.items():
+                buf = b[key]
+                new[key] = K.update_moving(buf, value.reshape(buf.shape), momentum[key]).astype(buf.dtype)
+                if not np.isfinite(new[key]).all():
+                    self._raise_bad_statistics(x, overflow=True)
+        for key, value in new.items():
+            np.copyto(b[key], value)
+
+    def _raise_bad_statistics(self, x, overflow: bool):
+        if not overflow:
+            raise ValueError(
                 f"Layer {self.name!r} (BatchNormalization): the input of shape "
-                f"{tuple(shape)} holds NaN or inf values; the moving statistics were left "
+                f"{tuple(x.shape)} holds NaN or inf values; the moving statistics were left "
                 f"unchanged."
             )
+        dtype = self.buffers["moving_variance"].dtype
+        big = float(np.finfo(dtype).max)
+        raise ValueError(
+            f"Layer {self.name!r} (BatchNormalization): the statistics of the finite input of shape "
+            f"{tuple(x.shape)} overflow: its batch variance, or an updated moving statistic, exceeds "
+            f"the largest {dtype} ({big:.3g}; deviations from the mean beyond about "
+            f"{np.sqrt(big):.2g}); the moving statistics were left unchanged. Scale the input down "
+            f"or use float64."
+        )
 
     def _call_rows(self, x, train, training, workspace=False):
         """Features on the last axis: ``x`` as an (m, C) matrix, one kernel call (:mod:`normlab.kernels.batchnorm_rows`)."""
@@ -449,8 +483,8 @@ class BatchNormalization(Layer):
                 np.empty(c, np.float64) if ws is None else ws[3], np.empty(c, np.float64) if ws is None else ws[4],
                 self._saved, self._stamp,
             )
-            if cache is None:
-                self._raise_non_finite(x.shape)
+            if type(cache) is int:
+                self._raise_bad_statistics(x, overflow=cache == R.OVERFLOW)
             self._cache = cache
         else:
             cache = R.inference_forward(x2, gamma, beta, self.buffers["moving_mean"],
@@ -486,12 +520,6 @@ class BatchNormalization(Layer):
 
     def _var_correction(self, count: int) -> float:
         return count / (count - 1) if self.unbiased_moving_variance and count > 1 else 1.0
-
-    def _update_moving(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
-        var = var * self._var_correction(count)
-        for key, batch in (("moving_mean", mean), ("moving_variance", var)):
-            buf = self.buffers[key]
-            np.copyto(buf, K.update_moving(buf, batch.reshape(buf.shape), self.momentum))
 
     # --------------------------------------------------------------- backward
     def _backward(self, dy):
