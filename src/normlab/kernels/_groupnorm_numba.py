@@ -10,8 +10,10 @@ the group:
   statistics kernel, :func:`normlab.kernels._batchnorm_numba.moments`, on the
   sample's ``(P, C)`` slice), combined per group as
   ``mean_g = mean_c(mean_c)`` and ``var_g = mean_c(var_c + (mean_c - mean_g)^2)``
-  (exact: every channel has ``P`` values); then
-  ``y = (x - mean_g) gamma_c inv_g + beta_c``;
+  (exact: every channel has ``P`` values; the group mean is summed from its
+  first channel's, so a constant group gives ``y = beta`` exactly); then
+  ``y = (x - mean_g) gamma_c inv_g + beta_c``, the mean subtracted before
+  scaling (:func:`normlab.kernels._batchnorm_numba.centered_affine_blocks`);
 * backward: per-channel ``A_c = sum_p dy`` and ``B_c = sum_p dy xhat`` (the
   batch-norm reductions), per group ``S1 = sum_c gamma_c A_c`` and
   ``S2 = sum_c gamma_c B_c``, then
@@ -28,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._batchnorm_numba import _add1, _add4, _tile_rows, _tiled, moments
+from ._batchnorm_numba import _add1, _add4, _tile_rows, _tiled, centered_affine_blocks, moments
 from ._layernorm_numba import add_param_grads
 
 
@@ -50,10 +52,12 @@ def forward(x, groups, gamma, beta, epsilon, out, mean_out, inv_out):
         xs = x[s]
         mean_c, var_c = moments(xs)
         for g in range(groups):
+            # from the group's first channel mean: exact for a constant group
+            m0 = mean_c[g * k]
             mg = 0.0
             for j in range(g * k, (g + 1) * k):
-                mg += mean_c[j]
-            mg /= k
+                mg += mean_c[j] - m0
+            mg = m0 + mg / k
             vg = 0.0
             for j in range(g * k, (g + 1) * k):
                 d = mean_c[j] - mg
@@ -62,35 +66,14 @@ def forward(x, groups, gamma, beta, epsilon, out, mean_out, inv_out):
             inv = 1.0 / np.sqrt(vg + epsilon)
             mean_out[s, g] = mg
             inv_out[s, g] = inv
+            ctr = x.dtype.type(mg)
             for j in range(g * k, (g + 1) * k):
-                scale[j] = gamma[j] * inv if gamma.size else inv
-                shift[j] = beta[j] if beta.size else 0.0
-                center[j] = mg
-        _centered_affine(xs, center, scale, shift, out[s], rows)
-
-
-@njit(cache=True, nogil=True)
-def _centered_affine(x, center, scale, shift, out, rows):
-    """``out = (x - center) scale + shift`` per channel (coefficients tiled when ``rows > 1``).
-
-    The mean is subtracted before scaling, not folded into the shift as in
-    batch norm's ``x scale + shift``: a group of one channel and one
-    position per sample (``(N, C)`` input) has a mean as large as its values,
-    and the folded form would cancel in float32 for values far from zero.
-    """
-    p, c = x.shape
-    if rows == 1:
-        for i in range(p):
-            for j in range(c):
-                out[i, j] = (x[i, j] - center[j]) * scale[j] + shift[j]
-        return
-    w = rows * c
-    mt, st, ht = _tiled(center, rows, x.dtype), _tiled(scale, rows, x.dtype), _tiled(shift, rows, x.dtype)
-    xf, of = x.reshape(x.size), out.reshape(out.size)
-    for b0 in range(0, p * c, w):
-        xb, ob = xf[b0 : b0 + w], of[b0 : b0 + w]
-        for q in range(xb.size):
-            ob[q] = (xb[q] - mt[q]) * st[q] + ht[q]
+                sc = gamma[j] * inv if gamma.size else inv
+                scale[j] = sc
+                # what rounding the mean to x's dtype drops, as in batch norm
+                shift[j] = (beta[j] if beta.size else 0.0) - (mg - np.float64(ctr)) * sc
+                center[j] = ctr
+        centered_affine_blocks(xs, center, scale, shift, out[s], rows)
 
 
 @njit(cache=True, nogil=True)
@@ -150,6 +133,7 @@ def backward(dy, x, groups, gamma, mean, inv_std, out, dgamma, dbeta):
     a = np.empty(c, x.dtype)
     b = np.empty(c, x.dtype)
     cc = np.empty(c, x.dtype)
+    mu_dt = np.empty(c, x.dtype)
     for s in range(n):
         for g in range(groups):
             for j in range(g * k, (g + 1) * k):
@@ -164,12 +148,15 @@ def backward(dy, x, groups, gamma, mean, inv_std, out, dgamma, dbeta):
                 s1 += gm * a_sum[j]
                 s2 += gm * b_sum[j]
             inv = inv_std[s, g]
+            c64 = inv * inv * s2 / count
             for j in range(g * k, (g + 1) * k):
                 gm = gamma[j] if gamma.size else 1.0
+                mu_dt[j] = mu[j]
                 a[j] = gm * inv
-                b[j] = inv * s1 / count
-                cc[j] = inv * inv * s2 / count
-        _dx_pass(dy[s], x[s], a, b, cc, mu, out[s], rows)
+                # cc (x - mean) = cc (x - mu_dt) - cc (mean - mu_dt), the second part into b
+                b[j] = inv * s1 / count - c64 * (mu[j] - np.float64(mu_dt[j]))
+                cc[j] = c64
+        _dx_pass(dy[s], x[s], a, b, cc, mu_dt, out[s], rows)
         for j in range(c):
             dg_tot[j] += b_sum[j]
             db_tot[j] += a_sum[j]

@@ -22,6 +22,8 @@ memory and write ``y`` (``dx``) once.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -30,10 +32,11 @@ from numba import njit
 # (without it a floating-point reduction runs one element at a time); only
 # these helpers carry the flag, so the elementwise formulas keep their order
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _row_sum(x, r):
+def _row_sum(x, r, x0):
+    """``sum(x[r] - x0)`` in float64: zero for a constant row, so its mean is ``x0`` exactly."""
     s = 0.0
     for j in range(x.shape[1]):
-        s += np.float64(x[r, j])
+        s += np.float64(x[r, j]) - x0
     return s
 
 
@@ -51,15 +54,46 @@ def _row_sq_dev(x, r, mu):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _row_grad_sums(dy, x, r, gamma, mu, inv, centered):
-    """``(sum g, sum g xhat)`` of row ``r`` with ``g = dy gamma``."""
+def _row_grad_sums(dy, x, r, gamma, mu, inv):
+    """``(sum g, sum g (x - mu) inv)`` of row ``r`` with ``g = dy gamma``."""
     s1 = x.dtype.type(0)
     s2 = x.dtype.type(0)
     for j in range(x.shape[1]):
         g = dy[r, j] * gamma[j]
         s1 += g
         s2 += g * ((x[r, j] - mu) * inv)
-    return (np.float64(s1) if centered else 0.0), np.float64(s2)
+    return np.float64(s1), np.float64(s2)
+
+
+@njit(cache=True, nogil=True)
+def _row_stats_wide(x, r, centered, epsilon):
+    """``(mean, inv)`` of row ``r`` in float64, the values scaled by ``2^-e`` (exact) where ``2^e > max |x| > 2^500``.
+
+    The rare path of :func:`forward`: float32 squares overflow beyond
+    deviations of about 1.8e19 (float64 ones do not), float64 squares and
+    sums beyond about 1e154 (scaled, they do not); tiny float32 squares
+    underflow. ``inv`` is finite and exact to rounding for every finite row.
+    """
+    m = x.shape[1]
+    amax = 0.0
+    for j in range(m):
+        amax = max(amax, abs(np.float64(x[r, j])))
+    e = math.frexp(amax)[1] if amax > 2.0**500 else 0
+    k = math.ldexp(1.0, -e)
+    mean_s = 0.0
+    if centered:
+        x0 = x[r, 0] * k
+        s1 = 0.0
+        for j in range(m):
+            s1 += x[r, j] * k - x0
+        mean_s = x0 + s1 / m
+    s2 = 0.0
+    for j in range(m):
+        d = x[r, j] * k - mean_s
+        s2 += d * d
+    den = np.sqrt(s2 / m + epsilon * k * k)
+    inv = k / den if den > 0.0 else 1.0 / np.sqrt(epsilon)
+    return math.ldexp(mean_s, e), inv
 
 
 @njit(cache=True, nogil=True)
@@ -98,25 +132,46 @@ _BLOCK = 16
 
 
 @njit(cache=True, nogil=True)
-def forward(x, gamma, beta, epsilon, centered, out, mean_out, inv_out):
+def forward(x, gamma, beta, epsilon, centered, out, mean_out, inv_out, floor=0.0):
     """Write ``y`` into ``out`` and each row's ``mu``/``inv`` (float64) into ``mean_out``/``inv_out``.
 
     ``gamma``/``beta`` of size 0 mean 1 and 0; ``centered=False`` is RMS
-    normalization (``mu = 0``).
+    normalization (``mu = 0``). The mean is summed in float64 from the
+    row's first value (exact for a constant row) and rounded to ``x``'s
+    dtype as ``mu_hi``; the deviations ``x - mu_hi`` are squared in that
+    dtype, with ``lo = mu - mu_hi`` taken off the mean square and off
+    ``xhat``. A row whose variance comes out non-finite, or below ``floor``
+    (where float32 squares may have underflowed and epsilon does not swamp
+    them; 0 turns this off), is redone by :func:`_row_stats_wide`.
     """
     rows, m = x.shape
     dt = x.dtype.type
     g = _param_or(gamma, m, x.dtype, 1)
     b = _param_or(beta, m, x.dtype, 0)
     for r in range(rows):
-        mu = dt(_row_sum(x, r) / m) if centered else dt(0)
-        var = _row_sq_dev(x, r, mu) / m
-        inv64 = 1.0 / np.sqrt(var + epsilon)
+        mean = 0.0
+        if centered:
+            x0 = np.float64(x[r, 0])
+            mean = x0 + _row_sum(x, r, x0) / m
+        mu = dt(mean)
+        lo = mean - np.float64(mu)
+        var = _row_sq_dev(x, r, mu) / m - lo * lo
+        if np.isfinite(var) and np.isfinite(mean) and var >= floor:
+            inv64 = 1.0 / np.sqrt(max(var, 0.0) + epsilon)
+        else:
+            mean, inv64 = _row_stats_wide(x, r, centered, epsilon)
+            mu = dt(mean)
+            lo = mean - np.float64(mu)
         inv = dt(inv64)
-        mean_out[r] = mu
+        c = dt(lo * inv64)
+        mean_out[r] = mean
         inv_out[r] = inv64
-        for j in range(m):
-            out[r, j] = ((x[r, j] - mu) * inv) * g[j] + b[j]
+        if c == 0:
+            for j in range(m):
+                out[r, j] = ((x[r, j] - mu) * inv) * g[j] + b[j]
+        else:  # a mean that x's dtype rounds: xhat = (x - mu_hi) inv - lo inv
+            for j in range(m):
+                out[r, j] = ((x[r, j] - mu) * inv - c) * g[j] + b[j]
 
 
 @njit(cache=True, nogil=True)
@@ -125,7 +180,8 @@ def backward(dy, x, gamma, mean, inv_std, centered, out, dgamma, dbeta):
 
     ``dgamma``/``dbeta`` (length ``M``, the parameters' dtype) of size 0 are
     skipped; ``gamma`` of size 0 means 1. The per-column sums over the rows
-    are taken in float64 and added once at the end.
+    are taken in float64 and added once at the end. ``xhat`` is recomputed
+    as in :func:`forward` (``(x - mu_hi) inv - lo inv``).
     """
     rows, m = x.shape
     dt = x.dtype.type
@@ -140,18 +196,28 @@ def backward(dy, x, gamma, mean, inv_std, centered, out, dgamma, dbeta):
     for r in range(rows):
         mu = dt(mean[r])
         inv = dt(inv_std[r])
-        s1, s2 = _row_grad_sums(dy, x, r, one, mu, inv, centered)
+        c = dt((mean[r] - np.float64(mu)) * inv_std[r])
+        s1, s2 = _row_grad_sums(dy, x, r, one, mu, inv)
+        s2 -= np.float64(c) * s1  # sum g xhat, xhat = (x - mu) inv - c
         a = dt(inv_std[r] / m)
-        b = dt(s1)
-        c = dt(s2)
+        b = dt(s1) if centered else dt(0)
+        cs = dt(s2)
         # one loop per row for dx and the column sums: the row is read from
         # cache once more instead of three times
-        for j in range(m):
-            d = dy[r, j]
-            xh = (x[r, j] - mu) * inv
-            out[r, j] = a * (mf * (d * one[j]) - b - xh * c)
-            dgb[j] += d * xh
-            dbb[j] += d
+        if c == 0:
+            for j in range(m):
+                d = dy[r, j]
+                xh = (x[r, j] - mu) * inv
+                out[r, j] = a * (mf * (d * one[j]) - b - xh * cs)
+                dgb[j] += d * xh
+                dbb[j] += d
+        else:
+            for j in range(m):
+                d = dy[r, j]
+                xh = (x[r, j] - mu) * inv - c
+                out[r, j] = a * (mf * (d * one[j]) - b - xh * cs)
+                dgb[j] += d * xh
+                dbb[j] += d
         if (r + 1) % _BLOCK == 0 or r == rows - 1:
             for j in range(m):
                 dg[j] += dgb[j]

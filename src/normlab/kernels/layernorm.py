@@ -46,7 +46,12 @@ i.e. the centered formula without its ``sum_j dxhat_j`` term.
 Conventions. Statistics are reduced over ``axes`` with ``keepdims=True``;
 ``gamma``/``beta`` given to :func:`normalize_forward` have the broadcast shape
 of ``x`` (ones where they are shared). Means of float16/float32 inputs are
-accumulated in float64 (:func:`normlab.kernels.batchnorm.batch_moments`).
+accumulated in float64, from each statistic's first value (a constant
+group gives ``xhat = 0`` and ``y = beta`` exactly), and where the squares
+overflow or underflow in ``x``'s dtype the statistics are taken again in
+float64 (scaled by a power of two for float64 input): every finite float32
+input gives finite, correct output and gradients
+(:func:`normlab.kernels.batchnorm.standardize`).
 
 Backends. :func:`normalize_forward` (layer and RMS norm) and
 :func:`group_norm_forward` are the entry points: each picks the fused numba
@@ -67,7 +72,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _backend
-from .batchnorm import batch_moments, reduced_count
+from .batchnorm import reduced_count, standardize, underflow_floor
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
     from . import _groupnorm_numba as _nb_gn
@@ -226,7 +231,8 @@ def normalize_forward(
         y2 = np.empty_like(x2) if out is None else out.reshape(x2.shape)
         mean = np.empty(x2.shape[0], np.float64)
         inv_std = np.empty(x2.shape[0], np.float64)
-        _nb_ln.forward(x2, _flat(gamma), _flat(beta), epsilon, centered, y2, mean, inv_std)
+        _nb_ln.forward(x2, _flat(gamma), _flat(beta), epsilon, centered, y2, mean, inv_std,
+                       underflow_floor(x.dtype, epsilon))
         pshape = next((p.shape for p in (gamma, beta) if p is not None), ())
         cache = RowNormCache(x2, gamma, mean, inv_std, centered, beta is not None, pshape, x.shape)
         return (y2.reshape(x.shape) if out is None else out), cache
@@ -234,14 +240,7 @@ def normalize_forward(
 
 
 def _normalize_numpy(x, gamma, beta, *, axes, epsilon, centered, out):
-    if centered:
-        _, var, xhat = batch_moments(x, axes=axes)
-    else:
-        acc = np.float64 if x.dtype.itemsize < 8 else None
-        var = np.mean(np.square(x), axis=axes, keepdims=True, dtype=acc).astype(x.dtype, copy=False)
-        xhat = x.copy()
-    inv_std = 1.0 / np.sqrt(var + epsilon)
-    xhat *= inv_std
+    _, _, inv_std, xhat = standardize(x, axes=axes, epsilon=epsilon, centered=centered)
     if gamma is not None:
         y = np.multiply(xhat, gamma, out=out)
         if beta is not None:
