@@ -154,12 +154,13 @@ def test_bad_configs(raw, match):
 def test_bad_config_files_exit_with_a_message(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[data\ndataset = 'digits'\n")
-    assert main(["train", "--config", str(bad)]) == 1
+    # a mistake in the config is a usage error (2), like one on the command line
+    assert main(["train", "--config", str(bad)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
-    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 1
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "no such file" in capsys.readouterr().err
     bad.write_text('[data]\ndataset = "digits"\n[[layers]]\ntype = "Dense"\nunits = -3\n')
-    assert main(["train", "--config", str(bad)]) == 1
+    assert main(["train", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("normlab train: ") and "[[layers]] #1 (Dense)" in err and "units" in err
     assert "Traceback" not in err
@@ -209,7 +210,7 @@ def test_train_output_naming_a_model_file_is_a_usage_error(tmp_path, capsys):
 def test_train_batch_size_larger_than_the_training_set_is_an_error(tmp_path, capsys):
     pytest.importorskip("sklearn")
     cfg, _ = _relative_config(tmp_path, batch_size=100000)
-    assert main(["train", "--config", str(cfg), "--quiet"]) == 1
+    assert main(["train", "--config", str(cfg), "--quiet"]) == 2
     err = capsys.readouterr().err
     # digits: 1437 training images, 143 of them held out by validation_split = 0.1
     assert "[training] batch_size 100000 is more than the 1294 training samples of digits" in err

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
+import os
 import re
 import sys
 
 __all__ = [
     "CommandError",
+    "UsageError",
+    "Interrupted",
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "one_line",
+    "check_writable",
+    "finite_float",
     "plain",
     "positive_int",
     "nonnegative_int",
@@ -24,8 +34,76 @@ __all__ = [
 say = functools.partial(print, flush=True)
 
 
+#: exit statuses, the same in every subcommand: a usage error is what was typed (an option, a
+#: config file or its contents); a failure is what the command met while running (data files,
+#: outputs that cannot be written, missing optional dependencies)
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
 class CommandError(Exception):
     """A runtime failure of a subcommand: ``main`` prints its message on one line and returns 1."""
+
+    exit_status = EXIT_FAILURE
+
+
+class UsageError(CommandError):
+    """A mistake in what was typed (a config file and its contents included): one line, exit status 2.
+
+    Unlike argparse's own errors, no usage is printed: the line names the file,
+    the key and what was expected, which the usage would not.
+    """
+
+    exit_status = EXIT_USAGE
+
+
+class Interrupted(CommandError):
+    """Ctrl-C, after the command has put away what it could: its message on one line, exit status 130."""
+
+    exit_status = EXIT_INTERRUPTED
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a line ending in ':' runs into the next, other lines are joined by '; '."""
+    lines = [l.strip() for l in str(text).strip().splitlines() if l.strip()]
+    out = ""
+    for line in lines:
+        if out:
+            out += " " if out.endswith(":") else ("; " if not out.endswith((".", ";")) else " ")
+        out += line
+    return out
+
+
+def check_writable(path, what: str, *, folder: bool = False) -> None:
+    """Raise :class:`CommandError` unless the file (or, with ``folder``, the folder) ``path`` can be written.
+
+    Nothing is created: the first existing folder on the way to ``path``
+    must be a writable folder, and ``path`` itself, if it exists, a writable
+    file (a folder). Called before any long work, so that an output that
+    cannot be written fails in a second, not after training.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise CommandError(f"{path}: the {what} is a file, not a folder.")
+        if not folder and path.is_dir():
+            raise CommandError(f"{path}: the {what} is a folder, not a file name.")
+        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+            raise CommandError(f"{path}: the {what} cannot be written (permission denied).")
+        if folder:
+            return
+    elif path.is_symlink():
+        raise CommandError(f"{path}: the {what} is a broken link.")
+    parent = path.parent
+    while not parent.exists():
+        if parent.is_symlink():  # a dangling link: mkdir would fail on it
+            raise CommandError(f"{path}: cannot create the folder of the {what}: {parent} is a broken link.")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"{path}: cannot create the {what}{'' if folder else ' or its folder'}: {parent} is a file.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CommandError(f"{path}: the {what} cannot be written: no permission to write in {parent}.")
 
 
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")
@@ -68,12 +146,20 @@ def nonnegative_int(text: str) -> int:
     return _checked_int(text, 0, ">= 0")
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    v = finite_float(text)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
     return v
@@ -128,8 +214,8 @@ def missing_extra(exc: ImportError) -> str | None:
 
 
 def report_error(prog: str, message: str) -> None:
-    """Write ``prog: message`` on stderr."""
-    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    """Write ``prog: message`` on stderr, on one line."""
+    print(f"{prog}: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def warm_up(work, prog: str, always: bool = False) -> None:

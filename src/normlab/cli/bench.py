@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import CommandError, add_command, positive_int
+from ._common import CommandError, add_command, check_writable, positive_int
 
 
 def find_benchmarks(path=None) -> Path | None:
@@ -86,6 +86,15 @@ def _forward_argv(args) -> list[str]:
 
 
 def _main(args) -> int:
+    if args.path is not None:
+        given = Path(args.path).expanduser()
+        if not (given / "benchmarks" / "run.py").is_file() and not (given / "run.py").is_file():
+            raise CommandError(f"--path {args.path}: no benchmarks/run.py there; pass the repository (or its "
+                               "benchmarks/ folder).")
+    # the result files, before the benchmarks run rather than after
+    for option in ("json", "markdown"):
+        if getattr(args, option):
+            check_writable(getattr(args, option), f"--{option} file")
     root = find_benchmarks(args.path)
     if root is None:
         raise CommandError(
@@ -105,5 +114,8 @@ def _main(args) -> int:
         check = build()
         check.prog = args.command_parser.prog
         check.parse_args(argv)
+    for option in ("json", "markdown"):
+        if getattr(args, option):  # the suite writes its files without making their folder
+            Path(getattr(args, option)).expanduser().parent.mkdir(parents=True, exist_ok=True)
     runner.main(argv)
     return 0

@@ -280,7 +280,7 @@ def add_parser(sub) -> None:
         "(three networks side by side)",
     )
     p.add_argument("--eval-every", type=positive_int, default=200, help="steps between test evaluations (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed, an integer >= 0 (default 0)")
     p.add_argument(
         "--threads",
         type=nonnegative_int,

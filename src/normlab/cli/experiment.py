@@ -16,14 +16,24 @@ import sys
 import tempfile
 
 from ..callbacks.progbar import interactive
-from ._common import CommandError, add_command, nonnegative_int, positive_float, positive_int, say, warm_up
+from ._common import (
+    CommandError,
+    add_command,
+    check_writable,
+    nonnegative_int,
+    one_line,
+    positive_float,
+    positive_int,
+    say,
+    warm_up,
+)
 
 DEFAULT_OUT = "normlab-results"
 
 
 def _common(p, steps_default: int, steps_help: str) -> None:
     p.add_argument("--steps", type=positive_int, default=steps_default, help=f"{steps_help} (default {steps_default})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed, an integer >= 0 (default 0)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument(
@@ -127,9 +137,10 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
-def _check_plots(args) -> None:
+def _check_before_running(args) -> None:
+    # the output folder and the plotting library: before the long run, not at its end
+    check_writable(args.out, "output folder (--out)", folder=True)
     if not args.no_plots:
-        # before the long run, not after it: the plots are drawn at the end
         from ..experiments._common import pyplot
 
         try:
@@ -151,7 +162,11 @@ def _preflight(args, run, name: str, **kwargs) -> dict:
         def work():
             box["result"] = run(out_dir=tmp, plots=False, print_fn=_quiet, **kwargs)
 
-        warm_up(work, f"normlab experiment {name}", always=True)
+        try:
+            warm_up(work, f"normlab experiment {name}", always=True)
+        except ValueError as e:
+            # data files that are not what they should be (an HTML page saved as an IDX file, ...)
+            raise CommandError(one_line(e)) from None
     return box["result"]
 
 
@@ -167,7 +182,7 @@ def _check_batch_size(args, result: dict) -> None:
 def _bn_paper(args) -> int:
     from ..experiments import bn_paper
 
-    _check_plots(args)
+    _check_before_running(args)
     try:
         with _threads(args):
             common = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, unit=args.unit,
@@ -187,7 +202,7 @@ def _bn_paper(args) -> int:
 def _regularization(args) -> int:
     from ..experiments import regularization
 
-    _check_plots(args)
+    _check_before_running(args)
     with _threads(args):
         _preflight(args, regularization.run, "regularization", steps=1, learning_rate=args.lr, seed=args.seed,
                    compare_sklearn=False)
@@ -201,7 +216,7 @@ def _regularization(args) -> int:
 def _mnist1d(args) -> int:
     from ..experiments import mnist1d
 
-    _check_plots(args)
+    _check_before_running(args)
     with _threads(args):
         common = dict(learning_rate=args.lr, batch_size=args.batch_size, models=tuple(args.models), seed=args.seed)
         _check_batch_size(args, _preflight(args, mnist1d.run, "mnist1d", steps=2, eval_every=1, n_seeds=1, **common))

@@ -1,9 +1,20 @@
 """``normlab``: entry point; each subcommand lives in its own module.
 
-Exit status: 0 on success, 2 for a usage error (an unknown option, a bad
-value: the subcommand's usage is printed), 1 for a failure while running
-(a missing file or optional dependency, an invalid config: one message on
-stderr, no traceback), 130 when interrupted with Ctrl-C.
+Exit status, the same in every subcommand:
+
+* 0: done.
+* 2: a usage error, a mistake in what was typed: an unknown option or a bad
+  value on the command line (argparse prints the subcommand's usage, then
+  the error), or a config file that is missing, unreadable, not TOML, or
+  holds an unknown key, a value of the wrong type or out of range (one line
+  naming the file, the key and what was expected).
+* 1: a failure while running: data files missing or not what they should
+  be, an output that cannot be written, a missing optional dependency (one
+  line saying what and where).
+* 130: interrupted with Ctrl-C (one line; ``normlab train`` keeps a
+  checkpoint to resume from).
+
+No user mistake shows a traceback; one is shown only for a bug.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ import sys
 
 from .. import __version__
 from . import bench, demo, experiment, train
-from ._common import CommandError, missing_extra, report_error
+from ._common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, missing_extra, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="normlab",
         description="normlab: batch normalization and the toolkit around it, on NumPy.",
         epilog="Run normlab COMMAND --help for a command's options. Exit status: 0 done, "
-        "1 failed while running, 2 usage error.",
+        "1 failed while running, 2 usage error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"normlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         args.extra = extra
     if not getattr(args, "func", None):
         own.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except CommandError as e:
-        report_error(own.prog, e)
+        if e.exit_status == EXIT_INTERRUPTED:
+            print(file=sys.stderr)  # off the line of the terminal's ^C
+        report_error(own.prog, str(e))
+        return e.exit_status
     except ImportError as e:
         hint = missing_extra(e)
         if hint is None:
@@ -60,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         report_error(own.prog, hint)
     except KeyboardInterrupt:
         print(f"\n{own.prog}: interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 1
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        # a file the command met while running (a disk full, a folder that became read-only)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        report_error(own.prog, f"{where}{e.strerror or e}")
+    return EXIT_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover

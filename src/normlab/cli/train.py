@@ -44,28 +44,63 @@ The file has these sections (only ``[data]`` and ``[[layers]]`` are required)::
     model = "model.npz"         # default "model.npz"
     # history = "history.json"  # the per-epoch logs, as JSON
 
-Unknown sections, keys, layer types and callback types are errors that name
-the file and the place; so is a batch_size larger than the training set. The
-model is trained with a progress bar on a terminal (one line per epoch
+Unknown sections, keys, layer types and callback types, a value of the
+wrong type or out of range, and a batch_size larger than the training set
+are errors (exit status 2) on one line naming the file, the place and what
+was expected. Relative file paths of callbacks (ModelCheckpoint's filepath,
+CSVLogger's filename) are taken like those of [output]. Every output is
+checked before the data are read: one that cannot be written is an error
+(exit status 1) before any training, and nothing is written.
+
+The model is trained with a progress bar on a terminal (one line per epoch
 elsewhere), saved with ``model.save`` (read it back with
 :func:`normlab.load_model`), and its loss and metrics on the data set's test
 split are printed.
+
+Ctrl-C and --resume: while training, the model as of the last finished
+epoch (weights, optimizer state, generators) is kept next to the model
+file, in ``<model>.resume.npz`` with ``<model>.resume.json`` (the epoch to
+go on from and the history so far), written at every epoch's end. Ctrl-C
+leaves them there (exit status 130, one line saying how to resume), and
+``normlab train --config FILE --resume`` goes on from that epoch: the
+result is the same, bit for bit, as a run that was not interrupted (the
+epochs' shuffles come from their own seed streams). The steps of the
+epoch that was interrupted are done again. Callbacks start afresh (an
+EarlyStopping's patience, for one). A finished run deletes the two files;
+a run started without --resume next to them is refused, rather than
+overwrite them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
-from ._common import CommandError, add_command, positive_int, say, warm_up
+from ..callbacks.base import Callback
+from ._common import (
+    CommandError,
+    Interrupted,
+    UsageError,
+    add_command,
+    check_writable,
+    one_line,
+    positive_int,
+    say,
+    warm_up,
+)
 
-__all__ = ["ConfigError", "load_config", "validate_config", "train_from_config", "add_parser"]
+__all__ = ["ConfigError", "load_config", "validate_config", "train_from_config", "checkpoint_paths", "add_parser"]
 
 
 class ConfigError(ValueError):
-    """An invalid training configuration (the message says where)."""
+    """An invalid training configuration (the message says where): exit status 2 on the command line."""
 
 
 SECTIONS = {"data", "layers", "optimizer", "training", "callbacks", "output"}
@@ -81,6 +116,7 @@ TRAINING_DEFAULTS = {
 }
 OUTPUT_DEFAULTS = {"model": "model.npz", "history": None}
 DATASETS = ("digits", "mnist", "fashion-mnist", "mnist1d", "moons", "circles", "linearly_separable")
+_IDX_DATASETS = ("mnist", "fashion-mnist")
 _DATASET_ALIASES = {"fashion_mnist": "fashion-mnist", "linearly-separable": "linearly_separable"}
 
 
@@ -102,12 +138,29 @@ def load_config(path) -> dict:
     path = Path(path)
     tomllib = _toml()
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; --config takes a TOML file.") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot be read (permission denied).") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}).") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); a TOML file is UTF-8."
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{path}: not valid TOML here: arrays or inline tables nested too deeply.") from None
     cfg = validate_config(raw, source=str(path))
     # relative output paths are taken from here, so that the outputs land next to their config
     cfg["config_dir"] = str(path.parent)
@@ -203,11 +256,22 @@ def validate_config(raw: dict, source: str = "config") -> dict:
     _check_keys(f"{where}: [data]", data, DATA_KEYS)
     if "dataset" not in data:
         raise ConfigError(f"{where}: [data] needs 'dataset' (one of {', '.join(DATASETS)}).")
+    if not isinstance(data["dataset"], str):
+        raise ConfigError(f"{where}: [data] 'dataset' must be a string, one of {', '.join(DATASETS)}; "
+                          f"got {data['dataset']!r}.")
     name = _DATASET_ALIASES.get(data["dataset"], data["dataset"])
     if name not in DATASETS:
         raise ConfigError(f"{where}: [data] unknown dataset {data['dataset']!r}; choose one of {', '.join(DATASETS)}.")
     data["dataset"] = name
     data.setdefault("flatten", True)
+    if not isinstance(data["flatten"], bool):
+        raise ConfigError(f"{where}: [data] 'flatten' must be true or false, got {data['flatten']!r}.")
+    if "path" in data:
+        if name not in _IDX_DATASETS:
+            raise ConfigError(f"{where}: [data] 'path' is for the IDX data sets ({', '.join(_IDX_DATASETS)}); "
+                              f"{name} does not read files.")
+        if not isinstance(data["path"], str) or not data["path"]:
+            raise ConfigError(f"{where}: [data] 'path' must be a folder name (a string), got {data['path']!r}.")
 
     layers = _typed_entries(where, raw["layers"], "layers", layer_registry, "layer")
     if not layers:
@@ -216,6 +280,8 @@ def validate_config(raw: dict, source: str = "config") -> dict:
     optimizer = dict(_table(where, raw.get("optimizer", {"name": "adam"}), "optimizer"))
     if "name" not in optimizer:
         raise ConfigError(f"{where}: [optimizer] needs 'name' (e.g. \"adam\", \"sgd\").")
+    if not isinstance(optimizer["name"], str):
+        raise ConfigError(f"{where}: [optimizer] 'name' must be a string (e.g. \"adam\"), got {optimizer['name']!r}.")
 
     training = dict(_table(where, raw.get("training", {}), "training"))
     _check_keys(f"{where}: [training]", training, set(TRAINING_DEFAULTS))
@@ -227,8 +293,18 @@ def validate_config(raw: dict, source: str = "config") -> dict:
     vs = training["validation_split"]
     if isinstance(vs, bool) or not isinstance(vs, (int, float)) or not 0 <= vs < 1:
         raise ConfigError(f"{where}: [training] 'validation_split' must be a number in [0, 1), got {vs!r}.")
-    if not isinstance(training["metrics"], list):
-        raise ConfigError(f"{where}: [training] 'metrics' must be a list, e.g. [\"accuracy\"].")
+    seed = training["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"{where}: [training] 'seed' must be an integer in [0, 2**32), got {seed!r}.")
+    if not isinstance(training["shuffle"], bool):
+        raise ConfigError(f"{where}: [training] 'shuffle' must be true or false, got {training['shuffle']!r}.")
+    if not isinstance(training["loss"], str):
+        raise ConfigError(f"{where}: [training] 'loss' must be a string (a loss name, e.g. "
+                          f"\"sparse_categorical_crossentropy\"), got {training['loss']!r}.")
+    metrics = training["metrics"]
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError(f"{where}: [training] 'metrics' must be a list of metric names, e.g. [\"accuracy\"]; "
+                          f"got {metrics!r}.")
 
     callbacks = _typed_entries(where, raw.get("callbacks", []), "callbacks", callback_registry, "callback")
 
@@ -236,8 +312,10 @@ def validate_config(raw: dict, source: str = "config") -> dict:
     _check_keys(f"{where}: [output]", output, set(OUTPUT_DEFAULTS))
     output = {**OUTPUT_DEFAULTS, **output}
     for k, v in output.items():
-        if v is not None and not isinstance(v, str):
+        if v is not None and (not isinstance(v, str) or not v.strip()):
             raise ConfigError(f"{where}: [output] '{k}' must be a path string, got {v!r}.")
+    if output["history"] is not None and Path(output["history"]) == Path(output["model"]):
+        raise ConfigError(f"{where}: [output] 'history' and 'model' are the same file, {output['model']!r}.")
     return {
         "source": source,
         "data": data,
@@ -266,7 +344,11 @@ def load_data(data: dict):
     return loaders[name]()
 
 
-def _build(cfg: dict):
+#: keyword arguments of callbacks that name a file or folder: relative ones are placed like [output]'s
+_CALLBACK_PATHS = ("filepath", "filename")
+
+
+def _build(cfg: dict, base: Path | None = None):
     from .. import Sequential
 
     where = cfg["source"]
@@ -278,6 +360,10 @@ def _build(cfg: dict):
             raise ConfigError(f"{where}: [[layers]] #{i + 1} ({cls.__name__}): {e}") from None
     callbacks = []
     for i, (cls, kwargs) in enumerate(cfg["callbacks"]):
+        kwargs = dict(kwargs)
+        for key in _CALLBACK_PATHS:
+            if base is not None and isinstance(kwargs.get(key), str):
+                kwargs[key] = os.fspath(_place(base, kwargs[key]))
         try:
             callbacks.append(cls(**kwargs))
         except (TypeError, ValueError) as e:
@@ -299,6 +385,17 @@ def _build(cfg: dict):
     return model, callbacks
 
 
+def _base(cfg: dict, output_dir=None) -> Path:
+    if output_dir is not None:
+        return Path(output_dir).expanduser()
+    return Path(cfg.get("config_dir") or "")
+
+
+def _place(base: Path, name: str) -> Path:
+    p = Path(name).expanduser()
+    return p if p.is_absolute() else base / p
+
+
 def output_paths(cfg: dict, output_dir=None) -> tuple[Path, Path | None]:
     """Where the model and the history (None: not written) of ``cfg`` go.
 
@@ -306,17 +403,16 @@ def output_paths(cfg: dict, output_dir=None) -> tuple[Path, Path | None]:
     else from the config file's folder (the current folder for a config
     given as a dict); absolute ones are kept.
     """
-    if output_dir is not None:
-        base = Path(output_dir).expanduser()
-    else:
-        base = Path(cfg.get("config_dir") or "")
-
-    def place(name):
-        p = Path(name).expanduser()
-        return p if p.is_absolute() else base / p
-
+    base = _base(cfg, output_dir)
     history = cfg["output"].get("history")
-    return place(cfg["output"]["model"]), (place(history) if history else None)
+    return _place(base, cfg["output"]["model"]), (_place(base, history) if history else None)
+
+
+def checkpoint_paths(model_path) -> tuple[Path, Path]:
+    """The checkpoint kept while training for ``model_path``: ``<stem>.resume.npz`` and ``<stem>.resume.json``."""
+    model_path = Path(model_path)
+    return (model_path.with_name(model_path.stem + ".resume.npz"),
+            model_path.with_name(model_path.stem + ".resume.json"))
 
 
 def _train_samples(n: int, validation_split: float) -> int:
@@ -324,8 +420,184 @@ def _train_samples(n: int, validation_split: float) -> int:
     return n - int(n * validation_split)
 
 
+def _fingerprint(cfg: dict) -> str:
+    """A digest of what makes a run: data, layers, optimizer, training (but its epochs), callbacks."""
+    keep = {k: cfg[k] for k in ("data", "layers", "optimizer", "callbacks")}
+    keep["training"] = {k: v for k, v in cfg["training"].items() if k != "epochs"}
+    text = json.dumps(keep, sort_keys=True, default=lambda o: getattr(o, "__name__", repr(o)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold off Ctrl-C until the block is done (then raise it): a checkpoint is written whole or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python: leave it alone
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+class _Checkpoint(Callback):
+    """Keep the model as of the last finished epoch, and the history so far, in the resume files.
+
+    Written at train begin and at epoch ends (after the config's callbacks,
+    so that what they change is in it), each file atomically and both under
+    one deferred Ctrl-C; ``epoch`` in the JSON is the next epoch to run,
+    ``iterations`` the optimizer's step count, which the resumed run checks
+    against the model file.
+
+    A write costs a few milliseconds (``model.save`` syncs the file to
+    disk), as much as a whole epoch of a small model on digits; so an
+    epoch's end writes only when the training since the last write took at
+    least ``1 / max_overhead`` times as long as that write: writing costs at
+    most ``max_overhead`` of the training time, and Ctrl-C loses at most
+    that many write times of training (a fraction of a second) or one epoch.
+    """
+
+    #: the most of the training time that writing the checkpoint may take
+    max_overhead = 0.05
+
+    def __init__(self, npz: Path, meta: Path, *, fingerprint: str, initial_epoch: int, history: dict, epochs: list):
+        super().__init__()
+        self.npz, self.meta = npz, meta
+        self.fingerprint = fingerprint
+        self.next_epoch = initial_epoch
+        self.history = {k: list(v) for k, v in history.items()}
+        self.epochs = list(epochs)
+        self.saved = None  # the next epoch of the last checkpoint written
+        self._written_at, self._write_seconds = 0.0, 0.0
+
+    def _write(self, stopped: bool = False) -> None:
+        start = time.perf_counter()
+        meta = {
+            "format": "normlab-train-resume",
+            "format_version": 1,
+            "config_fingerprint": self.fingerprint,
+            "epoch": self.next_epoch,
+            "iterations": int(self.model.optimizer.iterations),
+            "stopped": stopped,
+            "history": {"epoch": self.epochs, "history": self.history},
+        }
+        with _interrupts_deferred():
+            self.npz.parent.mkdir(parents=True, exist_ok=True)
+            self.model.save(self.npz)
+            tmp = self.meta.with_name(self.meta.name + ".tmp")
+            tmp.write_text(json.dumps(meta, indent=1) + "\n")
+            os.replace(tmp, self.meta)
+            self.saved = self.next_epoch
+        self._written_at = time.perf_counter()
+        self._write_seconds = self._written_at - start
+
+    def on_train_begin(self, logs=None):
+        self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, [None] * (len(self.epochs) - 1)).append(v)
+        self.next_epoch = epoch + 1
+        stopped = bool(self.model.stop_training)
+        if stopped or time.perf_counter() - self._written_at >= self._write_seconds / self.max_overhead:
+            self._write(stopped=stopped)
+
+    def remove(self) -> None:
+        for p in (self.npz, self.meta):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _read_checkpoint(npz: Path, meta: Path, fingerprint: str, source: str) -> tuple:
+    from .. import load_model
+    from ..models.saving import ModelFileError
+
+    if not meta.is_file() or not npz.is_file():
+        missing = meta if not meta.is_file() else npz
+        raise UsageError(f"--resume: no checkpoint to resume from ({missing} does not exist); "
+                         f"run without --resume to start over.")
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if info.get("format") != "normlab-train-resume":
+            raise ValueError("not a normlab train checkpoint")
+        epoch, iterations = int(info["epoch"]), int(info["iterations"])
+        past = info["history"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise CommandError(f"{meta}: not a readable checkpoint ({e}); delete it and {npz} to start over.") from None
+    if info.get("config_fingerprint") != fingerprint:
+        raise UsageError(
+            f"--resume: {source} has changed since the checkpoint {npz} was written (only [training] epochs "
+            "and [output] may change); restore it, or delete the checkpoint to start over."
+        )
+    try:
+        model = load_model(npz)
+    except ModelFileError as e:
+        raise CommandError(f"{e} Delete it and {meta} to start over.") from None
+    if model.optimizer is None or int(model.optimizer.iterations) != iterations:
+        raise CommandError(f"{npz}: does not match {meta} (optimizer steps {getattr(model.optimizer, 'iterations', None)}, "
+                           f"expected {iterations}); delete both to start over.")
+    return model, epoch, bool(info.get("stopped")), past
+
+
+def _check_logs_keys(cfg: dict, model, callbacks, validation: bool) -> None:
+    """Every callback's monitor and checkpoint template key must be a key of the epoch logs."""
+    from ..callbacks import ModelCheckpoint
+
+    names = ["loss"] + [m.name for m in model.metrics]
+    keys = set(names) | {"learning_rate", "global_norm"}
+    if validation:
+        keys |= {f"val_{n}" for n in names}
+    for i, cb in enumerate(callbacks):
+        wanted = []
+        monitor = getattr(cb, "monitor", None)
+        if isinstance(monitor, str):
+            wanted.append(("monitor", monitor))
+        if isinstance(cb, ModelCheckpoint):
+            wanted += [("filepath", k) for k in cb.filepath_keys if k != "epoch"]
+        for arg, key in wanted:
+            if key in keys:
+                continue
+            hint = (" (validation quantities need [training] validation_split > 0)"
+                    if key.startswith("val_") and not validation else "")
+            used = f"'monitor' is {key!r}" if arg == "monitor" else f"'filepath' uses {{{key}}}"
+            raise ConfigError(
+                f"{cfg['source']}: [[callbacks]] #{i + 1} ({type(cb).__name__}): {used}, which the epoch logs "
+                f"will not have{hint}; they have: {', '.join(sorted(keys))}."
+            )
+
+
+def _check_outputs(cfg: dict, paths: list[tuple[Path, str]], callbacks) -> None:
+    from ..callbacks import CSVLogger, ModelCheckpoint
+
+    source = cfg["source"]
+    config = Path(source)
+    for path, what in paths:
+        if config.is_file() and path.exists() and os.path.samefile(path, config):
+            raise ConfigError(f"{source}: the {what} would overwrite the config file itself.")
+        check_writable(path, what)
+    for i, cb in enumerate(callbacks):
+        what = f"file of [[callbacks]] #{i + 1} ({type(cb).__name__})"
+        if isinstance(cb, ModelCheckpoint):
+            if cb.filepath_keys:
+                check_writable(cb.fixed_folder() or ".", f"folder of [[callbacks]] #{i + 1} (ModelCheckpoint)",
+                               folder=True)
+            else:
+                check_writable(cb.filepath, what)
+        elif isinstance(cb, CSVLogger):
+            check_writable(cb.filename, what)
+
+
 def train_from_config(
-    cfg, *, verbose="auto", output_dir=None, epochs: int | None = None, print_fn=say
+    cfg, *, verbose="auto", output_dir=None, epochs: int | None = None, print_fn=say, resume: bool = False,
 ) -> dict:
     """Train, save and evaluate the model a config (a path or a validated dict) describes.
 
@@ -341,39 +613,80 @@ def train_from_config(
     epochs : int, optional
         Overrides ``[training] epochs``.
     print_fn : callable, default print (flushed at once)
+    resume : bool, default False
+        Go on from the checkpoint an interrupted run left (see the module's
+        documentation).
 
     Returns
     -------
     dict
-        ``{"model", "history", "test", "model_path", "history_path"}``.
+        ``{"model", "history", "test", "model_path", "history_path"}``;
+        ``history`` is ``{"epoch": [...], "history": {key: [...]}}``, the
+        epochs of an interrupted run included.
 
     Raises
     ------
     ConfigError
         An invalid config, or a ``batch_size`` larger than the training set.
+    normlab.cli._common.CommandError
+        Data that cannot be read, an output that cannot be written (before
+        any training), a checkpoint that cannot be resumed.
+    normlab.cli._common.Interrupted
+        Ctrl-C (the message says what was kept and how to resume).
     """
     if not isinstance(cfg, dict):
         cfg = load_config(cfg)
     elif "source" not in cfg:  # a parsed, not yet validated config
         cfg = validate_config(cfg)
+    where = cfg["source"]
     tr = dict(cfg["training"])
     if epochs is not None:
         tr["epochs"] = epochs
-    model, callbacks = _build(cfg)  # configuration errors first, then the (slower) data
-    (x_train, y_train), (x_test, y_test) = load_data(cfg["data"])
+    base = _base(cfg, output_dir)
+    model_path, history_path = output_paths(cfg, output_dir)
+    ckpt_npz, ckpt_meta = checkpoint_paths(model_path)
+    fingerprint = _fingerprint(cfg)
+    if not resume and (ckpt_npz.exists() or ckpt_meta.exists()):
+        raise UsageError(
+            f"{ckpt_npz}: a checkpoint of an interrupted run is there; go on with it with --resume, or delete "
+            f"{ckpt_npz.name} and {ckpt_meta.name} to start over."
+        )
+    model, callbacks = _build(cfg, base)  # configuration errors first, then the (slower) data
+    outputs = [(model_path, "model file ([output] model)"), (ckpt_npz, "checkpoint"), (ckpt_meta, "checkpoint")]
+    if history_path is not None:
+        outputs.append((history_path, "history file ([output] history)"))
+    _check_outputs(cfg, outputs, callbacks)
+    try:
+        (x_train, y_train), (x_test, y_test) = load_data(cfg["data"])
+    except (OSError, ValueError) as e:
+        raise CommandError(f"{where}: [data] {cfg['data']['dataset']}: {one_line(e)}") from None
     n_fit = _train_samples(len(x_train), tr["validation_split"])
     if tr["batch_size"] > n_fit:
         # fit would quietly take the whole set as one batch; a typo should not train silently
         held = f" after the validation split of {tr['validation_split']:g}" if tr["validation_split"] else ""
         raise ConfigError(
-            f"{cfg['source']}: [training] batch_size {tr['batch_size']} is more than the {n_fit} training "
+            f"{where}: [training] batch_size {tr['batch_size']} is more than the {n_fit} training "
             f"samples of {cfg['data']['dataset']}{held}; use at most {n_fit} (that many trains on all of "
             "them at every step)."
         )
-    model_path, history_path = output_paths(cfg, output_dir)
+    if tr["validation_split"] and int(len(x_train) * tr["validation_split"]) == 0:
+        raise ConfigError(f"{where}: [training] validation_split {tr['validation_split']:g} of the "
+                          f"{len(x_train)} training samples holds out none; use at least {1 / len(x_train):.2g}.")
+    initial_epoch, stopped, past = 0, False, {"epoch": [], "history": {}}
+    if resume:
+        model, initial_epoch, stopped, past = _read_checkpoint(ckpt_npz, ckpt_meta, fingerprint, where)
+    else:
+        try:
+            model.build((None,) + tuple(x_train.shape[1:]), seed=tr["seed"])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: [[layers]] do not fit the {cfg['data']['dataset']} inputs of shape "
+                              f"{tuple(x_train.shape[1:])}: {e}") from None
+    _check_logs_keys(cfg, model, callbacks, validation=bool(tr["validation_split"]))
+    todo = 0 if stopped else max(0, tr["epochs"] - initial_epoch)
     print_fn(
         f"normlab train: {cfg['data']['dataset']} ({len(x_train)} train / {len(x_test)} test), "
         f"{tr['epochs']} epochs of batches of {tr['batch_size']}, optimizer {cfg['optimizer']['name']}"
+        + (f"; resuming at epoch {initial_epoch + 1} ({todo} to go)" if resume else "")
     )
     eval_batch = max(tr["batch_size"], 256)
 
@@ -387,27 +700,44 @@ def train_from_config(
                   validation_data=val, shuffle=tr["shuffle"], seed=tr["seed"])
         spare.evaluate(x_test[:eval_batch], y_test[:eval_batch], batch_size=eval_batch)
 
-    warm_up(warm, "normlab train")
-    model.build((None,) + tuple(x_train.shape[1:]), seed=tr["seed"])
-    if verbose:
-        model.summary(print_fn=print_fn)
-    history = model.fit(
-        x_train, y_train,
-        batch_size=tr["batch_size"], epochs=tr["epochs"], validation_split=tr["validation_split"],
-        shuffle=tr["shuffle"], seed=tr["seed"], callbacks=callbacks, verbose=verbose,
-    )
-    test = model.evaluate(x_test, y_test, batch_size=eval_batch, return_dict=True)
-    print_fn("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(model_path)
-    print_fn(f"saved the model to {os.fspath(model_path)} (normlab.load_model reads it)")
-    if history_path is not None:
-        history_path.parent.mkdir(parents=True, exist_ok=True)
-        history_path.write_text(
-            json.dumps({"epoch": history.epoch, "history": history.history, "test": test}, indent=1) + "\n"
-        )
-        print_fn(f"saved the history to {os.fspath(history_path)}")
-    return {"model": model, "history": history, "test": test, "model_path": model_path, "history_path": history_path}
+    checkpoint = _Checkpoint(ckpt_npz, ckpt_meta, fingerprint=fingerprint, initial_epoch=initial_epoch,
+                             history=past["history"], epochs=past["epoch"])
+    try:
+        warm_up(warm, "normlab train")
+        if verbose:
+            model.summary(print_fn=print_fn)
+        if todo:
+            try:
+                model.fit(
+                    x_train, y_train,
+                    batch_size=tr["batch_size"], epochs=tr["epochs"], validation_split=tr["validation_split"],
+                    shuffle=tr["shuffle"], seed=tr["seed"], callbacks=[*callbacks, checkpoint], verbose=verbose,
+                    initial_epoch=initial_epoch,
+                )
+            except ValueError as e:
+                # a callback's or the data's complaint found while training: the checkpoint is kept
+                kept = f" (the model as of epoch {checkpoint.saved} is in {ckpt_npz})" if checkpoint.saved else ""
+                raise CommandError(f"{where}: training stopped: {one_line(e)}{kept}") from None
+        test = model.evaluate(x_test, y_test, batch_size=eval_batch, return_dict=True)
+        print_fn("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
+        history = {"epoch": checkpoint.epochs, "history": checkpoint.history}
+        with _interrupts_deferred():
+            model_path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(model_path)
+            print_fn(f"saved the model to {os.fspath(model_path)} (normlab.load_model reads it)")
+            if history_path is not None:
+                history_path.parent.mkdir(parents=True, exist_ok=True)
+                history_path.write_text(json.dumps({**history, "test": test}, indent=1) + "\n")
+                print_fn(f"saved the history to {os.fspath(history_path)}")
+            checkpoint.remove()
+    except KeyboardInterrupt:
+        if checkpoint.saved is None:
+            raise Interrupted("interrupted before training started; nothing was written.") from None
+        again = f"normlab train --config {where}" + (f" --output {output_dir}" if output_dir is not None else "")
+        when = f"as of epoch {checkpoint.saved} of {tr['epochs']}" if checkpoint.saved else "before its first epoch"
+        raise Interrupted(f"interrupted; the model {when} is in {ckpt_npz}: go on with {again} --resume") from None
+    return {"model": model, "history": history, "test": test, "model_path": model_path,
+            "history_path": history_path}
 
 
 def add_parser(sub) -> None:
@@ -421,6 +751,8 @@ def add_parser(sub) -> None:
         "(default: the config file's folder)",
     )
     p.add_argument("--epochs", type=positive_int, default=None, help="override [training] epochs")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the checkpoint that an interrupted run (Ctrl-C) left next to the model file")
     p.add_argument("--quiet", action="store_true", help="no progress, model summary or epoch lines")
     p.set_defaults(func=_main)
 
@@ -434,9 +766,10 @@ def _main(args) -> int:
         )
     try:
         train_from_config(args.config, verbose=0 if args.quiet else "auto", output_dir=args.output,
-                          epochs=args.epochs)
+                          epochs=args.epochs, resume=args.resume)
     except ConfigError as e:
-        raise CommandError(str(e)) from None
-    except FileNotFoundError as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        # once training has started, train_from_config says what it kept instead
+        raise Interrupted("interrupted before training started; nothing was written.") from None
     return 0
