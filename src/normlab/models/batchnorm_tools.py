@@ -20,6 +20,7 @@ inference-mode batch norm into one layer of the same kind::
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -40,6 +41,36 @@ def _check_model(model, who):
         raise ValueError(f"{who}: the model must be built (called or fit) first.")
 
 
+def _population_moments(batches, axes, shape):
+    """Mean and unbiased variance (float64, of ``shape``) over every value of ``batches`` per feature.
+
+    Two passes over the kept activations, the sums shifted by the first
+    value of each feature (a constant feature gets its value and 0 exactly)
+    and, where float64 sums of large values would overflow, scaled by a
+    power of two (exact). The variance is ``inf`` only where it exceeds the
+    float64 range; NaN or inf values give NaN.
+    """
+    first = batches[0][tuple(slice(0, 1) if a in axes else slice(None) for a in range(batches[0].ndim))]
+    x0 = first.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        amax = np.zeros(x0.shape)
+        for h in batches:
+            amax = np.maximum(amax, np.abs(h - x0).max(axis=axes, keepdims=True))
+        e = np.where((amax > 2.0**500) & (amax < np.inf), np.frexp(amax)[1], 0)
+        k = np.ldexp(1.0, -e)
+        count = sum(h.size for h in batches) // x0.size
+        total = np.zeros(x0.shape)
+        for h in batches:
+            total += ((h - x0) * k).sum(axis=axes, keepdims=True)
+        shift = total / count  # mean - x0, scaled
+        sq = np.zeros(x0.shape)
+        for h in batches:
+            sq += np.square((h - x0) * k - shift).sum(axis=axes, keepdims=True)
+        mean = x0 + np.ldexp(shift, e)
+        var = np.ldexp(sq / (count - 1), 2 * e)
+    return mean.reshape(shape), var.reshape(shape)
+
+
 def recompute_batchnorm_statistics(model, x, batch_size: int = 256) -> dict:
     """Set every BatchNormalization layer's moving statistics to the exact ones of ``x``.
 
@@ -57,37 +88,59 @@ def recompute_batchnorm_statistics(model, x, batch_size: int = 256) -> dict:
     -------
     dict
         ``{layer_name: (mean, var)}`` of the statistics written.
+
+    Raises
+    ------
+    ValueError
+        Where a layer's statistics do not fit its buffers' dtype (a float32
+        moving variance holds at most 3.4e38: "overflow"), or its input
+        holds NaN or inf values. Every layer's moving statistics are then
+        left as they were: all are written, or none.
     """
     who = "recompute_batchnorm_statistics"
     _check_model(model, who)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"{who}: 'batch_size' must be an int >= 1, got {batch_size!r}.")
     x = model._check_input(x, who)
+    layers = [layer for layer in model.layers if isinstance(layer, BatchNormalization)]
+    old = [(layer.buffers["moving_mean"].copy(), layer.buffers["moving_variance"].copy()) for layer in layers]
+    try:
+        return _recompute(model, x, batch_size, who)
+    except BaseException:
+        for layer, (mm, mv) in zip(layers, old):
+            np.copyto(layer.buffers["moving_mean"], mm)
+            np.copyto(layer.buffers["moving_variance"], mv)
+        raise
+
+
+def _recompute(model, x, batch_size, who):
     out = {}
     for index, layer in enumerate(model.layers):
         if not isinstance(layer, BatchNormalization):
             continue
-        total = np.zeros(layer.buffers["moving_mean"].shape)
-        count = 0
+        buffers = (layer.buffers["moving_mean"], layer.buffers["moving_variance"])
         batches = []
         for i in range(0, len(x), batch_size):
             h = x[i : i + batch_size]
             for prev in model.layers[:index]:
                 h = prev.call(h, False)
             batches.append(h)
-            total += h.sum(axis=layer._reduce_axes, dtype=np.float64).reshape(total.shape)
-            count += int(np.prod([h.shape[a] for a in layer._reduce_axes]))
+        count = sum(math.prod(h.shape[a] for a in layer._reduce_axes) for h in batches)
         if count < 2:
             raise ValueError(f"{who}: need at least 2 values per feature, got {count}.")
-        mean = total / count
-        # second pass over the kept activations: two-pass variance, no cancellation
-        sq = np.zeros_like(total)
-        bmean = mean.reshape(layer._bshape)
-        for h in batches:
-            sq += np.square(h - bmean, dtype=np.float64).sum(axis=layer._reduce_axes).reshape(sq.shape)
-        var = sq / (count - 1)
-        np.copyto(layer.buffers["moving_mean"], mean, casting="same_kind")
-        np.copyto(layer.buffers["moving_variance"], var, casting="same_kind")
+        mean, var = _population_moments(batches, layer._reduce_axes, buffers[0].shape)
+        with np.errstate(over="ignore"):
+            fits = all(np.isfinite(v.astype(b.dtype)).all() for v, b in zip((mean, var), buffers))
+        if not fits:
+            finite = all(np.isfinite(h).all() for h in batches)
+            what = (f"overflow: they exceed the largest {buffers[1].dtype} ({np.finfo(buffers[1].dtype).max:.3g})"
+                    if finite else "are not finite: its input holds NaN or inf values")
+            raise ValueError(
+                f"{who}: the population statistics of layer {layer.name!r} (BatchNormalization) {what}; "
+                f"no layer's moving statistics were changed."
+            )
+        np.copyto(buffers[0], mean, casting="same_kind")
+        np.copyto(buffers[1], var, casting="same_kind")
         out[layer.name] = (mean, var)
     return out
 
