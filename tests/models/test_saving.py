@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import stat
 import zipfile
 
 import numpy as np
@@ -133,3 +134,133 @@ def test_model_checkpoint_best_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"best-{i + 1:02d}.npz" for i in expected]
     best = normlab.load_model(cb.last_saved)
     assert best.count_params() == m.count_params()
+
+
+# ------------------------------------------------------------------ writing
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_save_keeps_the_permissions_of_an_existing_file(tmp_path):
+    x, y = data()
+    m = make()
+    m.fit(x, y, epochs=1, verbose=0, seed=0)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # as open() would create it
+    for mode in (0o644, 0o640, 0o600, 0o664):
+        path.chmod(mode)
+        m.save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_save_through_a_symlink_replaces_its_target(tmp_path):
+    x, y = data()
+    m = make()
+    m.fit(x, y, epochs=1, verbose=0, seed=0)
+    store = tmp_path / "store"
+    store.mkdir()
+    target = store / "model.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(os.path.relpath(target, tmp_path))
+    m.save(link)
+    assert link.is_symlink() and os.readlink(link) == os.path.relpath(target, tmp_path)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    np.testing.assert_array_equal(normlab.load_model(link).predict(x), m.predict(x))
+    # the temporary file was written beside the target, and is gone
+    assert sorted(p.name for p in store.iterdir()) == ["model.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.npz", "store"]
+    # a dangling link: its target is created, as open() would
+    dangling = tmp_path / "next.npz"
+    dangling.symlink_to(store / "new.npz")
+    m.save(dangling)
+    assert dangling.is_symlink() and (store / "new.npz").is_file()
+
+
+def test_save_refuses_non_finite_values(tmp_path):
+    m = make()
+    m.build((None, 6))
+    m.layers[1].buffers["moving_variance"][0] = np.inf
+    with pytest.raises(ValueError, match="layers/1/buffers/moving_variance.*NaN or inf"):
+        m.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
+    x, y = data()
+    m = make()
+    m.fit(x, y, epochs=1, verbose=0, seed=0)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        m.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+# ------------------------------------------------------------- round trips
+def test_functional_round_trip_with_generators_and_a_wrapper(tmp_path):
+    from normlab.layers import Add, Dropout, WeightNormalization
+
+    def build():
+        inp = normlab.Input((6,))
+        h = Dense(6)(inp)
+        h = Dropout(0.3, seed=5)(h)
+        h = Add()([h, inp])
+        out = WeightNormalization(Dense(3, activation="softmax"))(h)
+        m = normlab.Model(inp, out, seed=0)
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        return m
+
+    x, y = data()
+    a = build()
+    a.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=1)
+    a.save(tmp_path / "f.npz")
+    b = normlab.load_model(tmp_path / "f.npz")
+    assert b.get_config() == a.get_config()
+    np.testing.assert_array_equal(b.predict(x), a.predict(x))
+    # the generators, slots and step counts came back: training goes on identically
+    a.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=2)
+    b.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=2)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_functional_model_with_unknown_input_sizes_round_trips(tmp_path):
+    from normlab.layers import Conv1D, GlobalAveragePooling1D
+
+    inp = normlab.Input((None, 3))
+    h = GlobalAveragePooling1D()(Conv1D(4, 3)(inp))
+    m = normlab.Model(inp, Dense(2, activation="softmax")(h))
+    m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).standard_normal((8, 10, 3)).astype(np.float32)
+    m.fit(x, np.arange(8) % 2, epochs=1, verbose=0)
+    m.save(tmp_path / "c.npz")
+    back = normlab.load_model(tmp_path / "c.npz")
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
+    assert back.predict(np.zeros((2, 20, 3), np.float32)).shape == (2, 2)
+
+
+def test_float64_model_and_compile_false(tmp_path):
+    m = normlab.Sequential([Dense(4, dtype="float64"), BatchNormalization(), Dense(2)])
+    m.build((None, 3))
+    m.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    m.fit(x, np.zeros((8, 2)), epochs=1, verbose=0)
+    m.save(tmp_path / "d.npz")
+    back = normlab.load_model(tmp_path / "d.npz", compile=False)
+    assert not back.compiled and back.dtype == np.float64
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))

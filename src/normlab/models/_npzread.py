@@ -9,9 +9,9 @@ This module reads an archive the other way round:
    must not exceed a limit before :mod:`zipfile` parses the directory (each
    entry costs some hundred bytes of Python objects);
 2. every member's declared sizes are checked against the file's size (the
-   sum of the uncompressed sizes may not exceed it: a member never holds more
-   bytes than the file does), its flags (no encryption) and compression
-   (stored or deflated);
+   sum of the uncompressed sizes may not exceed a small multiple of it: a
+   file cannot declare more than it holds), its flags (no encryption) and
+   compression (stored or deflated);
 3. every member's ``.npy`` header is parsed on its own (a few hundred bytes)
    and must describe an array of an allowed dtype whose data fills the rest
    of the member exactly;
@@ -79,8 +79,8 @@ class Member:
         return math.prod(self.shape)
 
 
-def _member_count(fh, file_size: int) -> int:
-    """The member count the end-of-central-directory record declares (zip64 counts are refused)."""
+def _member_count(fh, file_size: int) -> tuple[int, int]:
+    """The member count and directory offset the end-of-central-directory record declares."""
     if file_size < _EOCD.size:
         raise ArchiveError("not a zip archive (too short)")
     tail_len = min(file_size, _EOCD.size + 0xFFFF)
@@ -90,7 +90,7 @@ def _member_count(fh, file_size: int) -> int:
     if at < 0 or len(tail) - at < _EOCD.size:
         raise ArchiveError("not a zip archive (no end of central directory record)")
     fields = _EOCD.unpack_from(tail, at)
-    return fields[5]  # entries in the central directory, total
+    return fields[4], fields[6]  # entries in the central directory (total), its offset
 
 
 def _npy_header(fh, max_header_size: int):
@@ -104,7 +104,8 @@ def _npy_header(fh, max_header_size: int):
     return shape, fortran, dtype, fh.tell()
 
 
-def open_archive(fh, file_size: int, *, max_members: int, check_name, check, max_header_size: int = 4096):
+def open_archive(fh, file_size: int, *, max_members: int, max_inflation: float, check_name, check,
+                 max_header_size: int = 4096):
     """Check an archive's directory and every member's ``.npy`` header; return ``(ZipFile, members)``.
 
     Parameters
@@ -113,6 +114,9 @@ def open_archive(fh, file_size: int, *, max_members: int, check_name, check, max
         Seekable, opened on a regular file of ``file_size`` bytes.
     max_members : int
         Refuse archives declaring more members.
+    max_inflation : float
+        Refuse archives whose members' uncompressed sizes sum to more than
+        ``max_inflation * file_size`` (1: no member data beyond what the file holds).
     check_name : callable
         ``check_name(name) -> str | None`` for each member's name without ``.npy``,
         before anything of it is read.
@@ -124,12 +128,15 @@ def open_archive(fh, file_size: int, *, max_members: int, check_name, check, max
 
     ``members`` maps each member's name without ``.npy`` to its :class:`Member`.
     """
-    count = _member_count(fh, file_size)
+    count, directory_offset = _member_count(fh, file_size)
     if count > max_members:
         raise ArchiveError(f"the archive declares {count} members, more than the {max_members} allowed")
     fh.seek(0)
     zf = zipfile.ZipFile(fh)
     try:
+        if directory_offset != 0xFFFFFFFF and zf.start_dir != directory_offset:
+            # zipfile reads archives behind other data (self-extracting programs); a model file is only a zip
+            raise ArchiveError(f"{zf.start_dir - directory_offset} bytes of other data precede the archive")
         infos = zf.infolist()
         if len(infos) > max_members:
             raise ArchiveError(f"the archive holds {len(infos)} members, more than the {max_members} allowed")
@@ -157,16 +164,20 @@ def open_archive(fh, file_size: int, *, max_members: int, check_name, check, max
             if info.compress_size > file_size or info.header_offset + info.compress_size > file_size:
                 raise ArchiveError(f"member {name!r} declares {info.compress_size} bytes beyond the file's end")
             total += info.file_size
-            if total > file_size:
+            if total > max_inflation * file_size:
                 raise ArchiveError(
-                    f"the members declare {total} or more uncompressed bytes, more than the file's "
-                    f"{file_size} (member {name!r}: {info.file_size} bytes from {info.compress_size})"
+                    f"the members declare {total} or more uncompressed bytes, more than {max_inflation:g} times "
+                    f"the file's {file_size} (member {name!r}: {info.file_size} bytes from {info.compress_size})"
                 )
+        if infos and min(info.header_offset for info in infos) != 0:
+            raise ArchiveError("other data precede the archive's first member")
         members = {}
         for info in infos:
             name = info.filename[: -len(".npy")]
             with zf.open(info) as f:
                 shape, fortran, dtype, offset = _npy_header(f, max_header_size)
+            if any(d < 0 for d in shape):
+                raise ArchiveError(f"array {name!r} declares an invalid shape {shape}")
             problem = check(name, tuple(shape), dtype)
             if problem is not None:
                 raise ArchiveError(f"member {info.filename!r}: {problem}")

@@ -33,11 +33,14 @@ memory a load takes is bounded by what the file *holds*, never by what it
 
 1. :mod:`normlab.models._npzread` checks the zip directory and every
    member's ``.npy`` header before reading any data: allowed names and
-   dtypes only, declared sizes consistent with each other and, summed, no
-   more than the file's size (so a small file cannot inflate), at most
+   dtypes only, declared sizes consistent with each other and, summed, at
+   most :data:`MAX_INFLATION` times the file's size (so a small file cannot
+   inflate; :func:`save_model` stores arrays uncompressed), at most
    :data:`MAX_MEMBERS` members.
 2. The header is at most :data:`MAX_HEADER_BYTES` of JSON nested at most
-   :data:`MAX_JSON_DEPTH` deep, and every field has the expected type. Every
+   :data:`MAX_JSON_DEPTH` deep, with at most one value per
+   :data:`MAX_JSON_DENSITY` bytes (parsing ``[],[],...`` would otherwise
+   take 40 times its size), and every field has the expected type. Every
    member must be one the header refers to, and every array it refers to
    must be there.
 3. Layers are constructed from their configs (constructors store and
@@ -84,8 +87,14 @@ HEADER = "normlab_header"
 
 #: largest JSON header accepted (a model of a thousand layers takes about 400 KB)
 MAX_HEADER_BYTES = 1 << 20
+#: fewest header bytes per JSON value (separator): bounds the memory that parsing takes to about
+#: 16 times the header's size (model configs have about one value per ten bytes)
+MAX_JSON_DENSITY = 4
 #: deepest nesting of the JSON header (models need about 10)
 MAX_JSON_DEPTH = 64
+#: most bytes the members of a file may inflate to, per byte of the file (save_model stores them
+#: uncompressed, 1; floats deflate by a few percent, the zeros of fresh biases and slots far more)
+MAX_INFLATION = 4
 #: most arrays in a model file (each layer stores up to six, the optimizer one or two per weight)
 MAX_MEMBERS = 16384
 
@@ -305,7 +314,7 @@ def _check_keys(d: dict, required: set, optional: set, where: str) -> None:
 
 
 def _check_str_list(value, where: str, pattern) -> list:
-    _need(isinstance(value, list), f"{where} must be a list of names, got {type(value).__name__}")
+    _need(isinstance(value, list), f"{where} must be a list of names, got a JSON {_json_type(value)}")
     for k in value:
         _need(isinstance(k, str) and pattern.fullmatch(k) is not None, f"{where} holds an invalid name {k!r}")
     _need(len(set(value)) == len(value), f"{where} repeats a name")
@@ -323,7 +332,7 @@ def _check_shape(value, where: str, allow_unknown: bool) -> tuple:
 
 def _check_header(header) -> None:
     """Types and structure of every header field (layer configs are checked by the layers)."""
-    _need(isinstance(header, dict), f"the header is a JSON {type(header).__name__}, not an object")
+    _need(isinstance(header, dict), f"the header is a JSON {_json_type(header)}, not an object")
     fmt = header.get("format")
     _need(fmt == FORMAT, f"not a normlab model file (format {fmt!r})")
     version = header.get("format_version")
@@ -400,7 +409,7 @@ class _Loader:
         self.path, self.zf, self.members = path, zf, members
 
     def fail(self, message: str) -> ModelFileError:
-        return ModelFileError(f"{self.path}: {message}.")
+        return ModelFileError(f"{self.path}: {message.rstrip('.')}.")
 
     def read(self, name: str) -> np.ndarray:
         try:
@@ -408,12 +417,20 @@ class _Loader:
         except ArchiveError as exc:
             raise self.fail(str(exc)) from None
         except READ_ERRORS as exc:
-            raise self.fail(f"array {name!r} could not be read (truncated or corrupted): {exc}") from None
+            raise self.fail(f"array {name!r} could not be read (truncated or corrupted): {_first_line(exc)}") from None
 
     def header(self) -> dict:
         if HEADER not in self.members:
             raise self.fail(f"not a normlab model file (no '{HEADER}' entry)")
         raw = self.read(HEADER).tobytes()
+        # Python objects cost 20 to 60 bytes per byte of JSON such as "[],[],[]": bound the number of
+        # values (at most one per separator) before parsing; configs have about one per ten bytes
+        values = sum(raw.count(c) for c in (b"[", b"{", b",", b":"))
+        if values > len(raw) // MAX_JSON_DENSITY + 64:
+            raise self.fail(
+                f"the model header holds {values} JSON values in {len(raw)} bytes, more than one per "
+                f"{MAX_JSON_DENSITY} bytes (model headers hold about one per ten)"
+            )
         try:
             header = json.loads(raw.decode("utf-8"))
         except RecursionError:
@@ -540,13 +557,24 @@ class _Loader:
 
     def copy(self, name: str, target: np.ndarray) -> None:
         arr = self.read(name)
-        if not _all_finite(arr):
-            raise self.fail(f"array {name!r} holds NaN or inf")
+        self.check_values(name, arr, target.dtype)
         np.copyto(target, arr, casting="same_kind")
-        if target.dtype.itemsize < arr.dtype.itemsize and not _all_finite(target):
-            raise self.fail(
-                f"array {name!r} holds values (up to {float(np.max(np.abs(arr)))!r}) that overflow {target.dtype}"
-            )
+
+    def check_values(self, name: str, arr: np.ndarray, dtype) -> None:
+        """No NaN or inf in a float array, and none made by casting it to ``dtype``."""
+        if arr.dtype.kind != "f" or not arr.size:
+            return
+        lo, hi = arr.min(), arr.max()  # NaN propagates; no temporary of the array's size
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise self.fail(f"array {name!r} holds NaN or inf")
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f" and dtype.itemsize < arr.dtype.itemsize:
+            with np.errstate(over="ignore"):  # a scalar cast overflows exactly when the array's would
+                if not (np.isfinite(dtype.type(lo)) and np.isfinite(dtype.type(hi))):
+                    raise self.fail(
+                        f"array {name!r} holds values (from {float(lo)!r} to {float(hi)!r}) that overflow "
+                        f"{dtype}"
+                    )
 
     def restore(self, model, header: dict, compile: bool) -> None:
         for k, state in header["rng_states"].items():
@@ -570,19 +598,16 @@ class _Loader:
         )
         keys = header["arrays"]["optimizer"]
         if keys:
+            self.stage = "the optimizer state does not fit the model"
+            model._prepare_training()
+            binding = getattr(model.optimizer, "_binding", None)
+            slots = binding.state_arrays() if binding is not None else {}  # views: the dtypes they keep
             state = {}
             for k in keys:
                 arr = self.read(f"optimizer/{k}")
-                if arr.dtype.kind == "f" and not _all_finite(arr):
-                    raise self.fail(f"array 'optimizer/{k}' holds NaN or inf")
+                self.check_values(f"optimizer/{k}", arr, slots[k].dtype if k in slots else arr.dtype)
                 state[k] = arr
-            self.stage = "the optimizer state does not fit the model"
-            model._prepare_training()
             model.optimizer.set_state(state)
-            del state
-            for k, arr in model.optimizer.get_state().items():
-                if arr.dtype.kind == "f" and not _all_finite(arr):
-                    raise self.fail(f"array 'optimizer/{k}' holds values that overflow {arr.dtype}")
 
     def load(self, compile: bool):
         header = self.header()
@@ -604,6 +629,16 @@ class _Loader:
             # a config a constructor refuses, a state a generator refuses, ...: the cause is in the message
             raise self.fail(f"{self.stage}: {type(exc).__name__}: {exc}") from exc
         return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _stand_in(shape, dtype) -> np.ndarray:
@@ -694,13 +729,19 @@ def load_model(path, compile: bool = True):
             raise ModelFileError(f"{path}: the file is empty.")
         try:
             zf, members = open_archive(
-                fh, size, max_members=MAX_MEMBERS, check_name=_member_name_problem, check=_member_array_problem
+                fh, size, max_members=MAX_MEMBERS, max_inflation=MAX_INFLATION, check_name=_member_name_problem, check=_member_array_problem
             )
         except ArchiveError as exc:
-            raise ModelFileError(f"{path}: not a readable normlab model file: {exc}.") from None
+            raise ModelFileError(f"{path}: not a readable normlab model file: {str(exc).rstrip('.')}.") from None
+        except OSError as exc:  # a seek to a negative offset: the file is shorter than its directory says
+            raise ModelFileError(
+                f"{path}: not a readable normlab model file: its zip directory points outside the file "
+                f"(truncated or corrupted; {exc})."
+            ) from None
         except READ_ERRORS as exc:
             raise ModelFileError(
-                f"{path}: not a readable normlab model file (truncated, corrupted or another format): {exc}"
+                f"{path}: not a readable normlab model file (truncated, corrupted or another format): "
+                f"{_first_line(exc).rstrip('.')}."
             ) from None
         with zf:
             return _Loader(path, zf, members).load(compile)
