@@ -267,3 +267,46 @@ def test_first_run_announces_the_compilation_and_later_runs_do_not(tmp_path):
     # the same table both times (timings aside)
     table = lambda lines: [l for l in lines if " steps in " not in l and "compiling" not in l]  # noqa: E731
     assert table(first) == table(second)
+
+
+def test_one_line_joins_a_multi_line_message():
+    from normlab.cli._common import one_line
+
+    text = "Could not find the files.\nSearched:\n  /a  (path argument)\n  /b  ($NORMLAB_DATA)\nTo fix this, get them"
+    assert one_line(text) == "Could not find the files. Searched: /a (path argument); /b ($NORMLAB_DATA); To fix this, get them"
+    assert one_line("one line") == "one line"
+
+
+def test_check_writable_creates_nothing(tmp_path):
+    from normlab.cli._common import CommandError, check_writable
+
+    check_writable(tmp_path / "new" / "deeper" / "model.npz", "model file")  # folders that can be made: fine
+    check_writable(tmp_path / "out", "output folder", folder=True)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CommandError, match=r"f/m.npz: cannot create the model file or its folder: .*f is a file"):
+        check_writable(tmp_path / "f" / "m.npz", "model file")
+    with pytest.raises(CommandError, match=r"the output folder is a file, not a folder"):
+        check_writable(tmp_path / "f", "output folder", folder=True)
+    with pytest.raises(CommandError, match=r"the model file is a folder, not a file name"):
+        check_writable(tmp_path, "model file")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(CommandError, match=r"link: the model file is a broken link"):
+        check_writable(tmp_path / "link", "model file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "link"]
+
+
+def test_every_exit_status_has_one_meaning(monkeypatch, capsys):
+    from normlab.cli import demo
+    from normlab.cli._common import CommandError, Interrupted, UsageError
+
+    for exc, status in ((CommandError("failed\nhere"), 1), (UsageError("bad key"), 2), (Interrupted("kept x"), 130),
+                        (PermissionError(13, "Permission denied", "/x/y"), 1)):
+        def raising(args, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(demo, "_main", raising)
+        assert main(["demo"]) == status
+        lines = [l for l in capsys.readouterr().err.splitlines() if l]
+        assert len(lines) == 1 and lines[0].startswith("normlab demo: ")
+    assert lines[0] == "normlab demo: /x/y: Permission denied"

@@ -201,13 +201,15 @@ CASES = [
     Case("layers.missing", T, 2, "missing section [layers]", config=with_(layers=None)),
     # --- [optimizer]
     Case("optimizer.name-type", T, 2, "[optimizer] 'name' must be a string", config=changed("optimizer", "name", 3)),
-    Case("optimizer.name-unknown", T, 2, "[optimizer]", "adamm", config=changed("optimizer", "name", "adamm")),
+    Case("optimizer.name-unknown", T, 2, "[optimizer] Unknown optimizer 'adamm'. Known names:", "adam",
+         config=changed("optimizer", "name", "adamm")),
     Case("optimizer.name-missing", T, 2, "[optimizer] needs 'name'", config=changed("optimizer", "name", delete=True)),
     Case("optimizer.lr-type", T, 2, "[optimizer]", "'learning_rate'", "'fast'",
          config=changed("optimizer", "learning_rate", "fast")),
     Case("optimizer.lr-range", T, 2, "[optimizer]", "'learning_rate'", "-1",
          config=changed("optimizer", "learning_rate", -1)),
-    Case("optimizer.unknown-key", T, 2, "[optimizer]", "lr", config=changed("optimizer", "lr", 0.1)),
+    Case("optimizer.unknown-key", T, 2, "[optimizer] (Adam): unknown key 'lr'; allowed:", "learning_rate",
+         config=changed("optimizer", "lr", 0.1)),
     # --- [training]
     Case("training.epochs-type", T, 2, "[training] 'epochs' must be an integer >= 1, got 'ten'",
          config=changed("training", "epochs", "ten")),
@@ -235,8 +237,8 @@ CASES = [
          config=changed("training", "metrics", ["bogus_metric"])),
     Case("training.unknown-key", T, 2, "[training]: unknown key 'epoch'", config=changed("training", "epoch", 3)),
     # --- [[callbacks]]
-    Case("callbacks.type-unknown", T, 2, "[[callbacks]] #1: unknown callback type 'EarlyStoping'",
-         config=changed("callbacks", "type", "EarlyStoping")),
+    Case("callbacks.type-unknown", T, 2, "[[callbacks]] #1: unknown callback type 'EarlyStoping'. Known callback "
+         "types: CSVLogger, CallbackList, EarlyStopping,", config=changed("callbacks", "type", "EarlyStoping")),
     Case("callbacks.unknown-key", T, 2, "[[callbacks]] #1 (EarlyStopping): unknown key 'patiense'",
          config=with_(callbacks=[{"type": "EarlyStopping", "patiense": 2}])),
     Case("callbacks.patience-type", T, 2, "[[callbacks]] #1 (EarlyStopping)", "'patience'", "'x'",
@@ -245,7 +247,8 @@ CASES = [
          "validation_split", config=with_(callbacks=[{"type": "EarlyStopping"}])),
     Case("callbacks.monitor-unknown", T, 2, "'monitor' is 'acc'", "they have: accuracy",
          config=with_(callbacks=[{"type": "ReduceLROnPlateau", "monitor": "acc"}])),
-    Case("callbacks.checkpoint-malformed", T, 2, "[[callbacks]] #1 (ModelCheckpoint)", "not a valid format template",
+    Case("callbacks.checkpoint-malformed", T, 2, "[[callbacks]] #1 (ModelCheckpoint): 'filepath' ",
+         "ck/{epoch.npz' is not a valid format template",
          config=with_(callbacks=[{"type": "ModelCheckpoint", "filepath": "ck/{epoch.npz", "monitor": "loss"}])),
     Case("callbacks.checkpoint-unknown-key", T, 2, "[[callbacks]] #1 (ModelCheckpoint): 'filepath' uses {bogus}",
          config=with_(callbacks=[{"type": "ModelCheckpoint", "filepath": "ck/{bogus}.npz", "monitor": "loss"}])),

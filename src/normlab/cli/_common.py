@@ -64,7 +64,7 @@ class Interrupted(CommandError):
 
 def one_line(text: str) -> str:
     """``text`` on one line: a line ending in ':' runs into the next, other lines are joined by '; '."""
-    lines = [l.strip() for l in str(text).strip().splitlines() if l.strip()]
+    lines = [re.sub(r"\s{2,}", " ", l.strip()) for l in str(text).strip().splitlines() if l.strip()]
     out = ""
     for line in lines:
         if out:

@@ -76,6 +76,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+from importlib import import_module
 import json
 import os
 import signal
@@ -205,7 +206,7 @@ def _table(where: str, value, name: str) -> dict:
     return value
 
 
-def _typed_entries(where: str, value, name: str, registry, kind: str) -> list[tuple[type, dict]]:
+def _typed_entries(where: str, value, name: str, registry, kind: str, registry_module: str) -> list[tuple[type, dict]]:
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
@@ -223,7 +224,8 @@ def _typed_entries(where: str, value, name: str, registry, kind: str) -> list[tu
         try:
             cls = registry.lookup(type_name)
         except ValueError:
-            known = ", ".join(sorted(c for c in registry.names() if c[:1].isupper() and not c.startswith("_")))
+            public = set(getattr(import_module(registry_module), "__all__", ()))
+            known = ", ".join(sorted(c for c in registry.names() if c[:1].isupper() and (not public or c in public)))
             raise ConfigError(f"{at}: unknown {kind} type {type_name!r}. Known {kind} types: {known}.") from None
         kwargs = {k: v for k, v in entry.items() if k != "type"}
         allowed, open_ended = _allowed_kwargs(cls)
@@ -273,7 +275,7 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         if not isinstance(data["path"], str) or not data["path"]:
             raise ConfigError(f"{where}: [data] 'path' must be a folder name (a string), got {data['path']!r}.")
 
-    layers = _typed_entries(where, raw["layers"], "layers", layer_registry, "layer")
+    layers = _typed_entries(where, raw["layers"], "layers", layer_registry, "layer", "normlab.layers")
     if not layers:
         raise ConfigError(f"{where}: [[layers]] is empty.")
 
@@ -282,6 +284,15 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         raise ConfigError(f"{where}: [optimizer] needs 'name' (e.g. \"adam\", \"sgd\").")
     if not isinstance(optimizer["name"], str):
         raise ConfigError(f"{where}: [optimizer] 'name' must be a string (e.g. \"adam\"), got {optimizer['name']!r}.")
+    from ..optimizers import registry as optimizer_registry
+
+    try:
+        opt_cls = optimizer_registry.lookup(optimizer["name"])
+    except ValueError as e:
+        raise ConfigError(f"{where}: [optimizer] {e}") from None
+    allowed, open_ended = _allowed_kwargs(opt_cls)
+    if not open_ended:
+        _check_keys(f"{where}: [optimizer] ({opt_cls.__name__})", optimizer, allowed | {"name"})
 
     training = dict(_table(where, raw.get("training", {}), "training"))
     _check_keys(f"{where}: [training]", training, set(TRAINING_DEFAULTS))
@@ -306,7 +317,8 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         raise ConfigError(f"{where}: [training] 'metrics' must be a list of metric names, e.g. [\"accuracy\"]; "
                           f"got {metrics!r}.")
 
-    callbacks = _typed_entries(where, raw.get("callbacks", []), "callbacks", callback_registry, "callback")
+    callbacks = _typed_entries(where, raw.get("callbacks", []), "callbacks", callback_registry, "callback",
+                               "normlab.callbacks")
 
     output = dict(_table(where, raw.get("output", {}), "output"))
     _check_keys(f"{where}: [output]", output, set(OUTPUT_DEFAULTS))
@@ -348,6 +360,13 @@ def load_data(data: dict):
 _CALLBACK_PATHS = ("filepath", "filename")
 
 
+def _own(cls, error: Exception) -> str:
+    """``error``'s message without a leading ``"<cls name>: "`` (the caller names the class already)."""
+    text = str(error)
+    prefix = f"{cls.__name__}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
 def _build(cfg: dict, base: Path | None = None):
     from .. import Sequential
 
@@ -357,7 +376,7 @@ def _build(cfg: dict, base: Path | None = None):
         try:
             layers.append(cls(**kwargs))
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: [[layers]] #{i + 1} ({cls.__name__}): {e}") from None
+            raise ConfigError(f"{where}: [[layers]] #{i + 1} ({cls.__name__}): {_own(cls, e)}") from None
     callbacks = []
     for i, (cls, kwargs) in enumerate(cfg["callbacks"]):
         kwargs = dict(kwargs)
@@ -367,7 +386,7 @@ def _build(cfg: dict, base: Path | None = None):
         try:
             callbacks.append(cls(**kwargs))
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: [[callbacks]] #{i + 1} ({cls.__name__}): {e}") from None
+            raise ConfigError(f"{where}: [[callbacks]] #{i + 1} ({cls.__name__}): {_own(cls, e)}") from None
     from .. import optimizers
 
     opt_cfg = dict(cfg["optimizer"])
