@@ -196,6 +196,14 @@ CASES = [
     Case("layers.units-range", T, 2, "[[layers]] #1 (Dense)", "'units'", "-3", config=changed("layers", "units", -3)),
     Case("layers.activation-unknown", T, 2, "[[layers]] #2 (Dense)", "bogus",
          config=changed("layers", "activation", "bogus", index=1)),
+    Case("layers.units-huge", T, 2, "[[layers]] do not fit the digits inputs of shape (64,)", "Unable to allocate",
+         config=changed("layers", "units", 10**12)),
+    Case("layers.conv-on-rows", T, 2, "[[layers]] do not fit the digits inputs of shape (64,)", "Conv2D", "rank 4",
+         config=with_(layers=[{"type": "Conv2D", "filters": 2, "kernel_size": 3}, BASE["layers"][-1]])),
+    Case("layers.too-few-classes", T, 2, "[[layers]] and [training] do not fit the digits data",
+         "labels must be in [0, 5) for 5 output units", config=changed("layers", "units", 5, index=1)),
+    Case("training.loss-for-other-targets", T, 2, "[[layers]] and [training] do not fit the digits data", "'y'",
+         config=changed("training", "loss", "binary_crossentropy")),
     Case("layers.empty", T, 2, "[[layers]] is empty", config=with_(layers=[])),
     Case("layers.not-tables", T, 2, "[[layers]] must be an array of tables", config=with_(layers=3)),
     Case("layers.missing", T, 2, "missing section [layers]", config=with_(layers=None)),
@@ -468,7 +476,7 @@ def _interrupt_at_step(monkeypatch, n: int):
     from normlab.cli import train
     from normlab.models.base import BaseModel
 
-    monkeypatch.setattr(train, "warm_up", lambda work, prog: None)  # only the real run's steps are counted
+    monkeypatch.setattr(train, "warm_up", lambda work, prog, always=False: None)  # count only the real run's steps
     monkeypatch.setattr(train._Checkpoint, "max_overhead", float("inf"))  # a checkpoint at every epoch's end
     original, calls = BaseModel._train_step, [0]
 

@@ -697,16 +697,11 @@ def train_from_config(
     else:
         try:
             model.build((None,) + tuple(x_train.shape[1:]), seed=tr["seed"])
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, MemoryError) as e:  # numpy's "Unable to allocate 466. TiB ..."
             raise ConfigError(f"{where}: [[layers]] do not fit the {cfg['data']['dataset']} inputs of shape "
                               f"{tuple(x_train.shape[1:])}: {e}") from None
     _check_logs_keys(cfg, model, callbacks, validation=bool(tr["validation_split"]))
     todo = 0 if stopped else max(0, tr["epochs"] - initial_epoch)
-    print_fn(
-        f"normlab train: {cfg['data']['dataset']} ({len(x_train)} train / {len(x_test)} test), "
-        f"{tr['epochs']} epochs of batches of {tr['batch_size']}, optimizer {cfg['optimizer']['name']}"
-        + (f"; resuming at epoch {initial_epoch + 1} ({todo} to go)" if resume else "")
-    )
     eval_batch = max(tr["batch_size"], 256)
 
     def warm():
@@ -719,10 +714,21 @@ def train_from_config(
                   validation_data=val, shuffle=tr["shuffle"], seed=tr["seed"])
         spare.evaluate(x_test[:eval_batch], y_test[:eval_batch], batch_size=eval_batch)
 
+    try:
+        # also without numba (milliseconds): what fit refuses (a loss or a last layer that does
+        # not fit the labels) is found here, before anything is printed or written
+        warm_up(warm, "normlab train", always=True)
+    except (ValueError, MemoryError) as e:
+        raise ConfigError(f"{where}: [[layers]] and [training] do not fit the {cfg['data']['dataset']} data: "
+                          f"{one_line(e)}") from None
+    print_fn(
+        f"normlab train: {cfg['data']['dataset']} ({len(x_train)} train / {len(x_test)} test), "
+        f"{tr['epochs']} epochs of batches of {tr['batch_size']}, optimizer {cfg['optimizer']['name']}"
+        + (f"; resuming at epoch {initial_epoch + 1} ({todo} to go)" if resume else "")
+    )
     checkpoint = _Checkpoint(ckpt_npz, ckpt_meta, fingerprint=fingerprint, initial_epoch=initial_epoch,
                              history=past["history"], epochs=past["epoch"])
     try:
-        warm_up(warm, "normlab train")
         if verbose:
             model.summary(print_fn=print_fn)
         if todo:
@@ -733,8 +739,12 @@ def train_from_config(
                     shuffle=tr["shuffle"], seed=tr["seed"], callbacks=[*callbacks, checkpoint], verbose=verbose,
                     initial_epoch=initial_epoch,
                 )
-            except ValueError as e:
-                # a callback's or the data's complaint found while training: the checkpoint is kept
+            except (ValueError, MemoryError) as e:
+                if checkpoint.saved is None:
+                    # fit refused before its first step: the loss or the last layer does not fit the labels
+                    raise ConfigError(f"{where}: [[layers]] and [training] do not fit the {cfg['data']['dataset']} "
+                                      f"data: {one_line(e)}") from None
+                # a callback's complaint found while training: the checkpoint is kept
                 kept = f" (the model as of epoch {checkpoint.saved} is in {ckpt_npz})" if checkpoint.saved else ""
                 raise CommandError(f"{where}: training stopped: {one_line(e)}{kept}") from None
         test = model.evaluate(x_test, y_test, batch_size=eval_batch, return_dict=True)
