@@ -134,7 +134,12 @@ def backward(dy, x, groups, gamma, mean, inv_std, out, dgamma, dbeta):
     b = np.empty(c, x.dtype)
     cc = np.empty(c, x.dtype)
     mu_dt = np.empty(c, x.dtype)
+    c1 = np.empty(c, x.dtype)
+    iv_dt = np.empty(c, x.dtype)
+    # below this, cc = inv^2 s2 / count would lose digits in x's dtype (std beyond ~1e19 in float32)
+    small = np.finfo(x.dtype).tiny / np.finfo(x.dtype).eps
     for s in range(n):
+        xhat_form = False
         for g in range(groups):
             for j in range(g * k, (g + 1) * k):
                 mu[j] = mean[s, g]
@@ -156,7 +161,16 @@ def backward(dy, x, groups, gamma, mean, inv_std, out, dgamma, dbeta):
                 # cc (x - mean) = cc (x - mu_dt) - cc (mean - mu_dt), the second part into b
                 b[j] = inv * s1 / count - c64 * (mu[j] - np.float64(mu_dt[j]))
                 cc[j] = c64
-        _dx_pass(dy[s], x[s], a, b, cc, mu_dt, out[s], rows)
+                c1[j] = inv * s2 / count
+                iv_dt[j] = inv
+            xhat_form = xhat_form or (c64 != 0.0 and abs(c64) < small)
+        if xhat_form:  # rare: cc (x - mu) as (inv s2 / count) ((x - mu) inv)
+            xs, dys, os = x[s], dy[s], out[s]
+            for i in range(p):
+                for j in range(c):
+                    os[i, j] = a[j] * dys[i, j] - b[j] - c1[j] * ((xs[i, j] - mu_dt[j]) * iv_dt[j])
+        else:
+            _dx_pass(dy[s], x[s], a, b, cc, mu_dt, out[s], rows)
         for j in range(c):
             dg_tot[j] += b_sum[j]
             db_tot[j] += a_sum[j]

@@ -149,7 +149,7 @@ def _standardize_wide(x, axes, epsilon, centered):
         e = np.where((amax > 2.0**500) & (amax < np.inf), np.frexp(amax)[1], 0)
         xs = np.ldexp(x64, -e)
         if centered:
-            x0 = _first(xs, axes)
+            x0 = _first(xs, axes).copy()  # not a view: xs changes in place
             xs -= x0
             ms = xs.mean(axis=axes, keepdims=True)
             xs -= ms

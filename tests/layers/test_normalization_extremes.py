@@ -1,0 +1,172 @@
+"""Property tests (issue 21): finite extreme input gives finite, correct results in every normalization layer.
+
+Inputs are ``offset + scale * z`` per feature, offsets up to 1e30, scales
+from 1e-30 to 1e30, some features constant, float32 and float64, on the
+numba and the NumPy kernels. Forward and backward are compared with a
+long-double reference computed from the same (rounded) input. The tolerance
+is a few hundred units in the last place of the input's dtype, times
+``1 + |mean| / std``: the error that rounding the mean itself to the dtype
+may cause (the kernels do better for float32, whose statistics are kept in
+float64). Batch norm in float32 may meet a variance a float32 moving
+variance cannot hold: it must then raise a ValueError saying "overflow",
+with the moving statistics unchanged. A constant feature (row, group) gives
+exactly ``beta``.
+"""
+
+import numpy as np
+import pytest
+
+from normlab.layers import BatchNormalization, GroupNormalization, LayerNormalization, RMSNormalization
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+LD = np.longdouble
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@st.composite
+def extreme_input(draw, shape, constant_axis):
+    """``(x, dy, gamma, beta, const)``: float64 arrays of ``shape`` and a mask of the constant slices."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    sign = draw(st.sampled_from([-1.0, 0.0, 1.0]))
+    offset_exp = draw(st.integers(-30, 30))
+    scale_exp = draw(st.integers(-30, 30))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    n_const = shape[constant_axis]
+    const = np.array(draw(st.lists(st.booleans(), min_size=n_const, max_size=n_const)))
+    u = rng.uniform(0.5, 2.0, shape[-1])
+    x = sign * 10.0**offset_exp * u + 10.0**scale_exp * rng.standard_normal(shape)
+    x = x.astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, shape[-1]).astype(dtype)
+    beta = rng.uniform(-1.0, 1.0, shape[-1]).astype(dtype)
+    return x, dy, gamma, beta, const
+
+
+def reference(x, dy, gamma, beta, axes, eps, centered=True, paxes=None):
+    """``(y, dx, dgamma, dbeta, mean, var, inv_std)`` in long double, statistics over ``axes``.
+
+    The parameters broadcast along ``paxes`` (default: all but the last axis).
+    """
+    x, dy, g, b = (a.astype(LD) for a in (x, dy, gamma, beta))
+    m = np.prod([x.shape[a] for a in axes])
+    mean = x.mean(axis=axes, keepdims=True) if centered else np.zeros_like(x[..., :1])
+    var = np.square(x - mean).mean(axis=axes, keepdims=True)
+    inv = 1 / np.sqrt(var + LD(eps))
+    xhat = (x - mean) * inv
+    y = xhat * g + b
+    dxhat = dy * g
+    s1 = dxhat.sum(axis=axes, keepdims=True) if centered else 0
+    s2 = (dxhat * xhat).sum(axis=axes, keepdims=True)
+    dx = inv / m * (m * dxhat - s1 - xhat * s2)
+    paxes = tuple(range(x.ndim - 1)) if paxes is None else paxes
+    return y, dx, (dy * xhat).sum(axis=paxes), dy.sum(axis=paxes), mean, var, inv
+
+
+def less(err, bound, what):
+    err, bound = np.broadcast_arrays(np.asarray(err, dtype=LD), np.asarray(bound, dtype=LD))
+    bad = ~(err < bound)
+    assert not bad.any(), f"{what}: error {err[bad].max():.3g} over the bound {bound[bad].min():.3g}"
+
+
+def check(layer, x, dy, gamma, beta, ref, m):
+    """Forward and backward of ``layer`` (training mode) against ``ref``."""
+    y_ref, dx_ref, dg_ref, db_ref, mean, var, inv = ref
+    eps = np.finfo(x.dtype).eps
+    # what rounding the mean to x's dtype may cost, in units of the standard deviation
+    cond = 1 + np.abs(mean) * inv
+    tol = 256 * eps * cond
+    y = layer(x, training=True)
+    assert y.dtype == x.dtype and np.isfinite(y).all()
+    less(np.abs(y - y_ref), tol * (1 + np.abs(gamma) + np.abs(beta)), "y")
+    layer.grads["gamma"][...] = 0
+    if "beta" in layer.grads:
+        layer.grads["beta"][...] = 0
+    dx = layer.backward(dy)
+    assert np.isfinite(dx).all() and np.isfinite(layer.grads["gamma"]).all()
+    # dx is inv * gamma * (terms of the size of m |dy|)
+    scale = inv * np.abs(gamma) * np.abs(dy).max() * m
+    less(np.abs(dx - dx_ref), tol * scale + np.finfo(x.dtype).tiny, "dx")
+    reduce = tuple(range(x.ndim - 1))
+    less(np.abs(layer.grads["gamma"] - dg_ref),
+         (tol * np.abs(dy) * m).max(axis=reduce) + 64 * eps * np.abs(dg_ref), "dgamma")
+    if "beta" in layer.grads:
+        np.testing.assert_allclose(layer.grads["beta"], db_ref.astype(float), rtol=64 * eps, atol=64 * eps * m)
+
+
+def set_params(layer, gamma, beta):
+    layer.params["gamma"][...] = gamma.reshape(layer.params["gamma"].shape)
+    if "beta" in layer.params:
+        layer.params["beta"][...] = beta.reshape(layer.params["beta"].shape)
+
+
+@SETTINGS
+@given(data=extreme_input((12, 5), constant_axis=1))
+def test_batch_normalization(kernel_path, data):
+    x, dy, gamma, beta, const = data
+    x[:, const] = x[0, const]
+    layer = BatchNormalization(momentum=0.0, dtype=x.dtype.name)
+    layer.build_from_shape(x.shape)
+    set_params(layer, gamma, beta)
+    ref = reference(x, dy, gamma, beta, (0,), layer.epsilon)
+    var = ref[5]
+    if x.dtype == np.float32 and (var > np.finfo(np.float32).max).any():
+        before = {k: v.copy() for k, v in layer.buffers.items()}
+        with pytest.raises(ValueError, match="overflow"):
+            layer(x, training=True)
+        assert all(np.array_equal(before[k], layer.buffers[k]) for k in before)
+        return
+    check(layer, x, dy, gamma, beta, ref, x.shape[0])
+    np.testing.assert_allclose(layer.buffers["moving_variance"], var.reshape(-1).astype(float), rtol=1e-5)
+    y = layer(x, training=True)
+    assert (y[:, const] == beta[const]).all()
+    # inference with the batch's statistics (momentum 0): a constant feature still gives beta exactly
+    yi = layer(x, training=False)
+    assert np.isfinite(yi).all() and (yi[:, const] == beta[const]).all()
+
+
+@SETTINGS
+@given(data=extreme_input((6, 8), constant_axis=0))
+def test_layer_normalization(kernel_path, data):
+    x, dy, gamma, beta, const = data
+    x[const] = x[const, :1]
+    layer = LayerNormalization(dtype=x.dtype.name)
+    layer.build_from_shape(x.shape)
+    set_params(layer, gamma, beta)
+    check(layer, x, dy, gamma, beta, reference(x, dy, gamma, beta, (1,), layer.epsilon), x.shape[1])
+    y = layer(x, training=True)
+    assert (y[const] == beta).all()
+
+
+@SETTINGS
+@given(data=extreme_input((6, 8), constant_axis=0))
+def test_rms_normalization(kernel_path, data):
+    x, dy, gamma, beta, _ = data
+    layer = RMSNormalization(dtype=x.dtype.name)
+    layer.build_from_shape(x.shape)
+    set_params(layer, gamma, beta)
+    ref = reference(x, dy, gamma, np.zeros_like(beta), (1,), layer.epsilon, centered=False)
+    check(layer, x, dy, gamma, np.zeros_like(beta), ref, x.shape[1])
+
+
+@SETTINGS
+@given(data=extreme_input((3, 4, 6), constant_axis=0))
+def test_group_normalization(kernel_path, data):
+    x, dy, gamma, beta, const = data  # groups of 2 channels; const: samples whose first group is constant
+    x[const, :, :2] = x[const, :1, :1]
+    layer = GroupNormalization(groups=3, dtype=x.dtype.name)
+    layer.build_from_shape(x.shape)
+    set_params(layer, gamma, beta)
+    xg = x.reshape(3, 4, 3, 2)
+    ref = reference(xg, dy.reshape(xg.shape), gamma.reshape(3, 2), beta.reshape(3, 2), (1, 3), layer.epsilon,
+                    paxes=(0, 1))
+    y_ref, dx_ref, dg_ref, db_ref, mean, var, inv = ref
+    ref = (y_ref.reshape(x.shape), dx_ref.reshape(x.shape), dg_ref.reshape(-1), db_ref.reshape(-1),
+           np.repeat(mean.reshape(3, 1, 3), 2, axis=2), var, np.repeat(inv.reshape(3, 1, 3), 2, axis=2))
+    check(layer, x, dy, gamma, beta, ref, 8)
+    y = layer(x, training=True)
+    assert (y[const, :, :2] == beta[:2]).all()
