@@ -25,6 +25,7 @@ called on ``float64`` input, in which case it computes in ``float64``
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections import defaultdict
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._registry import Registry, snake_case
-from .._validation import Boolean, NoneOk, Options, validate_params
+from .._validation import Boolean, InvalidParameterError, NoneOk, Options, validate_params
 from ._symbolic import is_symbolic, symbolic_call
 
 registry = Registry("layer")
@@ -63,6 +64,23 @@ def as_float_array(x: Any, *, who: str, arg: str = "x") -> np.ndarray:
             f"{who}: '{arg}' must hold real numbers; got an array of dtype {arr.dtype}."
         )
     return arr
+
+
+def _checked_shape(input_shape, who: str) -> tuple:
+    """``input_shape`` (batch axis first, ``None`` sizes allowed) as a tuple of ints >= 1, ``None`` read as 1."""
+    try:
+        dims = tuple(input_shape)
+    except TypeError:
+        dims = None
+    ok = dims is not None and not isinstance(input_shape, (str, bytes)) and len(dims) >= 1 and all(
+        d is None or (isinstance(d, numbers.Integral) and not isinstance(d, (bool, np.bool_)) and d >= 1)
+        for d in dims
+    )
+    if not ok:
+        raise InvalidParameterError(
+            f"{who}: 'input_shape' must be a tuple of ints >= 1 or None (batch axis first), got {input_shape!r}."
+        )
+    return tuple(1 if d is None else int(d) for d in dims)
 
 
 class Layer:
@@ -216,7 +234,7 @@ class Layer:
 
     def build_from_shape(self, input_shape: tuple, rng: np.random.Generator | None = None) -> None:
         """Build without data (``input_shape`` includes the batch axis; it may be None)."""
-        shape = tuple(1 if d is None else int(d) for d in input_shape)
+        shape = _checked_shape(input_shape, f"Layer {self.name!r} ({type(self).__name__}).build_from_shape")
         self._ensure_built(np.empty(shape, dtype=self.dtype or np.float32), rng)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

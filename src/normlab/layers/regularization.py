@@ -160,7 +160,7 @@ class _RandomLayer(Layer):
         try:
             bg.state = state
         except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"Layer {self.name!r}: invalid generator state ({exc}).") from None
+            raise ValueError(f"Layer {self.name!r}: set_rng_state got an invalid generator state ({exc!r}).") from None
         self._rng = np.random.Generator(bg)
 
     def get_config(self):

@@ -198,7 +198,14 @@ class Optimizer:
         lr = self._learning_rate
         if isinstance(lr, float):
             return lr
-        value = float(lr(self.iterations))
+        raw = lr(self.iterations)
+        numeric = isinstance(raw, numbers.Real) or (isinstance(raw, np.ndarray) and raw.ndim == 0 and raw.dtype.kind in "iuf")
+        if not numeric or isinstance(raw, (bool, np.bool_)):
+            raise TypeError(
+                f"{type(self).__name__}: the learning-rate schedule gave {raw!r} at step {self.iterations}; it must "
+                f"be a finite float >= 0."
+            )
+        value = float(raw)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(
                 f"{type(self).__name__}: the learning-rate schedule gave {value!r} at step "
@@ -482,6 +489,11 @@ class Optimizer:
     def apply_gradients(self, grads_and_vars: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
         """Keras's form: ``optimizer.apply_gradients(zip(grads, params))``; returns ``iterations``."""
         pairs = list(grads_and_vars)
+        if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+            raise TypeError(
+                f"{type(self).__name__}.apply_gradients: 'grads_and_vars' must hold (gradient, parameter) pairs, "
+                f"e.g. zip(grads, params)."
+            )
         grads = [g for g, _ in pairs]
         params = [p for _, p in pairs]
         self.apply(grads, params)
