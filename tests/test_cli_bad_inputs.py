@@ -462,6 +462,26 @@ def test_the_entry_point_agrees(case_id, tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_callback_files_are_placed_like_the_outputs(tmp_path, monkeypatch, capsys):
+    import csv
+
+    cfg = json.loads(json.dumps(BASE))
+    cfg["training"]["epochs"] = 2
+    # no validation: ModelCheckpoint's default monitor (val_loss) is not read without save_best_only
+    cfg["callbacks"] = [{"type": "ModelCheckpoint", "filepath": "ck/m-{epoch}-{loss:.2f}.npz"},
+                        {"type": "CSVLogger", "filename": "logs/run.csv"}]
+    folder, elsewhere = tmp_path / "cfg", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    (folder / "run.toml").write_text(to_toml(cfg))
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--config", str(folder / "run.toml"), "--quiet"]) == 0
+    assert len(list((folder / "ck").glob("m-*.npz"))) == 2
+    rows = list(csv.reader(open(folder / "logs" / "run.csv")))
+    assert rows[0][0] == "epoch" and len(rows) == 3
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in folder.iterdir()) == ["ck", "history.json", "logs", "model.npz", "run.toml"]
+
+
 # ------------------------------------------------------------ Ctrl-C, --resume
 def _config(tmp: Path, epochs: int, **training) -> Path:
     cfg = json.loads(json.dumps(BASE))

@@ -578,7 +578,8 @@ def _check_logs_keys(cfg: dict, model, callbacks, validation: bool) -> None:
     for i, cb in enumerate(callbacks):
         wanted = []
         monitor = getattr(cb, "monitor", None)
-        if isinstance(monitor, str):
+        # ModelCheckpoint reads its monitor only with save_best_only
+        if isinstance(monitor, str) and getattr(cb, "save_best_only", True):
             wanted.append(("monitor", monitor))
         if isinstance(cb, ModelCheckpoint):
             wanted += [("filepath", k) for k in cb.filepath_keys if k != "epoch"]
