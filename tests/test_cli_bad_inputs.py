@@ -161,6 +161,18 @@ def _swapped(name):
     return bytes([0, 0, 8, 1]) + np.asarray([3], dtype=">u4").tobytes() + bytes(3)
 
 
+def _checkpoint_files(tmp: Path, meta=None, npz=b"PK not a model") -> None:
+    """Resume files for ``tmp/run.toml``: ``meta`` (text) or a valid JSON for this config, and ``npz`` (bytes)."""
+    from normlab.cli import train
+
+    if meta is None:
+        fingerprint = train._fingerprint(train.load_config(tmp / "run.toml"))
+        meta = json.dumps({"format": "normlab-train-resume", "format_version": 1, "config_fingerprint": fingerprint,
+                           "epoch": 1, "iterations": 23, "stopped": False, "history": {"epoch": [0], "history": {}}})
+    (tmp / "model.resume.json").write_text(meta)
+    (tmp / "model.resume.npz").write_bytes(npz)
+
+
 class Case:
     """One row: how to set the folder up, the command, and what must come out."""
 
@@ -323,6 +335,10 @@ CASES = [
     Case("out.leftover-checkpoint", T, 2, "model.resume.npz: a checkpoint of an interrupted run is there", "--resume",
          setup=lambda tmp: (tmp / "model.resume.npz").write_bytes(b"old")),
     Case("out.resume-without-checkpoint", T + ["--resume"], 2, "--resume: no checkpoint to resume from"),
+    Case("out.resume-garbled-checkpoint", T + ["--resume"], 1, "model.resume.json: not a readable checkpoint",
+         "delete it and", setup=lambda tmp: _checkpoint_files(tmp, meta="{not json")),
+    Case("out.resume-foreign-model-file", T + ["--resume"], 1, "model.resume.npz: not a", "Delete it and",
+         setup=lambda tmp: _checkpoint_files(tmp, npz=b"<html>a page, not a model</html>")),
     # --- options of every command (argparse: usage, then one error line)
     Case("train.no-config", ["train"], 2, "the following arguments are required: --config", argparse=True),
     Case("train.epochs-zero", T + ["--epochs", "0"], 2, "argument --epochs: must be >= 1, got 0", argparse=True),
