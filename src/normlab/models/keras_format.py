@@ -847,7 +847,9 @@ class _Reader:
                   f"{where}'s inbound node must be an object {{'args', 'kwargs'}} (Keras 3)")
             args, kwargs = node.get("args"), node.get("kwargs") or {}
             _need(isinstance(args, list) and len(args) == 1, f"{where}'s inbound node must have one argument")
-            _need(isinstance(kwargs, dict) and all(v is None for v in kwargs.values()),
+            # a recorded 'training' is replaced by the model's own at every call (Keras's Functional does so)
+            _need(isinstance(kwargs, dict)
+                  and all(v is None or (k == "training" and isinstance(v, bool)) for k, v in kwargs.items()),
                   f"{where}'s inbound node passes arguments {sorted(kwargs) if isinstance(kwargs, dict) else kwargs} "
                   f"that normlab does not support")
             multi = getattr(layer, "multi_input", False)
@@ -1014,7 +1016,8 @@ def _optimizer_to_keras(optimizer) -> dict:
     for key, value in conf["config"].items():
         if key == "on_nonfinite":  # normlab's guard against NaN steps; no effect on a finite step
             continue
-        if key in ("epsilon_form", "momentum_decay"):  # normlab-only conventions
+        if key in ("epsilon_form", "momentum_decay", "nesterov") and not (cls == "SGD" and key == "nesterov"):
+            # normlab-only conventions and options (RMSprop's nesterov): saved at their defaults only
             if value != defaults.get(key):
                 raise ValueError(f"save_keras: {cls}({key}={value!r}) has no Keras 3 counterpart.")
             continue

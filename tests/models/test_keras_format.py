@@ -1,0 +1,457 @@
+"""Keras 3 ``.keras`` files both ways (normlab.models.keras_format), and pickling models.
+
+Without Keras the reader is checked against committed files written by Keras
+(tests/models/data/keras, made by make_fixtures.py there) and their Keras
+predictions; with Keras installed the round trips run live. Reading and
+writing need h5py; the pickling tests need neither.
+"""
+
+import importlib.util
+import io
+import json
+import os
+import pickle
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import normlab
+from normlab import layers as L
+from normlab.models.base import BaseModel
+from normlab.models.keras_format import _reduce_model, load_keras, save_keras
+from normlab.models.saving import ModelFileError
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
+FIXTURES = ("mlp", "cnn", "residual")
+# Keras and normlab both compute in float32; the issue's bar is 1e-6 relative (to the outputs' scale)
+RTOL = 1e-6
+
+
+def close(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    scale = np.max(np.abs(a))
+    np.testing.assert_allclose(b, a, rtol=RTOL, atol=RTOL * scale)
+    return float(np.max(np.abs(a - b)) / scale)
+
+
+def data(shape, n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n,) + shape).astype(np.float32)
+
+
+def normlab_mlp():
+    m = normlab.Sequential([L.Dense(16, use_bias=False), L.BatchNormalization(), L.Activation("relu"), L.Dropout(0.3),
+                            L.Dense(8, activation="tanh"), L.BatchNormalization(momentum=0.9, epsilon=1e-5),
+                            L.Dropout(0.2), L.Dense(3, activation="softmax")], name="mlp")
+    m.compile(optimizer=normlab.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = data((8,))
+    m.fit(x, np.arange(len(x)) % 3, epochs=2, batch_size=16, verbose=0, seed=0)
+    return m, x
+
+
+def normlab_cnn():
+    m = normlab.Sequential([L.Conv2D(4, 3, padding="same", use_bias=False), L.BatchNormalization(), L.Activation("relu"),
+                            L.MaxPooling2D(), L.Conv2D(6, 3, activation="relu"), L.BatchNormalization(center=False),
+                            L.AveragePooling2D(), L.Flatten(), L.Dense(4, activation="softmax")], name="cnn")
+    m.compile(optimizer=normlab.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
+    x = data((8, 8, 2))
+    m.fit(x, np.eye(4, dtype=np.float32)[np.arange(len(x)) % 4], epochs=2, batch_size=16, verbose=0, seed=0)
+    return m, x
+
+
+def normlab_residual():
+    inp = normlab.Input((6,))
+    h = L.Dense(6, name="proj")(inp)
+    a = L.Activation("relu")(L.BatchNormalization()(L.Dense(6, use_bias=False)(h)))
+    h = L.Add()([h, a])
+    b = L.Activation("gelu")(L.LayerNormalization()(L.Dense(6)(h)))
+    h = L.Add()([h, b])
+    c = L.Dropout(0.1)(L.Concatenate()([h, inp]))
+    m = normlab.Model(inp, L.Dense(2)(c), name="residual")
+    m.compile(optimizer="rmsprop", loss="mse")
+    x = data((6,))
+    m.fit(x, x[:, :2] * 2, epochs=2, batch_size=16, verbose=0, seed=0)
+    return m, x
+
+
+NORMLAB_MODELS = {"mlp": normlab_mlp, "cnn": normlab_cnn, "residual": normlab_residual}
+
+
+# ---------------------------------------------------------------- pickling (no h5py needed)
+WIRED = "__reduce__" in vars(BaseModel)
+
+
+def dumps(model) -> bytes:
+    """``pickle.dumps(model)``; through a dispatch table until BaseModel.__reduce__ calls _reduce_model."""
+    if WIRED:
+        return pickle.dumps(model)
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf)
+    pickler.dispatch_table = {normlab.Sequential: _reduce_model, normlab.Model: _reduce_model}
+    pickler.dump(model)
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(not WIRED, reason="BaseModel.__reduce__ is not wired to keras_format._reduce_model yet")
+def test_pickle_dumps_a_model():
+    model, x = normlab_mlp()
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("name", sorted(NORMLAB_MODELS))
+def test_pickle_goes_through_the_model_file_format(name):
+    model, x = NORMLAB_MODELS[name]()
+    fn, (blob,) = _reduce_model(model)
+    assert blob[:2] == b"PK"  # normlab's npz: JSON and arrays, no pickle inside
+    back = pickle.loads(dumps(model))
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    assert type(back) is type(model) and back.compiled
+    assert type(back.optimizer) is type(model.optimizer)
+    for k, v in model.optimizer.get_state().items():
+        np.testing.assert_array_equal(back.optimizer.get_state()[k], v)
+
+
+def test_pickle_an_unbuilt_model_keeps_config_and_compile():
+    model = normlab.Sequential([L.Dense(4), L.BatchNormalization(momentum=0.5), L.Dense(2)], name="unbuilt")
+    model.compile(optimizer=normlab.optimizers.SGD(0.1), loss="mse")
+    fn, args = _reduce_model(model)
+    back = fn(*args)
+    assert not back.built and back.compiled and back.name == "unbuilt"
+    assert back.get_config() == model.get_config()
+    assert back.optimizer.get_config() == model.optimizer.get_config()
+
+
+# ---------------------------------------------------------------- the files Keras wrote
+h5py = pytest.importorskip("h5py")
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_reads_files_written_by_keras(name):
+    model = load_keras(os.path.join(DATA, f"{name}.keras"))
+    x, y = np.load(os.path.join(DATA, f"{name}_x.npy")), np.load(os.path.join(DATA, f"{name}_y.npy"))
+    close(y, model.predict(x))
+    assert model.compiled  # the fixtures are compiled (Adam, SGD, RMSprop)
+    assert isinstance(model, normlab.Model if name == "residual" else normlab.Sequential)
+
+
+def test_fixture_mapping_details():
+    mlp = load_keras(os.path.join(DATA, "mlp.keras"))
+    bn = mlp.layers[5]
+    assert type(bn).__name__ == "BatchNormalization" and bn.momentum == 0.9 and bn.epsilon == 1e-5
+    assert type(mlp.layers[4].kernel_regularizer).__name__ == "L2"
+    assert type(mlp.optimizer).__name__ == "Adam" and type(mlp.loss).__name__ == "SparseCategoricalCrossentropy"
+    cnn = load_keras(os.path.join(DATA, "cnn.keras"), compile=False)
+    assert not cnn.compiled
+    assert "beta" not in cnn.layers[5].params  # center=False: Keras stores gamma, moving mean and variance only
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_keras_file_rewritten_by_normlab_reads_back_identically(name, tmp_path):
+    model = load_keras(os.path.join(DATA, f"{name}.keras"))
+    path = tmp_path / "again.keras"
+    save_keras(model, path)
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["config.json", "metadata.json", "model.weights.h5"]
+    back = load_keras(path)
+    x = np.load(os.path.join(DATA, f"{name}_x.npy"))
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("name", sorted(NORMLAB_MODELS))
+def test_normlab_models_through_keras_files(name, tmp_path):
+    model, x = NORMLAB_MODELS[name]()
+    path = tmp_path / f"{name}.keras"
+    save_keras(model, path)
+    back = load_keras(path)
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    assert [type(l).__name__ for l in back.layers] == [type(l).__name__ for l in model.layers]
+    assert type(back.optimizer) is type(model.optimizer)
+
+
+def test_instance_normalization_is_keras_group_normalization(tmp_path):
+    model = normlab.Sequential([L.Conv1D(4, 3), L.InstanceNormalization(), L.GlobalAveragePooling1D(), L.Dense(2)])
+    x = data((10, 3))
+    model.build((None, 10, 3))
+    save_keras(model, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        entry = json.loads(zf.read("config.json"))["config"]["layers"][2]
+    assert entry["class_name"] == "GroupNormalization" and entry["config"]["groups"] == -1
+    np.testing.assert_array_equal(load_keras(tmp_path / "m.keras").predict(x), model.predict(x))
+
+
+# ---------------------------------------------------------------- saving refusals
+@pytest.mark.parametrize("layer, match", [
+    (lambda: L.NoisyDense(3), "NoisyDense"),
+    (lambda: L.WeightNormalization(L.Dense(3)), "WeightNormalization"),
+    (lambda: L.BatchNormalization(virtual_batch_size=2), "virtual_batch_size"),
+    (lambda: L.BatchNormalization(unbiased_moving_variance=True), "unbiased_moving_variance"),
+])
+def test_layers_keras_lacks_are_refused_on_saving(layer, match, tmp_path):
+    model = normlab.Sequential([L.Dense(4), layer()])
+    model.build((None, 5))
+    with pytest.raises(ValueError, match=match):
+        save_keras(model, tmp_path / "m.keras")
+    assert not os.listdir(tmp_path)
+
+
+def test_an_unbuilt_model_is_refused_on_saving(tmp_path):
+    with pytest.raises(ValueError, match="not built"):
+        save_keras(normlab.Sequential([L.Dense(2)]), tmp_path / "m.keras")
+
+
+# ---------------------------------------------------------------- hostile files
+def members(name="mlp"):
+    with zipfile.ZipFile(os.path.join(DATA, f"{name}.keras")) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def write(path, parts, compression=zipfile.ZIP_STORED, extra=()):
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for n, b in list(parts.items()) + list(extra):
+            zf.writestr(n, b)
+    return path
+
+
+def with_config(edit, name="mlp"):
+    parts = members(name)
+    config = json.loads(parts["config.json"])
+    edit(config)
+    parts["config.json"] = json.dumps(config).encode()
+    return parts
+
+
+def with_weights(edit, name="mlp"):
+    parts = members(name)
+    buf = io.BytesIO(parts["model.weights.h5"])
+    with h5py.File(buf, "r+") as f:
+        edit(f)
+    parts["model.weights.h5"] = buf.getvalue()
+    return parts
+
+
+def refused(path, match):
+    with pytest.raises(ModelFileError, match=match):
+        load_keras(path)
+
+
+def layer_entry(class_name, config=None, module="keras.layers", registered_name=None):
+    return {"module": module, "class_name": class_name, "config": config or {"name": "x"},
+            "registered_name": registered_name}
+
+
+@pytest.mark.parametrize("entry, match", [
+    (layer_entry("Lambda", {"name": "l", "function": {"class_name": "__lambda__", "config": {"value": "AAAA"}}}),
+     "Lambda layer holds Python code"),
+    (layer_entry("MyLayer", registered_name="Custom>MyLayer", module="my_package"), "my_package"),
+    (layer_entry("Dense", {"name": "d", "units": 3}, module="os"), "module 'os'"),
+    (layer_entry("Dense", {"name": "d", "units": 3}, module="builtins"), "module 'builtins'"),
+    (layer_entry("Dense", {"name": "d", "units": 3}, registered_name="evil>Dense"), "registered custom object"),
+    (layer_entry("Dense", {"name": "d", "units": 3,
+                           "activation": {"class_name": "__lambda__", "config": {"value": "x"}}}), "serialized object"),
+    (layer_entry("Dense", {"name": "d", "units": 3, "kernel_initializer": {"module": "builtins", "class_name": "eval",
+                                                                          "config": {}}}), "module 'builtins'"),
+    (layer_entry("Dense", {"name": "d", "units": 3, "activation": "swish"}), "activation 'swish'"),
+    (layer_entry("Dense", {"name": "d", "units": 3, "kernel_constraint": {"module": "keras.constraints",
+                                                                         "class_name": "MaxNorm", "config": {}}}),
+     "kernel_constraint"),
+    (layer_entry("LSTM", {"name": "r", "units": 3}), "'LSTM' layer, which normlab does not have"),
+    (layer_entry("Sequential", {"name": "inner", "layers": []}, module="keras"), "nested model"),
+])
+def test_code_custom_and_unknown_objects_are_refused(entry, match, tmp_path):
+    path = write(tmp_path / "m.keras", with_config(lambda c: c["config"]["layers"].insert(2, entry)))
+    refused(path, match)
+
+
+def test_a_subclassed_model_is_refused(tmp_path):
+    def edit(c):
+        c.update(module="my_models", class_name="MyModel", registered_name="my>MyModel")
+
+    refused(write(tmp_path / "m.keras", with_config(edit)), "my_models")
+
+
+def test_functional_configs_are_checked(tmp_path):
+    def shared(c):  # a layer called twice
+        layers = c["config"]["layers"]
+        layers[1]["inbound_nodes"].append(layers[1]["inbound_nodes"][0])
+
+    refused(write(tmp_path / "a.keras", with_config(shared, "residual")), "called 2 times")
+
+    def forward_reference(c):
+        layers = c["config"]["layers"]
+        layers[1]["inbound_nodes"][0]["args"][0]["config"]["keras_history"][0] = layers[-1]["name"]
+
+    refused(write(tmp_path / "b.keras", with_config(forward_reference, "residual")), "not an earlier layer")
+
+    def two_inputs(c):
+        c["config"]["input_layers"] = [["features", 0, 0], ["other", 0, 0]]
+
+    refused(write(tmp_path / "c.keras", with_config(two_inputs, "residual")), "one input and one output")
+
+
+def test_shapes_that_disagree_with_the_config_are_refused(tmp_path):
+    def wrong(f):
+        del f["layers/dense/vars/0"]
+        f["layers/dense/vars/0"] = np.zeros((8, 15), np.float32)
+
+    refused(write(tmp_path / "m.keras", with_weights(wrong)), r"shape \(8, 15\)")
+
+
+def test_a_huge_config_is_refused_before_anything_is_allocated(tmp_path):
+    def huge(c):
+        c["config"]["layers"][1]["config"]["units"] = 10**9
+
+    path = write(tmp_path / "m.keras", with_config(huge))
+    tracemalloc.start()
+    try:
+        refused(path, r"shape \(8, 16\)")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+def test_huge_declared_dataset_shapes_are_refused_before_reading(tmp_path):
+    def huge(f):  # a chunked, compressed dataset declares 4 TB in a few KB
+        f.create_dataset("layers/dense/vars/9", shape=(10**6, 10**6), dtype="f4", chunks=(1, 1000), compression="gzip")
+
+    refused(write(tmp_path / "m.keras", with_weights(huge)), "declare more bytes")
+
+
+def test_unexpected_datasets_groups_and_links_are_refused(tmp_path):
+    refused(write(tmp_path / "a.keras", with_weights(lambda f: f.create_dataset("layers/dense/vars/2", data=[1.0]))),
+            "no layer of the config has")
+    refused(write(tmp_path / "b.keras", with_weights(lambda f: f.create_group("layers/surprise"))),
+            "no layer of the config has")
+
+    def external(f):
+        f["layers/dense/vars/extra"] = h5py.ExternalLink("/etc/passwd", "/x")
+
+    refused(write(tmp_path / "c.keras", with_weights(external)), "ExternalLink")
+
+    def soft(f):
+        f["layers/dense/vars/alias"] = h5py.SoftLink("/layers/dense/vars/0")
+
+    refused(write(tmp_path / "d.keras", with_weights(soft)), "SoftLink")
+
+    def external_storage(f):
+        del f["layers/dense/vars/0"]
+        f.create_dataset("layers/dense/vars/0", shape=(8, 16), dtype="f4", external=[("/etc/hostname", 0, 512)])
+
+    refused(write(tmp_path / "e.keras", with_weights(external_storage)), "outside the file")
+
+
+def test_nan_weights_are_refused(tmp_path):
+    def nan(f):
+        f["layers/dense/vars/0"][0, 0] = np.nan
+
+    refused(write(tmp_path / "m.keras", with_weights(nan)), "NaN or inf")
+
+
+def test_zip_members_are_checked(tmp_path):
+    refused(write(tmp_path / "a.keras", members(), extra=[("evil.py", b"import os")]), "unexpected members")
+    refused(write(tmp_path / "b.keras", members(), extra=[("config.json", b"{}")]), "repeats a member")
+    parts = members()
+    del parts["model.weights.h5"]
+    refused(write(tmp_path / "c.keras", parts), "no model.weights.h5")
+    parts = members()
+    parts["model.weights.npz"] = parts.pop("model.weights.h5")
+    refused(write(tmp_path / "d.keras", parts), "npz layout")
+
+
+def test_a_compression_bomb_is_refused_before_inflating(tmp_path):
+    parts = members()
+    parts["model.weights.h5"] = bytes(20 * 2**20)  # 20 MB of zeros deflate to about 20 KB
+    path = write(tmp_path / "m.keras", parts, compression=zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(path) < 2**20
+    tracemalloc.start()
+    try:
+        refused(path, "declares .* bytes, more than")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+def test_deep_and_invalid_json_is_refused(tmp_path):
+    parts = members()
+    parts["config.json"] = b"[" * 100000 + b"]" * 100000
+    refused(write(tmp_path / "a.keras", parts), "nested more than")
+    parts["config.json"] = b'{"a": NaN}'
+    refused(write(tmp_path / "b.keras", parts), "NaN")
+    parts["config.json"] = b"\xff\xfe"
+    refused(write(tmp_path / "c.keras", parts), "not valid JSON")
+
+
+def test_files_that_are_not_keras_archives(tmp_path):
+    (tmp_path / "empty.keras").write_bytes(b"")
+    refused(tmp_path / "empty.keras", "empty")
+    (tmp_path / "text.keras").write_bytes(b"<html>not found</html>")
+    refused(tmp_path / "text.keras", "not a zip")
+    refused(write(tmp_path / "npz.keras", {"normlab_header.npy": b"x"}), "unexpected members")
+
+
+def test_truncated_and_corrupted_files_raise_model_file_error_only(tmp_path):
+    blob = open(os.path.join(DATA, "mlp.keras"), "rb").read()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "m.keras"
+    cuts = list(range(0, len(blob), max(1, len(blob) // 40)))
+    for n in cuts:
+        path.write_bytes(blob[:n])
+        with pytest.raises(ModelFileError):
+            load_keras(path)
+    for _ in range(40):
+        b = bytearray(blob)
+        for i in rng.integers(0, len(b), 8):
+            b[i] ^= int(rng.integers(1, 256))
+        path.write_bytes(bytes(b))
+        try:
+            load_keras(path)  # a flip inside padding or an unread dataset may leave a valid file
+        except ModelFileError:
+            pass
+
+
+# ---------------------------------------------------------------- live Keras
+def _keras():
+    os.environ.setdefault("KERAS_BACKEND", "jax" if importlib.util.find_spec("jax") else "torch")
+    return pytest.importorskip("keras")
+
+
+def _keras_fixture_models():
+    spec = importlib.util.spec_from_file_location("make_fixtures", os.path.join(DATA, "make_fixtures.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {"mlp": module.mlp, "cnn": module.cnn, "residual": module.residual}
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_keras_to_normlab_to_keras(name, tmp_path):
+    keras = _keras()
+    keras.utils.set_random_seed(1)
+    model, shape, _ = _keras_fixture_models()[name]()
+    x = data(shape, n=32, seed=1)
+    # moving statistics away from their initial values without training the weights
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(np.linspace(-0.5, 0.5, n).astype("float32"))
+            layer.moving_variance.assign(np.linspace(0.5, 2.0, n).astype("float32"))
+    expected = np.asarray(model.predict(x, verbose=0))
+    model.save(tmp_path / "k.keras")
+    ours = load_keras(tmp_path / "k.keras")
+    close(expected, ours.predict(x))
+    save_keras(ours, tmp_path / "n.keras")
+    again = keras.saving.load_model(tmp_path / "n.keras")
+    close(expected, np.asarray(again.predict(x, verbose=0)))
+
+
+@pytest.mark.parametrize("name", sorted(NORMLAB_MODELS))
+def test_normlab_to_keras(name, tmp_path):
+    keras = _keras()
+    model, x = NORMLAB_MODELS[name]()
+    save_keras(model, tmp_path / "n.keras")
+    theirs = keras.saving.load_model(tmp_path / "n.keras")
+    close(model.predict(x), np.asarray(theirs.predict(x, verbose=0)))
+    assert type(theirs.optimizer).__name__ == type(model.optimizer).__name__
