@@ -41,6 +41,7 @@ import json
 import math
 import numbers
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -550,14 +551,15 @@ LAYER_SPECS: dict[str, tuple[Callable, tuple]] = {
 }
 
 
-def build_layer(name: str):
+def build_layer(name: str, build: bool = True):
     """``(layer, x)``: a layer built by an inference call on ``x`` (a list of two for merge layers)."""
     factory, shape = LAYER_SPECS[name]
     layer = factory()
     rng = np.random.default_rng(3)
     x = rng.normal(size=shape).astype(np.float32)
     arg = [x, x + 1] if layer.multi_input else x
-    layer(arg, training=False)
+    if build:
+        layer(arg, training=False)
     return layer, arg
 
 
@@ -608,6 +610,34 @@ def layer_rows() -> list[Row]:
         rows.append(Row(f"layer-{name}-backward-dy-str", "layer", name,
                         lambda l, x, y, p: l.backward(np.full(np.shape(y), "a")),
                         TypeError, layer_match + ("'dy'",), extra={"train_forward": True}))
+        if name in ("Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"):
+            # a spatial size below the kernel / pool size (the built rank and channels are kept)
+            rows.append(Row(f"layer-{name}-spatial-too-small", "layer", name,
+                            lambda l, x, y, p: l(x[(slice(None),) + (slice(0, 1),) * (x.ndim - 2)], training=True),
+                            ValueError, layer_match))
+        if hasattr(cls, "set_rng_state"):
+            for label, st in (("int", 3), ("unknown-generator", {"bit_generator": "Nope", "state": {}}),
+                              ("bad-state", {"bit_generator": "PCG64", "state": "x"}),
+                              ("missing-state", {"bit_generator": "PCG64"})):
+                rows.append(Row(f"layer-{name}-set_rng_state={label}", "layer", name,
+                                (lambda v: lambda l, x, y, p: l.set_rng_state(v))(st), ValueError,
+                                layer_match + ("set_rng_state",)))
+        if getattr(cls, "multi_input", False):
+            rows.append(Row(f"layer-{name}-one-input", "layer", name, lambda l, x, y, p: l([x[0]]), ValueError,
+                            layer_match + ("inputs",)))
+            rows.append(Row(f"layer-{name}-not-a-list", "layer", name, lambda l, x, y, p: l(x[0]), TypeError,
+                            layer_match + ("list",)))
+            if name != "Concatenate":
+                rows.append(Row(f"layer-{name}-mismatched-inputs", "layer", name,
+                                lambda l, x, y, p: l([x[0], x[1][:, :-1]]), ValueError, layer_match + ("shape",)))
+        else:
+            fresh = {"fresh": True}
+            rows.append(Row(f"layer-{name}-build_from_shape-negative", "layer", name,
+                            lambda l, x, y, p: l.build_from_shape((None,) + (-1,) * (len(np.shape(x)) - 1)),
+                            (ValueError, TypeError), layer_match + ("'input_shape'",), extra=fresh))
+            rows.append(Row(f"layer-{name}-build_from_shape-str", "layer", name,
+                            lambda l, x, y, p: l.build_from_shape("abc"), (ValueError, TypeError),
+                            layer_match + ("'input_shape'",), extra=fresh))
         del cls, spec_shape
     return rows
 
@@ -1042,8 +1072,8 @@ _TMP: list[str] = []
 
 
 def _tmpdir() -> str:
-    """A scratch folder for the file callbacks (set by the test's fixture)."""
-    return _TMP[-1]
+    """A new scratch folder for the file callbacks, inside the test module's (``_TMP``)."""
+    return tempfile.mkdtemp(dir=_TMP[-1])
 
 
 # ------------------------------------------------------------------ optimizers
@@ -1058,6 +1088,12 @@ def _opt_target(name: str):
     grads = [rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(2,)).astype(np.float32)]
     opt.apply(grads, params)
     return opt, params, grads
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
 
 
 def optimizer_rows() -> list[Row]:
@@ -1098,11 +1134,28 @@ def optimizer_rows() -> list[Row]:
             ("set-learning_rate-inf", lambda o, ps, gs: setattr(o, "learning_rate", float("inf")),
              normlab.InvalidParameterError, ("'learning_rate'", "{cls}")),
             ("schedule-returns-nan", lambda o, ps, gs: o.apply(gs, ps), ValueError, ("{cls}", "learning-rate")),
+            ("schedule-returns-str", lambda o, ps, gs: o.apply(gs, ps), (ValueError, TypeError),
+             ("{cls}", "learning-rate")),
+            ("schedule-returns-negative", lambda o, ps, gs: o.apply(gs, ps), ValueError, ("{cls}", "learning-rate")),
+            ("schedule-returns-array", lambda o, ps, gs: o.apply(gs, ps), (ValueError, TypeError),
+             ("{cls}", "learning-rate")),
+            ("apply-int-params", lambda o, ps, gs: o.apply(gs, [p.astype(np.int32) for p in ps]), (TypeError, ValueError),
+             ("{cls}.apply",)),
+            ("apply-names-count", lambda o, ps, gs: o.apply(gs, ps, names=["a"]), ValueError, ("{cls}.apply", "names")),
+            ("apply_gradients-not-pairs", lambda o, ps, gs: o.apply_gradients([gs[0], gs[1]]), (TypeError, ValueError),
+             ("{cls}.apply_gradients",)),
+            ("bind-int-params", lambda o, ps, gs: o.bind([np.zeros(3, np.int64)]), TypeError, ("{cls}", "parameter")),
+            ("bind-read-only", lambda o, ps, gs: o.bind([_read_only(ps[0])]), ValueError, ("{cls}", "read-only")),
+            ("bind-grad-shape", lambda o, ps, gs: o.bind(ps, [gs[0].T, gs[1]]), ValueError, ("{cls}.bind",)),
+            ("set_state-iterations-bool", lambda o, ps, gs: o.set_state({**o.get_state(), "iterations": np.array(True)}),
+             ValueError, ("{cls}.set_state", "iterations")),
         ]
         for label, fn, exc, match in items:
             prep = None
-            if label == "schedule-returns-nan":
-                prep = lambda o: setattr(o, "learning_rate", lambda step: float("nan"))  # noqa: E731
+            returns = {"schedule-returns-nan": float("nan"), "schedule-returns-str": "0.1",
+                       "schedule-returns-negative": -0.5, "schedule-returns-array": np.array([0.1, 0.2])}
+            if label in returns:
+                prep = (lambda v: lambda o: setattr(o, "learning_rate", lambda step: v))(returns[label])
             rows.append(Row(f"optimizer-{name}-{label}", "optimizer", name,
                             (lambda f: lambda o, x, y, p: f(o, x, y))(fn), exc, match, prepare=prep))
     return rows

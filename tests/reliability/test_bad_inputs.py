@@ -71,9 +71,10 @@ def _check_unchanged(before: dict, after: dict) -> None:
     assert not diff, f"changed by a failed call: {diff}"
 
 
-@pytest.fixture(autouse=True)
-def _scratch(tmp_path):
-    cat._TMP.append(str(tmp_path))
+@pytest.fixture(scope="module", autouse=True)
+def _scratch(tmp_path_factory):
+    # one folder for the module; the file callbacks' rows make their own inside it (cat._tmpdir)
+    cat._TMP.append(str(tmp_path_factory.mktemp("catalogue")))
     yield
     cat._TMP.pop()
 
@@ -95,7 +96,7 @@ def test_constructor_rejects(row, request):
 @pytest.mark.parametrize("row", _params(LAYER_ROWS))
 def test_layer_rejects(row, kernel_path, request):
     _mark_known(request, row, kernel_path)
-    layer, x = cat.build_layer(row.target)
+    layer, x = cat.build_layer(row.target, build=not row.extra.get("fresh"))
     out = layer(x, training=True) if row.extra.get("train_forward") else None
     before = cat.layer_state(layer)
     with pytest.raises(row.exc) as e:
