@@ -170,3 +170,101 @@ def test_group_normalization(kernel_path, data):
     check(layer, x, dy, gamma, beta, ref, 8)
     y = layer(x, training=True)
     assert (y[const, :, :2] == beta[:2]).all()
+
+
+# ------------------------------------------------ beyond the property test's range
+BN_PATHS = {
+    "rows": lambda: BatchNormalization(),
+    "numpy_axis": lambda: BatchNormalization(axis=1),
+    "ghost": lambda: BatchNormalization(virtual_batch_size=4),
+    "renorm": lambda: BatchNormalization(renorm=True),
+}
+
+
+@pytest.mark.parametrize("path", sorted(BN_PATHS))
+def test_batch_norm_overflow_is_an_error_that_changes_nothing(path, kernel_path, rng):
+    """A float32 batch variance beyond 3.4e38 says "overflow" (not "NaN or inf") and leaves every buffer as it was."""
+    layer = BN_PATHS[path]()
+    x = (1e30 * rng.standard_normal((8, 3, 2))).astype(np.float32)
+    layer(x[:2], training=False)
+    before = {k: v.copy() for k, v in layer.buffers.items()}
+    with pytest.raises(ValueError, match="overflow") as e:
+        layer(x, training=True)
+    assert "NaN" not in str(e.value) and layer.name in str(e.value)
+    assert all(np.array_equal(before[k], layer.buffers[k]) for k in before)
+    # inference needs no variance of the batch: finite, and equal to float64's
+    y = layer(x, training=False)
+    assert np.isfinite(y).all()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        x[0, 0, 0] = np.inf
+        layer(x, training=True)
+
+
+def test_fused_batch_norm_activation_overflow_and_constant_feature(kernel_path, rng):
+    """The compiled model's fused batch norm + relu: the same error, and a constant feature gives relu(beta)."""
+    import normlab
+    from normlab import optimizers
+    from normlab.layers import Activation, Dense
+
+    model = normlab.Sequential([Dense(4, use_bias=False), BatchNormalization(beta_initializer="ones"),
+                                Activation("relu"), Dense(2, activation="softmax")])
+    model.build((None, 4), seed=0)
+    model.layers[0].params["kernel"][...] = np.eye(4)
+    model.compile(optimizer=optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    x = (1e30 * rng.standard_normal((8, 4))).astype(np.float32)
+    labels = np.zeros(8, int)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="overflow"):
+        model.train_on_batch(x, labels)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    x = (1e6 * (1 + rng.standard_normal((8, 4)))).astype(np.float32)
+    x[:, 1] = -1e6
+    model.train_on_batch(x, labels)
+    if kernel_path == "numba":  # the row kernels ran (fused with the relu, in a compiled model)
+        from normlab.kernels.batchnorm_rows import RowsTrainCache
+
+        assert type(model.layers[1]._cache) is RowsTrainCache
+    z, a = model.layers[2]._cache  # what the fused pass (or the two layers' own) left
+    assert (z[:, 1] == 1.0).all() and (a[:, 1] == 1.0).all()
+    assert np.isfinite(z).all() and np.abs(z).max() < 10
+
+
+@pytest.mark.parametrize("cls", [LayerNormalization, RMSNormalization, GroupNormalization])
+def test_float32_near_its_largest_value(cls, kernel_path):
+    """Values up to 3e38 of either sign: finite output, equal to the long-double one to float32 rounding."""
+    kw = {"groups": 2} if cls is GroupNormalization else {}
+    x = np.array([[3e38, -3e38, 1e38, 0.0], [2e38, 2.5e38, 3e38, 2.9e38]], np.float32)
+    layer = cls(**kw)
+    y = layer(x, training=True)
+    assert np.isfinite(y).all()
+    if cls is GroupNormalization:
+        xr = x.astype(LD).reshape(2, 2, 2)
+        mean = xr.mean(axis=2, keepdims=True)
+        ref = ((xr - mean) / np.sqrt(np.square(xr - mean).mean(axis=2, keepdims=True) + LD(1e-3))).reshape(2, 4)
+    else:
+        xr = x.astype(LD)
+        mean = xr.mean(axis=1, keepdims=True) if cls is LayerNormalization else 0
+        ref = (xr - mean) / np.sqrt(np.square(xr - mean).mean(axis=1, keepdims=True) + LD(layer.epsilon))
+    np.testing.assert_allclose(y, ref.astype(float), rtol=1e-5, atol=1e-5)
+    dx = layer.backward(np.ones_like(x))
+    assert np.isfinite(dx).all()
+
+
+@pytest.mark.parametrize("cls", [LayerNormalization, BatchNormalization])
+def test_float64_beyond_the_square_root_of_its_range(cls, kernel_path, rng):
+    """Deviations of 1e200 overflow float64 squares: layer norm scales them (finite, correct output);
+    batch norm's variance of 1e400 cannot be stored, which is an overflow error."""
+    x = 1e200 * rng.standard_normal((6, 5))
+    layer = cls(dtype="float64")
+    if cls is BatchNormalization:
+        with pytest.raises(ValueError, match="overflow"):
+            layer(x, training=True)
+        x = 1e150 * rng.standard_normal((6, 5))  # squares overflow, the variance (1e300) does not
+        y = layer(x, training=True)
+        np.testing.assert_allclose(layer.buffers["moving_variance"], 0.99 + 0.01 * x.var(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(y, (x - x.mean(0)) / x.std(0), rtol=1e-10, atol=1e-12)
+        return
+    y = layer(x, training=True)
+    ref = (x / 1e200 - (x / 1e200).mean(1, keepdims=True)) / (x / 1e200).std(1, keepdims=True)
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
+    assert np.isfinite(layer.backward(rng.standard_normal(x.shape))).all()

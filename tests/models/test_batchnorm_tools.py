@@ -124,3 +124,33 @@ def test_fold_conv_batchnorm_same_predictions(rng):
     m1 = normlab.Sequential([Conv1D(4, 3), BatchNormalization(), GlobalAveragePooling1D()])
     m1(x1, training=True)
     np.testing.assert_allclose(normlab.fold_batchnorm(m1).predict(x1), m1.predict(x1), rtol=1e-10)
+
+
+def test_population_statistics_overflow_changes_no_layer(rng):
+    """float32 activations near 1e20: the variance (1e40) does not fit a float32 buffer. The error says
+    "overflow" and no layer's statistics change, not even those of the layers before the failing one."""
+    model = normlab.Sequential([BatchNormalization(), Dense(3), BatchNormalization()])
+    x = (1e20 * rng.standard_normal((40, 4))).astype(np.float32)
+    model(x[:4] * 1e-20)
+    model.layers[1].params["kernel"][...] = 1e20  # the first layer's output is O(1), the second's O(1e20)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="overflow"):
+        normlab.recompute_batchnorm_statistics(model, x * 1e-20, batch_size=16)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    with pytest.raises(ValueError, match="overflow"):
+        normlab.recompute_batchnorm_statistics(model, x)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_population_statistics_of_extreme_and_constant_features(rng):
+    """float64 values of 1e150 (squares overflow, the variance does not) and a constant feature."""
+    x = 1e150 * rng.standard_normal((30, 3))
+    x[:, 1] = 0.1  # a float64 sum of 30 copies of 0.1 is not 3.0 exactly
+    model = normlab.Sequential([BatchNormalization(dtype="float64")])
+    model(x)
+    normlab.recompute_batchnorm_statistics(model, x, batch_size=7)
+    bn = model.layers[0]
+    np.testing.assert_allclose(bn.buffers["moving_mean"], x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(bn.buffers["moving_variance"], (x / 1e150).var(0, ddof=1) * 1e300, rtol=1e-12)
+    assert bn.buffers["moving_mean"][1] == 0.1 and bn.buffers["moving_variance"][1] == 0.0
+    assert (bn(x)[:, 1] == 0.0).all()

@@ -75,7 +75,7 @@ def moments(x):
         # float64 deviations beyond ~1e154 overflow the squares (float32 ones never
         # do in float64); NaN or inf input stays NaN
         for j in range(c):
-            if not (np.isfinite(mean[j]) and np.isfinite(var[j])):
+            if not (np.isfinite(s1[j]) and np.isfinite(s2[j])):
                 mean[j], var[j] = _column_moments_scaled(x, j)
     return mean, var
 
