@@ -291,6 +291,16 @@ def _need(ok: bool, message: str) -> None:
         raise _Bad(message)
 
 
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)``, cut short: a hostile file's values can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_text(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -309,24 +319,24 @@ def _check_depth(obj) -> None:
 def _check_keys(d: dict, required: set, optional: set, where: str) -> None:
     missing = sorted(required - set(d))
     extra = sorted(set(d) - required - optional)
-    _need(not missing, f"{where} lacks {missing}")
-    _need(not extra, f"{where} has unexpected entries {extra}")
+    _need(not missing, f"{where} lacks {_short(missing, 200)}")
+    _need(not extra, f"{where} has unexpected entries {_short(extra, 200)}")
 
 
 def _check_str_list(value, where: str, pattern) -> list:
     _need(isinstance(value, list), f"{where} must be a list of names, got a JSON {_json_type(value)}")
     for k in value:
-        _need(isinstance(k, str) and pattern.fullmatch(k) is not None, f"{where} holds an invalid name {k!r}")
+        _need(isinstance(k, str) and pattern.fullmatch(k) is not None, f"{where} holds an invalid name {_short(k)}")
     _need(len(set(value)) == len(value), f"{where} repeats a name")
     return value
 
 
 def _check_shape(value, where: str, allow_unknown: bool) -> tuple:
-    _need(isinstance(value, list) and len(value) >= 1, f"{where} must be a list [null, size, ...], got {value!r}")
-    _need(value[0] is None, f"{where} must start with null (the batch axis), got {value!r}")
+    _need(isinstance(value, list) and len(value) >= 1, f"{where} must be a list [null, size, ...], got {_short(value)}")
+    _need(value[0] is None, f"{where} must start with null (the batch axis), got {_short(value)}")
     for d in value[1:]:
         ok = (_is_int(d) and d >= 1) or (allow_unknown and d is None)
-        _need(ok, f"{where} must hold sizes >= 1{' or null' if allow_unknown else ''}, got {value!r}")
+        _need(ok, f"{where} must hold sizes >= 1{' or null' if allow_unknown else ''}, got {_short(value)}")
     return tuple(value)
 
 
@@ -334,17 +344,17 @@ def _check_header(header) -> None:
     """Types and structure of every header field (layer configs are checked by the layers)."""
     _need(isinstance(header, dict), f"the header is a JSON {_json_type(header)}, not an object")
     fmt = header.get("format")
-    _need(fmt == FORMAT, f"not a normlab model file (format {fmt!r})")
+    _need(fmt == FORMAT, f"not a normlab model file (format {_short(fmt)})")
     version = header.get("format_version")
     _need(
         _is_int(version) and 1 <= version <= FORMAT_VERSION,
-        f"model file format version {version!r} is not supported by normlab {__version__} "
+        f"model file format version {_short(version)} is not supported by normlab {__version__} "
         f"(reads versions 1 to {FORMAT_VERSION})",
     )
     _check_keys(header, {"format", "format_version", "normlab_version", "model_class", "config", "compile",
                          "arrays", "rng_states"}, set(), "the header")
     _need(isinstance(header["normlab_version"], str), "the header's 'normlab_version' must be a string")
-    _need(header["model_class"] in ("Sequential", "Model"), f"unknown model class {header['model_class']!r}")
+    _need(header["model_class"] in ("Sequential", "Model"), f"unknown model class {_short(header['model_class'])}")
     arrays = header["arrays"]
     _need(isinstance(arrays, dict), "the header's 'arrays' must be an object")
     _check_keys(arrays, {"layers", "optimizer"}, set(), "the header's 'arrays'")
@@ -360,7 +370,7 @@ def _check_header(header) -> None:
     n = len(arrays["layers"])
     for k, state in states.items():
         _need(re.fullmatch(r"0|[1-9][0-9]{0,8}", k) is not None and int(k) < n,
-              f"the header's 'rng_states' has an entry {k!r} that is not a layer index below {n}")
+              f"the header's 'rng_states' has an entry {_short(k)} that is not a layer index below {n}")
         _need(state is None or isinstance(state, dict), f"the header's 'rng_states[{k}]' must be an object or null")
     info = header["compile"]
     if info is not None:
@@ -468,7 +478,7 @@ class _Loader:
         """Build ``layer`` for ``input_shape`` (batch axis None) against the arrays the file stores for it."""
         stored = {(kind, k) for kind in ("params", "buffers") for k in entry[kind]}
         members = self.members
-        who = f"layer {i} ({layer.name!r}, {type(layer).__name__})"
+        who = f"layer {i} ({_short(layer.name)}, {type(layer).__name__})"
 
         def checked_add_weight(key, shape, initializer="zeros", regularizer=None, trainable=True):
             kind = "params" if trainable else "buffers"
@@ -481,7 +491,7 @@ class _Loader:
                     f"array {name!r} has shape {members[name].shape}, {who} expects {shape} from its config"
                 )
             # every weight is overwritten by its stored array: skip the random initialization
-            return Layer.add_weight(layer, key, shape, "zeros", regularizer, trainable)
+            return type(layer).add_weight(layer, key, shape, "zeros", regularizer, trainable)
 
         budget = [self.layer_bytes(i, entry)]
         with _building(layer, checked_add_weight, budget, who, self.fail):
@@ -497,7 +507,7 @@ class _Loader:
     def layers(self, config: dict) -> list[Layer]:
         out = []
         for i, entry in enumerate(config["layers"]):
-            self.stage = f"layer {i} ({entry['class_name']!r}) could not be constructed from its config"
+            self.stage = f"layer {i} ({_short(entry['class_name'])}) could not be constructed from its config"
             out.append(_layer_registry.deserialize({"class_name": entry["class_name"], "config": entry["config"]}))
         return out
 
@@ -510,7 +520,7 @@ class _Loader:
         rng = np.random.default_rng()
         shape = (None,) + tuple(config["input_shape"][1:])
         for i, layer in enumerate(layers):
-            self.stage = f"layer {i} ({layer.name!r}, {type(layer).__name__}) could not be built for inputs {shape}"
+            self.stage = f"layer {i} ({_short(layer.name)}, {type(layer).__name__}) could not be built for inputs {shape}"
             self.build_layer(i, layer, index[i], shape, rng)
             shape = (None,) + tuple(layer.compute_output_shape((1,) + shape[1:])[1:])
         return model
@@ -524,15 +534,15 @@ class _Loader:
         tensors = {0: inp}
         rng = np.random.default_rng()
         for i, (entry, layer) in enumerate(zip(config["layers"], layers)):
-            self.stage = f"layer {i} ({layer.name!r}, {type(layer).__name__}) could not be connected"
+            self.stage = f"layer {i} ({_short(layer.name)}, {type(layer).__name__}) could not be connected"
             args = [tensors[j] for j in entry["inbound"]]
             multi = getattr(layer, "multi_input", False)
             if not multi and len(args) != 1:
-                raise self.fail(f"layer {i} ({layer.name!r}) takes one input, the config gives it {len(args)}")
+                raise self.fail(f"layer {i} ({_short(layer.name)}) takes one input, the config gives it {len(args)}")
             tensors[i + 1] = layer(args if multi else args[0])
             # unknown sizes get Model.build's placeholder
             shapes = [(None,) + tuple(64 if d is None else d for d in t.shape[1:]) for t in args]
-            self.stage = f"layer {i} ({layer.name!r}, {type(layer).__name__}) could not be built for inputs {shapes}"
+            self.stage = f"layer {i} ({_short(layer.name)}, {type(layer).__name__}) could not be built for inputs {shapes}"
             self.build_layer(i, layer, index[i], shapes if multi else shapes[0], rng)
         self.stage = "the model could not be assembled"
         # every layer is built: skip Model.build, which would allocate a sample of the input shape first
@@ -579,11 +589,11 @@ class _Loader:
     def restore(self, model, header: dict, compile: bool) -> None:
         for k, state in header["rng_states"].items():
             layer = model.layers[int(k)]
-            self.stage = f"the generator state of layer {k} ({layer.name!r}) is invalid"
+            self.stage = f"the generator state of layer {k} ({_short(layer.name)}) is invalid"
             if state is None:
                 continue
             if not hasattr(layer, "set_rng_state"):
-                raise self.fail(f"the file stores a generator state for layer {k} ({layer.name!r}), which has none")
+                raise self.fail(f"the file stores a generator state for layer {k} ({_short(layer.name)}), which has none")
             layer.set_rng_state(state)
         info = header["compile"]
         if not compile or info is None:
@@ -627,7 +637,7 @@ class _Loader:
             raise
         except Exception as exc:
             # a config a constructor refuses, a state a generator refuses, ...: the cause is in the message
-            raise self.fail(f"{self.stage}: {type(exc).__name__}: {exc}") from exc
+            raise self.fail(f"{self.stage}: {type(exc).__name__}: {_short_text(str(exc))}") from exc
         return model
 
 
@@ -672,7 +682,7 @@ def _building(layer: Layer, add_weight, budget: list, who: str, fail):
             if budget[0] < 0:
                 raise fail(f"{who} wraps a layer whose weight {key!r} of shape {shape} is larger than what the "
                            f"file stores for it")
-            return Layer.add_weight(_sub, key, shape, "zeros", regularizer, trainable)
+            return type(_sub).add_weight(_sub, key, shape, "zeros", regularizer, trainable)
 
         def stand_in_build(input_shape, rng=None, _sub=sub):
             if getattr(_sub, "multi_input", False):
