@@ -587,6 +587,10 @@ def test_good_files_load(good, tmp_path):
 
 def test_compressed_file_within_its_size_loads(good, tmp_path):
     # deflated members are read, as long as they inflate to no more than MAX_INFLATION times the file
+    for raw in (good.raw, good.fraw):  # trained models repacked with numpy.savez_compressed
+        p = tmp_path / "c.npz"
+        p.write_bytes(pack(*_unpack(raw), compress=True))
+        normlab.load_model(p)
     header, arrays = good.seq_parts()
     arrays = {k: (np.random.default_rng(0).standard_normal(v.shape).astype(v.dtype) if v.dtype.kind == "f" else v)
               for k, v in arrays.items()}

@@ -92,9 +92,10 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_JSON_DENSITY = 4
 #: deepest nesting of the JSON header (models need about 10)
 MAX_JSON_DEPTH = 64
-#: most bytes the members of a file may inflate to, per byte of the file (save_model stores them
-#: uncompressed, 1; floats deflate by a few percent, the zeros of fresh biases and slots far more)
-MAX_INFLATION = 4
+#: most bytes the members of a file may inflate to, per byte of the file: save_model stores them
+#: uncompressed (1); trained float weights deflate by a few percent (np.savez_compressed files load),
+#: while a file of deflated zeros, declaring far more than it holds, is refused
+MAX_INFLATION = 2
 #: most arrays in a model file (each layer stores up to six, the optimizer one or two per weight)
 MAX_MEMBERS = 16384
 
