@@ -332,7 +332,7 @@ CASES = [
          setup=lambda tmp: (tmp / "sub").mkdir()),
     Case("out.csv-log-is-a-folder", T, 1, "file of [[callbacks]] #1 (CSVLogger) is a folder",
          config=with_(callbacks=[{"type": "CSVLogger", "filename": "sub"}]), setup=lambda tmp: (tmp / "sub").mkdir()),
-    Case("out.leftover-checkpoint", T, 2, "model.resume.npz: a checkpoint of an interrupted run is there", "--resume",
+    Case("out.leftover-checkpoint", T, 2, "model.resume.npz: a checkpoint of an unfinished run (interrupted or failed) is there", "--resume",
          setup=lambda tmp: (tmp / "model.resume.npz").write_bytes(b"old")),
     Case("out.resume-without-checkpoint", T + ["--resume"], 2, "--resume: no checkpoint to resume from"),
     Case("out.resume-garbled-checkpoint", T + ["--resume"], 1, "model.resume.json: not a readable checkpoint",
@@ -498,6 +498,30 @@ def test_callback_files_are_placed_like_the_outputs(tmp_path, monkeypatch, capsy
     assert sorted(p.name for p in folder.iterdir()) == ["ck", "history.json", "logs", "model.npz", "run.toml"]
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the run diverges on purpose
+@pytest.mark.parametrize("every_epoch", [False, True], ids=["final-save", "epoch-checkpoint"])
+def test_a_diverged_run_is_not_saved_and_says_so(tmp_path, capsys, monkeypatch, every_epoch):
+    from normlab.cli import train
+
+    # the NaN weights meet either the checkpoint at an epoch's end or the final save
+    monkeypatch.setattr(train._Checkpoint, "max_overhead", float("inf") if every_epoch else 1e-12)
+    cfg = json.loads(json.dumps(BASE))
+    cfg["layers"][0]["units"] = 64
+    cfg["optimizer"] = {"name": "sgd", "learning_rate": 1e30, "on_nonfinite": "proceed"}
+    cfg["training"].update(epochs=2, batch_size=32)
+    (tmp_path / "run.toml").write_text(to_toml(cfg))
+    assert main(["train", "--config", str(tmp_path / "run.toml"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    if every_epoch:
+        assert lines[0].startswith(f"normlab train: {tmp_path / 'run.toml'}: training stopped: save_model: ")
+    else:
+        assert lines[0].startswith(f"normlab train: {tmp_path / 'model.npz'}: the model was not saved: save_model: ")
+    assert "NaN or inf" in lines[0] and "The checkpoint model.resume.npz (epoch 0) is kept" in lines[0]
+    assert not (tmp_path / "model.npz").exists() and (tmp_path / "model.resume.npz").exists()
+
+
 # ------------------------------------------------------------ Ctrl-C, --resume
 def _config(tmp: Path, epochs: int, **training) -> Path:
     cfg = json.loads(json.dumps(BASE))
@@ -549,7 +573,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_gives_the_uninterrupted_run(tmp_pa
 
     # the same run again without --resume is refused, the checkpoint kept
     assert main(["train", "--config", str(cfg), "--quiet"]) == 2
-    assert "a checkpoint of an interrupted run is there" in capsys.readouterr().err
+    assert "a checkpoint of an unfinished run (interrupted or failed) is there" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg), "--quiet", "--resume"]) == 0
     assert "resuming at epoch 3 (2 to go)" in capsys.readouterr().out
     assert not (parts / "model.resume.npz").exists() and not (parts / "model.resume.json").exists()

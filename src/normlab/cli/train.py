@@ -668,8 +668,8 @@ def train_from_config(
     fingerprint = _fingerprint(cfg)
     if not resume and (ckpt_npz.exists() or ckpt_meta.exists()):
         raise UsageError(
-            f"{ckpt_npz}: a checkpoint of an interrupted run is there; go on with it with --resume, or delete "
-            f"{ckpt_npz.name} and {ckpt_meta.name} to start over."
+            f"{ckpt_npz}: a checkpoint of an unfinished run (interrupted or failed) is there; go on with it with "
+            f"--resume, or delete {ckpt_npz.name} and {ckpt_meta.name} to start over."
         )
     model, callbacks = _build(cfg, base)  # configuration errors first, then the (slower) data
     outputs = [(model_path, "model file ([output] model)"), (ckpt_npz, "checkpoint"), (ckpt_meta, "checkpoint")]
@@ -745,15 +745,22 @@ def train_from_config(
                     # fit refused before its first step: the loss or the last layer does not fit the labels
                     raise ConfigError(f"{where}: [[layers]] and [training] do not fit the {cfg['data']['dataset']} "
                                       f"data: {one_line(e)}") from None
-                # a callback's complaint found while training: the checkpoint is kept
-                kept = f" (the model as of epoch {checkpoint.saved} is in {ckpt_npz})" if checkpoint.saved else ""
-                raise CommandError(f"{where}: training stopped: {one_line(e)}{kept}") from None
+                # a callback's complaint found while training (or weights a checkpoint refuses): it is kept
+                raise CommandError(f"{where}: training stopped: {one_line(e)} The checkpoint {ckpt_npz.name} (epoch "
+                                   f"{checkpoint.saved}) is kept; delete it and {ckpt_meta.name} to start over."
+                                   ) from None
         test = model.evaluate(x_test, y_test, batch_size=eval_batch, return_dict=True)
         print_fn("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
         history = {"epoch": checkpoint.epochs, "history": checkpoint.history}
         with _interrupts_deferred():
             model_path.parent.mkdir(parents=True, exist_ok=True)
-            model.save(model_path)
+            try:
+                model.save(model_path)
+            except ValueError as e:  # weights that are not finite (a diverged run) are not saved
+                raise CommandError(
+                    f"{model_path}: the model was not saved: {one_line(e)} The checkpoint {ckpt_npz.name} (epoch "
+                    f"{checkpoint.saved}) is kept; delete it and {ckpt_meta.name} to start over."
+                ) from None
             print_fn(f"saved the model to {os.fspath(model_path)} (normlab.load_model reads it)")
             if history_path is not None:
                 history_path.parent.mkdir(parents=True, exist_ok=True)
