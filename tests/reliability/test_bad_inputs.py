@@ -255,3 +255,28 @@ def test_accepted_inputs(label, state, kernel_path):
         model.train_on_batch(xx, yy)
         model.evaluate(xx, yy)
         assert model.predict(xx).shape == (cat.N, cat.CLASSES)
+
+
+# ------------------------------------------------------------ the snapshot itself
+
+
+@pytest.mark.parametrize("kind", cat.MODEL_KINDS)
+def test_snapshot_sees_a_training_step(kind, kernel_path):
+    """The snapshot is sensitive: one step changes weights, moving statistics, slots, counters and generators."""
+    model, x, y = cat.make_model(kind, "trained")
+    before = cat.model_state(model)
+    model.train_on_batch(x, y)
+    changed = cat.diff_states(before, cat.model_state(model))
+    assert "optimizer/iterations" in changed
+    assert any("/params/" in k for k in changed)
+    assert any("/state/" in k for k in changed)  # optimizer slots
+    assert any("moving_mean" in k for k in changed) and any("moving_variance" in k for k in changed)
+    noisy = [k for k in before if k.endswith("/rng")]
+    assert all(k in changed for k in noisy), "a training step advances every noise layer's generator"
+
+
+def test_fresh_reference_is_reproducible(kernel_path):
+    """fit(seed=0) on a new model gives the same state twice (so the fresh-model check can compare)."""
+    for kind in cat.MODEL_KINDS:
+        a, b = cat.reference_after_fit(kind), cat.reference_after_fit(kind)
+        assert not cat.diff_states(_comparable(a), _comparable(b))
