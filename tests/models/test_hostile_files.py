@@ -16,12 +16,9 @@ must stay within a small multiple of the file's size.
 import io
 import json
 import os
-import stat
 import struct
-import sys
 import tracemalloc
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
@@ -367,16 +364,6 @@ _raw_header_case("header_is_string", '"normlab-model"')
 _raw_header_case("header_is_null", "null")
 _raw_header_case("header_deep_nesting", "[" * 100000 + "]" * 100000)
 _raw_header_case("header_deep_nesting_sparse", "[    " * 20000 + "]" * 20000)
-
-
-def _nest(depth):
-    value = 1
-    for _ in range(depth):
-        value = {"a": value}
-    return value
-
-
-header_case_later = [("config_nested_100_deep", ["config", "layers", 0, "config", "kernel_initializer"], _nest(100))]
 _raw_header_case("header_deep_objects", '{"a":' * 50000 + "1" + "}" * 50000)
 _raw_header_case("header_huge_int", '{"format": "normlab-model", "format_version": ' + "9" * 6000 + "}")
 _raw_header_case("header_dense_values", "[" + ",".join(["[]"] * 100000) + "]")
@@ -400,8 +387,14 @@ def _set(path, value):
 
 DELETE = object()
 
-for _name, _path, _value in header_case_later:
-    header_case(_name, _set(_path, _value))
+def _nest(depth):
+    value = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+header_case("config_nested_100_deep", _set(["config", "layers", 0, "config", "kernel_initializer"], _nest(100)))
 header_case("format_missing", _set(["format"], DELETE))
 header_case("format_wrong", _set(["format"], "keras"))
 header_case("format_int", _set(["format"], 1))

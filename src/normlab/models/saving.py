@@ -521,7 +521,8 @@ class _Loader:
         rng = np.random.default_rng()
         shape = (None,) + tuple(config["input_shape"][1:])
         for i, layer in enumerate(layers):
-            self.stage = f"layer {i} ({_short(layer.name)}, {type(layer).__name__}) could not be built for inputs {shape}"
+            self.stage = (f"layer {i} ({_short(layer.name)}, {type(layer).__name__}) could not be built for "
+                          f"inputs {_short(shape, 120)}")
             self.build_layer(i, layer, index[i], shape, rng)
             shape = (None,) + tuple(layer.compute_output_shape((1,) + shape[1:])[1:])
         return model
@@ -543,7 +544,8 @@ class _Loader:
             tensors[i + 1] = layer(args if multi else args[0])
             # unknown sizes get Model.build's placeholder
             shapes = [(None,) + tuple(64 if d is None else d for d in t.shape[1:]) for t in args]
-            self.stage = f"layer {i} ({_short(layer.name)}, {type(layer).__name__}) could not be built for inputs {shapes}"
+            self.stage = (f"layer {i} ({_short(layer.name)}, {type(layer).__name__}) could not be built for "
+                          f"inputs {_short(shapes, 120)}")
             self.build_layer(i, layer, index[i], shapes if multi else shapes[0], rng)
         self.stage = "the model could not be assembled"
         # every layer is built: skip Model.build, which would allocate a sample of the input shape first
@@ -594,7 +596,9 @@ class _Loader:
             if state is None:
                 continue
             if not hasattr(layer, "set_rng_state"):
-                raise self.fail(f"the file stores a generator state for layer {k} ({_short(layer.name)}), which has none")
+                raise self.fail(
+                    f"the file stores a generator state for layer {k} ({_short(layer.name)}), which has none"
+                )
             layer.set_rng_state(state)
         info = header["compile"]
         if not compile or info is None:
@@ -667,11 +671,10 @@ def _building(layer: Layer, add_weight, budget: list, who: str, fail):
     bytes the wrapper stores, and they are built from a stand-in too.
     """
     patched = [layer]
-    layer.add_weight = add_weight
     inner = [v for v in vars(layer).values() if isinstance(v, Layer)]
     while inner:
         sub = inner.pop()
-        if sub in patched:
+        if any(sub is p for p in patched):
             continue
         patched.append(sub)
         inner.extend(v for v in vars(sub).values() if isinstance(v, Layer))
@@ -694,6 +697,7 @@ def _building(layer: Layer, add_weight, budget: list, who: str, fail):
         sub.add_weight = bounded_add_weight
         sub.build_from_shape = stand_in_build
     try:
+        layer.add_weight = add_weight  # instance attributes: the class and other instances are untouched
         yield
     finally:
         for obj in patched:
@@ -740,7 +744,8 @@ def load_model(path, compile: bool = True):
             raise ModelFileError(f"{path}: the file is empty.")
         try:
             zf, members = open_archive(
-                fh, size, max_members=MAX_MEMBERS, max_inflation=MAX_INFLATION, check_name=_member_name_problem, check=_member_array_problem
+                fh, size, max_members=MAX_MEMBERS, max_inflation=MAX_INFLATION,
+                check_name=_member_name_problem, check=_member_array_problem,
             )
         except ArchiveError as exc:
             raise ModelFileError(f"{path}: not a readable normlab model file: {str(exc).rstrip('.')}.") from None
