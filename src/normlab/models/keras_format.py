@@ -258,19 +258,20 @@ def _var_keys(layer: Layer) -> list[str]:
 
 
 # ------------------------------------------------------------ Keras -> normlab
-_KERAS_MODULES = ("keras", "keras.layers", "keras.models", "keras.initializers", "keras.regularizers",
-                  "keras.optimizers", "keras.losses", "keras.metrics", "keras.src.models.functional",
-                  "keras.src.models.sequential")
+#: where Keras's own classes live: its public modules and, for backend classes (the torch backend's
+#: optimizers are ``keras.src.backend.torch.optimizers.torch_adam``), its private package. Only compared, never imported.
+_KERAS_MODULE = re.compile(r"keras(\.(layers|models|initializers|regularizers|optimizers|losses|metrics))?"
+                           r"|keras\.src(\.[a-z][a-z0-9_]{0,40}){1,6}")
 
 
-def _check_object(obj: dict, where: str, modules=_KERAS_MODULES) -> None:
+def _check_object(obj: dict, where: str) -> None:
     """A serialized Keras object must be one of Keras's own public classes (no custom or code objects)."""
     cls = obj.get("class_name")
     _need(isinstance(cls, str), f"{where} has no 'class_name'")
     _need(not cls.startswith("__"), f"{where} is a {cls!r} object; a .keras file read by normlab holds no code, "
                                     f"functions, tensors or arrays (Keras's safe_mode)")
     module = obj.get("module")
-    _need(module is None or module in modules,
+    _need(module is None or (isinstance(module, str) and _KERAS_MODULE.fullmatch(module) is not None),
           f"{where} ({cls!r}) names module {module!r}; only Keras's own classes are read, never imported "
           f"(custom objects are refused, as with safe_mode=True)")
     _need(obj.get("registered_name") in (None, cls),
