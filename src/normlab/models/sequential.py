@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..layers._symbolic import SymbolicTensor
 from ..layers.base import Layer, as_float_array
 from ..layers.base import registry as _layer_registry
 from .base import BaseModel
@@ -19,7 +20,14 @@ class Sequential(BaseModel):
     Parameters
     ----------
     layers : list of Layer, optional
+        May start with ``normlab.Input(shape)``, as in Keras: the model is
+        then built at once (in float32 unless the first layer is given a
+        ``dtype``), so it can be summarized, saved or given weights before
+        it sees data.
     name : str, optional
+    seed : int, optional
+        Seeds the initial weights of a model built at construction (layers
+        whose initializers have no seed of their own).
 
     Training follows Keras: ``compile(optimizer, loss, metrics)``, then
     ``fit(x, y, ...)``. One training step is: forward in training mode; the
@@ -33,20 +41,40 @@ class Sequential(BaseModel):
     as they were before the step.
     """
 
-    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None):
+    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None, seed: int | None = None):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise TypeError(f"Sequential: 'seed' must be an int >= 0 or None, got {seed!r}.")
         self.name = name or "sequential"
         self.layers: list[Layer] = []
-        for layer in layers or []:
-            self.add(layer)
+        self._input_spec: tuple | None = None  # the shape of an Input given first (batch axis included)
         self._init_training_state()
+        for layer in layers or []:
+            self.add(layer, _build=False)
+        if self.layers and self._input_spec is not None and all(d is not None for d in self._input_spec[1:]):
+            self.build(self._input_spec, seed=seed)
 
     # ------------------------------------------------------------ structure
-    def add(self, layer: Layer) -> None:
+    def add(self, layer: Layer, _build: bool = True) -> None:
+        """Append ``layer`` (or, first, a ``normlab.Input``); a model built from an Input builds it at once."""
+        if isinstance(layer, SymbolicTensor):
+            if layer.layer is not None:
+                raise TypeError("Sequential.add: a symbolic tensor must be the Input itself (normlab.Input(shape)), "
+                                "not the output of a layer.")
+            if self.layers or self._input_spec is not None:
+                raise ValueError("Sequential.add: an Input can only be the first entry of a Sequential model.")
+            self._input_spec = tuple(layer.shape)
+            return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer, got {layer!r}.")
         if any(layer is l for l in self.layers):
             raise ValueError(f"Layer {layer.name!r} is already in the model.")
         self.layers.append(layer)
+        if _build and self._input_spec is not None and all(d is not None for d in self._input_spec[1:]):
+            try:
+                self.build(self._input_spec)
+            except BaseException:
+                self.layers.pop()  # all or nothing: a layer that does not fit is not added
+                raise
 
     @property
     def built(self) -> bool:

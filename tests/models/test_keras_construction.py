@@ -1,0 +1,72 @@
+"""Keras 3's ways of constructing a model (issue 22, part 1): ``Input`` first in ``Sequential``."""
+
+import numpy as np
+import pytest
+
+import normlab
+from normlab import layers as L
+
+
+def convnet(seed=None):
+    # keras.io "Simple MNIST convnet", smaller
+    return normlab.Sequential([
+        normlab.Input(shape=(12, 12, 1)),
+        L.Conv2D(4, kernel_size=(3, 3), activation="relu"),
+        L.MaxPooling2D(pool_size=(2, 2)),
+        L.Flatten(),
+        L.Dropout(0.5),
+        L.Dense(10, activation="softmax"),
+    ], seed=seed)
+
+
+def test_an_input_first_builds_the_sequential_model_at_construction():
+    model = convnet()
+    assert model.built and model.input_shape == (None, 12, 12, 1)
+    assert model.count_params() == 4 * 9 + 4 + (5 * 5 * 4) * 10 + 10
+    assert [w.dtype for w in model.get_weights()] == [np.float32] * 4
+
+
+def test_seed_gives_the_same_initial_weights():
+    a, b, c = convnet(seed=3), convnet(seed=3), convnet(seed=4)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+
+
+def test_add_after_an_input_builds_the_new_layer_or_refuses_it():
+    model = normlab.Sequential([normlab.Input((5,))])
+    assert not model.built  # no layers yet
+    model.add(L.Dense(3))
+    assert model.built and model.layers[0].params["kernel"].shape == (5, 3)
+    with pytest.raises(ValueError, match="Reshape"):
+        model.add(L.Reshape((2, 2)))
+    assert len(model.layers) == 1  # a layer that does not fit is not added
+
+
+def test_input_must_come_first_and_be_an_input():
+    with pytest.raises(ValueError, match="an Input can only be the first entry"):
+        normlab.Sequential([L.Dense(3), normlab.Input((5,))])
+    inp = normlab.Input((5,))
+    with pytest.raises(TypeError, match="must be the Input itself"):
+        normlab.Sequential([L.Dense(3)(inp)])
+    with pytest.raises(TypeError, match="'seed'"):
+        normlab.Sequential([normlab.Input((5,)), L.Dense(3)], seed="abc")
+
+
+def test_unknown_sizes_build_on_the_first_batch():
+    model = normlab.Sequential([normlab.Input((None, 3)), L.Dense(2)])
+    assert not model.built
+    out = model.predict(np.ones((4, 7, 3), np.float32))
+    assert out.shape == (4, 7, 2)
+
+
+def test_a_model_built_from_an_input_trains_saves_and_loads(tmp_path):
+    model = convnet(seed=0)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 12, 12, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=0)
+    model.save(tmp_path / "m.npz")
+    back = normlab.load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
