@@ -564,10 +564,10 @@ LAYER_SPECS: dict[str, tuple[Callable, tuple]] = {
 }
 
 
-def build_layer(name: str, build: bool = True):
+def build_layer(name: str, build: bool = True, factory=None):
     """``(layer, x)``: a layer built by an inference call on ``x`` (a list of two for merge layers)."""
-    factory, shape = LAYER_SPECS[name]
-    layer = factory()
+    default, shape = LAYER_SPECS[name]
+    layer = (factory or default)()
     rng = np.random.default_rng(3)
     x = rng.normal(size=shape).astype(np.float32)
     arg = [x, x + 1] if layer.multi_input else x
@@ -652,6 +652,28 @@ def layer_rows() -> list[Row]:
                             lambda l, x, y, p: l.build_from_shape("abc"), (ValueError, TypeError),
                             layer_match + ("'input_shape'",), extra=fresh))
         del cls, spec_shape
+    # arguments valid on their own that the first input contradicts: the build fails, the layer stays unbuilt
+    for rid, name, factory, match in (
+        ("BatchNormalization-axis=3-on-rank-2", "BatchNormalization", lambda: layers.BatchNormalization(axis=3),
+         "'axis'"),
+        ("BatchNormalization-axis=-3-on-rank-2", "BatchNormalization", lambda: layers.BatchNormalization(axis=-3),
+         "'axis'"),
+        ("LayerNormalization-axis=2-on-rank-2", "LayerNormalization", lambda: layers.LayerNormalization(axis=2),
+         "'axis'"),
+        ("UnitNormalization-axis=4-on-rank-2", "UnitNormalization", lambda: layers.UnitNormalization(axis=4),
+         "'axis'"),
+        ("GroupNormalization-groups=3-on-4-channels", "GroupNormalization",
+         lambda: layers.GroupNormalization(groups=3), "'groups'"),
+        ("Concatenate-axis=3-on-rank-2", "Concatenate", lambda: layers.Concatenate(axis=3), "'axis'"),
+        ("Reshape-size-mismatch", "Reshape", lambda: layers.Reshape((3,)), "'target_shape'"),
+        ("Conv2D-kernel-larger-than-input", "Conv2D", lambda: layers.Conv2D(2, 7), "kernel"),
+        ("MaxPooling2D-pool-larger-than-input", "MaxPooling2D", lambda: layers.MaxPooling2D(7), "pool"),
+        ("Normalization-mean-wrong-length", "Normalization", lambda: layers.Normalization(mean=[0.0, 1.0],
+                                                                                             variance=[1.0, 1.0]),
+         "'mean'"),
+    ):
+        rows.append(Row(f"layer-build-{rid}", "layer", name, lambda l, x, y, p: l(x, training=True), ValueError,
+                        ("{name}", match), extra={"fresh": True, "factory": factory}))
     return rows
 
 

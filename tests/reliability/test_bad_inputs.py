@@ -96,7 +96,7 @@ def test_constructor_rejects(row, request):
 @pytest.mark.parametrize("row", _params(LAYER_ROWS))
 def test_layer_rejects(row, kernel_path, request):
     _mark_known(request, row, kernel_path)
-    layer, x = cat.build_layer(row.target, build=not row.extra.get("fresh"))
+    layer, x = cat.build_layer(row.target, build=not row.extra.get("fresh"), factory=row.extra.get("factory"))
     out = layer(x, training=True) if row.extra.get("train_forward") else None
     before = cat.layer_state(layer)
     with pytest.raises(row.exc) as e:

@@ -66,6 +66,23 @@ def as_float_array(x: Any, *, who: str, arg: str = "x") -> np.ndarray:
     return arr
 
 
+def _attributes(layer) -> list:
+    """The attributes of ``layer`` and of the layers it holds (a wrapper's), dicts and lists copied."""
+    out = [(layer, {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                    for k, v in vars(layer).items()})]
+    for v in vars(layer).values():
+        if isinstance(v, Layer):
+            out.extend(_attributes(v))
+    return out
+
+
+def _restore(saved: list) -> None:
+    for obj, attrs in saved:
+        state = vars(obj)
+        state.clear()
+        state.update(attrs)
+
+
 def _checked_shape(input_shape, who: str) -> tuple:
     """``input_shape`` (batch axis first, ``None`` sizes allowed) as a tuple of ints >= 1, ``None`` read as 1."""
     try:
@@ -218,14 +235,17 @@ class Layer:
     def _ensure_built(self, x: np.ndarray, rng: np.random.Generator | None = None) -> None:
         if self.built:
             return
+        dtype = self.dtype
         if self.dtype is None:
             self.dtype = np.dtype("float64") if x.dtype == np.float64 else np.dtype("float32")
         self._build_rng = rng
         try:
             self.build(tuple(x.shape))
         except BaseException:
+            # unbuilt as before: a later call with float64 data still computes in float64
             self.params, self.grads, self.buffers = {}, {}, {}
             self._regularizers = {}
+            self.dtype = dtype
             raise
         finally:
             self._build_rng = None
@@ -262,8 +282,17 @@ class Layer:
                 f"Layer {self.name!r} ({type(self).__name__}) expects inputs of rank >= "
                 f"{self.min_ndim} (batch axis first), got shape {x.shape}."
             )
-        self._ensure_built(x)
-        self.check_input_shape(x.shape)
+        if self.built:
+            self.check_input_shape(x.shape)
+        else:
+            saved = _attributes(self)
+            try:
+                self._ensure_built(x)
+                # sizes that only the call checks (a convolution's spatial axes): refused, the layer stays unbuilt
+                self.check_input_shape(x.shape)
+            except BaseException:
+                _restore(saved)
+                raise
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         self._cache = None

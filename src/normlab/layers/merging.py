@@ -55,9 +55,9 @@ class _Merge(Layer):
     def _ensure_built(self, xs, rng=None):
         if self.built:
             return
+        self.check_input_shape([x.shape for x in xs])  # before the dtype is fixed: a failed call changes nothing
         if self.dtype is None:
             self.dtype = np.dtype("float64") if all(x.dtype == np.float64 for x in xs) else np.dtype("float32")
-        self.check_input_shape([x.shape for x in xs])
         self.input_shape = [(None,) + tuple(x.shape[1:]) for x in xs]
         self.built = True
 
