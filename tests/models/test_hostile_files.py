@@ -835,3 +835,34 @@ def test_messages_stay_short_for_huge_values(good, tmp_path):
         with pytest.raises(normlab.ModelFileError) as info:
             normlab.load_model(p)
         assert len(str(info.value)) < 2000, (what, len(str(info.value)))
+
+
+def test_random_corruptions_raise_model_file_error_or_load(good, tmp_path):
+    # seeded random damage: bytes anywhere in the file (zip headers, directory, .npy headers, data), and
+    # bytes of the JSON header repacked into a valid archive (so that the CRC does not catch them)
+    rng = np.random.default_rng(21)
+    p = tmp_path / "r.npz"
+    header, arrays = good.fun_parts()
+    text = json.dumps(header).encode()
+    outcomes = {"error": 0, "loaded": 0}
+    for trial in range(400):
+        if trial % 2:
+            raw = bytearray(good.fraw)
+            for at in rng.integers(0, len(raw), rng.integers(1, 4)):
+                raw[at] = rng.integers(0, 256)
+            data = bytes(raw)
+        else:
+            t = bytearray(text)
+            for at in rng.integers(0, len(t), rng.integers(1, 4)):
+                t[at] = rng.choice(list(b'{}[]",:0123456789-.eEtrufalsn \\x\xff'))
+            data = pack(bytes(t), arrays)
+        p.write_bytes(data)
+        try:
+            normlab.load_model(p)
+            outcomes["loaded"] += 1
+        except normlab.ModelFileError as exc:
+            assert str(p) in str(exc)
+            outcomes["error"] += 1
+        except Exception as exc:  # pragma: no cover - the failure message
+            pytest.fail(f"trial {trial}: {type(exc).__name__}: {exc}")
+    assert outcomes["error"] > 200
