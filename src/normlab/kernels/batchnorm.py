@@ -45,6 +45,7 @@ may not hold; the layer, not the kernel, refuses that ("overflow").
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -77,34 +78,47 @@ def reduced_count(shape: tuple, axes: tuple) -> int:
     return math.prod(shape[a] for a in axes)
 
 
+@functools.lru_cache(maxsize=64)
+def _first_index(ndim: int, axes: tuple) -> tuple:
+    return tuple(slice(0, 1) if a in axes else slice(None) for a in range(ndim))
+
+
 def _first(x: np.ndarray, axes: tuple) -> np.ndarray:
     """The first of each statistic's values (a keepdims view): the shift of the sums."""
-    return x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))]
+    return x[_first_index(x.ndim, tuple(axes))]
 
 
 def _moments_fast(x, axes, centered):
-    """``(mean, var, x - mean)``: the sums of the common case, shifted by each statistic's first value.
+    """``(mean, var, xc, lo)``: the sums of the common case; ``xc = x - mean`` up to ``lo``.
 
-    Deviations from the first value are exactly zero for a constant feature
-    (its mean then equals its value exactly, in float64 too, where a plain
-    sum of ``m`` copies can round) and carry no large offset into the sums.
-    ``mean`` is float64 for narrower inputs, ``var`` float64; either may
-    overflow (detected by the caller).
+    float16/float32: the mean is summed in float64 (exact for a constant
+    feature) and split into ``hi`` (rounded to ``x``'s dtype, returned as
+    ``mean``) and ``lo = mean - hi`` (float64); ``xc = x - hi`` (exactly
+    zero for a constant feature) and ``var = mean(xc^2)``, which exceeds the
+    variance by ``lo^2``. Whoever needs ``x - mean`` itself subtracts
+    ``lo`` (see :func:`standardize`: only where it matters). float64: the
+    sums are shifted by each statistic's first value instead (a float64 sum
+    of ``m`` copies of a value can round, the deviations from the first copy
+    cannot), and ``lo`` is None. ``var`` is float64; it may overflow
+    (detected by the caller).
     """
-    acc = np.float64 if x.dtype.itemsize < 8 else None
     with np.errstate(over="ignore", invalid="ignore"):
-        if centered:
-            x0 = _first(x, axes)
-            xc = x - x0
-            ms = xc.mean(axis=axes, keepdims=True, dtype=acc)
-            xc -= ms.astype(x.dtype, copy=False)
-            mean = x0 + ms
-            var = np.mean(np.square(xc), axis=axes, keepdims=True)
-        else:
-            xc = x.copy()
-            mean = None
+        if not centered:
+            acc = np.float64 if x.dtype.itemsize < 8 else None
             var = np.mean(np.square(x), axis=axes, keepdims=True, dtype=acc)
-    return mean, var.astype(np.float64, copy=False), xc
+            return None, var.astype(np.float64, copy=False), x.copy(), None
+        if x.dtype.itemsize < 8:
+            mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
+            hi = mean.astype(x.dtype)
+            xc = x - hi
+            var = np.mean(np.square(xc), axis=axes, keepdims=True).astype(np.float64)
+            return hi, var, xc, mean - hi
+        x0 = _first(x, axes)
+        xc = x - x0
+        ms = xc.mean(axis=axes, keepdims=True)
+        xc -= ms
+        var = np.mean(np.square(xc), axis=axes, keepdims=True)
+        return x0 + ms, var, xc, None
 
 
 #: (floor, epsilon bound) of :func:`underflow_floor` for the dtypes narrower than float64
@@ -112,6 +126,10 @@ _FLOORS = {
     np.dtype(t): (float(np.finfo(t).tiny / np.finfo(t).eps), float(np.finfo(t).tiny / np.finfo(t).eps ** 2))
     for t in (np.float16, np.float32)
 }
+
+
+#: 16 units in the last place of 1, for :func:`standardize`
+_LO_BOUND = {np.dtype(t): 16 * float(np.finfo(t).eps) for t in (np.float16, np.float32)}
 
 
 def underflow_floor(dtype, epsilon: float) -> float:
@@ -171,8 +189,8 @@ def standardize(
     """Return ``(mean, var, inv_std, xhat)``: equations (1) to (3) over ``axes`` (keepdims shapes).
 
     ``mean`` has ``x``'s dtype (None when not ``centered``: RMS
-    normalization, ``var = mean(x^2)``); ``var`` is float64, two-pass and
-    shifted by each statistic's first value (see :func:`_moments_fast`);
+    normalization, ``var = mean(x^2)``); ``var`` is float64 and two-pass
+    (see :func:`_moments_fast`);
     ``inv_std = 1 / sqrt(var + epsilon)`` and ``xhat`` (a new array) have
     ``x``'s dtype.
 
@@ -184,11 +202,18 @@ def standardize(
     ``inv_std`` and ``xhat`` stay finite. A constant feature gives
     ``var = 0`` and ``xhat = 0`` exactly.
     """
-    mean, var, xc = _moments_fast(x, axes, centered)
+    mean, var, xc, lo = _moments_fast(x, axes, centered)
     if _needs_wide(x, var, epsilon):
         mean, var, inv_std, xhat = _standardize_wide(x, axes, epsilon, centered)
     else:
-        inv_std = (1.0 / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
+        inv64 = 1.0 / np.sqrt(var + epsilon)
+        # x - mean = xc - lo: the subtraction costs a pass, skipped where lo is below
+        # 16 units in the last place of xhat (a mean within about 30 standard deviations of 0)
+        if lo is not None and (np.abs(lo) * inv64).max() > _LO_BOUND[x.dtype]:
+            xc -= lo.astype(x.dtype)
+            var = np.maximum(var - np.square(lo), 0.0)
+            inv64 = 1.0 / np.sqrt(var + epsilon)
+        inv_std = inv64.astype(x.dtype)
         xhat = xc
         xhat *= inv_std
     return (None if mean is None else mean.astype(x.dtype, copy=False)), var, inv_std, xhat
@@ -200,10 +225,13 @@ def batch_moments(x: np.ndarray, *, axes: tuple) -> tuple[np.ndarray, np.ndarray
     ``mean`` has the broadcast (keepdims) shape and ``x``'s dtype, ``var``
     is float64.
     """
-    mean, var, xc = _moments_fast(x, axes, True)
+    mean, var, xc, lo = _moments_fast(x, axes, True)
     if _needs_wide(x, var, 0.0):
         mean, var, _, _ = _standardize_wide(x, axes, 0.0, True)
         xc = x - mean.astype(x.dtype)
+    elif lo is not None:
+        xc -= lo.astype(x.dtype)
+        var = np.maximum(var - np.square(lo), 0.0)
     return mean.astype(x.dtype, copy=False), var, xc
 
 
