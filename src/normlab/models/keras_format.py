@@ -161,21 +161,25 @@ class _Spec:
     only (they change nothing; any Keras argument not listed is accepted
     only as ``None``); ``normlab_only``: normlab arguments Keras lacks,
     saved only at these values; ``_ANY``: any value (it has no effect);
-    ``extra``: fixed Keras arguments written on saving.
+    ``extra``: fixed Keras arguments written on saving; ``trainable``:
+    whether Keras's constructor takes ``trainable``.
     """
 
-    def __init__(self, keras, normlab, same=(), init=(), reg=(), keras_only=None, normlab_only=None, extra=None):
+    def __init__(self, keras, normlab, same=(), init=(), reg=(), keras_only=None, normlab_only=None, extra=None,
+                 trainable=True):
         self.keras, self.normlab = keras, normlab
         self.same, self.init, self.reg = tuple(same), tuple(init), tuple(reg)
         self.keras_only = dict(keras_only or {})
         self.normlab_only = dict(normlab_only or {})
         self.extra = dict(extra or {})
+        self.trainable = trainable  # False: Keras's constructor takes no 'trainable' (SpatialDropout2D)
 
 
 _DENSE_INIT, _DENSE_REG = ("kernel_initializer", "bias_initializer"), ("kernel_regularizer", "bias_regularizer")
 _NORM_INIT, _NORM_REG = ("beta_initializer", "gamma_initializer"), ("beta_regularizer", "gamma_regularizer")
 _POOL = ("pool_size", "strides", "padding", "data_format")
 _ONES = {"class_name": "Ones", "config": {}}
+_AFFINE = ("fill_mode", "interpolation", "fill_value", "seed")
 
 _SPEC_LIST = [
     _Spec("Dense", "Dense", ("units", "activation", "use_bias"), _DENSE_INIT, _DENSE_REG),
@@ -198,7 +202,7 @@ _SPEC_LIST = [
     _Spec("UnitNormalization", "UnitNormalization", ("axis",)),
     _Spec("Dropout", "Dropout", ("rate", "noise_shape", "seed")),
     _Spec("AlphaDropout", "AlphaDropout", ("rate", "noise_shape", "seed")),
-    _Spec("SpatialDropout2D", "SpatialDropout2D", ("rate", "data_format", "seed")),
+    _Spec("SpatialDropout2D", "SpatialDropout2D", ("rate", "data_format", "seed"), trainable=False),
     _Spec("GaussianNoise", "GaussianNoise", ("stddev", "seed")),
     _Spec("GaussianDropout", "GaussianDropout", ("rate", "seed")),
     _Spec("Activation", "Activation", ("activation",)),
@@ -210,6 +214,11 @@ _SPEC_LIST = [
     *(_Spec(c, c) for c in ("Add", "Subtract", "Average", "Multiply")),
     _Spec("Concatenate", "Concatenate", ("axis",)),
     _Spec("Rescaling", "Rescaling", ("scale", "offset")),
+    _Spec("Normalization", "Normalization", ("axis", "mean", "variance", "invert")),
+    _Spec("RandomFlip", "RandomFlip", ("mode", "seed"), keras_only={"data_format": "channels_last"}),
+    _Spec("RandomRotation", "RandomRotation", ("factor",) + _AFFINE, keras_only={"data_format": "channels_last"}),
+    *(_Spec(c, c, ("height_factor", "width_factor") + _AFFINE, keras_only={"data_format": "channels_last"})
+      for c in ("RandomTranslation", "RandomZoom")),
 ]
 
 #: Keras class name -> how it maps (loading)
@@ -242,9 +251,18 @@ _ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu"
 _ACTIVATION_ARGS = ("activation",)
 
 
+#: Keras variables normlab has no use for: Normalization's sample count (only adapt() reads it)
+_KERAS_ONLY_VARS = ("count",)
+
+
 def _var_keys(layer: Layer) -> list[str]:
-    """normlab weight keys in the order Keras creates the layer's variables (``vars/0``, ``vars/1``, ...)."""
+    """normlab weight keys in the order Keras creates the layer's variables (``vars/0``, ``vars/1``, ...).
+
+    ``"count"`` is Keras's int variable of an adapted ``Normalization``, which normlab does not keep.
+    """
     cls = type(layer).__name__
+    if cls == "Normalization":  # given statistics are constants in Keras (no variables), adapted ones variables
+        return ["mean", "variance", "count"] if layer.input_mean is None else []
     if cls in ("Dense", "Conv1D", "Conv2D"):
         return ["kernel"] + (["bias"] if layer.use_bias else [])
     if cls == "BatchNormalization":
@@ -254,6 +272,13 @@ def _var_keys(layer: Layer) -> list[str]:
         return [k for k, on in (("gamma", layer.scale), ("beta", layer.center)) if on]
     if cls == "RMSNormalization":
         return ["gamma"]
+    return []
+
+
+def _config_keys(layer: Layer) -> list[str]:
+    """normlab buffers filled from the layer's config, not stored as Keras variables."""
+    if type(layer).__name__ == "Normalization" and layer.input_mean is not None:
+        return ["mean", "variance"]
     return []
 
 
@@ -358,7 +383,7 @@ def _layer_kwargs(entry: dict, where: str) -> tuple[str, dict]:
             kwargs[key] = _object_from_keras(value, w, _regularizers.registry, "regularizer")
         elif key in spec.keras_only:
             default = spec.keras_only[key]
-            _need(default is _ANY or value == default,
+            _need(default is _ANY or value == default or value is None,
                   f"{w} is {value!r}; normlab's {spec.normlab} supports only {default!r}")
         else:
             _need(value is None, f"{w} is {value!r}, which normlab's {spec.normlab} does not support")
@@ -661,7 +686,8 @@ class _Weights:
         _need(not missing, f"{WEIGHTS} lacks the datasets {missing[:5]}")
         for p in expected:
             dt = self.datasets[p].dtype
-            _need(dt.name in _FLOATS, f"{WEIGHTS} dataset {p!r} has dtype {dt}; weights are floats")
+            _need(dt.name in _FLOATS or dt.kind in "iu",
+                  f"{WEIGHTS} dataset {p!r} has dtype {dt}; weights are numbers")
 
     def read(self, path: str, target: np.ndarray) -> None:
         ds = self.datasets[path]
@@ -688,11 +714,22 @@ def _stand_in(shape, dtype) -> np.ndarray:
     return np.broadcast_to(np.zeros((), dtype=dtype or np.float32), shape)
 
 
-def _build_against(layer: Layer, input_shape, stored: dict, where: str) -> None:
-    """Build ``layer`` for ``input_shape``; each weight only once the file is known to store its shape."""
+def _build_against(layer: Layer, input_shape, stored: dict, where: str, budget: list) -> None:
+    """Build ``layer`` for ``input_shape``; each weight only once the file is known to store its shape.
+
+    Buffers a layer fills from its config (``Normalization``'s given mean
+    and variance) take from ``budget`` (bytes; the file's size for the
+    whole model) instead.
+    """
+    from_config = set(_config_keys(layer))
 
     def add_weight(key, shape, initializer="zeros", regularizer=None, trainable=True):
         shape = tuple(int(d) for d in shape)
+        if key in from_config:
+            budget[0] -= _nbytes(shape, layer.dtype or np.float32)
+            _need(budget[0] >= 0, f"{where} fills a weight {key!r} of shape {shape} from its config, more than "
+                                  f"the file's size allows")
+            return Layer.add_weight(layer, key, shape, initializer, regularizer, trainable)
         _need(key in stored, f"{where} creates a weight {key!r} of shape {shape}, which the file does not store")
         _need(stored[key] == shape,
               f"{where}: the file stores {key!r} with shape {stored[key]}, the layer's config makes it {shape}")
@@ -708,7 +745,8 @@ def _build_against(layer: Layer, input_shape, stored: dict, where: str) -> None:
     finally:
         layer.__dict__.pop("add_weight", None)
     have = sorted(list(layer.params) + list(layer.buffers))
-    _need(have == sorted(stored), f"{where} has the weights {have}, the file stores {sorted(stored)}")
+    want = sorted(list(stored) + list(from_config))
+    _need(have == want, f"{where} has the weights {have}, the file stores {sorted(stored)}")
 
 
 def _history(tensor, where: str, known: dict):
@@ -728,8 +766,9 @@ def _history(tensor, where: str, known: dict):
 
 
 class _Reader:
-    def __init__(self, members: dict):
+    def __init__(self, members: dict, size: int):
         self.members = members
+        self.budget = [size]  # bytes that layers may fill from their configs
 
     def load(self, compile: bool):
         if METADATA in self.members:
@@ -762,6 +801,8 @@ class _Reader:
                 if layer is None:
                     continue
                 for i, k in enumerate(_var_keys(layer)):
+                    if k in _KERAS_ONLY_VARS:
+                        continue
                     target = layer.params[k] if k in layer.params else layer.buffers[k]
                     self.weights.read(f"layers/{key}/vars/{i}", target)
         finally:
@@ -776,6 +817,10 @@ class _Reader:
         for i, k in enumerate(_var_keys(layer)):
             path = f"layers/{key}/vars/{i}"
             _need(path in ds, f"{WEIGHTS} lacks {path!r} ({k!r} of layer {layer.name!r})")
+            if k in _KERAS_ONLY_VARS:
+                _need(ds[path].shape == () and ds[path].dtype.kind in "iu",
+                      f"{WEIGHTS} dataset {path!r} ({k!r}) must be an integer scalar")
+                continue
             out[k] = tuple(int(d) for d in ds[path].shape)
         return out
 
@@ -802,7 +847,7 @@ class _Reader:
         for key, layer in zip(keys, layers):
             where = f"layer {layer.name!r} ({type(layer).__name__})"
             try:
-                _build_against(layer, shape, self.stored(key, layer), where)
+                _build_against(layer, shape, self.stored(key, layer), where, self.budget)
                 shape = (None,) + tuple(layer.compute_output_shape((1,) + tuple(shape[1:]))[1:])
             except (ValueError, TypeError) as exc:
                 raise _Bad(f"{where} cannot take inputs of shape {shape}: {exc}") from None
@@ -863,7 +908,8 @@ class _Reader:
             try:
                 known[name] = layer(inputs)
                 shapes = [t.shape for t in inputs] if multi else inputs.shape
-                _build_against(layer, shapes, self.stored(key, layer), f"layer {name!r} ({type(layer).__name__})")
+                _build_against(layer, shapes, self.stored(key, layer), f"layer {name!r} ({type(layer).__name__})",
+                               self.budget)
             except (ValueError, TypeError) as exc:
                 raise _Bad(f"{where} ({name!r}) cannot be connected to its inputs: {exc}") from None
             pairs.append((key, layer))
@@ -927,7 +973,7 @@ def load_keras(path, compile: bool = True):
         if size == 0:
             raise ModelFileError(f"{path}: the file is empty.")
         try:
-            return _Reader(_read_members(fh, size)).load(compile)
+            return _Reader(_read_members(fh, size), size).load(compile)
         except _Bad as exc:
             raise ModelFileError(f"{path}: {exc}.") from None
         except (ModelFileError, MemoryError):
@@ -962,6 +1008,8 @@ def _layer_to_keras(layer: Layer) -> dict:
                          f"({', '.join(sorted(_SAVE_SPECS))}).")
     conf = layer.get_config()
     out = {"name": conf.pop("name"), "trainable": conf.pop("trainable"), "dtype": _policy(layer.dtype)}
+    if not spec.trainable:
+        del out["trainable"]
     conf.pop("dtype", None)
     for key, value in conf.items():
         if key in spec.same:
@@ -1110,8 +1158,9 @@ def _keras_config(model, include_compile: bool) -> tuple[dict, list]:
         keys = _h5_keys(["InputLayer"] + [e["class_name"] for e in entries])
         top = {"module": "keras.src.models.functional", "class_name": "Functional",
                "config": {"name": model.name, "trainable": True, "layers": full,
-                          "input_layers": [[input_name, 0, 0]],
-                          "output_layers": [[tensor_names[conf["output"]], 0, 0]]},
+                          # one tensor, not a list of one: Keras then expects a plain array, as it writes itself
+                          "input_layers": [input_name, 0, 0],
+                          "output_layers": [tensor_names[conf["output"]], 0, 0]},
                "registered_name": "Functional", "build_config": {"input_shape": shape}}
         pairs = list(zip(keys, [None] + layers))
     else:
@@ -1160,10 +1209,13 @@ def save_keras(model, path, include_compile: bool = True) -> None:
             continue
         ks = _var_keys(layer)
         have = sorted(list(layer.params) + list(layer.buffers))
-        if sorted(ks) != have:
+        want = sorted([k for k in ks if k not in _KERAS_ONLY_VARS] + _config_keys(layer))
+        if want != have:
             raise ValueError(f"save_keras: layer {layer.name!r} ({type(layer).__name__}) holds {have}, Keras's "
                              f"layer holds {sorted(ks)}.")
-        vals = [layer.params[k] if k in layer.params else layer.buffers[k] for k in ks]
+        # Normalization's count: how many samples adapt() saw (Keras's adapt() alone reads it; normlab has none)
+        vals = [np.zeros((), np.int64) if k in _KERAS_ONLY_VARS else
+                layer.params[k] if k in layer.params else layer.buffers[k] for k in ks]
         for k, v in zip(ks, vals):
             if v.size and not (np.isfinite(v.min()) and np.isfinite(v.max())):
                 raise ValueError(f"save_keras: weight {k!r} of layer {layer.name!r} holds NaN or inf.")
@@ -1175,7 +1227,7 @@ def save_keras(model, path, include_compile: bool = True) -> None:
             v = group.create_group(key).create_group("vars")
             v.attrs["name"] = name or key
             for i, arr in enumerate(vals):
-                v.create_dataset(str(i), data=np.ascontiguousarray(arr))
+                v.create_dataset(str(i), data=np.array(arr, order="C"))  # keeps 0-d (Keras's count)
         f.create_group("vars").attrs["name"] = model.name
     meta = {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
             "saved_by": f"normlab {__version__}"}
