@@ -1,6 +1,7 @@
-"""MNIST / Fashion-MNIST loaders: synthetic full-size IDX folders, the search
-order path -> $NORMLAB_DATA -> Debian folder, broken files, and the real
-Fashion-MNIST files of Debian's ``dataset-fashion-mnist`` package."""
+"""MNIST / Fashion-MNIST loaders: synthetic full-size IDX folders and Keras
+``mnist.npz`` files, the search order path -> $NORMLAB_DATA -> Debian folder
+-> Keras's cache, broken and hostile files, Keras's ``load_data`` API (uint8),
+and the real Fashion-MNIST files of Debian's ``dataset-fashion-mnist`` package."""
 
 import gzip
 import os
@@ -76,6 +77,14 @@ def replace(folder, key, payload):
     target.unlink()
     target.write_bytes(payload)
     return target
+
+
+@pytest.fixture(autouse=True)
+def keras_home(monkeypatch, tmp_path):
+    """An empty Keras home, whatever ~/.keras holds on this machine."""
+    home = tmp_path / "keras-home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
 
 
 @pytest.fixture
@@ -160,9 +169,13 @@ def test_not_found_says_how_to_get_the_files(tmp_path, no_env, monkeypatch):
     assert "path=" in msg
 
 
-def test_not_found_without_any_folder(no_env):
-    with pytest.raises(FileNotFoundError, match=r"no path was given and \$NORMLAB_DATA is not set"):
+def test_not_found_without_any_folder(no_env, keras_home):
+    with pytest.raises(FileNotFoundError) as info:
         load_mnist()
+    msg = str(info.value)
+    assert "Could not find the MNIST IDX files" in msg and "mnist.npz" in msg
+    assert str(keras_home / "datasets" / "mnist.npz") in msg  # where Keras would have cached it
+    assert "$NORMLAB_DATA/mnist/" in msg and "[data]" in msg and "No system package ships MNIST" in msg
 
 
 def test_invalid_arguments(no_env):
@@ -262,3 +275,209 @@ def test_real_fashion_mnist_from_debian(monkeypatch):
     assert y_train[0] == 9 and y_test[0] == 9
     assert abs(x_train.mean(dtype=np.float64) - 0.2860) < 1e-3
     assert abs(x_train.std(dtype=np.float64) - 0.3530) < 1e-3
+
+
+# ------------------------------------------- Keras's API: load_data (uint8)
+
+from normlab.datasets import fashion_mnist  # noqa: E402
+from normlab.datasets import mnist as keras_mnist  # noqa: E402  (normlab.datasets.mnist, as keras.datasets.mnist)
+
+NPZ_KEYS = {"train_x": "x_train", "train_y": "y_train", "test_x": "x_test", "test_y": "y_test"}
+
+
+@pytest.fixture(scope="module")
+def npz_store(store, tmp_path_factory):
+    """A full-size ``mnist.npz`` laid out as Keras writes it (uint8, uncompressed), labels offset by 5."""
+    _, arrays = store
+    path = tmp_path_factory.mktemp("npz-store") / "mnist.npz"
+    np.savez(path, x_train=arrays["train_x"], y_train=synthetic_labels(N_TRAIN, 5),
+             x_test=arrays["test_x"], y_test=synthetic_labels(N_TEST, 5))
+    return path
+
+
+def put_npz(npz_store, target):
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(npz_store, target)
+    return target
+
+
+def write_npz(target, **overrides):
+    """A small ``.npz`` with the four keys (wrong sizes unless overridden): for hostile-file tests."""
+    arrays = {"x_train": np.zeros((3, 28, 28), np.uint8), "y_train": np.zeros(3, np.uint8),
+              "x_test": np.zeros((2, 28, 28), np.uint8), "y_test": np.zeros(2, np.uint8)}
+    arrays.update(overrides)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(target, **arrays)
+    return target
+
+
+def test_load_data_returns_uint8_as_keras_does(store, tmp_path, monkeypatch):
+    # keras/src/datasets/mnist.py, load_data's docstring example: the four shapes (and the
+    # documented uint8 dtype, pixel values 0 to 255)
+    _, arrays = store
+    make_folder(store, tmp_path / "env" / "mnist", gz=True)
+    monkeypatch.setenv("NORMLAB_DATA", str(tmp_path / "env"))
+    (x_train, y_train), (x_test, y_test) = keras_mnist.load_data()
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert y_train.shape == (60000,) and y_test.shape == (10000,)
+    for a in (x_train, y_train, x_test, y_test):
+        assert a.dtype == np.uint8 and a.flags.c_contiguous and a.flags.writeable
+    np.testing.assert_array_equal(x_train, arrays["train_x"])
+    np.testing.assert_array_equal(x_test, arrays["test_x"])
+    np.testing.assert_array_equal(y_train, synthetic_labels(N_TRAIN, 0))
+    # the same data as normlab's own loader, which scales it
+    (xf, yf), _ = load_mnist()
+    np.testing.assert_array_equal(xf[:100], x_train[:100].astype(np.float32) / 255)
+    np.testing.assert_array_equal(yf, y_train)
+
+
+def test_fashion_load_data_from_each_place(store, tmp_path, monkeypatch, keras_home):
+    # keras/src/datasets/fashion_mnist.py, load_data's docstring example: the four shapes
+    monkeypatch.delenv("NORMLAB_DATA", raising=False)
+    debian = tmp_path / "debian"
+    monkeypatch.setattr(mnist_module, "DEBIAN_FASHION_MNIST_DIR", str(debian))
+    # Keras caches the four gzipped IDX files in <keras home>/datasets/fashion-mnist/
+    make_folder(store, keras_home / "datasets" / "fashion-mnist", offset=7, gz=True)
+    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert y_train.shape == (60000,) and y_test.shape == (10000,)
+    assert x_train.dtype == y_train.dtype == np.uint8 and y_test[0] == 7
+    make_folder(store, debian, offset=8, gz=True)  # the Debian package comes before Keras's cache
+    assert fashion_mnist.load_data()[1][1][0] == 8
+    make_folder(store, tmp_path / "env" / "fashion-mnist", offset=9)  # and $NORMLAB_DATA before both
+    monkeypatch.setenv("NORMLAB_DATA", str(tmp_path / "env"))
+    assert fashion_mnist.load_data()[1][1][0] == 9
+
+
+def test_keras_cached_mnist_npz(store, npz_store, tmp_path, monkeypatch, keras_home, no_env):
+    _, arrays = store
+    put_npz(npz_store, keras_home / "datasets" / "mnist.npz")
+    (x_train, y_train), (x_test, y_test) = keras_mnist.load_data()
+    assert x_train.dtype == np.uint8 and y_train.dtype == np.uint8 and x_train.flags.writeable
+    np.testing.assert_array_equal(x_test, arrays["test_x"])
+    np.testing.assert_array_equal(y_train, synthetic_labels(N_TRAIN, 5))
+    # normlab's loader (and so `normlab train`) finds it too, and scales it
+    (xf, yf), _ = load_mnist()
+    assert xf.dtype == np.float32 and yf.dtype == np.int64 and yf[0] == 5
+    np.testing.assert_array_equal(xf[-1], arrays["train_x"][-1] / np.float32(255))
+    # IDX files in $NORMLAB_DATA/mnist/ come first
+    make_folder(store, tmp_path / "env" / "mnist", offset=2)
+    monkeypatch.setenv("NORMLAB_DATA", str(tmp_path / "env"))
+    assert keras_mnist.load_data()[1][1][0] == 2
+    # ... unless load_data is given a file explicitly (Keras: a name in its cache; absolute: the file)
+    other = put_npz(npz_store, tmp_path / "elsewhere" / "other.npz")
+    assert keras_mnist.load_data(path=str(other))[1][1][0] == 5
+    monkeypatch.delenv("NORMLAB_DATA")
+    with pytest.raises(FileNotFoundError, match="no-such.npz"):
+        keras_mnist.load_data(path="no-such.npz")
+
+
+def test_npz_in_a_folder_or_given_as_path(npz_store, tmp_path, monkeypatch, no_env):
+    put_npz(npz_store, tmp_path / "env" / "mnist" / "mnist.npz")
+    monkeypatch.setenv("NORMLAB_DATA", str(tmp_path / "env"))
+    assert keras_mnist.load_data()[1][1][0] == 5
+    monkeypatch.delenv("NORMLAB_DATA")
+    direct = put_npz(npz_store, tmp_path / "d" / "digits.npz")
+    assert load_mnist(direct)[1][1][0] == 5
+    assert load_mnist(tmp_path / "env")[1][1][0] == 5  # path= a folder with a mnist/ subfolder holding mnist.npz
+
+
+def test_load_data_rejects_a_bad_path_argument(no_env):
+    with pytest.raises(InvalidParameterError, match="'path' parameter of mnist.load_data"):
+        keras_mnist.load_data(path=3)
+
+
+def test_load_data_not_found_message(tmp_path, no_env, keras_home):
+    with pytest.raises(FileNotFoundError) as info:
+        fashion_mnist.load_data()
+    msg = str(info.value)
+    assert "Could not find the Fashion-MNIST IDX files" in msg
+    assert "apt-get install dataset-fashion-mnist" in msg
+    assert str(keras_home / "datasets" / "fashion-mnist") in msg and "Keras's dataset cache" in msg
+    assert "$NORMLAB_DATA/fashion-mnist/" in msg and "[data]" in msg
+
+
+# ---------------------------------------------- broken and hostile .npz files
+
+def _npz_error(path, *fragments):
+    with pytest.raises(ValueError) as info:
+        keras_mnist.load_data(path=str(path))
+    msg = str(info.value)
+    for fragment in fragments:
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+    return msg
+
+
+def test_npz_pickled_object_array_is_refused_without_running_it(tmp_path, no_env):
+    # keras/src/datasets/npz_utils_test.py, LoadNpzTest.test_rejects_pickle_gadget: a member
+    # whose unpickling would run code is refused, and the code does not run
+    marker = tmp_path / "marker"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    payload = np.empty(1, dtype=object)
+    payload[0] = Exploit()
+    path = write_npz(tmp_path / "evil.npz", y_train=payload)
+    _npz_error(path, str(path), "mnist.npz")
+    assert not marker.exists()
+
+
+def test_npz_wrong_contents(tmp_path, no_env):
+    full_train = np.zeros((N_TRAIN, 28, 28), np.uint8)
+    _npz_error(write_npz(tmp_path / "a.npz", y_test=None), "no array 'y_test'", "x_train, y_train, x_test and y_test")
+    _npz_error(write_npz(tmp_path / "b.npz", y_train=np.zeros(3, np.int64)), "'y_train' has dtype int64",
+               "expected uint8")
+    _npz_error(write_npz(tmp_path / "c.npz", y_train=np.zeros((3, 1), np.uint8)), "'y_train' has shape (3, 1)")
+    _npz_error(write_npz(tmp_path / "d.npz", x_train=full_train[:100]), "d.npz[x_train]",
+               "holds 100 train images, expected 60000")
+    path = tmp_path / "e.npz"
+    path.write_bytes(b"<html>not found</html>")
+    _npz_error(path, str(path), "not a readable .npz archive")
+
+
+def test_npz_member_larger_than_mnist_is_refused_before_reading(tmp_path, no_env, monkeypatch):
+    # A member declaring more bytes than 60000 images is refused from the archive's directory,
+    # before np.load decompresses anything: a highly compressible "bomb" costs nothing.
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x_train=np.zeros((N_TRAIN + 100, 28, 28), np.uint8), y_train=np.zeros(1, np.uint8),
+                        x_test=np.zeros(1, np.uint8), y_test=np.zeros(1, np.uint8))
+    assert path.stat().st_size < 200_000
+    loads = []
+    monkeypatch.setattr(mnist_module.np, "load", lambda *a, **k: loads.append(a))
+    _npz_error(path, "'x_train' is", "more than the", "Is this another dataset?")
+    assert loads == []
+
+
+def test_keras_datasets_dir_follows_keras(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert mnist_module.keras_datasets_dir() == tmp_path / "kh" / "datasets"
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert mnist_module.keras_datasets_dir() == tmp_path / "home" / ".keras" / "datasets"
+    # a Keras home that cannot be written to: Keras caches in /tmp/.keras instead
+    real_access, home = os.access, str(tmp_path / "home")
+    monkeypatch.setattr(mnist_module.os, "access", lambda p, mode: False if str(p).startswith(home) else real_access(p, mode))
+    assert mnist_module.keras_datasets_dir() == Path("/tmp/.keras/datasets")
+
+
+@pytest.mark.skipif(
+    not all(f.is_file() for f in _DEBIAN_FILES),
+    reason=f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)",
+)
+def test_real_fashion_mnist_the_keras_way(monkeypatch):
+    monkeypatch.delenv("NORMLAB_DATA", raising=False)
+    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert x_train.dtype == y_train.dtype == np.uint8
+    assert x_train.min() == 0 and x_train.max() == 255
+    np.testing.assert_array_equal(np.bincount(y_test), [1000] * 10)
+    assert y_train[0] == 9 and y_test[0] == 9
+    (xf, yf), _ = load_fashion_mnist()
+    np.testing.assert_array_equal(xf[:500], x_train[:500] / np.float32(255))
+    np.testing.assert_array_equal(yf, y_train)
