@@ -20,6 +20,10 @@ from .._validation import Boolean, Interval, Options
 from . import transforms as T
 from .base import _EPS, _FORM, _UNIT, Optimizer, _args, registry
 
+# decay rates of running averages: 1 would never update the average (RMSprop then steps by
+# lr * g / epsilon) and would divide by zero in Adam's bias corrections 1 - beta^t (PyTorch refuses it too)
+_DECAY = [Interval(numbers.Real, 0, 1, closed="left")]
+
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Nadam", "Lion", "ChainOptimizer", "registry"]
 
 
@@ -202,7 +206,7 @@ class RMSprop(Optimizer):
     Parameters
     ----------
     learning_rate : default 0.001
-    rho : float in [0, 1], default 0.9
+    rho : float in [0, 1), default 0.9
     momentum : float in [0, 1], default 0.0
     epsilon : float >= 0, default 1e-7
     centered : bool, default False
@@ -212,7 +216,7 @@ class RMSprop(Optimizer):
 
     _param_constraints = {
         **Optimizer._param_constraints,
-        "rho": _UNIT,
+        "rho": _DECAY,
         "momentum": _UNIT,
         "epsilon": _EPS,
         "centered": [Boolean()],
@@ -270,7 +274,7 @@ class Adam(Optimizer):
     Parameters
     ----------
     learning_rate : default 0.001
-    beta_1, beta_2 : float in [0, 1], default 0.9, 0.999
+    beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
     epsilon : float >= 0, default 1e-7
     amsgrad : bool, default False
     epsilon_form : {"keras", "torch"}, default "keras"
@@ -278,8 +282,8 @@ class Adam(Optimizer):
 
     _param_constraints = {
         **Optimizer._param_constraints,
-        "beta_1": _UNIT,
-        "beta_2": _UNIT,
+        "beta_1": _DECAY,
+        "beta_2": _DECAY,
         "epsilon": _EPS,
         "amsgrad": [Boolean()],
         "epsilon_form": _FORM,
@@ -366,15 +370,15 @@ class Nadam(Optimizer):
     Parameters
     ----------
     learning_rate : default 0.001
-    beta_1, beta_2 : float in [0, 1], default 0.9, 0.999
+    beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
     epsilon : float >= 0, default 1e-7
     momentum_decay : float >= 0, default 1.0
     """
 
     _param_constraints = {
         **Optimizer._param_constraints,
-        "beta_1": _UNIT,
-        "beta_2": _UNIT,
+        "beta_1": _DECAY,
+        "beta_2": _DECAY,
         "epsilon": _EPS,
         "momentum_decay": [Interval(numbers.Real, 0, None)],
     }
