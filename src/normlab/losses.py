@@ -182,7 +182,8 @@ class BinaryCrossentropy(_SmoothedLoss):
     def prepare_targets(self, y_true, y_pred_shape, *, who=""):
         y = super().prepare_targets(y_true, y_pred_shape, who=who)
         if y.size and (y.min() < 0 or y.max() > 1):
-            raise ValueError(f"{who or type(self).__name__}: binary targets must lie in [0, 1].")
+            raise ValueError(f"{who or type(self).__name__}: 'y': binary targets must lie in [0, 1], "
+                             f"got values from {y.min():g} to {y.max():g}.")
         return y
 
     def value(self, y, p):
@@ -206,6 +207,13 @@ class CategoricalCrossentropy(_SmoothedLoss):
     """
 
     fused_activation = "softmax"
+
+    def prepare_targets(self, y_true, y_pred_shape, *, who=""):
+        y = super().prepare_targets(y_true, y_pred_shape, who=who)
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{who or type(self).__name__}: 'y' (one-hot or probability targets) must lie in "
+                             f"[0, 1], got values from {y.min():g} to {y.max():g}.")
+        return y
 
     def value(self, y, p):
         return K.categorical_crossentropy(self._smooth(y, p.shape[-1]), p)
@@ -238,24 +246,25 @@ class SparseCategoricalCrossentropy(_SmoothedLoss):
             y = y[:, 0]
         if len(y_pred_shape) != 2 or y.shape != (y_pred_shape[0],):
             raise ValueError(
-                f"{who}: sparse labels must have shape ({y_pred_shape[0]},) for predictions of "
+                f"{who}: 'y': sparse labels must have shape ({y_pred_shape[0]},) for predictions of "
                 f"shape {tuple(y_pred_shape)}; got {y.shape}."
             )
         if y.dtype.kind == "f":
             _finite(y, who, "y")
             if not np.array_equal(y, np.round(y)):
-                raise ValueError(f"{who}: sparse labels must be integers.")
+                raise ValueError(f"{who}: 'y': sparse labels must be integers, got "
+                                 f"{y[y != np.round(y)][0]:g}.")
         elif y.dtype.kind not in "iub":
-            raise TypeError(f"{who}: sparse labels must be integers, got dtype {y.dtype}.")
+            raise TypeError(f"{who}: 'y': sparse labels must be integers, got dtype {y.dtype}.")
         k = y_pred_shape[1]
         if y.dtype.kind != "i" or y.dtype.itemsize > np.dtype(np.intp).itemsize:
             # checked in the labels' own dtype: a float 1e20 or a uint64 beyond intp would wrap in the cast
             if y.size and (y.min() < 0 or y.max() >= k):
                 bad = y[(y < 0) | (y >= k)][0]
                 raise ValueError(
-                    f"{who}: labels must be in [0, {k}) for {k} output units; found label {bad.item():g}."
+                    f"{who}: 'y': labels must be in [0, {k}) for {k} output units; found label {bad.item():g}."
                     if y.dtype.kind == "f" else
-                    f"{who}: labels must be in [0, {k}) for {k} output units; found label {bad.item()}."
+                    f"{who}: 'y': labels must be in [0, {k}) for {k} output units; found label {bad.item()}."
                 )
             return y.astype(np.intp)
         y = y.astype(np.intp, copy=False)
@@ -263,7 +272,7 @@ class SparseCategoricalCrossentropy(_SmoothedLoss):
         if y.size and y.view(np.uintp).max() >= k:
             bad = int(y[(y < 0) | (y >= k)][0])
             raise ValueError(
-                f"{who}: labels must be in [0, {k}) for {k} output units; found label {bad}."
+                f"{who}: 'y': labels must be in [0, {k}) for {k} output units; found label {bad}."
             )
         return y
 

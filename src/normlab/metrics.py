@@ -1,4 +1,8 @@
-"""Streaming metrics: ``update_state(y_true, y_pred)``, ``result()``, ``reset_state()``.
+"""Streaming metrics: ``update_state(y_true, y_pred, sample_weight=None)``, ``result()``, ``reset_state()``.
+
+Each metric is a weighted running mean of per-sample values, as Keras's
+``MeanMetricWrapper``: ``result = sum_i w_i v_i / sum_i w_i`` (``w_i = 1``
+without ``sample_weight``).
 
 ``"accuracy"`` (or ``"acc"``) in ``compile(metrics=...)`` resolves, as in
 Keras, from the loss: sparse categorical cross-entropy gives
@@ -46,10 +50,32 @@ class Metric:
     def values(self, y_true, y_pred) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def update_state(self, y_true, y_pred) -> None:
-        v = np.asarray(self.values(y_true, np.asarray(y_pred)), dtype=np.float64)
-        self._total += float(v.sum())
-        self._count += v.size
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        """Add a batch: per-sample values of ``(y_true, y_pred)``, weighted by ``sample_weight`` (shape (N,))."""
+        who = f"{type(self).__name__}.update_state"
+        y_pred = _numeric(y_pred, who, "y_pred")
+        if y_pred.ndim == 0:
+            raise ValueError(f"{who}: 'y_pred' must be a batch (samples first), got a scalar.")
+        v = np.asarray(self.values(self._check_true(y_true, y_pred, who), y_pred), dtype=np.float64)
+        v = v.reshape(len(y_pred), -1).mean(axis=1) if v.ndim > 1 else v
+        if sample_weight is None:
+            self._total += float(v.sum())
+            self._count += v.size
+            return
+        w = _numeric(sample_weight, who, "sample_weight").astype(np.float64).reshape(-1)
+        if w.shape != v.shape:
+            raise ValueError(f"{who}: 'sample_weight' must hold one weight per sample ({v.size}), got {w.size}.")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"{who}: 'sample_weight' must hold finite weights >= 0.")
+        self._total += float(v @ w)
+        self._count += float(w.sum())
+
+    def _check_true(self, y_true, y_pred: np.ndarray, who: str) -> np.ndarray:
+        """``y_true`` as an array of the shape of ``y_pred`` (checked; metrics with other targets override)."""
+        y = _numeric(y_true, who, "y_true")
+        if y.size != y_pred.size:
+            raise ValueError(f"{who}: 'y_true' of shape {y.shape} does not match 'y_pred' of shape {y_pred.shape}.")
+        return y.reshape(y_pred.shape)
 
     def result(self) -> float:
         return self._total / self._count if self._count else 0.0
@@ -62,6 +88,16 @@ class Metric:
         return cls(**config)
 
 
+def _numeric(value, who: str, arg: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged nested lists
+        raise TypeError(f"{who}: '{arg}' must be an array of numbers ({exc}).") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{who}: '{arg}' must hold real numbers, got dtype {arr.dtype}.")
+    return arr
+
+
 @registry.register
 class Mean(Metric):
     """Running mean of the values passed as ``y_pred`` (``y_true`` is ignored)."""
@@ -70,6 +106,9 @@ class Mean(Metric):
 
     def values(self, y_true, y_pred):
         return y_pred
+
+    def _check_true(self, y_true, y_pred, who):
+        return y_true  # ignored
 
     def update_value(self, value: float, weight: float = 1.0) -> None:
         self._total += float(value) * weight
@@ -83,8 +122,7 @@ class Accuracy(Metric):
     default_name = "accuracy"
 
     def values(self, y_true, y_pred):
-        y = np.asarray(y_true)
-        return (y.reshape(y_pred.shape) == y_pred).reshape(len(y_pred), -1).mean(axis=1)
+        return (y_true == y_pred).reshape(len(y_pred), -1).mean(axis=1)
 
 
 @registry.register
@@ -99,8 +137,7 @@ class BinaryAccuracy(Metric):
         super().__init__(name)
 
     def values(self, y_true, y_pred):
-        y = np.asarray(y_true).reshape(y_pred.shape)
-        return ((y_pred > self.threshold) == (y > 0.5)).reshape(len(y_pred), -1).mean(axis=1)
+        return ((y_pred > self.threshold) == (y_true > 0.5)).reshape(len(y_pred), -1).mean(axis=1)
 
     def get_config(self):
         return {"name": self.name, "threshold": self.threshold}
@@ -112,8 +149,14 @@ class CategoricalAccuracy(Metric):
 
     default_name = "categorical_accuracy"
 
+    def _check_true(self, y_true, y_pred, who):
+        y = _numeric(y_true, who, "y_true")
+        if y.shape != y_pred.shape:
+            raise ValueError(f"{who}: 'y_true' (one-hot) must have the shape of 'y_pred' {y_pred.shape}, got {y.shape}.")
+        return y
+
     def values(self, y_true, y_pred):
-        return np.argmax(y_pred, axis=-1) == np.argmax(np.asarray(y_true), axis=-1)
+        return np.argmax(y_pred, axis=-1) == np.argmax(y_true, axis=-1)
 
 
 @registry.register
@@ -122,9 +165,17 @@ class SparseCategoricalAccuracy(Metric):
 
     default_name = "sparse_categorical_accuracy"
 
+    def _check_true(self, y_true, y_pred, who):
+        if y_pred.ndim < 2:
+            raise ValueError(f"{who}: 'y_pred' must have a class axis (shape (N, ..., K)), got shape {y_pred.shape}.")
+        y = _numeric(y_true, who, "y_true")
+        if y.shape != y_pred.shape[:-1] and y.shape != y_pred.shape[:-1] + (1,):
+            raise ValueError(f"{who}: 'y_true' (integer labels) must have shape {y_pred.shape[:-1]} for 'y_pred' "
+                             f"of shape {y_pred.shape}, got {y.shape}.")
+        return y.reshape(y_pred.shape[:-1])
+
     def values(self, y_true, y_pred):
-        y = np.asarray(y_true).reshape(len(y_pred))
-        return np.argmax(y_pred, axis=-1) == y
+        return np.argmax(y_pred, axis=-1) == y_true
 
 
 _ACCURACY_FOR_LOSS = {

@@ -172,7 +172,7 @@ def test_failed_step_leaves_model_unchanged(rng):
          ValueError, "'x' holds NaN or inf"),
         (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, -np.inf, x), lambda y: y,
          ValueError, "'x' holds NaN or inf"),
-        (lambda x: x[:, :4], lambda y: y, ValueError, "expects inputs of shape"),
+        (lambda x: x[:, :4], lambda y: y, ValueError, r"'x' must have shape \(None, 5\) \(the model's input shape\)"),
         (lambda x: x, lambda y: y[:-1], ValueError, "same number of samples"),
         (lambda x: x[:1], lambda y: y[:1], ValueError, "at least 2 values per feature"),
     ],

@@ -21,6 +21,7 @@ from .. import losses as _losses
 from .. import metrics as _metrics
 from ..callbacks.base import Callback, CallbackList, History
 from ..callbacks.progbar import ProgbarLogger, resolve_verbose
+from ..errors import NonFiniteError
 from ..kernels.checks import all_finite
 from .._validation import Boolean, Interval, NoneOk, validate_params
 from ..layers.base import Layer, as_float_array
@@ -130,17 +131,33 @@ class BaseModel:
         x = as_float_array(x, who=owner)
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"{owner}: 'x' must be a non-empty batch, got shape {x.shape}.")
+        if x.size == 0:
+            raise ValueError(f"{owner}: 'x' must hold at least one value per sample, got shape {x.shape}.")
+        expected = self.input_shape if self.built else self._declared_input_shape()
+        if expected is not None and (len(expected) != x.ndim or any(
+            e is not None and e != s for e, s in zip(expected[1:], x.shape[1:])
+        )):
+            raise ValueError(f"{owner}: 'x' must have shape {tuple(expected)} (the model's input shape), got {x.shape}.")
         if self.built:
-            expected = self.input_shape
-            if len(expected) != x.ndim or any(
-                e is not None and e != s for e, s in zip(expected[1:], x.shape[1:])
-            ):
-                raise ValueError(f"{owner}: the model expects inputs of shape {expected}, got {x.shape}.")
             if x.dtype != self.dtype:
                 # finiteness is checked after the cast: a float64 value above float32's range is an error here
                 return _cast_checked(x, self.dtype, owner, "x") if x.dtype.itemsize > self.dtype.itemsize \
                     else self._finite(x.astype(self.dtype), owner)
         return self._finite(x, owner)
+
+    def _declared_input_shape(self) -> tuple | None:
+        """The input shape an unbuilt model declares (an ``Input``), batch axis included; None if none."""
+        return None
+
+    def _build_on(self, x: np.ndarray, owner: str, rng=None) -> None:
+        """Build the model on ``x`` if needed; a layer that refuses it is reported as a problem of 'x'."""
+        if self.built:
+            return
+        try:
+            self._ensure_built(x, rng)
+        except (ValueError, TypeError) as exc:
+            cls = type(exc) if type(exc) in (ValueError, TypeError) else ValueError
+            raise cls(f"{owner}: 'x' of shape {x.shape} does not fit the model: {exc}") from exc
 
     @staticmethod
     def _finite(x: np.ndarray, owner: str) -> np.ndarray:
@@ -153,19 +170,25 @@ class BaseModel:
 
         Wraps what a call does before its first training step (checking the
         data, building the layers, binding the optimizer, ``on_train_begin``),
-        so that a failed call leaves an unbuilt model unbuilt: a later
+        and, in ``fit``, what runs until the first step commits (the
+        callbacks' ``on_epoch_begin`` and ``on_train_batch_begin``, a
+        failing first step), so that a failed call leaves an unbuilt model unbuilt: a later
         ``fit(seed=...)`` reproduces a fresh model, and a wrong-width ``x``
         does not fix the input shape. None of these write an array in place,
         so restoring the attributes of the model, its layers and its
         optimizer (dicts and lists copied) restores their state.
         """
         objects = [self, *_layer_tree(self.layers)]
-        if self.optimizer is not None:
-            objects.append(self.optimizer)
+        opt = self.optimizer
+        if opt is not None:
+            objects.append(opt)
         saved = [(obj, _attributes(obj)) for obj in objects]
+        mark = None if opt is None else (opt.iterations, opt.skipped_steps)
         try:
             yield
         except BaseException:
+            if opt is not None and (opt.iterations, opt.skipped_steps) != mark:
+                raise  # a step has committed: the model has trained, and each step is a transaction of its own
             for obj, attrs in saved:
                 state = vars(obj)
                 state.clear()
@@ -188,6 +211,9 @@ class BaseModel:
         """
         from .. import optimizers as _optimizers
 
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"{type(self).__name__}.compile: 'metrics' must be a list of metric names or Metric "
+                            f"instances, got {metrics!r} (write metrics=[{metrics!r}]).")
         opt = _optimizers.get(optimizer)
         loss_obj = _losses.get(loss)
         ms = [_metrics.get(m, loss_obj) for m in (metrics or [])]
@@ -382,10 +408,17 @@ class BaseModel:
         try:
             value, out = self._gradients(x, y)
             self._apply_optimizer()
-        except BaseException:
-            if opt.iterations + opt.skipped_steps == mark:  # the optimizer did not commit
-                for layer in stateful:
-                    layer._rollback(stamp)
+        except BaseException as exc:
+            if opt.iterations + opt.skipped_steps != mark:  # the optimizer committed
+                raise
+            for layer in stateful:
+                layer._rollback(stamp)
+            if type(exc) is NonFiniteError and opt.on_nonfinite == "skip" and opt._binding is not None:
+                # a layer found the step's values non-finite (or overflowing) before the optimizer
+                # could: the step is skipped as the optimizer skips one of non-finite gradients
+                opt._refuse(float("nan"), None)
+                self._step_loss = float("nan")
+                return self._step_loss, self._nan_output(x)
             raise
         if stateful and opt.skipped_steps != skipped:
             # a step skipped for non-finite gradients changes nothing: no moving statistics
@@ -393,6 +426,11 @@ class BaseModel:
             for layer in stateful:
                 layer._rollback(stamp)
         return value, out
+
+    def _nan_output(self, x: np.ndarray) -> np.ndarray:
+        """The output of a skipped step whose forward pass did not finish: NaN, of the output's shape."""
+        shape = (len(x),) + tuple(self.output_shape_for((None,) + x.shape[1:])[1:])
+        return np.full(shape, np.nan, self.dtype)
 
     @contextlib.contextmanager
     def _state_kept(self):
@@ -415,11 +453,9 @@ class BaseModel:
         statistics, generators) is given back afterwards.
         """
         self._require_compiled("compute_gradients")
-        x = self._check_input(x, "compute_gradients")
-        self._ensure_built(x)
-        self._prepare_training()
-        out_shape = (len(x),) + tuple(self.output_shape_for((None,) + x.shape[1:])[1:])
-        yp = self.loss.prepare_targets(y, out_shape, who=f"{type(self).__name__}.compute_gradients")
+        with self._setup_guard():
+            x, yp = self._prepare_xy(x, y, "compute_gradients")
+            self._prepare_training()
         with self._state_kept():
             self._gradients(x, yp)
         return {(l, k): l.grads[k].copy() for l, k in self._refs}
@@ -448,7 +484,7 @@ class BaseModel:
                 f"{owner}: 'x' and 'y' must have the same number of samples, "
                 f"got {len(x)} and {y.shape[0] if y.ndim else 'a scalar'}."
             )
-        self._ensure_built(x, rng)
+        self._build_on(x, owner, rng)
         x = _cast_checked(x, self.dtype, owner, "x")
         out_shape = (len(x),) + tuple(self.output_shape_for((None,) + x.shape[1:])[1:])
         y = self.loss.prepare_targets(y, out_shape, who=owner)
@@ -533,7 +569,11 @@ class BaseModel:
             elif validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                     raise ValueError(f"{owner}: 'validation_data' must be a tuple (x_val, y_val).")
-                validation_data = self._prepare_xy(validation_data[0], validation_data[1], "fit")
+                try:
+                    validation_data = self._prepare_xy(validation_data[0], validation_data[1], "fit")
+                except (ValueError, TypeError) as exc:
+                    cls = type(exc) if type(exc) in (ValueError, TypeError) else ValueError
+                    raise cls(f"{owner}: 'validation_data' is not valid: {exc}") from exc
             self._prepare_training()
             data = BatchIterator(x, y, batch_size=batch_size, shuffle=bool(shuffle), entropy=entropy)
             self.history = History()
@@ -545,7 +585,7 @@ class BaseModel:
             # a callback that rejects its arguments here (a checkpoint template, a folder) fails the call
             # before any step: the model is as it was
             cb.on_train_begin()
-        run_epochs(self, data, cb, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data)
+            run_epochs(self, data, cb, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data)
         return self.history
 
     @staticmethod
@@ -632,7 +672,7 @@ class BaseModel:
             x, y = self._prepare_xy(x, y, who)
             cb.on_test_begin()
             res = self._evaluate_arrays(x, y, batch_size)
-        cb.on_test_end(res)
+            cb.on_test_end(res)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in res.items()), file=sys.stdout)
         if return_dict:
@@ -662,14 +702,14 @@ class BaseModel:
             x = self._inference_input(x, who)
             cb.on_predict_begin()
             out = self._predict_arrays(x, batch_size)
-        cb.on_predict_end()
+            cb.on_predict_end()
         return out
 
     def _inference_input(self, x, who: str) -> np.ndarray:
         """``x`` checked (and the model built on it if needed) for an inference call."""
         x = self._check_input(x, who)
         if not self.built:
-            self._ensure_built(x)
+            self._build_on(x, f"{type(self).__name__}.{who}")
             x = self._check_input(x, who)
         return x
 
@@ -714,6 +754,8 @@ class BaseModel:
                              else w.astype(t.dtype))
             if not all_finite(converted[-1]):
                 raise ValueError(f"{owner}: {label} holds NaN or inf values.")
+            if key in getattr(layer, "_nonnegative_weights", ()) and (converted[-1] < 0).any():
+                raise ValueError(f"{owner}: {label} must be >= 0 (a variance), got {converted[-1].min():g}.")
         for (_, _, t), w in zip(targets, converted):
             np.copyto(t, w)
 

@@ -29,10 +29,13 @@ __all__ = ["Input", "Model"]
 
 def Input(shape, name: str | None = None) -> SymbolicTensor:
     """A symbolic input of per-sample ``shape`` (the batch axis is added)."""
-    try:
-        shape = tuple(None if d is None else int(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"Input: 'shape' must be a tuple of ints (per sample, no batch axis), got {shape!r}.") from None
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)) or not all(
+        d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool)) for d in shape
+    ):
+        raise TypeError(f"Input: 'shape' must be a tuple of ints or None (per sample, no batch axis), got {shape!r}.")
+    shape = tuple(None if d is None else int(d) for d in shape)
     if any(d is not None and d < 1 for d in shape):
         raise ValueError(f"Input: sizes in 'shape' must be >= 1, got {shape}.")
     return SymbolicTensor((None,) + shape, None, (), name=name or "input")
@@ -80,8 +83,15 @@ class Model(BaseModel):
         self.layers: list[Layer] = [t.layer for t in self._nodes]
         if outputs.layer is None:
             raise ValueError("Model: the output is the input itself; add at least one layer.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"Model: 'seed' must be an int or None, got {seed!r}.")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Model: 'name' must be a str or None, got {name!r}.")
+        names = [layer.name for layer in self.layers]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise ValueError(f"Model: two layers are named {duplicate!r}; layer names must be unique (a saved "
+                             f"model finds each layer's weights by its name).")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise TypeError(f"Model: 'seed' must be an int >= 0 or None, got {seed!r}.")
         self._init_training_state()
         if all(d is not None for d in inputs.shape[1:]):
             self.build(seed=seed)
@@ -139,6 +149,9 @@ class Model(BaseModel):
 
     def _layer_output_shapes(self) -> list:
         return [t.shape for t in self._nodes]
+
+    def _declared_input_shape(self):
+        return self._input.shape
 
     def build(self, input_shape: tuple | None = None, seed: int | None = None) -> None:
         """Build every layer (``input_shape`` defaults to the Input's shape)."""

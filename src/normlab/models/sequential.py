@@ -7,11 +7,24 @@ from typing import Sequence
 import numpy as np
 
 from ..layers._symbolic import SymbolicTensor
-from ..layers.base import Layer, as_float_array
+from ..layers.base import Layer
 from ..layers.base import registry as _layer_registry
 from .base import BaseModel
 
 __all__ = ["Sequential"]
+
+
+def check_input_shape(input_shape, owner: str) -> tuple:
+    """``input_shape`` (batch axis first, None or an int; then ints >= 1) as a tuple, or a clear error."""
+    ok = isinstance(input_shape, (tuple, list)) and len(input_shape) >= 2
+    if ok:
+        batch, *sizes = input_shape
+        ok = (batch is None or (isinstance(batch, (int, np.integer)) and not isinstance(batch, bool) and batch >= 1)) \
+            and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in sizes)
+    if not ok:
+        raise ValueError(f"{owner}: 'input_shape' must be a tuple (batch, d1, ...) with the batch size None or "
+                         f"an int >= 1 and sizes that are ints >= 1, got {input_shape!r}.")
+    return tuple(None if d is None else int(d) for d in input_shape)
 
 
 class Sequential(BaseModel):
@@ -44,6 +57,8 @@ class Sequential(BaseModel):
     def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None, seed: int | None = None):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise TypeError(f"Sequential: 'seed' must be an int >= 0 or None, got {seed!r}.")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Sequential: 'name' must be a str or None, got {name!r}.")
         self.name = name or "sequential"
         self.layers: list[Layer] = []
         self._input_spec: tuple | None = None  # the shape of an Input given first (batch axis included)
@@ -68,6 +83,9 @@ class Sequential(BaseModel):
             raise TypeError(f"Sequential.add expects a Layer, got {layer!r}.")
         if any(layer is l for l in self.layers):
             raise ValueError(f"Layer {layer.name!r} is already in the model.")
+        if any(layer.name == l.name for l in self.layers):
+            raise ValueError(f"Sequential.add: the model already has a layer named {layer.name!r}; layer names "
+                             f"must be unique (a saved model finds each layer's weights by its name).")
         self.layers.append(layer)
         if _build and self._input_spec is not None and all(d is not None for d in self._input_spec[1:]):
             try:
@@ -80,14 +98,19 @@ class Sequential(BaseModel):
     def built(self) -> bool:
         return bool(self.layers) and all(layer.built for layer in self.layers)
 
+    def _declared_input_shape(self):
+        return self._input_spec
+
     @property
     def input_shape(self):
         return self.layers[0].input_shape if self.layers and self.layers[0].built else None
 
     def build(self, input_shape: tuple, seed: int | None = None) -> None:
         """Build every layer for inputs of ``input_shape`` (batch axis included, may be None)."""
+        shape = check_input_shape(input_shape, "Sequential.build")
+        if not self.layers:
+            raise ValueError(f"Sequential.build: model {self.name!r} has no layers.")
         rng = np.random.default_rng(seed)
-        shape = tuple(input_shape)
         for layer in self.layers:
             if not layer.built:
                 layer.build_from_shape(shape, rng)
@@ -118,8 +141,8 @@ class Sequential(BaseModel):
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """Run the layers on ``x`` (checked), as ``layer(x, training)`` does for one layer."""
-        x = as_float_array(x, who=f"Model {self.name!r}")
-        self._ensure_built(x)
+        with self._building():
+            x = self._inference_input(x, "__call__")
         for layer in self.layers:
             x = layer(x, training=training)
         return x

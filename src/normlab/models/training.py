@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from ..errors import NonFiniteError
+
 __all__ = ["BatchIterator", "split_validation", "run_epochs"]
 
 _WEIGHTS, _SHUFFLE = 0, 1
@@ -83,10 +85,6 @@ class BatchIterator:
                 yield step, xb, y[idx]
 
 
-def _nonfinite(value) -> bool:
-    return value is not None and not math.isfinite(value)
-
-
 def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_epoch: int, validation_data) -> dict:
     """The trainer loop: steps, metrics, validation and callbacks for epochs ``initial_epoch .. epochs - 1``.
 
@@ -109,13 +107,17 @@ def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_ep
             callbacks.on_train_batch_begin(step)
             try:
                 value, out = model._train_step(xb, yb)
-            except FloatingPointError:
-                # the optimizer refused a step of non-finite loss (on_nonfinite="raise"); nothing
-                # changed. The callbacks see the batch, and if one stops training on it (as
-                # TerminateOnNaN does), training ends cleanly; else the error stands.
-                if not _nonfinite(model._step_loss):
+            except FloatingPointError as exc:
+                # a step refused for non-finite values (the optimizer's or a layer's); nothing changed.
+                # The callbacks see the batch with its loss (NaN if the forward pass did not reach
+                # it), and if one stops training on it (as TerminateOnNaN does), training ends
+                # cleanly; else the error stands.
+                loss = model._step_loss
+                if loss is None and isinstance(exc, NonFiniteError):
+                    loss = math.nan
+                if loss is None or math.isfinite(loss):
                     raise
-                logs = {"loss": model._step_loss}
+                logs = {"loss": loss}
                 callbacks.on_train_batch_end(step, logs)
                 if not model.stop_training:
                     raise
