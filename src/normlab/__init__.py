@@ -8,11 +8,13 @@ trains them with a Keras-style API.
 __version__ = "0.2.0.dev0"
 
 from ._validation import InvalidParameterError
-from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing, optimizers
+from . import activations, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing, optimizers, errors, utils
+from .errors import NonFiniteError
 from .models import Input, Model, ModelFileError, Sequential, fold_batchnorm, load_model, recompute_batchnorm_statistics
 
 __all__ = [
     "InvalidParameterError",
+    "NonFiniteError",
     "Sequential",
     "Model",
     "Input",
@@ -31,5 +33,7 @@ __all__ = [
     "metrics",
     "regularizers",
     "testing",
+    "errors",
+    "utils",
     "__version__",
 ]
