@@ -409,6 +409,9 @@ _EXTRA_CTOR = [
     (layers.BatchNormalization, "trainable", 1, TypeError),
     (layers.BatchNormalization, "dtype", np.int64, ValueError),
     (initializers.RandomUniform, "maxval", -1.0, ValueError),  # below the default minval
+    (C.CSVLogger, "filename", "", ValueError),
+    (C.ModelCheckpoint, "filepath", "", ValueError),
+    (C.CSVLogger, "separator", "", ValueError),
     (optimizers.SGD, "global_clipnorm", 1.0, ValueError),  # together with clipnorm (below)
 ]
 
@@ -669,6 +672,13 @@ def layer_rows() -> list[Row]:
         ("Reshape-size-mismatch", "Reshape", lambda: layers.Reshape((3,)), "'target_shape'"),
         ("Conv2D-kernel-larger-than-input", "Conv2D", lambda: layers.Conv2D(2, 7), "kernel"),
         ("MaxPooling2D-pool-larger-than-input", "MaxPooling2D", lambda: layers.MaxPooling2D(7), "pool"),
+        ("BatchNormalization-axis=0-batch-axis", "BatchNormalization", lambda: layers.BatchNormalization(axis=0),
+         "axis"),
+        ("LayerNormalization-axis=0-batch-axis", "LayerNormalization", lambda: layers.LayerNormalization(axis=0),
+         "axis"),
+        ("Concatenate-axis=0-batch-axis", "Concatenate", lambda: layers.Concatenate(axis=0), "axis"),
+        ("Dropout-noise_shape-mismatch", "Dropout", lambda: layers.Dropout(0.5, noise_shape=(None, 3)),
+         "noise_shape"),
         ("Normalization-mean-wrong-length", "Normalization", lambda: layers.Normalization(mean=[0.0, 1.0],
                                                                                              variance=[1.0, 1.0]),
          "'mean'"),
@@ -1305,41 +1315,14 @@ KNOWN_FAILURES.update(dict.fromkeys([
     'onehot-trained-set_weights-negative-moving-variance',
 ], 'owner: models/base.py: set_weights accepts a negative moving_variance (needs a check by the layer, layers/normalization.py)'))
 KNOWN_FAILURES.update(dict.fromkeys([
-    'cnn-fresh-build-input_shape=(None,-1)',
-    'cnn-fresh-build-input_shape=(None,0)',
-    'cnn-fresh-build-input_shape=(None,2.5)',
-    'cnn-fresh-build-input_shape=None',
-    'cnn-fresh-build-input_shape=str',
-    'mlp-fresh-build-input_shape=(None,-1)',
-    'mlp-fresh-build-input_shape=(None,0)',
-    'mlp-fresh-build-input_shape=(None,2.5)',
-    'mlp-fresh-build-input_shape=None',
-    'mlp-fresh-build-input_shape=str',
-], "owner: models/sequential.py: Sequential.build does not check 'input_shape' (NumPy's or a layer's message, or accepted)"))
-KNOWN_FAILURES.update(dict.fromkeys([
     'cnn-trained-recompute_batchnorm_statistics-x=huge',
     'mlp-trained-recompute_batchnorm_statistics-x=huge',
     'mlp-trained-recompute_batchnorm_statistics-x=one-sample',
 ], "owner: models/batchnorm_tools.py: recompute_batchnorm_statistics: its errors for x (too few samples, statistics beyond float32, wrong width) do not name 'x'"))
 KNOWN_FAILURES.update(dict.fromkeys([
-    'ctor-Input-shape=2.5',
-    'ctor-Input-shape=str',
-], 'owner: models/functional.py: Input(shape) with a str or non-integral size: unclear error or accepted'))
-KNOWN_FAILURES.update(dict.fromkeys([
-    'ctor-Model-duplicate-names',
-    'ctor-Sequential-duplicate-names',
-], 'owner: models/sequential.py, models/functional.py: two layers with one name are accepted (the model file keys weights by name)'))
-KNOWN_FAILURES.update(dict.fromkeys([
-    'ctor-Sequential-name=3',
-], 'owner: models/sequential.py: Sequential(name=3) accepted'))
-KNOWN_FAILURES.update(dict.fromkeys([
-    'mlp-fresh-call-x=empty',
-    'mlp-fresh-call-x=nan',
-    'mlp-trained-call-x=empty',
-    'mlp-trained-call-x=float64-above-float32-max',
-    'mlp-trained-call-x=nan',
-    'mlp-trained-call-x=wrong-features',
-], "owner: models/sequential.py: Sequential.__call__ does not check x as predict does (finite, non-empty, shape) nor name 'x'"))
+    "ctor-CSVLogger-filename=''",
+    "ctor-ModelCheckpoint-filepath=''",
+], 'owner: callbacks/misc.py: an empty path is accepted at construction (it fails at the first write, after training)'))
 
 
 def all_rows() -> list[Row]:

@@ -280,3 +280,19 @@ def test_fresh_reference_is_reproducible(kernel_path):
     for kind in cat.MODEL_KINDS:
         a, b = cat.reference_after_fit(kind), cat.reference_after_fit(kind)
         assert not cat.diff_states(_comparable(a), _comparable(b))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: cat.layers.Dense(np.int64(3)),
+    lambda: cat.layers.BatchNormalization(momentum=np.float32(0.9), epsilon=np.float64(1e-3)),
+    lambda: cat.layers.BatchNormalization(momentum=0),  # an int where a float is asked for
+    lambda: cat.layers.Dropout(np.float32(0.25), seed=np.int64(3)),
+    lambda: cat.layers.Conv2D(np.int32(2), (np.int64(3), 3)),
+    lambda: cat.optimizers.Adam(learning_rate=np.float32(0.01), beta_1=0),
+    lambda: cat.optimizers.SGD(1, momentum=np.float64(0.9)),
+    lambda: cat.C.EarlyStopping(patience=np.int64(2), min_delta=0),
+], ids=["Dense-np.int64", "BN-np.floats", "BN-momentum=0", "Dropout-np", "Conv2D-np", "Adam-np", "SGD-ints",
+        "EarlyStopping-np"])
+def test_accepted_constructor_arguments(make):
+    """Controls: NumPy scalars and ints where floats are asked for are accepted."""
+    make()
