@@ -47,6 +47,7 @@ from .._validation import (
     Options,
     validate_params,
 )
+from ..errors import NonFiniteError
 from ..kernels import optim as K
 from . import _step
 from . import schedules as _schedules
@@ -473,7 +474,7 @@ class Optimizer:
         meta[2] = norm
         b = self._binding
         bad = next(i for i, g in enumerate(b.grads) if not np.isfinite(g).all())
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"{type(self).__name__}: the gradient of parameter {_label(names or b.names, bad)} holds NaN or inf "
             f"values; no parameter was updated. Pass on_nonfinite='skip' to skip such steps or "
             f"'proceed' to apply them."
