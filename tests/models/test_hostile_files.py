@@ -19,6 +19,7 @@ import os
 import struct
 import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -312,6 +313,26 @@ def _inflating(g):
 case("zip_bomb_declared_small")(_inflating)
 
 
+def lying_zip(n, declared, data=None):
+    """One local member and ``n`` directory entries all pointing at it; the end record declares ``declared``."""
+    data = npy_bytes(np.zeros(0, np.float32)) if data is None else data
+    crc = zlib.crc32(data)
+    first = b"optimizer/s0.npy"
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data), len(data), len(first), 0)
+    local += first + data
+    directory = bytearray()
+    for i in range(n):
+        name = f"optimizer/s{i}.npy".encode()
+        directory += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, len(data), len(data),
+                                 len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, declared, declared, len(directory), len(local), 0)
+    return local + bytes(directory) + end
+
+
+case("directory_lies_about_count")(lambda g: lying_zip(20000, 1))
+case("overlapping_members")(lambda g: lying_zip(2, 2, npy_bytes(np.zeros(300, np.float32))))
+
+
 # .npy headers
 def _npy_case(name, header=None, data=b"", arr=None, member="layers/0/params/kernel", version=(1, 0)):
     def make(g):
@@ -558,6 +579,8 @@ def test_messages_say_what_is_wrong(good, tmp_path):
         "format_version_float": "format version 1.0",
         "layer_class_os.system": "Unknown layer 'os.system'",
         "duplicate_member": "appears twice",
+        "overlapping_members": "overlaps the member before it",
+        "directory_lies_about_count": "or more members",
         "encrypted_flag": "encrypted",
         "rng_states_for_plain_layer": "generator state",
         "fun_layers_swapped": "shape",
@@ -763,6 +786,14 @@ def test_memory_many_members(tmp_path):
     p.write_bytes(buf.getvalue())
     peak = _peak_while_loading(p)
     assert peak < 8 * os.path.getsize(p) + (2 << 20), (peak, os.path.getsize(p))
+
+
+def test_memory_directory_lying_about_its_count(tmp_path):
+    # 20000 directory entries (1.3 MB) behind an end record declaring one: counted before zipfile
+    # builds an object per entry (about 8 times the file's size)
+    p = tmp_path / "lying.npz"
+    p.write_bytes(lying_zip(20000, 1))
+    assert _peak_while_loading(p) < 2 * os.path.getsize(p) + (1 << 20)
 
 
 def test_memory_of_a_good_file_is_a_small_multiple_of_its_size(tmp_path):

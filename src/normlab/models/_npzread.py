@@ -5,17 +5,20 @@ that declares a terabyte-sized shape makes it allocate that much before it
 reads a byte, and a deflated member inflates to whatever size it declares.
 This module reads an archive the other way round:
 
-1. the end-of-central-directory record gives the number of members, which
-   must not exceed a limit before :mod:`zipfile` parses the directory (each
-   entry costs some hundred bytes of Python objects);
+1. the members are counted in the central directory itself (the count the
+   end record declares may lie) before :mod:`zipfile` builds an object of
+   about 500 bytes per entry: at most a limit, and one per 128 bytes of the
+   file (what the smallest ``.npy`` member takes);
 2. every member's declared sizes are checked against the file's size (the
    sum of the uncompressed sizes may not exceed a small multiple of it: a
    file cannot declare more than it holds), its flags (no encryption) and
    compression (stored or deflated);
-3. every member's ``.npy`` header is parsed on its own (a few hundred bytes)
+3. members may not overlap one another or the directory (entries pointing
+   at one compressed stream are a known zip bomb);
+4. every member's ``.npy`` header is parsed on its own (a few hundred bytes)
    and must describe an array of an allowed dtype whose data fills the rest
    of the member exactly;
-4. only then :func:`read_array` reads a member, into an array of the size
+5. only then :func:`read_array` reads a member, into an array of the size
    just checked, in chunks (the zip layer stops at the declared size and
    checks the CRC).
 
@@ -40,6 +43,11 @@ __all__ = ["ArchiveError", "Member", "open_archive", "read_array", "READ_ERRORS"
 #: end of central directory record: signature, 4 x uint16, 2 x uint32, comment length
 _EOCD = struct.Struct("<4s4H2LH")
 _EOCD_SIGNATURE = b"PK\x05\x06"
+_CD_SIGNATURE = b"PK\x01\x02"
+_CD_ENTRY_SIZE = 46  # central directory entry before its name, extra field and comment
+#: fewest file bytes a member takes: local header (30) and directory entry (46) with the name in
+#: each, and a .npy header (64 at least, 128 as numpy writes it)
+MIN_MEMBER_BYTES = 128
 _CHUNK = 1 << 20
 #: what zipfile, zlib and numpy's header parser raise on malformed input
 READ_ERRORS = (
@@ -79,8 +87,8 @@ class Member:
         return math.prod(self.shape)
 
 
-def _member_count(fh, file_size: int) -> tuple[int, int]:
-    """The member count and directory offset the end-of-central-directory record declares."""
+def _member_count(fh, file_size: int) -> tuple[int, int, int]:
+    """The member count, directory offset and size the end-of-central-directory record declares."""
     if file_size < _EOCD.size:
         raise ArchiveError("not a zip archive (too short)")
     tail_len = min(file_size, _EOCD.size + 0xFFFF)
@@ -90,7 +98,33 @@ def _member_count(fh, file_size: int) -> tuple[int, int]:
     if at < 0 or len(tail) - at < _EOCD.size:
         raise ArchiveError("not a zip archive (no end of central directory record)")
     fields = _EOCD.unpack_from(tail, at)
-    return fields[4], fields[6]  # entries in the central directory (total), its offset
+    return fields[4], fields[6], fields[5]  # entries in the central directory (total), its offset, its size
+
+
+def _directory_entries(fh, file_size: int, offset: int, size: int, limit: int) -> int:
+    """Count the central directory's entries (up to ``limit + 1``) without building an object per entry.
+
+    The count the end record declares may lie, and :mod:`zipfile` builds a
+    ``ZipInfo`` (about 500 bytes) for every entry there is. Archives beyond
+    the 32-bit fields (over 4 GiB) are left to zipfile.
+    """
+    if offset == 0xFFFFFFFF or size == 0xFFFFFFFF or offset + size > file_size:
+        return 0
+    fh.seek(offset)
+    directory = fh.read(size)
+    pos = count = 0
+    while pos + _CD_ENTRY_SIZE <= len(directory) and directory[pos : pos + 4] == _CD_SIGNATURE:
+        count += 1
+        if count > limit:
+            break
+        name_len, extra_len, comment_len = struct.unpack_from("<3H", directory, pos + 28)
+        pos += _CD_ENTRY_SIZE + name_len + extra_len + comment_len
+    return count
+
+
+def _cut(name: str, limit: int = 80) -> str:
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _npy_header(fh, max_header_size: int):
@@ -128,9 +162,14 @@ def open_archive(fh, file_size: int, *, max_members: int, max_inflation: float, 
 
     ``members`` maps each member's name without ``.npy`` to its :class:`Member`.
     """
-    count, directory_offset = _member_count(fh, file_size)
-    if count > max_members:
-        raise ArchiveError(f"the archive declares {count} members, more than the {max_members} allowed")
+    count, directory_offset, directory_size = _member_count(fh, file_size)
+    limit = min(max_members, file_size // MIN_MEMBER_BYTES)
+    count = max(count, _directory_entries(fh, file_size, directory_offset, directory_size, limit))
+    if count > limit:
+        raise ArchiveError(
+            f"the archive declares {count} or more members, more than the {limit} allowed "
+            f"(at most {max_members}, and one per {MIN_MEMBER_BYTES} bytes of the file)"
+        )
     fh.seek(0)
     zf = zipfile.ZipFile(fh)
     try:
@@ -145,13 +184,13 @@ def open_archive(fh, file_size: int, *, max_members: int, max_inflation: float, 
         for info in infos:
             name = info.filename
             if name in seen:
-                raise ArchiveError(f"member {name!r} appears twice")
+                raise ArchiveError(f"member {_cut(name)} appears twice")
             seen.add(name)
             if not name.endswith(".npy") or info.is_dir():
-                raise ArchiveError(f"member {name!r} is not a .npy array")
+                raise ArchiveError(f"member {_cut(name)} is not a .npy array")
             problem = check_name(name[: -len(".npy")])
             if problem is not None:
-                raise ArchiveError(f"member {name!r}: {problem}")
+                raise ArchiveError(f"member {_cut(name)}: {problem}")
             if info.flag_bits & 0x1:
                 raise ArchiveError(f"member {name!r} is encrypted")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
@@ -169,8 +208,17 @@ def open_archive(fh, file_size: int, *, max_members: int, max_inflation: float, 
                     f"the members declare {total} or more uncompressed bytes, more than {max_inflation:g} times "
                     f"the file's {file_size} (member {name!r}: {info.file_size} bytes from {info.compress_size})"
                 )
-        if infos and min(info.header_offset for info in infos) != 0:
-            raise ArchiveError("other data precede the archive's first member")
+        # members must not overlap (a "better zip bomb" points many entries at one compressed stream);
+        # a local header takes 30 bytes and the name (ASCII: checked above) before the member's data
+        end = None
+        for info in sorted(infos, key=lambda i: i.header_offset):
+            if end is None and info.header_offset != 0:
+                raise ArchiveError("other data precede the archive's first member")
+            if end is not None and info.header_offset < end:
+                raise ArchiveError(f"member {_cut(info.filename)} overlaps the member before it")
+            end = info.header_offset + 30 + len(info.filename) + info.compress_size
+        if end is not None and end > zf.start_dir:
+            raise ArchiveError("the last member overlaps the archive's directory")
         members = {}
         for info in infos:
             name = info.filename[: -len(".npy")]
