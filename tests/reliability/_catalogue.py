@@ -611,6 +611,8 @@ def layer_rows() -> list[Row]:
                             ValueError, layer_match))
         rows.append(Row(f"layer-{name}-training=str", "layer", name,
                         lambda l, x, y, p: l(x, training="yes"), TypeError, layer_match + ("'training'",)))
+        rows.append(Row(f"layer-{name}-training=1", "layer", name,
+                        lambda l, x, y, p: l(x, training=1), TypeError, layer_match + ("'training'",)))
         rows.append(Row(f"layer-{name}-x=str", "layer", name,
                         lambda l, x, y, p: l(_reshape_arg(x, lambda a: a.astype(str)), training=True),
                         TypeError, layer_match + ("'x'",)))
@@ -764,6 +766,8 @@ _BAD_Y_SPARSE = [
     ("y=short", lambda y: y[:-1], ValueError),
     ("y=long", lambda y: np.concatenate([y, y[:1]]), ValueError),
     ("y=scalar", lambda y: np.int64(1), ValueError),
+    ("y=uint64-max", lambda y: _with_label(y.astype(np.uint64), np.iinfo(np.uint64).max), ValueError),
+    ("y=int64-min", lambda y: _with_label(y, np.iinfo(np.int64).min), ValueError),
     ("y=None", lambda y: None, (ValueError, TypeError)),
 ]
 _BAD_Y_ONEHOT = [
@@ -1048,6 +1052,10 @@ def model_rows() -> list[Row]:
         ("'learning_rate'",), kinds=("mlp",))
     add("set-trainable=str", lambda m, x, y, p: setattr(m.layers[0], "trainable", "no"),
         normlab.InvalidParameterError, ("'trainable'",), kinds=("mlp",))
+    rows += [Row(f"{kind}-{state}-fit-trainable-changed-after-compile", "model", (kind, state),
+                 _fit(), RuntimeError, ("trainable", "compile"),
+                 prepare=lambda m: setattr(m.layers[0], "trainable", False))
+             for kind in ("mlp", "func") for state in ("trained",)]  # (before the first step it is no change)
     add("set-optimizer-momentum", lambda m, x, y, p: setattr(m.optimizer, "beta_1", 0.5), AttributeError,
         ("'beta_1'",), kinds=("mlp",))
     add("layer-call-wrong-features", lambda m, x, y, p: m.layers[0](np.ones((2, 7), np.float32), training=True),

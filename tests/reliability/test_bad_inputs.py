@@ -208,6 +208,12 @@ def test_every_constructor_argument_is_declared():
 
 # ------------------------------------------------------- controls: inputs that are fine
 
+def _read_only(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
 _ACCEPTED_DATA = {
     "x=int": lambda x, y: (np.round(x * 3).astype(np.int32), y),
     "x=bool": lambda x, y: (x > 0, y),
@@ -216,6 +222,7 @@ _ACCEPTED_DATA = {
     "x=float64": lambda x, y: (x.astype(np.float64), y),
     "x=fortran-order": lambda x, y: (np.asfortranarray(x), y),
     "x=strided": lambda x, y: (np.repeat(x, 2, axis=0)[::2], y),
+    "x=read-only": lambda x, y: (_read_only(x), y),
     "y=list": lambda x, y: (x, y.tolist()),
     "y=float-integers": lambda x, y: (x, y.astype(np.float64)),
     "y=column": lambda x, y: (x, y.reshape(-1, 1)),
