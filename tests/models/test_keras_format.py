@@ -180,6 +180,57 @@ def test_normlab_models_through_keras_files(name, tmp_path):
     assert type(back.optimizer) is type(model.optimizer)
 
 
+OPTIMIZERS = {
+    "Adam": lambda o: o.Adam(0.01), "Adam-amsgrad": lambda o: o.Adam(0.01, amsgrad=True), "AdamW": lambda o: o.AdamW(0.01),
+    "SGD": lambda o: o.SGD(0.05, momentum=0.9), "SGD-plain": lambda o: o.SGD(0.05),
+    "RMSprop": lambda o: o.RMSprop(0.01, momentum=0.5, centered=True), "Adagrad": lambda o: o.Adagrad(0.1),
+    "Nadam": lambda o: o.Nadam(0.01), "Lion": lambda o: o.Lion(0.001),
+}
+
+
+def trained(optimizer, x, y):
+    model = normlab.Sequential([L.Dense(4, activation="tanh"), L.BatchNormalization(), L.Dense(2)])
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    return model
+
+
+@needs_h5py
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_state_through_a_keras_file(name, tmp_path):
+    x, y = data((5,), n=32), data((2,), n=32, seed=1)
+    model = trained(OPTIMIZERS[name](normlab.optimizers), x, y)
+    save_keras(model, tmp_path / "m.keras")
+    back = load_keras(tmp_path / "m.keras")
+    state, restored = model.optimizer.get_state(), back.optimizer.get_state()
+    assert sorted(restored) == sorted(state) and int(restored["iterations"]) == 4
+    for k in state:
+        np.testing.assert_array_equal(restored[k], state[k])
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    back.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+
+
+@needs_h5py
+def test_keras_optimizer_state_is_read():
+    model = load_keras(os.path.join(DATA, "mlp.keras"))
+    state = model.optimizer.get_state()
+    assert int(state["iterations"]) == 8  # two epochs of four batches
+    assert all(np.any(v != 0) for k, v in state.items() if k.startswith("velocity/"))
+
+
+@needs_h5py
+def test_an_optimizer_layout_that_does_not_fit_is_skipped_with_a_warning(tmp_path):
+    def drop(f):
+        del f["optimizer/vars/5"]
+        f["optimizer/vars/5"] = np.zeros(3, np.float32)
+
+    write(tmp_path / "m.keras", with_weights(drop))
+    with pytest.warns(UserWarning, match="starts afresh"):
+        model = load_keras(tmp_path / "m.keras")
+    assert int(model.optimizer.get_state()["iterations"]) == 0
+
+
 @needs_h5py
 def test_instance_normalization_is_keras_group_normalization(tmp_path):
     model = normlab.Sequential([L.Conv1D(4, 3), L.InstanceNormalization(), L.GlobalAveragePooling1D(), L.Dense(2)])
@@ -566,3 +617,28 @@ def test_every_layer_with_keras(name, tmp_path):
     close(expected, keras_predict(theirs, x))
     theirs.save(tmp_path / "k.keras")
     close(expected, load_keras(tmp_path / "k.keras").predict(x))
+
+
+@needs_h5py
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_training_resumes_across_keras_and_normlab(name, tmp_path):
+    """Keras trains, normlab goes on from its file; normlab trains, Keras goes on: the same as staying put."""
+    keras = _keras()
+    x, y = data((5,), n=32), data((2,), n=32, seed=1)
+    keras.utils.set_random_seed(0)
+    theirs = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
+    theirs.compile(optimizer=OPTIMIZERS[name](keras.optimizers), loss="mse")
+    theirs.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    theirs.save(tmp_path / "k.keras")
+    ours = load_keras(tmp_path / "k.keras")
+    for m in (theirs, ours):
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    scale = np.max(np.abs(keras_predict(theirs, x)))
+    # float32 training steps apart from each other: rounding differences grow a little with each step
+    np.testing.assert_allclose(ours.predict(x), keras_predict(theirs, x), rtol=0, atol=1e-5 * scale)
+    save_keras(ours, tmp_path / "n.keras")
+    again = keras.saving.load_model(tmp_path / "n.keras")
+    assert int(again.optimizer.iterations) == int(ours.optimizer.iterations) == 8
+    for m in (again, ours):
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    np.testing.assert_allclose(keras_predict(again, x), ours.predict(x), rtol=0, atol=1e-5 * scale)

@@ -51,12 +51,17 @@ takes is bounded by the file's size:
    input shape is allocated);
 5. the values read are finite (no NaN or inf) and fit the layer's dtype.
 
-What is not carried over
-------------------------
-The optimizer's *state* (Keras's ``optimizer/vars``): a loaded model is
-compiled with a fresh optimizer of the same configuration; a saved file
-carries normlab's optimizer configuration without its slots. Learning-rate
-schedules, EMA, loss scaling and gradient accumulation are refused.
+Optimizer
+---------
+The compile settings map (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``,
+``Adagrad``, ``Nadam``, ``Lion``; the mean squared error and the
+cross-entropies; the accuracy metrics), and so does the optimizer's state,
+Keras's ``optimizer/vars``: iteration count, learning rate, then the slots
+in Keras's order (:func:`_slot_order`), so training resumes on either side
+as if it had not moved. Keras's RMSprop momentum is normlab's with the
+opposite sign. A layout that does not fit the optimizer is skipped with a
+warning (fresh state), as Keras does. Learning-rate schedules, EMA, loss
+scaling and gradient accumulation are refused.
 
 Pickling
 --------
@@ -533,6 +538,47 @@ def _compile_from_keras(info, model) -> None:
         raise _Bad(f"the model could not be compiled as {where} says: {exc}") from None
 
 
+# ----------------------------------------------------------- optimizer state
+def _slot_order(cls: str, conf: dict, n: int) -> list:
+    """The optimizer's state keys in the order of Keras's ``optimizer/vars/2...`` (after iteration, learning rate).
+
+    ``(slot, i)`` is the slot of Keras's ``i``-th trainable variable; a bare
+    string is a scalar (Nadam's ``u_product``). Keras 3 creates Adam's
+    momentum and velocity per variable in turn, AMSGrad's ``velocity_hat``
+    after them, RMSprop's velocities, momentums and average gradients each
+    as a block.
+    """
+    if cls in ("Adam", "AdamW", "Nadam"):
+        order = [(slot, i) for i in range(n) for slot in ("momentum", "velocity")]
+        if conf.get("amsgrad"):
+            order += [("velocity_hat", i) for i in range(n)]
+        return order + (["u_product"] if cls == "Nadam" else [])
+    if cls == "SGD":
+        return [("momentum", i) for i in range(n)] if conf.get("momentum") else []
+    if cls == "RMSprop":
+        order = [("velocity", i) for i in range(n)]
+        if conf.get("momentum"):
+            order += [("momentum", i) for i in range(n)]
+        return order + ([("average_gradient", i) for i in range(n)] if conf.get("centered") else [])
+    if cls == "Adagrad":
+        return [("accumulator", i) for i in range(n)]
+    if cls == "Lion":
+        return [("momentum", i) for i in range(n)]
+    raise ValueError(f"no Keras optimizer layout for {cls}")  # pragma: no cover - _OPTIMIZERS only
+
+
+#: slots normlab keeps with the opposite sign of Keras's (normlab's RMSprop momentum is the notes' velocity)
+_NEGATED_SLOTS = {("RMSprop", "momentum")}
+
+
+def _trainable_in_keras_order(model, pairs) -> tuple[list, list]:
+    """(the trainable weights in Keras's order, the index of each in normlab's optimizer state)."""
+    arrays = [layer.params[k] for _, layer in pairs if layer is not None and layer.trainable
+              for k in _var_keys(layer) if k in layer.params]
+    index = {id(a): i for i, a in enumerate(model.trainable_weights)}
+    return arrays, [index[id(a)] for a in arrays]
+
+
 # ------------------------------------------------------------------ reading
 def _open_regular_file(path):
     """``(file, size)`` of ``path`` opened for reading; refuses what is not a regular file."""
@@ -805,11 +851,52 @@ class _Reader:
                         continue
                     target = layer.params[k] if k in layer.params else layer.buffers[k]
                     self.weights.read(f"layers/{key}/vars/{i}", target)
+            if compile and top.get("compile_config"):  # {} when the Keras model was not compiled
+                _compile_from_keras(top["compile_config"], model)
+                self.optimizer_state(model, pairs)
         finally:
             self.weights.close()
-        if compile and top.get("compile_config"):  # {} when the Keras model was not compiled
-            _compile_from_keras(top["compile_config"], model)
         return model
+
+    def optimizer_state(self, model, pairs) -> None:
+        """Keras's optimizer variables into the optimizer, when they are laid out as this optimizer's are.
+
+        A file without them (an optimizer that never stepped) gives fresh
+        state; a layout that does not fit is skipped with a warning, as Keras
+        does with its own files.
+        """
+        import warnings
+
+        ds = self.weights.datasets
+        n = sum(1 for p in ds if p.startswith("optimizer/vars/"))
+        if n == 0:
+            return
+        opt = model.optimizer
+        cls = type(opt).__name__
+        arrays, index = _trainable_in_keras_order(model, pairs)
+        order = _slot_order(cls, opt.get_config(), len(arrays))
+        shapes = [() if isinstance(o, str) else arrays[o[1]].shape for o in order]
+        have = [tuple(ds[f"optimizer/vars/{k}"].shape) for k in range(n)] if all(
+            f"optimizer/vars/{k}" in ds for k in range(n)) else None
+        if have != [(), ()] + shapes or ds["optimizer/vars/0"].dtype.kind not in "iu":
+            warnings.warn(f"load_keras: the file's optimizer variables ({n}) are not laid out as normlab's {cls} "
+                          f"keeps its state; the optimizer starts afresh.", stacklevel=3)
+            return
+        it = int(ds["optimizer/vars/0"][()])
+        _need(it >= 0, "the optimizer's iteration count is negative")
+        state = {"iterations": np.array(it, np.int64), "skipped_steps": np.array(0, np.int64)}
+        for k, o in enumerate(order):
+            key = o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"
+            # scalars (Nadam's u_product) are float64 in normlab, slots have their weight's dtype
+            target = np.zeros(shapes[k], np.float64 if isinstance(o, str) else arrays[o[1]].dtype)
+            self.weights.read(f"optimizer/vars/{k + 2}", target)
+            if not isinstance(o, str) and (cls, o[0]) in _NEGATED_SLOTS:
+                np.negative(target, out=target)
+            state[key] = target
+        try:
+            opt.set_state(state)
+        except (ValueError, TypeError) as exc:
+            raise _Bad(f"the optimizer's state does not fit the model: {exc}") from None
 
     def stored(self, key: str, layer: Layer) -> dict:
         ds = self.weights.datasets
@@ -868,7 +955,7 @@ class _Reader:
         known: dict = {}
         names = []
         pairs = []
-        keys = _h5_keys([e.get("class_name", "") for e in entries])
+        keys = _h5_keys([e.get("class_name") if isinstance(e.get("class_name"), str) else "" for e in entries])
         for i, (entry, key) in enumerate(zip(entries, keys)):
             where = f"layer {i} of the config"
             name = entry.get("name")
@@ -947,8 +1034,8 @@ def load_keras(path, compile: bool = True):
     ----------
     path : str or os.PathLike
     compile : bool, default True
-        Compile the model as the file's ``compile_config`` says (optimizer,
-        loss, metrics; the optimizer starts with fresh state).
+        Compile the model as the file's ``compile_config`` says (optimizer
+        with its state, loss, metrics).
 
     Returns
     -------
@@ -1170,6 +1257,22 @@ def _keras_config(model, include_compile: bool) -> tuple[dict, list]:
     return top, pairs
 
 
+def _keras_optimizer_vars(model, pairs) -> list:
+    """Keras's ``optimizer/vars``: iteration, learning rate, slots in Keras's order (none before the first step)."""
+    opt = model.optimizer
+    state = opt.get_state()
+    cls = type(opt).__name__
+    arrays, index = _trainable_in_keras_order(model, pairs)
+    order = _slot_order(cls, opt.get_config(), len(arrays))
+    if not any("/" in k for k in state) and (order or int(state["iterations"]) == 0):
+        return []  # no step taken: Keras's optimizer is not built either
+    out = [np.array(state["iterations"], np.int64), np.array(opt.get_config()["learning_rate"], np.float32)]
+    for o in order:
+        arr = np.asarray(state[o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"])
+        out.append(-arr if not isinstance(o, str) and (cls, o[0]) in _NEGATED_SLOTS else arr)
+    return out
+
+
 def save_keras(model, path, include_compile: bool = True) -> None:
     """Write ``model`` as a Keras 3 ``.keras`` file (``keras.saving.load_model`` reads it).
 
@@ -1180,8 +1283,8 @@ def save_keras(model, path, include_compile: bool = True) -> None:
     path : str or os.PathLike
         Written atomically (a temporary file renamed over it).
     include_compile : bool, default True
-        Write the optimizer, loss and metrics (``compile_config``) of a
-        compiled model; the optimizer's state is not written.
+        Write the optimizer (with its state), loss and metrics
+        (``compile_config``, ``optimizer/vars``) of a compiled model.
 
     Raises
     ------
@@ -1229,6 +1332,12 @@ def save_keras(model, path, include_compile: bool = True) -> None:
             for i, arr in enumerate(vals):
                 v.create_dataset(str(i), data=np.array(arr, order="C"))  # keeps 0-d (Keras's count)
         f.create_group("vars").attrs["name"] = model.name
+        if "compile_config" in top:
+            opt_vars = _keras_optimizer_vars(model, pairs)
+            v = f.create_group("optimizer").create_group("vars")
+            v.attrs["name"] = top["compile_config"]["optimizer"]["config"].get("name", "optimizer")
+            for i, arr in enumerate(opt_vars):
+                v.create_dataset(str(i), data=arr)
     meta = {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
             "saved_by": f"normlab {__version__}"}
 
