@@ -681,11 +681,16 @@ def layer_rows() -> list[Row]:
         ("Concatenate-axis=0-batch-axis", "Concatenate", lambda: layers.Concatenate(axis=0), "axis"),
         ("Dropout-noise_shape-mismatch", "Dropout", lambda: layers.Dropout(0.5, noise_shape=(None, 3)),
          "noise_shape"),
+        ("WeightNormalization-data_init-constant-batch", "WeightNormalization",
+         lambda: layers.WeightNormalization(layers.Dense(2), data_init=True), "data_init"),
         ("Normalization-mean-wrong-length", "Normalization", lambda: layers.Normalization(mean=[0.0, 1.0],
                                                                                              variance=[1.0, 1.0]),
          "'mean'"),
     ):
-        rows.append(Row(f"layer-build-{rid}", "layer", name, lambda l, x, y, p: l(x, training=True), ValueError,
+        # (a constant first batch leaves data-dependent initialization no variance to scale by)
+        fx = (lambda x: np.ones_like(x)) if "constant-batch" in rid else (lambda x: x)
+        rows.append(Row(f"layer-build-{rid}", "layer", name,
+                        (lambda f: lambda l, x, y, p: l(f(x), training=True))(fx), ValueError,
                         ("{name}", match), extra={"fresh": True, "factory": factory}))
     return rows
 

@@ -284,15 +284,20 @@ class Layer:
             )
         if self.built:
             self.check_input_shape(x.shape)
-        else:
-            saved = _attributes(self)
-            try:
-                self._ensure_built(x)
-                # sizes that only the call checks (a convolution's spatial axes): refused, the layer stays unbuilt
-                self.check_input_shape(x.shape)
-            except BaseException:
-                _restore(saved)
-                raise
+            return self._checked_call(x, training)
+        # the first call builds: if anything in it fails (the build, the sizes only a call checks such as
+        # a convolution's spatial axes, a data-dependent initialization), the layer is left unbuilt as it
+        # was; every array it holds then is new, so restoring the attributes restores its state
+        saved = _attributes(self)
+        try:
+            self._ensure_built(x)
+            self.check_input_shape(x.shape)
+            return self._checked_call(x, training)
+        except BaseException:
+            _restore(saved)
+            raise
+
+    def _checked_call(self, x: np.ndarray, training) -> np.ndarray:
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         self._cache = None
