@@ -692,6 +692,23 @@ def layer_rows() -> list[Row]:
         rows.append(Row(f"layer-build-{rid}", "layer", name,
                         (lambda f: lambda l, x, y, p: l(f(x), training=True))(fx), ValueError,
                         ("{name}", match), extra={"fresh": True, "factory": factory}))
+    # Normalization.adapt: statistics from bad data are refused and nothing changes
+    adapt = lambda: layers.Normalization()  # noqa: E731
+    for label, fdata, exc, fresh in (
+        ("nan", lambda x: _set(x, np.nan), ValueError, False),
+        ("inf", lambda x: _set(x, np.inf), ValueError, True),
+        ("empty", lambda x: x[:0], ValueError, True),
+        ("str", lambda x: x.astype(str), TypeError, False),
+        ("wrong-features", lambda x: x[:, :-1], ValueError, False),
+        ("statistics-beyond-float32", lambda x: x * np.float32(1e30), ValueError, False),
+        ("float64-beyond-float32", lambda x: x.astype(np.float64) * 1e300, ValueError, False),
+    ):
+        rows.append(Row(f"layer-Normalization-adapt-{label}", "layer", "Normalization",
+                        (lambda f: lambda l, x, y, p: l.adapt(f(x)))(fdata), exc, ("{name}", "adapt", "'data'"),
+                        extra={"fresh": fresh, "factory": adapt}))
+    rows.append(Row("layer-Normalization-adapt-axis=3-on-rank-2", "layer", "Normalization",
+                    lambda l, x, y, p: l.adapt(x), ValueError, ("{name}", "axis"),
+                    extra={"fresh": True, "factory": lambda: layers.Normalization(axis=3)}))
     return rows
 
 

@@ -210,18 +210,36 @@ class Normalization(Layer):
 
     def adapt(self, data) -> "Normalization":
         """Set ``mean`` and ``variance`` from ``data`` (a batch, the batch axis first); returns self."""
-        from .base import as_float_array
+        from .base import _attributes, _restore, as_float_array
 
-        x = as_float_array(data, who=f"Layer {self.name!r} (Normalization).adapt", arg="data")
+        who = f"Layer {self.name!r} (Normalization).adapt"
+        x = as_float_array(data, who=who, arg="data")
         if x.ndim < 1 or x.shape[0] == 0:
-            raise ValueError(f"Layer {self.name!r} (Normalization).adapt: 'data' must be a non-empty batch, got shape {x.shape}.")
+            raise ValueError(f"{who}: 'data' must be a non-empty batch, got shape {x.shape}.")
         if not np.isfinite(x).all():
-            raise ValueError(f"Layer {self.name!r} (Normalization).adapt: 'data' holds NaN or inf values.")
-        self._ensure_built(x)
-        self.check_input_shape(x.shape)
-        axes = tuple(d for d in range(x.ndim) if d not in self._keep)
-        mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
-        var = np.mean(np.square(x - mean), axis=axes, dtype=np.float64)
+            raise ValueError(f"{who}: 'data' holds NaN or inf values.")
+        saved = None if self.built else _attributes(self)
+        try:  # all or nothing: a layer that adapt built is unbuilt again if it fails
+            self._ensure_built(x)
+            try:
+                self.check_input_shape(x.shape)
+            except ValueError as exc:
+                raise ValueError(f"{who}: 'data' does not fit the layer: {exc}") from None
+            axes = tuple(d for d in range(x.ndim) if d not in self._keep)
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
+                var = np.mean(np.square(x - mean, dtype=np.float64), axis=axes)
+            # the statistics are stored in the layer's dtype: refuse what would become inf there
+            top = np.finfo(self.buffers["mean"].dtype).max
+            if not (np.all(np.abs(mean) <= top) and np.all(var <= top)):
+                raise ValueError(
+                    f"{who}: the mean or variance of 'data' exceeds the largest {self.buffers['mean'].dtype} "
+                    f"({top:.2g}); scale the data down or use dtype='float64'."
+                )
+        except BaseException:
+            if saved is not None:
+                _restore(saved)
+            raise
         self.buffers["mean"][...] = mean.reshape(self.buffers["mean"].shape)
         self.buffers["variance"][...] = var.reshape(self.buffers["variance"].shape)
         return self
