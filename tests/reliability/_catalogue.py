@@ -1123,6 +1123,13 @@ def model_rows() -> list[Row]:
         ("LambdaCallback-sets-lr-nan",
          lambda m: [C.LambdaCallback(on_epoch_begin=lambda e, logs: _set_lr(m, float("nan")))],
          normlab.InvalidParameterError, ("'learning_rate'",)),
+        ("TrainingDiagnostics-layers=nope", lambda m: [C.TrainingDiagnostics(every=1, layers=["nope_nope"])],
+         ValueError, ("TrainingDiagnostics", "nope_nope")),
+        ("TrainingDiagnostics-units-out-of-range",
+         lambda m: [C.TrainingDiagnostics(every=1, layers=[2], units={2: [99]})], ValueError,
+         ("TrainingDiagnostics", "'units'")),
+        ("TrainingDiagnostics-x_probe-shape", lambda m: [C.TrainingDiagnostics(every=1, x_probe=np.ones((4, 5)))],
+         ValueError, ("TrainingDiagnostics", "'x_probe'")),
         ("raise-on_train_begin", lambda m: [_raising_callback("on_train_begin")], RuntimeError, ("boom",)),
         ("raise-on_epoch_begin", lambda m: [_raising_callback("on_epoch_begin")], RuntimeError, ("boom",)),
         ("raise-on_train_batch_begin-0", lambda m: [_raising_callback("on_train_batch_begin", 0)], RuntimeError,
@@ -1145,6 +1152,10 @@ def model_rows() -> list[Row]:
     rows += [Row(f"mlp-{state}-fit-callback-ReduceLROnPlateau-schedule-lr", "model", ("mlp", state),
                  lambda m, x, y, p: m.fit(x, y, verbose=0, callbacks=[p, C.ReduceLROnPlateau(monitor="loss")]),
                  TypeError, ("ReduceLROnPlateau", "learning_rate"), after_steps=True,
+                 prepare=lambda m: _set_lr(m, schedules.ExponentialDecay(0.1, 10, 0.5))) for state in STATES]
+    rows += [Row(f"mlp-{state}-fit-callback-LearningRateScheduler-schedule-lr", "model", ("mlp", state),
+                 lambda m, x, y, p: m.fit(x, y, verbose=0, callbacks=[p, C.LearningRateScheduler(lambda e: 0.1)]),
+                 TypeError, ("LearningRateScheduler", "learning_rate"), after_steps=True,
                  prepare=lambda m: _set_lr(m, schedules.ExponentialDecay(0.1, 10, 0.5))) for state in STATES]
     # ---- return_dict, build, add, batch-norm tools, an empty feature axis
     for method in ("train_on_batch", "test_on_batch", "evaluate"):

@@ -339,11 +339,23 @@ class TrainingDiagnostics(Callback):
         self.records = []
         self.step = 0
         self._resolve_layers()
+        shapes = dict(zip((id(l) for l in self.model.layers), self.model._layer_output_shapes()))
         for name, us in self._unit_map.items():
             layer = self._find(name)
-            n = layer.units if hasattr(layer, "units") else None
+            shape = shapes.get(id(layer))
+            n = shape[-1] if shape else getattr(layer, "units", None)  # units: the last axis
             if n is not None and any(not -n <= u < n for u in us):
-                raise ValueError(f"TrainingDiagnostics: unit index out of range for layer {name!r} ({n} units).")
+                raise ValueError(
+                    f"TrainingDiagnostics: 'units' asks for unit(s) {us} of layer {name!r}, which has {n} units."
+                )
+        expected = self.model.input_shape
+        if self.x_probe is not None and expected is not None and (
+                self.x_probe.ndim != len(expected)
+                or any(e is not None and e != s for e, s in zip(expected[1:], self.x_probe.shape[1:]))):
+            raise ValueError(
+                f"TrainingDiagnostics: 'x_probe' has shape {self.x_probe.shape}; the model takes inputs of "
+                f"shape {tuple(expected)}."
+            )
         if self.x_probe is not None:
             self._record(with_grads=False)
 
