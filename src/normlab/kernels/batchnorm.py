@@ -94,9 +94,9 @@ def _moments_fast(x, axes, centered):
     float16/float32: the mean is summed in float64 (exact for a constant
     feature) and split into ``hi`` (rounded to ``x``'s dtype, returned as
     ``mean``) and ``lo = mean - hi`` (float64); ``xc = x - hi`` (exactly
-    zero for a constant feature) and ``var = mean(xc^2)``, which exceeds the
-    variance by ``lo^2``. Whoever needs ``x - mean`` itself subtracts
-    ``lo`` (see :func:`standardize`: only where it matters). float64: the
+    zero for a constant feature) and ``var = mean(xc^2) - lo^2``. Whoever
+    needs ``x - mean`` itself subtracts ``lo`` (see :func:`standardize`:
+    only where it matters). float64: the
     sums are shifted by each statistic's first value instead (a float64 sum
     of ``m`` copies of a value can round, the deviations from the first copy
     cannot), and ``lo`` is None. ``var`` is float64; it may overflow
@@ -111,8 +111,12 @@ def _moments_fast(x, axes, centered):
             mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
             hi = mean.astype(x.dtype)
             xc = x - hi
+            lo = mean - hi
+            # mean(xc^2) = var + lo^2: negligible for xhat unless the mean is far out, but not
+            # for the variance itself (the moving variance) when the spread is a few ulp of the mean
             var = np.mean(np.square(xc), axis=axes, keepdims=True).astype(np.float64)
-            return hi, var, xc, mean - hi
+            var -= np.square(lo)
+            return hi, np.maximum(var, 0.0, out=var), xc, lo
         x0 = _first(x, axes)
         xc = x - x0
         ms = xc.mean(axis=axes, keepdims=True)
@@ -211,8 +215,6 @@ def standardize(
         # 16 units in the last place of xhat (a mean within about 30 standard deviations of 0)
         if lo is not None and (np.abs(lo) * inv64).max() > _LO_BOUND[x.dtype]:
             xc -= lo.astype(x.dtype)
-            var = np.maximum(var - np.square(lo), 0.0)
-            inv64 = 1.0 / np.sqrt(var + epsilon)
         inv_std = inv64.astype(x.dtype)
         xhat = xc
         xhat *= inv_std
@@ -231,7 +233,6 @@ def batch_moments(x: np.ndarray, *, axes: tuple) -> tuple[np.ndarray, np.ndarray
         xc = x - mean.astype(x.dtype)
     elif lo is not None:
         xc -= lo.astype(x.dtype)
-        var = np.maximum(var - np.square(lo), 0.0)
     return mean.astype(x.dtype, copy=False), var, xc
 
 
