@@ -124,11 +124,20 @@ from ._keras_read import (
 )
 from .saving import ModelFileError
 
-__all__ = ["load_keras", "save_keras", "LAYER_SPECS", "KERAS_ONLY_LAYERS", "NOT_IN_KERAS", "MAX_CONFIG_BYTES",
+__all__ = ["load_keras", "save_keras", "is_keras_path", "LAYER_SPECS", "KERAS_ONLY_LAYERS", "NOT_IN_KERAS", "MAX_CONFIG_BYTES",
            "MAX_METADATA_BYTES", "MAX_JSON_DEPTH", "MAX_INFLATION", "MAX_LAYERS", "MAX_H5_OBJECTS", "MAX_H5_DEPTH"]
 
 #: the Keras version whose layout :func:`save_keras` writes (Keras reads it from 3.0 on)
 KERAS_VERSION = "3.15.1"
+
+
+def is_keras_path(path) -> bool:
+    """Whether ``normlab.load_model`` / ``model.save`` should use this format: ``path`` ends in ``.keras``.
+
+    Case-sensitive, as Keras's own test (``str(filepath).endswith(".keras")``).
+    """
+    p = os.fspath(path)
+    return p.endswith(b".keras") if isinstance(p, bytes) else p.endswith(".keras")
 
 
 def load_keras(path, compile: bool = True):
