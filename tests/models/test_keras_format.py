@@ -544,6 +544,18 @@ def test_deep_and_invalid_json_is_refused(tmp_path):
 
 
 @needs_h5py
+def test_keras_2_files_are_named_as_such(tmp_path):
+    parts = members()
+    parts["metadata.json"] = json.dumps({"keras_version": "2.13.1"}).encode()
+    refused(write(tmp_path / "a.keras", parts), "Keras 2.13.1")
+
+    def keras2(f):
+        f.move("layers", "_layer_checkpoint_dependencies")
+
+    refused(write(tmp_path / "b.keras", with_weights(keras2)), "Keras 2's layout")
+
+
+@needs_h5py
 def test_files_that_are_not_keras_archives(tmp_path):
     (tmp_path / "empty.keras").write_bytes(b"")
     refused(tmp_path / "empty.keras", "empty")

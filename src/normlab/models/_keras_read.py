@@ -155,6 +155,8 @@ class _Weights:
         self.groups: set[str] = set()
         self.datasets: dict = {}
         self._walk()
+        _need("_layer_checkpoint_dependencies" not in self.groups,
+              f"{WEIGHTS} has Keras 2's layout (_layer_checkpoint_dependencies); normlab reads the files of Keras 3")
 
     def close(self) -> None:
         self.file.close()
@@ -294,6 +296,10 @@ class _Reader:
         if METADATA in self.members:
             meta = _parse_json(self.members[METADATA], METADATA)
             _need(isinstance(meta, dict), f"{METADATA} must be a JSON object")
+            version = meta.get("keras_version")
+            _need(not (isinstance(version, str) and version.startswith(("1.", "2."))),
+                  f"the file was written by Keras {version[:20] if isinstance(version, str) else ''} (tf.keras); "
+                  f"normlab reads the files of Keras 3")
         top = _parse_json(self.members[CONFIG], CONFIG)
         _need(isinstance(top, dict), f"{CONFIG} must be a JSON object")
         _check_object(top, "the model")
