@@ -151,3 +151,18 @@ def test_extras_config_round_trip():
 def test_invalid_extras(kwargs, name):
     with pytest.raises(ValueError, match=f"'{name}' parameter of BatchNormalization"):
         BatchNormalization(**kwargs)
+
+
+def test_set_weights_refuses_a_negative_variance():
+    """moving_variance and renorm_stddev are declared non-negative: set_weights refuses them below 0, and sets nothing."""
+    import normlab
+
+    model = normlab.Sequential([BatchNormalization(renorm=True)])
+    model.build((None, 3))
+    for key in ("moving_variance", "renorm_stddev"):
+        weights = model.get_weights()
+        names = list(model.layers[0].params) + list(model.layers[0].buffers)
+        weights[names.index(key)] = -np.ones(3, np.float32)
+        with pytest.raises(ValueError, match=">= 0"):
+            model.set_weights(weights)
+        assert (model.layers[0].buffers[key] == 1).all()

@@ -140,6 +140,8 @@ class BatchNormalization(Layer):
     """
 
     _writes_fresh_grads = True  # see Layer._writes_fresh_grads
+    #: weights set_weights refuses below 0 (a variance, a standard deviation)
+    _nonnegative_weights = ("moving_variance", "renorm_stddev")
 
     _param_constraints = {
         "axis": [_AxisSpec()],

@@ -127,7 +127,10 @@ def _recompute(model, x, batch_size, who):
             batches.append(h)
         count = sum(math.prod(h.shape[a] for a in layer._reduce_axes) for h in batches)
         if count < 2:
-            raise ValueError(f"{who}: need at least 2 values per feature, got {count}.")
+            raise ValueError(
+                f"{who}: 'x' must give layer {layer.name!r} (BatchNormalization) at least 2 values per "
+                f"feature to estimate a variance, got {count} (x of shape {x.shape})."
+            )
         mean, var = _population_moments(batches, layer._reduce_axes, buffers[0].shape)
         with np.errstate(over="ignore"):
             fits = all(np.isfinite(v.astype(b.dtype)).all() for v, b in zip((mean, var), buffers))
@@ -136,8 +139,8 @@ def _recompute(model, x, batch_size, who):
             what = (f"overflow: they exceed the largest {buffers[1].dtype} ({np.finfo(buffers[1].dtype).max:.3g})"
                     if finite else "are not finite: its input holds NaN or inf values")
             raise ValueError(
-                f"{who}: the population statistics of layer {layer.name!r} (BatchNormalization) {what}; "
-                f"no layer's moving statistics were changed."
+                f"{who}: the population statistics that 'x' gives layer {layer.name!r} (BatchNormalization) "
+                f"{what}; no layer's moving statistics were changed."
             )
         np.copyto(buffers[0], mean, casting="same_kind")
         np.copyto(buffers[1], var, casting="same_kind")
