@@ -293,6 +293,7 @@ class Optimizer:
                 raise ValueError(
                     f"{cls}: parameter {_label(names, i)} is read-only; the optimizer updates parameters in place."
                 )
+        _check_disjoint(params, names, cls)
         if grads is not None:
             grads = [np.asarray(g) for g in grads]
             if len(grads) != len(params):
@@ -538,6 +539,31 @@ class Optimizer:
             cfg = {"learning_rate": self._learning_rate}
         cfg.pop("name", None)
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in cfg.items()) + ")"
+
+
+try:  # NumPy >= 2
+    from numpy.lib.array_utils import byte_bounds as _byte_bounds
+except ImportError:  # pragma: no cover - NumPy 1.x
+    _byte_bounds = np.byte_bounds
+
+
+def _check_disjoint(params, names, cls: str) -> None:
+    """Refuse parameters that share memory (one array twice, overlapping views).
+
+    Each would be stepped on its own and copied back, so the overlap would
+    get one of the updates, not their sum. Intervals of addresses sorted by
+    start: O(n log n); ``np.shares_memory`` confirms a suspected overlap.
+    """
+    spans = sorted((*_byte_bounds(p), i) for i, p in enumerate(params) if p.size)
+    widest = None  # (end, index) of the span reaching furthest so far
+    for start, end, i in spans:
+        if widest is not None and start < widest[0] and np.shares_memory(params[widest[1]], params[i]):
+            raise ValueError(
+                f"{cls}: parameters {_label(names, widest[1])} and {_label(names, i)} share memory (the same "
+                f"array twice, or overlapping views); give each parameter its own array."
+            )
+        if widest is None or end > widest[0]:
+            widest = (end, i)
 
 
 def _label(names, i: int) -> str:
