@@ -289,8 +289,8 @@ def train_forward_act_step(
     # leave c % 8 elements of every row to the scalar form of sigmoidf)
     rows = max(1, min(m, 2048 // c))
     w = rows * c
-    folded = center.size == 0
-    mt = _tiled(center if not folded else scale, rows, x.dtype)
+    folded = center.size == 0  # y = x scale + shift (see _train_statistics)
+    mt = _tiled(center, rows, x.dtype)
     st = _tiled(scale, rows, x.dtype)
     ht = _tiled(shift, rows, x.dtype)
     xf = x.reshape(x.size)
