@@ -1267,6 +1267,7 @@ def optimizer_rows() -> list[Row]:
             ("set-learning_rate-inf", lambda o, ps, gs: setattr(o, "learning_rate", float("inf")),
              normlab.InvalidParameterError, ("'learning_rate'", "{cls}")),
             ("schedule-returns-nan", lambda o, ps, gs: o.apply(gs, ps), ValueError, ("{cls}", "learning-rate")),
+            ("schedule-overflows", lambda o, ps, gs: o.apply(gs, ps), ValueError, ("{cls}", "learning-rate")),
             ("schedule-returns-str", lambda o, ps, gs: o.apply(gs, ps), (ValueError, TypeError),
              ("{cls}", "learning-rate")),
             ("schedule-returns-negative", lambda o, ps, gs: o.apply(gs, ps), ValueError, ("{cls}", "learning-rate")),
@@ -1292,6 +1293,10 @@ def optimizer_rows() -> list[Row]:
                        "schedule-returns-negative": -0.5, "schedule-returns-array": np.array([0.1, 0.2])}
             if label in returns:
                 prep = (lambda v: lambda o: setattr(o, "learning_rate", lambda step: v))(returns[label])
+            if label == "schedule-overflows":  # a growing exponential schedule at step 5: 1e300 ** 5
+                def prep(o):
+                    o.learning_rate = schedules.ExponentialDecay(1.0, 1, 1e300)
+                    o.iterations = 5
             rows.append(Row(f"optimizer-{name}-{label}", "optimizer", name,
                             (lambda f: lambda o, x, y, p: f(o, x, y))(fn), exc, match, prepare=prep))
     return rows

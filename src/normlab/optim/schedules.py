@@ -123,7 +123,10 @@ class ExponentialDecay(LearningRateSchedule):
         p = _step(step, type(self).__name__) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate**p
+        try:
+            return self.initial_learning_rate * self.decay_rate**p
+        except OverflowError:  # a growing rate (decay_rate > 1) beyond the floats: inf, which the optimizer refuses
+            return math.inf
 
     def get_config(self):
         return {
