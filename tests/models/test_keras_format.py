@@ -59,9 +59,10 @@ def normlab_mlp():
 
 
 def normlab_cnn():
-    m = normlab.Sequential([L.Conv2D(4, 3, padding="same", use_bias=False), L.BatchNormalization(), L.Activation("relu"),
-                            L.MaxPooling2D(), L.Conv2D(6, 3, activation="relu"), L.BatchNormalization(center=False),
-                            L.AveragePooling2D(), L.Flatten(), L.Dense(4, activation="softmax")], name="cnn")
+    m = normlab.Sequential([L.Conv2D(4, 3, padding="same", use_bias=False), L.BatchNormalization(),
+                            L.Activation("relu"), L.MaxPooling2D(), L.Conv2D(6, 3, activation="relu"),
+                            L.BatchNormalization(center=False), L.AveragePooling2D(), L.Flatten(),
+                            L.Dense(4, activation="softmax")], name="cnn")
     m.compile(optimizer=normlab.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
     x = data((8, 8, 2))
     m.fit(x, np.eye(4, dtype=np.float32)[np.arange(len(x)) % 4], epochs=2, batch_size=16, verbose=0, seed=0)
@@ -186,7 +187,8 @@ def test_normlab_models_through_keras_files(name, tmp_path):
 
 
 OPTIMIZERS = {
-    "Adam": lambda o: o.Adam(0.01), "Adam-amsgrad": lambda o: o.Adam(0.01, amsgrad=True), "AdamW": lambda o: o.AdamW(0.01),
+    "Adam": lambda o: o.Adam(0.01), "Adam-amsgrad": lambda o: o.Adam(0.01, amsgrad=True),
+    "AdamW": lambda o: o.AdamW(0.01),
     "SGD": lambda o: o.SGD(0.05, momentum=0.9), "SGD-plain": lambda o: o.SGD(0.05),
     "RMSprop": lambda o: o.RMSprop(0.01, momentum=0.5, centered=True), "Adagrad": lambda o: o.Adagrad(0.1),
     "Nadam": lambda o: o.Nadam(0.01), "Lion": lambda o: o.Lion(0.001),

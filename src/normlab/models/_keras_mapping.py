@@ -197,7 +197,8 @@ def _config_keys(layer: Layer) -> list[str]:
 
 # ------------------------------------------------------------ Keras -> normlab
 #: where Keras's own classes live: its public modules and, for backend classes (the torch backend's
-#: optimizers are ``keras.src.backend.torch.optimizers.torch_adam``), its private package. Only compared, never imported.
+#: optimizers are ``keras.src.backend.torch.optimizers.torch_adam``), its private package.
+#: Only compared, never imported.
 _KERAS_MODULE = re.compile(r"keras(\.(layers|models|initializers|regularizers|optimizers|losses|metrics))?"
                            r"|keras\.src(\.[a-z][a-z0-9_]{0,40}){1,6}")
 

@@ -142,11 +142,7 @@ class _Weights:
     """The checked HDF5 file: its datasets, looked up by ``layers/<key>/vars/<i>``; nothing read yet."""
 
     def __init__(self, data: bytes):
-        try:
-            import h5py
-        except ImportError:  # pragma: no cover - checked before
-            raise ImportError("Reading .keras files needs h5py: pip install 'normlab[keras]'.") from None
-        self.h5py = h5py
+        self.h5py = h5py = _require_h5py()
         try:
             self.file = h5py.File(io.BytesIO(data), "r")
         except Exception as exc:  # h5py raises OSError, ValueError... on anything that is not HDF5
@@ -431,7 +427,8 @@ class _Reader:
                   f"the model's {what} must be one [layer name, 0, 0] (normlab models have one input and one output)")
             return ref[0]
 
-        in_name, out_name = one(conf.get("input_layers"), "input_layers"), one(conf.get("output_layers"), "output_layers")
+        in_name = one(conf.get("input_layers"), "input_layers")
+        out_name = one(conf.get("output_layers"), "output_layers")
         known: dict = {}
         names = []
         pairs = []
@@ -499,9 +496,11 @@ class _Reader:
 
 
 def _require_h5py():
+    """The h5py module, or an ImportError that says how to install it."""
     try:
-        import h5py  # noqa: F401  (imported where used; checked first, for the message)
+        import h5py
     except ImportError:
         raise ImportError(
             "Reading and writing .keras files needs h5py (the HDF5 weights): pip install 'normlab[keras]'."
         ) from None
+    return h5py

@@ -124,8 +124,8 @@ from ._keras_read import (
 )
 from .saving import ModelFileError
 
-__all__ = ["load_keras", "save_keras", "is_keras_path", "LAYER_SPECS", "KERAS_ONLY_LAYERS", "NOT_IN_KERAS", "MAX_CONFIG_BYTES",
-           "MAX_METADATA_BYTES", "MAX_JSON_DEPTH", "MAX_INFLATION", "MAX_LAYERS", "MAX_H5_OBJECTS", "MAX_H5_DEPTH"]
+__all__ = ["load_keras", "save_keras", "is_keras_path", "LAYER_SPECS", "KERAS_ONLY_LAYERS", "NOT_IN_KERAS",
+           "MAX_CONFIG_BYTES", "MAX_METADATA_BYTES", "MAX_JSON_DEPTH", "MAX_INFLATION", "MAX_LAYERS", "MAX_H5_OBJECTS", "MAX_H5_DEPTH"]
 
 #: the Keras version whose layout :func:`save_keras` writes (Keras reads it from 3.0 on)
 KERAS_VERSION = "3.15.1"
@@ -279,8 +279,7 @@ def save_keras(model, path, include_compile: bool = True) -> None:
     ImportError
         When h5py is not installed.
     """
-    _require_h5py()
-    import h5py
+    h5py = _require_h5py()
 
     from .saving import _write_atomically
 
