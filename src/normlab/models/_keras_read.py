@@ -125,7 +125,7 @@ def _parse_json(data: bytes, what: str):
         raise _Bad(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
     except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, integers over the digit limit
         raise _Bad(f"{what} is not valid JSON ({exc})") from None
-    stack = [(obj, 1)]
+    stack = [(obj, 1)] if isinstance(obj, (dict, list)) else []
     while stack:
         value, depth = stack.pop()
         _need(depth <= MAX_JSON_DEPTH, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")

@@ -334,11 +334,12 @@ def save_keras(model, path, include_compile: bool = True) -> None:
 
 # ----------------------------------------------------------------- pickling
 def _reduce_model(model):
-    """``model.__reduce__()``: rebuild from normlab's own file format in memory (no pickle of the model's insides).
+    """``model.__reduce__()``: the model travels as normlab's own model file, never as pickled insides.
 
     A built model travels as the bytes of its model file (weights, buffers,
-    optimizer state, generator states); an unbuilt one as its config (and
-    compile settings).
+    optimizer state, generator states), written and read back through a
+    temporary file (``save_model`` and ``load_model`` take paths); an
+    unbuilt one as its JSON config and compile settings.
     """
     from .saving import save_model
 
@@ -346,11 +347,11 @@ def _reduce_model(model):
         compile_info = None
         if model.compiled:
             from .. import optimizers as _optimizers
-            from .saving import _serialize_metric
 
             compile_info = {"optimizer": _optimizers.serialize(model.optimizer),
                             "loss": _losses.serialize(model.loss),
-                            "metrics": [_serialize_metric(m) for m in model._metric_ids]}
+                            "metrics": [m if isinstance(m, str) else _metrics.registry.serialize(m)
+                                        for m in model._metric_ids]}
         return _rebuild_unbuilt, (type(model).__name__, json.dumps(model.get_config()), json.dumps(compile_info))
     with tempfile.TemporaryDirectory(prefix="normlab-pickle-") as d:
         path = os.path.join(d, "model.npz")
