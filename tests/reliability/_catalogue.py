@@ -1356,19 +1356,6 @@ def object_rows() -> list[Row]:
 #: entries as the fixes land (strict xfail: a row that passes fails the suite until it is removed)
 KNOWN_FAILURES: dict[str, str] = {}
 KNOWN_FAILURES.update(dict.fromkeys([
-    'bce-trained-set_weights-negative-moving-variance',
-    'cnn-trained-set_weights-negative-moving-variance',
-    'func-trained-set_weights-negative-moving-variance',
-    'mlp-trained-set_weights-negative-moving-variance',
-    'mse-trained-set_weights-negative-moving-variance',
-    'onehot-trained-set_weights-negative-moving-variance',
-], 'owner: models/base.py: set_weights accepts a negative moving_variance (needs a check by the layer, layers/normalization.py)'))
-KNOWN_FAILURES.update(dict.fromkeys([
-    'cnn-trained-recompute_batchnorm_statistics-x=huge',
-    'mlp-trained-recompute_batchnorm_statistics-x=huge',
-    'mlp-trained-recompute_batchnorm_statistics-x=one-sample',
-], "owner: models/batchnorm_tools.py: recompute_batchnorm_statistics: its errors for x (too few samples, statistics beyond float32, wrong width) do not name 'x'"))
-KNOWN_FAILURES.update(dict.fromkeys([
     "ctor-CSVLogger-filename=''",
     "ctor-ModelCheckpoint-filepath=''",
 ], 'owner: callbacks/misc.py: an empty path is accepted at construction (it fails at the first write, after training)'))
