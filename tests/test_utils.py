@@ -508,3 +508,16 @@ def test_iterate_batches_checks_num_batches():
     with pytest.raises(ValueError, match=r"Sequential.fit: Bad's number of batches must be an int >= 0 or None; "
                                          "got 2.5"):
         next(iterate_batches(Bad(), owner="Sequential.fit"))
+
+
+def test_unpack_batch_follows_keras():
+    x, y, w = np.ones((2, 3)), np.arange(2), np.ones(2)
+    assert py_dataset.unpack_batch(x).x is x and py_dataset.unpack_batch(x).y is None
+    assert py_dataset.unpack_batch((x,)) == (x, None, None)
+    b = py_dataset.unpack_batch([x, y])
+    assert b.x is x and b.y is y and b.sample_weight is None
+    assert py_dataset.unpack_batch((x, y, w)).sample_weight is w
+    for bad, what in (({"x": x}, "a dict"), ((x, y, w, w), "a tuple of 4 items"), ((), "a tuple of 0 items"),
+                      ("x", "a str")):
+        with pytest.raises(ValueError, match=rf"Sequential.fit: a PyDataset's __getitem__ must return .* got {what}"):
+            py_dataset.unpack_batch(bad, owner="Sequential.fit")

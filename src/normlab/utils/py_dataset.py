@@ -21,11 +21,13 @@ import concurrent.futures
 import itertools
 import numbers
 import warnings
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
+
+import numpy as np
 
 from .._validation import Boolean, Interval, validate_params
 
-__all__ = ["PyDataset", "iterate_batches"]
+__all__ = ["PyDataset", "iterate_batches", "unpack_batch", "Batch"]
 
 _CONSTRAINTS = {
     "workers": [Interval(numbers.Integral, 0, None)],
@@ -201,3 +203,32 @@ def iterate_batches(dataset: PyDataset, order: Iterable[int] | None = None, *, o
             yield batch
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Batch(NamedTuple):
+    """One batch of a :class:`PyDataset`, unpacked: targets and weights may be ``None``."""
+
+    x: Any
+    y: Any = None
+    sample_weight: Any = None
+
+
+def unpack_batch(batch, *, owner: str = "PyDataset") -> Batch:
+    """Read what ``__getitem__`` returned with Keras's rules.
+
+    An array is ``(x,)``; a list is read as a tuple; a tuple has 1 to 3
+    items, ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``. Anything else
+    (a dict, a 4-tuple, a str) is refused with a message that names
+    ``owner`` and what came back.
+    """
+    if isinstance(batch, np.ndarray):
+        return Batch(batch)
+    if isinstance(batch, list):
+        batch = tuple(batch)
+    if isinstance(batch, tuple) and 1 <= len(batch) <= 3:
+        return Batch(*batch)
+    what = f"a tuple of {len(batch)} items" if isinstance(batch, tuple) else f"a {type(batch).__name__}"
+    raise ValueError(
+        f"{owner}: a PyDataset's __getitem__ must return a batch as (x,), (x, y) or (x, y, sample_weight), "
+        f"or x alone; got {what}: {repr(batch)[:80]}"
+    )
