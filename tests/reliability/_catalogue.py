@@ -1342,6 +1342,25 @@ def object_rows() -> list[Row]:
                         (lambda a, b: lambda o, x, y, p: o.update_state(a, b))(yt, yp), exc, (name, arg),
                         extra={"make": (lambda n: lambda: metrics.registry._classes[n]())(name),
                                "state": _metric_state}))
+    # an uncompiled model and an empty one: every entry point refuses them, nothing is built
+    x, y = _data("mlp")
+    uncompiled = lambda: normlab.Sequential(_mlp_layers())  # noqa: E731
+    for method in ("fit", "evaluate", "train_on_batch", "test_on_batch", "compute_gradients"):
+        rows.append(Row(f"uncompiled-{method}", "object", "Sequential",
+                        (lambda mt: lambda o, xx, yy, p: getattr(o, mt)(x, y))(method), RuntimeError,
+                        (f"Sequential.{method}", "compile"),
+                        extra={"make": uncompiled, "state": model_state}))
+
+    def empty():
+        m = normlab.Sequential()
+        m.compile("adam", "mse")
+        return m
+
+    for method in ("fit", "predict", "evaluate", "train_on_batch"):
+        args = (x,) if method == "predict" else (x, x)
+        rows.append(Row(f"empty-model-{method}", "object", "Sequential",
+                        (lambda mt, a: lambda o, xx, yy, p: getattr(o, mt)(*a))(method, args), ValueError,
+                        (f"Sequential.{method}", "no layers"), extra={"make": empty, "state": model_state}))
     for name in ("MeanSquaredError", "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy"):
         rows.append(Row(f"loss-call-{name}-shapes", "object", name,
                         lambda o, x, y, p: o(np.zeros((4, 2)), np.full((3, 2), 0.5)), ValueError, (name, "'y'"),
