@@ -50,7 +50,7 @@ import numpy as np
 import normlab
 from normlab import callbacks as C
 from normlab import initializers, layers, losses, metrics, optimizers, regularizers
-from normlab._validation import Boolean, Callable as CallableC, Instance, Interval, NoneOk, Options, _as_constraint
+from normlab._validation import Boolean, Callable as CallableC, Instance, Interval, Options, _as_constraint
 from normlab.optim import schedules
 
 # ------------------------------------------------------------------ snapshots
@@ -584,6 +584,11 @@ def _reshape_arg(arg, fn):
     return [fn(a) for a in arg] if isinstance(arg, list) else fn(arg)
 
 
+# layers whose build fixes the size of the last axis (weights or statistics per feature; Reshape's size)
+_FIXED_FEATURES = ("BatchNormalization", "Conv1D", "Conv2D", "Dense", "GroupNormalization", "InstanceNormalization",
+                   "LayerNormalization", "NoisyDense", "RMSNormalization", "WeightNormalization", "Reshape")
+
+
 def layer_rows() -> list[Row]:
     rows = []
     names = sorted(set(layers.registry._classes) - {"Layer"})
@@ -600,11 +605,7 @@ def layer_rows() -> list[Row]:
                         lambda l, x, y, p: l(_reshape_arg(x, lambda a: a.reshape(a.shape[0], -1)[:, 0]
                                                           if a.ndim == 2 else a[..., 0]), training=True),
                         ValueError, layer_match))
-        spec_shape = LAYER_SPECS[name][1]
-        has_state = name in ("BatchNormalization", "Conv1D", "Conv2D", "Dense", "GroupNormalization",
-                             "InstanceNormalization", "LayerNormalization", "NoisyDense", "RMSNormalization",
-                             "WeightNormalization", "Reshape", "Normalization")
-        if has_state and name != "Normalization":
+        if name in _FIXED_FEATURES:
             rows.append(Row(f"layer-{name}-features+1", "layer", name,
                             lambda l, x, y, p: l(_reshape_arg(x, lambda a: np.concatenate([a, a[..., :1]], -1)),
                                                  training=True),
@@ -657,7 +658,6 @@ def layer_rows() -> list[Row]:
             rows.append(Row(f"layer-{name}-build_from_shape-str", "layer", name,
                             lambda l, x, y, p: l.build_from_shape("abc"), (ValueError, TypeError),
                             layer_match + ("'input_shape'",), extra=fresh))
-        del cls, spec_shape
     # arguments valid on their own that the first input contradicts: the build fails, the layer stays unbuilt
     for rid, name, factory, match in (
         ("BatchNormalization-axis=3-on-rank-2", "BatchNormalization", lambda: layers.BatchNormalization(axis=3),
@@ -1288,18 +1288,31 @@ def optimizer_rows() -> list[Row]:
              ValueError, ("{cls}.set_state", "iterations")),
         ]
         for label, fn, exc, match in items:
-            prep = None
-            returns = {"schedule-returns-nan": float("nan"), "schedule-returns-str": "0.1",
-                       "schedule-returns-negative": -0.5, "schedule-returns-array": np.array([0.1, 0.2])}
-            if label in returns:
-                prep = (lambda v: lambda o: setattr(o, "learning_rate", lambda step: v))(returns[label])
-            if label == "schedule-overflows":  # a growing exponential schedule at step 5: 1e300 ** 5
-                def prep(o):
-                    o.learning_rate = schedules.ExponentialDecay(1.0, 1, 1e300)
-                    o.iterations = 5
             rows.append(Row(f"optimizer-{name}-{label}", "optimizer", name,
-                            (lambda f: lambda o, x, y, p: f(o, x, y))(fn), exc, match, prepare=prep))
+                            (lambda f: lambda o, x, y, p: f(o, x, y))(fn), exc, match,
+                            prepare=_OPT_PREPARE.get(label)))
     return rows
+
+
+def _overflowing_schedule(o):
+    o.learning_rate = schedules.ExponentialDecay(1.0, 1, 1e300)  # a growing schedule: 1e300 ** 5 at step 5
+    o.iterations = 5
+
+
+def _returning(value):
+    def prepare(o):
+        o.learning_rate = lambda step: value
+    return prepare
+
+
+# what an optimizer row sets up before the snapshot
+_OPT_PREPARE = {
+    "schedule-returns-nan": _returning(float("nan")),
+    "schedule-returns-str": _returning("0.1"),
+    "schedule-returns-negative": _returning(-0.5),
+    "schedule-returns-array": _returning(np.array([0.1, 0.2])),
+    "schedule-overflows": _overflowing_schedule,
+}
 
 
 # ---------------------------------------------------------------- other objects
