@@ -167,7 +167,7 @@ def _data(kind: str):
     if kind == "cnn":
         x = rng.normal(size=(N, 6, 6, 1)).astype(np.float32)
     else:
-        x = rng.normal(size=(N, 6)).astype(np.float32)
+        x = rng.normal(size=(N, 6)).astype(np.float64 if kind == "mlp64" else np.float32)
     if kind == "bce":
         y = (rng.random(N) < 0.5).astype(np.float32).reshape(-1, 1)
     elif kind == "onehot":
@@ -181,7 +181,7 @@ def _data(kind: str):
 
 def build_model(kind: str):
     """A small compiled model of ``kind`` (not built, except the functional one, which builds at construction)."""
-    if kind == "mlp":  # Sequential, sparse labels, Adam
+    if kind in ("mlp", "mlp64"):  # Sequential, sparse labels, Adam (mlp64: float64 data, so float64 layers)
         m = normlab.Sequential(_mlp_layers())
         m.compile(optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
     elif kind == "onehot":  # Sequential, one-hot labels, SGD with momentum
@@ -218,7 +218,7 @@ def build_model(kind: str):
     return m
 
 
-MODEL_KINDS = ("mlp", "onehot", "bce", "cnn", "func", "mse")
+MODEL_KINDS = ("mlp", "onehot", "bce", "cnn", "func", "mse", "mlp64")
 STATES = ("trained", "fresh")
 
 
@@ -824,7 +824,7 @@ _BAD_Y_MSE = [
     ("y=None", lambda y: None, (ValueError, TypeError)),
 ]
 _BAD_Y_ONEHOT.append(("y=float64-above-float32-max", lambda y: _set(y.astype(np.float64), 1e300), ValueError))
-BAD_Y = {"mlp": _BAD_Y_SPARSE, "cnn": _BAD_Y_SPARSE, "func": _BAD_Y_SPARSE, "onehot": _BAD_Y_ONEHOT,
+BAD_Y = {"mlp": _BAD_Y_SPARSE, "mlp64": _BAD_Y_SPARSE, "cnn": _BAD_Y_SPARSE, "func": _BAD_Y_SPARSE, "onehot": _BAD_Y_ONEHOT,
          "bce": _BAD_Y_BCE, "mse": _BAD_Y_MSE}
 
 # (argument, bad value, exception) for fit
@@ -942,6 +942,8 @@ def _bad_for(kind: str, state: str, rid: str) -> bool:
     float64 value beyond float32's range: an unbuilt model first called on
     float64 data computes in float64.
     """
+    if kind == "mlp64" and rid.endswith(("x=float64-above-float32-max", "set_weights-last-float64-overflow")):
+        return False  # a float64 model takes them
     if state != "fresh" or kind == "func":
         return True
     if rid.endswith("x=float64-above-float32-max"):
