@@ -16,6 +16,7 @@ exactly ``beta``.
 import numpy as np
 import pytest
 
+from normlab.errors import NonFiniteError
 from normlab.layers import (
     BatchNormalization,
     GroupNormalization,
@@ -202,6 +203,7 @@ def test_batch_norm_overflow_is_an_error_that_changes_nothing(path, kernel_path,
     with pytest.raises(ValueError, match="overflow") as e:
         layer(x, training=True)
     assert "NaN" not in str(e.value) and layer.name in str(e.value)
+    assert isinstance(e.value, NonFiniteError)  # a model's step applies its optimizer's on_nonfinite policy
     assert all(np.array_equal(before[k], layer.buffers[k]) for k in before)
     # inference needs no variance of the batch: finite, and equal to float64's
     y = layer(x, training=False)

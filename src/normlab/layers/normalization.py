@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
+from ..errors import NonFiniteError
 from .._validation import (
     Boolean,
     Instance,
@@ -135,7 +136,9 @@ class BatchNormalization(Layer):
     variance (deviations from the mean beyond about 1.8e19), or an updated
     moving statistic, would not fit its buffer's dtype, training raises a
     ``ValueError`` that says "overflow", again with every moving statistic
-    left as it was. Inference and ``trainable=False`` never update them and
+    left as it was. Both errors are :class:`normlab.errors.NonFiniteError`
+    (a ``ValueError``), which a model's training step handles by its
+    optimizer's ``on_nonfinite`` policy. Inference and ``trainable=False`` never update them and
     never raise for finite input.
     """
 
@@ -453,15 +456,16 @@ class BatchNormalization(Layer):
             np.copyto(b[key], value)
 
     def _raise_bad_statistics(self, x, overflow: bool):
+        # NonFiniteError (a ValueError): a model's step handles it by the optimizer's on_nonfinite
         if not overflow:
-            raise ValueError(
+            raise NonFiniteError(
                 f"Layer {self.name!r} (BatchNormalization): the input of shape "
                 f"{tuple(x.shape)} holds NaN or inf values; the moving statistics were left "
                 f"unchanged."
             )
         dtype = self.buffers["moving_variance"].dtype
         big = float(np.finfo(dtype).max)
-        raise ValueError(
+        raise NonFiniteError(
             f"Layer {self.name!r} (BatchNormalization): the statistics of the finite input of shape "
             f"{tuple(x.shape)} overflow: its batch variance, or an updated moving statistic, exceeds "
             f"the largest {dtype} ({big:.3g}; deviations from the mean beyond about "
