@@ -2,7 +2,9 @@
 
 Shapes: ``p`` (or logits ``z``) is ``(N, K)``; ``y`` is ``(N, K)``, or ``(N,)``
 integer class indices for the sparse loss. Every loss is the mean over the
-``N`` samples of a per-sample value, so each gradient carries a ``1/N``.
+``N`` samples of a per-sample value, so each gradient carries a ``1/N``
+(the categorical ones take any rank ``(N, ..., K)`` and average over the
+``M = size / K`` values).
 
 ======================  =====================================  ================================
 loss                    per-sample value                       gradient
@@ -10,15 +12,19 @@ loss                    per-sample value                       gradient
 mean squared error      mean_k (p_k - y_k)^2                   2 (p - y) / (N K)
 binary CE, probs        -mean_k [y log p + (1-y) log(1-p)]     (p - y) / (p (1-p) N K)
 binary CE, logits       mean_k [max(z,0) - z y + log(1+e^-|z|)]   (sigmoid(z) - y) / (N K)
-categorical CE, probs   -sum_k y_k log p_k                     -y / (p N)
+categorical CE, probs   -sum_k y_k log q_k, q = p / sum_k p_k  (dq - sum_k dq_k q_k) / (S N), dq = -y / q
 categorical CE, logits  logsumexp(z) - sum_k y_k z_k           (softmax(z) sum_k y_k - y) / N
 sparse CE, logits       logsumexp(z) - z_y                     (softmax(z) - onehot(y)) / N
+sparse CE, probs        -log q_y, q = p / sum_k p_k            as categorical CE, probs
 ======================  =====================================  ================================
 
 The logits forms are the fused, numerically stable ones: they never take
 ``log`` of a probability that underflowed to 0 and their gradient is bounded.
 Probability inputs are clipped to ``[eps, 1 - eps]`` with ``eps = 1e-7`` as
-in Keras (the gradient is 0 where clipping is active).
+in Keras (the gradient is 0 where clipping is active). As Keras does, the
+categorical losses first divide probabilities by their sum over the classes
+``S`` (rows that do not sum to 1, e.g. the output of a layer other than
+softmax, are normalized); for a softmax output ``S`` is 1 to rounding.
 """
 
 from __future__ import annotations
@@ -65,24 +71,29 @@ def binary_crossentropy_logits_grad(y, z):
 
 
 def categorical_crossentropy(y, p):
-    n = p.shape[0]
-    return float(-np.sum(y * np.log(_clip(p))) / n)
+    m = p.size // p.shape[-1]
+    q = p / p.sum(axis=-1, keepdims=True)
+    return float(-np.sum(y * np.log(_clip(q))) / m)
 
 
 def categorical_crossentropy_grad(y, p):
-    n = p.shape[0]
-    g = -y / (_clip(p) * n)
-    return np.where((p > EPSILON) & (p < 1.0 - EPSILON), g, 0.0).astype(p.dtype, copy=False)
+    m = p.size // p.shape[-1]
+    s = p.sum(axis=-1, keepdims=True)
+    q = p / s
+    # dL/dq (0 where clipping is active), then through q = p / S: dq_k/dp_j = (delta_kj - q_k) / S
+    dq = np.where((q > EPSILON) & (q < 1.0 - EPSILON), -y / _clip(q), 0.0)
+    g = (dq - np.sum(dq * q, axis=-1, keepdims=True)) / (s * m)
+    return g.astype(p.dtype, copy=False)
 
 
 def categorical_crossentropy_logits(y, z):
-    n = z.shape[0]
-    return float(-np.sum(y * log_softmax(z)) / n)
+    m = z.size // z.shape[-1]
+    return float(-np.sum(y * log_softmax(z)) / m)
 
 
 def categorical_crossentropy_logits_grad(y, z):
-    n = z.shape[0]
-    return (softmax(z) * y.sum(axis=-1, keepdims=True) - y) / n
+    m = z.size // z.shape[-1]
+    return (softmax(z) * y.sum(axis=-1, keepdims=True) - y) / m
 
 
 def _sparse_ce_small(labels, z):
@@ -164,14 +175,17 @@ def dense_softmax_sparse_ce(labels, z, bias, grad):
 
 def sparse_categorical_crossentropy(labels, p):
     n = p.shape[0]
-    return float(-np.log(_clip(p[np.arange(n), labels])).sum() / n)
+    q = p[np.arange(n), labels] / p.sum(axis=-1)
+    return float(-np.log(_clip(q)).sum() / n)
 
 
 def sparse_categorical_crossentropy_grad(labels, p):
     n = p.shape[0]
-    g = np.zeros_like(p)
     rows = np.arange(n)
-    picked = p[rows, labels]
-    ok = (picked > EPSILON) & (picked < 1.0 - EPSILON)
-    g[rows, labels] = np.where(ok, -1.0 / (_clip(picked) * n), 0.0)
+    s = p.sum(axis=-1)
+    q = p[rows, labels] / s
+    # -log q_y with q = p / S: d/dp_j = (dq_y) (delta_jy - q_y) / S, dq_y = -1 / q_y (0 where clipped)
+    dq = np.where((q > EPSILON) & (q < 1.0 - EPSILON), -1.0 / _clip(q), 0.0)
+    g = np.broadcast_to((-dq * q / (s * n))[:, None], p.shape).astype(p.dtype)
+    g[rows, labels] += (dq / (s * n)).astype(p.dtype)
     return g

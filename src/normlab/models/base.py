@@ -248,6 +248,7 @@ class BaseModel:
                 self._fused
                 and type(loss) is SparseCategoricalCrossentropy
                 and not loss.label_smoothing
+                and loss._plain
                 and last.activation == "softmax"
                 and hasattr(last, "_train_forward_sparse_ce")
             )
@@ -316,8 +317,13 @@ class BaseModel:
     def trainable_weights(self) -> list[np.ndarray]:
         return [p for l in self.layers for p in l.trainable_params.values()]
 
-    def _loss_and_output_grad(self, y, out):
-        """Return ``(loss_value, gradient, fused)`` for prepared targets ``y``."""
+    def _loss_and_output_grad(self, y, out, sample_weight=None):
+        """Return ``(loss_value, gradient, fused)`` for prepared targets ``y`` (and checked weights)."""
+        loss = self.loss
+        if sample_weight is not None or not loss._plain:
+            if self._fused:
+                return (*loss.weighted_value_and_gradient(y, self._output_layer.logits, sample_weight, logits=True), True)
+            return (*loss.weighted_value_and_gradient(y, out, sample_weight), False)
         if self._fused:
             return (*self.loss.value_and_gradient_from_logits(y, self._output_layer.logits), True)
         if self.loss.from_logits:
@@ -355,7 +361,7 @@ class BaseModel:
             values.append(layer.call(arg, False))
         return values[output]
 
-    def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    def _gradients(self, x: np.ndarray, y: np.ndarray, sample_weight=None) -> tuple[float, np.ndarray]:
         """The first half of a training step: forward, loss with penalties, backward into ``grads``.
 
         Returns ``(loss, output)``. It changes the layers' state (moving
@@ -363,7 +369,7 @@ class BaseModel:
         :meth:`compute_gradients` give that back when they must.
         """
         ex = self._executor
-        if self._sparse_head and y.dtype == np.intp:
+        if self._sparse_head and y.dtype == np.intp and sample_weight is None:
             last = self._output_layer
             h = ex.forward_up_to_output(x)
             head = last._train_forward_sparse_ce(h, y)
@@ -375,7 +381,7 @@ class BaseModel:
                 fused = True
         else:
             out = ex.forward(x)
-            value, grad, fused = self._loss_and_output_grad(y, out)
+            value, grad, fused = self._loss_and_output_grad(y, out, sample_weight)
         regularized = self._regularized  # (listed at compile time)
         if regularized:
             value += self._regularization_loss(regularized)
@@ -386,7 +392,7 @@ class BaseModel:
             layer.add_regularization_grads()
         return value, out
 
-    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    def _train_step(self, x: np.ndarray, y: np.ndarray, sample_weight=None) -> tuple[float, np.ndarray]:
         """One optimizer step on a validated batch; returns ``(loss, output)``.
 
         A transaction: if anything raises before the optimizer has committed
@@ -406,7 +412,7 @@ class BaseModel:
             layer._begin_step(stamp)
         self._step_loss = None
         try:
-            value, out = self._gradients(x, y)
+            value, out = self._gradients(x, y, sample_weight)
             self._apply_optimizer()
         except BaseException as exc:
             if opt.iterations + opt.skipped_steps != mark:  # the optimizer committed
@@ -618,7 +624,7 @@ class BaseModel:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
 
-    def _metric_results(self, y, out) -> dict:
+    def _metric_results(self, y, out, sample_weight=None) -> dict:
         """Each metric on ``(y, out)``, accumulated in a copy: a call's metric state is its own.
 
         Two threads evaluating one model, or an ``evaluate`` during another
@@ -628,7 +634,7 @@ class BaseModel:
         for m in self.metrics:
             m = copy.copy(m)
             m.reset_state()
-            m.update_state(y, out)
+            m.update_state(y, out, sample_weight)
             res[m.name] = m.result()
         return res
 
@@ -637,11 +643,15 @@ class BaseModel:
         outs = [self._forward(x[i : i + batch_size], False) for i in range(0, len(x), batch_size)]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
-    def _evaluate_arrays(self, x, y, batch_size) -> dict:
+    def _evaluate_arrays(self, x, y, batch_size, sample_weight=None) -> dict:
         out = self._predict_arrays(x, batch_size)
-        value = self.loss.value_from_logits(y, out) if self.loss.from_logits else self.loss.value(y, out)
+        loss = self.loss
+        if sample_weight is not None or not loss._plain:
+            value = loss.weighted_value(y, out, sample_weight)
+        else:
+            value = loss.value_from_logits(y, out) if loss.from_logits else loss.value(y, out)
         res = {"loss": value + self._regularization_loss()}
-        res.update(self._metric_results(y, out))
+        res.update(self._metric_results(y, out, sample_weight))
         return res
 
     def _setup_guard(self):

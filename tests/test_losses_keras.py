@@ -1,0 +1,177 @@
+"""Losses with Keras 3's reductions, sample weights, ignore_class and labels of any rank (issue 22).
+
+Cases marked "Keras:" are ported from keras/src/losses/losses_test.py
+(Keras 3), with their expected numbers; the gradient checks are our own.
+"""
+
+import numpy as np
+import pytest
+
+import normlab
+from normlab import losses
+from normlab.testing import grad_error, numerical_gradient
+
+#: Keras's assertAlmostEqual(..., 3): |difference| < 1.5e-3
+K3 = 1.5e-3
+
+Y3 = np.array([0, 1, 2])
+P3 = np.array([[0.9, 0.05, 0.05], [0.5, 0.89, 0.6], [0.05, 0.01, 0.94]], dtype="float32")
+Z3 = np.array([[8.0, 1.0, 1.0], [0.0, 9.0, 1.0], [2.0, 3.0, 5.0]])
+ONEHOT3 = np.eye(3, dtype=np.int64)
+
+
+# ------------------------------------------------------------------ mean squared error
+MSE_T = np.array([[1, 9, 2], [-5, -2, 6]])
+MSE_P = np.array([[4, 8, 12], [8, 1, 3]], dtype="float32")
+
+
+def test_keras_mse_unweighted_and_weighted():
+    # Keras: MeanSquaredErrorTest.test_unweighted / test_scalar_weighted / test_sample_weighted / test_zero_weighted
+    mse = losses.MeanSquaredError()
+    assert mse(MSE_T, MSE_P) == pytest.approx(49.5)
+    assert mse(MSE_T, MSE_P, sample_weight=2.3) == pytest.approx(113.85, rel=1e-6)
+    assert mse(MSE_T, MSE_P, sample_weight=np.array([[1.2], [3.4]])) == pytest.approx(767.8 / 6, rel=1e-6)
+    assert mse(MSE_T, MSE_P, sample_weight=0) == 0.0
+
+
+def test_keras_mse_timestep_weighted():
+    # Keras: MeanSquaredErrorTest.test_timestep_weighted
+    y_true = np.asarray([1, 9, 2, -5, -2, 6], dtype=np.float32).reshape(2, 3, 1)
+    y_pred = np.asarray([4, 8, 12, 8, 1, 3], dtype=np.float32).reshape(2, 3, 1)
+    weights = np.array([3, 6, 5, 0, 4, 2]).reshape((2, 3))
+    assert losses.MeanSquaredError()(y_true, y_pred, sample_weight=weights) == pytest.approx(97.833336, rel=1e-6)
+
+
+def test_keras_mse_reductions():
+    # Keras: MeanSquaredErrorTest.test_no_reduction / test_sum_reduction / test_mean_with_sample_weight_reduction
+    np.testing.assert_allclose(losses.MeanSquaredError(reduction=None)(MSE_T, MSE_P, sample_weight=2.3),
+                               [84.3333, 143.3666], rtol=1e-5)
+    assert losses.MeanSquaredError(reduction="sum")(MSE_T, MSE_P, sample_weight=2.3) == pytest.approx(227.69998, rel=1e-6)
+    w = np.array([[1.2], [3.4]])
+    assert losses.MeanSquaredError(reduction="mean_with_sample_weight")(MSE_T, MSE_P, sample_weight=w) == \
+        pytest.approx((110 / 3 * 1.2 + 187 / 3 * 3.4) / (1.2 + 3.4), rel=1e-6)
+
+
+# ------------------------------------------------------------------ categorical cross-entropy
+def test_keras_cce_normalizes_probabilities_and_weighs():
+    # Keras: CategoricalCrossentropyTest.test_unweighted / test_scalar_weighted / test_sample_weighted
+    # (the second row of P3 sums to 1.99: Keras divides by the sum first)
+    cce = losses.CategoricalCrossentropy()
+    assert cce(ONEHOT3, P3) == pytest.approx(0.3239, abs=K3)
+    assert cce(ONEHOT3, P3, sample_weight=2.3) == pytest.approx(0.7449, abs=K3)
+    w = np.array([[1.2], [3.4], [5.6]])
+    assert cce(ONEHOT3, P3, sample_weight=w) == pytest.approx(1.0696, abs=K3)
+    logits = losses.CategoricalCrossentropy(from_logits=True)
+    assert logits(ONEHOT3, Z3) == pytest.approx(0.0573, abs=K3)
+    assert logits(ONEHOT3, Z3, sample_weight=2.3) == pytest.approx(0.1317, abs=K3)
+    assert logits(ONEHOT3, Z3, sample_weight=w) == pytest.approx(0.31829, abs=K3)
+    # Keras: test_no_reduction
+    np.testing.assert_allclose(losses.CategoricalCrossentropy(from_logits=True, reduction=None)(ONEHOT3, Z3),
+                               (0.001822, 0.000459, 0.169846), rtol=1e-3)
+
+
+def test_cce_gradient_through_the_normalization():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 1.0, (4, 5))  # rows that do not sum to 1
+    y = np.eye(5)[rng.integers(0, 5, 4)]
+    cce = losses.CategoricalCrossentropy()
+    numeric = numerical_gradient(lambda: cce(y, p), p)
+    assert grad_error(cce.gradient(y, p), numeric) < 1e-7
+    # a row scaled by a constant is the same distribution: the same loss
+    assert cce(y, p) == pytest.approx(cce(y, p * 3.0), rel=1e-12)
+
+
+# ------------------------------------------------------------------ sparse categorical cross-entropy
+def test_keras_scce_values_and_weights():
+    # Keras: SparseCategoricalCrossentropyTest.test_unweighted / test_scalar_weighted / test_sample_weighted
+    scce = losses.SparseCategoricalCrossentropy()
+    assert scce(Y3, P3) == pytest.approx(0.3239, abs=K3)
+    assert scce(Y3[:, None], P3, sample_weight=2.3) == pytest.approx(0.7449, abs=K3)
+    w = np.array([[1.2], [3.4], [5.6]])
+    assert scce(Y3[:, None], P3, sample_weight=w) == pytest.approx(1.0696, abs=K3)
+    logits = losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert logits(Y3, Z3) == pytest.approx(0.0573, abs=K3)
+    assert logits(Y3[:, None], Z3, sample_weight=2.3) == pytest.approx(0.1317, abs=K3)
+    assert logits(Y3[:, None], Z3, sample_weight=w) == pytest.approx(0.31829, abs=K3)
+    np.testing.assert_allclose(losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)(Y3, Z3),
+                               (0.001822, 0.000459, 0.169846), rtol=1e-3)
+
+
+def test_keras_scce_ignore_class():
+    # Keras: SparseCategoricalCrossentropyTest.test_ignore_class
+    logits = np.array([[[0.854, 0.698, 0.598], [0.088, 0.86, 0.018]]])
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1, reduction=None)
+    np.testing.assert_allclose(loss(np.array([[-1, 2]]), logits), [[0.0, 1.480129]], rtol=1e-5)
+    np.testing.assert_allclose(loss(np.array([[[-1], [2]]]), logits), [[0.0, 1.480129]], rtol=1e-5)
+    # the mean runs over the labels that count
+    mean = losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    assert mean(np.array([[-1, 2]]), logits) == pytest.approx(1.480129, rel=1e-5)
+
+
+def test_keras_scce_binary_segmentation():
+    # Keras: SparseCategoricalCrossentropyTest.test_binary_segmentation (labels per pixel)
+    y_true = np.array([[0, 1, 1, 0], [1, 0, 1, 0], [0, 0, 1, 1], [1, 1, 0, 1]])
+    y_pred = np.array([
+        [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.2, 0.8]],
+        [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]],
+        [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]],
+        [[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.6, 0.4]],
+    ])
+    expected = np.array([-np.log(0.2), -np.log(0.4)]).sum() / 16.0
+    assert losses.SparseCategoricalCrossentropy()(y_true, y_pred) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight"])
+@pytest.mark.parametrize("ignore", [None, 7])
+def test_weighted_scce_gradients_per_pixel(from_logits, reduction, ignore):
+    rng = np.random.default_rng(1)
+    out = rng.standard_normal((3, 2, 4, 5)) if from_logits else rng.uniform(0.05, 1.0, (3, 2, 4, 5))
+    y = rng.integers(0, 5, (3, 2, 4))
+    if ignore is not None:
+        y[0, 1, 2] = y[2, 0, 0] = ignore
+    w = rng.uniform(0.1, 2.0, 3)
+    loss = losses.SparseCategoricalCrossentropy(from_logits=from_logits, ignore_class=ignore, reduction=reduction)
+    numeric = numerical_gradient(lambda: loss(y, out, sample_weight=w), out)
+    analytic = loss.gradient(y, out, sample_weight=w)
+    assert grad_error(analytic, numeric) < 1e-7
+    if ignore is not None:
+        assert not analytic[0, 1, 2].any() and not analytic[2, 0, 0].any()
+
+
+@pytest.mark.parametrize("name", ["mse", "binary_crossentropy", "categorical_crossentropy"])
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean", "mean_with_sample_weight"])
+def test_weighted_gradients(name, from_logits, reduction):
+    rng = np.random.default_rng(2)
+    cls = type(losses.get(name))
+    loss = cls(from_logits=from_logits, reduction=reduction)
+    out = rng.standard_normal((4, 3)) if from_logits or name == "mse" else rng.uniform(0.05, 0.95, (4, 3))
+    y = rng.uniform(0, 1, (4, 3)) if name != "categorical_crossentropy" else np.eye(3)[rng.integers(0, 3, 4)]
+    w = rng.uniform(0.0, 2.0, 4)
+    numeric = numerical_gradient(lambda: loss(y, out, sample_weight=w), out)
+    assert grad_error(loss.gradient(y, out, sample_weight=w), numeric) < 1e-7
+    # without weights and with the default reduction, the weighted path is the plain one
+    plain = cls(from_logits=from_logits)
+    assert plain.weighted_value_and_gradient(y, out)[0] == pytest.approx(plain(y, out), rel=1e-12)
+
+
+def test_reduction_is_validated_and_kept_in_the_config():
+    with pytest.raises(normlab.InvalidParameterError, match="'reduction' parameter of MeanSquaredError"):
+        losses.MeanSquaredError(reduction="avg")
+    with pytest.raises(normlab.InvalidParameterError, match="'ignore_class'"):
+        losses.SparseCategoricalCrossentropy(ignore_class=1.5)
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255, reduction="sum")
+    back = losses.deserialize(losses.serialize(loss))
+    assert (back.ignore_class, back.reduction, back.from_logits) == (255, "sum", True)
+
+
+@pytest.mark.parametrize("weights,match", [
+    (np.array([1.0, -1.0, 1.0]), "finite weights >= 0"),
+    (np.array([1.0, np.nan, 1.0]), "finite weights >= 0"),
+    (np.array([1.0, 2.0]), "one weight per sample"),
+    (np.array(["a", "b", "c"]), "real numbers"),
+])
+def test_bad_sample_weights_are_refused(weights, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        losses.SparseCategoricalCrossentropy()(Y3, P3, sample_weight=weights)
