@@ -12,7 +12,9 @@ import pytest
 
 from normlab import InvalidParameterError
 from normlab.datasets import DEBIAN_FASHION_MNIST_DIR, load_fashion_mnist, load_mnist
+from normlab.datasets import fashion_mnist
 from normlab.datasets import mnist as mnist_module
+from normlab.datasets import mnist as keras_mnist  # the same module, named as a Keras script names it
 
 N_TRAIN, N_TEST = 60000, 10000
 NAMES = {
@@ -278,9 +280,6 @@ def test_real_fashion_mnist_from_debian(monkeypatch):
 
 
 # ------------------------------------------- Keras's API: load_data (uint8)
-
-from normlab.datasets import fashion_mnist  # noqa: E402
-from normlab.datasets import mnist as keras_mnist  # noqa: E402  (normlab.datasets.mnist, as keras.datasets.mnist)
 
 NPZ_KEYS = {"train_x": "x_train", "train_y": "y_train", "test_x": "x_test", "test_y": "y_test"}
 
