@@ -238,6 +238,40 @@ def test_an_optimizer_layout_that_does_not_fit_is_skipped_with_a_warning(tmp_pat
     assert int(model.optimizer.get_state()["iterations"]) == 0
 
 
+def branches(framework, layers, inp):
+    """Branches of different depths: Keras's model.layers puts the deeper branch first, whatever the call order."""
+    a = layers.Dense(3, name="a")(inp)
+    c = layers.Dense(2, name="c")(layers.Dense(4, name="b")(inp))
+    return framework.Model(inp, layers.Dense(2, name="out")(layers.Concatenate(name="cat")([a, c])))
+
+
+def test_layers_are_named_in_keras_order():
+    from normlab.models._keras_mapping import _keras_order
+
+    # the graph of branches(): Keras 3.15's model.layers is [input, b, a, c, cat, out]
+    inbound = {"input": [], "a": ["input"], "b": ["input"], "c": ["b"], "cat": ["a", "c"], "out": ["cat"]}
+    assert _keras_order(inbound, "out") == ["input", "b", "a", "c", "cat", "out"]
+    # ties at one depth go by a walk from the output that takes inputs in argument order
+    inbound = {"input": [], "x": ["input"], "y": ["input"], "add": ["y", "x"]}
+    assert _keras_order(inbound, "add") == ["input", "y", "x", "add"]
+
+
+@needs_h5py
+def test_branches_through_a_keras_file(tmp_path):
+    model = branches(normlab, L, normlab.Input((5,)))
+    model.compile(optimizer="adam", loss="mse")
+    x, y = data((5,), n=32), data((2,), n=32, seed=1)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    save_keras(model, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        names = [e["name"] for e in json.loads(zf.read("config.json"))["config"]["layers"]]
+    assert names == ["input_layer", "b", "a", "c", "cat", "out"]
+    back = load_keras(tmp_path / "m.keras")
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    for k, v in model.optimizer.get_state().items():
+        np.testing.assert_array_equal(back.optimizer.get_state()[k], v)
+
+
 @needs_h5py
 def test_instance_normalization_is_keras_group_normalization(tmp_path):
     model = normlab.Sequential([L.Conv1D(4, 3), L.InstanceNormalization(), L.GlobalAveragePooling1D(), L.Dense(2)])
@@ -675,4 +709,24 @@ def test_training_resumes_across_keras_and_normlab(name, tmp_path):
     assert int(again.optimizer.iterations) == int(ours.optimizer.iterations) == 8
     for m in (again, ours):
         m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    np.testing.assert_allclose(keras_predict(again, x), ours.predict(x), rtol=0, atol=1e-5 * scale)
+
+
+@needs_h5py
+def test_branches_with_keras(tmp_path):
+    keras = _keras()
+    x, y = data((5,), n=32), data((2,), n=32, seed=1)
+    keras.utils.set_random_seed(0)
+    theirs = branches(keras, keras.layers, keras.Input((5,)))
+    theirs.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    theirs.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    theirs.save(tmp_path / "k.keras")
+    ours = load_keras(tmp_path / "k.keras")
+    close(keras_predict(theirs, x), ours.predict(x))
+    save_keras(ours, tmp_path / "n.keras")
+    again = keras.saving.load_model(tmp_path / "n.keras")
+    close(keras_predict(theirs, x), keras_predict(again, x))
+    for m in (again, ours):
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    scale = np.max(np.abs(ours.predict(x)))
     np.testing.assert_allclose(keras_predict(again, x), ours.predict(x), rtol=0, atol=1e-5 * scale)

@@ -64,6 +64,33 @@ def _h5_keys(class_names) -> list[str]:
     return out
 
 
+def _keras_order(inbound: dict, output) -> list:
+    """The order of a functional model's layers in Keras's ``model.layers`` (which names ``layers/<key>``).
+
+    ``inbound`` maps each node (layer) to the nodes it takes, in argument
+    order (``[]`` for the input). Keras 3 (``ops/function.py``, ``map_graph``)
+    sorts by depth, the longest path to the output, deepest first, and breaks
+    ties by the order of a depth-first walk from the output that visits a
+    node before its inputs.
+    """
+    index, post, stack = {}, [], [(output, False)]
+    while stack:  # iterative: a hostile graph may be deep
+        node, done = stack.pop()
+        if done:
+            post.append(node)
+            continue
+        if node in index:
+            continue
+        index[node] = len(index)
+        stack.append((node, True))
+        stack.extend((p, False) for p in reversed(inbound[node]) if p not in index)
+    depth = {output: 0}
+    for node in reversed(post):  # consumers before the nodes they take
+        for p in inbound[node]:
+            depth[p] = max(depth.get(p, 0), depth[node] + 1)
+    return sorted(index, key=lambda n: (-depth[n], index[n]))
+
+
 # ------------------------------------------------------------------ the mapping
 class _Spec:
     """How one layer class maps between Keras 3 and normlab.

@@ -26,6 +26,7 @@ from ._keras_mapping import (
     _compile_from_keras,
     _config_keys,
     _h5_keys,
+    _keras_order,
     _make_layer,
     _need,
     _slot_order,
@@ -267,8 +268,8 @@ def _build_against(layer: Layer, input_shape, stored: dict, where: str, budget: 
     _need(have == want, f"{where} has the weights {have}, the file stores {sorted(stored)}")
 
 
-def _history(tensor, where: str, known: dict):
-    """The tensor a ``__keras_tensor__`` entry of an inbound node refers to."""
+def _history(tensor, where: str) -> str:
+    """The name of the layer whose output a ``__keras_tensor__`` entry of an inbound node is."""
     _need(isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__",
           f"{where} must be a __keras_tensor__ entry")
     conf = tensor.get("config")
@@ -279,8 +280,7 @@ def _history(tensor, where: str, known: dict):
     _need(hist[1] == 0 and hist[2] == 0,
           f"{where} refers to node {hist[1]!r}, tensor {hist[2]!r} of {hist[0]!r}; normlab reads layers called once "
           f"with one output")
-    _need(hist[0] in known, f"{where} refers to {hist[0]!r}, which is not an earlier layer of the config")
-    return known[hist[0]]
+    return hist[0]
 
 
 class _Reader:
@@ -429,56 +429,44 @@ class _Reader:
 
         in_name = one(conf.get("input_layers"), "input_layers")
         out_name = one(conf.get("output_layers"), "output_layers")
+        graph = [self.node(i, entry, in_name) for i, entry in enumerate(entries)]  # (name, inputs, list or not)
+        inbound: dict = {}
+        for i, (name, inputs, _) in enumerate(graph):
+            _need(name not in inbound, f"layer {i} of the config repeats the layer name {name!r}")
+            for j, src in enumerate(inputs):
+                _need(src in inbound, f"layer {i} of the config's input {j} refers to {src!r}, which is not an "
+                                      f"earlier layer of the config")
+            inbound[name] = inputs
+        _need(in_name in inbound and out_name in inbound and out_name != in_name,
+              f"the model's input {in_name!r} or output {out_name!r} is not a layer of the config")
+        # the weights file names layers in the order Keras's own model.layers takes, whatever the config's order
+        order = _keras_order(inbound, out_name)
+        _need(len(order) == len(entries), "the config has layers that are not connected to the output")
+        classes = {name: entry["class_name"] for (name, _, _), entry in zip(graph, entries)}
+        keys = dict(zip(order, _h5_keys([classes[n] for n in order])))
         known: dict = {}
-        names = []
-        pairs = []
-        keys = _h5_keys([e.get("class_name") if isinstance(e.get("class_name"), str) else "" for e in entries])
-        for i, (entry, key) in enumerate(zip(entries, keys)):
+        built: dict = {}
+        for i, ((name, inputs, multi_arg), entry) in enumerate(zip(graph, entries)):
             where = f"layer {i} of the config"
-            name = entry.get("name")
-            _need(isinstance(name, str) and _NAME.fullmatch(name), f"{where} has no valid 'name'")
-            _need(name not in known, f"{where} repeats the layer name {name!r}")
-            names.append(name)
-            nodes = entry.get("inbound_nodes")
-            _need(isinstance(nodes, list), f"{where} ({name!r}) has no 'inbound_nodes' list")
-            if entry.get("class_name") == "InputLayer":
-                _need(name == in_name, f"{where} is an InputLayer {name!r} that is not the model's input")
-                _need(not nodes, f"{where} is an InputLayer with inbound nodes")
+            if not inputs:  # the InputLayer
                 try:
                     known[name] = Input(_batch_shape(entry, where)[1:], name=name)
                 except (ValueError, TypeError) as exc:
                     raise _Bad(f"{where}: {exc}") from None
-                pairs.append((key, None))
                 continue
             layer = _make_layer(entry, where)
-            _need(len(nodes) == 1, f"{where} ({name!r}) is called {len(nodes)} times; normlab calls a layer once")
-            node = nodes[0]
-            _need(isinstance(node, dict) and set(node) <= {"args", "kwargs"},
-                  f"{where}'s inbound node must be an object {{'args', 'kwargs'}} (Keras 3)")
-            args, kwargs = node.get("args"), node.get("kwargs") or {}
-            _need(isinstance(args, list) and len(args) == 1, f"{where}'s inbound node must have one argument")
-            # a recorded 'training' is replaced by the model's own at every call (Keras's Functional does so)
-            _need(isinstance(kwargs, dict)
-                  and all(v is None or (k == "training" and isinstance(v, bool)) for k, v in kwargs.items()),
-                  f"{where}'s inbound node passes arguments {sorted(kwargs) if isinstance(kwargs, dict) else kwargs} "
-                  f"that normlab does not support")
             multi = getattr(layer, "multi_input", False)
-            if multi:
-                _need(isinstance(args[0], list) and 1 <= len(args[0]) <= 64,
-                      f"{where} ({entry['class_name']}) must take a list of tensors")
-                inputs = [_history(t, f"{where}'s input {j}", known) for j, t in enumerate(args[0])]
-            else:
-                inputs = _history(args[0], f"{where}'s input", known)
+            _need(multi == multi_arg, f"{where} ({entry['class_name']}) must take "
+                                      f"{'a list of tensors' if multi else 'one tensor'}")
+            args = [known[src] for src in inputs]
             try:
-                known[name] = layer(inputs)
-                shapes = [t.shape for t in inputs] if multi else inputs.shape
-                _build_against(layer, shapes, self.stored(key, layer), f"layer {name!r} ({type(layer).__name__})",
-                               self.budget)
+                known[name] = layer(args if multi else args[0])
+                shapes = [t.shape for t in args] if multi else args[0].shape
+                _build_against(layer, shapes, self.stored(keys[name], layer),
+                               f"layer {name!r} ({type(layer).__name__})", self.budget)
             except (ValueError, TypeError) as exc:
                 raise _Bad(f"{where} ({name!r}) cannot be connected to its inputs: {exc}") from None
-            pairs.append((key, layer))
-        _need(in_name in known and out_name in known and out_name != in_name,
-              f"the model's input {in_name!r} or output {out_name!r} is not a layer of the config")
+            built[name] = layer
         # every layer is built: skip Model.build, which would allocate a sample of the input shape
         model = Model.__new__(Model)
         model.build = lambda *args, **kwargs: None
@@ -488,11 +476,40 @@ class _Reader:
             raise _Bad(f"the model could not be assembled: {exc}") from None
         finally:
             model.__dict__.pop("build", None)
-        layers = [l for _, l in pairs if l is not None]
-        _need(len(model.layers) == len(layers) and {id(l) for l in model.layers} == {id(l) for l in layers},
+        _need(len(model.layers) == len(built) and {id(l) for l in model.layers} == {id(l) for l in built.values()},
               "the config has layers that are not connected to the output")
         _need(model.built, "the model is not built after loading")
-        return model, pairs
+        return model, [(keys[n], built.get(n)) for n in order]
+
+    @staticmethod
+    def node(i: int, entry: dict, in_name: str) -> tuple:
+        """``(name, names of its inputs, whether they come as a list)`` of a functional config's layer ``i``."""
+        where = f"layer {i} of the config"
+        name = entry.get("name")
+        _need(isinstance(name, str) and _NAME.fullmatch(name), f"{where} has no valid 'name'")
+        _check_object(entry, where)
+        nodes = entry.get("inbound_nodes")
+        _need(isinstance(nodes, list), f"{where} ({name!r}) has no 'inbound_nodes' list")
+        if entry["class_name"] == "InputLayer":
+            _need(name == in_name, f"{where} is an InputLayer {name!r} that is not the model's input")
+            _need(not nodes, f"{where} is an InputLayer with inbound nodes")
+            return name, [], False
+        _need(name != in_name, f"{where} ({entry['class_name']}) has the name of the model's input {name!r}")
+        _need(len(nodes) == 1, f"{where} ({name!r}) is called {len(nodes)} times; normlab calls a layer once")
+        node = nodes[0]
+        _need(isinstance(node, dict) and set(node) <= {"args", "kwargs"},
+              f"{where}'s inbound node must be an object {{'args', 'kwargs'}} (Keras 3)")
+        args, kwargs = node.get("args"), node.get("kwargs") or {}
+        _need(isinstance(args, list) and len(args) == 1, f"{where}'s inbound node must have one argument")
+        # a recorded 'training' is replaced by the model's own at every call (Keras's Functional does so)
+        _need(isinstance(kwargs, dict)
+              and all(v is None or (k == "training" and isinstance(v, bool)) for k, v in kwargs.items()),
+              f"{where}'s inbound node passes arguments {sorted(kwargs) if isinstance(kwargs, dict) else kwargs} "
+              f"that normlab does not support")
+        if isinstance(args[0], list):
+            _need(1 <= len(args[0]) <= 64, f"{where} takes {len(args[0])} tensors")
+            return name, [_history(t, f"{where}'s input {j}") for j, t in enumerate(args[0])], True
+        return name, [_history(args[0], f"{where}'s input")], False
 
 
 def _require_h5py():

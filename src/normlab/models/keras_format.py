@@ -98,6 +98,7 @@ from ._keras_mapping import (
     _config_keys,
     _h5_keys,
     _input_entry,
+    _keras_order,
     _layer_to_keras,
     _policy,
     _slot_order,
@@ -220,19 +221,25 @@ def _keras_config(model, include_compile: bool) -> tuple[dict, list]:
                     "config": {"shape": list(shapes[j]), "dtype": np.dtype(dtype or np.float32).name,
                                "keras_history": [tensor_names[j], 0, 0]}}
 
-        full = [{**_input_entry(shape, input_name, dtype), "name": input_name, "inbound_nodes": []}]
-        for layer, entry, lconf in zip(layers, entries, conf["layers"]):
+        # Keras orders model.layers its own way (depth first): the config and the weights file follow it
+        order = _keras_order({0: [], **{i + 1: lc["inbound"] for i, lc in enumerate(conf["layers"])}}, conf["output"])
+        full = []
+        for t in order:
+            if t == 0:
+                full.append({**_input_entry(shape, input_name, dtype), "name": input_name, "inbound_nodes": []})
+                continue
+            layer, entry, lconf = layers[t - 1], entries[t - 1], conf["layers"][t - 1]
             inbound = [tensor(j) for j in lconf["inbound"]]
             arg = inbound if getattr(layer, "multi_input", False) else inbound[0]
             full.append({**entry, "name": layer.name, "inbound_nodes": [{"args": [arg], "kwargs": {}}]})
-        keys = _h5_keys(["InputLayer"] + [e["class_name"] for e in entries])
+        keys = _h5_keys([e["class_name"] for e in full])
         top = {"module": "keras.src.models.functional", "class_name": "Functional",
                "config": {"name": model.name, "trainable": True, "layers": full,
                           # one tensor, not a list of one: Keras then expects a plain array, as it writes itself
                           "input_layers": [input_name, 0, 0],
                           "output_layers": [tensor_names[conf["output"]], 0, 0]},
                "registered_name": "Functional", "build_config": {"input_shape": shape}}
-        pairs = list(zip(keys, [None] + layers))
+        pairs = list(zip(keys, [None if t == 0 else layers[t - 1] for t in order]))
     else:
         raise TypeError(f"save_keras: expected a normlab Sequential or Model, got {type(model).__name__}.")
     if include_compile and getattr(model, "compiled", False):
