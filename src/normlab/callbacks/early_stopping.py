@@ -44,7 +44,14 @@ def monitored_value(logs: dict | None, monitor: str, who: str) -> float:
             f"{', '.join(sorted(logs)) or 'none'}. (Validation quantities need validation_data "
             f"or validation_split in fit.)"
         )
-    return float(logs[monitor])
+    value = logs[monitor]
+    if isinstance(value, (bool, np.bool_)) or not (
+            isinstance(value, numbers.Real) or (isinstance(value, np.ndarray) and value.ndim == 0
+                                                and value.dtype.kind in "iuf")):
+        raise TypeError(
+            f"{who}: the monitored quantity {monitor!r} must be a number in the logs, got {value!r}."
+        )
+    return float(value)
 
 
 class EarlyStopping(Callback):
