@@ -502,6 +502,23 @@ def test_a_huge_config_is_refused_before_anything_is_allocated(tmp_path):
 
 
 @needs_h5py
+def test_statistics_from_the_config_are_bounded_by_the_file_size(tmp_path):
+    def huge(c):  # Normalization(mean=0.5) on 10**9 features would fill 8 GB of buffers from two numbers
+        c["config"]["layers"][0]["config"]["batch_shape"] = [None, 10**9]
+        c["config"]["layers"].insert(1, layer_entry("Normalization", {"name": "n", "axis": -1, "mean": 0.5,
+                                                                      "variance": 2.0}))
+
+    path = write(tmp_path / "m.keras", with_config(huge))
+    tracemalloc.start()
+    try:
+        refused(path, "more than the file's size allows")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+@needs_h5py
 def test_huge_declared_dataset_shapes_are_refused_before_reading(tmp_path):
     def huge(f):  # a chunked, compressed dataset declares 4 TB in a few KB
         f.create_dataset("layers/dense/vars/9", shape=(10**6, 10**6), dtype="f4", chunks=(1, 1000), compression="gzip")
