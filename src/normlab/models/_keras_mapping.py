@@ -22,8 +22,8 @@ from .. import regularizers as _regularizers
 from ..layers.base import Layer
 from ..layers.base import registry as _layer_registry
 
-#: layer names read from a file
-_NAME = re.compile(r"[A-Za-z0-9_.\-/ ]{1,200}")
+#: layer names read from a file (names only name layers: any printable text, bounded)
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 #: a Keras-only or normlab-only argument whose value does not matter (renorm_momentum without renorm)
 _ANY = object()
