@@ -110,7 +110,14 @@ class Initializer:
 
     def __call__(self, shape, dtype="float32", rng: np.random.Generator | None = None):
         shape, dtype = _check_call(type(self).__name__, shape, dtype)
-        return np.asarray(self._sample(shape, self._rng(rng)), dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.asarray(self._sample(shape, self._rng(rng)), dtype=dtype)
+        if not np.isfinite(out).all():  # e.g. Constant(1e300) or RandomNormal(stddev=1e300) in float32
+            raise ValueError(
+                f"{type(self).__name__}: the initial values are not finite in {dtype} ({self!r}); choose a "
+                f"smaller scale or dtype='float64'."
+            )
+        return out
 
     def _sample(self, shape, rng):  # pragma: no cover - interface
         raise NotImplementedError

@@ -182,7 +182,10 @@ class Layer:
     ) -> np.ndarray:
         """Allocate ``params[key]`` (and ``grads[key]``) or ``buffers[key]``."""
         init = _initializers.get(initializer)
-        value = np.ascontiguousarray(init(shape, dtype=self.dtype, rng=self._build_rng))
+        try:
+            value = np.ascontiguousarray(init(shape, dtype=self.dtype, rng=self._build_rng))
+        except ValueError as exc:  # the initializer's own message, with the layer and the weight it was for
+            raise type(exc)(f"Layer {self.name!r} ({type(self).__name__}), weight {key!r}: {exc}") from None
         if trainable:
             self.params[key] = value
             self.grads[key] = np.zeros_like(value)
