@@ -192,12 +192,18 @@ class Normalization(Layer):
         if self.input_mean is not None:
             for name, value, buf in (("mean", self.input_mean, mean), ("variance", self.input_variance, var)):
                 try:
-                    buf[...] = np.broadcast_to(value, shape)
+                    full = np.broadcast_to(value, shape)
                 except ValueError:
                     raise ValueError(
                         f"Layer {self.name!r} (Normalization): {name} of shape {value.shape} does not "
                         f"broadcast to the kept axes' shape {shape} of inputs {tuple(input_shape)}."
                     ) from None
+                if np.abs(full).max() > np.finfo(buf.dtype).max:  # inf once stored in the layer's dtype
+                    raise ValueError(
+                        f"Layer {self.name!r} (Normalization): '{name}' exceeds the largest {buf.dtype} "
+                        f"({np.finfo(buf.dtype).max:.2g}); use dtype='float64'."
+                    )
+                buf[...] = full
 
     def check_input_shape(self, shape):
         super().check_input_shape(shape)
