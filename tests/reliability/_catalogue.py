@@ -1306,6 +1306,9 @@ def optimizer_rows() -> list[Row]:
             ("bind-overlapping-views", lambda o, ps, gs: o.bind([ps[0], ps[0][1:]]), ValueError,
              ("{cls}", "share memory")),
             ("bind-grad-shape", lambda o, ps, gs: o.bind(ps, [gs[0].T, gs[1]]), ValueError, ("{cls}.bind",)),
+            ("set_state-iterations-beyond-2**53",
+             lambda o, ps, gs: o.set_state({**o.get_state(), "iterations": np.array(2**53 + 1)}), ValueError,
+             ("{cls}.set_state", "iterations")),
             ("set_state-iterations-bool", lambda o, ps, gs: o.set_state({**o.get_state(), "iterations": np.array(True)}),
              ValueError, ("{cls}.set_state", "iterations")),
         ]

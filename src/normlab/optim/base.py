@@ -69,6 +69,7 @@ _EPS = [Interval(numbers.Real, 0, None)]
 _FORM = [Options(T.EPSILON_FORMS)]
 _CLIP_ARGS = ("clipvalue", "clipnorm", "global_clipnorm")
 _COUNTERS = frozenset(("iterations", "last_global_norm", "skipped_steps"))
+_MAX_COUNT = 2**53  # counters are float64 entries of the arena: exact up to here
 _BASE_ARGS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "on_nonfinite", "name")
 
 
@@ -367,8 +368,11 @@ class Optimizer:
                     continue
                 raise ValueError(f"{cls}.set_state: the state has no 'iterations' entry.")
             a = arrays.pop(key)
-            if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
-                raise ValueError(f"{cls}.set_state: {key!r} must be a 0-d integer array >= 0, got {a!r}.")
+            # the counters live in float64 entries beside the parameters (exact up to 2**53)
+            if a.shape != () or a.dtype.kind not in "iu" or not 0 <= int(a) <= _MAX_COUNT:
+                raise ValueError(
+                    f"{cls}.set_state: {key!r} must be a 0-d integer array in [0, 2**53], got {a!r}."
+                )
             counters[key] = int(a)
         if self._binding is not None:
             expected = self._binding.state_arrays()
