@@ -101,9 +101,9 @@ def test_train_on_all_data_retrain_and_continue():
 def _counting(model, steps):
     orig = model._train_step
 
-    def step(xb, yb):
+    def step(xb, yb, wb=None):
         steps.append(len(xb))
-        return orig(xb, yb)
+        return orig(xb, yb, wb)
 
     model._train_step = step
     return model

@@ -71,9 +71,9 @@ def test_validation_split_uses_last_samples(rng):
     model = compiled(bn_net())
     orig = model._train_step
 
-    def spy(xb, yb):
+    def spy(xb, yb, wb=None):
         seen.append(xb.copy())
-        return orig(xb, yb)
+        return orig(xb, yb, wb)
 
     model._train_step = spy
     model.fit(x, y, batch_size=100, epochs=1, validation_split=0.2, verbose=0, seed=0, callbacks=[Spy()])

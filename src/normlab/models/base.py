@@ -27,6 +27,7 @@ from .._validation import Boolean, Interval, NoneOk, validate_params
 from ..layers.base import Layer, as_float_array
 from ..losses import SparseCategoricalCrossentropy
 from .executor import Executor, next_stamp
+from .data import ArraySource, Epochs, is_stream, make_source
 from .training import BatchIterator, run_epochs, split_validation
 
 __all__ = ["BaseModel"]
@@ -67,6 +68,38 @@ def _check_int(value, name: str, who: str, low: int) -> int:
 def _check_bool(value, name: str, owner: str) -> None:
     if value is not True and value is not False and not isinstance(value, np.bool_):
         validate_params(owner, {name: [Boolean()]}, {name: value})  # raises, with the standard message
+
+
+def _check_class_weight(class_weight, owner: str):
+    if class_weight is None:
+        return None
+    for k, v in class_weight.items():
+        if isinstance(k, bool) or not isinstance(k, (numbers.Integral, str)) or \
+                (isinstance(k, str) and not k.lstrip("-").isdigit()):
+            raise ValueError(f"{owner}: 'class_weight' keys must be class indices (ints), got {k!r}.")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"{owner}: 'class_weight' values must be finite numbers >= 0, got {v!r} for class {k!r}.")
+    return {int(k): float(v) for k, v in class_weight.items()}
+
+
+def _class_weights(y: np.ndarray, class_weight: dict, owner: str) -> np.ndarray:
+    """Each sample's class weight (Keras: 1 for a class not listed)."""
+    if y.dtype == np.intp:  # sparse labels, as the loss prepared them
+        if y.ndim != 1:
+            raise ValueError(f"{owner}: 'class_weight' needs one label per sample; got labels of shape {y.shape} "
+                             f"(use 'sample_weight' per value instead).")
+        classes = y
+    elif y.ndim == 2 and y.shape[1] > 1:
+        classes = np.argmax(y, axis=1)
+    elif y.ndim <= 2:
+        classes = np.round(y.reshape(len(y))).astype(np.intp)
+    else:
+        raise ValueError(f"{owner}: 'class_weight' is not supported for targets of shape {y.shape}.")
+    table = np.ones(max(int(classes.max(initial=0)), max(class_weight, default=0)) + 1)
+    for k, v in class_weight.items():
+        if k >= 0:
+            table[k] = v
+    return table[np.maximum(classes, 0)]
 
 
 def _layer_tree(layers) -> list:
@@ -510,14 +543,27 @@ class BaseModel:
         validation_split: float = 0.0,
         validation_data=None,
         shuffle: bool = True,
-        seed: int | None = None,
+        class_weight: dict | None = None,
+        sample_weight=None,
         initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_batch_size: int | None = None,
+        validation_freq: int = 1,
+        seed: int | None = None,
     ) -> History:
-        """Train for ``epochs`` passes over ``(x, y)``.
+        """Train for ``epochs`` epochs on ``(x, y)`` (Keras 3's arguments, in Keras's order, and ``seed``).
 
         Parameters
         ----------
+        x : array, PyDataset, or generator / iterable of batches
+            Arrays with ``y``; or a :class:`normlab.utils.PyDataset`, a
+            generator or another iterable whose batches are ``(x, y)`` or
+            ``(x, y, sample_weight)`` (then ``y`` and ``sample_weight`` are
+            not given here). See :mod:`normlab.models.data`.
+        y : array
         batch_size : int, default 32
+            For arrays (a dataset or a generator makes its own batches).
         epochs : int, default 1
         verbose : "auto", 0, 1 or 2
             1: a progress bar per epoch on a terminal (elsewhere one line per
@@ -525,17 +571,36 @@ class BaseModel:
             interactive terminal, else 2.
         callbacks : list of Callback
         validation_split : float in [0, 1)
-            Fraction of the data, taken from the *end* before shuffling (Keras),
-            held out for validation.
-        validation_data : (x_val, y_val), optional
+            Fraction of the arrays, taken from the *end* before shuffling
+            (Keras), held out for validation.
+        validation_data : (x_val, y_val) or (x_val, y_val, w_val), PyDataset or iterable, optional
             Overrides ``validation_split``.
         shuffle : bool, default True
-            Reshuffle the training samples every epoch.
+            Reshuffle the training samples (a PyDataset: its batch order) every epoch.
+        class_weight : dict, optional
+            ``{class: weight}``: each sample's loss and metrics are weighted
+            by its class's weight (1 for a class not listed), times its
+            ``sample_weight``. The class is the sparse label, the argmax of a
+            one-hot target, or the rounded binary target.
+        sample_weight : array of shape (N,), optional
+            Per-sample weights of the loss and the metrics, as Keras weighs
+            them (see :mod:`normlab.losses`).
+        initial_epoch : int, default 0
+            Epoch to start counting from (for resuming).
+        steps_per_epoch : int, optional
+            Steps per epoch. With arrays, an epoch of ``n`` steps continues
+            through the (shuffled) data where the last one stopped: a
+            validation, and an ``EarlyStopping`` check, every ``n`` steps.
+            Required to bound an endless generator.
+        validation_steps : int, optional
+            Batches of a validation dataset or generator to evaluate (all by default).
+        validation_batch_size : int, optional
+            Batch size of the validation arrays (default ``batch_size``).
+        validation_freq : int, default 1
+            Validate after every ``validation_freq``-th epoch.
         seed : int, optional
             Seeds the shuffling and, if the model is not built yet, the weight
             initialization: the same seed gives the same run, bit for bit.
-        initial_epoch : int, default 0
-            Epoch to start counting from (for resuming).
 
         Returns
         -------
@@ -557,31 +622,50 @@ class BaseModel:
                 "validation_split": [Interval(numbers.Real, 0, 1, closed="left")],
                 "shuffle": [Boolean()],
                 "seed": [NoneOk(), *_COUNT],
+                "steps_per_epoch": [NoneOk(), *_SIZE],
+                "validation_steps": [NoneOk(), *_SIZE],
+                "validation_batch_size": [NoneOk(), *_SIZE],
+                "validation_freq": _SIZE,
+                "class_weight": [NoneOk(), dict],
             },
             {"batch_size": batch_size, "epochs": epochs, "initial_epoch": initial_epoch,
-             "validation_split": validation_split, "shuffle": shuffle, "seed": seed},
+             "validation_split": validation_split, "shuffle": shuffle, "seed": seed,
+             "steps_per_epoch": steps_per_epoch, "validation_steps": validation_steps,
+             "validation_batch_size": validation_batch_size, "validation_freq": validation_freq,
+             "class_weight": class_weight},
         )
         batch_size = 32 if batch_size is None else int(batch_size)
         epochs, initial_epoch = int(epochs), int(initial_epoch)
+        class_weight = _check_class_weight(class_weight, owner)
         verbose = resolve_verbose(verbose, owner)
         callbacks = self._check_callbacks(callbacks, owner)
-        if x is None or y is None:
-            raise ValueError(f"{owner}: 'x' and 'y' are required.")
+        stream = is_stream(x)
+        if x is None or (y is None and not stream):
+            raise ValueError(f"{owner}: 'x' and 'y' are required (or 'x' a PyDataset or a generator of batches).")
+        if stream and validation_split:
+            raise ValueError(f"{owner}: 'validation_split' needs arrays; with a PyDataset or a generator, "
+                             f"pass 'validation_data'.")
         entropy = np.random.SeedSequence(seed).entropy
+        init_rng = BatchIterator.stream(entropy, 0)
         with self._all_or_nothing():
-            x, y = self._prepare_xy(x, y, "fit", BatchIterator.stream(entropy, 0))
-            if validation_data is None and validation_split > 0:
-                x, y, validation_data = split_validation(x, y, validation_split, owner)
-            elif validation_data is not None:
-                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                    raise ValueError(f"{owner}: 'validation_data' must be a tuple (x_val, y_val).")
-                try:
-                    validation_data = self._prepare_xy(validation_data[0], validation_data[1], "fit")
-                except (ValueError, TypeError) as exc:
-                    cls = type(exc) if type(exc) in (ValueError, TypeError) else ValueError
-                    raise cls(f"{owner}: 'validation_data' is not valid: {exc}") from exc
-            self._prepare_training()
-            data = BatchIterator(x, y, batch_size=batch_size, shuffle=bool(shuffle), entropy=entropy)
+            if stream:
+                source = make_source(x, y, sample_weight, self._stream_check("fit", class_weight, init_rng),
+                                     owner=owner, shuffle=bool(shuffle), entropy=entropy)
+            else:
+                x, y = self._prepare_xy(x, y, "fit", init_rng)
+                w = self._sample_weights(y, sample_weight, class_weight, owner, len(x))
+                if validation_data is None and validation_split > 0:
+                    if w is None:
+                        x, y, validation_data = split_validation(x, y, validation_split, owner)
+                    else:
+                        x, y, w, validation_data = split_validation(x, y, validation_split, owner, w)
+                self._prepare_training()
+                source = ArraySource(x, y, w, batch_size=batch_size, shuffle=bool(shuffle), entropy=entropy)
+            validate = None
+            if validation_data is not None:
+                validate = self._validation(validation_data, validation_batch_size or batch_size,
+                                            validation_steps, owner)
+            data = Epochs(source, steps_per_epoch, owner)
             self.history = History()
             # History (and the progress bar) after the user's callbacks, so that
             # what they add to the epoch logs is recorded (and shown), as in Keras
@@ -591,8 +675,79 @@ class BaseModel:
             # a callback that rejects its arguments here (a checkpoint template, a folder) fails the call
             # before any step: the model is as it was
             cb.on_train_begin()
-            run_epochs(self, data, cb, epochs=epochs, initial_epoch=initial_epoch, validation_data=validation_data)
+            run_epochs(self, data, cb, epochs=epochs, initial_epoch=initial_epoch, validate=validate,
+                       validation_freq=int(validation_freq))
         return self.history
+
+    def _stream_check(self, who: str, class_weight=None, rng=None, *, targets: bool = True):
+        """The check of each batch of a stream: ``(x, y, w)`` prepared, the model built on the first."""
+        owner = f"{type(self).__name__}.{who}"
+
+        def check(xb, yb, wb):
+            if not targets:
+                x = self._inference_input(xb, who)
+                return x, None, None
+            if yb is None:
+                raise ValueError(f"{owner}: a batch of 'x' holds no targets; batches must be (x, y) or "
+                                 f"(x, y, sample_weight).")
+            xb, yb = self._prepare_xy(xb, yb, who, rng)
+            wb = self._sample_weights(yb, wb, class_weight, owner, len(xb))
+            if who == "fit" and self._trainable_signature is None:
+                self._prepare_training()
+            return xb, yb, wb
+
+        return check
+
+    def _sample_weights(self, y, sample_weight, class_weight, owner: str, n: int):
+        """The checked weights of the samples of prepared targets ``y``: ``sample_weight`` times their class weights."""
+        w = None if sample_weight is None else self.loss.check_sample_weight(sample_weight, n, owner)
+        if class_weight:
+            cw = _class_weights(y, class_weight, owner)
+            w = cw if w is None else w * cw.reshape(cw.shape + (1,) * (w.ndim - 1))
+        return w
+
+    def _validation(self, validation_data, batch_size: int, steps, owner: str):
+        """A callable giving the validation logs of ``validation_data`` (arrays, a PyDataset or an iterable)."""
+        if is_stream(validation_data):
+            source = make_source(validation_data, None, None, self._stream_check("evaluate"),
+                                 owner=owner, arg="validation_data")
+            return lambda: self._evaluate_source(source, steps)
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError(f"{owner}: 'validation_data' must be a tuple (x_val, y_val) or (x_val, y_val, "
+                             f"sample_weight_val), a PyDataset or a generator.")
+        try:
+            xv, yv = self._prepare_xy(validation_data[0], validation_data[1], "fit")
+            wv = None if len(validation_data) == 2 or validation_data[2] is None else \
+                self.loss.check_sample_weight(validation_data[2], len(xv), owner)
+        except (ValueError, TypeError) as exc:
+            cls = type(exc) if type(exc) in (ValueError, TypeError) else ValueError
+            raise cls(f"{owner}: 'validation_data' is not valid: {exc}") from exc
+        return lambda: self._evaluate_arrays(xv, yv, batch_size, wv)
+
+    def _evaluate_source(self, source, steps: int | None = None) -> dict:
+        """Loss and metrics over the batches of a stream source (at most ``steps``), weighted as Keras does."""
+        loss = self.loss
+        metrics = [copy.copy(m) for m in self.metrics]
+        for m in metrics:
+            m.reset_state()
+        total, seen = 0.0, 0
+        for i, (xb, yb, wb) in enumerate(source.passes(0)):
+            if steps is not None and i >= steps:
+                break
+            out = self._forward(xb, False)
+            if wb is not None or not loss._plain:
+                value = loss.weighted_value(yb, out, wb)
+            else:
+                value = loss.value_from_logits(yb, out) if loss.from_logits else loss.value(yb, out)
+            total += value * len(xb)
+            seen += len(xb)
+            for m in metrics:
+                m.update_state(yb, out, wb)
+        if seen == 0:
+            raise ValueError(f"{type(self).__name__}: the evaluation data gave no batch.")
+        res = {"loss": total / seen + self._regularization_loss()}
+        res.update({m.name: m.result() for m in metrics})
+        return res
 
     @staticmethod
     def _check_callbacks(callbacks, owner: str) -> list:
@@ -605,21 +760,27 @@ class BaseModel:
                 raise TypeError(f"{owner}: 'callbacks' must hold Callback instances, got {c!r}.")
         return list(callbacks)
 
-    def train_on_batch(self, x, y, return_dict: bool = False):
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
         """One optimizer step on ``(x, y)``; returns the loss (and metrics on this batch)."""
         who = "train_on_batch"
+        owner = f"{type(self).__name__}.{who}"
         self._require_compiled(who)
-        _check_bool(return_dict, "return_dict", f"{type(self).__name__}.{who}")
+        _check_bool(return_dict, "return_dict", owner)
+        if class_weight is not None:
+            validate_params(owner, {"class_weight": [dict]}, {"class_weight": class_weight})
+            class_weight = _check_class_weight(class_weight, owner)
         # the step is a transaction of its own (see _train_step); the build and the binding are this one's
         with self._setup_guard():
             x, y = self._prepare_xy(x, y, who)
+            w = None if sample_weight is None and class_weight is None else \
+                self._sample_weights(y, sample_weight, class_weight, owner, len(x))
             self._prepare_training()
-            value, out = self._train_step(x, y)
-        return self._batch_result(value, y, out, return_dict)
+            value, out = self._train_step(x, y, w)
+        return self._batch_result(value, y, out, return_dict, w)
 
-    def _batch_result(self, value, y, out, return_dict):
+    def _batch_result(self, value, y, out, return_dict, sample_weight=None):
         res = {"loss": float(value)}
-        res.update(self._metric_results(y, out))
+        res.update(self._metric_results(y, out, sample_weight))
         if return_dict:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
@@ -664,24 +825,34 @@ class BaseModel:
         """:meth:`_all_or_nothing` while the model is not built (an inference call may build it), else nothing."""
         return contextlib.nullcontext() if self.built else self._all_or_nothing()
 
-    def evaluate(self, x=None, y=None, batch_size: int | None = 32, verbose: int = 0, return_dict: bool = False, callbacks=None):
-        """Loss (with penalties) and metrics on ``(x, y)`` in inference mode.
+    def evaluate(self, x=None, y=None, batch_size: int | None = 32, verbose: Any = "auto", sample_weight=None,
+                 steps: int | None = None, callbacks=None, return_dict: bool = False):
+        """Loss (with penalties) and metrics on ``(x, y)`` in inference mode (Keras 3's arguments and order).
 
-        Safe to call from several threads at once, and during another
-        thread's ``fit`` (which then sees its weights change between
-        batches): each call keeps its own metric state.
+        ``x`` may be a PyDataset or a generator of ``(x, y)`` /
+        ``(x, y, sample_weight)`` batches (then ``steps`` bounds the
+        batches read). Safe to call from several threads at once, and
+        during another thread's ``fit`` (which then sees its weights change
+        between batches): each call keeps its own metric state.
         """
         who = "evaluate"
         owner = f"{type(self).__name__}.{who}"
         self._require_compiled(who)
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", owner, 1)
+        validate_params(owner, {"steps": [NoneOk(), *_SIZE]}, {"steps": steps})
         _check_bool(return_dict, "return_dict", owner)
         verbose = resolve_verbose(verbose, owner)
         cb = CallbackList(self._check_callbacks(callbacks, owner), model=self)
         with self._building():
-            x, y = self._prepare_xy(x, y, who)
-            cb.on_test_begin()
-            res = self._evaluate_arrays(x, y, batch_size)
+            if is_stream(x):
+                source = make_source(x, y, sample_weight, self._stream_check(who), owner=owner)
+                cb.on_test_begin()
+                res = self._evaluate_source(source, steps)
+            else:
+                x, y = self._prepare_xy(x, y, who)
+                w = None if sample_weight is None else self.loss.check_sample_weight(sample_weight, len(x), owner)
+                cb.on_test_begin()
+                res = self._evaluate_arrays(x, y, batch_size, w)
             cb.on_test_end(res)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in res.items()), file=sys.stdout)
@@ -689,29 +860,46 @@ class BaseModel:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
 
-    def test_on_batch(self, x, y, return_dict: bool = False):
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
         """Loss and metrics on one batch in inference mode."""
         who = "test_on_batch"
+        owner = f"{type(self).__name__}.{who}"
         self._require_compiled(who)
-        _check_bool(return_dict, "return_dict", f"{type(self).__name__}.{who}")
+        _check_bool(return_dict, "return_dict", owner)
         with self._building():
             x, y = self._prepare_xy(x, y, who)
-            res = self._evaluate_arrays(x, y, len(x))
+            w = None if sample_weight is None else self.loss.check_sample_weight(sample_weight, len(x), owner)
+            res = self._evaluate_arrays(x, y, len(x), w)
         if return_dict:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
 
-    def predict(self, x, batch_size: int | None = 32, verbose: int = 0, callbacks=None) -> np.ndarray:
-        """Outputs for ``x`` in inference mode, computed in batches (thread-safe)."""
+    def predict(self, x, batch_size: int | None = 32, verbose: Any = "auto", steps: int | None = None,
+                callbacks=None) -> np.ndarray:
+        """Outputs for ``x`` in inference mode, computed in batches (thread-safe).
+
+        ``x`` may be a PyDataset or a generator of batches ``(x,)``,
+        ``(x, y)`` or ``x`` alone (targets are ignored); ``steps`` bounds
+        the batches read.
+        """
         who = "predict"
         owner = f"{type(self).__name__}.{who}"
         batch_size = _check_int(32 if batch_size is None else batch_size, "batch_size", owner, 1)
+        validate_params(owner, {"steps": [NoneOk(), *_SIZE]}, {"steps": steps})
         resolve_verbose(verbose, owner)  # checked; predict shows no progress
         cb = CallbackList(self._check_callbacks(callbacks, owner), model=self)
         with self._building():
-            x = self._inference_input(x, who)
-            cb.on_predict_begin()
-            out = self._predict_arrays(x, batch_size)
+            if is_stream(x):
+                source = make_source(x, None, None, self._stream_check(who, targets=False), owner=owner)
+                cb.on_predict_begin()
+                outs = [self._forward(xb, False) for i, (xb, _, _) in zip(range(steps or 2**62), source.passes(0))]
+                if not outs:
+                    raise ValueError(f"{owner}: 'x' gave no batch.")
+                out = np.concatenate(outs, axis=0)
+            else:
+                x = self._inference_input(x, who)
+                cb.on_predict_begin()
+                out = self._predict_arrays(x, batch_size)
             cb.on_predict_end()
         return out
 
@@ -784,6 +972,8 @@ class BaseModel:
 
     def summary(self, print_fn=print) -> None:
         """Print a table of layers, output shapes and parameter counts."""
+        if not callable(print_fn):
+            raise TypeError(f"{type(self).__name__}.summary: 'print_fn' must be callable (like print), got {print_fn!r}.")
         rows = [("Layer (type)", "Output shape", "Params")]
         for layer, shape in zip(self.layers, self._layer_output_shapes()):
             shape_s = "?" if shape is None else str(tuple(shape))

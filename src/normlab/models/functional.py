@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.base import Layer, as_float_array
+from ..layers.base import Layer
 from ..layers.base import registry as _layer_registry
 from ..layers._symbolic import SymbolicTensor
 from .base import BaseModel
@@ -155,7 +155,15 @@ class Model(BaseModel):
 
     def build(self, input_shape: tuple | None = None, seed: int | None = None) -> None:
         """Build every layer (``input_shape`` defaults to the Input's shape)."""
-        shape = tuple(input_shape) if input_shape is not None else self._input.shape
+        from .sequential import check_input_shape
+
+        shape = check_input_shape(input_shape, "Model.build") if input_shape is not None else self._input.shape
+        known = self.input_shape if self.built else self._input.shape
+        if len(shape) != len(known) or any(a is not None and b is not None and a != b
+                                           for a, b in zip(shape[1:], known[1:])):
+            raise ValueError(f"Model.build: model {self.name!r} takes inputs of shape {tuple(known)}, not {shape}.")
+        if self.built:
+            return
         # unknown (None) sizes get a placeholder large enough for "valid" convolutions and pooling
         sample = np.zeros((2,) + tuple(64 if d is None else d for d in shape[1:]), dtype=self.layers[0].dtype or np.float32)
         self._ensure_built(sample, np.random.default_rng(seed))
@@ -185,9 +193,10 @@ class Model(BaseModel):
         return program, index[id(self._output)]
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, who=f"Model {self.name!r}")
-        self._ensure_built(x)
-        x = self._check_input(x, "__call__")
+        if not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"Model.__call__: 'training' must be a bool, got {training!r}.")
+        with self._building():
+            x = self._inference_input(x, "__call__")
         values = {id(self._input): x}
         for t in self._nodes:
             args = [values[id(p)] for p in t.inputs]

@@ -110,6 +110,13 @@ class Sequential(BaseModel):
         shape = check_input_shape(input_shape, "Sequential.build")
         if not self.layers:
             raise ValueError(f"Sequential.build: model {self.name!r} has no layers.")
+        if self.built:
+            if len(shape) != len(self.input_shape) or any(
+                a is not None and b is not None and a != b for a, b in zip(shape[1:], self.input_shape[1:])
+            ):
+                raise ValueError(f"Sequential.build: model {self.name!r} is built for inputs of shape "
+                                 f"{self.input_shape}, not {shape}.")
+            return
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             if not layer.built:
@@ -141,6 +148,8 @@ class Sequential(BaseModel):
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """Run the layers on ``x`` (checked), as ``layer(x, training)`` does for one layer."""
+        if not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"Sequential.__call__: 'training' must be a bool, got {training!r}.")
         with self._building():
             x = self._inference_input(x, "__call__")
         for layer in self.layers:

@@ -1,8 +1,9 @@
 """What ``fit`` is made of: a data iterator and a trainer loop.
 
-:class:`BatchIterator` owns the data side of training: the validation
-split, epochs, shuffling, batching and the seed streams. :func:`run_epochs`
-runs the steps and the callbacks. :meth:`~normlab.models.base.BaseModel.fit`
+The data side of training (sources of batches: arrays, PyDatasets,
+generators; epochs of ``steps_per_epoch`` steps; shuffling) is
+:mod:`normlab.models.data`. :func:`run_epochs` runs the steps, the
+validation and the callbacks. :meth:`~normlab.models.base.BaseModel.fit`
 checks its arguments and connects the two.
 
 Seed streams are derived from ``(seed, purpose[, epoch])``
@@ -19,51 +20,32 @@ import math
 import numpy as np
 
 from ..errors import NonFiniteError
+from .data import ArraySource, Epochs
 
 __all__ = ["BatchIterator", "split_validation", "run_epochs"]
 
-_WEIGHTS, _SHUFFLE = 0, 1
 
+def split_validation(x, y, validation_split: float, who: str, w=None):
+    """``(x, y, (x_val, y_val))`` with the last ``validation_split`` of the samples held out (Keras: before shuffling).
 
-def split_validation(x, y, validation_split: float, who: str):
-    """``(x, y, (x_val, y_val))`` with the last ``validation_split`` of the samples held out (Keras: before shuffling)."""
+    With weights ``w``: ``(x, y, w, (x_val, y_val, w_val))``.
+    """
     n_val = int(len(x) * validation_split)
     if n_val == 0 or n_val == len(x):
         raise ValueError(
             f"{who}: validation_split={validation_split} leaves {len(x) - n_val} training and {n_val} "
             f"validation samples."
         )
-    return x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+    if w is None:
+        return x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
+    return x[:-n_val], y[:-n_val], w[:-n_val], (x[-n_val:], y[-n_val:], w[-n_val:])
 
 
-class BatchIterator:
-    """Batches of ``(x, y)`` for each epoch, shuffled from the epoch's own seed stream.
-
-    Parameters
-    ----------
-    x, y : ndarray
-        Validated training data (the same number of samples).
-    batch_size : int
-    shuffle : bool
-        Reshuffle the samples every epoch.
-    entropy : int
-        The run's root entropy (``SeedSequence(seed).entropy``).
-
-    Shuffled batches are gathered into one reused buffer rather than a
-    shuffled copy of the whole set per epoch: no second copy of the data,
-    and the batch is still in cache when the first layer reads it. A batch
-    is valid until the next one is drawn (the layers keep what they cached
-    of a batch only until their next step anyway).
-    """
+class BatchIterator(ArraySource):
+    """:class:`~normlab.models.data.ArraySource` without weights, one pass per epoch (kept for its callers)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, entropy: int):
-        self.x, self.y = x, y
-        self.n = len(x)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.entropy = entropy
-        self.steps = -(-self.n // batch_size)
-        self._buffer = np.empty((min(batch_size, self.n),) + x.shape[1:], x.dtype) if shuffle else None
+        super().__init__(x, y, None, batch_size=batch_size, shuffle=shuffle, entropy=entropy)
 
     @staticmethod
     def stream(entropy: int, *key: int) -> np.random.Generator:
@@ -72,25 +54,20 @@ class BatchIterator:
 
     def epoch(self, epoch: int):
         """Yield ``(step, x_batch, y_batch)`` for epoch ``epoch``."""
-        x, y, bs, n = self.x, self.y, self.batch_size, self.n
-        perm = self.stream(self.entropy, _SHUFFLE, epoch).permutation(n) if self.shuffle else None
-        for step in range(self.steps):
-            lo, hi = step * bs, min(n, (step + 1) * bs)
-            if perm is None:
-                yield step, x[lo:hi], y[lo:hi]
-            else:
-                idx = perm[lo:hi]
-                xb = self._buffer[: hi - lo]
-                np.take(x, idx, axis=0, out=xb)
-                yield step, xb, y[idx]
+        for step, (xb, yb, _) in enumerate(self.passes(epoch)):
+            yield step, xb, yb
 
 
-def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_epoch: int, validation_data) -> dict:
+def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: int, validate=None,
+               validation_freq: int = 1) -> dict:
     """The trainer loop: steps, metrics, validation and callbacks for epochs ``initial_epoch .. epochs - 1``.
 
     ``fit`` has called ``on_train_begin`` (inside its all-or-nothing setup).
+    ``validate()`` (if given) returns the validation logs; it runs after
+    every ``validation_freq``-th epoch (counted from 1, as Keras does).
 
-    Epoch logs hold the mean training loss and metrics over the epoch,
+    Epoch logs hold the mean training loss and metrics over the epoch
+    (each batch weighted by its size; metrics by the sample weights),
     ``global_norm`` (the mean over the epoch's steps of the global gradient
     norm before clipping), the ``val_`` entries and ``learning_rate`` (the
     rate of the next step). Returns the last logs.
@@ -103,10 +80,11 @@ def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_ep
         for m in metrics:
             m.reset_state()
         loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
-        for step, xb, yb in data.epoch(epoch):
+        batches = data.epoch(epoch)
+        for step, xb, yb, wb in batches:
             callbacks.on_train_batch_begin(step)
             try:
-                value, out = model._train_step(xb, yb)
+                value, out = model._train_step(xb, yb, wb)
             except FloatingPointError as exc:
                 # a step refused for non-finite values (the optimizer's or a layer's); nothing changed.
                 # The callbacks see the batch with its loss (NaN if the forward pass did not reach
@@ -130,23 +108,27 @@ def run_epochs(model, data: BatchIterator, callbacks, *, epochs: int, initial_ep
                 norm_sum += norm
                 norm_count += 1
             for m in metrics:
-                m.update_state(yb, out)
+                m.update_state(yb, out, wb)
             logs = {"loss": loss_sum / seen}
             logs.update({m.name: m.result() for m in metrics})
             callbacks.on_train_batch_end(step, logs)
             if model.stop_training:
                 break
+        if hasattr(batches, "close"):
+            batches.close()
+        if data.stopped and seen == 0:
+            break  # the input ran out before this epoch's first step: no epoch to report
         logs = dict(logs)
         if norm_count:
             logs["global_norm"] = norm_sum / norm_count
         lr = getattr(optimizer, "current_learning_rate", None)
-        if validation_data is not None:
-            val = model._evaluate_arrays(validation_data[0], validation_data[1], data.batch_size)
-            logs.update({f"val_{k}": v for k, v in val.items()})
+        if validate is not None and (epoch + 1) % validation_freq == 0:
+            logs.update({f"val_{k}": v for k, v in validate().items()})
         if lr is not None:
             logs["learning_rate"] = float(lr)
         callbacks.on_epoch_end(epoch, logs)
-        if model.stop_training:
+        if model.stop_training or data.stopped:
             break
+    data.close()
     callbacks.on_train_end(logs)
     return logs
