@@ -40,6 +40,15 @@ def _row_sum(x, r, x0):
     return s
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _row_sum_plain(x, r):
+    """``sum(x[r])`` in float64: for float32 rows, exact for a constant row (fewer than 2^29 values)."""
+    s = 0.0
+    for j in range(x.shape[1]):
+        s += np.float64(x[r, j])
+    return s
+
+
 # The sums of squared deviations and the backward's row sums run in x's dtype
 # (vector partial sums at the full width; 15-35 % faster than converting every
 # term to float64): they have no large offset to cancel, unlike the mean,
@@ -136,8 +145,9 @@ def forward(x, gamma, beta, epsilon, centered, out, mean_out, inv_out, floor=0.0
     """Write ``y`` into ``out`` and each row's ``mu``/``inv`` (float64) into ``mean_out``/``inv_out``.
 
     ``gamma``/``beta`` of size 0 mean 1 and 0; ``centered=False`` is RMS
-    normalization (``mu = 0``). The mean is summed in float64 from the
-    row's first value (exact for a constant row) and rounded to ``x``'s
+    normalization (``mu = 0``). The mean is summed in float64 (exact for a
+    constant row: float64 rows are summed from their first value, as a
+    float64 sum of copies of one value can round) and rounded to ``x``'s
     dtype as ``mu_hi``; the deviations ``x - mu_hi`` are squared in that
     dtype, with ``lo = mu - mu_hi`` taken off the mean square and off
     ``xhat``. A row whose variance comes out non-finite, or below ``floor``
@@ -151,8 +161,11 @@ def forward(x, gamma, beta, epsilon, centered, out, mean_out, inv_out, floor=0.0
     for r in range(rows):
         mean = 0.0
         if centered:
-            x0 = np.float64(x[r, 0])
-            mean = x0 + _row_sum(x, r, x0) / m
+            if x.itemsize == 8:  # a float64 sum of m copies of a value can round: sum from the first
+                x0 = np.float64(x[r, 0])
+                mean = x0 + _row_sum(x, r, x0) / m
+            else:
+                mean = _row_sum_plain(x, r) / m
         mu = dt(mean)
         lo = mean - np.float64(mu)
         var = _row_sq_dev(x, r, mu) / m - lo * lo
