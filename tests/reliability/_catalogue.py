@@ -1420,13 +1420,6 @@ KNOWN_FAILURES.update(dict.fromkeys([
     'func-trained-build-other-input_shape',
     'mlp-trained-build-other-input_shape',
 ], 'owner: models/sequential.py, models/functional.py: build() of a built model with another input shape is silently ignored'))
-KNOWN_FAILURES.update(dict.fromkeys([
-    'mlp-fresh-call-training=str',
-], "owner: models/sequential.py: model(x, training='yes') builds an unbuilt model before the layer refuses 'training'"))
-KNOWN_FAILURES.update(dict.fromkeys([
-    'mlp-fresh-summary-print_fn=3',
-    'mlp-trained-summary-print_fn=3',
-], "owner: models/base.py: summary(print_fn=3): Python's 'int object is not callable', without summary or 'print_fn'"))
 
 
 def all_rows() -> list[Row]:
