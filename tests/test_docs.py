@@ -44,7 +44,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-OPTIONAL = {"sklearn": ("sklearn", "scikit-learn"), "matplotlib": ("matplotlib",), "numba": ("numba",)}
+OPTIONAL = {"sklearn": ("sklearn", "scikit-learn"), "matplotlib": ("matplotlib",), "numba": ("numba",), "h5py": ("h5py",)}
 
 FENCE = re.compile(r"^```(\S*)[ \t]*(.*)$")
 

@@ -963,12 +963,26 @@ class BaseModel:
     def save(self, path) -> None:
         """Write architecture, weights, buffers and optimizer state to one file.
 
-        See :func:`normlab.models.saving.save_model`; read it back with
+        A path ending in ``.keras`` is written in Keras 3's format
+        (:func:`normlab.models.keras_format.save_keras`, needs ``h5py``),
+        which Keras loads; any other in normlab's own
+        (:func:`normlab.models.saving.save_model`). Read either back with
         :func:`normlab.load_model`.
         """
+        from .keras_format import is_keras_path, save_keras
+
+        if is_keras_path(path):
+            save_keras(self, path)
+            return
         from .saving import save_model
 
         save_model(self, path)
+
+    def __reduce__(self):
+        """Pickle (joblib, multiprocessing, ``copy.deepcopy``) through normlab's own model file, never the objects."""
+        from .keras_format import _reduce_model
+
+        return _reduce_model(self)
 
     def summary(self, print_fn=print) -> None:
         """Print a table of layers, output shapes and parameter counts."""

@@ -748,7 +748,16 @@ def load_model(path, compile: bool = True):
         and the memory bound.
     FileNotFoundError, IsADirectoryError, PermissionError
         When ``path`` cannot be opened as a file.
+
+    A path ending in ``.keras`` is read as a Keras 3 file
+    (:func:`normlab.models.keras_format.load_keras`), with the same
+    guarantees: no code runs, memory is bounded by the file, and every
+    malformed file raises :class:`ModelFileError`.
     """
+    from .keras_format import is_keras_path, load_keras  # here: keras_format imports this module
+
+    if is_keras_path(path):
+        return load_keras(path, compile=compile)
     fh, size = _open_regular_file(path)
     with fh:
         if size == 0:
