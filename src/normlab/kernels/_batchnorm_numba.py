@@ -36,8 +36,24 @@ OK, NOT_FINITE, OVERFLOW = 0, 1, 2
 _FOLD_BOUND = 4.0
 
 
-@njit(cache=True, nogil=True, fastmath=False)
+@njit(cache=True, nogil=True)
 def moments(x):
+    """Per-feature mean and biased variance (float64) of ``(m, C)`` ``x`` (module docstring).
+
+    Where a float64 sum overflows (float64 deviations beyond about 1e154;
+    float32 ones never do), the feature is redone by
+    :func:`_column_moments_scaled`; NaN or inf input gives NaN.
+    """
+    mean, var, s1, s2 = _moments_sums(x)
+    if not np.isfinite(np.sum(s1) + np.sum(s2)):
+        for j in range(x.shape[1]):
+            if not (np.isfinite(s1[j]) and np.isfinite(s2[j])):
+                mean[j], var[j] = _column_moments_scaled(x, j)
+    return mean, var
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def _moments_sums(x):
     m, c = x.shape
     shift = np.empty(c, np.float64)
     s1 = np.zeros(c, np.float64)
@@ -71,13 +87,7 @@ def moments(x):
         mean[j] = shift[j] + mu
         v = s2[j] / m - mu * mu
         var[j] = v if v > 0.0 else 0.0
-    if not np.isfinite(np.sum(s2) + np.sum(s1)):
-        # float64 deviations beyond ~1e154 overflow the squares (float32 ones never
-        # do in float64); NaN or inf input stays NaN
-        for j in range(c):
-            if not (np.isfinite(s1[j]) and np.isfinite(s2[j])):
-                mean[j], var[j] = _column_moments_scaled(x, j)
-    return mean, var
+    return mean, var, s1, s2
 
 
 @njit(cache=True, nogil=True)
