@@ -209,6 +209,14 @@ def build_model(kind: str):
         out = layers.Dense(CLASSES, activation="softmax")(h)
         m = normlab.Model(inp, out, seed=0)
         m.compile(optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    elif kind == "zoo":  # the other stateful layers (noise generators, data-dependent init), Adagrad
+        m = normlab.Sequential([
+            layers.Dense(8), layers.LayerNormalization(), layers.Activation("relu"), layers.NoisyDense(8),
+            layers.GaussianDropout(0.2), layers.AlphaDropout(0.1),
+            layers.WeightNormalization(layers.Dense(6, activation="tanh")), layers.BatchNormalization(),
+            layers.Dense(CLASSES, activation="softmax"),
+        ])
+        m.compile(optimizers.Adagrad(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
     elif kind == "mse":  # regression: two linear outputs, mean squared error, Nadam
         m = normlab.Sequential([layers.Dense(8, use_bias=False), layers.BatchNormalization(),
                                 layers.Activation("relu"), layers.Dense(2)])
@@ -218,7 +226,7 @@ def build_model(kind: str):
     return m
 
 
-MODEL_KINDS = ("mlp", "onehot", "bce", "cnn", "func", "mse", "mlp64")
+MODEL_KINDS = ("mlp", "onehot", "bce", "cnn", "func", "mse", "mlp64", "zoo")
 STATES = ("trained", "fresh")
 
 
@@ -832,7 +840,7 @@ _BAD_Y_MSE = [
     ("y=None", lambda y: None, (ValueError, TypeError)),
 ]
 _BAD_Y_ONEHOT.append(("y=float64-above-float32-max", lambda y: _set(y.astype(np.float64), 1e300), ValueError))
-BAD_Y = {"mlp": _BAD_Y_SPARSE, "mlp64": _BAD_Y_SPARSE, "cnn": _BAD_Y_SPARSE, "func": _BAD_Y_SPARSE, "onehot": _BAD_Y_ONEHOT,
+BAD_Y = {"mlp": _BAD_Y_SPARSE, "mlp64": _BAD_Y_SPARSE, "zoo": _BAD_Y_SPARSE, "cnn": _BAD_Y_SPARSE, "func": _BAD_Y_SPARSE, "onehot": _BAD_Y_ONEHOT,
          "bce": _BAD_Y_BCE, "mse": _BAD_Y_MSE}
 
 # (argument, bad value, exception) for fit
@@ -1015,10 +1023,21 @@ def model_rows() -> list[Row]:
         ValueError, ("BatchNormalization", "batch"), kinds=("mlp", "onehot", "bce", "func"))
     add("train_on_batch-batch-of-one", _method("train_on_batch", fx=lambda x: x[:1], fy=lambda y: y[:1]),
         ValueError, ("BatchNormalization", "batch"), kinds=("mlp", "onehot", "bce", "func"))
+    # (in the zoo, a fresh model's WeightNormalization refuses one sample first, for its initialization)
+    add("fit-batch-of-one", lambda m, x, y, p: m.fit(x[:1], y[:1], batch_size=4, verbose=0),
+        ValueError, ("Layer", "batch"), kinds=("zoo",))
+    add("train_on_batch-batch-of-one", _method("train_on_batch", fx=lambda x: x[:1], fy=lambda y: y[:1]),
+        ValueError, ("Layer", "batch"), kinds=("zoo",))
     add("fit-last-batch-of-one",
         lambda m, x, y, p: m.fit(np.concatenate([x, x[:1]]), np.concatenate([y, y[:1]]), batch_size=4, verbose=0,
                                  shuffle=False, callbacks=[p]),
-        ValueError, ("BatchNormalization", "batch"), kinds=("mlp", "func"), after_steps=True)
+        ValueError, ("BatchNormalization", "batch"), kinds=("mlp", "func", "zoo"), after_steps=True)
+    # finite float32 inputs whose batch statistics overflow: the step fails inside (batch norm), after the
+    # noise layers drew: everything it changed is given back
+    add("fit-x=huge-finite", _fit_xy(fx=lambda x: x * np.float32(1e30)), ValueError, ("BatchNormalization",),
+        kinds=("mlp", "onehot", "bce", "cnn", "func", "mse"))
+    add("train_on_batch-x=huge-finite", _method("train_on_batch", fx=lambda x: x * np.float32(1e30)), ValueError,
+        ("BatchNormalization",), kinds=("mlp", "cnn", "func"))
     # ---- evaluate / predict arguments
     for arg, bad, exc in _EVAL_ARGS:
         add(f"evaluate-{arg}={_short(bad)}", _method("evaluate", **{arg: bad}), exc, ("{cls}.evaluate", f"'{arg}'"),
