@@ -16,8 +16,14 @@ class Callback:
 
     Hooks receive ``logs``, a dict of floats: ``on_train_batch_end`` gets the
     running means of the epoch so far (``"loss"`` and each metric),
-    ``on_epoch_end`` the epoch's values and the ``"val_"`` ones. A callback may
-    set ``self.model.stop_training = True`` to stop after the current epoch.
+    ``on_epoch_end`` the epoch's values and the ``"val_"`` ones,
+    ``on_test_batch_end`` the running means of the evaluation so far, and
+    ``on_predict_batch_end`` ``{"outputs": the batch's outputs}``. They are
+    called where Keras 3 calls them: the test hooks in ``evaluate`` and in
+    ``fit``'s validation, the predict hooks in ``predict``.
+    ``on_batch_begin`` / ``on_batch_end`` are the train-batch hooks' older
+    names (called by them, as in Keras). A callback may set
+    ``self.model.stop_training = True`` to stop after the current epoch.
 
     ``self.model`` and ``self.params`` (``epochs``, ``steps``, ``verbose``)
     are set before training starts.
@@ -42,12 +48,22 @@ class Callback:
     def on_train_end(self, logs=None): ...
     def on_epoch_begin(self, epoch, logs=None): ...
     def on_epoch_end(self, epoch, logs=None): ...
-    def on_train_batch_begin(self, batch, logs=None): ...
-    def on_train_batch_end(self, batch, logs=None): ...
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
     def on_test_begin(self, logs=None): ...
     def on_test_end(self, logs=None): ...
+    def on_test_batch_begin(self, batch, logs=None): ...
+    def on_test_batch_end(self, batch, logs=None): ...
     def on_predict_begin(self, logs=None): ...
     def on_predict_end(self, logs=None): ...
+    def on_predict_batch_begin(self, batch, logs=None): ...
+    def on_predict_batch_end(self, batch, logs=None): ...
 
 
 class CallbackList(Callback):
@@ -106,6 +122,18 @@ class CallbackList(Callback):
 
     def on_predict_end(self, logs=None):
         self._call("on_predict_end", logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._call("on_test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._call("on_test_batch_end", batch, logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._call("on_predict_batch_begin", batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._call("on_predict_batch_end", batch, logs)
 
 
 class History(Callback):

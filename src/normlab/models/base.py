@@ -711,7 +711,7 @@ class BaseModel:
         if is_stream(validation_data):
             source = make_source(validation_data, None, None, self._stream_check("evaluate"),
                                  owner=owner, arg="validation_data")
-            return lambda: self._evaluate_source(source, steps)
+            return lambda callbacks=None: self._evaluate_source(source, steps, callbacks)
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError(f"{owner}: 'validation_data' must be a tuple (x_val, y_val) or (x_val, y_val, "
                              f"sample_weight_val), a PyDataset or a generator.")
@@ -722,18 +722,32 @@ class BaseModel:
         except (ValueError, TypeError) as exc:
             cls = type(exc) if type(exc) in (ValueError, TypeError) else ValueError
             raise cls(f"{owner}: 'validation_data' is not valid: {exc}") from exc
-        return lambda: self._evaluate_arrays(xv, yv, batch_size, wv)
+        return lambda callbacks=None: self._evaluate_arrays(xv, yv, batch_size, wv, callbacks)
 
-    def _evaluate_source(self, source, steps: int | None = None) -> dict:
-        """Loss and metrics over the batches of a stream source (at most ``steps``), weighted as Keras does."""
+    def _evaluate_source(self, source, steps: int | None = None, callbacks=None) -> dict:
+        """Loss and metrics over the batches of a stream source (at most ``steps``)."""
+        batches = source.passes(0)
+        if steps is not None:
+            batches = (b for _, b in zip(range(steps), batches))
+        return self._evaluate_batches(batches, callbacks)
+
+    def _evaluate_batches(self, batches, callbacks=None) -> dict:
+        """Loss (with penalties) and metrics over ``(x, y, w)`` batches, as Keras weighs them.
+
+        The loss is the mean of the batches' losses weighted by their sizes
+        (with sample weights, each batch's is ``sum_i w_i l_i / n``); each
+        metric is its weighted mean over all samples. ``callbacks`` get the
+        test-batch hooks with the running values.
+        """
         loss = self.loss
         metrics = [copy.copy(m) for m in self.metrics]
         for m in metrics:
             m.reset_state()
         total, seen = 0.0, 0
-        for i, (xb, yb, wb) in enumerate(source.passes(0)):
-            if steps is not None and i >= steps:
-                break
+        logs: dict = {}
+        for i, (xb, yb, wb) in enumerate(batches):
+            if callbacks is not None:
+                callbacks.on_test_batch_begin(i)
             out = self._forward(xb, False)
             if wb is not None or not loss._plain:
                 value = loss.weighted_value(yb, out, wb)
@@ -743,6 +757,9 @@ class BaseModel:
             seen += len(xb)
             for m in metrics:
                 m.update_state(yb, out, wb)
+            if callbacks is not None:
+                logs = {"loss": total / seen, **{m.name: m.result() for m in metrics}}
+                callbacks.on_test_batch_end(i, logs)
         if seen == 0:
             raise ValueError(f"{type(self).__name__}: the evaluation data gave no batch.")
         res = {"loss": total / seen + self._regularization_loss()}
@@ -804,16 +821,33 @@ class BaseModel:
         outs = [self._forward(x[i : i + batch_size], False) for i in range(0, len(x), batch_size)]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
-    def _evaluate_arrays(self, x, y, batch_size, sample_weight=None) -> dict:
-        out = self._predict_arrays(x, batch_size)
-        loss = self.loss
-        if sample_weight is not None or not loss._plain:
-            value = loss.weighted_value(y, out, sample_weight)
-        else:
-            value = loss.value_from_logits(y, out) if loss.from_logits else loss.value(y, out)
-        res = {"loss": value + self._regularization_loss()}
-        res.update(self._metric_results(y, out, sample_weight))
-        return res
+    def _predict_batches(self, batches, callbacks, owner: str) -> np.ndarray:
+        """Outputs of each batch, with the predict-batch hooks (Keras's ``{"outputs": ...}`` logs)."""
+        outs = []
+        for i, xb in enumerate(batches):
+            callbacks.on_predict_batch_begin(i)
+            outs.append(self._forward(xb, False))
+            callbacks.on_predict_batch_end(i, {"outputs": outs[-1]})
+        if not outs:
+            raise ValueError(f"{owner}: 'x' gave no batch.")
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
+
+    def _evaluate_arrays(self, x, y, batch_size, sample_weight=None, callbacks=None) -> dict:
+        if callbacks is None or not callbacks.callbacks:
+            # one pass over all outputs: the loss of the whole set at once
+            out = self._predict_arrays(x, batch_size)
+            loss = self.loss
+            if sample_weight is not None or not loss._plain:
+                value = loss.weighted_value(y, out, sample_weight)
+            else:
+                value = loss.value_from_logits(y, out) if loss.from_logits else loss.value(y, out)
+            res = {"loss": value + self._regularization_loss()}
+            res.update(self._metric_results(y, out, sample_weight))
+            return res
+        w = sample_weight
+        batches = ((x[i:i + batch_size], y[i:i + batch_size], None if w is None else w[i:i + batch_size])
+                   for i in range(0, len(x), batch_size))
+        return self._evaluate_batches(batches, callbacks)
 
     def _setup_guard(self):
         """:meth:`_all_or_nothing` until the model is built and prepared for training, then nothing (no cost per step)."""
@@ -847,12 +881,12 @@ class BaseModel:
             if is_stream(x):
                 source = make_source(x, y, sample_weight, self._stream_check(who), owner=owner)
                 cb.on_test_begin()
-                res = self._evaluate_source(source, steps)
+                res = self._evaluate_source(source, steps, cb)
             else:
                 x, y = self._prepare_xy(x, y, who)
                 w = None if sample_weight is None else self.loss.check_sample_weight(sample_weight, len(x), owner)
                 cb.on_test_begin()
-                res = self._evaluate_arrays(x, y, batch_size, w)
+                res = self._evaluate_arrays(x, y, batch_size, w, cb)
             cb.on_test_end(res)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in res.items()), file=sys.stdout)
@@ -892,14 +926,15 @@ class BaseModel:
             if is_stream(x):
                 source = make_source(x, None, None, self._stream_check(who, targets=False), owner=owner)
                 cb.on_predict_begin()
-                outs = [self._forward(xb, False) for i, (xb, _, _) in zip(range(steps or 2**62), source.passes(0))]
-                if not outs:
-                    raise ValueError(f"{owner}: 'x' gave no batch.")
-                out = np.concatenate(outs, axis=0)
+                out = self._predict_batches((xb for _, (xb, _, _) in zip(range(steps or 2**62), source.passes(0))),
+                                            cb, owner)
             else:
                 x = self._inference_input(x, who)
                 cb.on_predict_begin()
-                out = self._predict_arrays(x, batch_size)
+                if cb.callbacks:
+                    out = self._predict_batches((x[i:i + batch_size] for i in range(0, len(x), batch_size)), cb, owner)
+                else:
+                    out = self._predict_arrays(x, batch_size)
             cb.on_predict_end()
         return out
 

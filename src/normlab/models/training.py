@@ -63,8 +63,9 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
     """The trainer loop: steps, metrics, validation and callbacks for epochs ``initial_epoch .. epochs - 1``.
 
     ``fit`` has called ``on_train_begin`` (inside its all-or-nothing setup).
-    ``validate()`` (if given) returns the validation logs; it runs after
-    every ``validation_freq``-th epoch (counted from 1, as Keras does).
+    ``validate(callbacks)`` (if given) returns the validation logs; it runs
+    after every ``validation_freq``-th epoch (counted from 1, as Keras does),
+    between the callbacks' ``on_test_begin`` and ``on_test_end``.
 
     Epoch logs hold the mean training loss and metrics over the epoch
     (each batch weighted by its size; metrics by the sample weights),
@@ -123,7 +124,11 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
             logs["global_norm"] = norm_sum / norm_count
         lr = getattr(optimizer, "current_learning_rate", None)
         if validate is not None and (epoch + 1) % validation_freq == 0:
-            logs.update({f"val_{k}": v for k, v in validate().items()})
+            # the callbacks see the validation as an evaluate call (Keras: on_test_begin, test-batch hooks, on_test_end)
+            callbacks.on_test_begin()
+            val = validate(callbacks)
+            callbacks.on_test_end(val)
+            logs.update({f"val_{k}": v for k, v in val.items()})
         if lr is not None:
             logs["learning_rate"] = float(lr)
         callbacks.on_epoch_end(epoch, logs)
