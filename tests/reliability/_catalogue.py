@@ -949,6 +949,22 @@ def _bn_index(m):
     raise LookupError
 
 
+def _interrupt_layer(index: int, at: int):
+    """A set-up that makes layer ``index``'s training forward raise KeyboardInterrupt on its ``at``-th call."""
+    def prepare(m):
+        layer = m.layers[index]
+        forward, calls = layer._train_forward, [0]
+
+        def interrupted(h):
+            calls[0] += 1
+            if calls[0] == at + 1:
+                raise KeyboardInterrupt(f"interrupted inside a step ({type(layer).__name__})")
+            return forward(h)
+
+        layer._train_forward = interrupted
+    return prepare
+
+
 def _bad_for(kind: str, state: str, rid: str) -> bool:
     """Whether row ``rid`` is a bad input for a model of ``kind`` in ``state``.
 
@@ -1234,6 +1250,14 @@ def model_rows() -> list[Row]:
         ("recompute_batchnorm_statistics", "built"), kinds=("mlp",), states=("fresh",))
     add("fold_batchnorm-unbuilt", lambda m, x, y, p: normlab.fold_batchnorm(m), ValueError,
         ("fold_batchnorm", "built"), kinds=("mlp",), states=("fresh",))
+    # an interrupt inside a training step (in the zoo's batch norm, after the noise layers drew)
+    for label, at, action, after in (
+        ("train_on_batch-interrupt-inside-step", 0, _method("train_on_batch"), False),
+        ("fit-interrupt-inside-step-2", 1, lambda m, x, y, p: m.fit(x, y, batch_size=4, epochs=2, verbose=0,
+                                                                     seed=1, callbacks=[p]), True),
+    ):
+        rows += [Row(f"zoo-{state}-{label}", "model", ("zoo", state), action, KeyboardInterrupt,
+                     ("inside a step",), after_steps=after, prepare=_interrupt_layer(7, at)) for state in STATES]
     add("evaluate-callback-raises", lambda m, x, y, p: m.evaluate(x, y, callbacks=[_raising_callback("on_test_end")]),
         RuntimeError, ("boom",), kinds=("mlp",))
     add("predict-callback-raises",
