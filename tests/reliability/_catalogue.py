@@ -22,13 +22,25 @@ Rows come in kinds:
     ``set_weights``, ``compile``, ...) given bad data or arguments, or a fit
     whose callback raises. Each runs on every model kind in both states
     ("trained": built and trained one step; "fresh": never trained), on the
-    numba and the NumPy kernels. A fit stopped by an error after some steps
+    numba and the NumPy kernels. The kinds: MLPs with batch norm, dropout
+    and Gaussian noise (sparse, one-hot, binary and regression targets;
+    float32 and float64), a CNN, a functional model with a residual branch,
+    and a "zoo" of the other stateful layers; compiled with Adam, SGD with
+    momentum, RMSprop, AdamW with clipping, Nadam and Adagrad. A fit stopped by an error after some steps
     keeps those steps: it is compared with a snapshot taken in
     ``on_train_batch_end`` of the last completed step (or with the state
     before ``fit`` if no step completed, which for a fresh model means it is
     still unbuilt).
 ``optimizer``
-    An optimizer used on its own (``apply``, ``set_state``).
+    An optimizer used on its own (``apply``, ``bind``, ``set_state``, schedules
+    that return bad values).
+``object``
+    Schedules called with bad steps, metrics and losses given mismatched data,
+    uncompiled and empty models.
+
+Controls in the test module check that inputs a user may rightly pass (ints,
+bools, lists, float16, NumPy scalars, read-only arrays, ...) are accepted, and
+that the snapshot sees every change a training step makes.
 
 Rows known to fail today are listed in :data:`KNOWN_FAILURES` with the file
 that owns the fix; the test marks them ``xfail(strict=True)``.
