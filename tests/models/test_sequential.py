@@ -268,7 +268,9 @@ def test_summary_and_config_round_trip(rng):
     lines = []
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
-    assert "BatchNormalization" in text and "Total params: 195" in text and "Non-trainable params: 32" in text
+    assert "BatchNormalization" in text and "Trainable params: 163 " in text and "Non-trainable params: 32 " in text
+    # as Keras 3, once the optimizer holds state its variables are part of the total
+    assert f"Total params: {195 + model._optimizer_param_count():,}" in text
     cfg = json.loads(json.dumps(model.get_config()))
     clone = normlab.Sequential.from_config(cfg)
     clone.set_weights(model.get_weights())
