@@ -30,6 +30,21 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 LD = np.longdouble
+
+
+@pytest.fixture(params=["numba", "numpy", "numpy-large"])
+def path(request, monkeypatch):
+    """The kernels: numba, NumPy, and NumPy's float32 code for large inputs (taken here for small ones too)."""
+    from normlab.kernels import _backend
+    from normlab.kernels import batchnorm as KB
+
+    if request.param == "numba" and not _backend.NUMBA_AVAILABLE:
+        pytest.skip("numba is not installed")
+    if request.param == "numpy-large":
+        monkeypatch.setattr(KB, "_SMALL", 0)
+    previous = _backend.use_numba(request.param == "numba")
+    yield request.param
+    _backend.use_numba(previous)
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -113,7 +128,7 @@ def set_params(layer, gamma, beta):
 
 @SETTINGS
 @given(data=extreme_input((12, 5), constant_axis=1))
-def test_batch_normalization(kernel_path, data):
+def test_batch_normalization(path, data):
     x, dy, gamma, beta, const = data
     x[:, const] = x[0, const]
     layer = BatchNormalization(momentum=0.0, dtype=x.dtype.name)
@@ -140,7 +155,7 @@ def test_batch_normalization(kernel_path, data):
 
 @SETTINGS
 @given(data=extreme_input((6, 8), constant_axis=0))
-def test_layer_normalization(kernel_path, data):
+def test_layer_normalization(path, data):
     x, dy, gamma, beta, const = data
     x[const] = x[const, :1]
     layer = LayerNormalization(dtype=x.dtype.name)
@@ -153,7 +168,7 @@ def test_layer_normalization(kernel_path, data):
 
 @SETTINGS
 @given(data=extreme_input((6, 8), constant_axis=0))
-def test_rms_normalization(kernel_path, data):
+def test_rms_normalization(path, data):
     x, dy, gamma, beta, _ = data
     layer = RMSNormalization(dtype=x.dtype.name)
     layer.build_from_shape(x.shape)
@@ -164,7 +179,7 @@ def test_rms_normalization(kernel_path, data):
 
 @SETTINGS
 @given(data=extreme_input((3, 4, 6), constant_axis=0), groups=st.sampled_from([1, 3, 6]))
-def test_group_and_instance_normalization(kernel_path, data, groups):
+def test_group_and_instance_normalization(path, data, groups):
     x, dy, gamma, beta, const = data  # const: the samples whose first group is constant
     k = 6 // groups
     x[const, :, :k] = x[const, :1, :1]
