@@ -288,26 +288,24 @@ def diverging(on_nonfinite):
 @pytest.mark.parametrize("on_nonfinite", ["raise", "skip", "proceed"])
 def test_terminate_on_nan_stops_cleanly_whatever_on_nonfinite_says(on_nonfinite, kernel_path, capsys):
     x, y = data(n=256, d=8)
-    results = {}
     with np.errstate(all="ignore"):
         model = diverging(on_nonfinite)
         history = model.fit(x, y, epochs=3, batch_size=32, verbose=0, seed=0, callbacks=[TerminateOnNaN()])
     assert "invalid loss" in capsys.readouterr().err
     assert len(history.history["loss"]) == 1 and np.isnan(history.history["loss"][0])
     results = (model.optimizer.iterations, model.optimizer.skipped_steps)
-    if on_nonfinite == "proceed":
-        assert results == (3, 0)  # the NaN step was applied, then training stopped
-    else:
-        # the refused or skipped step changed nothing: the weights and moving statistics are finite
-        assert results == ((2, 0) if on_nonfinite == "raise" else (2, 1))
-        for w in model.get_weights():
-            assert np.isfinite(w).all()
+    # the third step's activations overflow in batch norm, which refuses the step (NonFiniteError) before the
+    # optimizer sees it: "raise" and "proceed" (nothing to apply) end training cleanly with the step undone,
+    # "skip" counts it as skipped; the weights and moving statistics stay finite
+    assert results == ((2, 1) if on_nonfinite == "skip" else (2, 0))
+    for w in model.get_weights():
+        assert np.isfinite(w).all()
 
 
 def test_without_terminate_on_nan_the_default_still_raises(kernel_path):
     x, y = data(n=256, d=8)
     model = diverging("raise")
-    with pytest.raises(FloatingPointError, match="NaN or inf"), np.errstate(all="ignore"):
+    with pytest.raises(normlab.NonFiniteError, match="NaN or inf|overflow"), np.errstate(all="ignore"):
         model.fit(x, y, epochs=3, batch_size=32, verbose=0, seed=0)
     assert model.optimizer.iterations == 2
 
@@ -342,3 +340,19 @@ def test_check_layer_gradients_fixes_the_noise_of_random_layers(make):
     rng_state = layer.get_rng_state()
     check_layer_gradients(layer, x)
     assert layer.get_rng_state() == rng_state  # the check gives the generator back
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip", "proceed"])
+def test_terminate_on_nan_with_nan_from_the_optimizer_side(on_nonfinite, kernel_path, capsys):
+    # no batch norm: the NaN first shows in the loss and the gradients, where on_nonfinite decides
+    model = normlab.Sequential([L.Dense(16, activation="relu"), L.Dense(3, activation="softmax")])
+    model.compile(optimizer=optimizers.SGD(0.1, on_nonfinite=on_nonfinite), loss="sparse_categorical_crossentropy")
+    x, y = data(n=64, d=8)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=0)
+    model.layers[-1].params["bias"][0] = np.nan
+    with np.errstate(all="ignore"):
+        history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, seed=0, callbacks=[TerminateOnNaN()])
+    assert "invalid loss" in capsys.readouterr().err
+    assert len(history.history["loss"]) == 1 and np.isnan(history.history["loss"][0])
+    expected = {"raise": (4, 0), "skip": (4, 1), "proceed": (5, 0)}[on_nonfinite]
+    assert (model.optimizer.iterations, model.optimizer.skipped_steps) == expected
