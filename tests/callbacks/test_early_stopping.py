@@ -77,9 +77,20 @@ def test_mode_max_and_auto_for_accuracy():
 
 
 def test_baseline_must_be_beaten_within_patience():
+    # Keras: epochs that improve on the best never stop training, even above the baseline;
+    # the wait (3 epochs by epoch 2, none below 0.5) stops at the first epoch that does not improve
     cb = EarlyStopping(patience=2, baseline=0.5)
-    _, last = drive(cb, [0.9, 0.8, 0.7, 0.4, 0.3])
-    assert last == 1  # improved, but not below the baseline within 2 epochs
+    _, last = drive(cb, [0.9, 0.8, 0.7, 0.71, 0.3])
+    assert last == 3 and cb.stopped_epoch == 3 and cb.wait == 4
+    # ... and epochs that keep improving run on until one beats the baseline, which restarts the wait
+    cb = EarlyStopping(patience=2, baseline=0.5)
+    _, last = drive(cb, [0.9, 0.8, 0.7, 0.4, 0.45, 0.46, 0.47, 0.3])
+    assert last == 5 and cb.best == 0.4 and cb.best_epoch == 3
+    # beating the baseline takes more than min_delta, like any improvement (Keras's _is_improvement)
+    # (0.45 is not below 0.5 - 0.1: the wait goes on from epoch 0 and runs out at epoch 1, not 2)
+    cb = EarlyStopping(patience=2, baseline=0.5, min_delta=0.1)
+    _, last = drive(cb, [0.45, 0.46, 0.47, 0.48])
+    assert last == 1 and cb.wait == 2
     cb = EarlyStopping(patience=2, baseline=0.85)
     _, last = drive(cb, [0.9, 0.8, 0.81, 0.82, 0.83])
     assert last == 3

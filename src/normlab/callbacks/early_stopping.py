@@ -67,8 +67,14 @@ class EarlyStopping(Callback):
     mode : {"auto", "min", "max"}, default "auto"
         "auto" means "max" for accuracy-like names, "min" otherwise.
     baseline : float, optional
-        Training stops if the quantity has not beaten ``baseline`` within
-        ``patience`` epochs.
+        Training stops if the quantity has not beaten ``baseline`` (by more
+        than ``min_delta``) within ``patience`` epochs. As in Keras, an epoch
+        that improves on the best so far never stops training, but it
+        restarts the wait only if it also beats the baseline: with
+        ``patience=2`` and ``baseline=0.5``, losses 0.9, 0.8, 0.7, 0.71 run
+        four epochs and stop at the fourth (the first that does not
+        improve), since three epochs have passed without beating the
+        baseline.
     restore_best_weights : bool, default False
         At the end of training, restore the weights (and batch-norm
         statistics) of the best epoch — whether or not training stopped
@@ -154,9 +160,11 @@ class EarlyStopping(Callback):
             self.best_step = self._steps_done
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
-            if self.baseline is None or self._sign * (current - self.baseline) > 0:
+            # Keras: the wait restarts only when the baseline is beaten too (by more than min_delta),
+            # but an epoch that improves on the best never stops training
+            if self.baseline is None or self._improved(current, self.baseline):
                 self.wait = 0
-                return
+            return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
