@@ -82,18 +82,18 @@ def test_renorm_with_unit_clipping_is_plain_batch_norm(rng):
 
 def test_renorm_correction_and_gradients_with_active_clipping(rng):
     x = rng.standard_normal((16, 3)) * 2 + 1
-    layer = bn(renorm=True, renorm_clipping={"rmax": 1.5, "dmax": 0.5}, renorm_momentum=0.0)
+    layer = bn(renorm=True, renorm_clipping={"rmax": 1.5, "rmin": 0.5, "dmax": 0.5}, renorm_momentum=0.0)
     layer(x, training=True)  # now renorm_mean/stddev are this batch's statistics
     layer.buffers["renorm_stddev"][:] = [10.0, 0.1, 1.0]  # r clipped to rmin, rmax, and free
     layer.buffers["renorm_mean"][:] = x.mean(0) + np.array([10.0, -10.0, 0.0])
     std_b = np.sqrt(x.var(0) + layer.epsilon)
-    r = np.clip(std_b / layer.buffers["renorm_stddev"], 1 / 1.5, 1.5)
+    r = np.clip(std_b / layer.buffers["renorm_stddev"], 0.5, 1.5)
     d = np.clip((x.mean(0) - layer.buffers["renorm_mean"]) / layer.buffers["renorm_stddev"], -0.5, 0.5)
     y = layer(x.copy(), training=True)
     expected = layer.params["gamma"] * ((x - x.mean(0)) / std_b * r + d) + layer.params["beta"]
     np.testing.assert_allclose(y, expected, rtol=1e-10)
     # r and d are held constant in the backward pass: check where clipping makes them so
-    layer2 = bn(renorm=True, renorm_clipping={"rmax": 1.5, "dmax": 0.5}, renorm_momentum=1.0)
+    layer2 = bn(renorm=True, renorm_clipping={"rmax": 1.5, "rmin": 0.5, "dmax": 0.5}, renorm_momentum=1.0)
     layer2(x, training=True)
     layer2.buffers["renorm_stddev"][:] = [10.0, 0.1, 0.01]
     layer2.buffers["renorm_mean"][:] = [10.0, -10.0, 10.0]
@@ -139,7 +139,13 @@ def test_extras_config_round_trip():
 @pytest.mark.parametrize(
     "kwargs,name",
     [
-        ({"renorm_clipping": {"rmax": 0.5}}, "renorm_clipping"),
+        ({"renorm_clipping": {"rmax": 0}}, "renorm_clipping"),
+        ({"renorm_clipping": {"rmax": 0.0, "rmin": 0.0}}, "renorm_clipping"),
+        ({"renorm_clipping": {"rmin": -0.5}}, "renorm_clipping"),
+        ({"renorm_clipping": {"rmax": 1.0, "rmin": 2.0}}, "renorm_clipping"),
+        ({"renorm_clipping": {"dmax": -1.0}}, "renorm_clipping"),
+        ({"renorm_clipping": {"rmax": float("nan")}}, "renorm_clipping"),
+        ({"renorm_clipping": {"rmax": "3"}}, "renorm_clipping"),
         ({"renorm_clipping": {"r_max": 2.0}}, "renorm_clipping"),
         ({"renorm_clipping": [1, 2]}, "renorm_clipping"),
         ({"virtual_batch_size": 0}, "virtual_batch_size"),
@@ -159,7 +165,7 @@ def test_set_weights_refuses_a_negative_variance():
 
     model = normlab.Sequential([BatchNormalization(renorm=True)])
     model.build((None, 3))
-    for key in ("moving_variance", "renorm_stddev"):
+    for key in ("moving_variance", "moving_stddev", "renorm_stddev"):
         weights = model.get_weights()
         names = list(model.layers[0].params) + list(model.layers[0].buffers)
         weights[names.index(key)] = -np.ones(3, np.float32)

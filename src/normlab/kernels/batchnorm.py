@@ -368,38 +368,60 @@ def batch_renorm_train_forward(
     *,
     axes: tuple,
     epsilon: float,
-    rmax: float,
-    rmin: float,
-    dmax: float,
+    rmax: float | None = None,
+    rmin: float | None = None,
+    dmax: float | None = None,
 ):
-    """Batch renormalization (Ioffe 2017), training forward.
+    """Batch renormalization (Ioffe 2017), training forward, with Keras 3's numerics.
 
     With the batch statistics ``mu_B``, ``sigma_B = sqrt(var_B + eps)`` and the
     moving renorm statistics ``mu``, ``sigma``::
 
-        r    = clip(sigma_B / sigma, rmin, rmax)        (held constant in backward)
-        d    = clip((mu_B - mu) / sigma, -dmax, dmax)    (held constant in backward)
+        s    = max(sigma, sqrt(eps))                     (no division by ~0 early on)
+        r    = clip(sigma_B / s, rmin, rmax)              (held constant in backward)
+        d    = clip((mu_B - mu) / s, -dmax, dmax)         (held constant in backward)
         xhat = (x - mu_B) / sigma_B * r + d
         y    = gamma * xhat + beta
 
-    Since ``r`` and ``d`` are constants for the gradient, the backward pass is
-    the batch-norm one with ``gamma`` replaced by ``gamma * r``, plus
-    ``dgamma = r * sum(dy * xhat_B) + d * sum(dy)``. With ``rmax = rmin = 1``
-    and ``dmax = 0`` it is plain batch normalization.
+    A bound given as ``None`` is not applied (``r`` unbounded on that side,
+    ``d`` unclipped), as in Keras. Since ``r`` and ``d`` are constants for
+    the gradient, the backward pass is the batch-norm one with ``gamma``
+    replaced by ``gamma * r``, plus ``dgamma = r * sum(dy * xhat_B) + d * sum(dy)``.
+    With ``rmax = rmin = 1`` and ``dmax = 0`` it is plain batch normalization.
 
     Returns ``(y, cache, mean, var, r, d)``.
     """
     mean, var, inv_std, xhat = standardize(x, axes=axes, epsilon=epsilon)
     with np.errstate(over="ignore"):
         std_b = np.sqrt(var + epsilon)
-        r = np.clip(std_b / renorm_stddev, rmin, rmax).astype(x.dtype, copy=False)
-        d = np.clip((mean - renorm_mean) / renorm_stddev, -dmax, dmax).astype(x.dtype, copy=False)
+        s = np.maximum(renorm_stddev, math.sqrt(epsilon))
+        r = std_b / s
+        d = (mean - renorm_mean) / s
+    if rmin is not None:
+        r = np.maximum(r, rmin)
+    if rmax is not None:
+        r = np.minimum(r, rmax)
+    if dmax is not None:
+        d = np.clip(d, -dmax, dmax)
+    r = r.astype(x.dtype, copy=False)
+    d = d.astype(x.dtype, copy=False)
     g = r if gamma is None else gamma * r
     y = xhat * g + (d if gamma is None else gamma * d)
     if beta is not None:
         y += beta
     base = BatchNormTrainCache(xhat, inv_std, g, axes, reduced_count(x.shape, axes))
     return y, BatchRenormCache(base, r, d), mean, var, r, d
+
+
+def variance_from_stddev(stddev: np.ndarray, epsilon: float) -> np.ndarray:
+    """``max(stddev^2 - eps, 0)``: the moving variance batch renormalization derives.
+
+    Keras 3 averages ``sqrt(var_B + eps)`` (the paper's moving sigma), not
+    ``var_B``, under renormalization, and gives inference the variance that
+    this standard deviation implies; the ``max`` keeps rounding from making
+    it negative.
+    """
+    return np.maximum(stddev * stddev - epsilon, 0.0)
 
 
 def batch_renorm_train_backward(dy: np.ndarray, cache: BatchRenormCache):

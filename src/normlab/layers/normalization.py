@@ -96,14 +96,23 @@ class BatchNormalization(Layer):
         statistics receive the mean of the groups'. The batch size must be a
         multiple of it. A virtual batch of the whole batch is plain BN.
     renorm : bool, default False
-        Batch renormalization (Ioffe 2017), see
-        :func:`normlab.kernels.batchnorm.batch_renorm_train_forward`; the
+        Batch renormalization (Ioffe 2017) as Keras 3 computes it, see
+        :func:`normlab.kernels.batchnorm.batch_renorm_train_forward`. The
         correction uses moving ``renorm_mean`` / ``renorm_stddev`` buffers
-        updated with ``renorm_momentum``.
+        updated with ``renorm_momentum``. For inference the layer averages
+        the standard deviation ``sqrt(var_B + epsilon)`` (with ``momentum``)
+        in a ``moving_stddev`` buffer and derives
+        ``moving_variance = max(moving_stddev^2 - epsilon, 0)`` from it
+        (``unbiased_moving_variance`` corrects ``var_B`` in that average).
+        ``renorm_mean`` starts as ``moving_mean``, ``moving_stddev`` and
+        ``renorm_stddev`` as ``sqrt(moving_variance)`` (from their
+        initializers). Inference is the same with or without ``renorm``.
     renorm_clipping : dict, optional
-        ``{"rmax": ..., "rmin": ..., "dmax": ...}``; defaults ``rmax = inf``,
-        ``rmin = 1 / rmax``, ``dmax = inf``. ``rmax = rmin = 1, dmax = 0`` is
-        plain batch normalization.
+        ``{"rmax": ..., "rmin": ..., "dmax": ...}``: ``r`` is clipped to
+        ``[rmin, rmax]`` and ``d`` to ``[-dmax, dmax]``; a missing key (or
+        ``None``) leaves that side unclipped (Keras: ``inf``, ``0``,
+        ``inf``). Needs ``rmax > 0``, ``0 <= rmin <= rmax``, ``dmax >= 0``.
+        ``rmax = rmin = 1, dmax = 0`` is plain batch normalization.
     renorm_momentum : float in [0, 1], default 0.99
     batch_of_one : {"error", "moving_statistics"}, default "error"
         What training mode does when there is one value per feature (a batch
@@ -144,7 +153,7 @@ class BatchNormalization(Layer):
 
     _writes_fresh_grads = True  # see Layer._writes_fresh_grads
     #: weights set_weights refuses below 0 (a variance, a standard deviation)
-    _nonnegative_weights = ("moving_variance", "renorm_stddev")
+    _nonnegative_weights = ("moving_variance", "moving_stddev", "renorm_stddev")
 
     _param_constraints = {
         "axis": [_AxisSpec()],
@@ -229,21 +238,31 @@ class BatchNormalization(Layer):
                 "The 'renorm_clipping' parameter of BatchNormalization must be a dict with keys "
                 f"among 'rmax', 'rmin', 'dmax'. Got {clipping!r} instead."
             )
-        out = {k: float(v) for k, v in clipping.items()}
-        rmax = out.get("rmax", np.inf)
-        rmin = out.get("rmin", 1.0 / rmax)
-        dmax = out.get("dmax", np.inf)
-        if not (rmax >= 1.0 and 0.0 < rmin <= 1.0 and dmax >= 0.0):
+        bounds = {}
+        for key, value in clipping.items():
+            if value is None:  # Keras: a missing bound
+                continue
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or np.isnan(value):
+                raise InvalidParameterError(
+                    "The 'renorm_clipping' parameter of BatchNormalization must map 'rmax', 'rmin' "
+                    f"and 'dmax' to numbers. Got {clipping!r} instead."
+                )
+            bounds[key] = float(value)
+        rmax, rmin, dmax = bounds.get("rmax"), bounds.get("rmin"), bounds.get("dmax")
+        # rmax = 0 would zero every output (r is a ratio of standard deviations, > 0)
+        if (rmax is not None and rmax <= 0.0) or (rmin is not None and rmin < 0.0) or (
+            rmax is not None and rmin is not None and rmin > rmax
+        ) or (dmax is not None and dmax < 0.0):
             raise InvalidParameterError(
-                "The 'renorm_clipping' parameter of BatchNormalization must have rmax >= 1, "
-                f"0 < rmin <= 1 and dmax >= 0. Got {clipping!r} instead."
+                "The 'renorm_clipping' parameter of BatchNormalization must have rmax > 0, "
+                f"0 <= rmin <= rmax and dmax >= 0. Got {clipping!r} instead."
             )
         return dict(clipping)
 
     def _clip_bounds(self):
+        """``(rmax, rmin, dmax)``, None where not given (that side is not clipped)."""
         c = self.renorm_clipping or {}
-        rmax = float(c.get("rmax", np.inf))
-        return rmax, float(c.get("rmin", 1.0 / rmax)), float(c.get("dmax", np.inf))
+        return tuple(None if c.get(k) is None else float(c[k]) for k in ("rmax", "rmin", "dmax"))
 
     # ------------------------------------------------------------------ build
     def _resolve_axes(self, ndim: int, shape: tuple) -> tuple:
@@ -283,8 +302,12 @@ class BatchNormalization(Layer):
         c = int(np.prod(pshape))
         self._saved = np.full(2 * c + 1, np.nan)
         if self.renorm:
-            self.add_weight("renorm_mean", pshape, "zeros", trainable=False)
-            self.add_weight("renorm_stddev", pshape, "ones", trainable=False)
+            # Keras 3's weights, in its order; they start from the moving statistics' initial values
+            b = self.buffers
+            stddev = np.sqrt(np.maximum(b["moving_variance"], 0))
+            np.copyto(self.add_weight("moving_stddev", pshape, "zeros", trainable=False), stddev)
+            np.copyto(self.add_weight("renorm_mean", pshape, "zeros", trainable=False), b["moving_mean"])
+            np.copyto(self.add_weight("renorm_stddev", pshape, "zeros", trainable=False), stddev)
 
     def check_input_shape(self, shape):
         super().check_input_shape(shape)
@@ -440,16 +463,25 @@ class BatchNormalization(Layer):
         if groups:
             mean, var = mean.mean(axis=0), var.mean(axis=0)
         b = self.buffers
-        batch = {"moving_mean": mean, "moving_variance": var * self._var_correction(count)}
+        var_m = var * self._var_correction(count)
+        batch = {"moving_mean": mean, "moving_variance": var_m}
         momentum = {"moving_mean": self.momentum, "moving_variance": self.momentum}
         if renorm:
-            batch.update(renorm_mean=mean, renorm_stddev=np.sqrt(var + self.epsilon))
-            momentum.update(renorm_mean=self.renorm_momentum, renorm_stddev=self.renorm_momentum)
+            # Keras 3: the moving standard deviation is averaged; the variance follows from it
+            del batch["moving_variance"]
+            batch.update(moving_stddev=np.sqrt(var_m + self.epsilon), renorm_mean=mean,
+                         renorm_stddev=np.sqrt(var + self.epsilon))
+            momentum.update(moving_stddev=self.momentum, renorm_mean=self.renorm_momentum,
+                            renorm_stddev=self.renorm_momentum)
         new = {}
         with np.errstate(over="ignore"):
             for key, value in batch.items():
                 buf = b[key]
-                new[key] = K.update_moving(buf, value.reshape(buf.shape), momentum[key]).astype(buf.dtype)
+                new[key] = K.update_moving(buf, value.reshape(buf.shape), momentum[key])
+            if renorm:
+                new["moving_variance"] = K.variance_from_stddev(new["moving_stddev"], self.epsilon)
+            for key, value in new.items():
+                new[key] = value.astype(b[key].dtype)
                 if not np.isfinite(new[key]).all():
                     self._raise_bad_statistics(x, overflow=True)
         for key, value in new.items():
