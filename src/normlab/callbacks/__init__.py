@@ -1,5 +1,6 @@
 """Callbacks: hooks into ``fit``, ``evaluate`` and ``predict``."""
 
+from .backup import BackupAndRestore
 from .base import Callback, CallbackList, History, registry
 from .diagnostics import TrainingDiagnostics
 from .early_stopping import EarlyStopping, train_on_all_data
@@ -13,6 +14,7 @@ __all__ = [
     "History",
     "ProgbarLogger",
     "EarlyStopping",
+    "BackupAndRestore",
     "ModelCheckpoint",
     "TerminateOnNaN",
     "CSVLogger",
