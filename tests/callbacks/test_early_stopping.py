@@ -1,9 +1,11 @@
-"""EarlyStopping driven by scripted metric sequences (no training needed)."""
+"""EarlyStopping driven by scripted metric sequences (no training needed), and ports of Keras's tests."""
 
 import numpy as np
 import pytest
 
+import normlab
 from normlab.callbacks import EarlyStopping
+from normlab.layers import Dense
 
 
 class FakeModel:
@@ -121,3 +123,151 @@ def test_nan_never_becomes_best():
     cb = EarlyStopping(patience=1)
     _, last = drive(cb, [float("nan"), 0.5, float("nan"), float("nan")])
     assert cb.best == 0.5 and last == 2
+
+
+# ------------------------------------------------- ports of Keras 3's early_stopping_test.py
+# (keras/src/callbacks/early_stopping_test.py; each test names the Keras test it ports)
+
+
+def _relu_model(lr=0.01):
+    m = normlab.Sequential([Dense(1, activation="relu"), Dense(1, activation="relu")])
+    m.compile(optimizer=normlab.optimizers.SGD(lr), loss="mse")  # Keras: "mae", which normlab lacks
+    return m
+
+
+def _random_data(n=10, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d)).astype(np.float32), rng.random((n, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode,monitor,expected", [
+    ("max", "val_loss", "max"), ("min", "val_loss", "min"), ("auto", "val_loss", "min"), ("auto", "loss", "min"),
+    ("auto", "accuracy", "max"), ("auto", "val_accuracy", "max"), ("auto", "hinge", "min"),
+    ("auto", "f1_score", "max"), ("auto", "val_acc", "max"),
+])
+def test_keras_early_stopping_mode(mode, monitor, expected):
+    """Keras: test_early_stopping (the direction each mode and monitored name gives)."""
+    cb = EarlyStopping(monitor=monitor, mode=mode)
+    assert cb._sign == (1.0 if expected == "max" else -1.0)
+
+
+def test_keras_early_stopping_fit_and_unknown_monitor():
+    """Keras: test_early_stopping (fit with validation data; an unknown monitor is a ValueError)."""
+    x, y = _random_data()
+    xt, yt = _random_data(seed=1)
+    model = _relu_model()
+    for monitor in ("val_loss", "loss"):
+        hist = model.fit(x, y, batch_size=5, validation_data=(xt, yt), epochs=2, verbose=0, seed=0,
+                         callbacks=[EarlyStopping(patience=0, monitor=monitor)])
+        assert 1 <= len(hist.epoch) <= 2
+    with pytest.raises(ValueError, match="'unknown' is not in the logs"):
+        model.fit(x, y, batch_size=5, validation_data=(xt, yt), epochs=2, verbose=0,
+                  callbacks=[EarlyStopping(patience=0, monitor="unknown")])
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+def test_keras_early_stopping_patience(patience):
+    """Keras: test_early_stopping_patience."""
+    losses = [10.0, 9.0, 8.0, 9.0, 8.9, 8.8, 8.7, 8.6, 8.5]
+    stopper = EarlyStopping(monitor="loss", patience=patience)
+    stopper.set_model(FakeModel())
+    stopper.on_train_begin()
+    for epoch, loss in enumerate(losses):
+        stopper.on_epoch_end(epoch=epoch, logs={"loss": loss})
+        if stopper.model.stop_training:
+            break
+    assert stopper.stopped_epoch == max(patience, 1) + 2
+
+
+def test_keras_early_stopping_reuse():
+    """Keras: test_early_stopping_reuse (one callback, two fits)."""
+    patience = 3
+    rng = np.random.default_rng(0)
+    data = rng.random((100, 1)).astype(np.float32)
+    labels = np.where(data > 0.5, 1.0, 0.0).astype(np.float32)
+    model = _relu_model()
+    stopper = EarlyStopping(monitor="loss", patience=patience)
+    h1 = model.fit(data, labels, callbacks=[stopper], verbose=0, epochs=20, seed=0)
+    assert len(h1.epoch) >= patience
+    h2 = model.fit(data, labels, callbacks=[stopper], verbose=0, epochs=20, seed=1)
+    assert len(h2.epoch) >= patience
+
+
+def test_keras_state_reset_across_fit_calls():
+    """Keras: test_state_reset_across_fit_calls (Keras resets ``best`` to None and ``best_epoch`` to 0;
+    normlab's "nothing seen yet" is ``best = inf`` in min mode and ``best_epoch = -1``)."""
+    stopper = EarlyStopping(monitor="loss", patience=3)
+    stopper.set_model(FakeModel())
+    stopper.on_train_begin()
+    stopper.best, stopper.wait, stopper.stopped_epoch, stopper.best_epoch = 0.1, 3, 5, 5
+    stopper.best_weights = object()
+    stopper.on_train_begin()
+    assert stopper.best == np.inf and stopper.wait == 0 and stopper.stopped_epoch == 0
+    assert stopper.best_epoch == -1 and stopper.best_weights is None
+
+
+def test_keras_early_stopping_with_baseline():
+    """Keras: test_early_stopping_with_baseline."""
+    x, y = _random_data()
+    patience = 3
+    stopper = EarlyStopping(monitor="loss", patience=patience, baseline=0.6)
+    hist = _relu_model().fit(x, y, callbacks=[stopper], verbose=0, epochs=20, seed=0)
+    assert len(hist.epoch) >= patience
+
+
+class _DummyModel:
+    """Keras's DummyModel: the weights are the epoch number."""
+
+    def __init__(self):
+        self.stop_training = False
+        self.weights = -1
+
+    def get_weights(self):
+        return self.weights
+
+    def set_weights(self, weights):
+        self.weights = weights
+
+    def set_weight_to_epoch(self, epoch):
+        self.weights = epoch
+
+
+def _run_dummy(early_stop, losses, stop_at=None):
+    early_stop.set_model(_DummyModel())
+    epochs_trained = 0
+    early_stop.on_train_begin()
+    for epoch, loss in enumerate(losses):
+        epochs_trained += 1
+        early_stop.model.set_weight_to_epoch(epoch=epoch)
+        early_stop.on_epoch_end(epoch, logs={"val_loss": loss})
+        if epoch == stop_at:
+            early_stop.model.stop_training = True
+        if early_stop.model.stop_training:
+            break
+    early_stop.on_train_end()
+    return epochs_trained
+
+
+def test_keras_early_stopping_final_weights_when_restoring_model_weights():
+    """Keras: test_early_stopping_final_weights_when_restoring_model_weights (its three cases)."""
+    early_stop = EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    _run_dummy(early_stop, [0.2, 0.15, 0.1, 0.11, 0.12])
+    assert early_stop.model.get_weights() == 2  # the best epoch (0.1)
+    # no epoch beats the baseline: patience epochs run, the best of them is restored
+    early_stop = EarlyStopping(monitor="val_loss", patience=5, baseline=0.5, restore_best_weights=True)
+    assert _run_dummy(early_stop, [0.9, 0.8, 0.7, 0.71, 0.72, 0.73]) == 5
+    assert early_stop.model.get_weights() == 2
+    # another callback stops training: the best weights are still restored
+    early_stop = EarlyStopping(monitor="val_loss", patience=5, baseline=0.5, restore_best_weights=True)
+    assert _run_dummy(early_stop, [0.9, 0.8, 0.7, 0.71, 0.72, 0.73], stop_at=3) == 4
+    assert early_stop.model.get_weights() == 2
+
+
+def test_keras_early_stopping_with_start_from_epoch():
+    """Keras: test_early_stopping_with_start_from_epoch."""
+    x, y = _random_data()
+    model = _relu_model()
+    for start_from_epoch, patience in ((2, 3), (2, 0)):
+        stopper = EarlyStopping(monitor="loss", patience=patience, start_from_epoch=start_from_epoch)
+        history = model.fit(x, y, callbacks=[stopper], verbose=0, epochs=20, seed=0)
+        assert len(history.epoch) >= patience + start_from_epoch

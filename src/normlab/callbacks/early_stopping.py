@@ -28,11 +28,18 @@ __all__ = ["EarlyStopping", "train_on_all_data", "resolve_mode"]
 
 
 def resolve_mode(mode: str, monitor: str) -> str:
-    """``"auto"`` -> ``"max"`` for accuracy-like quantities, else ``"min"``."""
+    """``"auto"`` -> ``"max"`` for accuracy-like quantities, else ``"min"``.
+
+    The quantities Keras 3 maximizes in ``"auto"`` mode (its metrics with
+    direction "up") are recognized by name: accuracies, AUC, precision,
+    recall, F-scores, IoU and R².
+    """
     if mode != "auto":
         return mode
     name = monitor.lower()
-    return "max" if ("acc" in name or "auc" in name or name.endswith("precision") or name.endswith("recall")) else "min"
+    up = ("acc" in name or "auc" in name
+          or name.endswith(("precision", "recall", "f1_score", "fbeta_score", "iou", "r2_score")))
+    return "max" if up else "min"
 
 
 def monitored_value(logs: dict | None, monitor: str, who: str) -> float:
