@@ -43,6 +43,15 @@ RMS norm (Zhang and Sennrich 2019) skips the mean: ``r = 1/sqrt(mean(x^2) + eps)
 
 i.e. the centered formula without its ``sum_j dxhat_j`` term.
 
+Keras 3's ``LayerNormalization(rms_scaling=True)`` (deprecated there) is a
+third variant: the input is *not* centered but divided by the *centered*
+standard deviation, ``z = x inv_std``, ``y = gamma z`` (no beta). With
+``d inv_std / d x_i = -inv_std^3 (x_i - mu) / m`` and ``dz_i = dy_i gamma``::
+
+    dx_i = inv_std / m * (m dz_i - xhat_i sum_j dz_j z_j)
+
+(:func:`variance_scale_forward`, NumPy only).
+
 Conventions. Statistics are reduced over ``axes`` with ``keepdims=True``;
 ``gamma``/``beta`` given to :func:`normalize_forward` have the broadcast shape
 of ``x`` (ones where they are shared). Means of float16/float32 inputs are
@@ -92,6 +101,9 @@ __all__ = [
     "group_norm_backward",
     "rms_norm_forward",
     "rms_norm_backward",
+    "VarianceScaleCache",
+    "variance_scale_forward",
+    "variance_scale_backward",
 ]
 
 
@@ -410,3 +422,60 @@ def rms_norm_backward(
     """Return ``(dx, dgamma)``."""
     dx, dgamma, _ = normalize_backward(dy, cache, need_param_grads=need_param_grads)
     return dx, dgamma
+
+
+# ------------------------------------------------ Keras's rms_scaling (variance)
+class VarianceScaleCache(NamedTuple):
+    """What :func:`variance_scale_backward` needs."""
+
+    z: np.ndarray  # x * inv_std
+    xhat: np.ndarray  # (x - mu) * inv_std
+    inv_std: np.ndarray
+    gamma: np.ndarray | None
+    axes: tuple
+    count: int
+    param_axes: tuple
+
+
+def variance_scale_forward(
+    x: np.ndarray, gamma: np.ndarray | None, *, axes: tuple, epsilon: float, out: np.ndarray | None = None
+) -> tuple[np.ndarray, VarianceScaleCache]:
+    """``y = gamma * x / sqrt(var + eps)``: ``x`` uncentered, ``var`` the biased variance over ``axes``.
+
+    Keras 3's ``LayerNormalization(rms_scaling=True)`` (module docstring);
+    ``gamma`` broadcast-shaped or ``None``. ``out``, if given, receives ``y``.
+    """
+    _check_out(out, x, "variance_scale_forward")
+    _, _, inv_std, xhat = standardize(x, axes=axes, epsilon=epsilon, centered=True)
+    z = x * inv_std
+    if gamma is not None:
+        y = np.multiply(z, gamma, out=out)
+    elif out is None:
+        y = z.copy()
+    else:
+        np.copyto(out, z)
+        y = out
+    cache = VarianceScaleCache(z, xhat, inv_std, gamma, tuple(axes), reduced_count(x.shape, axes),
+                               _param_axes(x.ndim, gamma))
+    return y, cache
+
+
+def variance_scale_backward(
+    dy: np.ndarray,
+    cache: VarianceScaleCache,
+    *,
+    need_param_grads: bool = True,
+    out: np.ndarray | None = None,
+    dgamma_acc: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return ``(dx, dgamma)`` of :func:`variance_scale_forward` (``dgamma_acc`` as in :func:`normalize_backward`)."""
+    _check_out(out, dy, "variance_scale_backward")
+    z, xhat, inv_std, gamma, axes, m, paxes = cache
+    dgamma = None
+    if need_param_grads and gamma is not None:
+        dgamma = np.sum(dy * z, axis=paxes, keepdims=True)
+    dz = dy if gamma is None else dy * gamma
+    dx = np.multiply(dz, m, out=out)
+    dx -= xhat * np.sum(dz * z, axis=axes, keepdims=True)
+    dx *= inv_std / m
+    return dx, _add_into(dgamma_acc, dgamma)

@@ -16,6 +16,7 @@ per new shape.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -235,6 +236,15 @@ class LayerNormalization(_AxesNormalization):
         Learn ``beta`` and ``gamma``; when off they are fixed at 0 and 1.
     beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer
         Defaults ``"zeros"``, ``"ones"``, ``None``, ``None``.
+    rms_scaling : bool, default False
+        Keras 3's (deprecated) argument, with its numerics: the input is
+        not centered but divided by its standard deviation,
+        ``y = gamma * x / sqrt(var + epsilon)`` (``var`` the centered,
+        biased variance, *not* the mean square); ``gamma`` is learned even
+        with ``scale=False`` and there is no ``beta`` whatever ``center``
+        says. A ``UserWarning`` says so, as Keras's does; root-mean-square
+        normalization proper is :class:`RMSNormalization`. Runs on the NumPy
+        kernels (:func:`normlab.kernels.layernorm.variance_scale_forward`).
     **kwargs
         ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
 
@@ -261,6 +271,7 @@ class LayerNormalization(_AxesNormalization):
         "gamma_initializer": _INIT,
         "beta_regularizer": _REG,
         "gamma_regularizer": _REG,
+        "rms_scaling": [Boolean()],
     }
 
     def __init__(
@@ -273,6 +284,7 @@ class LayerNormalization(_AxesNormalization):
         gamma_initializer="ones",
         beta_regularizer=None,
         gamma_regularizer=None,
+        rms_scaling: bool = False,
         **kwargs,
     ):
         args = dict(locals())
@@ -281,9 +293,40 @@ class LayerNormalization(_AxesNormalization):
         super().__init__(**kwargs)
         self._init_common(axis, epsilon, center, scale, beta_initializer, gamma_initializer,
                           beta_regularizer, gamma_regularizer)
+        self.rms_scaling = bool(rms_scaling)
+        if self.rms_scaling:
+            warnings.warn(
+                "LayerNormalization(rms_scaling=True) divides the uncentered input by its standard "
+                "deviation, not by its root mean square (Keras 3's deprecated numerics); for RMS "
+                "normalization use RMSNormalization.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _add_affine(self, pshape: tuple) -> None:
+        if not self.rms_scaling:
+            return super()._add_affine(pshape)
+        # Keras: gamma whatever `scale` says, never beta
+        self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer)
+
+    def _forward(self, x, out):
+        if not self.rms_scaling:
+            return super()._forward(x, out)
+        return K.variance_scale_forward(x, self._b("gamma"), axes=self._checked_axes,
+                                        epsilon=self.epsilon, out=out)
+
+    def _kernel_backward(self, dy, cache, out):
+        if type(cache) is not K.VarianceScaleCache:
+            return super()._kernel_backward(dy, cache, out)
+        acc = self._grad_accumulators()
+        acc.pop("dbeta_acc", None)
+        return K.variance_scale_backward(dy, cache, out=out, **acc)[0]
 
     def get_config(self):
-        return {**self._common_config(), **super().get_config()}
+        # rms_scaling only when set: the .keras mapping (models/_keras_mapping.py) takes it as a
+        # Keras-only argument, and refuses a layer that uses it, until it maps it both ways
+        extra = {"rms_scaling": True} if self.rms_scaling else {}
+        return {**self._common_config(), **extra, **super().get_config()}
 
 
 class RMSNormalization(_AxesNormalization):
