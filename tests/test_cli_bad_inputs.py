@@ -258,7 +258,7 @@ CASES = [
     Case("training.unknown-key", T, 2, "[training]: unknown key 'epoch'", config=changed("training", "epoch", 3)),
     # --- [[callbacks]]
     Case("callbacks.type-unknown", T, 2, "[[callbacks]] #1: unknown callback type 'EarlyStoping'. Known callback "
-         "types: CSVLogger, CallbackList, EarlyStopping,", config=changed("callbacks", "type", "EarlyStoping")),
+         "types: ", " EarlyStopping,", config=changed("callbacks", "type", "EarlyStoping")),
     Case("callbacks.unknown-key", T, 2, "[[callbacks]] #1 (EarlyStopping): unknown key 'patiense'",
          config=with_(callbacks=[{"type": "EarlyStopping", "patiense": 2}])),
     Case("callbacks.patience-type", T, 2, "[[callbacks]] #1 (EarlyStopping)", "'patience'", "'x'",
@@ -410,6 +410,7 @@ def _params():
 @pytest.mark.parametrize("case", _params())
 def test_a_mistake_gives_one_line_an_exit_status_and_changes_nothing(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NORMLAB_DATA", str(tmp_path / "no-data"))  # the IDX files only where a row puts them
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras"))  # nor a Keras cache of mnist.npz
     monkeypatch.chdir(tmp_path)
     argv = _prepare(case, tmp_path)
     before = snapshot(tmp_path)
@@ -458,7 +459,8 @@ def test_the_catalogue_is_large_and_covers_every_config_key():
 
 # ------------------------------------------------- through the real entry point
 def run_cli(args, cwd, **kwargs):
-    env = dict(os.environ, NORMLAB_DISABLE_NUMBA="1", NORMLAB_DATA=str(cwd / "no-data"))
+    env = dict(os.environ, NORMLAB_DISABLE_NUMBA="1", NORMLAB_DATA=str(cwd / "no-data"),
+               KERAS_HOME=str(cwd / "no-keras"))
     return subprocess.run([sys.executable, "-m", "normlab", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, **kwargs)
 
@@ -540,11 +542,11 @@ def _interrupt_at_step(monkeypatch, n: int):
     monkeypatch.setattr(train._Checkpoint, "max_overhead", float("inf"))  # a checkpoint at every epoch's end
     original, calls = BaseModel._train_step, [0]
 
-    def step(self, x, y):
+    def step(self, x, y, w=None):
         calls[0] += 1
         if calls[0] == n:
             raise KeyboardInterrupt
-        return original(self, x, y)
+        return original(self, x, y, w)
 
     monkeypatch.setattr(BaseModel, "_train_step", step)
 

@@ -58,7 +58,7 @@ def test_runs_end_to_end_on_synthetic_digits(monkeypatch, capsys):
     res = run_script(monkeypatch, capsys, (synthetic(N_TRAIN, rng), synthetic(N_TEST, rng)))
     out = res["out"]
     assert f"x_train shape: ({N_TRAIN}, 28, 28, 1)" in out and f"{N_TEST} test samples" in out
-    assert "Total params: 34826" in out  # Keras's summary of this model shows 34,826 parameters
+    assert "Total params: 34,826" in out  # Keras's summary of this model shows 34,826 parameters
     assert "Epoch 15/15" in out and "val_accuracy" in out
     assert res["Test accuracy"] >= 0.9 and res["Test loss"] < 0.5  # 1.0 and below 0.01 in four unseeded runs
 

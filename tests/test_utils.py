@@ -238,7 +238,6 @@ def _dense_dropout_model():
 
 
 # keras/src/utils/rng_utils_test.py, TestRandomSeedSetting.test_set_random_seed_with_seed_generator
-@pytest.mark.xfail(strict=True, reason="needs the consumer hooks (models build with normlab.utils._random.default_rng)")
 def test_set_random_seed_with_seed_generator():
     def get_model_output():
         x = np.random.random((32, 10)).astype("float32")
@@ -254,8 +253,6 @@ def test_set_random_seed_with_seed_generator():
     assert not np.allclose(get_model_output(), y1)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the consumer hooks (initializers, noise layers, build and fit "
-                                       "consult normlab.utils._random)")
 def test_build_and_fit_twice_after_set_random_seed_gives_identical_weights():
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from .utils import _random
 
 from ._registry import Registry
 from ._validation import Interval, InvalidParameterError, Options, validate_params
@@ -106,7 +107,7 @@ class Initializer:
     def _rng(self, rng):
         if self._gen is not None:
             return self._gen
-        return rng if rng is not None else np.random.default_rng()
+        return rng if rng is not None else _random.default_rng()
 
     def __call__(self, shape, dtype="float32", rng: np.random.Generator | None = None):
         shape, dtype = _check_call(type(self).__name__, shape, dtype)

@@ -27,6 +27,7 @@ import numbers
 from typing import NamedTuple
 
 import numpy as np
+from ..utils import _random
 
 from .. import activations as _activations
 from .. import regularizers as _regularizers
@@ -95,7 +96,7 @@ class _RandomLayer(Layer):
         if self.seed is not None:
             self._rng = np.random.default_rng(self.seed)
         else:
-            self._rng = child if child is not None else np.random.default_rng()
+            self._rng = child if child is not None else _random.default_rng()
 
     def _begin_step(self, stamp):
         # a failed step must not have advanced the generator (see Layer._begin_step)

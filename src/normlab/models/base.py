@@ -26,6 +26,7 @@ from ..errors import NonFiniteError
 from ..kernels.checks import all_finite
 from .._validation import Boolean, Interval, NoneOk, validate_params
 from ..layers.base import Layer, as_float_array
+from ..utils import _random
 from ..losses import SparseCategoricalCrossentropy
 from .executor import Executor, next_stamp
 from .data import ArraySource, Epochs, is_stream, make_source
@@ -646,7 +647,8 @@ class BaseModel:
         if stream and validation_split:
             raise ValueError(f"{owner}: 'validation_split' needs arrays; with a PyDataset or a generator, "
                              f"pass 'validation_data'.")
-        entropy = np.random.SeedSequence(seed).entropy
+        # fit(seed=None) after normlab.utils.set_random_seed(s) is reproducible too, as in Keras
+        entropy = np.random.SeedSequence(seed).entropy if seed is not None else _random.fresh_entropy()
         init_rng = BatchIterator.stream(entropy, 0)
         with self._all_or_nothing():
             if stream:

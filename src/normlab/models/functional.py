@@ -22,6 +22,7 @@ import numpy as np
 from ..layers.base import Layer
 from ..layers.base import registry as _layer_registry
 from ..layers._symbolic import SymbolicTensor
+from ..utils import _random
 from .base import BaseModel
 
 __all__ = ["Input", "Model"]
@@ -166,12 +167,12 @@ class Model(BaseModel):
             return
         # unknown (None) sizes get a placeholder large enough for "valid" convolutions and pooling
         sample = np.zeros((2,) + tuple(64 if d is None else d for d in shape[1:]), dtype=self.layers[0].dtype or np.float32)
-        self._ensure_built(sample, np.random.default_rng(seed))
+        self._ensure_built(sample, np.random.default_rng(seed) if seed is not None else _random.default_rng())
 
     def _ensure_built(self, x: np.ndarray, rng: np.random.Generator | None = None) -> None:
         if self.built:
             return
-        rng = rng if rng is not None else np.random.default_rng()
+        rng = rng if rng is not None else _random.default_rng()
         h = x[:2] if len(x) >= 2 else x
         values = {id(self._input): h}
         for t in self._nodes:

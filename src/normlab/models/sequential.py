@@ -8,6 +8,7 @@ import numpy as np
 
 from ..layers._symbolic import SymbolicTensor
 from ..layers.base import Layer
+from ..utils import _random
 from ..layers.base import registry as _layer_registry
 from .base import BaseModel
 
@@ -117,7 +118,7 @@ class Sequential(BaseModel):
                 raise ValueError(f"Sequential.build: model {self.name!r} is built for inputs of shape "
                                  f"{self.input_shape}, not {shape}.")
             return
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed) if seed is not None else _random.default_rng()
         for layer in self.layers:
             if not layer.built:
                 layer.build_from_shape(shape, rng)
@@ -129,7 +130,7 @@ class Sequential(BaseModel):
             raise ValueError(f"Model {self.name!r} has no layers.")
         if self.built:
             return
-        rng = rng if rng is not None else np.random.default_rng()
+        rng = rng if rng is not None else _random.default_rng()
         h = x[:2] if len(x) >= 2 else x
         # a tiny inference pass builds each layer on the shape it will see
         for layer in self.layers:
