@@ -64,11 +64,31 @@ def _fit_honours_a_resume_epoch() -> bool:
     return hist.epoch == [1]
 
 
+def _fit_skips_taken_steps() -> bool:
+    """Whether fit skips the first ``model._initial_step`` batches of the epoch it resumes at."""
+
+    class Resume(Callback):
+        def on_train_begin(self, logs=None):
+            self.model._initial_epoch, self.model._initial_step = 0, 1
+
+    x, y = data(4)
+    model = make_model()
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, seed=0, callbacks=[Resume()])
+    return model.optimizer.iterations == 1
+
+
+FIT_SKIPS_TAKEN_STEPS = _fit_skips_taken_steps()
+
+
 # fit's side of the resume (reading model._initial_epoch after on_train_begin) is the trainer's: these
 # tests show what it must do until it does
 needs_resume = pytest.mark.xfail(
     not _fit_honours_a_resume_epoch(), strict=True,
     reason="fit does not yet start at model._initial_epoch set by a callback's on_train_begin (issue 22)",
+)
+needs_step_skip = pytest.mark.xfail(
+    not FIT_SKIPS_TAKEN_STEPS, strict=True,
+    reason="fit does not yet skip the model._initial_step batches a mid-epoch backup had taken (issue 22)",
 )
 
 
@@ -99,7 +119,8 @@ def test_keras_backup_dir_none_error():
 
 
 def test_keras_best_case_step(tmp_path):
-    """Keras: test_best_case_step. A mid-epoch backup resumes at the start of its epoch, as in Keras."""
+    """Keras: test_best_case_step. Keras resumes a mid-epoch backup at the start of its epoch, training
+    its first batches again (17 steps in all); a trainer that skips them takes 15, as an uninterrupted run."""
     backup_dir = tmp_path / "subdir"
     model = make_model()
     cbk = BackupAndRestore(backup_dir, save_freq=1)
@@ -113,7 +134,8 @@ def test_keras_best_case_step(tmp_path):
     assert (state["latest"]["epoch"], state["latest"]["step"]) == (0, 2)
     hist = model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[cbk])
     assert cbk._epoch == 5 and hist.epoch[-1] == 4 and hist.epoch[0] == 0
-    assert iterations(model) == 2 + 5 * 3  # the restored 2 steps, then epoch 0 again from its start
+    # the restored 2 steps, then epoch 0 from where the backup was taken (or from its start)
+    assert iterations(model) == (5 * 3 if FIT_SKIPS_TAKEN_STEPS else 2 + 5 * 3)
     assert not backup_dir.exists()
 
 
@@ -198,6 +220,29 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path, exc):
         np.testing.assert_array_equal(ref_state[k], state[k])
     assert reference.layers[2].get_rng_state() == resumed.layers[2].get_rng_state()
     assert not backup_dir.exists()
+
+
+@needs_resume
+@needs_step_skip
+def test_mid_epoch_backup_resumes_bit_for_bit(tmp_path):
+    """save_freq=2 with 5 batches an epoch, interrupted after the 8th: the backup is at epoch 1, step 3."""
+    x, y = data(24)
+    kw = dict(batch_size=5, epochs=3, verbose=0, seed=7)
+    reference = make_model(stateful=True)
+    reference.fit(x, y, **kw)
+    first = make_model(stateful=True)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b", save_freq=2),
+                                   Interrupt(steps_int=8, exc=KeyboardInterrupt)], **kw)
+    state = json.loads((tmp_path / "b" / "training_state.json").read_text())
+    assert (state["latest"]["epoch"], state["latest"]["step"]) == (1, 3)
+    resumed = make_model(stateful=True)
+    resumed.build((None, 3), seed=5)
+    hist = resumed.fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b", save_freq=2)], **kw)
+    assert hist.epoch == [1, 2]
+    assert resumed.optimizer.iterations == reference.optimizer.iterations == 15
+    for a, b in zip(reference.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 @needs_resume

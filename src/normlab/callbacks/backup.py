@@ -16,10 +16,14 @@ then the JSON (atomically) is switched to it, then the file it replaces is
 deleted; whenever the process dies, ``training_state.json`` names a complete
 file of the position it records.
 
-Mid-epoch backups (``save_freq`` an int) record the step, but a resumed run
-starts at the beginning of the recorded epoch, as Keras 3 does: the batches
-of that epoch before the backup are trained again, so such a resume is not
-exact. The step is left for the trainer in ``model._initial_step``.
+Mid-epoch backups (``save_freq`` an int) record the step too, and a restore
+leaves it in ``model._initial_step`` beside ``model._initial_epoch``. A
+trainer that skips that many batches of the resumed epoch's (seeded) order
+resumes exactly there, bit for bit; its first epoch's logs then average the
+remaining batches only. A trainer that does not starts the recorded epoch
+from its beginning, as Keras 3 does: the batches of that epoch before the
+backup are trained again, so the resume is not exact. Epoch-end backups
+(the default) resume exactly either way.
 """
 
 from __future__ import annotations
