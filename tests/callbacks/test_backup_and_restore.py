@@ -400,3 +400,25 @@ def test_get_config_round_trip(tmp_path):
     again = BackupAndRestore.from_config(json.loads(json.dumps(cbk.get_config())))
     assert again.get_config() == cbk.get_config()
     assert normlab.callbacks.registry.lookup("BackupAndRestore") is BackupAndRestore
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_a_diverged_state_is_not_backed_up(tmp_path):
+    """With on_nonfinite="proceed" the weights turn inf, then NaN: the backup of the last finite state stays."""
+    x, y = data(12)
+    model = normlab.Sequential([Dense(1)])
+    model.compile(loss="mse", optimizer=optimizers.SGD(1.0, on_nonfinite="proceed"))
+    d = tmp_path / "b"
+    x[:, 0] *= 1e19  # huge but finite weights after the first step, inf after the second, NaN after the third
+    with pytest.warns(RuntimeWarning, match=r"BackupAndRestore: the model holds NaN or inf at epoch \d") as rec:
+        with pytest.raises(RuntimeError, match="EpochInterruption"):
+            model.fit(x, y, batch_size=12, epochs=5, verbose=0, seed=0,
+                      callbacks=[BackupAndRestore(d), Interrupt(epoch_int=3)])
+    skipped = [str(w.message).split(";")[0] for w in rec if "BackupAndRestore" in str(w.message)]
+    assert [m.split(" at ")[-1] for m in skipped] == ["epoch 2, step 0", "epoch 3, step 0"]
+    assert not np.isfinite(model.get_weights()[0]).all()
+    state = json.loads((d / "training_state.json").read_text())
+    assert state["latest"]["epoch"] == 1
+    saved = normlab.load_model(d / state["latest"]["file"])
+    assert all(np.isfinite(w).all() for w in saved.get_weights())

@@ -32,6 +32,7 @@ import json
 import numbers
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -80,9 +81,9 @@ class BackupAndRestore(Callback):
 
     The callbacks' own state (``EarlyStopping``'s wait, the ``History``) is
     not backed up, as in Keras: ``fit`` returns the history of the epochs
-    it ran. A backup that would hold NaN or inf is refused by
-    ``save_model`` (``ValueError``), which ends training with the last
-    finite backup kept.
+    it ran. A state holding NaN or inf (a diverged run with
+    ``on_nonfinite="proceed"``) is not backed up: a ``RuntimeWarning`` says
+    so and the last finite backup stays, the one worth resuming from.
 
     Examples
     --------
@@ -161,9 +162,23 @@ class BackupAndRestore(Callback):
             pass
 
     # ---------------------------------------------------------------- backup
+    def _finite_state(self) -> bool:
+        from ..models.saving import _all_finite
+
+        arrays = [a for layer in self.model.layers for d in (layer.params, layer.buffers) for a in d.values()]
+        if getattr(self.model, "optimizer", None) is not None and hasattr(self.model.optimizer, "get_state"):
+            arrays += list(self.model.optimizer.get_state().values())
+        return all(a.dtype.kind != "f" or _all_finite(a) for a in map(np.asarray, arrays))
+
     def _backup(self, epoch: int, step: int) -> None:
         from ..models.saving import save_model
 
+        if not self._finite_state():
+            warnings.warn(
+                f"{type(self).__name__}: the model holds NaN or inf at epoch {epoch}, step {step}; not backed "
+                f"up (the last backup in {self.backup_dir} stays).", RuntimeWarning, stacklevel=3,
+            )
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         old = self._read_state()
         entry = {"file": f"backup-{epoch:06d}-{step:09d}.npz", "epoch": epoch, "step": step}
