@@ -422,3 +422,30 @@ def test_a_diverged_state_is_not_backed_up(tmp_path):
     assert state["latest"]["epoch"] == 1
     saved = normlab.load_model(d / state["latest"]["file"])
     assert all(np.isfinite(w).all() for w in saved.get_weights())
+
+
+@needs_resume
+def test_functional_model_resumes_bit_for_bit(tmp_path):
+    def make():
+        inp = normlab.Input((3,))
+        h = Dense(4, activation="relu")(inp)
+        out = Dense(1)(BatchNormalization()(h))
+        m = normlab.Model(inp, out)
+        m.compile(loss="mse", optimizer=optimizers.Adam(1e-2))
+        if initial:  # a functional model is built at construction, from a generator of its own
+            m.set_weights(initial)
+        return m
+
+    initial = []
+    initial = make().get_weights()
+
+    x, y = data(20)
+    kw = dict(batch_size=6, epochs=4, verbose=0, seed=11)
+    reference = make()
+    reference.fit(x, y, **kw)
+    with pytest.raises(RuntimeError):
+        make().fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b"), Interrupt(epoch_int=2)], **kw)
+    resumed = make()
+    resumed.fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b")], **kw)
+    for a, b in zip(reference.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
