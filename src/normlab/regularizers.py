@@ -8,6 +8,13 @@ L2(l2)     ``l2 * sum(w ** 2)`` (no one half)    ``2 * l2 * w``
 L1L2       sum of the two                        sum of the two
 =========  ====================================  ===========================
 
+:class:`OrthogonalRegularizer` (Keras 3) penalizes the mean absolute cosine
+between the rows (or columns) of a rank-2 weight; its formula and gradient
+are in its docstring. Keras's lower-case shortcuts ``l1``, ``l2``, ``l1_l2``
+and ``orthogonal_regularizer`` are the classes themselves, and ``get``
+accepts the names ``"l1"``, ``"l2"``, ``"l1_l2"``, ``"l1l2"`` (Keras's
+snake case of ``L1L2``) and ``"orthogonal_regularizer"``.
+
 The notes write the L2 penalty as ``lambda * 1/2 ||w||^2``; Keras (and so
 normlab) drops the one half, so ``L2(l2)`` equals the notes' penalty with
 ``lambda = 2 * l2``. The penalty is added to the reported loss once per batch
@@ -22,11 +29,12 @@ import numbers
 import numpy as np
 
 from ._registry import Registry
-from ._validation import Interval, validate_params
+from ._validation import Interval, Options, validate_params
 
 registry = Registry("regularizer")
 
-__all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "serialize", "deserialize"]
+__all__ = ["Regularizer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "l1", "l2", "l1_l2",
+           "orthogonal_regularizer", "get", "serialize", "deserialize"]
 
 _COEF = [Interval(numbers.Real, 0, None)]
 
@@ -55,7 +63,7 @@ class Regularizer:
         return f"{type(self).__name__}({args})"
 
 
-@registry.register(aliases=("l1_l2",))
+@registry.register(aliases=("l1_l2", "l1l2"))
 class L1L2(Regularizer):
     """``l1 * sum(|w|) + l2 * sum(w ** 2)``."""
 
@@ -111,6 +119,90 @@ class L2(L1L2):
 
     def get_config(self):
         return {"l2": self.l2}
+
+
+#: ``normalize``'s floor on a row norm (Keras's ``backend.epsilon()``)
+_EPSILON = 1e-7
+
+
+@registry.register
+class OrthogonalRegularizer(Regularizer):
+    """Push the rows (or columns) of a rank-2 weight towards mutual orthogonality (Keras 3).
+
+    With ``u_i = w_i / max(||w_i||, 1e-7)`` the normalized rows (columns when
+    ``mode="columns"``), ``G = U U^T`` their Gram matrix of cosines and ``s``
+    their number::
+
+        penalty = factor * 0.5 * sum_{i != j} |G_ij| / (s (s - 1) / 2)
+                = factor * mean_{i != j} |G_ij|
+
+    Gradient, with ``S_ij = c * sign(G_ij)`` off the diagonal (0 on it) and
+    ``c = factor / (s (s - 1))``: ``dP/dU = 2 S U`` (``S`` is symmetric), then
+    through the normalization ``dP/dw_i = (g_i - u_i (u_i . g_i)) / ||w_i||``
+    for ``g_i = (dP/dU)_i`` (``g_i / 1e-7`` for a row under the floor).
+
+    Parameters
+    ----------
+    factor : float >= 0, default 0.01
+    mode : {"rows", "columns"}, default "rows"
+        For a Dense kernel ``(n_in, units)`` "rows" makes the input features'
+        weight vectors orthogonal, "columns" the units'.
+
+    Notes
+    -----
+    A weight with a single row (column) has no pair: the penalty is 0 here,
+    where Keras divides 0 by 0.
+    """
+
+    _param_constraints = {"factor": _COEF, "mode": [Options(("rows", "columns"))]}
+
+    def __init__(self, factor: float = 0.01, mode: str = "rows"):
+        validate_params(type(self).__name__, self._param_constraints, {"factor": factor, "mode": mode})
+        self.factor = float(factor)
+        self.mode = mode
+
+    def _rows(self, w):
+        if np.ndim(w) != 2:
+            raise ValueError(
+                f"OrthogonalRegularizer: the weight must have rank 2; got shape {np.shape(w)}."
+            )
+        return w if self.mode == "rows" else w.T
+
+    def _parts(self, w):
+        a = self._rows(w)
+        norms = np.sqrt(np.sum(np.square(a), axis=1, keepdims=True))
+        r = np.maximum(norms, _EPSILON)
+        u = a / r
+        g = u @ u.T
+        s = a.shape[0]
+        return a, norms, r, u, g, s
+
+    def penalty(self, w):
+        _, _, _, _, g, s = self._parts(w)
+        if s < 2:
+            return 0.0
+        np.fill_diagonal(g, 0.0)
+        return self.factor * 0.5 * float(np.sum(np.abs(g))) / (s * (s - 1.0) / 2.0)
+
+    def gradient(self, w):
+        a, norms, r, u, g, s = self._parts(w)
+        if s < 2:
+            return np.zeros_like(w)
+        sg = np.sign(g) * (self.factor / (s * (s - 1.0)))
+        np.fill_diagonal(sg, 0.0)
+        du = 2.0 * (sg @ u)
+        # through u = a / max(||a||, eps): the radial part drops out unless the floor is active
+        radial = np.where(norms > _EPSILON, np.sum(u * du, axis=1, keepdims=True), 0.0)
+        da = (du - u * radial) / r
+        da = da.astype(w.dtype, copy=False)
+        return da if self.mode == "rows" else da.T
+
+    def get_config(self):
+        return {"factor": self.factor, "mode": self.mode}
+
+
+# Keras's lower-case shortcuts (keras.regularizers.l2(0.01) and the like)
+l1, l2, l1_l2, orthogonal_regularizer = L1, L2, L1L2, OrthogonalRegularizer
 
 
 def get(identifier) -> Regularizer | None:

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import warnings
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
+from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._registry import Registry, snake_case
@@ -100,6 +102,44 @@ def _checked_shape(input_shape, who: str) -> tuple:
     return tuple(1 if d is None else int(d) for d in dims)
 
 
+_INPUT_SHAPE_WARNING = (
+    "Do not pass an `input_shape`/`input_dim` argument to a layer. When using Sequential models, "
+    "prefer using an `Input(shape)` object as the first layer in the model instead."
+)
+
+
+def _declared_input_shape(who: str, kwargs: dict) -> tuple | None:
+    """Pop Keras's deprecated ``input_shape``/``input_dim`` from ``kwargs``: ``(None,) + shape`` or None.
+
+    As Keras 3's ``Layer.__init__``: ``input_dim=n`` means ``input_shape=(n,)``
+    (and wins when both are given), either warns, and any other keyword is an
+    error naming the layer.
+    """
+    input_dim = kwargs.pop("input_dim", None)
+    input_shape = kwargs.pop("input_shape", None)
+    if kwargs:
+        raise TypeError(f"{who}: unrecognized keyword arguments {sorted(kwargs)}.")
+    if input_dim is not None:
+        if isinstance(input_dim, (bool, np.bool_)) or not isinstance(input_dim, numbers.Integral) or input_dim < 1:
+            raise InvalidParameterError(
+                f"The 'input_dim' parameter of {who} must be an int in the range [1, inf). Got {input_dim!r} instead."
+            )
+        input_shape = (int(input_dim),)
+    if input_shape is None:
+        return None
+    ok = isinstance(input_shape, (tuple, list)) and all(
+        d is None or (isinstance(d, numbers.Integral) and not isinstance(d, (bool, np.bool_)) and d >= 1)
+        for d in input_shape
+    )
+    if not ok:
+        raise InvalidParameterError(
+            f"The 'input_shape' parameter of {who} must be a tuple of ints >= 1 or None (without the batch "
+            f"axis). Got {input_shape!r} instead."
+        )
+    warnings.warn(_INPUT_SHAPE_WARNING, UserWarning, stacklevel=3)
+    return (None,) + tuple(None if d is None else int(d) for d in input_shape)
+
+
 class Layer:
     """Base class of all layers.
 
@@ -132,7 +172,8 @@ class Layer:
         if not cls.__name__.startswith("_"):
             registry.register(cls)
 
-    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None):
+    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None, **kwargs):
+        declared = _declared_input_shape(type(self).__name__, kwargs)
         validate_params(
             type(self).__name__,
             {
@@ -151,6 +192,10 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self._regularizers: dict[str, _regularizers.Regularizer] = {}
+        self._constraints: dict[str, _constraints.Constraint] = {}
+        #: ``(None,) + input_shape`` of a first layer given ``input_shape=``/``input_dim=`` (Keras's
+        #: deprecated form of a leading ``Input``); a Sequential model reads it as its Input
+        self._declared_input_shape: tuple | None = declared
         self._cache: Any = None
         self._build_rng: np.random.Generator | None = None
         # True right after zero_grads(): the next gradient of each key may be
@@ -179,8 +224,13 @@ class Layer:
         initializer="zeros",
         regularizer=None,
         trainable: bool = True,
+        constraint=None,
     ) -> np.ndarray:
-        """Allocate ``params[key]`` (and ``grads[key]``) or ``buffers[key]``."""
+        """Allocate ``params[key]`` (and ``grads[key]``) or ``buffers[key]``.
+
+        ``constraint`` (trainable weights only) is applied after each optimizer
+        update (:meth:`apply_constraints`).
+        """
         init = _initializers.get(initializer)
         try:
             value = np.ascontiguousarray(init(shape, dtype=self.dtype, rng=self._build_rng))
@@ -192,6 +242,7 @@ class Layer:
             reg = _regularizers.get(regularizer)
             if reg is not None:
                 self._regularizers[key] = reg
+            self._set_constraint(key, constraint)
         else:
             self.buffers[key] = value
         return value
@@ -228,6 +279,24 @@ class Layer:
         for k, r in self._regularizers.items():
             self.grads[k] += r.gradient(self.params[k])
 
+    def _set_constraint(self, key: str, constraint) -> None:
+        """Attach ``constraint`` (a name, config, instance or None) to the trainable weight ``key``."""
+        con = _constraints.get(constraint)
+        if con is not None:
+            self._constraints[key] = con
+
+    def apply_constraints(self) -> None:
+        """Project each constrained parameter in place (a model calls this after each optimizer update).
+
+        In place because a compiled model's parameters are views into one flat
+        buffer. A frozen layer is left alone, as the optimizer leaves it.
+        """
+        if not self._trainable:
+            return
+        for k, c in self._constraints.items():
+            p = self.params[k]
+            np.copyto(p, c(p), casting="same_kind")
+
     def count_params(self) -> int:
         return int(sum(p.size for p in self.params.values()) + sum(b.size for b in self.buffers.values()))
 
@@ -248,6 +317,7 @@ class Layer:
             # unbuilt as before: a later call with float64 data still computes in float64
             self.params, self.grads, self.buffers = {}, {}, {}
             self._regularizers = {}
+            self._constraints = {}
             self.dtype = dtype
             raise
         finally:

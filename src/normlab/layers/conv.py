@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import activations as _activations
 from .. import initializers as _initializers
+from .. import constraints as _constraints
 from .. import regularizers as _regularizers
 from .._registry import snake_case
 from .._validation import (
@@ -38,6 +39,7 @@ __all__ = ["Conv1D", "Conv2D", "SpatialSize", "conv_linear_ops", "default_name",
 _ACT = [NoneOk(), Options(tuple(_activations.names()))]
 _INIT = [str, dict, Instance(_initializers.Initializer)]
 _REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
+_CON = [NoneOk(), str, dict, Instance(_constraints.Constraint)]
 _DATA_FORMAT = [NoneOk(), Options(("channels_last",))]
 
 AXIS_NAMES = {1: ("steps",), 2: ("height", "width")}
@@ -103,6 +105,8 @@ class _Conv(ActivatedLinear, Layer):
             "bias_initializer": _INIT,
             "kernel_regularizer": _REG,
             "bias_regularizer": _REG,
+            "kernel_constraint": _CON,
+            "bias_constraint": _CON,
             "data_format": _DATA_FORMAT,
         }
 
@@ -125,6 +129,8 @@ class _Conv(ActivatedLinear, Layer):
         self.bias_initializer = _initializers.get(args["bias_initializer"])
         self.kernel_regularizer = _regularizers.get(args["kernel_regularizer"])
         self.bias_regularizer = _regularizers.get(args["bias_regularizer"])
+        self.kernel_constraint = _constraints.get(args["kernel_constraint"])
+        self.bias_constraint = _constraints.get(args["bias_constraint"])
         self._act = _activations.get(self.activation)
 
     # ------------------------------------------------------------ shapes
@@ -162,8 +168,10 @@ class _Conv(ActivatedLinear, Layer):
         # spatial sizes are checked per call (check_input_shape): they may differ between calls
         kshape = self.kernel_size + (c_in, self.filters)
         self.add_weight("kernel", kshape, self.kernel_initializer, self.kernel_regularizer)
+        self._set_constraint("kernel", self.kernel_constraint)
         if self.use_bias:
             self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
+            self._set_constraint("bias", self.bias_constraint)
 
     def check_input_shape(self, shape):
         self._check_rank(shape)
@@ -237,6 +245,8 @@ class _Conv(ActivatedLinear, Layer):
             "bias_initializer": _initializers.serialize(self.bias_initializer),
             "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": _constraints.serialize(self.kernel_constraint),
+            "bias_constraint": _constraints.serialize(self.bias_constraint),
             "data_format": self.data_format,
             **super().get_config(),
         }
@@ -268,8 +278,12 @@ class Conv2D(_Conv):
     kernel_regularizer, bias_regularizer : str, dict, Regularizer or None
     data_format : None or "channels_last"
         Only channels-last data is supported.
+    kernel_constraint, bias_constraint : str, dict, Constraint or None
+        Applied after each optimizer update (:mod:`normlab.constraints`); for
+        a per-filter max-norm use ``MaxNorm(axis=[0, 1, 2])``.
     **kwargs
-        ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
+        ``name``, ``trainable``, ``dtype``, and Keras's deprecated
+        ``input_shape``/``input_dim`` (see :class:`Layer`).
 
     Notes
     -----
@@ -295,6 +309,8 @@ class Conv2D(_Conv):
         bias_regularizer=None,
         *,
         data_format: str | None = None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
         args = dict(locals())
@@ -329,6 +345,8 @@ class Conv1D(_Conv):
         bias_regularizer=None,
         *,
         data_format: str | None = None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
         args = dict(locals())

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import activations as _activations
+from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, Options, validate_params
@@ -21,6 +22,7 @@ __all__ = ["Dense", "Activation"]
 _ACT = [NoneOk(), Options(tuple(_activations.names()))]
 _INIT = [str, dict, Instance(_initializers.Initializer)]
 _REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
+_CON = [NoneOk(), str, dict, Instance(_constraints.Constraint)]
 
 
 class _ActCache(NamedTuple):
@@ -100,6 +102,9 @@ class Dense(ActivatedLinear, Layer):
         Defaults ``"glorot_uniform"`` and ``"zeros"`` (Keras).
     kernel_regularizer, bias_regularizer : str, dict, Regularizer or None
         Penalties added to the loss (:mod:`normlab.regularizers`).
+    kernel_constraint, bias_constraint : str, dict, Constraint or None
+        Projections applied after each optimizer update
+        (:mod:`normlab.constraints`, e.g. ``MaxNorm(3)`` with dropout).
 
     Notes
     -----
@@ -119,6 +124,8 @@ class Dense(ActivatedLinear, Layer):
         "bias_initializer": _INIT,
         "kernel_regularizer": _REG,
         "bias_regularizer": _REG,
+        "kernel_constraint": _CON,
+        "bias_constraint": _CON,
     }
 
     def __init__(
@@ -130,6 +137,9 @@ class Dense(ActivatedLinear, Layer):
         bias_initializer="zeros",
         kernel_regularizer=None,
         bias_regularizer=None,
+        *,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
         args = dict(locals())
@@ -144,6 +154,8 @@ class Dense(ActivatedLinear, Layer):
         self.bias_initializer = _initializers.get(bias_initializer)
         self.kernel_regularizer = _regularizers.get(kernel_regularizer)
         self.bias_regularizer = _regularizers.get(bias_regularizer)
+        self.kernel_constraint = _constraints.get(kernel_constraint)
+        self.bias_constraint = _constraints.get(bias_constraint)
         self._act = _activations.get(activation)
         self._ws = None  # per-batch-shape workspaces of the training step
         self._ce_grad = None
@@ -153,8 +165,10 @@ class Dense(ActivatedLinear, Layer):
         if n_in < 1:
             raise ValueError(f"Layer {self.name!r} (Dense): the last input axis is empty.")
         self.add_weight("kernel", (n_in, self.units), self.kernel_initializer, self.kernel_regularizer)
+        self._set_constraint("kernel", self.kernel_constraint)
         if self.use_bias:
             self.add_weight("bias", (self.units,), self.bias_initializer, self.bias_regularizer)
+            self._set_constraint("bias", self.bias_constraint)
 
     def check_input_shape(self, shape):
         super().check_input_shape(shape)
@@ -263,5 +277,7 @@ class Dense(ActivatedLinear, Layer):
             "bias_initializer": _initializers.serialize(self.bias_initializer),
             "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": _constraints.serialize(self.kernel_constraint),
+            "bias_constraint": _constraints.serialize(self.bias_constraint),
             **super().get_config(),
         }

@@ -38,7 +38,9 @@ from .base import Layer
 
 __all__ = [
     "Dropout",
+    "SpatialDropout1D",
     "SpatialDropout2D",
+    "SpatialDropout3D",
     "AlphaDropout",
     "GaussianNoise",
     "GaussianDropout",
@@ -320,6 +322,74 @@ class SpatialDropout2D(Dropout):
         config = super().get_config()
         del config["noise_shape"]
         return {**config, "data_format": self.data_format}
+
+
+class SpatialDropout1D(Dropout):
+    """Dropout of whole channels of a 3-D sequence batch ``(N, steps, C)`` (Keras ``SpatialDropout1D``).
+
+    One keep/drop decision per (sample, channel), shared over the steps: the
+    mask has shape ``(N, 1, C)``; otherwise as :class:`Dropout`. As in Keras
+    there is no ``data_format``.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    seed : int, optional
+    """
+
+    min_ndim = 3
+    _param_constraints = {"rate": _RATE, "seed": _SEED}
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        validate_params(type(self).__name__, self._param_constraints, {"rate": rate, "seed": seed})
+        super().__init__(rate, noise_shape=None, seed=seed, **kwargs)
+
+    def check_input_shape(self, shape):
+        if len(shape) != 3:
+            raise ValueError(
+                f"Layer {self.name!r} (SpatialDropout1D) expects 3-D input (batch, steps, channels); "
+                f"got shape {tuple(shape)}."
+            )
+
+    def build(self, input_shape):
+        self.check_input_shape(input_shape)
+
+    def _noise_shape(self, shape):
+        return (shape[0], 1, shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        del config["noise_shape"]
+        return config
+
+
+class SpatialDropout3D(SpatialDropout2D):
+    """Dropout of whole feature volumes of a 5-D batch (Keras ``SpatialDropout3D``).
+
+    The mask has shape ``(N, 1, 1, 1, C)`` (channels-last) or
+    ``(N, C, 1, 1, 1)`` (channels-first); otherwise as :class:`SpatialDropout2D`.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    data_format : {"channels_last", "channels_first"}, optional
+        Default channels-last ``(N, D, H, W, C)``.
+    seed : int, optional
+    """
+
+    min_ndim = 5
+
+    def check_input_shape(self, shape):
+        if len(shape) != 5:
+            raise ValueError(
+                f"Layer {self.name!r} (SpatialDropout3D) expects 5-D input (batch, dim1, dim2, dim3, "
+                f"channels) for data_format={self.data_format!r}; got shape {tuple(shape)}."
+            )
+
+    def _noise_shape(self, shape):
+        if self.data_format == "channels_last":
+            return (shape[0], 1, 1, 1, shape[4])
+        return (shape[0], shape[1], 1, 1, 1)
 
 
 class AlphaDropout(Dropout):
