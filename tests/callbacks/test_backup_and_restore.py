@@ -112,7 +112,7 @@ def test_keras_backup_dir_empty_error():
 
 def test_keras_backup_dir_none_error():
     """Keras: test_backup_dir_none_error (a ValueError there; here an InvalidParameterError, also a TypeError)."""
-    with pytest.raises(ValueError, match="'backup_dir' parameter of BackupAndRestore must be a str or an os.PathLike"):
+    with pytest.raises(ValueError, match="'backup_dir' parameter of BackupAndRestore must be an instance of str"):
         BackupAndRestore(backup_dir=None, save_freq="epoch")
     with pytest.raises(TypeError, match="'backup_dir' parameter of BackupAndRestore"):
         BackupAndRestore()  # required

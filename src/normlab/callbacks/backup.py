@@ -96,6 +96,7 @@ class BackupAndRestore(Callback):
         "save_freq": [Options(("epoch",)), Interval(numbers.Integral, 1, None)],
         "double_checkpoint": [Boolean()],
         "delete_checkpoint": [Boolean()],
+        "backup_dir": [str, os.PathLike],  # last: checked after the others (see __init__)
     }
 
     def __init__(self, backup_dir=None, save_freq="epoch", double_checkpoint: bool = False,
@@ -105,11 +106,8 @@ class BackupAndRestore(Callback):
         who = type(self).__name__
         validate_params(who, self._param_constraints, {
             "save_freq": save_freq, "double_checkpoint": double_checkpoint, "delete_checkpoint": delete_checkpoint,
+            "backup_dir": backup_dir,
         })
-        if not isinstance(backup_dir, (str, os.PathLike)):
-            raise InvalidParameterError(
-                f"The 'backup_dir' parameter of {who} must be a str or an os.PathLike. Got {backup_dir!r} instead."
-            )
         if not os.fspath(backup_dir):
             raise InvalidParameterError(f"The 'backup_dir' parameter of {who} must be a non-empty path. Got '' instead.")
         super().__init__()
