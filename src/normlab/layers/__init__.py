@@ -7,7 +7,8 @@ from .normalization import BatchNormalization
 from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
 from .unit_normalization import UnitNormalization
 from .wrappers import WeightNormalization
-from .regularization import AlphaDropout, Dropout, GaussianDropout, GaussianNoise, NoisyDense, SpatialDropout2D
+from .regularization import (AlphaDropout, Dropout, GaussianDropout, GaussianNoise, NoisyDense, SpatialDropout1D,
+                             SpatialDropout2D, SpatialDropout3D)
 from .augmentation import RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .preprocessing import Normalization, Rescaling
 from .conv import Conv1D, Conv2D
@@ -23,7 +24,7 @@ __all__ = [
     "Subtract",
     "Layer", "Dense", "Activation", "BatchNormalization", "LayerNormalization",
            "GroupNormalization", "InstanceNormalization", "RMSNormalization", "UnitNormalization", "WeightNormalization", "get", "serialize", "deserialize"]
-__all__ += ["Dropout", "SpatialDropout2D", "AlphaDropout", "GaussianNoise", "GaussianDropout", "NoisyDense",
+__all__ += ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout", "GaussianNoise", "GaussianDropout", "NoisyDense",
             "Normalization", "Rescaling", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom"]
 
 
