@@ -556,6 +556,8 @@ def test_keras_defaults():
     assert O.SGD().get_config() == {
         "name": "sgd", "learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": None,
         "clipnorm": None, "clipvalue": None, "global_clipnorm": None, "on_nonfinite": "raise",
+        # Keras 3's base optimizer arguments, with its defaults
+        "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None, "gradient_accumulation_steps": None,
     }
     a = O.Adam()
     assert (a.learning_rate, a.beta_1, a.beta_2, a.epsilon, a.amsgrad) == (0.001, 0.9, 0.999, 1e-7, False)

@@ -98,8 +98,29 @@ def chain(opt, b, it: int, lr: float, names) -> None:
     if not math.isfinite(norm) and opt._refuse(norm, names):
         return
     b.refresh_shadow_state()
-    for w, g in zip(b.work, b.chain_grads):
-        np.copyto(w, g)
+    extra = b.state_sh[-1] if (opt.use_ema or opt.gradient_accumulation_steps) else None
+    n = opt.gradient_accumulation_steps
+    if n:
+        acc, count = extra["gradient_accumulator"], extra["accumulation_step"]
+        if int(count) + 1 < n:  # Keras's (_iterations + 1) % n != 0: add the gradients up, change nothing else
+            for a, g in zip(acc, b.chain_grads):
+                np.add(g, a, out=a)
+            count[...] = count + 1
+            for p, out in zip(b.chain_params, b.chain_params_sh):
+                np.copyto(out, p)
+            b.meta_sh[...] = (it, b.meta[1], norm)
+            if opt.use_ema:
+                _ema(opt, extra["average"], b.chain_params_sh, it)
+            np.copyto(b.arena, b.shadow)  # the commit
+            return
+        for w, g, a in zip(b.work, b.chain_grads, acc):
+            np.add(g, a, out=w)
+            np.divide(w, n, out=w)  # Keras's (g + acc) / n: the mean over the n calls
+            a[...] = 0
+        count[...] = 0
+    else:
+        for w, g in zip(b.work, b.chain_grads):
+            np.copyto(w, g)
     updates, state = opt._transform.update(b.work, b.state_sh, b.chain_params, T.StepInfo(it, lr, b.scratch))
     # links that return new arrays rather than updating theirs in place
     if not (type(state) is tuple and len(state) == len(b.state_sh)
@@ -111,4 +132,25 @@ def chain(opt, b, it: int, lr: float, names) -> None:
     for p, u, out in zip(b.chain_params, updates, b.chain_params_sh):
         np.add(p, u, out=out)
     b.meta_sh[...] = (it + 1, b.meta[1], norm)
+    if opt.use_ema:
+        _ema(opt, extra["average"], b.chain_params_sh, it)
     np.copyto(b.arena, b.shadow)  # the commit
+
+
+def _ema(opt, averages, params, it: int) -> None:
+    """Keras's moving average of the parameters after a call, on the shadow (``it``: updates before this call).
+
+    ``a <- m a + (1 - m) w`` with ``m = ema_momentum`` (0 before the first
+    update: ``a <- w``), in the parameters' dtype; then, when
+    ``(it + 1) % ema_overwrite_frequency == 0``, ``w <- a``. With gradient
+    accumulation this runs at every call, as in Keras.
+    """
+    m = opt.ema_momentum if it != 0 else 0.0
+    for a, w in zip(averages, params):
+        dt = w.dtype.type
+        np.multiply(a, dt(m), out=a)
+        a += (dt(1) - dt(m)) * w
+    f = opt.ema_overwrite_frequency
+    if f and (it + 1) % f == 0:
+        for a, w in zip(averages, params):
+            np.copyto(w, a)

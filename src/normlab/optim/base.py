@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .._registry import Registry
 from .._validation import (
+    Boolean,
     Callable,
     Instance,
     InvalidParameterError,
@@ -70,7 +72,10 @@ _FORM = [Options(T.EPSILON_FORMS)]
 _CLIP_ARGS = ("clipvalue", "clipnorm", "global_clipnorm")
 _COUNTERS = frozenset(("iterations", "last_global_norm", "skipped_steps"))
 _MAX_COUNT = 2**53  # counters are float64 entries of the arena: exact up to here
-_BASE_ARGS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "on_nonfinite", "name")
+_KERAS_ARGS = ("use_ema", "ema_momentum", "ema_overwrite_frequency", "gradient_accumulation_steps")
+_BASE_ARGS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", *_KERAS_ARGS, "on_nonfinite", "name")
+_KERAS_DEFAULTS = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+                   "gradient_accumulation_steps": None}
 
 
 def _args(local_vars: dict) -> dict:
@@ -94,6 +99,23 @@ class Optimizer:
         each gradient array whose norm exceeds ``clipnorm`` to that norm; or
         rescale all of them together when their global norm exceeds
         ``global_clipnorm``. At most one may be set.
+    use_ema : bool, default False
+        Keep an exponential moving average of the parameters (Keras 3):
+        after each step ``a <- m a + (1 - m) w`` with ``m = ema_momentum``
+        (``a <- w`` at the first update), state slot ``"average"``.
+        :meth:`finalize_variable_values` writes the averages into the
+        parameters (Keras does at the end of ``fit``).
+    ema_momentum : float in [0, 1], default 0.99
+    ema_overwrite_frequency : int >= 1, optional
+        With ``use_ema``, overwrite the parameters by their averages after
+        every ``ema_overwrite_frequency``-th update.
+    gradient_accumulation_steps : int >= 2, optional
+        Update once every ``n`` calls to ``step``, with the mean of the
+        ``n`` gradients (Keras 3); the calls in between only add the
+        gradients to the slot ``"gradient_accumulator"``. ``iterations`` counts
+        updates (Keras's ``optimizer.iterations``); a schedule is
+        evaluated at the number of calls, as Keras does. Clipping, weight
+        decay and the rule see the mean.
     on_nonfinite : {"raise", "skip", "proceed"}, default "raise"
         What a step does with NaN or inf gradients: raise
         ``FloatingPointError`` naming the first offending parameter (nothing
@@ -122,6 +144,10 @@ class Optimizer:
         "clipnorm": _OPT_POS,
         "clipvalue": _OPT_POS,
         "global_clipnorm": _OPT_POS,
+        "use_ema": [Boolean()],
+        "ema_momentum": [Interval(numbers.Real, 0, 1)],
+        "ema_overwrite_frequency": [NoneOk(), Interval(numbers.Integral, 1, None)],
+        "gradient_accumulation_steps": [NoneOk(), Interval(numbers.Integral, 2, None)],
         "on_nonfinite": [Options(("raise", "skip", "proceed"))],
         "name": [NoneOk(), str],
     }
@@ -131,6 +157,7 @@ class Optimizer:
     # ------------------------------------------------------------ building
     def __init__(self, **kwargs):
         cls = type(self).__name__
+        kwargs = {**_KERAS_DEFAULTS, **kwargs}
         validate_params(cls, self._param_constraints, kwargs)
         given = [a for a in _CLIP_ARGS if kwargs.get(a) is not None]
         if len(given) > 1:
@@ -145,6 +172,11 @@ class Optimizer:
             if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
                 value = float(value)
             setattr(self, key, value)
+        for key in ("ema_overwrite_frequency", "gradient_accumulation_steps"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, int(getattr(self, key)))
+        self._wd_exclude = None  # (arrays, compiled pattern) from exclude_from_weight_decay
+        self._decay_mask: list = []  # per bound parameter: whether it decays (with exclusions)
         if self.name is None:
             self.name = cls.lower()
         self._transform = T.chain(*self._links())
@@ -178,7 +210,13 @@ class Optimizer:
         rule, decays = self._rule()
         links.extend(rule)
         if self.weight_decay and not decays:
-            links.append(T.add_decayed_weights(self.weight_decay))
+            if self._wd_exclude is None:
+                links.append(T.add_decayed_weights(self.weight_decay))
+            else:
+                links.append(T.add_decayed_weights_masked(self.weight_decay, self._decay_mask))
+        if self.use_ema or self.gradient_accumulation_steps:
+            # last: its state is b.state[-1] for the chain step (normlab.optim._step.chain)
+            links.append(T.keras_step_state(self.use_ema, bool(self.gradient_accumulation_steps)))
         return links
 
     # -------------------------------------------------------- learning rate
@@ -200,7 +238,7 @@ class Optimizer:
         lr = self._learning_rate
         if isinstance(lr, float):
             return lr
-        raw = lr(self.iterations)
+        raw = lr(self._schedule_step())
         numeric = isinstance(raw, numbers.Real) or (isinstance(raw, np.ndarray) and raw.ndim == 0 and raw.dtype.kind in "iuf")
         if not numeric or isinstance(raw, (bool, np.bool_)):
             raise TypeError(
@@ -303,6 +341,9 @@ class Optimizer:
                 if g.shape != p.shape:
                     raise ValueError(f"{cls}.bind: the gradient of parameter {_label(names, i)} has shape "
                                      f"{g.shape}, expected {p.shape}.")
+        if self._wd_exclude is not None:
+            self._decay_mask[:] = [not self._excluded(p, names[i] if names is not None else None)
+                                   for i, p in enumerate(params)]
         binding = Binding(self._transform, params, grads, list(names) if names is not None else None, self._meta)
         old, pending = self._binding, self._pending
         if pending is not None:
@@ -319,6 +360,67 @@ class Optimizer:
         self._binding, self._pending = binding, None
         self._meta = binding.meta
         return list(binding.params), list(binding.grads)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
+        """Exclude parameters from the decoupled weight decay (Keras 3's method).
+
+        Call it before the optimizer is built (the first ``fit``, ``bind``
+        or ``apply``). ``var_list``: parameter arrays, matched by identity
+        (or as the same memory, shape and dtype); ``var_names``: strings,
+        joined into one regular expression ``"a|b"`` searched in each
+        parameter's name (``"dense/bias"``; with ``apply`` and no names,
+        only ``var_list`` matches). Each call replaces the previous one.
+        Excluded parameters still take the update rule, without decay.
+        """
+        cls = type(self).__name__
+        if self._binding is not None:
+            raise ValueError(
+                f"{cls}.exclude_from_weight_decay: can only be configured before the optimizer is built "
+                f"(before the first fit, bind or apply)."
+            )
+        arrays = list(var_list) if var_list else []
+        for v in arrays:
+            if not isinstance(v, np.ndarray):
+                raise TypeError(f"{cls}.exclude_from_weight_decay: 'var_list' must hold NumPy arrays, got "
+                                f"{type(v).__name__}.")
+        if isinstance(var_names, str):
+            raise TypeError(f"{cls}.exclude_from_weight_decay: 'var_names' must be a list of strings, got "
+                            f"the string {var_names!r}.")
+        words = list(var_names) if var_names else []
+        if not all(isinstance(w, str) for w in words):
+            raise TypeError(f"{cls}.exclude_from_weight_decay: 'var_names' must be a list of strings, got "
+                            f"{words!r}.")
+        # sorted: Keras joins a set, whose order does not change which names match
+        pattern = re.compile("|".join(sorted(set(words)))) if words else None
+        self._wd_exclude = (arrays, pattern)
+        self._transform = T.chain(*self._links())
+
+    def _excluded(self, p: np.ndarray, name: str | None) -> bool:
+        arrays, pattern = self._wd_exclude
+        for v in arrays:
+            if v is p or (v.shape == p.shape and v.dtype == p.dtype and v.size
+                          and _byte_bounds(v) == _byte_bounds(p)):
+                return True
+        return pattern is not None and name is not None and pattern.search(name) is not None
+
+    def _schedule_step(self) -> int:
+        """Where a schedule is evaluated: ``iterations``, or with gradient accumulation every call (Keras's ``_iterations``)."""
+        n = self.gradient_accumulation_steps
+        if not n:
+            return self.iterations
+        return self.iterations * n + self.accumulation_step
+
+    @property
+    def accumulation_step(self) -> int:
+        """Gradients accumulated since the last update (``gradient_accumulation_steps``; else 0)."""
+        b = self._binding
+        if not self.gradient_accumulation_steps:
+            return 0
+        if b is not None:
+            return int(b.scalars["accumulation_step"])
+        if self._pending is not None:
+            return int(self._pending[0].get("accumulation_step", 0))
+        return 0
 
     def build(self, params: Sequence[np.ndarray]) -> None:
         """Bind to ``params`` for :meth:`apply` (done by the first ``apply``); the arrays are copied."""
@@ -414,7 +516,7 @@ class Optimizer:
             return
         b = self._binding
         if b is None:
-            self.build(params)
+            self.bind(params, names=names)  # the names also select exclude_from_weight_decay's parameters
             b = self._binding
         shapes, dtypes = b.shapes, b.dtypes
         if n != len(shapes):
@@ -508,11 +610,24 @@ class Optimizer:
     def finalize_variable_values(self, params: Sequence[np.ndarray]) -> None:
         """Give the parameters their final values at the end of training (Keras's hook).
 
-        A no-op except for ``SGD(nesterov="exact")``, which keeps the
-        parameters at the interim point: there it writes the iterate
+        With ``use_ema``, the parameters are overwritten by their moving
+        averages (``params``: the bound parameters, in their order; Keras
+        calls this at the end of ``fit``). ``SGD(nesterov="exact")``, which
+        keeps the parameters at the interim point, writes the iterate
         ``theta`` into them and zeroes the velocity, so the two agree again
-        and training can go on (with the momentum restarted).
+        and training can go on (with the momentum restarted). Else a no-op.
         """
+        b = self._binding
+        if not self.use_ema or b is None:
+            return
+        params = list(params)
+        if len(params) != len(b.shapes):
+            raise ValueError(
+                f"{type(self).__name__}.finalize_variable_values: got {len(params)} parameters, the optimizer "
+                f"holds moving averages of {len(b.shapes)}."
+            )
+        for i, p in enumerate(params):
+            np.copyto(p, b.slots[f"average/{i}"])
 
     # --------------------------------------------------------------- config
     def get_config(self) -> dict:

@@ -70,7 +70,9 @@ class SGD(Optimizer):
     nesterov : bool or "exact", default False
     **kwargs
         ``weight_decay``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``,
-        ``on_nonfinite``, ``name``: see :class:`Optimizer`.
+        ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``gradient_accumulation_steps``, ``on_nonfinite``, ``name``: see
+        :class:`Optimizer`.
     """
 
     _param_constraints = {
@@ -90,6 +92,10 @@ class SGD(Optimizer):
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
         on_nonfinite="raise",
         name=None,
     ):
@@ -106,6 +112,7 @@ class SGD(Optimizer):
 
 
     def finalize_variable_values(self, params):
+        super().finalize_variable_values(params)
         b = self._binding
         if self.nesterov != "exact" or b is None:
             return
@@ -157,6 +164,10 @@ class Adagrad(Optimizer):
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
         on_nonfinite="raise",
         name=None,
     ):
@@ -239,6 +250,10 @@ class RMSprop(Optimizer):
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
         on_nonfinite="raise",
         name=None,
     ):
@@ -303,6 +318,10 @@ class Adam(Optimizer):
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
         on_nonfinite="raise",
         name=None,
     ):
@@ -344,6 +363,10 @@ class AdamW(Adam):
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
         on_nonfinite="raise",
         name=None,
     ):
@@ -396,6 +419,10 @@ class Nadam(Optimizer):
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
         on_nonfinite="raise",
         name=None,
     ):
@@ -430,7 +457,9 @@ class Lion(Optimizer):
         The decay rate of the momentum.
     **kwargs
         ``weight_decay``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``,
-        ``on_nonfinite``, ``name``: see :class:`Optimizer`.
+        ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``gradient_accumulation_steps``, ``on_nonfinite``, ``name``: see
+        :class:`Optimizer`.
     """
 
     _param_constraints = {
@@ -450,6 +479,10 @@ class Lion(Optimizer):
         clipnorm=None,
         clipvalue=None,
         global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
         on_nonfinite="raise",
         name=None,
     ):

@@ -66,6 +66,8 @@ __all__ = [
     "scale_by_nadam",
     "scale_by_lion",
     "add_decayed_weights",
+    "add_decayed_weights_masked",
+    "keras_step_state",
     "global_norm",
     "apply_updates",
     "EPSILON_FORMS",
@@ -598,3 +600,50 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
         return updates, state
 
     return GradientTransformation(_no_state, update, (LinkSpec("decay", args=(wd,)),))
+
+
+def add_decayed_weights_masked(weight_decay: float, mask: list) -> GradientTransformation:
+    """:func:`add_decayed_weights` on the parameters ``i`` with ``mask[i]`` true only.
+
+    ``mask`` is read at every step (the optimizer fills it when it binds,
+    from ``exclude_from_weight_decay``); the link sees one array per
+    parameter, so it is never fused.
+    """
+    wd = _check_real(weight_decay, "weight_decay", "add_decayed_weights_masked", low=0.0)
+
+    def update(updates, state, params, info):
+        f = -float(info.learning_rate) * wd
+        if f != 0.0:
+            for u, p, on in zip(updates, params, mask):
+                if on:
+                    K.apply_elementwise(K.decay, [u, p, u.dtype.type(f)], [u], ((0, 0),))
+        return updates, state
+
+    return GradientTransformation(_no_state, update,
+                                  (LinkSpec("decay_masked", args=(wd,), per_variable=True),))
+
+
+def keras_step_state(ema: bool, accumulate: bool) -> GradientTransformation:
+    """The state of Keras's ``use_ema`` and ``gradient_accumulation_steps``, for the optimizer's step.
+
+    A pass-through link: the work is done around the chain by the
+    optimizer's step (:func:`normlab.optim._step.chain`), which needs the
+    parameters after the update. Its state: ``"average"`` (the moving
+    averages, starting at the parameters; Keras starts them at zeros, which
+    its first step overwrites) and ``"gradient_accumulator"`` (zeros, Keras's name) per array, and
+    ``"accumulation_step"``, the gradients summed since the last update.
+    """
+
+    def init(params):
+        state = {}
+        if ema:
+            state["average"] = [np.array(p, copy=True) for p in params]
+        if accumulate:
+            state["gradient_accumulator"] = _zeros_like(params)
+            state["accumulation_step"] = np.zeros((), np.float64)
+        return state
+
+    def update(updates, state, params, info):
+        return updates, state
+
+    return GradientTransformation(init, update, (LinkSpec("keras_step_state", args=(ema, accumulate)),))
