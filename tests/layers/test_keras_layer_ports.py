@@ -308,6 +308,7 @@ def test_input_shape_is_accepted_with_keras_warning(make, declared):
     with pytest.warns(UserWarning) as record:
         layer = make()
     assert [str(w.message) for w in record] == [KERAS_WARNING]
+    assert record[0].filename == __file__  # the user's line, not normlab's
     assert layer._declared_input_shape == declared
     assert not layer.built
     # not part of the layer's config (as Keras 3): a model keeps the input shape

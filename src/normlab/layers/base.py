@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import sys
 import warnings
 from collections import defaultdict
 from typing import Any
@@ -136,7 +137,11 @@ def _declared_input_shape(who: str, kwargs: dict) -> tuple | None:
             f"The 'input_shape' parameter of {who} must be a tuple of ints >= 1 or None (without the batch "
             f"axis). Got {input_shape!r} instead."
         )
-    warnings.warn(_INPUT_SHAPE_WARNING, UserWarning, stacklevel=3)
+    # point at the user's line, however deep the chain of __init__ calls
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("normlab."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(_INPUT_SHAPE_WARNING, UserWarning, stacklevel=level)
     return (None,) + tuple(None if d is None else int(d) for d in input_shape)
 
 
