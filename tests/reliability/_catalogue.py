@@ -1476,14 +1476,6 @@ def object_rows() -> list[Row]:
 #: row id (or ``id@numba`` / ``id@numpy`` for one path) -> "owner: file: what"; the lead removes
 #: entries as the fixes land (strict xfail: a row that passes fails the suite until it is removed)
 KNOWN_FAILURES: dict[str, str] = {}
-KNOWN_FAILURES.update(dict.fromkeys([
-    "ctor-CSVLogger-filename=''",
-    "ctor-ModelCheckpoint-filepath=''",
-], 'owner: callbacks/misc.py: an empty path is accepted at construction (it fails only when fit first writes: CSVLogger at the start, ModelCheckpoint after the first epoch)'))
-KNOWN_FAILURES.update(dict.fromkeys([
-    'func-trained-build-other-input_shape',
-    'mlp-trained-build-other-input_shape',
-], "owner: models/sequential.py, models/functional.py: build() of a built model with another input shape: the error does not name 'input_shape'"))
 
 
 def all_rows() -> list[Row]:

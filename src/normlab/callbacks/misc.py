@@ -116,7 +116,7 @@ class ModelCheckpoint(Callback):
         args.pop("self"), args.pop("__class__", None)
         validate_params(type(self).__name__, self._param_constraints, args)
         super().__init__()
-        self.filepath = os.fspath(filepath)
+        self.filepath = _check_path(filepath, type(self).__name__, "filepath")
         self._fields = _template_fields(self.filepath, type(self).__name__)
         #: the log keys (and ``epoch``) that ``filepath`` formats, in order
         self.filepath_keys = tuple(dict.fromkeys(self._fields))
@@ -192,6 +192,19 @@ class ModelCheckpoint(Callback):
         return cls(**config)
 
 
+def _check_path(path, owner: str, arg: str) -> str:
+    """``path`` as a str: a non-empty path (a file is written there during training)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{owner}: '{arg}' must be a path (str or os.PathLike), got {path!r}.") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path:
+        raise ValueError(f"{owner}: '{arg}' must be a non-empty path, got ''.")
+    return path
+
+
 class TerminateOnNaN(Callback):
     """Stop training as soon as the running loss is NaN or infinite."""
 
@@ -247,7 +260,7 @@ class CSVLogger(Callback):
     def __init__(self, filename, separator: str = ",", append: bool = False):
         validate_params(type(self).__name__, self._param_constraints, {"filename": filename, "separator": separator, "append": append})
         super().__init__()
-        self.filename = os.fspath(filename)
+        self.filename = _check_path(filename, type(self).__name__, "filename")
         self.separator = separator
         self.append = append
         self._keys = None

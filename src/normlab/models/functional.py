@@ -162,7 +162,8 @@ class Model(BaseModel):
         known = self.input_shape if self.built else self._input.shape
         if len(shape) != len(known) or any(a is not None and b is not None and a != b
                                            for a, b in zip(shape[1:], known[1:])):
-            raise ValueError(f"Model.build: model {self.name!r} takes inputs of shape {tuple(known)}, not {shape}.")
+            raise ValueError(f"Model.build: 'input_shape' {shape} does not match the shape model {self.name!r} "
+                             f"takes, {tuple(known)}.")
         if self.built:
             return
         # unknown (None) sizes get a placeholder large enough for "valid" convolutions and pooling

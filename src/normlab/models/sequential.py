@@ -115,8 +115,8 @@ class Sequential(BaseModel):
             if len(shape) != len(self.input_shape) or any(
                 a is not None and b is not None and a != b for a, b in zip(shape[1:], self.input_shape[1:])
             ):
-                raise ValueError(f"Sequential.build: model {self.name!r} is built for inputs of shape "
-                                 f"{self.input_shape}, not {shape}.")
+                raise ValueError(f"Sequential.build: 'input_shape' {shape} does not match the shape model "
+                                 f"{self.name!r} is built for, {self.input_shape}.")
             return
         rng = np.random.default_rng(seed) if seed is not None else _random.default_rng()
         for layer in self.layers:
