@@ -35,7 +35,7 @@ registry = Registry("constraint")
 
 __all__ = [
     "Constraint", "MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm",
-    "max_norm", "non_neg", "unit_norm", "min_max_norm", "get", "serialize", "deserialize",
+    "max_norm", "non_neg", "unit_norm", "min_max_norm", "get", "serialize", "deserialize", "config_entries",
 ]
 
 #: Keras's ``backend.epsilon()``
@@ -207,3 +207,8 @@ def serialize(constraint: Constraint | None) -> dict | None:
 
 def deserialize(config: dict) -> Constraint:
     return registry.deserialize(config)
+
+
+def config_entries(**constraints) -> dict:
+    """The serialized constraints among ``constraints`` that are set (a layer's ``get_config`` entries)."""
+    return {k: serialize(c) for k, c in constraints.items() if c is not None}

@@ -245,8 +245,10 @@ class _Conv(ActivatedLinear, Layer):
             "bias_initializer": _initializers.serialize(self.bias_initializer),
             "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": _constraints.serialize(self.kernel_constraint),
-            "bias_constraint": _constraints.serialize(self.bias_constraint),
+            # only when set: a config without them is the default (None), and readers of older
+            # configs (the .keras mapping) need not know the keys
+            **_constraints.config_entries(kernel_constraint=self.kernel_constraint,
+                                          bias_constraint=self.bias_constraint),
             "data_format": self.data_format,
             **super().get_config(),
         }
