@@ -425,13 +425,19 @@ def test_keras_model_checkpoint_options(tmp_path):
 
 
 def test_keras_model_checkpoint_epoch_in_filepath(tmp_path):
-    """Keras: model_checkpoint_test.py::test_model_checkpoint_options, case 7 (one file per epoch through
-    ``{epoch:02d}``, 1-based)."""
+    """Keras: model_checkpoint_test.py::test_model_checkpoint_options, cases 8a and 10a as far as they
+    apply: file names through ``{epoch:02d}`` (1-based), one per epoch end (normlab has no save_freq);
+    ``{batch}`` in the name is refused before training (Keras fills it when saving every few batches)."""
     x, y = classes()
     filepath = str(tmp_path / "checkpoint.epoch{epoch:02d}.npz")
     _ckpt_model().fit(x, y, batch_size=BATCH_SIZE, epochs=4, verbose=0,
                       callbacks=[ModelCheckpoint(filepath, monitor="loss")])
     assert sorted(os.listdir(tmp_path)) == [f"checkpoint.epoch{e:02d}.npz" for e in (1, 2, 3, 4)]
+    model = _ckpt_model()
+    with pytest.raises(ValueError, match=r"uses \{batch\} \(it saves at epoch ends"):
+        model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0,
+                  callbacks=[ModelCheckpoint(str(tmp_path / "b{epoch:02d}-{batch:02d}.npz"))])
+    assert model.optimizer.iterations == 0
 
 
 def test_keras_model_checkpoint_loading(tmp_path):
