@@ -407,6 +407,11 @@ def test_invalid_exclusions():
         opt.exclude_from_weight_decay(var_list=["bias"])
 
 
+def test_exclusions_refused_where_the_rule_decays():
+    with pytest.raises(ValueError, match="inside its update rule"):
+        O.SGD(momentum=0.9, nesterov="exact", weight_decay=0.1).exclude_from_weight_decay(var_names=["bias"])
+
+
 def test_without_the_features_the_step_stays_fused():
     opt, plain = O.Adam(weight_decay=0.1), O.Adam(weight_decay=0.1, use_ema=True)
     for o in (opt, plain):

@@ -390,6 +390,11 @@ class Optimizer:
         if not all(isinstance(w, str) for w in words):
             raise TypeError(f"{cls}.exclude_from_weight_decay: 'var_names' must be a list of strings, got "
                             f"{words!r}.")
+        if self.weight_decay and self._rule()[1]:
+            raise ValueError(
+                f"{cls}.exclude_from_weight_decay: this optimizer applies its weight decay inside its update "
+                f"rule (SGD(nesterov='exact')), which cannot leave parameters out."
+            )
         # sorted: Keras joins a set, whose order does not change which names match
         pattern = re.compile("|".join(sorted(set(words)))) if words else None
         self._wd_exclude = (arrays, pattern)
