@@ -496,3 +496,27 @@ def test_fit_keeps_max_norm_after_every_step(rng):
     y = (x.sum(axis=1, keepdims=True) * 5).astype(np.float32)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[Spy()])
     assert len(seen) == 8 and max(seen) <= c * (1 + 1e-6)
+
+
+@needs_sequential
+@pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`")
+def test_declared_shape_yields_to_an_input_and_a_failed_first_layer_leaves_no_shape():
+    model = nl.Sequential([nl.Input((3,)), Dense(4, input_shape=(7,))])  # the Input wins, as in Keras
+    assert model.input_shape == (None, 3)
+    model = nl.Sequential()
+    with pytest.raises(ValueError):
+        model.add(Conv2D(2, 5, input_shape=(3, 3, 1)))  # a kernel larger than the declared image
+    assert model.layers == [] and model._declared_input_shape() is None
+    model.add(Dense(2))
+    assert not model.built
+
+
+@needs_sequential
+@pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`")
+def test_config_round_trip_of_a_model_declared_by_its_first_layer():
+    model = nl.Sequential([Dense(4, input_dim=3, kernel_constraint=constraints.MaxNorm(1.0)), Dense(1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = nl.Sequential.from_config(model.get_config())
+    assert again.built and again.input_shape == (None, 3)
+    assert again.layers[0].get_config() == model.layers[0].get_config()
