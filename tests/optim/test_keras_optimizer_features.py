@@ -61,8 +61,6 @@ def test_ema_with_model_fit():
     np.testing.assert_allclose(kernel, [[0.891, 0.891]], atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="fit does not yet call optimizer.finalize_variable_values at its end "
-                                       "(Keras does, before on_train_end); models/training.py run_epochs")
 def test_fit_ends_with_the_moving_averages():
     """Keras: OptimizerTest.test_ema_with_model_fit, without an explicit finalize."""
     model, _ = _ema_fit_model()

@@ -323,10 +323,7 @@ class LayerNormalization(_AxesNormalization):
         return K.variance_scale_backward(dy, cache, out=out, **acc)[0]
 
     def get_config(self):
-        # rms_scaling only when set: the .keras mapping (models/_keras_mapping.py) takes it as a
-        # Keras-only argument, and refuses a layer that uses it, until it maps it both ways
-        extra = {"rms_scaling": True} if self.rms_scaling else {}
-        return {**self._common_config(), **extra, **super().get_config()}
+        return {**self._common_config(), "rms_scaling": self.rms_scaling, **super().get_config()}
 
 
 class RMSNormalization(_AxesNormalization):

@@ -128,13 +128,13 @@ _SPEC_LIST = [
                      "data_format"), _DENSE_INIT, _DENSE_REG, keras_only={"groups": 1})
         for c in ("Conv1D", "Conv2D")
     ),
-    _Spec("BatchNormalization", "BatchNormalization", ("axis", "momentum", "epsilon", "center", "scale"),
+    _Spec("BatchNormalization", "BatchNormalization",
+          ("axis", "momentum", "epsilon", "center", "scale", "renorm", "renorm_clipping", "renorm_momentum"),
           _NORM_INIT + ("moving_mean_initializer", "moving_variance_initializer"), _NORM_REG,
-          keras_only={"synchronized": False, "renorm": False, "renorm_momentum": _ANY},
-          normlab_only={"unbiased_moving_variance": False, "virtual_batch_size": None, "renorm": False,
-                        "renorm_clipping": None, "renorm_momentum": _ANY, "batch_of_one": "error"}),
-    _Spec("LayerNormalization", "LayerNormalization", ("axis", "epsilon", "center", "scale"), _NORM_INIT, _NORM_REG,
-          keras_only={"rms_scaling": False}),
+          keras_only={"synchronized": False},
+          normlab_only={"unbiased_moving_variance": False, "virtual_batch_size": None, "batch_of_one": "error"}),
+    _Spec("LayerNormalization", "LayerNormalization", ("axis", "epsilon", "center", "scale", "rms_scaling"),
+          _NORM_INIT, _NORM_REG),
     _Spec("GroupNormalization", "GroupNormalization", ("groups", "axis", "epsilon", "center", "scale"),
           _NORM_INIT, _NORM_REG),
     _Spec("RMSNormalization", "RMSNormalization", ("axis", "epsilon"),
@@ -207,7 +207,10 @@ def _var_keys(layer: Layer) -> list[str]:
         return ["kernel"] + (["bias"] if layer.use_bias else [])
     if cls == "BatchNormalization":
         return ([k for k, on in (("gamma", layer.scale), ("beta", layer.center)) if on]
-                + ["moving_mean", "moving_variance"])
+                + ["moving_mean", "moving_variance"]
+                + (["moving_stddev", "renorm_mean", "renorm_stddev"] if layer.renorm else []))
+    if cls == "LayerNormalization" and getattr(layer, "rms_scaling", False):
+        return ["gamma"]  # Keras's rms_scaling: a scale, never a center
     if cls in ("LayerNormalization", "GroupNormalization", "InstanceNormalization"):
         return [k for k, on in (("gamma", layer.scale), ("beta", layer.center)) if on]
     if cls == "RMSNormalization":

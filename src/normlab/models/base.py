@@ -588,7 +588,9 @@ class BaseModel:
             Per-sample weights of the loss and the metrics, as Keras weighs
             them (see :mod:`normlab.losses`).
         initial_epoch : int, default 0
-            Epoch to start counting from (for resuming).
+            Epoch to start counting from (for resuming; a
+            ``callbacks.BackupAndRestore`` sets it, and the steps of that
+            epoch already taken, from its backup).
         steps_per_epoch : int, optional
             Steps per epoch. With arrays, an epoch of ``n`` steps continues
             through the (shuffled) data where the last one stopped: a
@@ -675,9 +677,13 @@ class BaseModel:
             cbs = callbacks + [self.history] + ([ProgbarLogger(verbose)] if verbose else [])
             cb = CallbackList(cbs, model=self, epochs=epochs, steps=data.steps, verbose=verbose)
             self.stop_training = False
+            self._initial_epoch = None  # a callback (BackupAndRestore) may choose the epoch to resume at
+            self._initial_step = 0  # ... and the steps of that epoch already taken
             # a callback that rejects its arguments here (a checkpoint template, a folder) fails the call
             # before any step: the model is as it was
             cb.on_train_begin()
+            if self._initial_epoch is not None:
+                initial_epoch = int(self._initial_epoch)
             run_epochs(self, data, cb, epochs=epochs, initial_epoch=initial_epoch, validate=validate,
                        validation_freq=int(validation_freq))
         return self.history

@@ -492,7 +492,7 @@ class _Loader:
         members = self.members
         who = f"layer {i} ({_short(layer.name)}, {type(layer).__name__})"
 
-        def checked_add_weight(key, shape, initializer="zeros", regularizer=None, trainable=True):
+        def checked_add_weight(key, shape, initializer="zeros", regularizer=None, trainable=True, **more):
             kind = "params" if trainable else "buffers"
             name = f"layers/{i}/{kind}/{key}"
             shape = tuple(int(d) for d in shape)
@@ -503,7 +503,7 @@ class _Loader:
                     f"array {name!r} has shape {members[name].shape}, {who} expects {shape} from its config"
                 )
             # every weight is overwritten by its stored array: skip the random initialization
-            return type(layer).add_weight(layer, key, shape, "zeros", regularizer, trainable)
+            return type(layer).add_weight(layer, key, shape, "zeros", regularizer, trainable, **more)
 
         budget = [self.layer_bytes(i, entry)]
         with _building(layer, checked_add_weight, budget, who, self.fail):

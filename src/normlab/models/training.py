@@ -76,64 +76,75 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
     optimizer = model.optimizer
     metrics = model.metrics
     logs: dict = {}
-    for epoch in range(initial_epoch, epochs):
-        callbacks.on_epoch_begin(epoch)
-        for m in metrics:
-            m.reset_state()
-        loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
-        batches = data.epoch(epoch)
-        for step, xb, yb, wb in batches:
-            callbacks.on_train_batch_begin(step)
-            try:
-                value, out = model._train_step(xb, yb, wb)
-            except FloatingPointError as exc:
-                # a step refused for non-finite values (the optimizer's or a layer's); nothing changed.
-                # The callbacks see the batch with its loss (NaN if the forward pass did not reach
-                # it), and if one stops training on it (as TerminateOnNaN does), training ends
-                # cleanly; else the error stands.
-                loss = model._step_loss
-                if loss is None and isinstance(exc, NonFiniteError):
-                    loss = math.nan
-                if loss is None or math.isfinite(loss):
-                    raise
-                logs = {"loss": loss}
-                callbacks.on_train_batch_end(step, logs)
-                if not model.stop_training:
-                    raise
-                break
-            k = len(xb)
-            loss_sum += value * k
-            seen += k
-            norm = getattr(optimizer, "last_global_norm", None)
-            if norm is not None:
-                norm_sum += norm
-                norm_count += 1
+    # steps of the first epoch already taken before an interruption (BackupAndRestore): their
+    # batches are drawn and passed over, so the rest of the epoch sees the batches it would have
+    skip = int(getattr(model, "_initial_step", 0) or 0)
+    try:
+        for epoch in range(initial_epoch, epochs):
+            callbacks.on_epoch_begin(epoch)
             for m in metrics:
-                m.update_state(yb, out, wb)
-            logs = {"loss": loss_sum / seen}
-            logs.update({m.name: m.result() for m in metrics})
-            callbacks.on_train_batch_end(step, logs)
-            if model.stop_training:
+                m.reset_state()
+            loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
+            batches = data.epoch(epoch)
+            for step, xb, yb, wb in batches:
+                if skip:
+                    skip -= 1
+                    continue
+                callbacks.on_train_batch_begin(step)
+                try:
+                    value, out = model._train_step(xb, yb, wb)
+                except FloatingPointError as exc:
+                    # a step refused for non-finite values (the optimizer's or a layer's); nothing changed.
+                    # The callbacks see the batch with its loss (NaN if the forward pass did not reach
+                    # it), and if one stops training on it (as TerminateOnNaN does), training ends
+                    # cleanly; else the error stands.
+                    loss = model._step_loss
+                    if loss is None and isinstance(exc, NonFiniteError):
+                        loss = math.nan
+                    if loss is None or math.isfinite(loss):
+                        raise
+                    logs = {"loss": loss}
+                    callbacks.on_train_batch_end(step, logs)
+                    if not model.stop_training:
+                        raise
+                    break
+                k = len(xb)
+                loss_sum += value * k
+                seen += k
+                norm = getattr(optimizer, "last_global_norm", None)
+                if norm is not None:
+                    norm_sum += norm
+                    norm_count += 1
+                for m in metrics:
+                    m.update_state(yb, out, wb)
+                logs = {"loss": loss_sum / seen}
+                logs.update({m.name: m.result() for m in metrics})
+                callbacks.on_train_batch_end(step, logs)
+                if model.stop_training:
+                    break
+            if hasattr(batches, "close"):
+                batches.close()
+            if data.stopped and seen == 0:
+                break  # the input ran out before this epoch's first step: no epoch to report
+            logs = dict(logs)
+            if norm_count:
+                logs["global_norm"] = norm_sum / norm_count
+            lr = getattr(optimizer, "current_learning_rate", None)
+            if validate is not None and (epoch + 1) % validation_freq == 0:
+                # the callbacks see the validation as an evaluate call (Keras: on_test_begin, test-batch hooks, on_test_end)
+                callbacks.on_test_begin()
+                val = validate(callbacks)
+                callbacks.on_test_end(val)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            if lr is not None:
+                logs["learning_rate"] = float(lr)
+            callbacks.on_epoch_end(epoch, logs)
+            if model.stop_training or data.stopped:
                 break
-        if hasattr(batches, "close"):
-            batches.close()
-        if data.stopped and seen == 0:
-            break  # the input ran out before this epoch's first step: no epoch to report
-        logs = dict(logs)
-        if norm_count:
-            logs["global_norm"] = norm_sum / norm_count
-        lr = getattr(optimizer, "current_learning_rate", None)
-        if validate is not None and (epoch + 1) % validation_freq == 0:
-            # the callbacks see the validation as an evaluate call (Keras: on_test_begin, test-batch hooks, on_test_end)
-            callbacks.on_test_begin()
-            val = validate(callbacks)
-            callbacks.on_test_end(val)
-            logs.update({f"val_{k}": v for k, v in val.items()})
-        if lr is not None:
-            logs["learning_rate"] = float(lr)
-        callbacks.on_epoch_end(epoch, logs)
-        if model.stop_training or data.stopped:
-            break
-    data.close()
+    finally:
+        data.close()
+        if epochs > 0 and getattr(optimizer, "use_ema", False) and getattr(optimizer, "_binding", None) is not None:
+            # Keras's fit ends by writing the parameters' moving averages into them, even after an error
+            optimizer.finalize_variable_values([layer.params[k] for layer, k in model._refs])
     callbacks.on_train_end(logs)
     return logs
