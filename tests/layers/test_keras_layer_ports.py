@@ -520,3 +520,31 @@ def test_config_round_trip_of_a_model_declared_by_its_first_layer():
         again = nl.Sequential.from_config(model.get_config())
     assert again.built and again.input_shape == (None, 3)
     assert again.layers[0].get_config() == model.layers[0].get_config()
+
+
+@needs_model_step
+@pytest.mark.parametrize("name, kwargs", [("MaxNorm", {"max_value": 0.5}), ("NonNeg", {}),
+                                          ("MinMaxNorm", {"min_value": 0.2, "max_value": 0.4, "rate": 0.5})])
+def test_one_sgd_step_with_a_constraint_matches_keras(name, kwargs):
+    """Keras applies the constraint right after the optimizer's update: the same step, the same weights."""
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    y = rng.standard_normal((8, 3)).astype(np.float32)
+    k0 = (rng.standard_normal((4, 3)) * 0.8).astype(np.float32)
+    b0 = (rng.standard_normal(3) * 0.1).astype(np.float32)
+    km = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+        3, kernel_constraint=getattr(keras.constraints, name)(**kwargs),
+        bias_constraint=keras.constraints.NonNeg())])
+    km.set_weights([k0, b0])
+    km.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    km.train_on_batch(x, y)
+    model = nl.Sequential([nl.Input((4,)), Dense(3, kernel_constraint=getattr(constraints, name)(**kwargs),
+                                                 bias_constraint="non_neg")])
+    model.layers[0].params["kernel"][...] = k0
+    model.layers[0].params["bias"][...] = b0
+    model.compile(optimizer=nl.optimizers.SGD(0.5), loss="mse")
+    model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    k1, b1 = km.get_weights()
+    np.testing.assert_allclose(model.layers[0].params["kernel"], k1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.layers[0].params["bias"], b1, rtol=1e-5, atol=1e-6)
