@@ -747,3 +747,26 @@ def test_branches_with_keras(tmp_path):
         m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
     scale = np.max(np.abs(ours.predict(x)))
     np.testing.assert_allclose(keras_predict(again, x), ours.predict(x), rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("middle", ["renorm", "rms_scaling"])
+def test_batch_renorm_and_rms_scaling_round_trip(middle, tmp_path):
+    pytest.importorskip("h5py")
+    from normlab import layers as L
+
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(32, 2)).astype("float32")
+    mid = (L.BatchNormalization(renorm=True, renorm_clipping={"rmax": 2.0, "dmax": 1.0}) if middle == "renorm"
+           else L.LayerNormalization(rms_scaling=True))
+    model = normlab.Sequential([normlab.Input((6,)), L.Dense(4), mid, L.Dense(2)], seed=0)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, epochs=2, verbose=0, seed=0)
+    model.save(tmp_path / "m.keras")
+    back = normlab.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
+    for a, b in zip(model.get_weights(), back.get_weights()):
+        np.testing.assert_array_equal(a, b)  # renorm's moving_stddev and renorm buffers included
+    keras = pytest.importorskip("keras")
+    theirs = keras.saving.load_model(tmp_path / "m.keras")
+    ours = model.predict(x, verbose=0)
+    assert np.max(np.abs(theirs.predict(x, verbose=0) - ours)) <= 1e-6 * np.max(np.abs(ours))

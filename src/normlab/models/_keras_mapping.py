@@ -319,6 +319,12 @@ def _layer_kwargs(entry: dict, where: str) -> tuple[str, dict]:
             kwargs["trainable"] = value
         elif key == "dtype":
             kwargs["dtype"] = _dtype_from_keras(value, w)
+        elif key == "renorm_clipping" and isinstance(value, dict):
+            # a dict of numbers, not a serialized object: Keras's {"rmax": r, "rmin": ..., "dmax": ...}
+            _need(set(value) <= {"rmax", "rmin", "dmax"} and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()),
+                f"{w} must map 'rmax', 'rmin', 'dmax' to numbers")
+            kwargs[key] = dict(value) or None
         elif key in spec.same:
             kwargs[key] = _plain(value, w)
         elif key in spec.init:
