@@ -1481,9 +1481,10 @@ KNOWN_FAILURES: dict[str, str] = {}
 def all_rows() -> list[Row]:
     return ctor_rows() + layer_rows() + model_rows() + optimizer_rows() + object_rows()
 
+
 #: constructor arguments without a declaration, checked by hand (rows in _EXTRA_CTOR) or not hyperparameters
 UNDECLARED_OK: set[str] = {
-    "BinaryAccuracy.threshold",  # validated in __init__ (row below)
+    "BinaryAccuracy.threshold",  # validated in __init__ (rows in _EXTRA_CTOR)
     "TrainingDiagnostics.percentiles", "TrainingDiagnostics.x_probe",  # arrays, checked by hand (_EXTRA_CTOR)
     "BackupAndRestore.backup_dir",  # a path, checked by hand (_EXTRA_CTOR)
 }
