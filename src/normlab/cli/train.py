@@ -180,6 +180,11 @@ def _allowed_kwargs(cls) -> tuple[set, bool]:
         except (TypeError, ValueError):  # pragma: no cover - builtins
             return names, True
         more = False
+        if klass.__module__ == "normlab.layers.base" and klass.__name__ == "Layer":
+            # the base layer's **kwargs take only Keras's deprecated input_shape / input_dim
+            names.update(("input_shape", "input_dim"))
+            names.update(p.name for p in list(sig.parameters.values())[1:] if p.kind == p.KEYWORD_ONLY)
+            return names, False
         for p in list(sig.parameters.values())[1:]:
             if p.kind == p.VAR_KEYWORD:
                 more = True
