@@ -218,6 +218,45 @@ def test_optimizer_state_through_a_keras_file(name, tmp_path):
     np.testing.assert_array_equal(back.predict(x), model.predict(x))
 
 
+#: Keras 3's base-optimizer features: moving averages and gradient accumulation (48 samples: 3 calls an epoch)
+KERAS_BASE_FEATURES = {
+    "Adam-ema-accumulate": lambda o: o.Adam(0.01, use_ema=True, gradient_accumulation_steps=2),
+    "SGD-ema-overwrite": lambda o: o.SGD(0.05, momentum=0.9, use_ema=True, ema_momentum=0.9,
+                                         ema_overwrite_frequency=2),
+    "RMSprop-accumulate": lambda o: o.RMSprop(0.01, momentum=0.5, gradient_accumulation_steps=4),
+}
+
+
+@needs_h5py
+@pytest.mark.parametrize("name", sorted(KERAS_BASE_FEATURES))
+def test_ema_and_gradient_accumulation_through_a_keras_file(name, tmp_path):
+    x, y = data((5,), n=48), data((2,), n=48, seed=1)
+    model = normlab.Sequential([L.Dense(4, activation="tanh"), L.BatchNormalization(), L.Dense(2)])
+    model.compile(optimizer=KERAS_BASE_FEATURES[name](normlab.optimizers), loss="mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)  # 3 calls: mid-accumulation for n = 2, 4
+    save_keras(model, tmp_path / "m.keras")
+    opt = model.optimizer
+    steps = opt.gradient_accumulation_steps or 1
+    with zipfile.ZipFile(tmp_path / "m.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
+        # Keras's iteration counts calls; the averages and accumulators precede the rule's slots
+        assert int(f["optimizer/vars/0"][()]) == 3 == opt.iterations * steps + opt.accumulation_step
+        n_slots = len([k for k in opt.get_state() if "/" in k])
+        assert len(f["optimizer/vars"]) == 2 + n_slots
+        first = opt.get_state()["average/0" if opt.use_ema else "gradient_accumulator/0"]
+        np.testing.assert_array_equal(f["optimizer/vars/2"][()], first)  # the first Dense kernel
+    back = load_keras(tmp_path / "m.keras")
+    assert back.optimizer.get_config() == opt.get_config()
+    state, restored = opt.get_state(), back.optimizer.get_state()
+    assert sorted(restored) == sorted(state)
+    for k in state:
+        np.testing.assert_array_equal(restored[k], state[k])
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    back.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    for a, b in zip(model.optimizer.get_state().values(), back.optimizer.get_state().values()):
+        np.testing.assert_array_equal(a, b)
+
+
 @needs_h5py
 def test_keras_optimizer_state_is_read():
     model = load_keras(os.path.join(DATA, "mlp.keras"))
@@ -727,6 +766,53 @@ def test_training_resumes_across_keras_and_normlab(name, tmp_path):
     for m in (again, ours):
         m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
     np.testing.assert_allclose(keras_predict(again, x), ours.predict(x), rtol=0, atol=1e-5 * scale)
+
+
+@needs_h5py
+@pytest.mark.parametrize("start", ["normlab", "keras"])
+def test_ema_and_gradient_accumulation_resume_across_keras_and_normlab(start, tmp_path):
+    """Adam(use_ema, gradient_accumulation_steps=2) stopped mid-accumulation goes on the same on the other side."""
+    keras = _keras()
+    x, y = data((5,), n=48), data((2,), n=48, seed=1)
+    kwargs = dict(learning_rate=0.01, use_ema=True, gradient_accumulation_steps=2)
+    if start == "normlab":
+        first = normlab.Sequential([normlab.Input((5,)), L.Dense(4, activation="tanh"), L.Dense(2)], seed=0)
+        first.compile(optimizer=normlab.optimizers.Adam(**kwargs), loss="mse")
+    else:
+        keras.utils.set_random_seed(0)
+        first = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
+        first.compile(optimizer=keras.optimizers.Adam(**kwargs), loss="mse")
+    first.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)  # 3 calls: one update, one accumulated
+    if start == "normlab":
+        save_keras(first, tmp_path / "m.keras")
+        ours, theirs = first, keras.saving.load_model(tmp_path / "m.keras")
+    else:
+        first.save(tmp_path / "m.keras")
+        # Keras reloads its own file too: Keras 3.15 (JAX) cannot fit a use_ema model a second time
+        # ("Attempt to donate the same buffer twice"), and resuming from the file is what is compared
+        ours, theirs = load_keras(tmp_path / "m.keras"), keras.saving.load_model(tmp_path / "m.keras")
+    assert int(theirs.optimizer.iterations) == int(ours.optimizer.iterations) == 1
+    assert ours.optimizer.accumulation_step == 1
+    for m in (theirs, ours):
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    assert int(theirs.optimizer.iterations) == int(ours.optimizer.iterations) == 4  # 9 calls
+    expected = keras_predict(theirs, x)
+    scale = np.max(np.abs(expected))
+    # float32 steps computed apart: rounding differences of a few ulps, grown over a handful of steps
+    np.testing.assert_allclose(ours.predict(x), expected, rtol=0, atol=1e-5 * scale)
+    for v, a in zip(theirs.optimizer.variables[2:], _keras_ordered_state(ours, theirs)):
+        np.testing.assert_allclose(a, keras.ops.convert_to_numpy(v), rtol=0, atol=1e-5 * max(1, np.max(np.abs(a))))
+
+
+def _keras_ordered_state(ours, theirs):
+    """normlab's averages, accumulators, momenta and velocities in the order of Keras's optimizer variables."""
+    from normlab.models._keras_mapping import _slot_order
+
+    opt, state = ours.optimizer, ours.optimizer.get_state()
+    n = len(ours.trainable_weights)
+    assert len(theirs.optimizer.variables) == 2 + len(_slot_order("Adam", opt.get_config(), n))
+    # a Sequential of Dense layers: normlab's trainable order is Keras's
+    return [state[f"{slot}/{i}"] for slot, i in _slot_order("Adam", opt.get_config(), n)]
 
 
 @needs_h5py

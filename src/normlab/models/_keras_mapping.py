@@ -375,9 +375,8 @@ def _batch_shape(entry: dict, where: str) -> tuple:
 
 # ----------------------------------------------------------------- compile
 _OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Lion")
-#: Keras optimizer arguments normlab lacks, accepted at these values (ema_momentum matters only with use_ema)
-_KERAS_OPT_DEFAULTS = {"use_ema": False, "ema_momentum": _ANY, "ema_overwrite_frequency": None,
-                       "loss_scale_factor": None, "gradient_accumulation_steps": None, "is_legacy_optimizer": False}
+#: Keras optimizer arguments normlab lacks, accepted at these values
+_KERAS_OPT_DEFAULTS = {"loss_scale_factor": None, "is_legacy_optimizer": False}
 _LOSSES = {"MeanSquaredError": "mean_squared_error", "BinaryCrossentropy": "binary_crossentropy",
            "CategoricalCrossentropy": "categorical_crossentropy",
            "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy"}
@@ -491,8 +490,18 @@ def _slot_order(cls: str, conf: dict, n: int) -> list:
     string is a scalar (Nadam's ``u_product``). Keras 3 creates Adam's
     momentum and velocity per variable in turn, AMSGrad's ``velocity_hat``
     after them, RMSprop's velocities, momentums and average gradients each
-    as a block.
+    as a block. Keras's base optimizer creates its own variables first:
+    the moving averages (``use_ema``), then the gradient accumulators
+    (``gradient_accumulation_steps``), one per variable each.
     """
+    head = [("average", i) for i in range(n)] if conf.get("use_ema") else []
+    if conf.get("gradient_accumulation_steps"):
+        head += [("gradient_accumulator", i) for i in range(n)]
+    return head + _rule_slot_order(cls, conf, n)
+
+
+def _rule_slot_order(cls: str, conf: dict, n: int) -> list:
+    """The update rule's own slots, in Keras's order (see :func:`_slot_order`)."""
     if cls in ("Adam", "AdamW", "Nadam"):
         order = [(slot, i) for i in range(n) for slot in ("momentum", "velocity")]
         if conf.get("amsgrad"):

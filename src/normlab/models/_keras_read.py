@@ -361,6 +361,10 @@ class _Reader:
         it = int(ds["optimizer/vars/0"][()])
         _need(it >= 0, "the optimizer's iteration count is negative")
         state = {"iterations": np.array(it, np.int64), "skipped_steps": np.array(0, np.int64)}
+        steps = opt.get_config().get("gradient_accumulation_steps")
+        if steps:  # Keras counts calls: ``it // steps`` updates, then ``it % steps`` gradients accumulated
+            state["iterations"] = np.array(it // steps, np.int64)
+            state["accumulation_step"] = np.array(it % steps, np.float64)
         for k, o in enumerate(order):
             key = o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"
             # scalars (Nadam's u_product) are float64 in normlab, slots have their weight's dtype

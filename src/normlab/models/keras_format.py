@@ -60,8 +60,11 @@ Keras's ``optimizer/vars``: iteration count, learning rate, then the slots
 in Keras's order (``_keras_mapping._slot_order``), so training resumes on either side
 as if it had not moved. Keras's RMSprop momentum is normlab's with the
 opposite sign. A layout that does not fit the optimizer is skipped with a
-warning (fresh state), as Keras does. Learning-rate schedules, EMA, loss
-scaling and gradient accumulation are refused.
+warning (fresh state), as Keras does. The moving averages (``use_ema``)
+and the gradient accumulators (``gradient_accumulation_steps``) come first,
+as Keras creates them; Keras's ``iteration`` counts calls, so it is written
+as ``iterations * gradient_accumulation_steps + accumulation_step`` and split
+back on reading. Learning-rate schedules and loss scaling are refused.
 
 Pickling
 --------
@@ -256,7 +259,11 @@ def _keras_optimizer_vars(model, pairs) -> list:
     order = _slot_order(cls, opt.get_config(), len(arrays))
     if not any("/" in k for k in state) and (order or int(state["iterations"]) == 0):
         return []  # no step taken: Keras's optimizer is not built either
-    out = [np.array(state["iterations"], np.int64), np.array(opt.get_config()["learning_rate"], np.float32)]
+    # Keras's ``iteration`` counts calls, normlab's ``iterations`` updates: with gradient accumulation a call
+    # between two updates is the ``accumulation_step``-th of the current group
+    steps = opt.get_config().get("gradient_accumulation_steps") or 1
+    calls = int(state["iterations"]) * steps + int(state.get("accumulation_step", 0))
+    out = [np.array(calls, np.int64), np.array(opt.get_config()["learning_rate"], np.float32)]
     for o in order:
         arr = np.asarray(state[o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"])
         out.append(-arr if not isinstance(o, str) and (cls, o[0]) in _NEGATED_SLOTS else arr)
