@@ -28,6 +28,7 @@ __all__ = [
     "NoneOk",
     "Callable",
     "validate_params",
+    "real_array",
 ]
 
 
@@ -222,3 +223,18 @@ def validate_params(owner: str, constraints: dict, values: dict) -> None:
         raise InvalidParameterError(
             f"The {name!r} parameter of {owner} must be {desc}. Got {value!r} instead."
         )
+
+
+def real_array(value, who: str, label: str) -> np.ndarray:
+    """``value`` as an array of real numbers (bool, int or float), or a ``TypeError`` naming ``who`` and ``label``.
+
+    ``label`` is how the message names the argument, quotes included
+    (``"'y_true'"``, ``"'weights[3]' (dense/kernel)"``).
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged nested lists and the like
+        raise TypeError(f"{who}: {label} must be an array of numbers ({exc}).") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{who}: {label} must hold real numbers, got dtype {arr.dtype}.")
+    return arr

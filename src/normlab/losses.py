@@ -40,7 +40,7 @@ import numbers
 import numpy as np
 
 from ._registry import Registry
-from ._validation import Boolean, Interval, NoneOk, Options, validate_params
+from ._validation import Boolean, Interval, NoneOk, Options, real_array, validate_params
 from .kernels import losses as K
 from .kernels.activations import log_softmax
 from .kernels.checks import all_finite
@@ -190,12 +190,7 @@ class Loss:
     def check_sample_weight(self, sample_weight, n: int, who: str = "", arg: str = "sample_weight") -> np.ndarray:
         """``sample_weight`` as float64 of shape (n,): finite, >= 0 (a clear error naming ``arg`` otherwise)."""
         who = who or type(self).__name__
-        try:
-            w = np.asarray(sample_weight)
-        except Exception as exc:
-            raise TypeError(f"{who}: '{arg}' must be an array of numbers ({exc}).") from None
-        if w.dtype.kind not in "biuf":
-            raise TypeError(f"{who}: '{arg}' must hold real numbers, got dtype {w.dtype}.")
+        w = real_array(sample_weight, who, f"'{arg}'")
         if w.ndim == 0:
             w = np.full(n, w)
         elif w.ndim == 2 and w.shape[1] == 1:

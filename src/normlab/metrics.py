@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from ._registry import Registry
-from ._validation import Interval, NoneOk, validate_params
+from ._validation import Interval, NoneOk, real_array, validate_params
 
 registry = Registry("metric")
 
@@ -89,13 +89,7 @@ class Metric:
 
 
 def _numeric(value, who: str, arg: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged nested lists
-        raise TypeError(f"{who}: '{arg}' must be an array of numbers ({exc}).") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{who}: '{arg}' must hold real numbers, got dtype {arr.dtype}.")
-    return arr
+    return real_array(value, who, f"'{arg}'")
 
 
 @registry.register

@@ -24,7 +24,7 @@ from ..callbacks.base import Callback, CallbackList, History
 from ..callbacks.progbar import ProgbarLogger, resolve_verbose
 from ..errors import NonFiniteError
 from ..kernels.checks import all_finite
-from .._validation import Boolean, Interval, NoneOk, validate_params
+from .._validation import Boolean, Interval, NoneOk, real_array, validate_params
 from ..layers.base import Layer, as_float_array
 from ..utils import _random
 from ..losses import SparseCategoricalCrossentropy
@@ -984,12 +984,7 @@ class BaseModel:
         converted = []
         for i, ((layer, key, t), w) in enumerate(zip(targets, weights)):
             label = f"'weights[{i}]' ({layer.name}/{key})"
-            try:
-                w = np.asarray(w)
-            except Exception as exc:  # ragged nested lists
-                raise TypeError(f"{owner}: {label} is not an array of numbers ({exc}).") from None
-            if w.dtype.kind not in "biuf":
-                raise TypeError(f"{owner}: {label} must hold real numbers, got dtype {w.dtype}.")
+            w = real_array(w, owner, label)
             if w.shape != t.shape:
                 raise ValueError(f"{owner}: {label} must have shape {t.shape}, got {w.shape}.")
             converted.append(_cast_checked(w, t.dtype, owner, f"weights[{i}]") if w.dtype.kind == "f"
