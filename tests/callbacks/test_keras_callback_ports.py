@@ -160,12 +160,54 @@ def test_keras_terminate_on_nan_graceful_stop():
     assert len(history.history["loss"]) < 2
 
 
+def test_keras_terminate_on_nan_raise_error_raises_error():
+    """Keras: terminate_on_nan_test.py::test_terminate_on_nan_raise_error_raises_error and
+    test_raise_error_terminate_does_not_trigger_on_train_end (the loss overflows inside, as above)."""
+    x, y = classes()
+    ended = []
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="TerminateOnNaN: the loss is (nan|inf)"):
+        overflowing_model().fit(x, y, epochs=1, batch_size=1, verbose=0, callbacks=[
+            LambdaCallback(on_train_end=lambda logs: ended.append(True)), TerminateOnNaN(raise_error=True)])
+    assert not ended
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_keras_raise_error_terminate_preserves_backup(tmp_path):
+    """Keras: terminate_on_nan_test.py::test_raise_error_terminate_preserves_backup."""
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    (backup_dir / "checkpoint.txt").write_text("dummy checkpoint")
+    x, y = classes()
+    with pytest.raises(RuntimeError, match="TerminateOnNaN"):
+        overflowing_model().fit(x, y, epochs=1, batch_size=1, verbose=0, callbacks=[
+            BackupAndRestore(backup_dir=backup_dir, save_freq=1), TerminateOnNaN(raise_error=True)])
+    assert (backup_dir / "checkpoint.txt").read_text() == "dummy checkpoint"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_keras_raise_error_terminate_stops_on_later_batch():
+    """Keras: terminate_on_nan_test.py::test_raise_error_terminate_stops_on_later_batch. Keras puts inf in the
+    second target; normlab refuses that at fit's door, so the second input overflows the loss instead."""
+    model = normlab.Sequential([Dense(1, kernel_initializer=initializers.Constant(1e10), use_bias=False)])
+    model.compile(optimizer=optimizers.SGD(0.0), loss="mse")
+    x = np.array([[1.0], [1e30]], dtype=np.float32)
+    seen = []
+    with pytest.raises(RuntimeError, match="at batch 1"):
+        model.fit(x, np.ones_like(x), epochs=1, batch_size=1, verbose=0, shuffle=False, callbacks=[
+            LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(batch)),
+            TerminateOnNaN(raise_error=True)])
+    assert seen == [0, 1]
+
+
 @pytest.mark.parametrize("raise_error", [False, True])
-@pytest.mark.xfail(raises=TypeError, strict=True, reason="normlab's TerminateOnNaN has no raise_error (Keras 3)")
-def test_keras_terminate_on_nan_raise_error(raise_error):
-    """Keras: terminate_on_nan_test.py::test_terminate_on_nan_raise_error_raises_error,
-    test_raise_error_terminate_stops_on_later_batch, test_normal_training_does_not_raise."""
-    TerminateOnNaN(raise_error=raise_error)
+def test_keras_normal_training_does_not_raise_either_way(raise_error):
+    """Keras: terminate_on_nan_test.py::test_normal_training_does_not_raise (both settings)."""
+    model = normlab.Sequential([Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.array([[1.0], [2.0]], dtype=np.float32)
+    history = model.fit(x, x, epochs=2, callbacks=[TerminateOnNaN(raise_error=raise_error)], verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert TerminateOnNaN.from_config(TerminateOnNaN(raise_error=raise_error).get_config()).raise_error is raise_error
 
 
 def test_keras_normal_training_does_not_raise():
@@ -231,8 +273,6 @@ def test_keras_lambda_callback_with_batches():
     assert calls == [(kind, b) for _ in range(5) for b in range(4) for kind in ("begin", "end")]
 
 
-@pytest.mark.xfail(raises=ValueError, strict=True,
-                   reason="normlab's LambdaCallback takes only the train hooks, not on_test_begin (Keras 3 takes all)")
 def test_keras_lambda_callback_with_kwargs():
     """Keras: lambda_callback_test.py::test_lambda_callback_with_kwargs (on_test_begin in evaluate)."""
     model, x, y = _lambda_model()
@@ -243,8 +283,6 @@ def test_keras_lambda_callback_with_kwargs():
     assert calls == ["custom_on_test_begin"]
 
 
-@pytest.mark.xfail(raises=ValueError, strict=True,
-                   reason="normlab's LambdaCallback takes only the train hooks, not on_predict_begin (Keras 3 takes all)")
 def test_keras_lambda_callback_during_prediction():
     """Keras: lambda_callback_test.py::test_lambda_callback_during_prediction."""
     model, x, _ = _lambda_model()
@@ -253,6 +291,26 @@ def test_keras_lambda_callback_during_prediction():
     model.predict(x, batch_size=4, verbose=0,
                   callbacks=[LambdaCallback(on_predict_begin=lambda logs: calls.append("on_predict_begin"))])
     assert calls == ["on_predict_begin"]
+
+
+def test_lambda_callback_takes_every_hook():
+    """Keras 3 takes any hook as a keyword (``**kwargs``): each one is called where the protocol calls it."""
+    model, x, y = _lambda_model()
+    calls = []
+    hooks = {name: (lambda name: lambda *args: calls.append(name))(name) for name in LambdaCallback._HOOKS}
+    cb = LambdaCallback(**hooks)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb], validation_data=(x, y))
+    model.evaluate(x, y, batch_size=8, verbose=0, callbacks=[cb])
+    model.predict(x, batch_size=8, verbose=0, callbacks=[cb])
+    # given on_train_batch_begin/end, their older names on_batch_begin/end are not called (as in Keras)
+    assert set(calls) == set(LambdaCallback._HOOKS) - {"on_batch_begin", "on_batch_end"}
+    # on_batch_begin/end are the train-batch hooks' older names: a callback given only them is called per batch
+    seen = []
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+              callbacks=[LambdaCallback(on_batch_end=lambda batch, logs: seen.append(batch))])
+    assert seen == [0, 1]
+    with pytest.raises(ValueError, match="unknown hook.*on_batch_middle"):
+        LambdaCallback(on_batch_middle=lambda *a: None)
 
 
 def test_keras_lambda_callback_no_args():

@@ -206,13 +206,39 @@ def _check_path(path, owner: str, arg: str) -> str:
 
 
 class TerminateOnNaN(Callback):
-    """Stop training as soon as the running loss is NaN or infinite."""
+    """Stop training as soon as the running loss is NaN or infinite.
+
+    Parameters
+    ----------
+    raise_error : bool, default False
+        False: set ``model.stop_training`` (training ends after the batch,
+        ``on_train_end`` is called). True: raise RuntimeError at once, so
+        that ``fit`` ends without ``on_train_end`` (a BackupAndRestore
+        folder is kept for a later run to resume from), as Keras 3 does.
+    """
+
+    _param_constraints = {"raise_error": [Boolean()]}
+
+    def __init__(self, raise_error: bool = False):
+        validate_params(type(self).__name__, self._param_constraints, {"raise_error": raise_error})
+        super().__init__()
+        self.raise_error = raise_error
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
+            if self.raise_error:
+                raise RuntimeError(f"TerminateOnNaN: the loss is {loss} at batch {batch}; training stops here "
+                                   "(raise_error=True).")
             print(f"Batch {batch}: invalid loss {loss}, terminating training", file=sys.stderr)
             self.model.stop_training = True
+
+    def get_config(self):
+        return {"raise_error": self.raise_error}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 class _OneCharacter(_Constraint):
@@ -342,19 +368,17 @@ class CSVLogger(Callback):
 class LambdaCallback(Callback):
     """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``.
 
-    Accepts ``on_train_begin``, ``on_train_end`` (``logs``), ``on_epoch_begin``,
-    ``on_epoch_end``, ``on_train_batch_begin``, ``on_train_batch_end``
-    (``index, logs``).
+    Takes any hook of :class:`Callback` by name, as Keras 3 does:
+    ``on_train_begin``, ``on_train_end``, ``on_test_begin``, ``on_test_end``,
+    ``on_predict_begin``, ``on_predict_end`` (``logs``); ``on_epoch_begin``,
+    ``on_epoch_end`` (``epoch, logs``); ``on_train_batch_begin/end``,
+    ``on_test_batch_begin/end``, ``on_predict_batch_begin/end`` and the older
+    ``on_batch_begin/end`` (``batch, logs``). A name that is not a hook
+    raises ValueError (Keras would store it as an attribute and never call it).
     """
 
-    _HOOKS = (
-        "on_train_begin",
-        "on_train_end",
-        "on_epoch_begin",
-        "on_epoch_end",
-        "on_train_batch_begin",
-        "on_train_batch_end",
-    )
+    #: every hook of the callback protocol (``Callback``'s ``on_*`` methods)
+    _HOOKS = tuple(sorted(name for name in vars(Callback) if name.startswith("on_")))
 
     def __init__(self, **hooks):
         unknown = sorted(set(hooks) - set(self._HOOKS))
