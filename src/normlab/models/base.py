@@ -144,6 +144,7 @@ class BaseModel:
         self._flat: tuple[np.ndarray, np.ndarray] | None = None  # (gradients, parameters): the optimizer's
         self._flat_binding = None  # (optimizer, its binding) that the layers' arrays are views of
         self._step_loss = None  # the loss of the last training step, once computed
+        self._constrained: list = []
 
     @property
     def _output_layer(self) -> Layer:
@@ -277,6 +278,8 @@ class BaseModel:
             program, output = self._program()
             self._executor = Executor(program, output, fuse=self._fuse_layers)
             self._regularized = self._regularized_layers()
+            # weight constraints (Keras: applied after the optimizer's update); most models have none
+            self._constrained = [layer for layer in self.layers if layer._constraints]
             loss = self.loss
             # a softmax output trained with sparse cross-entropy: one kernel for output, loss and gradient
             self._sparse_head = (
@@ -461,6 +464,10 @@ class BaseModel:
                 self._step_loss = float("nan")
                 return self._step_loss, self._nan_output(x)
             raise
+        if self._constrained and opt.skipped_steps == skipped:
+            # Keras applies constraints after the optimizer's update (a skipped step changed nothing)
+            for layer in self._constrained:
+                layer.apply_constraints()
         if stateful and opt.skipped_steps != skipped:
             # a step skipped for non-finite gradients changes nothing: no moving statistics
             # from its (likely non-finite) batch, no noise drawn

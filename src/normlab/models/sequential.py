@@ -88,11 +88,19 @@ class Sequential(BaseModel):
             raise ValueError(f"Sequential.add: the model already has a layer named {layer.name!r}; layer names "
                              f"must be unique (a saved model finds each layer's weights by its name).")
         self.layers.append(layer)
+        # Keras's legacy form: a first layer given input_shape= / input_dim= stands for a leading Input
+        declared = getattr(layer, "_declared_input_shape", None) if len(self.layers) == 1 else None
+        if declared is not None and self._input_spec is None:
+            self._input_spec = tuple(declared)
+        else:
+            declared = None
         if _build and self._input_spec is not None and all(d is not None for d in self._input_spec[1:]):
             try:
                 self.build(self._input_spec)
             except BaseException:
                 self.layers.pop()  # all or nothing: a layer that does not fit is not added
+                if declared is not None:
+                    self._input_spec = None
                 raise
 
     @property
