@@ -6,9 +6,7 @@ about, it has no ``mse`` metric), the docstring says so and the test
 asserts normlab's behaviour. Where normlab lacks a Keras feature, the port
 is an ``xfail`` (strict, with the exception normlab raises) naming it, so
 that it turns into a failure to update when the feature lands.
-Not ported: ModelCheckpoint's ``save_freq`` and ``save_weights_only``
-cases (normlab's ModelCheckpoint saves whole models at epoch ends) and the
-``val_auc`` case (no AUC metric). EarlyStopping's and BackupAndRestore's
+Not ported: the ``val_auc`` case of ModelCheckpoint (no AUC metric). EarlyStopping's and BackupAndRestore's
 ports are in test_early_stopping.py and test_backup_and_restore.py.
 """
 
@@ -484,8 +482,8 @@ def test_keras_model_checkpoint_options(tmp_path):
 
 def test_keras_model_checkpoint_epoch_in_filepath(tmp_path):
     """Keras: model_checkpoint_test.py::test_model_checkpoint_options, cases 8a and 10a as far as they
-    apply: file names through ``{epoch:02d}`` (1-based), one per epoch end (normlab has no save_freq);
-    ``{batch}`` in the name is refused before training (Keras fills it when saving every few batches)."""
+    apply: file names through ``{epoch:02d}`` (1-based), one per epoch end; ``{batch}`` in the name is
+    refused before training when saving at epoch ends (Keras raises KeyError at the first save)."""
     x, y = classes()
     filepath = str(tmp_path / "checkpoint.epoch{epoch:02d}.npz")
     _ckpt_model().fit(x, y, batch_size=BATCH_SIZE, epochs=4, verbose=0,
@@ -496,6 +494,88 @@ def test_keras_model_checkpoint_epoch_in_filepath(tmp_path):
         model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0,
                   callbacks=[ModelCheckpoint(str(tmp_path / "b{epoch:02d}-{batch:02d}.npz"))])
     assert model.optimizer.iterations == 0
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".weights.h5"])
+def test_keras_model_checkpoint_save_freq(tmp_path, suffix):
+    """Keras: model_checkpoint_test.py::test_model_checkpoint_options, cases 8a/8b (save_freq=15 with 5
+    batches an epoch: epochs 3, 6 and 9), 9 (save_freq values) and 10a/10b ({batch} with save_freq=1)."""
+    if suffix == ".weights.h5":
+        pytest.importorskip("h5py")
+    x, y = classes(n=30)
+    val = classes(n=10, seed=1)
+    for weights_only in (False, True):
+        if suffix == ".weights.h5" and not weights_only:
+            continue
+        folder = tmp_path / f"w{int(weights_only)}"
+        filepath = str(folder / ("checkpoint.epoch{epoch:02d}" + suffix))
+        _ckpt_model().fit(x, y, batch_size=6, validation_data=val, epochs=10, verbose=0,
+                          callbacks=[ModelCheckpoint(filepath, save_freq=15, save_weights_only=weights_only)])
+        assert sorted(os.listdir(folder)) == [os.path.basename(filepath.format(epoch=e)) for e in (3, 6, 9)]
+    # case 9
+    with pytest.raises(ValueError, match="'save_freq' parameter of ModelCheckpoint"):
+        ModelCheckpoint(filepath, save_freq="invalid_save_freq")
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises((ValueError, TypeError), match="save_freq"):
+            ModelCheckpoint(filepath, save_freq=bad)
+    ModelCheckpoint(filepath, save_weights_only=True, save_freq="epoch")
+    ModelCheckpoint(filepath, save_weights_only=True, save_freq=3)
+    # cases 10a and 10b: 10 samples in batches of 5, five epochs
+    for weights_only in (False, True):
+        folder = tmp_path / f"b{int(weights_only)}"
+        filepath = str(folder / ("checkpoint.epoch{epoch:02d}batch{batch:02d}" + suffix))
+        if suffix == ".weights.h5" and not weights_only:
+            continue
+        _ckpt_model().fit(*classes(), batch_size=5, epochs=5, verbose=0,
+                          callbacks=[ModelCheckpoint(filepath, monitor="loss", save_freq=1,
+                                                     save_weights_only=weights_only)])
+        assert sorted(os.listdir(folder)) == sorted(os.path.basename(filepath.format(epoch=e, batch=b))
+                                                    for e in range(1, 6) for b in (1, 2))
+
+
+def test_model_checkpoint_save_freq_best_only_monitors_the_batch_logs(tmp_path):
+    """save_freq=<int> with save_best_only: the batch logs' running loss decides; a val_ monitor is refused
+    before training (Keras warns at each save and saves anyway)."""
+    x, y = classes(n=30)
+    model = _ckpt_model()
+    with pytest.raises(ValueError, match="monitor='val_loss' with save_freq=2"):
+        model.fit(x, y, batch_size=6, epochs=1, verbose=0, validation_data=classes(seed=1),
+                  callbacks=[ModelCheckpoint(str(tmp_path / "m.npz"), save_freq=2, save_best_only=True)])
+    assert model.optimizer.iterations == 0
+    losses = []
+    cb = ModelCheckpoint(str(tmp_path / "m{epoch}-{batch}.npz"), monitor="loss", save_freq=2, save_best_only=True)
+    model.fit(x, y, batch_size=6, epochs=2, verbose=0, shuffle=False,
+              callbacks=[LambdaCallback(on_train_batch_end=lambda b, logs: losses.append(logs["loss"])), cb])
+    # every second batch, counted across epochs (5 an epoch): batches 2, 4 of epoch 1, 1, 3, 5 of epoch 2
+    checked = [(1, 2), (1, 4), (2, 1), (2, 3), (2, 5)]
+    values = [losses[(e - 1) * 5 + b - 1] for e, b in checked]
+    best, expected = math.inf, []
+    for (e, b), v in zip(checked, values):
+        if v < best:
+            best = v
+            expected.append(f"m{e}-{b}.npz")
+    assert sorted(os.listdir(tmp_path)) == sorted(expected) and cb.best == best
+
+
+def test_keras_model_checkpoint_loading_weights(tmp_path):
+    """Keras: model_checkpoint_test.py::test_model_checkpoint_loading, the save_weights_only half: the
+    weights file loads into a fresh model of the same architecture."""
+    pytest.importorskip("h5py")
+    from normlab.models.keras_format import load_weights
+
+    x, y = classes()
+    val = classes(seed=1)
+    model = _ckpt_model()
+    filepath = str(tmp_path / "checkpoint.weights.h5")
+    model.fit(x, y, batch_size=BATCH_SIZE, validation_data=val, epochs=1, verbose=0,
+              callbacks=[ModelCheckpoint(filepath, monitor="val_loss", save_best_only=True, save_weights_only=True)])
+    assert os.path.exists(filepath)
+    new_model = _ckpt_model()
+    new_model.build((None, x.shape[1]))
+    load_weights(new_model, filepath)
+    for a, b in zip(model.get_weights(), new_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert new_model.optimizer.iterations == model.optimizer.iterations  # the optimizer's variables too
 
 
 def test_keras_model_checkpoint_loading(tmp_path):

@@ -57,7 +57,7 @@ def _epoch_log_keys(model) -> set[str]:
 
 
 class ModelCheckpoint(Callback):
-    """Save the model (``model.save``, written atomically) at the end of epochs.
+    """Save the model (``model.save``, written atomically) at the end of epochs, or every few batches.
 
     Parameters
     ----------
@@ -68,15 +68,28 @@ class ModelCheckpoint(Callback):
         raises ValueError here; a key that ``fit``'s epoch logs will not have
         (they hold ``loss``, the compiled metrics, their ``val_`` versions,
         ``learning_rate`` and ``global_norm``) raises ValueError in
-        ``on_train_begin``, before the first step. ``{batch}`` is refused
-        there too: this callback saves at epoch ends only. (Keras raises
+        ``on_train_begin``, before the first step. ``{batch}`` (1-based) is
+        refused there too unless ``save_freq`` is an int. (Keras raises
         ``KeyError`` for either at the first save, after an epoch of
-        training.)
+        training.) With ``save_freq`` an int the keys are those of the
+        batch logs (``loss`` and the metrics: the epoch's running means),
+        ``epoch`` and ``batch``.
     monitor : str, default "val_loss"
     verbose : int, default 0
     save_best_only : bool, default False
         Save only when ``monitor`` improves on the best value so far.
+    save_weights_only : bool, default False
+        Write the weights only (:func:`normlab.models.keras_format.save_weights`:
+        Keras's weights file for a path ending in ``.weights.h5``, normlab's
+        ``.npz`` of the weights otherwise; read back with ``load_weights``).
+        Keras requires the ``.weights.h5`` suffix here.
     mode : {"auto", "min", "max"}, default "auto"
+    save_freq : "epoch" or int >= 1, default "epoch"
+        ``"epoch"``: save at the end of every epoch. An int ``n``: save after
+        every ``n`` batches, counted across epochs (Keras's semantics), with
+        the batch logs; ``save_best_only`` then needs a ``monitor`` the
+        batch logs have (not a ``val_`` one: ValueError in
+        ``on_train_begin``).
     initial_value_threshold : float, optional
         With ``save_best_only``, the value to beat before the first save.
 
@@ -99,7 +112,9 @@ class ModelCheckpoint(Callback):
         "monitor": [str],
         "verbose": [Interval(numbers.Integral, 0, 2)],
         "save_best_only": [Boolean()],
+        "save_weights_only": [Boolean()],
         "mode": [Options(("auto", "min", "max"))],
+        "save_freq": [Options(("epoch",)), Interval(numbers.Integral, 1, None)],
         "initial_value_threshold": [NoneOk(), Interval(numbers.Real, None, None)],
     }
 
@@ -109,7 +124,9 @@ class ModelCheckpoint(Callback):
         monitor: str = "val_loss",
         verbose: int = 0,
         save_best_only: bool = False,
+        save_weights_only: bool = False,
         mode: str = "auto",
+        save_freq="epoch",
         initial_value_threshold: float | None = None,
     ):
         args = dict(locals())
@@ -123,11 +140,16 @@ class ModelCheckpoint(Callback):
         self.monitor = monitor
         self.verbose = verbose
         self.save_best_only = save_best_only
+        self.save_weights_only = save_weights_only
         self.mode = mode
+        self.save_freq = save_freq if save_freq == "epoch" else int(save_freq)
         self.initial_value_threshold = initial_value_threshold
         self._sign = -1.0 if resolve_mode(mode, monitor) == "min" else 1.0
         self.best = initial_value_threshold if initial_value_threshold is not None else -self._sign * math.inf
         self.last_saved = None
+        self._batches_since_save = 0
+        self._last_batch = None
+        self._epoch = 0
 
     def fixed_folder(self) -> str:
         """The folder part of ``filepath`` before its first field ("" for the current folder)."""
@@ -140,42 +162,82 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, logs=None):
         who = type(self).__name__
-        known = _epoch_log_keys(self.model) | {"epoch"}
+        by_batch = self.save_freq != "epoch"
+        if by_batch:
+            known = {"loss"} | {m.name for m in getattr(self.model, "metrics", None) or []} | {"epoch", "batch"}
+        else:
+            known = _epoch_log_keys(self.model) | {"epoch"}
         unknown = [f for f in self.filepath_keys if f not in known]
         if unknown:
-            why = " (it saves at epoch ends, where there is no batch index)" if unknown == ["batch"] else ""
+            why = (" (it saves at epoch ends, where there is no batch index; save_freq=<int> saves by batch)"
+                   if unknown == ["batch"] else "")
             raise ValueError(
                 f"{who}: 'filepath' {self.filepath!r} uses {', '.join('{' + f + '}' for f in unknown)}{why}, "
-                f"which the epoch logs will not have; the keys are: {', '.join(sorted(known))}."
+                f"which the {'batch' if by_batch else 'epoch'} logs will not have; the keys are: "
+                f"{', '.join(sorted(known))}."
             )
+        if by_batch and self.save_best_only and self.monitor not in known - {"epoch", "batch"}:
+            raise ValueError(
+                f"{who}: monitor={self.monitor!r} with save_freq={self.save_freq} and save_best_only=True, but "
+                f"the batch logs hold only {', '.join(sorted(known - {'epoch', 'batch'}))} (validation runs at "
+                f"epoch ends); monitor one of those or use save_freq='epoch'."
+            )
+        self._batches_since_save, self._last_batch = 0, None
         if not self._fields and os.path.isdir(self.filepath):
             raise _is_a_folder(who, "filepath", self.filepath)
         folder = self.fixed_folder()
         if folder:
             os.makedirs(folder, exist_ok=True)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        # batch indices restart at 0 each epoch (Keras counts the gap since the last batch it saw)
+        new_epoch = self._last_batch is None or batch <= self._last_batch
+        self._batches_since_save += batch + 1 if new_epoch else batch - self._last_batch
+        self._last_batch = batch
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            self._save(self._epoch, batch, logs or {})
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs or {})
+
+    def _save(self, epoch: int, batch: int | None, logs: dict) -> None:
+        where = f"epoch {epoch + 1}" if batch is None else f"batch {batch + 1} of epoch {epoch + 1}"
         if self.save_best_only:
             current = monitored_value(logs, self.monitor, type(self).__name__)
             if not (math.isfinite(current) and self._sign * (current - self.best) > 0):
                 return
             self.best = current
-        missing = [f for f in self._fields if f != "epoch" and f not in logs]
+        missing = [f for f in self._fields if f not in ("epoch", "batch") and f not in logs]
         if missing:
             raise ValueError(
                 f"{type(self).__name__}: 'filepath' {self.filepath!r} uses {{{missing[0]}}}, which is not in the "
-                f"logs of epoch {epoch + 1}; available: {', '.join(sorted(logs)) or 'none'}. (Validation "
+                f"logs of {where}; available: {', '.join(sorted(logs)) or 'none'}. (Validation "
                 "quantities need validation_data or validation_split in fit.)"
             )
-        path = self.filepath.format(**{**logs, "epoch": epoch + 1})
+        fields = {**logs, "epoch": epoch + 1}
+        if batch is not None:
+            fields["batch"] = batch + 1
+        path = self.filepath.format(**fields)
         folder = os.path.dirname(path)
         if folder and self._fields:
             os.makedirs(folder, exist_ok=True)
-        self.model.save(path)
+        if self.save_weights_only:
+            from ..models.keras_format import save_weights
+
+            save_weights(self.model, path)
+        else:
+            self.model.save(path)
         self.last_saved = path
         if self.verbose:
-            print(f"Epoch {epoch + 1}: saved model to {path}", file=sys.stdout)
+            what = "weights" if self.save_weights_only else "model"
+            print(f"{where[0].upper() + where[1:]}: saved {what} to {path}", file=sys.stdout)
 
     def get_config(self):
         return {
@@ -183,7 +245,9 @@ class ModelCheckpoint(Callback):
             "monitor": self.monitor,
             "verbose": self.verbose,
             "save_best_only": self.save_best_only,
+            "save_weights_only": self.save_weights_only,
             "mode": self.mode,
+            "save_freq": self.save_freq,
             "initial_value_threshold": self.initial_value_threshold,
         }
 

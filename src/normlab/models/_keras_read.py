@@ -283,6 +283,49 @@ def _history(tensor, where: str) -> str:
     return hist[0]
 
 
+def _optimizer_state_from(weights: "_Weights", model, pairs, who: str) -> dict | None:
+    """The state for ``model.optimizer.set_state`` read from Keras's ``optimizer/vars`` (nothing set yet).
+
+    None when the file has no optimizer variables (an optimizer that never
+    stepped), or, with a warning naming ``who``, when they are not laid out
+    as this optimizer keeps its state (Keras skips such variables too).
+    """
+    import warnings
+
+    ds = weights.datasets
+    n = sum(1 for p in ds if p.startswith("optimizer/vars/"))
+    if n == 0:
+        return None
+    opt = model.optimizer
+    cls = type(opt).__name__
+    arrays, index = _trainable_in_keras_order(model, pairs)
+    conf = opt.get_config()
+    order = _slot_order(cls, conf, len(arrays))
+    shapes = [() if isinstance(o, str) else arrays[o[1]].shape for o in order]
+    have = [tuple(ds[f"optimizer/vars/{k}"].shape) for k in range(n)] if all(
+        f"optimizer/vars/{k}" in ds for k in range(n)) else None
+    if have != [(), ()] + shapes or ds["optimizer/vars/0"].dtype.kind not in "iu":
+        warnings.warn(f"{who}: the file's optimizer variables ({n}) are not laid out as normlab's {cls} "
+                      f"keeps its state; the optimizer starts afresh.", stacklevel=4)
+        return None
+    it = int(ds["optimizer/vars/0"][()])
+    _need(it >= 0, "the optimizer's iteration count is negative")
+    state = {"iterations": np.array(it, np.int64), "skipped_steps": np.array(0, np.int64)}
+    steps = conf.get("gradient_accumulation_steps")
+    if steps:  # Keras counts calls: ``it // steps`` updates, then ``it % steps`` gradients accumulated
+        state["iterations"] = np.array(it // steps, np.int64)
+        state["accumulation_step"] = np.array(it % steps, np.float64)
+    for k, o in enumerate(order):
+        key = o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"
+        # scalars (Nadam's u_product) are float64 in normlab, slots have their weight's dtype
+        target = np.zeros(shapes[k], np.float64 if isinstance(o, str) else arrays[o[1]].dtype)
+        weights.read(f"optimizer/vars/{k + 2}", target)
+        if not isinstance(o, str) and (cls, o[0]) in _NEGATED_SLOTS:
+            np.negative(target, out=target)
+        state[key] = target
+    return state
+
+
 class _Reader:
     def __init__(self, members: dict, size: int):
         self.members = members
@@ -341,40 +384,11 @@ class _Reader:
         state; a layout that does not fit is skipped with a warning, as Keras
         does with its own files.
         """
-        import warnings
-
-        ds = self.weights.datasets
-        n = sum(1 for p in ds if p.startswith("optimizer/vars/"))
-        if n == 0:
+        state = _optimizer_state_from(self.weights, model, pairs, "load_keras")
+        if state is None:
             return
-        opt = model.optimizer
-        cls = type(opt).__name__
-        arrays, index = _trainable_in_keras_order(model, pairs)
-        order = _slot_order(cls, opt.get_config(), len(arrays))
-        shapes = [() if isinstance(o, str) else arrays[o[1]].shape for o in order]
-        have = [tuple(ds[f"optimizer/vars/{k}"].shape) for k in range(n)] if all(
-            f"optimizer/vars/{k}" in ds for k in range(n)) else None
-        if have != [(), ()] + shapes or ds["optimizer/vars/0"].dtype.kind not in "iu":
-            warnings.warn(f"load_keras: the file's optimizer variables ({n}) are not laid out as normlab's {cls} "
-                          f"keeps its state; the optimizer starts afresh.", stacklevel=3)
-            return
-        it = int(ds["optimizer/vars/0"][()])
-        _need(it >= 0, "the optimizer's iteration count is negative")
-        state = {"iterations": np.array(it, np.int64), "skipped_steps": np.array(0, np.int64)}
-        steps = opt.get_config().get("gradient_accumulation_steps")
-        if steps:  # Keras counts calls: ``it // steps`` updates, then ``it % steps`` gradients accumulated
-            state["iterations"] = np.array(it // steps, np.int64)
-            state["accumulation_step"] = np.array(it % steps, np.float64)
-        for k, o in enumerate(order):
-            key = o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"
-            # scalars (Nadam's u_product) are float64 in normlab, slots have their weight's dtype
-            target = np.zeros(shapes[k], np.float64 if isinstance(o, str) else arrays[o[1]].dtype)
-            self.weights.read(f"optimizer/vars/{k + 2}", target)
-            if not isinstance(o, str) and (cls, o[0]) in _NEGATED_SLOTS:
-                np.negative(target, out=target)
-            state[key] = target
         try:
-            opt.set_state(state)
+            model.optimizer.set_state(state)
         except (ValueError, TypeError) as exc:
             raise _Bad(f"the optimizer's state does not fit the model: {exc}") from None
 

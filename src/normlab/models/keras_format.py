@@ -128,7 +128,7 @@ from ._keras_read import (
 )
 from .saving import ModelFileError
 
-__all__ = ["load_keras", "save_keras", "is_keras_path", "LAYER_SPECS", "KERAS_ONLY_LAYERS", "NOT_IN_KERAS",
+__all__ = ["load_keras", "save_keras", "is_keras_path", "save_weights", "load_weights", "LAYER_SPECS", "KERAS_ONLY_LAYERS", "NOT_IN_KERAS",
            "MAX_CONFIG_BYTES", "MAX_METADATA_BYTES", "MAX_JSON_DEPTH", "MAX_INFLATION", "MAX_LAYERS", "MAX_H5_OBJECTS", "MAX_H5_DEPTH"]
 
 #: the Keras version whose layout :func:`save_keras` writes (Keras reads it from 3.0 on)
@@ -270,6 +270,49 @@ def _keras_optimizer_vars(model, pairs) -> list:
     return out
 
 
+def _weights_h5(model, pairs, compile_config, who: str) -> bytes:
+    """The bytes of Keras's weights file (``model.weights.h5`` in a ``.keras`` file, or a ``.weights.h5``).
+
+    ``layers/<key>/vars/<i>`` per layer, the model's (empty) ``vars`` and,
+    when ``compile_config`` is given, ``optimizer/vars/<i>``.
+    """
+    h5py = _require_h5py()
+    arrays = []
+    for key, layer in pairs:
+        if layer is None:
+            arrays.append((key, None, []))
+            continue
+        ks = _var_keys(layer)
+        have = sorted(list(layer.params) + list(layer.buffers))
+        want = sorted([k for k in ks if k not in _KERAS_ONLY_VARS] + _config_keys(layer))
+        if want != have:
+            raise ValueError(f"{who}: layer {layer.name!r} ({type(layer).__name__}) holds {have}, Keras's "
+                             f"layer holds {sorted(ks)}.")
+        # Normalization's count: how many samples adapt() saw (Keras's adapt() alone reads it; normlab has none)
+        vals = [np.zeros((), np.int64) if k in _KERAS_ONLY_VARS else
+                layer.params[k] if k in layer.params else layer.buffers[k] for k in ks]
+        for k, v in zip(ks, vals):
+            if v.size and not (np.isfinite(v.min()) and np.isfinite(v.max())):
+                raise ValueError(f"{who}: weight {k!r} of layer {layer.name!r} holds NaN or inf.")
+        arrays.append((key, layer.name, vals))
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        group = f.create_group("layers")
+        for key, name, vals in arrays:
+            v = group.create_group(key).create_group("vars")
+            v.attrs["name"] = name or key
+            for i, arr in enumerate(vals):
+                v.create_dataset(str(i), data=np.array(arr, order="C"))  # keeps 0-d (Keras's count)
+        f.create_group("vars").attrs["name"] = model.name
+        if compile_config:
+            opt_vars = _keras_optimizer_vars(model, pairs)
+            v = f.create_group("optimizer").create_group("vars")
+            v.attrs["name"] = compile_config["optimizer"]["config"].get("name", "optimizer")
+            for i, arr in enumerate(opt_vars):
+                v.create_dataset(str(i), data=arr)
+    return buf.getvalue()
+
+
 def save_keras(model, path, include_compile: bool = True) -> None:
     """Write ``model`` as a Keras 3 ``.keras`` file (``keras.saving.load_model`` reads it).
 
@@ -293,7 +336,7 @@ def save_keras(model, path, include_compile: bool = True) -> None:
     ImportError
         When h5py is not installed.
     """
-    h5py = _require_h5py()
+    _require_h5py()
 
     from .saving import _write_atomically
 
@@ -301,39 +344,7 @@ def save_keras(model, path, include_compile: bool = True) -> None:
         raise ValueError(f"save_keras: model {getattr(model, 'name', model)!r} is not built yet; call build() or "
                          f"fit() first.")
     top, pairs = _keras_config(model, include_compile)
-    arrays = []
-    for key, layer in pairs:
-        if layer is None:
-            arrays.append((key, None, []))
-            continue
-        ks = _var_keys(layer)
-        have = sorted(list(layer.params) + list(layer.buffers))
-        want = sorted([k for k in ks if k not in _KERAS_ONLY_VARS] + _config_keys(layer))
-        if want != have:
-            raise ValueError(f"save_keras: layer {layer.name!r} ({type(layer).__name__}) holds {have}, Keras's "
-                             f"layer holds {sorted(ks)}.")
-        # Normalization's count: how many samples adapt() saw (Keras's adapt() alone reads it; normlab has none)
-        vals = [np.zeros((), np.int64) if k in _KERAS_ONLY_VARS else
-                layer.params[k] if k in layer.params else layer.buffers[k] for k in ks]
-        for k, v in zip(ks, vals):
-            if v.size and not (np.isfinite(v.min()) and np.isfinite(v.max())):
-                raise ValueError(f"save_keras: weight {k!r} of layer {layer.name!r} holds NaN or inf.")
-        arrays.append((key, layer.name, vals))
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        group = f.create_group("layers")
-        for key, name, vals in arrays:
-            v = group.create_group(key).create_group("vars")
-            v.attrs["name"] = name or key
-            for i, arr in enumerate(vals):
-                v.create_dataset(str(i), data=np.array(arr, order="C"))  # keeps 0-d (Keras's count)
-        f.create_group("vars").attrs["name"] = model.name
-        if "compile_config" in top:
-            opt_vars = _keras_optimizer_vars(model, pairs)
-            v = f.create_group("optimizer").create_group("vars")
-            v.attrs["name"] = top["compile_config"]["optimizer"]["config"].get("name", "optimizer")
-            for i, arr in enumerate(opt_vars):
-                v.create_dataset(str(i), data=arr)
+    weights = _weights_h5(model, pairs, top.get("compile_config"), "save_keras")
     meta = {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
             "saved_by": f"normlab {__version__}"}
 
@@ -341,9 +352,211 @@ def save_keras(model, path, include_compile: bool = True) -> None:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr(METADATA, json.dumps(meta))
             zf.writestr(CONFIG, json.dumps(top))
-            zf.writestr(WEIGHTS, buf.getvalue())
+            zf.writestr(WEIGHTS, weights)
 
     _write_atomically(path, write)
+
+
+# ------------------------------------------------------------------ weights
+#: the suffix of Keras 3's weights files (``model.save_weights`` requires it)
+WEIGHTS_SUFFIX = ".weights.h5"
+
+
+def _is_weights_h5(path) -> bool:
+    p = os.fspath(path)
+    return p.endswith(WEIGHTS_SUFFIX.encode()) if isinstance(p, bytes) else p.endswith(WEIGHTS_SUFFIX)
+
+
+def _weight_members(model) -> dict:
+    """``{member name: array}`` of normlab's weights file: ``layers/<i>/params/<key>``, ``.../buffers/<key>``."""
+    return {f"layers/{i}/{kind}/{key}": arr for i, layer in enumerate(model.layers)
+            for kind in ("params", "buffers") for key, arr in getattr(layer, kind).items()}
+
+
+def save_weights(model, path, overwrite: bool = True) -> None:
+    """Write the weights (and buffers) of ``model`` to ``path``, atomically.
+
+    A path ending in ``.weights.h5`` gets Keras 3's weights file, the HDF5
+    file inside a ``.keras`` archive (``layers/<key>/vars/<i>``, ``vars``
+    and, for a compiled model, ``optimizer/vars/<i>``), which Keras's
+    ``model.load_weights`` reads (needs h5py and a model of layers Keras
+    has). Any other path gets normlab's: an ``.npz`` of the arrays named as
+    in a model file (``layers/<i>/params/<key>``, ``layers/<i>/buffers/<key>``),
+    weights only.
+
+    Parameters
+    ----------
+    model : Sequential or Model
+        Built.
+    path : str or os.PathLike
+    overwrite : bool, default True
+        False: raise FileExistsError if ``path`` exists (Keras asks on the
+        console instead).
+
+    Raises
+    ------
+    ValueError
+        If the model is not built or holds NaN/inf, or (``.weights.h5``) has
+        a layer or optimizer without a Keras 3 counterpart.
+    """
+    from .saving import _write_atomically
+
+    who = "save_weights"
+    if not getattr(model, "built", False):
+        raise ValueError(f"{who}: model {getattr(model, 'name', model)!r} is not built yet; call build() or fit() "
+                         f"first.")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"{who}: 'overwrite' must be a bool, got {overwrite!r}.")
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{who}: {os.fspath(path)!s} exists and overwrite=False.")
+    if _is_weights_h5(path):
+        _require_h5py()
+        top, pairs = _keras_config(model, include_compile=True)
+        data = _weights_h5(model, pairs, top.get("compile_config"), who)
+        _write_atomically(path, lambda fh: fh.write(data))
+        return
+    arrays = _weight_members(model)
+    for name, arr in arrays.items():
+        if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+            raise ValueError(f"{who}: array {name!r} of model {model.name!r} holds NaN or inf.")
+    _write_atomically(path, lambda fh: np.savez(fh, **arrays))
+
+
+def load_weights(model, path) -> None:
+    """Read weights written by :func:`save_weights` (or Keras's ``model.save_weights``) into ``model``.
+
+    The file must hold exactly the weights of ``model``'s architecture,
+    each of its shape: all of them are read and checked before the first is
+    assigned, so on any error the model (and its optimizer) is unchanged. A
+    ``.weights.h5`` file's optimizer variables are read into a compiled
+    model's optimizer when they are laid out as its state (otherwise they
+    are skipped with a warning, as Keras does). Memory is bounded by the
+    file's size, and no code runs.
+
+    Raises
+    ------
+    ModelFileError
+        For a file that is not a weights file of this model (foreign,
+        truncated, corrupted, other layers or shapes, NaN/inf values).
+    ValueError
+        If the model is not built (or, for ``.weights.h5``, has a layer
+        without a Keras 3 counterpart).
+    FileNotFoundError, IsADirectoryError, PermissionError
+        When ``path`` cannot be opened as a file.
+    """
+    who = "load_weights"
+    if not getattr(model, "built", False):
+        raise ValueError(f"{who}: model {getattr(model, 'name', model)!r} is not built yet; call build() or fit() "
+                         f"first, then load its weights.")
+    if _is_weights_h5(path):
+        _require_h5py()
+        pairs = _keras_config(model, include_compile=False)[1]
+        staged, state = _read_weights_h5(model, pairs, path)
+    else:
+        staged, state = _read_weights_npz(model, path), None
+    if state is not None:
+        try:
+            model.optimizer.set_state(state)  # checks everything before it changes anything
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(f"{path}: the optimizer's state does not fit the model: {exc}") from None
+    for target, value in staged:
+        np.copyto(target, value)
+
+
+def _read_weights_h5(model, pairs, path):
+    """``([(target, value)], optimizer state or None)`` from a Keras ``.weights.h5`` file; nothing assigned."""
+    from ._keras_read import _KERAS_ONLY_VARS, _optimizer_state_from, _Weights
+
+    fh, size = _open_regular_file(path)
+    with fh:
+        if size == 0:
+            raise ModelFileError(f"{path}: the file is empty.")
+        try:
+            data = fh.read(size + 1)
+            if len(data) != size:
+                raise _Bad("the file changed size while it was read")
+            weights = _Weights(data)
+            try:
+                weights.check_layout([k for k, _ in pairs], [len(_var_keys(l)) if l else 0 for _, l in pairs])
+                staged = []
+                for key, layer in pairs:
+                    if layer is None:
+                        continue
+                    for i, k in enumerate(_var_keys(layer)):
+                        p = f"layers/{key}/vars/{i}"
+                        if k in _KERAS_ONLY_VARS:
+                            ds = weights.datasets[p]
+                            if ds.shape != () or ds.dtype.kind not in "iu":
+                                raise _Bad(f"dataset {p!r} ({k!r}) must be an integer scalar")
+                            continue
+                        target = layer.params[k] if k in layer.params else layer.buffers[k]
+                        value = np.empty_like(target)
+                        weights.read(p, value)
+                        staged.append((target, value))
+                state = None
+                if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
+                    state = _optimizer_state_from(weights, model, pairs, "load_weights")
+            finally:
+                weights.close()
+        except _Bad as exc:
+            raise ModelFileError(f"{path}: {exc}.") from None
+        except (ModelFileError, MemoryError):
+            raise
+        except Exception as exc:  # OSError, h5py's errors on a truncated or corrupted file
+            raise ModelFileError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc}).") from None
+    return staged, state
+
+
+def _read_weights_npz(model, path):
+    """``[(target, value)]`` from normlab's weights ``.npz``, every array checked; nothing assigned."""
+    from ._npzread import READ_ERRORS, ArchiveError, open_archive, read_array
+    from .saving import MAX_INFLATION as NPZ_INFLATION
+    from .saving import _open_regular_file as open_npz
+
+    targets = _weight_members(model)
+
+    def name_problem(name):
+        return None if name in targets else "not a weight of this model (another architecture?)"
+
+    def array_problem(name, shape, dtype):
+        t = targets[name]
+        if dtype.name not in ("float16", "float32", "float64"):
+            return f"has dtype {dtype}; weights are float16, float32 or float64"
+        if tuple(shape) != t.shape:
+            return f"has shape {tuple(shape)}, the model's weight has {t.shape}"
+        return None
+
+    fh, size = open_npz(path)
+    with fh:
+        if size == 0:
+            raise ModelFileError(f"{path}: the file is empty.")
+        try:
+            zf, members = open_archive(fh, size, max_members=len(targets) + 1, max_inflation=NPZ_INFLATION,
+                                       check_name=name_problem, check=array_problem)
+        except (ArchiveError, OSError) as exc:
+            raise ModelFileError(f"{path}: not a weights file of model {model.name!r}: {str(exc).rstrip('.')}.") \
+                from None
+        except READ_ERRORS as exc:
+            raise ModelFileError(f"{path}: not a readable weights file (truncated, corrupted or another format): "
+                                 f"{type(exc).__name__}: {exc}.") from None
+        with zf:
+            missing = sorted(set(targets) - set(members))
+            if missing:
+                raise ModelFileError(f"{path}: the file lacks the weights {missing[:5]} of model {model.name!r}.")
+            staged = []
+            for name, target in targets.items():
+                try:
+                    arr = read_array(zf, members[name])
+                except READ_ERRORS as exc:  # ArchiveError is a ValueError
+                    raise ModelFileError(f"{path}: array {name!r} could not be read (truncated or corrupted): "
+                                         f"{exc}.") from None
+                if arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+                    raise ModelFileError(f"{path}: array {name!r} holds NaN or inf.")
+                value = arr.astype(target.dtype)
+                if value.size and not (np.isfinite(value.min()) and np.isfinite(value.max())):
+                    raise ModelFileError(f"{path}: array {name!r} holds values that overflow {target.dtype}.")
+                staged.append((target, value))
+    return staged
 
 
 # ----------------------------------------------------------------- pickling
