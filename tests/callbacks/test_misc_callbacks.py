@@ -270,3 +270,13 @@ def test_a_folder_for_a_file_is_refused_before_the_first_step(tmp_path, make):
         m.fit(x, y, epochs=1, verbose=0, seed=0, callbacks=[cb])
     assert e.value.filename == str(tmp_path)
     assert m.optimizer.iterations == 0
+
+
+def test_model_checkpoint_config_round_trips_save_freq_and_weights_only(tmp_path):
+    from normlab.callbacks import ModelCheckpoint
+
+    cb = ModelCheckpoint(str(tmp_path / "w{epoch}-{batch}.npz"), monitor="loss", save_weights_only=True, save_freq=7)
+    again = ModelCheckpoint.from_config(cb.get_config())
+    assert again.get_config() == cb.get_config()
+    assert (again.save_freq, again.save_weights_only) == (7, True)
+    assert ModelCheckpoint(str(tmp_path / "m.npz")).get_config()["save_freq"] == "epoch"

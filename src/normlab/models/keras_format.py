@@ -66,6 +66,14 @@ as Keras creates them; Keras's ``iteration`` counts calls, so it is written
 as ``iterations * gradient_accumulation_steps + accumulation_step`` and split
 back on reading. Learning-rate schedules and loss scaling are refused.
 
+Weights files
+-------------
+:func:`save_weights` / :func:`load_weights` write and read the weights alone:
+Keras's ``.weights.h5`` (the HDF5 file of a ``.keras`` archive, on its own)
+for paths with that suffix, normlab's ``.npz`` of the weights otherwise.
+Loading stages every array and checks it (the same checks as above, the
+archive's as for normlab's model files) before the first is assigned.
+
 Pickling
 --------
 :func:`_reduce_model` / :func:`_rebuild_model` pickle a model through
