@@ -300,7 +300,12 @@ def _optimizer_state_from(weights: "_Weights", model, pairs, who: str) -> dict |
     cls = type(opt).__name__
     arrays, index = _trainable_in_keras_order(model, pairs)
     conf = opt.get_config()
-    order = _slot_order(cls, conf, len(arrays))
+    try:
+        order = _slot_order(cls, conf, len(arrays))
+    except ValueError:  # an optimizer Keras lacks (ChainOptimizer): load_weights into a model compiled with it
+        warnings.warn(f"{who}: normlab's {cls} has no Keras counterpart; the file's optimizer variables are "
+                      f"skipped.", stacklevel=4)
+        return None
     shapes = [() if isinstance(o, str) else arrays[o[1]].shape for o in order]
     have = [tuple(ds[f"optimizer/vars/{k}"].shape) for k in range(n)] if all(
         f"optimizer/vars/{k}" in ds for k in range(n)) else None
