@@ -342,6 +342,11 @@ def public_classes() -> list[tuple[str, type]]:
             cls = reg._classes[name]
             if name.startswith("_") or name in _SKIP_CLASSES or inspect.isabstract(cls):
                 continue
+            module = cls.__module__
+            if not module.startswith("normlab.") or module.startswith(("normlab.cli", "normlab.experiments")):
+                # registries take every subclass: a test's, or a command's own callback (imported by an
+                # earlier test) is not public API
+                continue
             out.append((source, cls))
     return out
 

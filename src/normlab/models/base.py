@@ -1024,6 +1024,21 @@ class BaseModel:
 
         save_model(self, path)
 
+    def save_weights(self, filepath, overwrite: bool = True) -> None:
+        """Write the weights alone: Keras's ``.weights.h5`` layout for that suffix, normlab's ``.npz`` otherwise.
+
+        See :func:`normlab.models.keras_format.save_weights`.
+        """
+        from .keras_format import save_weights
+
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath) -> None:
+        """Read weights written by :meth:`save_weights` or Keras's ``save_weights`` (all or nothing)."""
+        from .keras_format import load_weights
+
+        load_weights(self, filepath)
+
     def __reduce__(self):
         """Pickle (joblib, multiprocessing, ``copy.deepcopy``) through normlab's own model file, never the objects."""
         from .keras_format import _reduce_model
