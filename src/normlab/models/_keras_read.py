@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import zipfile
 
@@ -33,7 +32,6 @@ from ._keras_mapping import (
     _trainable_in_keras_order,
     _var_keys,
 )
-from .saving import ModelFileError
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -53,26 +51,6 @@ MAX_H5_OBJECTS = 200000
 MAX_H5_DEPTH = 8
 
 _FLOATS = ("float16", "float32", "float64")
-
-
-def _open_regular_file(path):
-    """``(file, size)`` of ``path`` opened for reading; refuses what is not a regular file."""
-    import errno
-    import stat
-
-    name = os.fspath(path)
-    # O_NONBLOCK: opening a FIFO must not wait for a writer
-    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelFileError(f"{path}: not a regular file (a device, pipe or socket).")
-        return os.fdopen(fd, "rb"), st.st_size
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _read_members(fh, size: int) -> dict:

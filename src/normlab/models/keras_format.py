@@ -129,12 +129,11 @@ from ._keras_read import (
     METADATA,
     WEIGHTS,
     _Bad,
-    _open_regular_file,
     _read_members,
     _Reader,
     _require_h5py,
 )
-from .saving import ModelFileError
+from .saving import ModelFileError, _open_regular_file
 
 __all__ = ["load_keras", "save_keras", "is_keras_path", "save_weights", "load_weights", "LAYER_SPECS", "KERAS_ONLY_LAYERS", "NOT_IN_KERAS",
            "MAX_CONFIG_BYTES", "MAX_METADATA_BYTES", "MAX_JSON_DEPTH", "MAX_INFLATION", "MAX_LAYERS", "MAX_H5_OBJECTS", "MAX_H5_DEPTH"]
