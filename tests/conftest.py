@@ -1,5 +1,20 @@
+import random
+
 import numpy as np
 import pytest
+
+from normlab.utils import _random
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_seeds(monkeypatch):
+    """Each test leaves Python's, NumPy's and normlab's global seeds (set_random_seed) as it found them."""
+    monkeypatch.setattr(_random, "_seed", _random._seed)
+    monkeypatch.setattr(_random, "_root", _random._root)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    yield
+    random.setstate(py_state)
+    np.random.set_state(np_state)
 
 
 @pytest.fixture

@@ -27,17 +27,6 @@ from normlab.utils.py_dataset import iterate_batches
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def restore_global_seeds(monkeypatch):
-    """Each test leaves Python's, NumPy's and normlab's global seeds as it found them."""
-    monkeypatch.setattr(_random, "_seed", _random._seed)
-    monkeypatch.setattr(_random, "_root", _random._root)
-    py_state, np_state = random.getstate(), np.random.get_state()
-    yield
-    random.setstate(py_state)
-    np.random.set_state(np_state)
-
-
 @pytest.mark.parametrize("module", [numerical, py_dataset, _random])
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
