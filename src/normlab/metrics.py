@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from ._registry import Registry
-from ._validation import Interval, NoneOk, real_array, validate_params
+from ._validation import Interval, NoneOk, Options, real_array, validate_params
 
 registry = Registry("metric")
 
@@ -33,12 +33,23 @@ __all__ = [
 ]
 
 
-class Metric:
-    """Base: a weighted running mean of per-sample values."""
+_FLOAT_DTYPES = ("float16", "float32", "float64")
 
-    def __init__(self, name: str | None = None):
-        validate_params(type(self).__name__, {"name": [NoneOk(), str]}, {"name": name})
+
+class Metric:
+    """Base: a weighted running mean of per-sample values.
+
+    ``dtype`` (Keras's argument) is the dtype of :meth:`result`: the running
+    sums are kept in float64 and the result is rounded to ``dtype`` (a Python
+    float either way); ``None`` keeps float64.
+    """
+
+    _param_constraints = {"name": [NoneOk(), str], "dtype": [NoneOk(), Options(_FLOAT_DTYPES)]}
+
+    def __init__(self, name: str | None = None, dtype=None):
+        validate_params(type(self).__name__, Metric._param_constraints, {"name": name, "dtype": dtype})
         self.name = name or self.default_name
+        self.dtype = None if dtype is None else np.dtype(dtype).name
         self.reset_state()
 
     default_name = "metric"
@@ -51,23 +62,47 @@ class Metric:
         raise NotImplementedError
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        """Add a batch: per-sample values of ``(y_true, y_pred)``, weighted by ``sample_weight`` (shape (N,))."""
+        """Add a batch: the values of ``(y_true, y_pred)``, weighted by ``sample_weight``.
+
+        As Keras's ``reduce_to_samplewise_values``: ``sample_weight`` holds one
+        weight per sample (shape (N,)), or per value (the values' shape, or a
+        shape that broadcasts to it, e.g. (1, T)); each sample counts with the
+        mean of its weights.
+        """
         who = f"{type(self).__name__}.update_state"
         y_pred = _numeric(y_pred, who, "y_pred")
         if y_pred.ndim == 0:
             raise ValueError(f"{who}: 'y_pred' must be a batch (samples first), got a scalar.")
         v = np.asarray(self.values(self._check_true(y_true, y_pred, who), y_pred), dtype=np.float64)
-        v = v.reshape(len(y_pred), -1).mean(axis=1) if v.ndim > 1 else v
         if sample_weight is None:
+            v = v.reshape(len(v), -1).mean(axis=1) if v.ndim > 1 else v
             self._total += float(v.sum())
             self._count += v.size
             return
-        w = _numeric(sample_weight, who, "sample_weight").astype(np.float64).reshape(-1)
-        if w.shape != v.shape:
-            raise ValueError(f"{who}: 'sample_weight' must hold one weight per sample ({v.size}), got {w.size}.")
+        w = _numeric(sample_weight, who, "sample_weight").astype(np.float64)
         if not np.isfinite(w).all() or (w < 0).any():
             raise ValueError(f"{who}: 'sample_weight' must hold finite weights >= 0.")
-        self._total += float(v @ w)
+        if w.ndim == 0:
+            w = np.full(len(v), float(w))
+        # Keras's squeeze_or_expand_to_same_rank: a trailing axis of 1 on either side is dropped
+        if v.ndim == w.ndim + 1 and v.shape[-1] == 1:
+            v = v[..., 0]
+        elif w.ndim == v.ndim + 1 and w.shape[-1] == 1:
+            w = w[..., 0]
+        try:
+            if w.ndim > v.ndim:
+                raise ValueError
+            if v.ndim > w.ndim:  # per-sample weights: average each sample's values first
+                v = v.mean(axis=tuple(range(w.ndim, v.ndim)))
+            w = np.broadcast_to(w, v.shape)
+        except ValueError:
+            raise ValueError(f"{who}: 'sample_weight' of shape {w.shape} must hold one weight per sample "
+                             f"({len(v)}) or per value (shape {v.shape}).") from None
+        vw = v * w
+        if v.ndim > 1:
+            vw = vw.reshape(len(v), -1).mean(axis=1)
+            w = w.reshape(len(w), -1).mean(axis=1)
+        self._total += float(vw.sum())
         self._count += float(w.sum())
 
     def _check_true(self, y_true, y_pred: np.ndarray, who: str) -> np.ndarray:
@@ -78,10 +113,11 @@ class Metric:
         return y.reshape(y_pred.shape)
 
     def result(self) -> float:
-        return self._total / self._count if self._count else 0.0
+        value = self._total / self._count if self._count else 0.0
+        return value if self.dtype is None else float(np.asarray(value, dtype=self.dtype))
 
     def get_config(self) -> dict:
-        return {"name": self.name}
+        return {"name": self.name, "dtype": self.dtype}
 
     @classmethod
     def from_config(cls, config):
@@ -116,7 +152,7 @@ class Accuracy(Metric):
     default_name = "accuracy"
 
     def values(self, y_true, y_pred):
-        return (y_true == y_pred).reshape(len(y_pred), -1).mean(axis=1)
+        return y_true == y_pred
 
 
 @registry.register
@@ -125,16 +161,16 @@ class BinaryAccuracy(Metric):
 
     default_name = "binary_accuracy"
 
-    def __init__(self, name: str | None = None, threshold: float = 0.5):
+    def __init__(self, name: str | None = None, dtype=None, threshold: float = 0.5):
         validate_params("BinaryAccuracy", {"threshold": [Interval(numbers.Real, None, None)]}, {"threshold": threshold})
         self.threshold = float(threshold)
-        super().__init__(name)
+        super().__init__(name, dtype)
 
     def values(self, y_true, y_pred):
-        return ((y_pred > self.threshold) == (y_true > 0.5)).reshape(len(y_pred), -1).mean(axis=1)
+        return (y_pred > self.threshold) == (y_true > 0.5)
 
     def get_config(self):
-        return {"name": self.name, "threshold": self.threshold}
+        return {**super().get_config(), "threshold": self.threshold}
 
 
 @registry.register
