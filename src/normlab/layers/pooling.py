@@ -1,4 +1,4 @@
-"""Pooling layers, channels-last (state only; the math is in ``kernels.pooling``)."""
+"""Pooling layers (channels-last kernels; channels_first inputs are transposed around them) (state only; the math is in ``kernels.pooling``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,27 @@ __all__ = [
     "MaxPooling2D",
 ]
 
-_DATA_FORMAT = [NoneOk(), Options(("channels_last",))]
+_DATA_FORMAT = [NoneOk(), Options(("channels_last", "channels_first"))]
+
+
+def _last(shape, fmt):
+    """A shape in channels-last order (the kernels' layout)."""
+    shape = tuple(shape)
+    return shape if fmt != "channels_first" else (shape[0],) + shape[2:] + (shape[1],)
+
+
+def _first(shape, fmt):
+    shape = tuple(shape)
+    return shape if fmt != "channels_first" else (shape[0], shape[-1]) + shape[1:-1]
+
+
+def _to_last(x, fmt):
+    # channels_first is served by transposing around the channels-last kernels
+    return x if fmt != "channels_first" else np.ascontiguousarray(np.moveaxis(x, 1, -1))
+
+
+def _to_first(y, fmt):
+    return y if fmt != "channels_first" else np.ascontiguousarray(np.moveaxis(y, -1, 1))
 
 
 def _check_rank(layer, shape) -> None:
@@ -88,10 +108,13 @@ class _Pooling(Layer):
 
     def check_input_shape(self, shape):
         _check_rank(self, shape)
-        self._geometry(shape)
+        self._geometry(_last(shape, self.data_format))
 
     def compute_output_shape(self, input_shape):
         _check_rank(self, input_shape)
+        return _first(self._output_shape_last(_last(input_shape, self.data_format)), self.data_format)
+
+    def _output_shape_last(self, input_shape):
         spatial = tuple(input_shape[1:-1])
         if any(n is None for n in spatial):
             from ..kernels.conv import axis_padding, conv_output_length
@@ -109,14 +132,16 @@ class _Pooling(Layer):
             sizes = {"pool_size": self.pool_size[0], "strides": self.strides[0]}
         else:
             sizes = {"pool_size": self.pool_size, "strides": self.strides}
-        y, cache = self._kernels[0](x, padding=self.padding, **sizes)
+        y, cache = self._kernels[0](_to_last(x, self.data_format), padding=self.padding, **sizes)
+        y = _to_first(y, self.data_format)
         if training:
             self._cache = _PoolCache(cache)
             self._out_shape = y.shape
         return y
 
     def _backward(self, dy):
-        return self._kernels[1](dy, self._cache.pool)
+        dx = self._kernels[1](_to_last(dy, self.data_format), self._cache.pool)
+        return _to_first(dx, self.data_format)
 
     def get_config(self):
         return {
@@ -128,7 +153,7 @@ class _Pooling(Layer):
         }
 
 
-_POOL_DOC = """{kind} pooling over {axes} windows of channels-last inputs (Keras ``{name}``).
+_POOL_DOC = """{kind} pooling over {axes} windows (channels last unless data_format="channels_first"; Keras ``{name}``).
 
     Parameters
     ----------
@@ -137,7 +162,7 @@ _POOL_DOC = """{kind} pooling over {axes} windows of channels-last inputs (Keras
         ``None``: the pool size (non-overlapping windows).
     padding : {{"valid", "same"}}, default "valid"
         "same" pads as TF/Keras (the extra element at the end); {padding_note}
-    data_format : None or "channels_last"
+    data_format : None, "channels_last" or "channels_first"
     **kwargs
         ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
 
@@ -217,7 +242,7 @@ class _GlobalPooling(Layer):
 
     def build(self, input_shape):
         _check_rank(self, input_shape)
-        if any(n is not None and n < 1 for n in input_shape[1:-1]):
+        if any(n is not None and n < 1 for n in _last(input_shape, self.data_format)[1:-1]):
             raise ValueError(
                 f"Layer {self.name!r} ({type(self).__name__}) cannot pool an input with an empty spatial "
                 f"axis: {tuple(input_shape)}."
@@ -228,17 +253,19 @@ class _GlobalPooling(Layer):
 
     def compute_output_shape(self, input_shape):
         _check_rank(self, input_shape)
+        input_shape = _last(input_shape, self.data_format)
         if self.keepdims:
-            return (input_shape[0],) + (1,) * self.rank + (input_shape[-1],)
+            return _first((input_shape[0],) + (1,) * self.rank + (input_shape[-1],), self.data_format)
         return (input_shape[0], input_shape[-1])
 
     def call(self, x, training):
+        x = _to_last(x, self.data_format)
         if self.kind == "max":
             y, index = K.global_max_pool_forward(x)
         else:
             y, index = K.global_avg_pool_forward(x), None
         if self.keepdims:
-            y = y.reshape((x.shape[0],) + (1,) * self.rank + (x.shape[-1],))
+            y = y.reshape(_first((x.shape[0],) + (1,) * self.rank + (x.shape[-1],), self.data_format))
         if training:
             self._cache = _GlobalCache(x.shape, index)
             self._out_shape = y.shape
@@ -248,8 +275,8 @@ class _GlobalPooling(Layer):
         x_shape, index = self._cache
         dy = dy.reshape(x_shape[0], x_shape[-1])
         if self.kind == "max":
-            return K.global_max_pool_backward(dy, index, x_shape)
-        return K.global_avg_pool_backward(dy, x_shape)
+            return _to_first(K.global_max_pool_backward(dy, index, x_shape), self.data_format)
+        return _to_first(K.global_avg_pool_backward(dy, x_shape), self.data_format)
 
     def get_config(self):
         return {"data_format": self.data_format, "keepdims": self.keepdims, **super().get_config()}
@@ -262,7 +289,7 @@ _GLOBAL_DOC = """Global {kind} pooling over the {axes} axes (Keras ``{name}``).
 
     Parameters
     ----------
-    data_format : None or "channels_last"
+    data_format : None, "channels_last" or "channels_first"
     keepdims : bool, default False
     **kwargs
         ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).

@@ -12,6 +12,8 @@ import math
 import numbers
 from typing import NamedTuple
 
+import numpy as np
+
 from .._validation import NoneOk, Options, _Constraint, validate_params
 from .base import Layer
 
@@ -44,13 +46,15 @@ class Flatten(_Reshaping):
 
     Parameters
     ----------
-    data_format : None or "channels_last"
-        The C-order flattening of channels-last data (Keras' order).
+    data_format : None, "channels_last" or "channels_first"
+        None/"channels_last": C-order flattening. "channels_first": the
+        channels axis (axis 1) is first moved last, so that the features come
+        out in the channels-last order (Keras; for inputs of rank 3 or more).
     **kwargs
         ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
     """
 
-    _param_constraints = {"data_format": [NoneOk(), Options(("channels_last",))]}
+    _param_constraints = {"data_format": [NoneOk(), Options(("channels_last", "channels_first"))]}
 
     def __init__(self, data_format=None, **kwargs):
         validate_params(type(self).__name__, self._param_constraints, {"data_format": data_format})
@@ -61,6 +65,18 @@ class Flatten(_Reshaping):
         rest = shape[1:]
         size = None if any(d is None for d in rest) else math.prod(rest)
         return (shape[0], size)
+
+    def _moves(self, ndim) -> bool:
+        return self.data_format == "channels_first" and ndim >= 3
+
+    def call(self, x, training):
+        if self._moves(x.ndim):
+            x = np.moveaxis(x, 1, -1)
+        return super().call(x, training)
+
+    def _backward(self, dy):
+        dx = super()._backward(dy)
+        return np.moveaxis(dx, -1, 1) if self._moves(dx.ndim) else dx
 
     def get_config(self):
         return {"data_format": self.data_format, **super().get_config()}
