@@ -238,19 +238,27 @@ class _SmoothedLoss(Loss):
     classes; ``K = 2`` for binary cross-entropy, so ``y (1 - s) + s / 2``).
     Only the loss and its gradient see the smoothed targets; metrics compare
     with the true labels.
+
+    ``axis`` is Keras's class axis: only ``-1`` (the last axis) is accepted,
+    so that Keras's configs load; another axis is refused.
     """
 
     _param_constraints = {
         **Loss._param_constraints,
         "label_smoothing": [Interval(numbers.Real, 0, 1, closed="both")],
+        # Keras's class axis; normlab's kernels take the classes on the last axis only. Accepting -1 keeps
+        # Keras's configs ({"axis": -1, ...}) loadable; any other axis is refused rather than ignored.
+        "axis": [Options((-1,))],
     }
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, name: str | None = None, *,
-                 reduction: str | None = "sum_over_batch_size"):
+                 reduction: str | None = "sum_over_batch_size", axis: int = -1):
         validate_params(type(self).__name__, self._param_constraints,
-                        {"from_logits": from_logits, "label_smoothing": label_smoothing, "name": name})
+                        {"from_logits": from_logits, "label_smoothing": label_smoothing, "name": name,
+                         "axis": axis})
         super().__init__(from_logits=from_logits, name=name, reduction=reduction)
         self.label_smoothing = float(label_smoothing)
+        self.axis = -1
 
     def _smooth(self, y, classes: int):
         s = self.label_smoothing
@@ -259,7 +267,7 @@ class _SmoothedLoss(Loss):
         return y * (1.0 - s) + s / classes
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "axis": self.axis}
 
     def __repr__(self):
         return (f"{type(self).__name__}(from_logits={self.from_logits}, "
@@ -385,10 +393,11 @@ class SparseCategoricalCrossentropy(_SmoothedLoss):
     }
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, name: str | None = None, *,
-                 ignore_class: int | None = None, reduction: str | None = "sum_over_batch_size"):
+                 ignore_class: int | None = None, reduction: str | None = "sum_over_batch_size", axis: int = -1):
         validate_params(type(self).__name__, {"ignore_class": self._param_constraints["ignore_class"]},
                         {"ignore_class": ignore_class})
-        super().__init__(from_logits=from_logits, label_smoothing=label_smoothing, name=name, reduction=reduction)
+        super().__init__(from_logits=from_logits, label_smoothing=label_smoothing, name=name, reduction=reduction,
+                         axis=axis)
         self.ignore_class = None if ignore_class is None else int(ignore_class)
 
     #: the label prepare_targets writes in place of an ignored one

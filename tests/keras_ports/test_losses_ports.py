@@ -11,7 +11,8 @@ Keras's ``assertAlmostEqual(a, b)`` means ``|a - b| < 1.5e-3`` (3 decimals);
 ``assertAllClose`` means ``atol = rtol = 1e-6``. The ports keep both.
 
 Missing in normlab (strict xfails, so that adding the feature turns them
-into failures to update): the ``axis`` argument of the cross-entropies, the
+into failures to update): a class ``axis`` other than -1 (the
+cross-entropies accept Keras's ``axis=-1`` and refuse any other), the
 ``dtype`` argument of losses (Keras's ``bfloat16`` result; NumPy has no
 bfloat16), and Keras's function forms (``losses.mean_squared_error``,
 ``losses.categorical_crossentropy``, ...).
@@ -22,6 +23,7 @@ import json
 import numpy as np
 import pytest
 
+import normlab
 from normlab import losses
 
 DEC3 = 1.5e-3  # assertAlmostEqual's default of 3 decimals
@@ -44,8 +46,8 @@ def roundtrip(loss):
     return config
 
 
-NO_AXIS = pytest.mark.xfail(strict=True, raises=TypeError,
-                            reason="normlab's cross-entropies have no `axis` argument (the class axis is the last)")
+NO_AXIS = pytest.mark.xfail(strict=True, raises=normlab.InvalidParameterError,
+                            reason="normlab's cross-entropies take only axis=-1 (the class axis is the last)")
 NO_DTYPE = pytest.mark.xfail(strict=True, raises=TypeError,
                              reason="normlab's losses have no `dtype` argument (values are float64 Python floats)")
 NO_FUNCTIONS = pytest.mark.xfail(strict=True, raises=AttributeError,
@@ -88,14 +90,15 @@ BCE_Z = np.array([[10.0, -10.0, 10.0], [10.0, 10.0, -10.0]])
 
 
 def test_bce_config():
-    """BinaryCrossentropyTest.test_config (without ``axis=-1``: see test_bce_config_axis)."""
+    """BinaryCrossentropyTest.test_config (the ``axis=-1`` part: test_bce_config_axis)."""
     assert roundtrip(losses.BinaryCrossentropy(name="bce"))["name"] == "bce"
 
 
-@NO_AXIS
 def test_bce_config_axis():
-    """BinaryCrossentropyTest.test_config: ``axis=-1`` is accepted and kept in the config."""
+    """BinaryCrossentropyTest.test_config: ``axis=-1`` is accepted and kept in the config (any other axis is refused)."""
     assert roundtrip(losses.BinaryCrossentropy(name="bce", axis=-1))["axis"] == -1
+    with pytest.raises(normlab.InvalidParameterError, match="'axis' parameter of BinaryCrossentropy"):
+        losses.BinaryCrossentropy(axis=1)
 
 
 def test_bce_all_correct_unweighted():
@@ -158,14 +161,15 @@ def test_bce_dtype_arg():
 
 # CategoricalCrossentropy ----------------------------------------------------------
 def test_cce_config():
-    """CategoricalCrossentropyTest.test_config (without ``axis=-1``: see test_cce_config_axis)."""
+    """CategoricalCrossentropyTest.test_config (the ``axis=-1`` part: test_cce_config_axis)."""
     assert roundtrip(losses.CategoricalCrossentropy(name="cce"))["name"] == "cce"
 
 
-@NO_AXIS
 def test_cce_config_axis():
-    """CategoricalCrossentropyTest.test_config: ``axis=-1`` is accepted and kept in the config."""
+    """CategoricalCrossentropyTest.test_config: ``axis=-1`` is accepted and kept in the config (any other axis is refused)."""
     assert roundtrip(losses.CategoricalCrossentropy(name="cce", axis=-1))["axis"] == -1
+    with pytest.raises(normlab.InvalidParameterError, match="'axis' parameter of CategoricalCrossentropy"):
+        losses.CategoricalCrossentropy(axis=1)
 
 
 def test_cce_all_correct_unweighted():
@@ -242,6 +246,12 @@ def test_scce_config_axis():
     """SparseCategoricalCrossentropyTest.test_config: ``axis=0`` is kept in the config."""
     loss = losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=3, axis=0, name="scce")
     assert roundtrip(loss)["axis"] == 0
+
+
+def test_scce_config_default_axis():
+    """SparseCategoricalCrossentropyTest.test_config, normlab's side: Keras's default ``axis=-1`` round-trips."""
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=3, axis=-1, name="scce")
+    assert roundtrip(loss)["axis"] == -1
 
 
 def test_scce_all_correct_unweighted():
