@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from ._registry import Registry
-from ._validation import Interval, NoneOk, Options, real_array, validate_params
+from ._validation import Boolean, Interval, NoneOk, Options, real_array, validate_params
 
 registry = Registry("metric")
 
@@ -29,6 +29,8 @@ __all__ = [
     "BinaryAccuracy",
     "CategoricalAccuracy",
     "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy",
     "get",
 ]
 
@@ -206,6 +208,66 @@ class SparseCategoricalAccuracy(Metric):
 
     def values(self, y_true, y_pred):
         return np.argmax(y_pred, axis=-1) == y_true
+
+
+def _in_top_k(labels: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    """Whether each label's score is among the ``k`` largest of its row.
+
+    As Keras's ``ops.in_top_k``: a label is in the top ``k`` when fewer than
+    ``k`` classes score strictly higher (so ties with the k-th score count).
+    """
+    labels = labels.astype(np.intp)
+    known = (labels >= 0) & (labels < y_pred.shape[-1])  # a label outside the classes is never in the top k
+    scores = np.take_along_axis(y_pred, np.where(known, labels, 0)[..., None], axis=-1)
+    return known & ((y_pred > scores).sum(axis=-1) < k)
+
+
+@registry.register
+class TopKCategoricalAccuracy(CategoricalAccuracy):
+    """Whether ``argmax(y_true)`` (one-hot targets) is among the ``k`` largest predictions."""
+
+    default_name = "top_k_categorical_accuracy"
+    _param_constraints = {**Metric._param_constraints, "k": [Interval(numbers.Integral, 1, None)]}
+
+    def __init__(self, k: int = 5, name: str | None = None, dtype=None):
+        validate_params(type(self).__name__, {"k": self._param_constraints["k"]}, {"k": k})
+        self.k = int(k)
+        super().__init__(name, dtype)
+
+    def values(self, y_true, y_pred):
+        return _in_top_k(np.argmax(y_true, axis=-1), y_pred, self.k)
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
+
+
+@registry.register
+class SparseTopKCategoricalAccuracy(SparseCategoricalAccuracy):
+    """Whether the integer label is among the ``k`` largest predictions.
+
+    With ``from_sorted_ids=True`` ``y_pred`` holds class ids sorted by
+    decreasing score (as ``top_k`` returns them), and the label must be one
+    of the first ``k``.
+    """
+
+    default_name = "sparse_top_k_categorical_accuracy"
+    _param_constraints = {**Metric._param_constraints, "k": [Interval(numbers.Integral, 1, None)],
+                          "from_sorted_ids": [Boolean()]}
+
+    def __init__(self, k: int = 5, name: str | None = None, dtype=None, from_sorted_ids: bool = False):
+        validate_params(type(self).__name__, {c: self._param_constraints[c] for c in ("k", "from_sorted_ids")},
+                        {"k": k, "from_sorted_ids": from_sorted_ids})
+        self.k = int(k)
+        self.from_sorted_ids = bool(from_sorted_ids)
+        super().__init__(name, dtype)
+
+    def values(self, y_true, y_pred):
+        if self.from_sorted_ids:
+            return (y_pred[..., : self.k] == y_true[..., None]).any(axis=-1)
+        return _in_top_k(y_true, y_pred, self.k)
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k, "from_sorted_ids": self.from_sorted_ids}
 
 
 _ACCURACY_FOR_LOSS = {

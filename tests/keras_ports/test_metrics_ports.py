@@ -273,3 +273,62 @@ def test_sparse_categorical_accuracy_reshape_matches():
         m.update_state(np.array([[0], [0]], dtype=np.int64), y_pred)
     m.update_state(np.array([[0, 0]], dtype=np.int64), y_pred)
     close(m.result(), 1.0, atol=1e-6)
+
+
+# TopKCategoricalAccuracy / SparseTopKCategoricalAccuracy ------------------------------------
+TOPK_PRED = np.array([[0.1, 0.9, 0.8], [0.05, 0.95, 0]], dtype="float32")
+
+
+def test_top_k_categorical_accuracy_config():
+    """TopKCategoricalAccuracyTest.test_config."""
+    check_config(metrics.TopKCategoricalAccuracy, "top_k_categorical_accuracy", k=1)
+    assert metrics.TopKCategoricalAccuracy.from_config(metrics.TopKCategoricalAccuracy(k=1).get_config()).k == 1
+
+
+@pytest.mark.parametrize("keras_test, weights, expected", [
+    ("test_unweighted", None, 0.5),
+    ("test_weighted", [0.7, 0.3], 0.3),
+])
+def test_top_k_categorical_accuracy(keras_test, weights, expected):
+    """TopKCategoricalAccuracyTest.test_unweighted and TopKCategoricalAccuracyTest.test_weighted."""
+    m = metrics.TopKCategoricalAccuracy(k=1, name="top_k_categorical_accuracy", dtype="float32")
+    m.update_state(np.array([[0, 0, 1], [0, 1, 0]]), TOPK_PRED,
+                   sample_weight=None if weights is None else np.array(weights))
+    close(m.result(), expected)
+
+
+def test_sparse_top_k_categorical_accuracy_config():
+    """SparseTopKCategoricalAccuracyTest.test_config and test_config_from_sorted_ids."""
+    check_config(metrics.SparseTopKCategoricalAccuracy, "sparse_top_k_categorical_accuracy", k=1)
+    plain = metrics.SparseTopKCategoricalAccuracy(k=1)
+    assert metrics.SparseTopKCategoricalAccuracy.from_config(plain.get_config()).from_sorted_ids is False
+    sorted_ids = metrics.SparseTopKCategoricalAccuracy(k=1, name="sparse_top_k_categorical_accuracy",
+                                                       dtype="float32", from_sorted_ids=True)
+    config = sorted_ids.get_config()
+    assert config["from_sorted_ids"] is True
+    assert metrics.SparseTopKCategoricalAccuracy.from_config(config).from_sorted_ids is True
+
+
+@pytest.mark.parametrize("keras_test, y_pred, from_sorted_ids, weights, expected", [
+    ("test_unweighted", TOPK_PRED, False, None, 0.5),
+    ("test_weighted", TOPK_PRED, False, [0.7, 0.3], 0.3),
+    ("test_from_sorted_ids_unweighted", np.array([[1, 0, 3], [1, 2, 3]]), True, None, 0.5),
+    ("test_from_sorted_ids_weighted", np.array([[1, 0, 3], [1, 2, 3]]), True, [0.7, 0.3], 0.3),
+])
+def test_sparse_top_k_categorical_accuracy(keras_test, y_pred, from_sorted_ids, weights, expected):
+    """SparseTopKCategoricalAccuracyTest.test_unweighted / test_weighted / test_from_sorted_ids_*."""
+    m = metrics.SparseTopKCategoricalAccuracy(k=1, name="sparse_top_k_categorical_accuracy", dtype="float32",
+                                              from_sorted_ids=from_sorted_ids)
+    m.update_state(np.array([2, 1]), y_pred, sample_weight=None if weights is None else np.array(weights))
+    close(m.result(), expected)
+
+
+def test_top_k_ties_and_larger_k():
+    """Our own check of the top-k rule: ties with the k-th score count (Keras's in_top_k), k >= classes is 1."""
+    y_pred = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    m = metrics.SparseTopKCategoricalAccuracy(k=1)
+    m.update_state(np.array([1, 1]), y_pred)
+    close(m.result(), 0.5, atol=1e-12)  # row 0: tied for first; row 1: second
+    m = metrics.TopKCategoricalAccuracy(k=3)
+    m.update_state(np.eye(3)[[2, 0]], y_pred)
+    close(m.result(), 1.0, atol=1e-12)
