@@ -13,7 +13,6 @@ import contextlib
 import copy
 import numbers
 import sys
-import textwrap
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,103 +27,23 @@ from .._validation import Boolean, Interval, NoneOk, real_array, validate_params
 from ..layers.base import Layer, as_float_array
 from ..utils import _random
 from ..losses import SparseCategoricalCrossentropy
+from ._checks import (
+    _COUNT,
+    _SIZE,
+    _attributes,
+    _cast_checked,
+    _check_bool,
+    _check_class_weight,
+    _check_finite,
+    _check_int,
+    _class_weights,
+    _layer_tree,
+)
 from .executor import Executor, next_stamp
 from .data import ArraySource, Epochs, is_stream, make_source
 from .training import BatchIterator, run_epochs, split_validation
 
 __all__ = ["BaseModel"]
-
-
-def _check_finite(arr: np.ndarray, who: str, arg: str, original: np.ndarray | None = None) -> None:
-    """Raise unless ``arr`` is finite; ``original`` is what it was cast from, to name an overflow."""
-    if all_finite(arr):
-        return
-    if original is not None and original is not arr and all_finite(original):
-        raise ValueError(
-            f"{who}: '{arg}' holds finite values beyond the range of {arr.dtype} (largest "
-            f"{float(np.finfo(arr.dtype).max):.4g}): casting it to the model's dtype would overflow to inf."
-        )
-    raise ValueError(f"{who}: '{arg}' holds NaN or inf values.")
-
-
-def _cast_checked(arr: np.ndarray, dtype, who: str, arg: str) -> np.ndarray:
-    """``arr`` as ``dtype``, checked finite after the cast (a float64 value above float32's range overflows)."""
-    if arr.dtype == dtype:
-        return arr
-    with np.errstate(over="ignore"):
-        cast = arr.astype(dtype)
-    if cast.dtype.itemsize < arr.dtype.itemsize:
-        _check_finite(cast, who, arg, arr)
-    return cast
-
-
-_SIZE = [Interval(numbers.Integral, 1, None)]
-_COUNT = [Interval(numbers.Integral, 0, None)]
-
-
-def _check_int(value, name: str, who: str, low: int) -> int:
-    validate_params(who, {name: [Interval(numbers.Integral, low, None)]}, {name: value})
-    return int(value)
-
-
-def _check_bool(value, name: str, owner: str) -> None:
-    if value is not True and value is not False and not isinstance(value, np.bool_):
-        validate_params(owner, {name: [Boolean()]}, {name: value})  # raises, with the standard message
-
-
-def _check_class_weight(class_weight, owner: str):
-    if class_weight is None:
-        return None
-    for k, v in class_weight.items():
-        if isinstance(k, bool) or not isinstance(k, (numbers.Integral, str)) or \
-                (isinstance(k, str) and not k.lstrip("-").isdigit()):
-            raise ValueError(f"{owner}: 'class_weight' keys must be class indices (ints), got {k!r}.")
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
-            raise ValueError(f"{owner}: 'class_weight' values must be finite numbers >= 0, got {v!r} for class {k!r}.")
-    return {int(k): float(v) for k, v in class_weight.items()}
-
-
-def _class_weights(y: np.ndarray, class_weight: dict, owner: str) -> np.ndarray:
-    """Each sample's class weight (Keras: 1 for a class not listed)."""
-    if y.dtype == np.intp:  # sparse labels, as the loss prepared them
-        if y.ndim != 1:
-            raise ValueError(f"{owner}: 'class_weight' needs one label per sample; got labels of shape {y.shape} "
-                             f"(use 'sample_weight' per value instead).")
-        classes = y
-    elif y.ndim == 2 and y.shape[1] > 1:
-        classes = np.argmax(y, axis=1)
-    elif y.ndim <= 2:
-        classes = np.round(y.reshape(len(y))).astype(np.intp)
-    else:
-        raise ValueError(f"{owner}: 'class_weight' is not supported for targets of shape {y.shape}.")
-    table = np.ones(max(int(classes.max(initial=0)), max(class_weight, default=0)) + 1)
-    for k, v in class_weight.items():
-        if k >= 0:
-            table[k] = v
-    return table[np.maximum(classes, 0)]
-
-
-def _layer_tree(layers) -> list:
-    """``layers`` and every layer they hold (wrappers), each once."""
-    out: list = []
-    stack = list(layers)
-    while stack:
-        layer = stack.pop()
-        if any(layer is seen for seen in out):
-            continue
-        out.append(layer)
-        for value in vars(layer).values():
-            if isinstance(value, Layer):
-                stack.append(value)
-            elif isinstance(value, (list, tuple)):
-                stack.extend(v for v in value if isinstance(v, Layer))
-    return out
-
-
-def _attributes(obj) -> dict:
-    # a shallow copy of the object's attributes, with their dicts and lists copied: what
-    # building and binding change (they add entries and replace arrays; they write none in place)
-    return {k: (v.copy() if type(v) in (dict, list) else v) for k, v in vars(obj).items()}
 
 
 class BaseModel:
@@ -1048,105 +967,13 @@ class BaseModel:
     def summary(self, line_length: int | None = None, positions=None, print_fn=None) -> None:
         """Print the model's layers, output shapes and parameter counts in Keras 3's layout.
 
-        A table with the columns "Layer (type)", "Output Shape" and "Param #"
-        (and "Connected to" for a functional model), drawn with the box
-        characters Keras's table uses, then the totals with thousands
-        separators and their memory: ``Total params: 34,826 (136.04 KB)``,
-        ``Trainable params``, ``Non-trainable params`` (moving statistics and
-        frozen layers) and, once the optimizer holds state, ``Optimizer
-        params`` (its slots and its iteration and learning-rate variables,
-        counted as Keras counts them; they are part of the total, as in
-        Keras). ``print_fn`` receives the whole summary as one string
-        (default: ``print``); ``line_length`` and ``positions`` are Keras's
-        (the table's width and the columns' right edges as fractions).
+        See :func:`normlab.models.summary.print_summary`.
         """
-        owner = f"{type(self).__name__}.summary"
-        if print_fn is None:
-            print_fn = print
-        if not callable(print_fn):
-            raise TypeError(f"{owner}: 'print_fn' must be callable (like print), got {print_fn!r}.")
-        graph = hasattr(self, "_nodes")
-        header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if graph else [])
-        validate_params(owner, {"line_length": [NoneOk(), Interval(numbers.Integral, 40, None)]},
-                        {"line_length": line_length})
-        length = line_length or (108 if graph else 88)
-        positions = list(positions or ([0.3, 0.56, 0.74, 1.0] if graph else [0.45, 0.80, 1.0]))
-        if len(positions) != len(header) or any(not 0 < p <= 1 for p in positions) or positions != sorted(positions):
-            raise ValueError(f"{owner}: 'positions' must be {len(header)} increasing fractions in (0, 1], "
-                             f"got {positions!r}.")
-        edges = [int(p * length) for p in positions]
-        widths = [b - a for a, b in zip([0] + edges[:-1], edges)]
-        if min(widths) < 4:
-            raise ValueError(f"{owner}: line_length {length} is too narrow for the summary.")
-        rows = []
-        inbound = self._inbound_names() if graph else None
-        for layer, shape in zip(self.layers, self._layer_output_shapes()):
-            params = f"{layer.count_params():,}" if layer.built else "0 (unbuilt)"
-            row = [f"{layer.name} ({type(layer).__name__})", "?" if shape is None else str(tuple(shape)), params]
-            if graph:
-                row.append(",\n".join(inbound.get(id(layer), [])) or "-")
-            rows.append(row)
-        out = [f'Model: "{self.name}"', _box_table(header, rows, widths, right=(2,))]
-        itemsize = np.dtype(self.dtype or np.float32).itemsize
-        trainable = sum(p.size for l in self.layers for p in l.trainable_params.values())
-        non_trainable = self.count_params() - trainable
-        opt_count = self._optimizer_param_count()
-        total = trainable + non_trainable + opt_count
-        out.append(f" Total params: {total:,} ({_readable_size(total * itemsize)})")
-        out.append(f" Trainable params: {trainable:,} ({_readable_size(trainable * itemsize)})")
-        out.append(f" Non-trainable params: {non_trainable:,} ({_readable_size(non_trainable * itemsize)})")
-        if opt_count:
-            out.append(f" Optimizer params: {opt_count:,} ({_readable_size(opt_count * itemsize)})")
-        print_fn("\n".join(out))
+        from .summary import print_summary
 
-    def _inbound_names(self) -> dict:
-        """For a graph: each layer's inputs as Keras's "Connected to" names them (``dense[0][0]``)."""
-        names = {}
-        for t in getattr(self, "_nodes", []):
-            names[id(t.layer)] = [("input_layer" if p.layer is None else p.layer.name) + "[0][0]" for p in t.inputs]
-        return names
+        print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn)
 
     def _optimizer_param_count(self) -> int:
-        opt = self.optimizer
-        if opt is None or getattr(opt, "_binding", None) is None:
-            return 0
-        slots = sum(int(np.size(v)) for k, v in opt.get_state().items() if np.ndim(v) > 0)
-        return slots + 2  # Keras's optimizer also holds its iteration count and learning rate as variables
+        from .summary import optimizer_param_count
 
-
-def _readable_size(nbytes: float) -> str:
-    """Keras's memory size: ``136.04 KB`` (powers of 1024)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if nbytes < 1024:
-            return f"{nbytes:.2f} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.2f} PB"
-
-
-def _box_table(header, rows, widths, right=()) -> str:
-    """A table drawn as Keras's (rich's heavy-head box, a line between rows)."""
-    inner = [w - 3 for w in widths]  # "│ " before a cell, " " after it; one border char is shared
-
-    def cells(values, left, sep, end):
-        # a value longer than its column wraps onto more lines, as rich wraps it; "\n" starts a line
-        wrapped = [[part for line in v.split("\n") for part in (textwrap.wrap(line, w, break_on_hyphens=False) or [""])]
-                   for v, w in zip(values, inner)]
-        out = []
-        for j in range(max(len(c) for c in wrapped)):
-            parts = []
-            for i, (c, w) in enumerate(zip(wrapped, inner)):
-                v = c[j] if j < len(c) else ""
-                parts.append(" " + (v.rjust(w) if i in right else v.ljust(w)) + " ")
-            out.append(left + sep.join(parts) + end)
-        return "\n".join(out)
-
-    def rule(left, fill, sep, end):
-        return left + sep.join(fill * (w + 2) for w in inner) + end
-
-    lines = [rule("┏", "━", "┳", "┓"), cells(header, "┃", "┃", "┃"), rule("┡", "━", "╇", "┩")]
-    for i, row in enumerate(rows):
-        if i:
-            lines.append(rule("├", "─", "┼", "┤"))
-        lines.append(cells(row, "│", "│", "│"))
-    lines.append(rule("└", "─", "┴", "┘"))
-    return "\n".join(lines)
+        return optimizer_param_count(self)
