@@ -995,3 +995,18 @@ def test_weights_files_with_keras(start, tmp_path):
     for a, b in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
     close(ours.predict(x), keras_predict(theirs, x))
+
+
+def test_loss_reduction_and_ignore_class_travel_in_keras_files(tmp_path):
+    pytest.importorskip("h5py")
+    from normlab import layers as L
+
+    model = normlab.Sequential([normlab.Input((4,)), L.Dense(3, activation="softmax")], seed=0)
+    model.compile(optimizer="sgd",
+                  loss=normlab.losses.SparseCategoricalCrossentropy(ignore_class=2, reduction="sum"))
+    model.save(tmp_path / "m.keras")
+    back = normlab.load_model(tmp_path / "m.keras")
+    assert (back.loss.reduction, back.loss.ignore_class) == ("sum", 2)
+    keras = pytest.importorskip("keras")
+    theirs = keras.saving.load_model(tmp_path / "m.keras")
+    assert (theirs.loss.reduction, theirs.loss.ignore_class) == ("sum", 2)

@@ -432,7 +432,12 @@ def _loss_from_keras(value, where: str):
         if key in ("from_logits", "label_smoothing") and cls != "MeanSquaredError":
             kwargs[key] = _plain(v, w)
         elif key == "reduction":
-            _need(v in (None, "sum_over_batch_size", "auto"), f"{w} is {v!r}; normlab averages over the batch")
+            _need(v in (None, "auto") or v in _losses.REDUCTIONS, f"{w} is {v!r}, which normlab does not have")
+            if v not in (None, "auto"):  # Keras 2's "auto" is the default reduction
+                kwargs[key] = v
+        elif key == "ignore_class" and cls == "SparseCategoricalCrossentropy":
+            _need(v is None or _is_int(v), f"{w} must be an int or null")
+            kwargs[key] = v
         elif key == "axis":
             _need(v in (None, -1), f"{w} is {v!r}; normlab reduces over the last axis")
         elif key in ("name", "dtype", "fn"):
@@ -589,7 +594,7 @@ def _loss_to_keras(loss) -> dict:
     if cls not in _LOSSES:
         raise ValueError(f"save_keras: the loss {cls!r} has no Keras 3 counterpart normlab maps.")
     c = conf["config"]
-    out = {"name": _LOSSES[cls], "reduction": "sum_over_batch_size"}
+    out = {"name": _LOSSES[cls], "reduction": c.get("reduction", "sum_over_batch_size")}
     if cls == "MeanSquaredError":
         if c.get("from_logits"):
             raise ValueError("save_keras: MeanSquaredError(from_logits=True) has no Keras 3 counterpart.")
@@ -599,6 +604,7 @@ def _loss_to_keras(loss) -> dict:
         if cls == "SparseCategoricalCrossentropy":  # Keras's has no label_smoothing
             if smoothing:
                 raise ValueError("save_keras: Keras 3's SparseCategoricalCrossentropy has no label_smoothing.")
+            out["ignore_class"] = c.get("ignore_class")
         else:
             out["label_smoothing"] = smoothing
     return {"module": "keras.losses", "class_name": cls, "config": out, "registered_name": None}
