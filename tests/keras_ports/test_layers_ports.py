@@ -115,9 +115,7 @@ def test_dense_invalid_units_raises(units):
 
 def _dense_with(kernel, bias=None, **kwargs):
     layer = L.Dense(units=2, use_bias=bias is not None, **kwargs)
-    # Keras's layer.build(shape) marks the layer built; normlab's build is the allocation hook only
-    # (test_build_marks_the_layer_built below), so the public build_from_shape is used
-    layer.build_from_shape((1, 2))
+    layer.build((1, 2))
     # normlab has no set_weights on a layer: the parameters are written in place
     layer.params["kernel"][...] = kernel
     if bias is not None:
@@ -138,15 +136,60 @@ def test_dense_correctness():
     np.testing.assert_allclose(layer(INPUT), [[5.0, -6.0]])
 
 
-@pytest.mark.xfail(strict=True, reason="normlab's Layer.build(shape) allocates but does not mark the layer built; "
-                                       "the first call builds again (new initial weights). Use build_from_shape.")
 def test_build_marks_the_layer_built():
     """Keras: DenseTest.test_dense_correctness's pattern layer.build(shape); set weights; call."""
     layer = L.Dense(units=2, activation="relu")
-    layer.build((1, 2))
+    layer.build((None, 2))
+    assert layer.built and layer.input_shape == (None, 2)
     layer.params["kernel"][...] = KERNEL
     layer.params["bias"][...] = [5.0, -6.0]
     np.testing.assert_allclose(layer(INPUT), [[10.0, 0.0]])
+
+
+def test_build_twice_refuses_new_weights_and_changes_nothing():
+    """Keras refuses new state after build ("You cannot add new elements of state"); normlab's message names
+    the layer and the weight, and the layer keeps its weights."""
+    layer = L.Dense(units=2)
+    layer.build((None, 2))
+    kernel = layer.params["kernel"]
+    with pytest.raises(ValueError, match="Dense.*already built"):
+        layer.build((None, 3))
+    assert layer.params["kernel"] is kernel and layer.input_shape == (None, 2)
+    assert layer(INPUT).shape == (1, 2)
+
+
+def test_failed_build_leaves_the_layer_unbuilt():
+    """Not a Keras test: normlab's all-or-nothing build holds for a direct build() call too."""
+    layer = L.Dense(units=2)
+    with pytest.raises(ValueError):
+        layer.build((None, 0))
+    assert not layer.built and layer.params == {}
+    assert layer(np.ones((1, 3), np.float64)).dtype == np.float64
+
+
+def test_build_of_a_weightless_layer_and_of_a_subclass():
+    """Keras: a layer's build wrapper marks any layer built, whether or not it defines build."""
+    act = L.Activation("relu")
+    act.build((None, 3))
+    assert act.built
+
+    class Scale(L.Layer):
+        def build(self, input_shape):
+            self.add_weight("w", (input_shape[-1],), initializer="ones")
+
+        def call(self, x, training):
+            return x * self.params["w"]
+
+    class Scale2(Scale):
+        def build(self, input_shape):
+            super().build(input_shape)
+            self.add_weight("b", (input_shape[-1],))
+
+    s = Scale2()
+    s.build((None, 3))
+    assert s.built and set(s.params) == {"w", "b"}
+    s.params["w"][...] = 2.0
+    np.testing.assert_allclose(s(np.ones((1, 3))), 2.0)
 
 
 def test_dense_errors():

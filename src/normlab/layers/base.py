@@ -12,8 +12,10 @@ A layer owns three dicts of arrays and no algebra:
 
 Life cycle: ``__init__`` stores and validates hyperparameters (invalid values
 raise :class:`~normlab.InvalidParameterError` at construction); the first call
-``y = layer(x, training=...)`` builds the weights from ``x.shape``; later calls
-check the input against the built shape. ``backward(dy)`` needs a forward call
+``y = layer(x, training=...)`` builds the weights from ``x.shape``, or
+``layer.build(input_shape)`` does so without data (as in Keras, it marks the
+layer built: the next call keeps those weights); later calls check the input
+against the built shape. ``backward(dy)`` needs a forward call
 with ``training=True`` (which keeps what the backward pass needs) and raises a
 ``RuntimeError`` otherwise.
 
@@ -24,6 +26,7 @@ called on ``float64`` input, in which case it computes in ``float64``
 
 from __future__ import annotations
 
+import functools
 import itertools
 import numbers
 import sys
@@ -84,6 +87,42 @@ def _restore(saved: list) -> None:
         state = vars(obj)
         state.clear()
         state.update(attrs)
+
+
+def _marking_build(raw):
+    """Wrap a subclass's ``build`` so that calling it directly builds the layer, as Keras's build wrapper does.
+
+    Called by the layer's own machinery (``_ensure_built``) or by a subclass's
+    ``super().build(...)``, the wrapped function runs as written. Called from
+    outside on an unbuilt layer, it goes through :meth:`Layer.build_from_shape`:
+    dtype chosen, all-or-nothing on failure, ``built`` set. On a built layer it
+    runs as written (layers that only check shapes there, such as pooling, keep
+    doing so) but may not add weights, as Keras refuses new state after build;
+    a refused or failed call leaves the layer as it was.
+    """
+    if getattr(raw, "_marks_built", False):
+        return raw
+
+    @functools.wraps(raw)
+    def build(self, input_shape, *args, **kwargs):
+        state = self.__dict__
+        if state.get("_in_build"):
+            return raw(self, input_shape, *args, **kwargs)
+        if not state.get("built", False):
+            return self.build_from_shape(input_shape)
+        saved = _attributes(self)
+        state["_in_build"] = state["_build_locked"] = True
+        try:
+            return raw(self, input_shape, *args, **kwargs)
+        except BaseException:
+            _restore(saved)
+            raise
+        finally:
+            state.pop("_in_build", None)
+            state.pop("_build_locked", None)
+
+    build._marks_built = True
+    return build
 
 
 def _checked_shape(input_shape, who: str) -> tuple:
@@ -176,6 +215,8 @@ class Layer:
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):
             registry.register(cls)
+        if "build" in cls.__dict__:
+            cls.build = _marking_build(cls.__dict__["build"])
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None, **kwargs):
         declared = _declared_input_shape(type(self).__name__, kwargs)
@@ -236,6 +277,11 @@ class Layer:
         ``constraint`` (trainable weights only) is applied after each optimizer
         update (:meth:`apply_constraints`).
         """
+        if self.__dict__.get("_build_locked"):
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) is already built: build() cannot add the weight "
+                f"{key!r} again (as in Keras, all weights are created by the first build)."
+            )
         init = _initializers.get(initializer)
         try:
             value = np.ascontiguousarray(init(shape, dtype=self.dtype, rng=self._build_rng))
@@ -307,7 +353,13 @@ class Layer:
 
     # --------------------------------------------------------------- building
     def build(self, input_shape: tuple) -> None:
-        """Allocate weights for inputs of ``input_shape`` (batch axis included)."""
+        """Allocate weights for inputs of ``input_shape`` (batch axis included; ``None`` sizes allowed).
+
+        Subclasses override this to allocate with :meth:`add_weight`. Called
+        directly, it builds the layer as its first call would (the override is
+        wrapped, see :func:`_marking_build`): ``built`` is set and later calls
+        keep the weights.
+        """
 
     def _ensure_built(self, x: np.ndarray, rng: np.random.Generator | None = None) -> None:
         if self.built:
@@ -316,6 +368,7 @@ class Layer:
         if self.dtype is None:
             self.dtype = np.dtype("float64") if x.dtype == np.float64 else np.dtype("float32")
         self._build_rng = rng
+        self._in_build = True
         try:
             self.build(tuple(x.shape))
         except BaseException:
@@ -327,6 +380,7 @@ class Layer:
             raise
         finally:
             self._build_rng = None
+            self._in_build = False
         self.input_shape = (None,) + tuple(x.shape[1:])
         self.built = True
 
@@ -469,3 +523,7 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} built={self.built}>"
+
+
+# the base class's own (empty) build marks the layer built too: Activation, Flatten and the like inherit it
+Layer.build = _marking_build(Layer.build)
