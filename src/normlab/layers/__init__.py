@@ -32,6 +32,9 @@ __all__ += ["Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1
             "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
             "Flatten", "Reshape"]
 
+from .normprop import NormPropDense  # noqa: E402
+__all__ += ["NormPropDense"]
+
 
 def get(identifier):
     """Resolve a layer config dict or instance."""
