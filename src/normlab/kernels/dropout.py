@@ -31,6 +31,10 @@ a network trained with inverted dropout and weights ``W`` computes in training
 exactly what the notes' network with weights ``W / p`` computes, and at test
 time the notes' ``p (W / p) = W``. Only the parametrization differs (by the
 constant ``p``), and no rescaling is needed at inference.
+``Dropout(rate, scaling="inference")`` is the notes' form (``s = m`` in
+training, ``y = p x`` at inference, :func:`dropout_inference`); scaling the
+layer's output by ``p`` is scaling the next layer's weights, ``W (p h) =
+(p W) h``, with the bias left alone, as in the notes.
 
 AlphaDropout (Klambauer et al. 2017). For SELU activations, with
 ``lambda = 1.0507..``, ``alpha = 1.6733..``, dropped units are set to the
@@ -75,6 +79,7 @@ __all__ = [
     "NoiseCache",
     "resolve_noise_shape",
     "dropout_mask",
+    "dropout_inference",
     "alpha_dropout_coefficients",
     "gaussian_noise",
     "gaussian_dropout_factor",
@@ -120,10 +125,23 @@ def resolve_noise_shape(input_shape: tuple, noise_shape: tuple | None) -> tuple:
     return out
 
 
-def dropout_mask(rng: np.random.Generator, shape: tuple, *, rate: float, dtype) -> np.ndarray:
-    """``s = m / (1 - rate)`` with ``m = [u >= rate]``, ``u ~ U[0, 1)`` (keep probability ``1 - rate``)."""
+def dropout_mask(rng: np.random.Generator, shape: tuple, *, rate: float, dtype, inverted: bool = True) -> np.ndarray:
+    """``s = m / (1 - rate)`` (``inverted``) or ``s = m``, with ``m = [u >= rate]``, ``u ~ U[0, 1)``.
+
+    ``m`` keeps an entry with probability ``1 - rate``; both forms draw the
+    same ``m`` from the same generator state.
+    """
     keep = rng.random(shape, dtype=np.dtype(dtype)) >= rate
+    if not inverted:
+        return keep.astype(dtype)
     return keep.astype(dtype) * np.asarray(1.0 / (1.0 - rate), dtype=dtype)
+
+
+def dropout_inference(x: np.ndarray, *, rate: float, scaling: str) -> np.ndarray:
+    """Dropout at inference: ``x`` (``scaling="inverted"``) or ``(1 - rate) x`` (``"inference"``, the notes)."""
+    if scaling == "inverted":
+        return x
+    return x * np.asarray(1.0 - rate, dtype=x.dtype)
 
 
 def alpha_dropout_coefficients(

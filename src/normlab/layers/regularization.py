@@ -1,4 +1,7 @@
-"""Noise layers: dropout, Gaussian noise, noisy weights (state only; math in ``kernels.dropout``).
+"""Noise layers: their shared bases, Gaussian noise, noisy weights (state only; math in ``kernels.dropout``).
+
+The dropout layers (Dropout, SpatialDropout1D/2D/3D, AlphaDropout) are in
+:mod:`normlab.layers.dropout` and re-exported here.
 
 Every layer here is the identity at inference and draws fresh noise at each
 call with ``training=True``; ``backward`` reuses the noise of the last training
@@ -31,7 +34,7 @@ from ..utils import _random
 
 from .. import activations as _activations
 from .. import regularizers as _regularizers
-from .._validation import Boolean, Instance, Interval, NoneOk, Options, _Constraint, validate_params
+from .._validation import Boolean, Instance, Interval, NoneOk, Options, validate_params
 from ..kernels import dropout as K
 from ._activated import ActivatedLinear
 from .base import Layer
@@ -196,225 +199,6 @@ class _NoiseLayer(_RandomLayer):
 
     def _backward(self, dy):
         return K.noise_backward(dy, self._cache)
-
-
-class _NoiseShape(_Constraint):
-    def is_satisfied_by(self, value):
-        return isinstance(value, (tuple, list)) and all(
-            v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1) for v in value
-        )
-
-    def describe(self):
-        return "a tuple of positive ints or None entries"
-
-    def invalid_examples(self):
-        return [3, (0, 2), ("a",)]
-
-
-def _config_noise_shape(noise_shape):
-    return None if noise_shape is None else [None if d is None else int(d) for d in noise_shape]
-
-
-class Dropout(_NoiseLayer):
-    """Inverted dropout (Srivastava et al. 2014, Keras numerics).
-
-    In training each entry is kept with probability ``1 - rate`` and scaled::
-
-        y = x * m / (1 - rate),    m ~ Bernoulli(1 - rate),    dL/dx = dL/dy * m / (1 - rate)
-
-    so that ``E[y] = x``; at inference ``y = x``. The notes keep units with
-    probability ``p = 1 - rate`` and scale the following weights at test time,
-    ``W_test = p W``; dividing by ``p`` in training instead gives the same
-    test-time network with no rescaling (see :mod:`normlab.kernels.dropout`
-    for the one-line argument).
-
-    Parameters
-    ----------
-    rate : float in [0, 1)
-        Fraction of the inputs dropped; 0 is the identity.
-    noise_shape : tuple, optional
-        Shape of the mask, broadcast against the input (Keras): ``None``
-        entries take the input's size, ones share a draw along that axis
-        (``(None, 1, 1, None)`` drops whole channels of an image batch).
-    seed : int, optional
-        Seeds this layer's generator (see :mod:`normlab.layers.regularization`).
-    **kwargs
-        ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
-    """
-
-    _param_constraints = {"rate": _RATE, "noise_shape": [NoneOk(), _NoiseShape()], "seed": _SEED}
-
-    def __init__(self, rate: float, noise_shape=None, seed: int | None = None, **kwargs):
-        validate_params(
-            type(self).__name__, self._param_constraints, {"rate": rate, "noise_shape": noise_shape, "seed": seed}
-        )
-        super().__init__(seed=seed, **kwargs)
-        self.rate = float(rate)
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
-
-    def build(self, input_shape):
-        if self.noise_shape is not None and len(self.noise_shape) == len(input_shape) and self.noise_shape[0] is not None:
-            input_shape = (self.noise_shape[0],) + tuple(input_shape[1:])  # the batch size is not known yet
-        self._noise_shape(input_shape)
-
-    def _noise_shape(self, shape):
-        try:
-            return K.resolve_noise_shape(shape, self.noise_shape)
-        except ValueError as exc:
-            raise ValueError(f"Layer {self.name!r} ({type(self).__name__}): {exc}") from None
-
-    def _active(self):
-        return self.rate > 0
-
-    def _draw(self, shape, dtype):
-        return K.dropout_mask(self._noise_rng(), shape, rate=self.rate, dtype=dtype), None
-
-    def get_config(self):
-        return {"rate": self.rate, "noise_shape": _config_noise_shape(self.noise_shape), **super().get_config()}
-
-
-class SpatialDropout2D(Dropout):
-    """Dropout of whole feature maps of a 4-D image batch (Tompson et al. 2015).
-
-    One keep/drop decision per (sample, channel), shared over the spatial
-    axes: the mask has shape ``(N, 1, 1, C)`` (channels-last) or
-    ``(N, C, 1, 1)`` (channels-first); otherwise as :class:`Dropout`. Suits
-    convolutional features, whose neighbouring pixels are strongly correlated.
-
-    Parameters
-    ----------
-    rate : float in [0, 1)
-    data_format : {"channels_last", "channels_first"}, optional
-        Default channels-last ``(N, H, W, C)``.
-    seed : int, optional
-    """
-
-    min_ndim = 4
-    _param_constraints = {
-        "rate": _RATE,
-        "data_format": [NoneOk(), Options(("channels_last", "channels_first"))],
-        "seed": _SEED,
-    }
-
-    def __init__(self, rate: float, data_format: str | None = None, seed: int | None = None, **kwargs):
-        validate_params(
-            type(self).__name__, self._param_constraints, {"rate": rate, "data_format": data_format, "seed": seed}
-        )
-        super().__init__(rate, noise_shape=None, seed=seed, **kwargs)
-        self.data_format = data_format or "channels_last"
-
-    def check_input_shape(self, shape):
-        if len(shape) != 4:
-            raise ValueError(
-                f"Layer {self.name!r} (SpatialDropout2D) expects 4-D input (batch, rows, cols, "
-                f"channels) for data_format={self.data_format!r}; got shape {tuple(shape)}."
-            )
-
-    def build(self, input_shape):
-        self.check_input_shape(input_shape)
-
-    def _noise_shape(self, shape):
-        if self.data_format == "channels_last":
-            return (shape[0], 1, 1, shape[3])
-        return (shape[0], shape[1], 1, 1)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["noise_shape"]
-        return {**config, "data_format": self.data_format}
-
-
-class SpatialDropout1D(Dropout):
-    """Dropout of whole channels of a 3-D sequence batch ``(N, steps, C)`` (Keras ``SpatialDropout1D``).
-
-    One keep/drop decision per (sample, channel), shared over the steps: the
-    mask has shape ``(N, 1, C)``; otherwise as :class:`Dropout`. As in Keras
-    there is no ``data_format``.
-
-    Parameters
-    ----------
-    rate : float in [0, 1)
-    seed : int, optional
-    """
-
-    min_ndim = 3
-    _param_constraints = {"rate": _RATE, "seed": _SEED}
-
-    def __init__(self, rate: float, seed: int | None = None, **kwargs):
-        validate_params(type(self).__name__, self._param_constraints, {"rate": rate, "seed": seed})
-        super().__init__(rate, noise_shape=None, seed=seed, **kwargs)
-
-    def check_input_shape(self, shape):
-        if len(shape) != 3:
-            raise ValueError(
-                f"Layer {self.name!r} (SpatialDropout1D) expects 3-D input (batch, steps, channels); "
-                f"got shape {tuple(shape)}."
-            )
-
-    def build(self, input_shape):
-        self.check_input_shape(input_shape)
-
-    def _noise_shape(self, shape):
-        return (shape[0], 1, shape[2])
-
-    def get_config(self):
-        config = super().get_config()
-        del config["noise_shape"]
-        return config
-
-
-class SpatialDropout3D(SpatialDropout2D):
-    """Dropout of whole feature volumes of a 5-D batch (Keras ``SpatialDropout3D``).
-
-    The mask has shape ``(N, 1, 1, 1, C)`` (channels-last) or
-    ``(N, C, 1, 1, 1)`` (channels-first); otherwise as :class:`SpatialDropout2D`.
-
-    Parameters
-    ----------
-    rate : float in [0, 1)
-    data_format : {"channels_last", "channels_first"}, optional
-        Default channels-last ``(N, D, H, W, C)``.
-    seed : int, optional
-    """
-
-    min_ndim = 5
-
-    def check_input_shape(self, shape):
-        if len(shape) != 5:
-            raise ValueError(
-                f"Layer {self.name!r} (SpatialDropout3D) expects 5-D input (batch, dim1, dim2, dim3, "
-                f"channels) for data_format={self.data_format!r}; got shape {tuple(shape)}."
-            )
-
-    def _noise_shape(self, shape):
-        if self.data_format == "channels_last":
-            return (shape[0], 1, 1, 1, shape[4])
-        return (shape[0], shape[1], 1, 1, 1)
-
-
-class AlphaDropout(Dropout):
-    """Dropout that keeps the mean and variance of SELU activations (Klambauer et al. 2017).
-
-    Dropped entries are set to ``alpha' = -lambda alpha ~ -1.7581`` (SELU's
-    negative saturation value) and the result is corrected affinely::
-
-        y = a (m x + (1 - m) alpha') + b,   m ~ Bernoulli(1 - rate)
-        a = ((1 - rate) (1 + rate alpha'^2))^(-1/2),   b = -a rate alpha'
-
-    so that inputs with mean 0 and variance 1 keep mean 0 and variance 1;
-    ``dL/dx = dL/dy * a m``. Identity at inference. Use with ``selu``
-    activations and ``lecun_normal`` initialization.
-
-    Parameters
-    ----------
-    rate : float in [0, 1)
-    noise_shape : tuple, optional
-        As :class:`Dropout`.
-    seed : int, optional
-    """
-
-    def _draw(self, shape, dtype):
-        return K.alpha_dropout_coefficients(self._noise_rng(), shape, rate=self.rate, dtype=dtype)
 
 
 class GaussianNoise(_NoiseLayer):
@@ -625,3 +409,8 @@ class NoisyDense(ActivatedLinear, _RandomLayer):
             "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
             **super().get_config(),
         }
+
+
+# the dropout layers live in their own module; imported here (after the bases they build on) so that
+# ``normlab.layers.regularization`` keeps exporting them
+from .dropout import AlphaDropout, Dropout, SpatialDropout1D, SpatialDropout2D, SpatialDropout3D  # noqa: E402
