@@ -351,6 +351,60 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(p.size for p in self.params.values()) + sum(b.size for b in self.buffers.values()))
 
+    # ------------------------------------------------- Keras's weight access
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Keras's ``layer.weights``: the parameters then the buffers (the arrays themselves, not copies)."""
+        return [*self.params.values(), *self.buffers.values()]
+
+    @property
+    def trainable_weights(self) -> list[np.ndarray]:
+        """Keras's ``trainable_weights``: the parameters, none when the layer is frozen."""
+        return list(self.trainable_params.values())
+
+    @property
+    def non_trainable_weights(self) -> list[np.ndarray]:
+        """Keras's ``non_trainable_weights``: the buffers, then the parameters of a frozen layer."""
+        frozen = [] if self._trainable else list(self.params.values())
+        return [*frozen, *self.buffers.values()]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of :attr:`weights` (Keras's ``get_weights``)."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights) -> None:
+        """Write ``weights`` (as :meth:`get_weights` returns them) into the layer: all of them, or none.
+
+        Each array must have its target's shape; it is cast to the layer's
+        dtype. Written in place, so a compiled model's views stay valid.
+        """
+        owner = f"Layer {self.name!r} ({type(self).__name__}).set_weights"
+        targets = self.weights
+        if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+            raise TypeError(f"{owner}: 'weights' must be a list of arrays, got {type(weights).__name__}.")
+        if len(weights) != len(targets):
+            raise ValueError(f"{owner}: 'weights' must hold {len(targets)} arrays (the layer's weights), "
+                             f"got {len(weights)}.")
+        converted = []
+        for i, (t, w) in enumerate(zip(targets, weights)):
+            w = as_float_array(w, who=owner, arg=f"weights[{i}]")
+            if w.shape != t.shape:
+                raise ValueError(f"{owner}: 'weights[{i}]' must have shape {t.shape}, got {w.shape}.")
+            converted.append(w)
+        for t, w in zip(targets, converted):
+            np.copyto(t, w, casting="unsafe")
+
+    def __getattr__(self, name: str):
+        # Keras reaches weights as attributes (layer.kernel, layer.moving_mean): a name not found the
+        # ordinary way is looked up among the parameters, then the buffers
+        if not name.startswith("__"):
+            state = self.__dict__
+            for store in ("params", "buffers"):
+                arrays = state.get(store)
+                if arrays is not None and name in arrays:
+                    return arrays[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # --------------------------------------------------------------- building
     def build(self, input_shape: tuple) -> None:
         """Allocate weights for inputs of ``input_shape`` (batch axis included; ``None`` sizes allowed).

@@ -20,11 +20,13 @@ import warnings
 
 import numpy as np
 
+from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Interval, Options, validate_params
 from ..kernels import layernorm as K
 from .base import Layer
+from .core import _CON
 from .normalization import _INIT, _REG, _AxisSpec
 
 __all__ = [
@@ -142,7 +144,7 @@ class _SampleNormalization(_KernelLayer):
     """Shared state handling: affine parameters over some axes and the sizes fixed at build."""
 
     def _init_common(self, axis, epsilon, center, scale, beta_initializer, gamma_initializer,
-                     beta_regularizer, gamma_regularizer):
+                     beta_regularizer, gamma_regularizer, beta_constraint=None, gamma_constraint=None):
         self.axis = int(axis) if isinstance(axis, numbers.Integral) else [int(a) for a in axis]
         self.epsilon = float(epsilon)
         self.center = bool(center)
@@ -151,14 +153,19 @@ class _SampleNormalization(_KernelLayer):
         self.gamma_initializer = _initializers.get(gamma_initializer)
         self.beta_regularizer = _regularizers.get(beta_regularizer)
         self.gamma_regularizer = _regularizers.get(gamma_regularizer)
+        # Keras's beta_constraint / gamma_constraint: projections after each optimizer update
+        self.beta_constraint = _constraints.get(beta_constraint)
+        self.gamma_constraint = _constraints.get(gamma_constraint)
         self._checked_axes: tuple = ()  # axes whose size is fixed at build
         self._built_shape: tuple = ()
 
     def _add_affine(self, pshape: tuple) -> None:
         if self.scale:
-            self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer)
+            self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer,
+                            constraint=self.gamma_constraint)
         if self.center:
-            self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer)
+            self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer,
+                            constraint=self.beta_constraint)
 
     def _check_sizes(self, shape):
         for a in self._checked_axes:
@@ -187,6 +194,8 @@ class _SampleNormalization(_KernelLayer):
             "gamma_initializer": ser_i(self.gamma_initializer),
             "beta_regularizer": ser_r(self.beta_regularizer),
             "gamma_regularizer": ser_r(self.gamma_regularizer),
+            **_constraints.config_entries(beta_constraint=self.beta_constraint,
+                                          gamma_constraint=self.gamma_constraint),
         }
 
 
@@ -236,6 +245,8 @@ class LayerNormalization(_AxesNormalization):
         Learn ``beta`` and ``gamma``; when off they are fixed at 0 and 1.
     beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer
         Defaults ``"zeros"``, ``"ones"``, ``None``, ``None``.
+    beta_constraint, gamma_constraint : str, dict, Constraint or None (keyword-only)
+        Projections applied after each optimizer update (Keras's arguments).
     rms_scaling : bool, default False
         Keras 3's (deprecated) argument, with its numerics: the input is
         not centered but divided by its standard deviation,
@@ -272,6 +283,8 @@ class LayerNormalization(_AxesNormalization):
         "beta_regularizer": _REG,
         "gamma_regularizer": _REG,
         "rms_scaling": [Boolean()],
+        "beta_constraint": _CON,
+        "gamma_constraint": _CON,
     }
 
     def __init__(
@@ -285,6 +298,9 @@ class LayerNormalization(_AxesNormalization):
         beta_regularizer=None,
         gamma_regularizer=None,
         rms_scaling: bool = False,
+        *,
+        beta_constraint=None,
+        gamma_constraint=None,
         **kwargs,
     ):
         args = dict(locals())
@@ -292,7 +308,7 @@ class LayerNormalization(_AxesNormalization):
         validate_params(type(self).__name__, self._param_constraints, args)
         super().__init__(**kwargs)
         self._init_common(axis, epsilon, center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer)
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
         self.rms_scaling = bool(rms_scaling)
         if self.rms_scaling:
             warnings.warn(
@@ -343,6 +359,8 @@ class RMSNormalization(_AxesNormalization):
     gamma_initializer, gamma_regularizer
         The learnable per-feature scale, initialized to ones (extra to Keras,
         whose scale is always ones at init).
+    gamma_constraint : str, dict, Constraint or None (keyword-only)
+        A projection applied after each optimizer update.
     **kwargs
         ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
 
@@ -363,16 +381,17 @@ class RMSNormalization(_AxesNormalization):
         "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
         "gamma_initializer": _INIT,
         "gamma_regularizer": _REG,
+        "gamma_constraint": _CON,
     }
 
     def __init__(self, axis=-1, epsilon: float = 1e-6, gamma_initializer="ones",
-                 gamma_regularizer=None, **kwargs):
+                 gamma_regularizer=None, *, gamma_constraint=None, **kwargs):
         args = dict(locals())
         args.pop("self"), args.pop("kwargs"), args.pop("__class__", None)
         validate_params(type(self).__name__, self._param_constraints, args)
         super().__init__(**kwargs)
         self._init_common(axis, epsilon, False, True, "zeros", gamma_initializer,
-                          None, gamma_regularizer)
+                          None, gamma_regularizer, None, gamma_constraint)
 
     def get_config(self):
         return {
@@ -380,6 +399,7 @@ class RMSNormalization(_AxesNormalization):
             "epsilon": self.epsilon,
             "gamma_initializer": _initializers.serialize(self.gamma_initializer),
             "gamma_regularizer": _regularizers.serialize(self.gamma_regularizer),
+            **_constraints.config_entries(gamma_constraint=self.gamma_constraint),
             **super().get_config(),
         }
 
@@ -409,6 +429,8 @@ class GroupNormalization(_SampleNormalization):
         Learn ``beta`` and ``gamma``.
     beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer
         Defaults ``"zeros"``, ``"ones"``, ``None``, ``None``.
+    beta_constraint, gamma_constraint : str, dict, Constraint or None (keyword-only)
+        Projections applied after each optimizer update (Keras's arguments).
     **kwargs
         ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
 
@@ -440,6 +462,8 @@ class GroupNormalization(_SampleNormalization):
         "gamma_initializer": _INIT,
         "beta_regularizer": _REG,
         "gamma_regularizer": _REG,
+        "beta_constraint": _CON,
+        "gamma_constraint": _CON,
     }
 
     def __init__(
@@ -453,6 +477,9 @@ class GroupNormalization(_SampleNormalization):
         gamma_initializer="ones",
         beta_regularizer=None,
         gamma_regularizer=None,
+        *,
+        beta_constraint=None,
+        gamma_constraint=None,
         **kwargs,
     ):
         args = dict(locals())
@@ -460,7 +487,7 @@ class GroupNormalization(_SampleNormalization):
         validate_params(type(self).__name__, self._param_constraints, args)
         super().__init__(**kwargs)
         self._init_common(axis, epsilon, center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer)
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
         self.groups = int(groups)
         self._groups = self.groups  # resolved at build (-1 -> channels)
 
@@ -468,16 +495,31 @@ class GroupNormalization(_SampleNormalization):
         (a,) = _resolve_axes(self, self.axis, input_shape)
         channels = input_shape[a]
         groups = channels if self.groups == -1 else self.groups
-        if groups > channels or channels % groups:
+        # the two phrases are Keras's ("cannot be more than ...", "must be a multiple of ...")
+        if groups > channels:
             raise ValueError(
-                f"Layer {self.name!r} ({type(self).__name__}): the {channels} channels along "
-                f"axis {a} (input shape {tuple(input_shape)}) cannot be split into "
-                f"groups={groups} equal groups; 'groups' must divide the channel count."
+                f"Layer {self.name!r} ({type(self).__name__}): groups={groups} cannot be more than the number "
+                f"of channels: {channels} channels along axis {a} (input shape {tuple(input_shape)})."
+            )
+        if channels % groups:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}): groups={groups} must divide the {channels} "
+                f"channels along axis {a} (input shape {tuple(input_shape)}); Keras words it as: the number of "
+                f"groups must be a multiple of the number of channels."
             )
         self._groups = groups
         self._checked_axes = (a,)
         self._built_shape = tuple(input_shape)
         self._add_affine((channels,))
+
+    def compute_output_shape(self, input_shape):
+        (a,) = _resolve_axes(self, self.axis, input_shape)
+        if input_shape[a] is None:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}): axis {a} of the input tensor should have a "
+                f"defined dimension but the layer received an input with shape {tuple(input_shape)}."
+            )
+        return tuple(input_shape)
 
     def _forward(self, x, out):
         return K.group_norm_forward(
