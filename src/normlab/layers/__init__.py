@@ -2,6 +2,7 @@
 
 from .base import Layer, registry
 from .core import Activation, Dense
+from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .merging import Add, Average, Concatenate, Multiply, Subtract
 from .normalization import BatchNormalization
 from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
@@ -31,6 +32,7 @@ __all__ += ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D
 __all__ += ["Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
             "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
             "Flatten", "Reshape"]
+__all__ += ["ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax"]
 
 from .normprop import NormPropDense  # noqa: E402
 __all__ += ["NormPropDense"]
