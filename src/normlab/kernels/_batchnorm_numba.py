@@ -286,13 +286,24 @@ def train_forward_act_step(
     the function the numba path of the sigmoid activation uses). ``saved``
     and ``stamp``: as in :func:`train_forward_step`.
     """
-    m, c = x.shape
     status, center, scale, shift = _train_statistics(
         x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out, inv_std_out,
         saved, stamp,
     )
     if status != OK:
         return status
+    affine_act_blocks(x, center, scale, shift, out, act_out, kind)
+    return OK
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def affine_act_blocks(x, center, scale, shift, out, act_out, kind):
+    """``out = (x - center) scale + shift`` (``center`` empty: ``x scale + shift``), ``act_out = f(out)``.
+
+    The elementwise pass of :func:`train_forward_act_step`, also run on row
+    ranges by the threaded kernels (:mod:`normlab.kernels._bn_chunks_numba`).
+    """
+    m, c = x.shape
     zero = x.dtype.type(0)
     # blocks of at least 2048 elements: z is written, then f(z) runs as one
     # flat loop over the block while it is in cache (a loop per row would
@@ -323,7 +334,6 @@ def train_forward_act_step(
         else:
             for k in range(zb.size):
                 ab[k] = sigmoidf(zb[k])
-    return OK
 
 
 @njit(cache=True, nogil=True)
@@ -343,8 +353,16 @@ def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_
     the status is :data:`OK` (the new moving statistics are formed, and
     checked to fit their dtype, before any is stored).
     """
-    m, c = x.shape
     mean, var = moments(x)
+    return train_coefficients(x, mean, var, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
+                              mean_out, inv_std_out, saved, stamp)
+
+
+@njit(cache=True, nogil=True)
+def train_coefficients(x, mean, var, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
+                       mean_out, inv_std_out, saved=None, stamp=0.0):
+    """:func:`_train_statistics` from the batch ``mean`` and ``var`` (float64) of ``x``, already computed."""
+    c = x.shape[1]
     center = np.empty(c, x.dtype)
     scale = np.empty(c, x.dtype)
     shift = np.empty(c, x.dtype)

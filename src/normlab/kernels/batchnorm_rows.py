@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _threads
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
     from . import _batchnorm_numba as _F
@@ -28,6 +28,7 @@ if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
 else:  # pragma: no cover
     _F = None
     _ACT_KINDS = {}
+_C = None  # the chunked kernels, imported on the first large input (they compile only then)
 
 #: the kernels' code of each activation they fuse backward (empty without numba)
 KINDS = dict(_ACT_KINDS)
@@ -101,7 +102,10 @@ def train_forward(x, gamma, beta, epsilon, momentum, var_correction, moving_mean
     """
     gamma = _EMPTY if gamma is None else gamma
     beta = _EMPTY if beta is None else beta
-    if act_kind is None:
+    if x.size >= _threads.MIN_PARALLEL_ELEMENTS:
+        status = _train_forward_chunked(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
+                                        out, mean, inv_std, saved, stamp, act_kind, act_out)
+    elif act_kind is None:
         status = _F.train_forward_step(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
                                    out, mean, inv_std, saved, stamp)
     else:
@@ -124,11 +128,88 @@ def train_backward(dy, cache: RowsTrainCache, gamma, dx, dgamma, dbeta, accumula
     dgamma = _EMPTY if dgamma is None else dgamma
     dbeta = _EMPTY if dbeta is None else dbeta
     x, mean, inv_std = cache
-    if act_kind is None:
+    if x.size >= _threads.MIN_PARALLEL_ELEMENTS:
+        _train_backward_chunked(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate, act_kind, act_s)
+    elif act_kind is None:
         _F.train_backward_step(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate)
     else:
         _F.train_backward_act_step(dy, act_s, act_kind, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate)
     return dx
+
+
+def _chunks():
+    global _C
+    if _C is None:
+        from . import _bn_chunks_numba
+
+        _C = _bn_chunks_numba
+    return _C
+
+
+def _train_forward_chunked(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, out, mean,
+                           inv_std, saved, stamp, act_kind, act_out):
+    """:func:`train_forward` of a large input: the passes split over row chunks and threads.
+
+    The same result whatever the number of threads (see
+    :mod:`normlab.kernels._bn_chunks_numba`).
+    """
+    C = _chunks()
+    m, c = x.shape
+    rows = C.chunk_rows(m, c)
+    n = -(-m // rows)
+    threads = _threads.get_num_threads()
+    shift = x[0].astype(np.float64)
+    p1 = np.zeros((n, c))
+    p2 = np.zeros((n, c))
+    _threads.run_parts(lambda k0, k1: C.moment_partials(x, shift, rows, k0, k1, p1, p2), n, threads)
+    batch_mean, batch_var = C.moments_from_partials(x, shift, p1, p2)
+    status, center, scale, shift = _F.train_coefficients(x, batch_mean, batch_var, gamma, beta, epsilon, momentum,
+                                                         var_correction, moving_mean, moving_var, mean, inv_std,
+                                                         saved, stamp)
+    if status != 0:
+        return status
+    if act_kind is not None:
+        def part(k0, k1):
+            r = slice(k0 * rows, k1 * rows)
+            _F.affine_act_blocks(x[r], center, scale, shift, out[r], act_out[r], act_kind)
+    else:
+        tile = _F._tile_rows(m, c)
+        affine = _F.centered_affine_blocks if center.size else None
+
+        def part(k0, k1):
+            r = slice(k0 * rows, k1 * rows)
+            if affine is None:
+                _F._affine_blocks(x[r], scale, shift, out[r], tile)
+            else:
+                affine(x[r], center, scale, shift, out[r], tile)
+    _threads.run_parts(part, n, threads)
+    return 0
+
+
+def _train_backward_chunked(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate, act_kind, act_s):
+    """:func:`train_backward` of a large input: the passes split over row chunks and threads."""
+    C = _chunks()
+    m, c = x.shape
+    rows = C.chunk_rows(m, c)
+    n = -(-m // rows)
+    threads = _threads.get_num_threads()
+    kind = 3 if act_kind is None else act_kind
+    s = dy if act_kind is None else act_s
+    pdb = np.zeros((n, c))
+    pdg = np.zeros((n, c))
+    partials = C.GRAD_PARTIALS[kind]
+    _threads.run_parts(lambda k0, k1: partials(dy, s, x, mean, inv_std, rows, k0, k1, pdb, pdg), n, threads)
+    db = C.sum_partials(pdb)
+    dg = C.sum_partials(pdg)
+    a, b, cc, mu = _F._dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype, _F._tile_rows(m, c))
+    dx_part = C.DX[kind]
+
+    def part(k0, k1):
+        r = slice(k0 * rows, k1 * rows)
+        dx_part(dy[r], s[r], x[r], a, b, cc, mu, dx[r])
+
+    _threads.run_parts(part, n, threads)
+    _F._store_param_grads(dg, db, dgamma, dbeta, accumulate)
 
 
 def inference_forward(x, gamma, beta, moving_mean, moving_var, *, epsilon, out) -> RowsInferenceCache:

@@ -1,0 +1,199 @@
+"""How many threads normlab's own kernels use, and the pool that runs them.
+
+One limit for two pools
+-----------------------
+normlab's numba kernels and NumPy's BLAS (OpenBLAS in NumPy's wheels) run
+one after the other inside a training step, never at the same time, so they
+share one thread limit instead of each taking every core:
+
+* with `threadpoolctl <https://github.com/joblib/threadpoolctl>`_ installed
+  (it comes with scikit-learn), the limit is **BLAS's own current thread
+  count**: ``threadpoolctl.threadpool_limits(1)`` (as a context manager or
+  not), ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` at start-up, or
+  :func:`set_num_threads`, which sets BLAS's limit, all pin both;
+* without threadpoolctl (or with a BLAS it does not know), the limit is the
+  value of :func:`set_num_threads`, else of ``NORMLAB_NUM_THREADS``,
+  ``OMP_NUM_THREADS`` or ``OPENBLAS_NUM_THREADS`` (in this order), else the
+  number of cores this process may run on.
+
+:func:`get_num_threads` returns the limit in force.
+
+Why Python threads
+------------------
+The kernels that split their work are ordinary ``@njit(nogil=True)``
+functions; a small pool of Python threads (:class:`concurrent.futures.
+ThreadPoolExecutor`) calls them on contiguous parts of the data, and the
+calling thread works on the first part itself. numba's ``parallel=True``
+was not used, for three reasons:
+
+* fork: ``Bagging`` (``normlab.ensemble``) trains in processes started by
+  ``fork``, and numba's OpenMP threading layer aborts a child forked after
+  it started its threads; the workqueue layer is not thread-safe when two
+  Python threads launch parallel kernels at once. A Python pool is simply
+  forgotten in the child (``os.register_at_fork``) and a new one made on
+  first use there;
+* reproducibility: the split of every reduction is fixed by the shape alone
+  (chunks of a fixed number of rows, their partial sums added in chunk
+  order), and each thread takes whole chunks, so the result is the same bit
+  for bit at 1, 2 or 64 threads. ``prange`` reductions leave the split to
+  the scheduler;
+* the first run: a ``parallel=True`` kernel compiles several times more
+  slowly than its serial form, and the serial form is needed anyway for
+  small inputs, where starting threads costs more than it saves.
+
+Small inputs stay on the calling thread: see :data:`MIN_PARALLEL_ELEMENTS`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["get_num_threads", "set_num_threads", "run_parts", "split", "MIN_PARALLEL_ELEMENTS"]
+
+#: Elements (of the largest array a kernel streams) below which a kernel runs on one thread.
+#: Measured on a 2-core machine (benchmarks/README.md, "Threads"): handing work to a pool
+#: thread and waiting for it costs 20-40 us; below about 2^17 float32 elements (512 KB, the
+#: data of ~50 us of a fused pass) the second thread saves less than that.
+MIN_PARALLEL_ELEMENTS = 1 << 20
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_user_threads: int | None = None
+#: threadpoolctl's controllers of the BLAS libraries (None: not looked up yet; (): none found)
+_blas = None
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads() -> int | None:
+    for name in ("NORMLAB_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def _blas_controllers():
+    """threadpoolctl's controllers of the loaded BLAS libraries, looked up once (about 0.2 s)."""
+    global _blas
+    if _blas is None:
+        try:
+            import numpy  # noqa: F401  - its BLAS must be loaded to be found
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _blas = ()
+        else:
+            try:
+                _blas = tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+            except Exception:  # pragma: no cover - a threadpoolctl that cannot inspect this process
+                _blas = ()
+    return _blas
+
+
+def get_num_threads() -> int:
+    """The number of threads normlab's kernels use at most (module docstring: the one limit)."""
+    blas = _blas_controllers()
+    if blas:
+        # a C call (under 1 us): follows every change of BLAS's limit, whoever makes it
+        n = blas[0].get_num_threads()
+        if n:
+            return max(1, int(n))
+    if _user_threads is not None:
+        return _user_threads
+    return _env_threads() or _cpu_count()
+
+
+def set_num_threads(n: int) -> int:
+    """Set the thread limit of normlab's kernels and of NumPy's BLAS; returns the previous limit.
+
+    Parameters
+    ----------
+    n : int
+        At least 1. With threadpoolctl installed this sets BLAS's own limit
+        (as ``threadpoolctl.threadpool_limits(n, user_api="blas")`` would,
+        for good), which normlab's kernels follow; without it, normlab's
+        limit alone.
+
+    Notes
+    -----
+    To pin the threads for a block of code only, use threadpoolctl's context
+    manager, which normlab follows as well::
+
+        with threadpoolctl.threadpool_limits(1):
+            model.fit(x, y)
+    """
+    global _user_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an int of at least 1. Got {n!r} instead.")
+    previous = get_num_threads()
+    for controller in _blas_controllers():
+        controller.set_num_threads(n)
+    _user_threads = n
+    return previous
+
+
+def split(parts: int, threads: int) -> list[tuple[int, int]]:
+    """``threads`` contiguous ranges of ``range(parts)``, as equal as possible (empty ones left out)."""
+    t = max(1, min(threads, parts))
+    return [(k * parts // t, (k + 1) * parts // t) for k in range(t)]
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < workers:
+            old = _pool
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normlab")
+            _pool_size = workers
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def run_parts(fn, parts: int, threads: int | None = None) -> None:
+    """Call ``fn(lo, hi)`` on contiguous ranges of ``range(parts)`` covering it, on up to ``threads`` threads.
+
+    The calling thread runs the first range; the others go to the pool. Which
+    thread runs which range does not change what is computed: ``fn`` writes
+    each part's results to places of their own. The first exception raised
+    by any range is raised here, after every range has finished.
+    """
+    if threads is None:
+        threads = get_num_threads()
+    ranges = split(parts, threads)
+    if len(ranges) == 1:
+        fn(0, parts)
+        return
+    pool = _executor(len(ranges) - 1)
+    futures = [pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
+    error = None
+    try:
+        fn(*ranges[0])
+    except BaseException as e:  # noqa: BLE001 - re-raised once the other parts are done
+        error = e
+    for f in futures:
+        try:
+            f.result()
+        except BaseException as e:  # noqa: BLE001
+            error = error or e
+    if error is not None:
+        raise error
+
+
+def _forget_pool_in_child() -> None:
+    # the parent's threads do not exist in a forked child: start a new pool there on first use
+    global _pool, _pool_size, _lock
+    _pool, _pool_size = None, 0
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_forget_pool_in_child)

@@ -1,0 +1,133 @@
+"""normlab's own threads: one limit shared with BLAS, results independent of the thread count, fork.
+
+The chunked kernels normally take only large inputs (``MIN_PARALLEL_ELEMENTS``);
+here the threshold is lowered so that small arrays exercise them quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from normlab.kernels import _threads, batchnorm_rows
+
+pytestmark = pytest.mark.skipif(not batchnorm_rows.enabled(), reason="numba kernels off")
+
+
+@pytest.fixture
+def small_threshold(monkeypatch):
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_ELEMENTS", 0)
+
+
+def _bn_step(rng, shape, dtype, act, threads, monkeypatch):
+    """One training forward + backward of the row kernels at ``threads`` threads; every output."""
+    monkeypatch.setattr(_threads, "get_num_threads", lambda: threads)
+    m, c = shape
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    mm, mv = np.zeros(c, dtype), np.ones(c, dtype)
+    out, mean, inv_std, saved = np.empty_like(x), np.empty(c), np.empty(c), np.empty(2 * c + 1)
+    act_out = None if act is None else np.empty_like(x)
+    kind = None if act is None else batchnorm_rows.KINDS[act]
+    cache = batchnorm_rows.train_forward(x, gamma, beta, 1e-3, 0.99, 1.0, mm, mv, out, mean, inv_std, saved, 1.0,
+                                         kind, act_out)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx, dgamma, dbeta = np.empty_like(x), np.zeros(c, dtype), np.zeros(c, dtype)
+    s = None if act is None else (out if act == "relu" else act_out)
+    batchnorm_rows.train_backward(dy, cache, gamma, dx, dgamma, dbeta, False, kind, s)
+    return [a for a in (out, act_out, mean, inv_std, mm, mv, saved[:-1], dx, dgamma, dbeta) if a is not None]
+
+
+@pytest.mark.parametrize("act,dtype", [(None, np.float64), ("relu", np.float32), ("sigmoid", np.float32),
+                                       ("tanh", np.float64)])
+@pytest.mark.parametrize("shape", [(1030, 7), (203, 300)])
+def test_batchnorm_same_bits_at_any_thread_count(small_threshold, monkeypatch, act, dtype, shape):
+    results = []
+    for threads in (1, 2, 3, 8):
+        results.append(_bn_step(np.random.default_rng(0), shape, dtype, act, threads, monkeypatch))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("act", [None, "relu", "sigmoid"])
+def test_batchnorm_chunked_matches_one_call_kernels(monkeypatch, act):
+    # the chunked sums are added in another order: the same numbers up to float64 rounding
+    shape = (1030, 33)
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_ELEMENTS", 0)
+    chunked = _bn_step(np.random.default_rng(1), shape, np.float32, act, 2, monkeypatch)
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_ELEMENTS", 1 << 62)
+    one_call = _bn_step(np.random.default_rng(1), shape, np.float32, act, 1, monkeypatch)
+    for a, b in zip(chunked, one_call):
+        np.testing.assert_allclose(a, b, rtol=2e-6 if a.dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+def test_chunked_nan_input_reports_and_writes_nothing(small_threshold, monkeypatch):
+    monkeypatch.setattr(_threads, "get_num_threads", lambda: 2)
+    x = np.ones((600, 3), np.float32)
+    x[517, 1] = np.nan
+    mm, mv = np.full(3, 7, np.float32), np.full(3, 9, np.float32)
+    status = batchnorm_rows.train_forward(x, None, None, 1e-3, 0.9, 1.0, mm, mv, np.empty_like(x), np.empty(3),
+                                          np.empty(3), np.empty(7), 1.0)
+    assert status == batchnorm_rows.NOT_FINITE
+    assert (mm == 7).all() and (mv == 9).all()
+
+
+def test_run_parts_covers_every_part_once_and_raises():
+    seen = []
+    _threads.run_parts(lambda lo, hi: seen.extend(range(lo, hi)), 10, 3)
+    assert sorted(seen) == list(range(10))
+    assert _threads.split(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert _threads.split(2, 8) == [(0, 1), (1, 2)]
+
+    def fail(lo, hi):
+        if lo > 0:
+            raise ValueError("part")
+
+    with pytest.raises(ValueError, match="part"):
+        _threads.run_parts(fail, 4, 2)
+
+
+def test_limit_follows_blas():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not _threads._blas_controllers():
+        pytest.skip("no BLAS threadpoolctl knows")
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert _threads.get_num_threads() == 1
+    before = _threads.get_num_threads()
+    try:
+        assert _threads.set_num_threads(1) == before
+        assert _threads.get_num_threads() == 1
+        assert threadpoolctl.threadpool_info()[0]["num_threads"] == 1 or any(
+            i["num_threads"] == 1 for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+    finally:
+        _threads.set_num_threads(before)
+
+
+def test_set_num_threads_rejects_bad_values():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="set_num_threads"):
+            _threads.set_num_threads(bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork")
+def test_kernels_run_in_a_forked_child(small_threshold, monkeypatch):
+    # the pool is started in the parent, then a child forked from it runs the threaded kernels
+    expected = _bn_step(np.random.default_rng(2), (640, 5), np.float32, "relu", 2, monkeypatch)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            got = _bn_step(np.random.default_rng(2), (640, 5), np.float32, "relu", 2, monkeypatch)
+            ok = all(np.array_equal(a, b) for a, b in zip(expected, got))
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(r, 1)
+    os.close(r)
+    assert status == 0 and answer == b"1"
