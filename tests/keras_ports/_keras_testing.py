@@ -1,0 +1,221 @@
+"""The parts of Keras's test harness that the file ports use, on NumPy and normlab.
+
+A port keeps Keras's test classes and methods (their names are the
+citation: ``<file>::<TestCase>.<test>``) and their bodies, with Keras-only
+calls translated: ``ops``/``backend`` tensors become NumPy arrays (the
+``ops`` and ``backend`` namespaces below), ``keras.losses`` becomes
+``normlab.losses`` and so on. What stays Keras's own:
+
+- ``assertAllClose`` (``atol = rtol = 1e-6`` unless given),
+  ``assertAlmostEqual`` (``decimal=3``: ``np.testing.assert_almost_equal``),
+  ``assertAllEqual``, ``assertLen``, ``assertDType``;
+- ``run_class_serialization_test``: ``get_config`` / ``from_config`` and the
+  registry's serialize / deserialize through JSON give the same config;
+- absl's ``parameterized.named_parameters`` / ``parameters`` and Keras's
+  ``parameterized.product``, expanded into one test per case (named as
+  absl names them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import types
+import unittest
+
+import numpy as np
+
+import normlab
+
+# --------------------------------------------------------------------------- parameterized
+
+
+def _mark(cases, named):
+    def deco(fn):
+        fn._keras_cases = (named, cases)
+        return fn
+    return deco
+
+
+def named_parameters(*cases):
+    if len(cases) == 1 and not isinstance(cases[0], (dict, tuple)):
+        cases = tuple(cases[0])
+    return _mark(cases, True)
+
+
+def parameters(*cases):
+    if len(cases) == 1 and isinstance(cases[0], (list, types.GeneratorType)):
+        cases = tuple(cases[0])
+    return _mark(cases, False)
+
+
+def product(*dicts, **kwargs):
+    if dicts:
+        cases = [dict(d) for d in dicts[0]]
+    else:
+        keys = list(kwargs)
+        cases = [dict(zip(keys, values)) for values in itertools.product(*(kwargs[k] for k in keys))]
+    return _mark(tuple(cases), False)
+
+
+parameterized = types.SimpleNamespace(named_parameters=named_parameters, parameters=parameters, product=product)
+
+
+def _expand(cls):
+    for name, fn in list(vars(cls).items()):
+        spec = getattr(fn, "_keras_cases", None)
+        if spec is None:
+            continue
+        named, cases = spec
+        delattr(cls, name)
+        for i, case in enumerate(cases):
+            if named:
+                if isinstance(case, dict):
+                    case = dict(case)
+                    suffix = case.pop("testcase_name")
+                    args, kwargs = (), case
+                else:
+                    suffix, args, kwargs = case[0], tuple(case[1:]), {}
+            else:
+                suffix = str(i)
+                args, kwargs = ((), case) if isinstance(case, dict) else (
+                    (tuple(case) if isinstance(case, (tuple, list)) else (case,)), {})
+
+            def test(self, _fn=fn, _args=args, _kwargs=kwargs):
+                return _fn(self, *_args, **_kwargs)
+
+            test.__name__ = f"{name}_{suffix}" if named else f"{name}{suffix}"
+            for attr in ("pytestmark",):
+                if hasattr(fn, attr):
+                    setattr(test, attr, getattr(fn, attr))
+            setattr(cls, test.__name__, test)
+
+
+# --------------------------------------------------------------------------- TestCase
+
+_REGISTRIES = (
+    (normlab.losses.Loss, normlab.losses.registry),
+    (normlab.metrics.Metric, normlab.metrics.registry),
+    (normlab.initializers.Initializer, normlab.initializers.registry),
+    (normlab.regularizers.Regularizer, normlab.regularizers.registry),
+    (normlab.constraints.Constraint, normlab.constraints.registry),
+)
+
+
+def _json(config):
+    return json.dumps(config, sort_keys=True, default=lambda o: list(o) if isinstance(o, tuple) else repr(o))
+
+
+class TestCase(unittest.TestCase):
+    """Keras's ``testing.TestCase``, on NumPy."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _expand(cls)
+
+    def assertAllClose(self, actual, desired, atol=1e-6, rtol=1e-6, tpu_atol=None, tpu_rtol=None, msg=None):
+        np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), atol=atol, rtol=rtol, err_msg=msg or "")
+
+    def assertNotAllClose(self, x1, x2, atol=1e-6, rtol=1e-6, msg=None):
+        try:
+            self.assertAllClose(x1, x2, atol=atol, rtol=rtol)
+        except AssertionError:
+            return
+        raise AssertionError(msg or f"The two values are close at all elements: {x1} and {x2}")
+
+    def assertAlmostEqual(self, actual, desired, decimal=3, tpu_decimal=None, msg=None, places=None, delta=None):
+        if places is not None:
+            decimal = places
+        if delta is not None:
+            np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), atol=delta, rtol=0)
+            return
+        np.testing.assert_almost_equal(np.asarray(actual), np.asarray(desired), decimal=decimal, err_msg=msg or "")
+
+    def assertAllEqual(self, actual, desired, msg=None):
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(desired), err_msg=msg or "")
+
+    def assertLen(self, iterable, expected_len, msg=None):
+        self.assertEqual(len(iterable), expected_len, msg=msg)
+
+    def assertDType(self, x, dtype, msg=None):
+        got = np.asarray(x).dtype.name if hasattr(x, "dtype") else backend.standardize_dtype(type(x))
+        self.assertEqual(got, backend.standardize_dtype(dtype), msg=msg)
+
+    def run_class_serialization_test(self, instance, custom_objects=None):
+        cls = type(instance)
+        config = instance.get_config()
+        revived = cls.from_config(json.loads(_json(config)))
+        self.assertEqual(_json(config), _json(revived.get_config()))
+        for base, registry in _REGISTRIES:
+            if isinstance(instance, base):
+                revived = registry.deserialize(json.loads(_json(registry.serialize(instance))))
+                self.assertIs(type(revived), cls)
+                self.assertEqual(_json(config), _json(revived.get_config()))
+                break
+        return revived
+
+    def get_temp_dir(self):
+        import shutil
+        import tempfile
+        path = tempfile.mkdtemp()
+        self.addCleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+        return path
+
+
+# --------------------------------------------------------------------------- ops / backend on NumPy
+
+
+def _standardize_dtype(dtype):
+    if dtype is None:
+        return "float32"
+    if dtype in (float, "float"):
+        return "float32"
+    if dtype in (int, "int"):
+        return "int32"
+    if dtype in (bool, "bool"):
+        return "bool"
+    return getattr(np.dtype(dtype), "name", str(dtype))
+
+
+def _convert(x, dtype=None):
+    arr = np.asarray(x)
+    if dtype is not None:
+        return arr.astype(dtype)
+    if arr.dtype == np.float64 and not isinstance(x, np.ndarray):
+        return arr.astype(np.float32)  # Keras's floatx for Python floats
+    return arr
+
+
+backend = types.SimpleNamespace(
+    backend=lambda: "numpy",
+    floatx=lambda: "float32",
+    epsilon=lambda: 1e-7,
+    standardize_dtype=_standardize_dtype,
+    convert_to_numpy=np.asarray,
+    convert_to_tensor=_convert,
+    is_tensor=lambda x: isinstance(x, np.ndarray),
+    shape=np.shape,
+)
+
+ops = types.SimpleNamespace(
+    convert_to_tensor=_convert,
+    array=np.array,
+    ones=lambda shape, dtype="float32": np.ones(shape, dtype),
+    zeros=lambda shape, dtype="float32": np.zeros(shape, dtype),
+    shape=np.shape,
+    cast=lambda x, dtype: np.asarray(x).astype(dtype),
+    transpose=lambda x, axes=None: np.transpose(x, axes),
+    tile=np.tile,
+    one_hot=lambda x, num_classes, dtype="float32": np.eye(num_classes, dtype=dtype)[np.asarray(x)],
+    expand_dims=np.expand_dims,
+    log=np.log,
+    sum=np.sum,
+    mean=np.mean,
+    reshape=np.reshape,
+    abs=np.abs,
+    sqrt=np.sqrt,
+    exp=np.exp,
+    stack=np.stack,
+    concatenate=np.concatenate,
+    arange=np.arange,
+)
