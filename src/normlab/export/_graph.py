@@ -88,6 +88,13 @@ class GraphBuilder:
         #: id(linear layer) -> the BatchNormalization folded into it (set by the exporter)
         self.folds: dict = {}
 
+    @property
+    def stash_type(self) -> int:
+        """The statistics' type for the fused normalization operators: the graph's (float32 is their default)."""
+        from onnx import helper
+
+        return int(helper.np_dtype_to_tensor_dtype(self.dtype))
+
     # ---------------------------------------------------------------- names
     def unique(self, base: str) -> str:
         name, k = base, 1

@@ -4,8 +4,9 @@
 normlab                                ONNX
 =====================================  =================================================================
 Activation                             the activation's operator (:mod:`normlab.export._activations`)
-Dropout, SpatialDropout1D/2D/3D,       nothing: the identity at inference, as ``layer(x)`` is
-AlphaDropout, GaussianNoise,
+Dropout, SpatialDropout1D/2D/3D        nothing (the identity at inference), or ``x * (1 - rate)``
+                                       with ``scaling="inference"`` (the notes' dropout)
+AlphaDropout, GaussianNoise,           nothing: the identity at inference, as ``layer(x)`` is
 GaussianDropout, RandomFlip,
 RandomRotation, RandomTranslation,
 RandomZoom
@@ -51,8 +52,7 @@ def _activation(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
 
 #: layers that are the identity at inference (``training=False``)
 IDENTITY_AT_INFERENCE = (
-    _reg.Dropout, _reg.SpatialDropout1D, _reg.SpatialDropout2D, _reg.SpatialDropout3D, _reg.AlphaDropout,
-    _reg.GaussianNoise, _reg.GaussianDropout,
+    _reg.AlphaDropout, _reg.GaussianNoise, _reg.GaussianDropout,
     _aug.RandomFlip, _aug.RandomRotation, _aug.RandomTranslation, _aug.RandomZoom,
 )
 
@@ -60,6 +60,15 @@ IDENTITY_AT_INFERENCE = (
 @register_converter(*IDENTITY_AT_INFERENCE)
 def _identity(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
     return inputs[0]
+
+
+@register_converter(_reg.Dropout, _reg.SpatialDropout1D, _reg.SpatialDropout2D, _reg.SpatialDropout3D)
+def _dropout(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
+    (x,) = inputs
+    if getattr(layer, "scaling", "inverted") == "inverted":  # the 1/p correction went into training
+        return x
+    # scaling="inference" (the notes): units were kept unscaled in training, so inference multiplies by p
+    return g.op("Mul", x, (g.scalar(f"{layer.name}/keep", 1.0 - layer.rate),), layer.name)
 
 
 # ----------------------------------------------------------------- reshaping

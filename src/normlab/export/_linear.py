@@ -5,6 +5,8 @@ Each becomes ``activation(linear(x) + bias)``:
 * Dense on ``(N, n_in)``: one ``Gemm``; on higher ranks ``MatMul`` then ``Add``
   (over normlab's last axis, so the input is put back in normlab's layout);
 * NoisyDense: the Dense of its mean weights ``mu`` (inference draws no noise);
+* NormPropDense: ``x @ (W / ||W||)`` times ``gamma`` plus ``beta``, then (relu) the
+  fixed centring and scaling ``(relu(z) - sqrt(1/(2 pi))) / sqrt((1 - 1/pi) / 2)``, in normlab's order;
 * WeightNormalization: the wrapped layer with its effective kernel
   ``g * v / ||v||``, computed here as normlab's forward pass computes it;
 * a convolution: ONNX ``Conv`` on the channels-first layout, the kernel
@@ -29,10 +31,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..kernels import normprop as KN
 from ..kernels import weightnorm as KW
 from ..kernels.conv import axis_padding, fold_conv_bn_params
 from ..layers.conv import Conv1D, Conv2D
 from ..layers.core import Dense
+from ..layers.normprop import NormPropDense
 from ..layers.regularization import NoisyDense
 from ..layers.wrappers import WeightNormalization
 from ._activations import activation
@@ -154,3 +158,22 @@ def convert_linear(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
     emit = _conv if spec.conv is not None else _dense
     z = emit(g, layer.name, x, spec, out_shape)
     return activation(g, z, spec.activation, f"{layer.name}/{spec.activation}")
+
+
+@register_converter(NormPropDense)
+def convert_normprop(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
+    x = g.logical(inputs[0])
+    p, name = layer.params, layer.name
+    kernel = p["kernel"]
+    # w_hat as normlab.kernels.normprop.normprop_forward computes it
+    acc = np.float64 if kernel.dtype.itemsize < 8 else None
+    inv_norm = (1.0 / np.sqrt(np.sum(np.square(kernel), axis=0, keepdims=True, dtype=acc))).astype(kernel.dtype)
+    u = g.node("MatMul", [x.name, g.const(f"{name}/w_hat", kernel * inv_norm)], f"{name}/matmul")
+    z = g.node("Mul", [u, g.const(f"{name}/gamma", p["gamma"])], f"{name}/scaled")
+    if "beta" in p:
+        z = g.node("Add", [z, g.const(f"{name}/beta", p["beta"])], f"{name}/shifted")
+    if layer.activation == "relu":
+        z = g.node("Relu", [z], f"{name}/relu")
+        z = g.node("Sub", [z, g.scalar("relu_mean", KN.RELU_MEAN)], f"{name}/centered")
+        z = g.node("Mul", [z, g.scalar("inv_relu_std", 1.0 / KN.RELU_STD)], name)
+    return Tensor(z, tuple(out_shape), x.perm)

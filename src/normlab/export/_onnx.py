@@ -10,7 +10,7 @@ import numpy as np
 
 from .._validation import Boolean, Interval, NoneOk, Options, validate_params
 from ..layers.normalization import BatchNormalization
-from . import _layers, _linear, _normalization  # noqa: F401  (they register their converters)
+from . import _keras_layers, _layers, _linear, _normalization  # noqa: F401  (they register their converters)
 from ._convert import converter_for
 from ._graph import MIN_OPSET, ExportError, GraphBuilder, Tensor, identity
 from ._linear import linear_spec, output_channel_axis
@@ -125,8 +125,8 @@ def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_n
     opset : int, optional
         The ONNX opset, from 13 to the newest the installed ``onnx`` knows.
         Default :data:`DEFAULT_OPSET` (17). Newer opsets use native operators
-        where older ones get a decomposition: Gelu (20), GroupNormalization
-        (21), RMSNormalization (23).
+        where older ones get a decomposition: Gelu (20), RMSNormalization (23);
+        LayerNormalization needs 17.
     input_name, output_name : str, default "input", "output"
         Names of the graph's input and output.
     fold_batchnorm : bool, default False
