@@ -118,6 +118,17 @@ class BatchNormalization(Layer):
         What training mode does when there is one value per feature (a batch
         of one sample): raise, or normalize with the moving statistics
         (gamma and beta still learn; the moving statistics are not updated).
+    synchronized : bool, default False
+        Keras 3's argument. Under data-parallel training on several ranks
+        (``compile(distribute=normlab.distributed.DataParallel())``), take
+        the statistics over the global batch rather than this rank's shard:
+        one allgather of each rank's (count, mean, sum of squared deviations)
+        per step, combined with Chan's formula, and one allreduce of
+        ``(sum dy, sum dy * xhat)`` in the backward pass (see
+        :mod:`normlab.distributed.sync_bn`); the moving statistics are then
+        the same on every rank. In one process it is plain batch
+        normalization, bit for bit. Not combined with ``renorm`` or
+        ``virtual_batch_size`` (an error at construction).
 
     Converting from PyTorch
     -----------------------
@@ -173,6 +184,7 @@ class BatchNormalization(Layer):
         "renorm_clipping": [NoneOk(), Instance(dict, label="a dict with keys among 'rmax', 'rmin', 'dmax'")],
         "renorm_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
         "batch_of_one": [Options(("error", "moving_statistics"))],
+        "synchronized": [Boolean()],
     }
 
     def __init__(
@@ -194,11 +206,20 @@ class BatchNormalization(Layer):
         renorm_clipping: dict | None = None,
         renorm_momentum: float = 0.99,
         batch_of_one: str = "error",
+        synchronized: bool = False,
         **kwargs,
     ):
         args = dict(locals())
         args.pop("self"), args.pop("kwargs"), args.pop("__class__", None)
         validate_params(type(self).__name__, self._param_constraints, args)
+        if synchronized and (renorm or virtual_batch_size is not None):
+            # ghost batches are groups of one rank's shard, and renorm's correction would need
+            # the global statistics of its moving estimates: neither is defined across ranks here
+            raise InvalidParameterError(
+                "The 'synchronized' parameter of BatchNormalization cannot be True together with "
+                f"{'renorm=True' if renorm else f'virtual_batch_size={virtual_batch_size}'}: synchronized "
+                "statistics are not defined for batch renormalization or ghost batches. Got synchronized=True "
+                "instead.")
         super().__init__(**kwargs)
         self.axis = int(axis) if isinstance(axis, numbers.Integral) else [int(a) for a in axis]
         self.momentum = float(momentum)
@@ -217,6 +238,8 @@ class BatchNormalization(Layer):
         self.renorm_clipping = self._check_clipping(renorm_clipping)
         self.renorm_momentum = float(renorm_momentum)
         self.batch_of_one = batch_of_one
+        self.synchronized = bool(synchronized)
+        self._sync = None  # the communicator of a data-parallel run on several ranks (synchronized only)
         self._feature_axes: tuple = ()
         self._reduce_axes: tuple = ()
         self._bshape: tuple = ()
@@ -361,6 +384,9 @@ class BatchNormalization(Layer):
 
     def _call(self, x, training, workspace):
         train = training and self._trainable
+        if train and self._sync is not None:
+            with np.errstate(invalid="ignore", over="ignore"):
+                return self._sync_train_call(x)
         if train:
             count = self._per_feature_count(x.shape)
             if count < 2:
@@ -413,6 +439,23 @@ class BatchNormalization(Layer):
             self._commit_moving(x, mean, var, kcache.count)
             cache = ("train", kcache)
         self._cache = cache
+        self._out_shape = y.shape
+        return y
+
+    def _sync_train_call(self, x):
+        """Training forward with the global batch's statistics (:mod:`normlab.distributed.sync_bn`)."""
+        from ..distributed.sync_bn import sync_train_forward
+
+        if self._np_saved is None or self._np_saved[0] != self._stamp:
+            self._np_saved = (self._stamp, {k: b.copy() for k, b in self.buffers.items()})
+        y, cache, mean, var, count = sync_train_forward(
+            x, self._b(self.params.get("gamma")), self._b(self.params.get("beta")),
+            axes=self._reduce_axes, epsilon=self.epsilon, comm=self._sync,
+        )
+        if count < 2:
+            self._raise_too_few(x.shape, count)
+        self._commit_moving(x, mean, var, count)
+        self._cache = ("sync", cache)
         self._out_shape = y.shape
         return y
 
@@ -580,6 +623,10 @@ class BatchNormalization(Layer):
         mode, cache = cache
         if mode == "train":
             return K.batchnorm_train_backward(dy, cache)
+        if mode == "sync":
+            from ..distributed.sync_bn import sync_train_backward
+
+            return sync_train_backward(dy, cache, comm=self._sync)
         if mode == "ghost":
             dx, dgamma, dbeta = K.batchnorm_train_backward(dy.reshape(cache.xhat.shape), cache)
             return dx.reshape(dy.shape), dgamma.sum(axis=0), dbeta.sum(axis=0)
@@ -608,4 +655,6 @@ class BatchNormalization(Layer):
             "renorm_momentum": self.renorm_momentum,
             "batch_of_one": self.batch_of_one,
             **super().get_config(),
+            # (written only when set until the Keras mapping lists it among the shared arguments)
+            **({"synchronized": True} if self.synchronized else {}),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import numbers
 import sys
 from typing import Any, Sequence
@@ -46,6 +47,24 @@ from .training import BatchIterator, run_epochs, split_validation
 __all__ = ["BaseModel"]
 
 
+def _distributed(method):
+    """A model call that, under ``compile(distribute=DataParallel())`` on several ranks, ends the job on an error.
+
+    See :meth:`normlab.distributed.DataParallel.guard`: another rank may be
+    waiting in a collective for this one. Without a strategy: the call itself.
+    """
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        dist = self._dist
+        if dist is None:
+            return method(self, *args, **kwargs)
+        with dist.guard(f"{type(self).__name__}.{method.__name__}"):
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class BaseModel:
     """Training, evaluation, prediction and weights for any model structure."""
 
@@ -64,6 +83,8 @@ class BaseModel:
         self._flat_binding = None  # (optimizer, its binding) that the layers' arrays are views of
         self._step_loss = None  # the loss of the last training step, once computed
         self._constrained: list = []
+        self.distribute = None
+        self._dist = None  # the strategy the calls go through: DataParallel on several ranks, else None
 
     @property
     def _output_layer(self) -> Layer:
@@ -151,7 +172,7 @@ class BaseModel:
             raise
 
     # ------------------------------------------------------------ compiling
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, distribute=None) -> None:
         """Configure training.
 
         Parameters
@@ -163,8 +184,14 @@ class BaseModel:
             ``"sparse_categorical_crossentropy"`` or an instance.
         metrics : list, optional
             Names (``"accuracy"`` resolves from the loss) or Metric instances.
+        distribute : normlab.distributed.DataParallel, optional
+            Train on the ranks of an MPI job (``mpiexec -n N``): each takes its
+            rows of every global batch, gradients are averaged with one
+            allreduce per step. In one process it changes nothing. See
+            :mod:`normlab.distributed`.
         """
         from .. import optimizers as _optimizers
+        from ..distributed.strategy import configure_model
 
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             raise TypeError(f"{type(self).__name__}.compile: 'metrics' must be a list of metric names or Metric "
@@ -172,6 +199,8 @@ class BaseModel:
         opt = _optimizers.get(optimizer)
         loss_obj = _losses.get(loss)
         ms = [_metrics.get(m, loss_obj) for m in (metrics or [])]
+        dist = configure_model(self, distribute)
+        self.distribute, self._dist = distribute, dist
         self.optimizer, self.loss, self.metrics = opt, loss_obj, ms
         self._metric_ids = list(metrics or [])
         self.compiled = True
@@ -195,7 +224,9 @@ class BaseModel:
             )
             self._flatten_parameters()
             program, output = self._program()
-            self._executor = Executor(program, output, fuse=self._fuse_layers)
+            # synchronized batch normalization on several ranks runs its own passes (not the fused pair's)
+            self._executor = Executor(program, output,
+                                      fuse=self._fuse_layers and (self._dist is None or self._dist.fuse_ok(self)))
             self._regularized = self._regularized_layers()
             # weight constraints (Keras: applied after the optimizer's update); most models have none
             self._constrained = [layer for layer in self.layers if layer._constraints]
@@ -323,8 +354,19 @@ class BaseModel:
 
         Returns ``(loss, output)``. It changes the layers' state (moving
         statistics, generators) as a step does: :meth:`_train_step` and
-        :meth:`compute_gradients` give that back when they must.
+        :meth:`compute_gradients` give that back when they must. Under a
+        distribution strategy the gradients are summed over the ranks
+        before the penalties' gradients are added.
         """
+        dist = self._dist
+        value, out = self._backprop(x, y, sample_weight) if dist is None else \
+            dist.backprop(self, x, y, sample_weight)
+        for layer in self._regularized:
+            layer.add_regularization_grads()
+        return value, out
+
+    def _backprop(self, x, y, sample_weight=None, grad_scale: float = 1.0) -> tuple[float, np.ndarray]:
+        """Forward, loss with penalties, backward of the loss (times ``grad_scale``) into ``grads``; no penalty gradients."""
         ex = self._executor
         if self._sparse_head and y.dtype == np.intp and sample_weight is None:
             last = self._output_layer
@@ -343,10 +385,10 @@ class BaseModel:
         if regularized:
             value += self._regularization_loss(regularized)
         self._step_loss = value  # for the trainer, should the optimizer refuse a non-finite step
+        if grad_scale != 1.0:  # this rank's share of the global batch's loss
+            grad = grad * grad_scale
         self._reset_grads()
         ex.backward(grad, fused)
-        for layer in regularized:
-            layer.add_regularization_grads()
         return value, out
 
     def _train_step(self, x: np.ndarray, y: np.ndarray, sample_weight=None) -> tuple[float, np.ndarray]:
@@ -460,6 +502,7 @@ class BaseModel:
         return x, y
 
     # -------------------------------------------------------------- training
+    @_distributed
     def fit(
         self,
         x=None,
@@ -712,6 +755,7 @@ class BaseModel:
                 raise TypeError(f"{owner}: 'callbacks' must hold Callback instances, got {c!r}.")
         return list(callbacks)
 
+    @_distributed
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
         """One optimizer step on ``(x, y)``; returns the loss (and metrics on this batch)."""
         who = "train_on_batch"
@@ -727,6 +771,9 @@ class BaseModel:
             w = None if sample_weight is None and class_weight is None else \
                 self._sample_weights(y, sample_weight, class_weight, owner, len(x))
             self._prepare_training()
+            if self._dist is not None:  # the global batch, split over the ranks
+                res = self._dist.train_on_batch(self, x, y, w)
+                return res if return_dict else (res["loss"] if len(res) == 1 else list(res.values()))
             value, out = self._train_step(x, y, w)
         return self._batch_result(value, y, out, return_dict, w)
 
@@ -753,6 +800,11 @@ class BaseModel:
 
     # ------------------------------------------------------------ inference
     def _predict_arrays(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        if self._dist is not None:  # each rank its part, gathered in order
+            return self._dist.predict_arrays(self, x, batch_size)
+        return self._predict_local(x, batch_size)
+
+    def _predict_local(self, x: np.ndarray, batch_size: int) -> np.ndarray:
         outs = [self._forward(x[i : i + batch_size], False) for i in range(0, len(x), batch_size)]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
@@ -768,6 +820,8 @@ class BaseModel:
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
     def _evaluate_arrays(self, x, y, batch_size, sample_weight=None, callbacks=None) -> dict:
+        if self._dist is not None:  # each rank its part, the sums over all ranks
+            return self._dist.evaluate_arrays(self, x, y, batch_size, sample_weight, callbacks)
         if callbacks is None or not callbacks.callbacks:
             # one pass over all outputs: the loss of the whole set at once
             out = self._predict_arrays(x, batch_size)
@@ -794,6 +848,7 @@ class BaseModel:
         """:meth:`_all_or_nothing` while the model is not built (an inference call may build it), else nothing."""
         return contextlib.nullcontext() if self.built else self._all_or_nothing()
 
+    @_distributed
     def evaluate(self, x=None, y=None, batch_size: int | None = 32, verbose: Any = "auto", sample_weight=None,
                  steps: int | None = None, callbacks=None, return_dict: bool = False):
         """Loss (with penalties) and metrics on ``(x, y)`` in inference mode (Keras 3's arguments and order).
@@ -823,12 +878,13 @@ class BaseModel:
                 cb.on_test_begin()
                 res = self._evaluate_arrays(x, y, batch_size, w, cb)
             cb.on_test_end(res)
-        if verbose:
+        if verbose and (self._dist is None or self._dist.is_chief):
             print(" - ".join(f"{k}: {v:.4f}" for k, v in res.items()), file=sys.stdout)
         if return_dict:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
 
+    @_distributed
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
         """Loss and metrics on one batch in inference mode."""
         who = "test_on_batch"
@@ -843,6 +899,7 @@ class BaseModel:
             return res
         return res["loss"] if len(res) == 1 else list(res.values())
 
+    @_distributed
     def predict(self, x, batch_size: int | None = 32, verbose: Any = "auto", steps: int | None = None,
                 callbacks=None) -> np.ndarray:
         """Outputs for ``x`` in inference mode, computed in batches (thread-safe).

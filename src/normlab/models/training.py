@@ -72,15 +72,26 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
     ``global_norm`` (the mean over the epoch's steps of the global gradient
     norm before clipping), the ``val_`` entries and ``learning_rate`` (the
     rate of the next step). Returns the last logs.
+
+    Under :class:`normlab.distributed.DataParallel` on several ranks, rank
+    0's state is broadcast first (after ``on_train_begin``, so that a
+    restored backup reaches every rank), each rank steps on its rows of the
+    global batches, and the logs are summed over the ranks before the
+    callbacks see them; whether to stop is agreed on by all ranks.
     """
     optimizer = model.optimizer
     metrics = model.metrics
     logs: dict = {}
+    dist = getattr(model, "_dist", None)
+    if dist is not None:
+        data, initial_epoch = dist.begin_fit(model, data, initial_epoch)
     # steps of the first epoch already taken before an interruption (BackupAndRestore): their
     # batches are drawn and passed over, so the rest of the epoch sees the batches it would have
     skip = int(getattr(model, "_initial_step", 0) or 0)
     try:
         for epoch in range(initial_epoch, epochs):
+            if dist is not None and epoch != initial_epoch:
+                dist.sync_generators(model)  # a run is a function of rank 0's state at every epoch start
             callbacks.on_epoch_begin(epoch)
             for m in metrics:
                 m.reset_state()
@@ -117,9 +128,14 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                     norm_count += 1
                 for m in metrics:
                     m.update_state(yb, out, wb)
-                logs = {"loss": loss_sum / seen}
-                logs.update({m.name: m.result() for m in metrics})
+                if dist is None:
+                    logs = {"loss": loss_sum / seen}
+                    logs.update({m.name: m.result() for m in metrics})
+                else:
+                    logs = dist.reduce_logs(loss_sum, seen, metrics)
                 callbacks.on_train_batch_end(step, logs)
+                if dist is not None:
+                    model.stop_training = dist.any(model.stop_training)
                 if model.stop_training:
                     break
             if hasattr(batches, "close"):
@@ -139,6 +155,8 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
             if lr is not None:
                 logs["learning_rate"] = float(lr)
             callbacks.on_epoch_end(epoch, logs)
+            if dist is not None:
+                model.stop_training = dist.any(model.stop_training)
             if model.stop_training or data.stopped:
                 break
     finally:

@@ -1,0 +1,136 @@
+"""The collectives data-parallel training needs, each bounded in time.
+
+MPI's collectives wait forever for a rank that never arrives (one that
+raised elsewhere, or stopped). Every collective here is started
+non-blocking and waited on with a deadline: a rank that waits longer than
+``timeout`` seconds prints where it waited and ends the job with
+``MPI_Abort``. :meth:`Communicator.abort` is also how an exception on one
+rank ends every rank (see :meth:`normlab.distributed.DataParallel.guard`).
+
+The time spent inside the gradient allreduce is counted
+(``allreduce_seconds``, ``allreduce_calls``) for the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["Communicator", "load_mpi"]
+
+_INSTALL = 'pip install "normlab[distributed]" mpich'
+
+
+def load_mpi():
+    """``mpi4py.MPI``, or an ImportError saying how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"normlab.distributed needs mpi4py and an MPI library; install both with: {_INSTALL}"
+        ) from exc
+    return MPI
+
+
+class Communicator:
+    """An MPI communicator whose collectives end the job instead of hanging.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+    timeout : float or None
+        Seconds a rank may wait in one collective; None waits forever.
+    """
+
+    def __init__(self, comm, timeout: float | None):
+        self.MPI = load_mpi()
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.timeout = timeout
+        self.allreduce_seconds = 0.0
+        self.allreduce_calls = 0
+        self.where = "setup"  # what the job is doing, for a timeout's message
+
+    # ----------------------------------------------------------- waiting
+    def _wait(self, req, what: str) -> None:
+        if req.Test():
+            return
+        start = time.monotonic()
+        deadline = None if self.timeout is None else start + self.timeout
+        spins = 0
+        while not req.Test():
+            spins += 1
+            # spin first (a collective of a balanced step completes within microseconds), then yield the core
+            if spins > 2000:
+                time.sleep(0 if spins < 20000 else 1e-4)
+            if deadline is not None and spins % 64 == 0 and time.monotonic() > deadline:
+                self.abort(
+                    f"normlab.distributed: rank {self.rank} of {self.size} waited {self.timeout:g} s in "
+                    f"{what} ({self.where}) for the other ranks; one of them has stopped or is doing something "
+                    f"else. Ending the job."
+                )
+
+    def abort(self, message: str, code: int = 1) -> None:
+        """Print ``message`` on stderr and end every rank of the job."""
+        try:
+            sys.stdout.flush()
+            sys.stderr.write(message.rstrip("\n") + "\n")
+            sys.stderr.flush()
+        finally:
+            self.comm.Abort(code)
+
+    # ------------------------------------------------------- collectives
+    def allreduce_(self, buf: np.ndarray, what: str = "an allreduce") -> np.ndarray:
+        """Sum ``buf`` (contiguous) over the ranks, in place."""
+        req = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self._wait(req, what)
+        return buf
+
+    def allreduce_timed_(self, buf: np.ndarray, what: str) -> np.ndarray:
+        t = time.perf_counter()
+        self.allreduce_(buf, what)
+        self.allreduce_seconds += time.perf_counter() - t
+        self.allreduce_calls += 1
+        return buf
+
+    def allgather(self, local: np.ndarray, what: str = "an allgather") -> np.ndarray:
+        """Every rank's ``local`` (same shape everywhere), stacked in rank order: shape ``(size,) + local.shape``."""
+        local = np.ascontiguousarray(local)
+        out = np.empty((self.size,) + local.shape, local.dtype)
+        req = self.comm.Iallgather(local, out)
+        self._wait(req, what)
+        return out
+
+    def allgatherv(self, local: np.ndarray, counts: list[int], what: str = "a gather of outputs") -> np.ndarray:
+        """Rows of every rank (``counts[r]`` rows from rank ``r``), concatenated in rank order on every rank."""
+        local = np.ascontiguousarray(local)
+        row = int(np.prod(local.shape[1:], dtype=np.int64))
+        out = np.empty((sum(counts),) + local.shape[1:], local.dtype)
+        sizes = [c * row for c in counts]
+        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+        mpi_type = self.MPI._typedict[local.dtype.char]
+        req = self.comm.Iallgatherv([local, sizes[self.rank], mpi_type], [out, (sizes, displs), mpi_type])
+        self._wait(req, what)
+        return out
+
+    def bcast_(self, buf: np.ndarray, what: str = "a broadcast", root: int = 0) -> np.ndarray:
+        """Rank ``root``'s ``buf`` into every rank's ``buf`` (contiguous), in place."""
+        req = self.comm.Ibcast(buf, root=root)
+        self._wait(req, what)
+        return buf
+
+    def bcast_json(self, value, what: str = "a broadcast", root: int = 0):
+        """Rank ``root``'s JSON-serializable ``value`` on every rank (no pickle between ranks)."""
+        data = json.dumps(value).encode() if self.rank == root else b""
+        n = self.bcast_(np.array([len(data)], np.int64), what, root)
+        buf = np.frombuffer(data, np.uint8).copy() if self.rank == root else np.empty(int(n[0]), np.uint8)
+        self.bcast_(buf, what, root)
+        return json.loads(buf.tobytes().decode())
+
+    def any(self, flag: bool, what: str = "an agreement") -> bool:
+        """True on every rank when ``flag`` is true on some rank."""
+        return bool(self.allreduce_(np.array([1.0 if flag else 0.0]), what)[0] > 0)
