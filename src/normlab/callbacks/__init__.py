@@ -2,6 +2,7 @@
 
 from .backup import BackupAndRestore
 from .base import Callback, CallbackList, History, registry
+from .batchnorm import RecomputeBatchNormStatistics
 from .diagnostics import TrainingDiagnostics
 from .early_stopping import EarlyStopping, train_on_all_data
 from .lr import LearningRateScheduler, ReduceLROnPlateau
@@ -23,6 +24,7 @@ __all__ = [
     "TrainingDiagnostics",
     "LearningRateScheduler",
     "ReduceLROnPlateau",
+    "RecomputeBatchNormStatistics",
     "get",
 ]
 

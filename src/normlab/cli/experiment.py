@@ -63,10 +63,12 @@ def _for_cli(doc: str, module: str) -> str:
 
 
 def add_parser(sub) -> None:
-    from ..experiments import bn_paper, mnist1d, regularization
+    from ..experiments import bn_paper, mnist1d, moving_stats, normprop, optimizers, regularization
 
     p = add_command(
-        sub, "experiment", help="run a reproducible experiment (bn-paper, regularization, mnist1d)", description=__doc__
+        sub, "experiment",
+        help="run a reproducible experiment (bn-paper, regularization, mnist1d, normprop, optimizers, moving-stats)",
+        description=__doc__,
     )
     esub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
     p.set_defaults(func=lambda args: _no_experiment(p))
@@ -120,6 +122,43 @@ def add_parser(sub) -> None:
     m.add_argument("--seeds", type=positive_int, default=3, metavar="N",
                    help="train each network with N seeds (--seed, --seed + 1, ...) and report mean and std (default 3)")
     m.set_defaults(func=_mnist1d)
+
+    n = add_command(
+        esub,
+        "normprop",
+        help="normalization propagation beside BN, weight normalization and SELU on digits (accuracy, cost per step)",
+        description=_for_cli(normprop.__doc__, "normlab.experiments.normprop"),
+    )
+    _common(n, 3000, "SGD steps per network")
+    n.add_argument("--eval-every", type=positive_int, default=100, metavar="N",
+                   help="steps between test evaluations, and the length of a timing round (default 100)")
+    n.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
+    n.add_argument("--batch-size", type=positive_int, default=32, help="mini-batch size (default 32)")
+    n.add_argument("--models", nargs="+", choices=normprop.MODELS, default=list(normprop.MODELS),
+                   help="which networks to train (default: all five)")
+    n.set_defaults(func=_normprop)
+
+    o = add_command(
+        esub,
+        "optimizers",
+        help="every optimizer on an ill-conditioned quadratic, Rosenbrock and a saddle; learning-rate schedules",
+        description=_for_cli(optimizers.__doc__, "normlab.experiments.optimizers"),
+    )
+    _common(o, 500, "steps per optimizer and learning rate")
+    o.add_argument("--optimizers", nargs="+", choices=optimizers.OPTIMIZERS, default=list(optimizers.OPTIMIZERS),
+                   help="which optimizers to run (default: all)")
+    o.set_defaults(func=_optimizers)
+
+    s = add_command(
+        esub,
+        "moving-stats",
+        help="batch norm's moving averages vs recomputed statistics after short runs, for several momenta",
+        description=_for_cli(moving_stats.__doc__, "normlab.experiments.moving_stats"),
+    )
+    _common(s, 2400, "the longest run, in steps (checkpoints at 1, 3, 10, 30 and 100 %% of it)")
+    s.add_argument("--momenta", nargs="+", type=float, default=list(moving_stats.MOMENTA), metavar="M",
+                   help="BN momenta to compare (default: 0.9 0.95 0.99 0.999)")
+    s.set_defaults(func=_moving_stats)
 
 
 def _no_experiment(parser) -> int:
@@ -222,4 +261,43 @@ def _mnist1d(args) -> int:
         _check_batch_size(args, _preflight(args, mnist1d.run, "mnist1d", steps=2, eval_every=1, n_seeds=1, **common))
         mnist1d.run(steps=args.steps, n_seeds=args.seeds, out_dir=args.out, plots=not args.no_plots, print_fn=say,
                     **common)
+    return 0
+
+
+def _normprop(args) -> int:
+    from ..experiments import normprop
+
+    _check_before_running(args)
+    with _threads(args):
+        common = dict(batch_size=args.batch_size, learning_rate=args.lr, models=tuple(args.models), seed=args.seed)
+        _preflight(args, normprop.run, "normprop", steps=2, eval_every=1, **common)
+        normprop.run(steps=args.steps, eval_every=args.eval_every, out_dir=args.out, plots=not args.no_plots,
+                     print_fn=say, **common)
+    return 0
+
+
+def _optimizers(args) -> int:
+    from ..experiments import optimizers
+
+    _check_before_running(args)
+    with _threads(args):
+        optimizers.run(steps=args.steps, optimizers=tuple(args.optimizers), out_dir=args.out,
+                       plots=not args.no_plots, seed=args.seed, print_fn=say)
+    return 0
+
+
+def _checkpoints(steps: int) -> tuple:
+    return tuple(sorted({max(1, round(steps * f)) for f in (0.01, 0.03, 0.1, 0.3, 1.0)}))
+
+
+def _moving_stats(args) -> int:
+    from ..experiments import moving_stats
+
+    bad = [m for m in args.momenta if not 0 <= m <= 1]
+    if bad:
+        args.command_parser.error(f"argument --momenta: {bad[0]} is not in [0, 1]")
+    _check_before_running(args)
+    with _threads(args):
+        moving_stats.run(_checkpoints(args.steps), momenta=tuple(args.momenta), out_dir=args.out,
+                         plots=not args.no_plots, seed=args.seed, print_fn=say)
     return 0

@@ -38,17 +38,18 @@ singular values of ``J`` are about ``sqrt(1 / (1 - 1/pi)) ~ 1.21``: each layer
 would amplify the backward signal by 1.21. The paper initializes
 ``gamma = 1/1.21`` to bring them back to 1; :data:`GAMMA_INIT` is that value.
 
-Backward. With ``dz = do * [z > 0] / c`` (``dz = do`` when linear),
-``w_hat = W / ||W||`` and per unit ``i`` (sums over the batch)::
+Backward. ``gamma_i u_i = x . w_i`` with the effective kernel
+``w_i = gamma_i w_hat_i``, ``w_hat_i = W_i / ||W_i||``: the layer is a dense
+layer whose kernel is weight-normalized with length ``g = gamma``
+(:mod:`normlab.kernels.weightnorm`). With ``dz = do * [z > 0] / c``
+(``dz = do`` when linear) and sums over the batch::
 
-    dgamma_i = sum_n dz_ni u_ni          dbeta_i = sum_n dz_ni
-    du       = dz * gamma                dx      = du W_hat^T
-    dW_hat   = x^T du                    dW_i    = (dW_hat_i - w_hat_i (w_hat_i . dW_hat_i)) / ||W_i||
+    dx       = dz w^T                    dbeta_i  = sum_n dz_ni
+    dw       = x^T dz                    dgamma_i = sum_n dz_ni u_ni = w_hat_i . dw_i
+    dW_i     = (gamma_i / ||W_i||) (dw_i - w_hat_i dgamma_i)
 
-(the last is the unit-norm projection of weight normalization,
-:mod:`normlab.kernels.weightnorm`, with ``g = 1``: the gradient is
-orthogonal to ``W_i``, so a step never changes the row's norm to first
-order). The same formulas hold at inference: NormProp has no
+``dW_i`` is orthogonal to ``W_i``: a step never changes the row's norm to
+first order. The same formulas hold at inference: NormProp has no
 training/inference difference and works with a batch of one.
 """
 
@@ -89,9 +90,9 @@ class NormPropCache(NamedTuple):
     w_hat: np.ndarray  # (n_in, units), unit-norm columns
     inv_norm: np.ndarray  # (1, units): 1 / ||W_i||
     gamma: np.ndarray  # (units,)
-    u: np.ndarray  # x . w_hat, shape (..., units)
-    z: np.ndarray  # gamma u + beta
-    relu: bool
+    w: np.ndarray  # (gamma / c) w_hat: the effective kernel (c = RELU_STD, or 1 when linear)
+    z: np.ndarray  # x . w + beta / c = (gamma u + beta) / c
+    c: float
 
 
 def normprop_forward(
@@ -100,24 +101,26 @@ def normprop_forward(
     """Equation (1) (``relu=True``) or its linear form; returns ``(o, cache)``.
 
     ``x`` has shape ``(..., n_in)``, ``kernel`` ``(n_in, units)``; ``beta``
-    may be ``None`` (no shift). A column of zeros in ``kernel`` gives
-    ``inf``/``nan``, as a zero vector has no direction.
+    may be ``None`` (no shift). Since ``ReLU(t) / c = ReLU(t / c)`` for
+    ``c > 0``, the scale ``gamma_i / c`` goes on the small kernel, not on the
+    batch: ``o = ReLU(x . w + beta / c) - RELU_MEAN / c`` with
+    ``w_i = (gamma_i / c) W_i / ||W_i||``. A column of zeros in ``kernel``
+    gives ``inf``/``nan``, as a zero vector has no direction.
     """
-    acc = np.float64 if kernel.dtype.itemsize < 8 else None
-    sq = np.sum(np.square(kernel), axis=0, keepdims=True, dtype=acc)
-    inv_norm = (1.0 / np.sqrt(sq)).astype(kernel.dtype, copy=False)
+    c = RELU_STD if relu else 1.0
+    dt = kernel.dtype
+    inv_norm = 1.0 / np.sqrt(np.einsum("ij,ij->j", kernel, kernel)[None, :])
     w_hat = kernel * inv_norm
-    u = x @ w_hat
-    z = u * gamma
+    w = w_hat * (gamma * np.asarray(1.0 / c, dtype=dt))
+    z = x @ w
     if beta is not None:
-        z += beta
+        z += beta * np.asarray(1.0 / c, dtype=dt)
     if relu:
         o = np.maximum(z, 0)
-        o -= np.asarray(RELU_MEAN, dtype=o.dtype)
-        o *= np.asarray(1.0 / RELU_STD, dtype=o.dtype)
+        o -= np.asarray(RELU_MEAN / c, dtype=o.dtype)
     else:
         o = z
-    return o, NormPropCache(x, w_hat, inv_norm, gamma, u, z, relu)
+    return o, NormPropCache(x, w_hat, inv_norm, gamma, w, z, c)
 
 
 def normprop_backward(
@@ -128,23 +131,21 @@ def normprop_backward(
     ``dx`` is ``None`` when ``need_dx`` is false; ``grads`` is empty when
     ``need_param_grads`` is false.
     """
-    c = cache
-    if c.relu:
-        dz = do * (c.z > 0)
-        dz *= np.asarray(1.0 / RELU_STD, dtype=dz.dtype)
-    else:
-        dz = do
-    du = dz * c.gamma
-    dx = du @ c.w_hat.T if need_dx else None
+    k = cache
+    dz = do * (k.z > 0) if k.c != 1.0 else do  # dL/d(x . w): the 1/c is in w
+    dx = dz @ k.w.T if need_dx else None
     grads: dict[str, np.ndarray] = {}
     if need_param_grads:
-        n_in, units = c.w_hat.shape
-        dz2, u2 = dz.reshape(-1, units), c.u.reshape(-1, units)
-        dw_hat = c.x.reshape(-1, n_in).T @ du.reshape(-1, units)
-        dot = np.sum(dw_hat * c.w_hat, axis=0, keepdims=True)
-        grads["kernel"] = (dw_hat - c.w_hat * dot) * c.inv_norm
-        grads["gamma"] = np.sum(dz2 * u2, axis=0)
-        grads["beta"] = dz2.sum(axis=0)
+        n_in, units = k.w_hat.shape
+        dz2 = dz.reshape(-1, units)
+        inv_c = np.asarray(1.0 / k.c, dtype=k.w.dtype)
+        dw = k.x.reshape(-1, n_in).T @ dz2  # dL/dw times c: dL/d(gamma w_hat) = dw / c
+        dot = np.einsum("ij,ij->j", dw, k.w_hat)[None, :]
+        dw -= k.w_hat * dot
+        dw *= (k.gamma * inv_c) * k.inv_norm
+        grads["kernel"] = dw
+        grads["gamma"] = dot.reshape(units) * inv_c
+        grads["beta"] = dz2.sum(axis=0) * inv_c
     return dx, grads
 
 
