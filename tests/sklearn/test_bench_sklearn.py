@@ -1,0 +1,32 @@
+"""Smoke test of benchmarks/bench_sklearn.py: structure only, tiny sizes, no timing assertions."""
+
+import math
+import os
+import sys
+
+import pytest
+
+pytest.importorskip("sklearn")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import bench_sklearn  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def test_small_and_large_rows_and_table():
+    small = bench_sklearn.bench_small(names=("wine", "diabetes"), folds=2, max_iter=2)
+    assert {(r["dataset"], r["library"]) for r in small} == {
+        (d, lib) for d in ("wine", "diabetes") for lib in ("scikit-learn", "normlab")}
+    for r in small:
+        assert len(r["scores"]) == 2 and all(math.isfinite(s) for s in r["scores"])
+        assert r["epochs_mean"] == 2 and r["fit_s_mean"] > 0
+    large = bench_sklearn.bench_large(n_train=600, n_test=200, n_features=8, epochs=1, repeats=1)
+    assert [r["variant"] for r in large][0] == "scikit-learn (float64)"
+    assert all(r["epochs"] == 1 and 0 <= r["accuracy"] <= 1 and r["speedup_vs_sklearn"] > 0 for r in large)
+    meta = {"large": dict(n_train=600, n_test=200, n_features=8, epochs=1, repeats=1)}
+    table = bench_sklearn.format_markdown(small, large, meta)
+    assert "| wine | accuracy |" in table and "| diabetes | R^2 |" in table and "sklearn time / this" in table
