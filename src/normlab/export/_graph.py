@@ -89,6 +89,16 @@ class GraphBuilder:
         self.folds: dict = {}
 
     @property
+    def epsilon_attributes(self) -> bool:
+        """True when an operator's ``epsilon`` attribute (a float32) is exact enough for the graph's dtype.
+
+        In a float64 graph the normalization operators would add float32's
+        ``1e-3`` (``1.00000005e-3``), off by 1e-10 of the output; there the
+        converters write their decompositions, with float64 constants.
+        """
+        return self.dtype.itemsize <= 4
+
+    @property
     def stash_type(self) -> int:
         """The statistics' type for the fused normalization operators: the graph's (float32 is their default)."""
         from onnx import helper

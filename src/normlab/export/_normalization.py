@@ -18,6 +18,9 @@ InstanceNormalization      ``InstanceNormalization`` (spatial inputs; else as Gr
 UnitNormalization          ``x * 1 / sqrt(max(sum(x^2), 1e-12))``
 =========================  ===========================================================================
 
+In a float64 graph every one of them is written as its decomposition: the
+operators' ``epsilon`` attribute is a float32 (``GraphBuilder.epsilon_attributes``).
+
 Decompositions compute the biased variance from centered values (two
 passes), as normlab does, never ``E[x^2] - E[x]^2``. That is also why ONNX's
 own ``GroupNormalization`` (opset 21) is not used: onnxruntime 1.32's CPU
@@ -51,7 +54,7 @@ def _batchnorm(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
     mean, var = b["moving_mean"], b["moving_variance"]
     name = layer.name
     axes = layer._feature_axes
-    if len(axes) == 1:
+    if len(axes) == 1 and g.epsilon_attributes:
         x = g.channel_at_1(x, axes[0])
         c = mean.size
         args = [
@@ -62,7 +65,7 @@ def _batchnorm(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
             g.const(f"{name}/moving_variance", var),
         ]
         return x._replace(name=g.node("BatchNormalization", args, name, epsilon=float(layer.epsilon)))
-    # features on several axes: the centered affine form of normlab's inference kernel
+    # features on several axes, or float64: the centered affine form of normlab's inference kernel
     scale = (1.0 if gamma is None else gamma.astype(np.float64)) / np.sqrt(var.astype(np.float64) + layer.epsilon)
     shape = layer._bshape
     centered = g.node("Sub", [x.name, g.const(f"{name}/moving_mean", g.physical_constant(x, mean.reshape(shape)))],
@@ -120,7 +123,8 @@ def _layernorm(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
     (x,) = inputs
     axes, name, eps = layer._checked_axes, layer.name, float(layer.epsilon)
     k = len(axes)
-    op_fits = not layer.rms_scaling and g.opset >= 17 and axes == tuple(range(x.ndim - k, x.ndim))
+    op_fits = (not layer.rms_scaling and g.opset >= 17 and g.epsilon_attributes
+               and axes == tuple(range(x.ndim - k, x.ndim)))
     if op_fits:
         if not _trailing(x, axes):
             x = g.logical(x)
@@ -141,7 +145,7 @@ def _rmsnorm(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
     (x,) = inputs
     axes, name, eps = layer._checked_axes, layer.name, float(layer.epsilon)
     k = len(axes)
-    if g.opset >= 23 and axes == tuple(range(x.ndim - k, x.ndim)):
+    if g.opset >= 23 and g.epsilon_attributes and axes == tuple(range(x.ndim - k, x.ndim)):
         if not _trailing(x, axes):
             x = g.logical(x)
         scale = _trailing_parameter(g, x, layer, "gamma", k, name)
@@ -160,7 +164,7 @@ def _groupnorm(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
     x = g.channel_at_1(x, axis)
     c = x.shape[axis]
     gamma, beta = layer.params.get("gamma"), layer.params.get("beta")
-    if x.ndim >= 3 and groups == c:
+    if x.ndim >= 3 and groups == c and g.epsilon_attributes:
         args = [x.name, g.const(f"{name}/gamma", np.ones(c) if gamma is None else gamma),
                 g.const(f"{name}/beta", np.zeros(c) if beta is None else beta)]
         return x._replace(name=g.node("InstanceNormalization", args, name, epsilon=eps))
