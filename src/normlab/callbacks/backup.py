@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 
+from ..distributed import is_chief
 from .._validation import Boolean, Interval, InvalidParameterError, Options, validate_params
 from .base import Callback
 
@@ -171,6 +172,8 @@ class BackupAndRestore(Callback):
     def _backup(self, epoch: int, step: int) -> None:
         from ..models.saving import save_model
 
+        if not is_chief(self.model):  # a data-parallel run: rank 0 backs up (the ranks' models are the same)
+            return
         if not self._finite_state():
             warnings.warn(
                 f"{type(self).__name__}: the model holds NaN or inf at epoch {epoch}, step {step}; not backed "
@@ -215,7 +218,7 @@ class BackupAndRestore(Callback):
             self._backup(epoch + 1, 0)
 
     def on_train_end(self, logs=None):
-        if not self.delete_checkpoint:
+        if not self.delete_checkpoint or not is_chief(self.model):
             return
         state = self._read_state()
         if state is None:
@@ -232,6 +235,8 @@ class BackupAndRestore(Callback):
     # --------------------------------------------------------------- restore
     def on_train_begin(self, logs=None):
         self._since_backup = 0
+        if not is_chief(self.model):
+            return  # a data-parallel run: rank 0 restores, and fit broadcasts its state to every rank
         state = self._read_state()
         if state is None:
             return

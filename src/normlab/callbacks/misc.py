@@ -12,6 +12,7 @@ import string
 import sys
 
 from .._validation import Boolean, _Constraint, Callable, Interval, NoneOk, Options, validate_params
+from ..distributed import is_chief
 from .base import Callback
 from .early_stopping import monitored_value, resolve_mode
 
@@ -225,6 +226,9 @@ class ModelCheckpoint(Callback):
         if batch is not None:
             fields["batch"] = batch + 1
         path = self.filepath.format(**fields)
+        if not is_chief(self.model):  # a data-parallel run: rank 0 writes (every rank keeps the same 'best')
+            self.last_saved = path
+            return
         folder = os.path.dirname(path)
         if folder and self._fields:
             os.makedirs(folder, exist_ok=True)
@@ -294,7 +298,8 @@ class TerminateOnNaN(Callback):
             if self.raise_error:
                 raise RuntimeError(f"TerminateOnNaN: the loss is {loss} at batch {batch}; training stops here "
                                    "(raise_error=True).")
-            print(f"Batch {batch}: invalid loss {loss}, terminating training", file=sys.stderr)
+            if is_chief(self.model):
+                print(f"Batch {batch}: invalid loss {loss}, terminating training", file=sys.stderr)
             self.model.stop_training = True
 
     def get_config(self):
@@ -376,6 +381,8 @@ class CSVLogger(Callback):
         self._sep = self.separator
         self._keys = None
         self._has_header = False
+        if not is_chief(self.model):  # a data-parallel run: rank 0 writes the file
+            return
         if os.path.isdir(self.filename):
             raise _is_a_folder(type(self).__name__, "filename", self.filename)
         folder = os.path.dirname(self.filename)
@@ -407,6 +414,8 @@ class CSVLogger(Callback):
         self._keys = self._keys + new_keys
 
     def on_epoch_end(self, epoch, logs=None):
+        if not is_chief(self.model):
+            return
         logs = logs or {}
         if self._keys is None:
             self._keys = sorted(logs)

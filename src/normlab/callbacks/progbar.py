@@ -15,6 +15,7 @@ import sys
 import time
 
 from .._validation import InvalidParameterError, NoneOk, Options, _Constraint, validate_params
+from ..distributed import is_chief
 from .base import Callback
 
 __all__ = ["ProgbarLogger", "format_logs", "interactive", "resolve_verbose"]
@@ -111,7 +112,8 @@ class ProgbarLogger(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
         stream = self._stream()
-        if self.verbose == 1 and interactive(stream):
+        # in a data-parallel run only rank 0 shows progress (every rank sees the same logs)
+        if self.verbose == 1 and interactive(stream) and is_chief(self.model):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
@@ -141,7 +143,8 @@ class ProgbarLogger(Callback):
         line = f"Epoch {epoch + 1}/{self.params.get('epochs')} - {seconds:.1f} s"
         if logs:
             line += " - " + format_logs(logs)
-        print(line, file=stream, flush=True)
+        if is_chief(self.model):
+            print(line, file=stream, flush=True)
 
     def on_train_end(self, logs=None):
         self._close_bar()

@@ -195,14 +195,27 @@ class DataParallel:
 
     def _reduced(self, loss_sum: float, seen: float, metrics, mean: bool = True) -> dict:
         """Logs from this rank's running sums: the loss (``loss_sum / seen`` over all ranks, or the sum
-        of ``loss_sum`` when not ``mean``) and every metric over all ranks' samples."""
-        buf = self._sum([loss_sum, seen] + [v for m in metrics for v in (m._total, m._count)])
+        of ``loss_sum`` when not ``mean``) and every metric over all ranks' samples.
+
+        A metric's state (its ``_state`` attributes: Keras's variables, a
+        weighted total and count) is additive over samples, so the sum of the
+        ranks' states is the state of one metric that saw every sample.
+        """
+        parts = [np.array([loss_sum, seen], np.float64)]
+        for m in metrics:
+            parts += [np.ravel(np.asarray(getattr(m, n), np.float64)) for n in _state_names(m)]
+        buf = self._sum(np.concatenate(parts))
         logs = {"loss": float(buf[0] / buf[1]) if buf[1] else math.nan}
         if not mean:
             logs["loss"] = float(buf[0])
-        for i, m in enumerate(metrics):
+        at = 2
+        for m in metrics:
             m = copy.copy(m)
-            m._total, m._count = float(buf[2 + 2 * i]), float(buf[3 + 2 * i])
+            for n in _state_names(m):
+                old = np.asarray(getattr(m, n))
+                value = buf[at : at + old.size].reshape(old.shape)
+                at += old.size
+                setattr(m, n, float(value) if old.ndim == 0 else value.astype(old.dtype))
             logs[m.name] = m.result()
         return logs
 
@@ -353,6 +366,10 @@ class DataParallel:
         local = model._predict_local(x[a:b], batch_size) if b > a else np.empty(shape, model.dtype)
         local = local.astype(model.dtype, copy=False)
         return self._comm.allgatherv(local, [hi - lo for lo, hi in counts], "the gather of the predictions")
+
+
+def _state_names(metric) -> tuple:
+    return getattr(metric, "_state", ("_total", "_count"))
 
 
 def configure_model(model, distribute):
