@@ -87,7 +87,7 @@ def test_string_binary_multiclass_and_multilabel_targets(iris):
     Xb, yb = load_breast_cancer(return_X_y=True)
     Xb = StandardScaler().fit_transform(Xb)
     b = small().fit(Xb, yb == 1)
-    assert b.n_outputs_ == 1 and b.model_.layers[-1].units == 1 and list(b.classes_) == [False, True]
+    assert b.n_outputs_ == 2 and b.model_.layers[-1].units == 2 and list(b.classes_) == [False, True]
     assert b.predict_proba(Xb).shape == (len(Xb), 2) and b.score(Xb, yb == 1) > 0.9
 
     Xm, Ym = make_multilabel_classification(200, 10, n_classes=4, random_state=0)
@@ -232,12 +232,20 @@ def _compiled_onehot():
     return model
 
 
+def _one_sigmoid():
+    return Sequential([layers.Dense(8, activation="relu"), layers.Dense(1, activation="sigmoid")])
+
+
 def test_keras_style_trains_a_compiled_model_as_compiled(iris):
     X, y = iris
     est = KerasStyleClassifier(_compiled_onehot, epochs=20, random_state=0).fit(X, y)
     assert type(est.model_.loss).__name__ == "CategoricalCrossentropy" and est.score(X, y) > 0.8
     with pytest.raises(ValueError, match="outputs"):
-        KerasStyleClassifier(_compiled_onehot, random_state=0).fit(X, y == 0)
+        KerasStyleClassifier(_compiled_onehot, random_state=0).fit(X[:, :2], np.arange(len(X)) % 4)
+    # one sigmoid unit for a binary target: binary cross-entropy, two-column predict_proba
+    one = KerasStyleClassifier(_one_sigmoid, epochs=20, learning_rate_init=0.01, random_state=0).fit(X, y == 0)
+    assert type(one.model_.loss).__name__ == "BinaryCrossentropy" and one.predict_proba(X).shape == (len(X), 2)
+    assert one.score(X, y == 0) > 0.9
     with pytest.raises(ValueError, match="'model' must be a function"):
         KerasStyleClassifier().fit(X, y)
     with pytest.raises(TypeError, match="model__"):

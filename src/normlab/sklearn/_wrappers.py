@@ -6,16 +6,16 @@ to it as ``<name>`` (so ``GridSearchCV`` can tune them:
 ``{"model__units": [32, 64]}``); if it takes a ``meta`` argument it gets a
 dict describing the data::
 
-    n_features_in_, n_outputs_, out_activation_   (the output a default head needs:
-                                                   n_outputs_ units, activation
-                                                   "logistic" -> sigmoid, "softmax", "identity" -> linear)
+    n_features_in_, n_outputs_, out_activation_   (the head the target needs: n_outputs_ units and
+                                                   a normlab activation, "softmax" for binary and
+                                                   multiclass, "sigmoid" for multilabel, "linear")
     classes_, n_classes_, target_type_            (classifiers; target_type_ as scikit-learn's type_of_target)
 
 A model returned compiled trains as compiled. Otherwise it is compiled with
 ``optimizer`` (and ``learning_rate_init``, ``clipnorm``, ``lr_schedule``)
-and ``loss``: by default binary cross-entropy for one sigmoid output or a
-multilabel target, sparse categorical cross-entropy for a softmax over the
-classes, the mean squared error for regression. A classifier whose model is
+and ``loss``: by default binary cross-entropy for one sigmoid output (a
+binary target may use one unit) or a multilabel target, sparse categorical
+cross-entropy for a softmax over the classes, the mean squared error for regression. A classifier whose model is
 compiled with ``categorical_crossentropy`` gets one-hot targets.
 
 Each ``fit`` trains ``epochs`` epochs (Keras's semantics; stop earlier with a
@@ -165,8 +165,7 @@ class KerasStyleClassifier(_KerasStyleMixin, ClassifierBase):
                    callbacks, random_state, verbose, warm_start, dtype, model__kwargs)
 
     def _check_output_units(self, units: int, meta: dict) -> None:
-        want = {meta["n_outputs_"], len(meta["classes_"])} if meta["_target_type_"] == "binary" \
-            else {meta["n_outputs_"]}
+        want = {1, 2} if meta["_target_type_"] == "binary" else {meta["n_outputs_"]}
         if units not in want:
             raise ValueError(f"{type(self).__name__}.fit: the model has {units} outputs; the target "
                              f"({meta['_target_type_']}, {len(meta['classes_'])} classes) needs "
