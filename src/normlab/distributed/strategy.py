@@ -95,6 +95,7 @@ class DataParallel:
         self._share = None  # this rank's share of the current global batch (set by the sharded data)
         self._depth = 0
         self._random_layers: list = []
+        self._plain_buffers = None  # the moving statistics averaged after each step (see backprop)
 
     @property
     def rank(self) -> int:
@@ -188,7 +189,33 @@ class DataParallel:
                 self._comm.allreduce_timed_(buf, "the allreduce of the gradients")
                 if buf is not g:
                     np.copyto(g, buf)
+        self._average_moving_statistics(model)
         return value, out
+
+    def _average_moving_statistics(self, model) -> None:
+        """The mean over the ranks of the moving statistics of batch normalization layers that are not synchronized.
+
+        Each rank's layer normalized its shard with the shard's statistics
+        and fed them to its moving averages; their mean is what one process
+        with ghost batches of the shards' size (``virtual_batch_size``) keeps,
+        and keeps every rank's model the same. A skipped step gives the old
+        values back (the layers' undo records).
+        """
+        if self._plain_buffers is None:
+            from ..layers.normalization import BatchNormalization
+
+            self._plain_buffers = [b for layer in _all_layers(model) if isinstance(layer, BatchNormalization)
+                                   and layer._sync is None and layer._trainable for b in layer.buffers.values()]
+        bufs = self._plain_buffers
+        if not bufs:
+            return
+        flat = np.concatenate([b.ravel() for b in bufs]).astype(np.float64)
+        self._comm.allreduce_(flat, "the average of the moving statistics")
+        flat /= self.size
+        at = 0
+        for b in bufs:
+            np.copyto(b, flat[at : at + b.size].reshape(b.shape), casting="unsafe")
+            at += b.size
 
     def _sum(self, values) -> np.ndarray:
         return self._comm.allreduce_(np.asarray(values, dtype=np.float64), "the sum of losses and metrics")
@@ -252,6 +279,7 @@ class DataParallel:
 
             sharded = SlicedSource(src, self.rank, n, on_batch, check)
         initial_epoch, model._initial_step = self.broadcast_state(model, initial_epoch, model._initial_step)
+        self._plain_buffers = None
         return Epochs(sharded, data.steps_per_epoch, data.owner), initial_epoch
 
     def broadcast_state(self, model, initial_epoch: int = 0, initial_step: int = 0) -> tuple[int, int]:
@@ -390,6 +418,7 @@ def configure_model(model, distribute):
             layer._sync = active._comm if active is not None and layer.synchronized else None
     if active is not None:
         active._synced = False
+        active._plain_buffers = None
     return active
 
 

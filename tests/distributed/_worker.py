@@ -1,0 +1,151 @@
+"""Run under ``mpiexec -n 2``: ``python _worker.py SCENARIO OUTDIR``; rank 0 writes OUTDIR/SCENARIO.npz.
+
+Scenarios: ``main`` (every numerical check), ``raise`` (rank 1 raises in a
+callback), ``stall`` (rank 1 stops answering; the collectives time out).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import normlab  # noqa: E402
+from normlab.distributed import DataParallel  # noqa: E402
+
+import _cases as C  # noqa: E402
+
+
+def flat(model):
+    return np.concatenate([w.ravel() for w in model.get_weights()])
+
+
+def main(out: str) -> None:
+    dist = DataParallel(timeout=60)
+    comm = dist._comm
+    res = {"size": np.array(dist.size)}
+    for name, (build, make, kw) in C.FIT.items():
+        x, y = make()
+        m = C.compile_(build(), dist)
+        verbose = 2 if name == "mlp" else 0
+        h = m.fit(x, y, verbose=verbose, callbacks=[normlab.callbacks.CSVLogger(os.path.join(out, f"{name}.csv"))]
+                  if name == "mlp" else None, **kw)
+        w = flat(m)
+        both = comm.allgather(w)
+        res[f"{name}/weights"] = w
+        res[f"{name}/rank_spread"] = np.array(np.max(np.abs(both[0] - both[1])))
+        res[f"{name}/loss"] = np.array(h.history["loss"])
+        res[f"{name}/accuracy"] = np.array(h.history["accuracy"])
+        res[f"{name}/predict"] = m.predict(x, batch_size=16, verbose=0)
+        res[f"{name}/evaluate"] = np.array(m.evaluate(x, y, batch_size=16, verbose=0))
+    # a checkpoint written after 2 of 3 epochs resumes bit for bit on the same number of ranks
+    x, y = C.data()
+    m = C.compile_(C.mlp("sync"), dist)
+    m.fit(x, y, batch_size=32, epochs=2, seed=1, verbose=0)
+    path = os.path.join(out, "sync_2epochs.npz")
+    if dist.is_chief:
+        m.save(path)
+    comm.any(False)  # a barrier: the file is there
+    r = normlab.load_model(path)
+    r.compile(r.optimizer, r.loss, metrics=["accuracy"], distribute=dist)
+    r.fit(x, y, batch_size=32, epochs=3, initial_epoch=2, seed=1, verbose=0)
+    res["resume/weights"] = flat(r)
+    # train_on_batch takes the global batch
+    m = C.compile_(C.mlp("sync"), dist)
+    m.build((None, 6))
+    m.set_weights(C.fixed_weights(m))
+    res["tob/result"] = np.array(m.train_on_batch(x[:33], y[:33], return_dict=False))
+    res["tob/weights"] = flat(m)
+    # float32 features with a large offset: the synchronized statistics keep their digits
+    rng = np.random.default_rng(dist.rank + 10)
+    shard = (1e4 + rng.normal(size=(64, 3)) * np.array([1.0, 0.01, 100.0])).astype(np.float32)
+    bn = normlab.layers.BatchNormalization(momentum=0.0, synchronized=True)
+    bn._sync = comm
+    bn(shard, training=True)
+    res["offset/shards"] = comm.allgather(shard)
+    res["offset/mean"] = bn.buffers["moving_mean"].copy()
+    res["offset/var"] = bn.buffers["moving_variance"].copy()
+    gradient_check(comm, res)
+    if dist.is_chief:
+        np.savez(os.path.join(out, "main.npz"), **res)
+
+
+def gradient_check(comm, res) -> None:
+    """Central differences of the global loss sum_r sum(c_r * y_r) against the synchronized backward pass."""
+    rng = np.random.default_rng(100 + comm.rank)
+    x = rng.normal(size=(5 + comm.rank, 4)) * 3 + 7  # uneven shards: 5 and 6 rows
+    c = rng.normal(size=x.shape)
+    bn = normlab.layers.BatchNormalization(synchronized=True, epsilon=1e-3, dtype="float64")
+    bn.build(x.shape)
+    bn.params["gamma"][:] = [0.5, 1.5, -1.0, 2.0]
+    bn.params["beta"][:] = [0.1, -0.2, 0.3, 0.0]
+    bn._sync = comm
+
+    def loss():
+        y = bn(x, training=True)
+        return comm.allreduce_(np.array([np.sum(c * y)]))[0]
+
+    loss()
+    dx = bn.backward(c)
+    dgamma = comm.allreduce_(bn.grads["gamma"].copy())
+    dbeta = comm.allreduce_(bn.grads["beta"].copy())
+    h = 1e-6
+    num_dx, ana_dx = [], []
+    for owner in range(comm.size):
+        n = comm.allgather(np.array([x.size]))[owner][0]
+        for i in range(int(n)):
+            vals = []
+            for sign in (1, -1):
+                if comm.rank == owner:
+                    x.flat[i] += sign * h
+                vals.append(loss())
+                if comm.rank == owner:
+                    x.flat[i] -= sign * h
+            num_dx.append((vals[0] - vals[1]) / (2 * h))
+            ana_dx.append(comm.allgather(np.array([dx.flat[i] if comm.rank == owner else 0.0]))[owner][0])
+    num_p = []
+    for key in ("gamma", "beta"):
+        p = bn.params[key]
+        for j in range(p.size):
+            vals = []
+            for sign in (1, -1):
+                p.flat[j] += sign * h
+                vals.append(loss())
+                p.flat[j] -= sign * h
+            num_p.append((vals[0] - vals[1]) / (2 * h))
+    res["grad/num_dx"], res["grad/ana_dx"] = np.array(num_dx), np.array(ana_dx)
+    res["grad/num_params"] = np.array(num_p)
+    res["grad/ana_params"] = np.concatenate([dgamma.ravel(), dbeta.ravel()])
+
+
+class _Fail(normlab.callbacks.Callback):
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+
+    def on_train_batch_end(self, batch, logs=None):
+        from normlab.distributed import rank
+
+        if rank() == 1 and batch == 1:
+            if self.mode == "raise":
+                raise ValueError("boom on rank 1 at batch 1")
+            time.sleep(60)  # stops answering: the other rank times out
+
+
+def failing(mode: str) -> None:
+    x, y = C.data()
+    m = C.compile_(C.mlp("sync"), DataParallel(timeout=3))
+    m.fit(x, y, batch_size=32, epochs=2, seed=1, verbose=0, callbacks=[_Fail(mode)])
+    print("fit returned (it should not)", flush=True)
+
+
+if __name__ == "__main__":
+    scenario, outdir = sys.argv[1], sys.argv[2]
+    if scenario == "main":
+        main(outdir)
+    else:
+        failing(scenario)

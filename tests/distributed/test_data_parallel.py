@@ -1,0 +1,173 @@
+"""DataParallel and synchronized batch normalization on 2 MPI ranks against one process.
+
+The MPI side runs in ``mpiexec -n 2`` subprocesses (``_worker.py``), on the
+NumPy kernels (no JIT compile in each rank); the references here run in
+this process on the same kernels. Skipped without mpi4py or mpiexec.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+
+import normlab  # noqa: E402
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import _cases as C  # noqa: E402
+
+
+def _mpiexec():
+    found = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if found is None:
+        pytest.skip("mpiexec is not installed")
+    return found
+
+
+def run_mpi(*args, timeout=60, n=2, cwd=None):
+    """``mpiexec -n 2 python ARGS``: the completed process (never left running past ``timeout``)."""
+    cmd = [_mpiexec(), "-n", str(n)]
+    if os.geteuid() == 0 and "Open MPI" in subprocess.run([cmd[0], "--version"], capture_output=True,
+                                                          text=True).stdout:
+        cmd += ["--allow-run-as-root", "--oversubscribe"]
+    env = dict(os.environ, NORMLAB_DISABLE_NUMBA="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(cmd + [sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def numpy_kernels():
+    from normlab.kernels import _backend
+
+    previous = _backend.use_numba(False)
+    yield
+    _backend.use_numba(previous)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory, numpy_kernels):
+    out = tmp_path_factory.mktemp("mpi")
+    proc = run_mpi(HERE / "_worker.py", "main", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with np.load(out / "main.npz") as f:
+        res = {k: f[k] for k in f.files}
+    res["_out"], res["_stdout"] = out, proc.stdout
+    return res
+
+
+def _flat(model):
+    return np.concatenate([w.ravel() for w in model.get_weights()])
+
+
+def _reference(name, **overrides):
+    build, make, kw = C.FIT[name]
+    x, y = make()
+    m = C.compile_(overrides.pop("model", None) or build())
+    h = m.fit(x, y, verbose=0, **kw)
+    return m, h, x, y
+
+
+@pytest.mark.parametrize("name", ["mlp", "sync", "cnn"])
+def test_two_ranks_train_as_one_process_on_the_global_batch(ranks, name):
+    """Weights (moving statistics included), losses and metrics after every epoch: float64 summation order."""
+    m, h, x, y = _reference(name)
+    np.testing.assert_allclose(ranks[f"{name}/weights"], _flat(m), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ranks[f"{name}/loss"], h.history["loss"], rtol=1e-12)
+    np.testing.assert_array_equal(ranks[f"{name}/accuracy"], h.history["accuracy"])
+    # the ranks hold the same model, bit for bit
+    assert ranks[f"{name}/rank_spread"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["mlp", "sync", "cnn"])
+def test_predict_and_evaluate_gather_in_the_original_order(ranks, name):
+    build, make, kw = C.FIT[name]
+    x, y = make()
+    m = C.compile_(build())
+    m.fit(x, y, verbose=0, **kw)
+    np.testing.assert_allclose(ranks[f"{name}/predict"], m.predict(x, batch_size=16, verbose=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ranks[f"{name}/evaluate"], m.evaluate(x, y, batch_size=16, verbose=0), rtol=1e-10)
+
+
+def test_plain_batch_norm_normalizes_each_shard_alone(ranks):
+    """synchronized=False: each rank's statistics are its shard's, i.e. ghost batches of half the global batch."""
+    m, h, x, y = _reference("plain", model=C.mlp("plain", virtual_batch_size=16))
+    np.testing.assert_allclose(ranks["plain/weights"], _flat(m), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ranks["plain/loss"], h.history["loss"], rtol=1e-12)
+    # ... and not what one process with the global batch's statistics gives
+    one, _, _, _ = _reference("plain")
+    assert np.max(np.abs(ranks["plain/weights"] - _flat(one))) > 1e-3
+
+
+def test_synchronized_is_plain_batch_norm_in_one_process(numpy_kernels):
+    x, y = C.data()
+    runs = []
+    for bn in ("sync", "plain"):
+        m = C.compile_(C.mlp(bn), normlab.distributed.DataParallel())  # one rank: the strategy changes nothing
+        m.fit(x, y, batch_size=32, epochs=2, seed=1, verbose=0)
+        runs.append(_flat(m))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_a_checkpoint_resumes_bit_for_bit_on_as_many_ranks_and_closely_on_one(ranks):
+    np.testing.assert_array_equal(ranks["resume/weights"], ranks["sync/weights"])
+    x, y = C.data()
+    r = normlab.load_model(ranks["_out"] / "sync_2epochs.npz")
+    r.fit(x, y, batch_size=32, epochs=3, initial_epoch=2, seed=1, verbose=0)
+    np.testing.assert_allclose(_flat(r), ranks["sync/weights"], rtol=1e-10, atol=1e-12)
+
+
+def test_train_on_batch_splits_the_global_batch(ranks, numpy_kernels):
+    x, y = C.data()
+    m = C.compile_(C.mlp("sync"))
+    m.build((None, 6))
+    m.set_weights(C.fixed_weights(m))
+    expected = m.train_on_batch(x[:33], y[:33])
+    np.testing.assert_allclose(ranks["tob/result"], expected, rtol=1e-12)
+    np.testing.assert_allclose(ranks["tob/weights"], _flat(m), rtol=1e-12, atol=1e-14)
+
+
+def test_synchronized_statistics_of_large_offsets_in_float32(ranks):
+    """1e4 + noise in float32: Chan's combination of shard moments gives the float64 statistics of the union."""
+    x = ranks["offset/shards"].reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(ranks["offset/mean"], x.mean(axis=0), rtol=1e-7)
+    np.testing.assert_allclose(ranks["offset/var"], x.var(axis=0), rtol=1e-5)
+    # the naive E[x^2] - E[x]^2 in float32 loses the small feature's variance entirely
+    x32 = ranks["offset/shards"].reshape(-1, 3)
+    naive = (x32 * x32).mean(axis=0) - x32.mean(axis=0) ** 2
+    assert abs(naive[1] - x.var(axis=0)[1]) > 10 * x.var(axis=0)[1]
+
+
+def test_synchronized_batch_norm_gradient_across_two_ranks(ranks):
+    """float64 central differences of the global loss, including inputs on the other rank."""
+    np.testing.assert_allclose(ranks["grad/ana_dx"], ranks["grad/num_dx"], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ranks["grad/ana_params"], ranks["grad/num_params"], rtol=1e-6, atol=1e-8)
+
+
+def test_only_rank_0_prints_and_writes(ranks):
+    out = ranks["_stdout"]
+    assert [line.split(" - ")[0] for line in out.splitlines() if line.startswith("Epoch ")] == \
+        ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    rows = (ranks["_out"] / "mlp.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,") and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("raise", "rank 1 of 2 failed in Sequential.fit with ValueError: boom on rank 1 at batch 1"),
+    ("stall", "waited 3 s in"),
+])
+def test_a_failing_or_stalled_rank_ends_the_whole_job(tmp_path, mode, message):
+    start = time.monotonic()
+    proc = run_mpi(HERE / "_worker.py", mode, tmp_path, timeout=60)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "fit returned" not in proc.stdout
+    assert time.monotonic() - start < 50  # the stalled rank sleeps 60 s: the job did not wait for it
