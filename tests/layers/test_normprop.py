@@ -67,7 +67,7 @@ def test_forward_is_the_paper_equation_float64(rng, relu, use_bias):
 
 def test_output_is_standardized_for_standardized_input(rng):
     # the data-independent estimate: for x ~ N(0, I), each unit's output has mean 0 and variance 1
-    n, d, units = 200_000, 30, 8
+    n, d, units = 60_000, 30, 8
     x = rng.standard_normal((n, d))
     layer = NormPropDense(units, gamma_initializer="ones", dtype="float64")
     o = layer(x)
@@ -80,14 +80,14 @@ def test_output_is_standardized_for_standardized_input(rng):
 
 def test_gamma_init_brings_the_jacobian_gain_to_one(rng):
     # E[J J^T]_ii = E[gamma^2 [z > 0]] / c^2: 1/(1 - 1/pi) ~ 1.21^2 at gamma = 1, ~1 at the paper's 1/1.21
-    x = rng.standard_normal((100_000, 20))
+    x = rng.standard_normal((40_000, 20))
     for gamma, target in [("ones", K.JACOBIAN_GAIN**2), (None, (K.JACOBIAN_GAIN / 1.21) ** 2)]:
         layer = NormPropDense(5, gamma_initializer=gamma, dtype="float64")
         layer(x[:1])
         g = layer.params["gamma"]
         z = x @ (layer.params["kernel"] / np.linalg.norm(layer.params["kernel"], axis=0)) * g
         jj = np.mean((z > 0) * g**2, axis=0) / K.RELU_VAR
-        np.testing.assert_allclose(jj, target, rtol=0.02)
+        np.testing.assert_allclose(jj, target, rtol=0.03)  # ~6 standard errors of a mean of 40,000 draws
     assert (K.JACOBIAN_GAIN / 1.21) ** 2 == pytest.approx(1, abs=0.002)
 
 

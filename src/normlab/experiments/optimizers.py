@@ -265,7 +265,7 @@ def _plot(results: dict, sched: dict, steps: int, out) -> None:
     for ax, (sname, res) in zip(axes[0], results.items()):
         s = SURFACES[sname]
         x0, x1, y0, y1 = s.extent
-        gx, gy = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
+        gx, gy = np.meshgrid(np.linspace(x0, x1, 150), np.linspace(y0, y1, 150))
         fz = s.f((gx, gy)) - s.minimum
         ax.contour(gx, gy, np.log10(fz + 1e-3), levels=18, colors="0.75", linewidths=0.6)
         for oname, r in res.items():
