@@ -24,6 +24,12 @@ Timed, per step, on the same float32 batch every call:
   functional ``Model`` (``functional / Sequential`` is its time over the
   Sequential's: both run the same executor);
 * ``torch``: ``opt.zero_grad(); loss = ce(net(x), y); loss.backward(); opt.step()``;
+* ``torch.compile`` (peer ``compile``): the same step on ``torch.compile(net)``
+  (forward and backward compiled by inductor; the optimizer step eager), the
+  way the PyTorch tutorials compile a training loop;
+* ``jax.jit`` (peer ``jax``): the whole step (forward, ``value_and_grad``,
+  SGD update, moving statistics) as one jitted function of the same weights,
+  parameters donated, ``block_until_ready`` on the loss;
 * ``matrix products``: only the matrix products of one normlab step (forward
   ``h @ W`` per Dense layer, backward ``h.T @ dz`` per layer and ``dz @ W.T``
   for all but the first), with ``np.matmul(..., out=)`` into preallocated
@@ -48,6 +54,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._peers import jax_module
 from ._timing import FULL, TimingConfig, time_interleaved, torch
 
 __all__ = ["BATCHES", "ARCH", "build_normlab", "build_torch", "make_cases", "bench_train_step"]
@@ -103,6 +110,43 @@ def build_torch(bn: bool, normlab_model=None, *, lr: float = LEARNING_RATE):
     return net, opt, nn.CrossEntropyLoss()
 
 
+def build_jax(bn: bool, model, *, lr: float = LEARNING_RATE):
+    """The network as one jitted jax step ``step(params, state, x, y) -> (params, state, loss)``, from ``model``'s weights."""
+    jax = jax_module()
+    jnp = jax.numpy
+    layers = [l for l in model.layers if l.params]
+    params, state = [], []
+    for l in layers:
+        params.append({k: jnp.asarray(v) for k, v in l.params.items()})
+        if "gamma" in l.params:
+            state.append((jnp.asarray(l.buffers["moving_mean"]), jnp.asarray(l.buffers["moving_variance"])))
+
+    def loss_fn(params, state, x, y):
+        h, new_state, k = x, [], 0
+        for p in params[:-1]:
+            if "kernel" in p:
+                h = h @ p["kernel"]
+                if "bias" in p:
+                    h = jax.nn.sigmoid(h + p["bias"])
+            else:  # batch norm, then the sigmoid of its Activation layer
+                mean = h.mean(axis=0)
+                var = h.var(axis=0)
+                h = jax.nn.sigmoid((h - mean) * jax.lax.rsqrt(var + 1e-3) * p["gamma"] + p["beta"])
+                mm, mv = state[k]
+                new_state.append((0.99 * mm + 0.01 * mean, 0.99 * mv + 0.01 * var))
+                k += 1
+        logits = h @ params[-1]["kernel"] + params[-1]["bias"]
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.take_along_axis(logp, y[:, None], axis=1).mean(), new_state
+
+    def step(params, state, x, y):
+        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
+        params = jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
+        return params, new_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1)), params, state
+
+
 def _copy_weights(model, net) -> None:
     tmods = [m for m in net if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d))]
     nmods = [l for l in model.layers if l.params]
@@ -155,12 +199,50 @@ def make_data(batch: int, seed: int = 0):
     return x, y
 
 
-def make_cases(batch: int, bn: bool, *, use_torch: bool = True, seed: int = 0) -> tuple[dict, dict]:
-    """Return ``(callables, info)``; ``info`` holds the first-step losses."""
+def _torch_compile_case(bn, model, x, y, info):
+    net, opt, ce = build_torch(bn, model)
+    cnet = torch.compile(net)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    def step():
+        opt.zero_grad()
+        loss = ce(cnet(xt), yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    info["loss_torch_compile"] = float(step().detach())  # compiles
+    return step
+
+
+def _jax_case(bn, model, x, y, info):
+    jax = jax_module()
+    step, params, state = build_jax(bn, model)
+    xj, yj = jax.numpy.asarray(x), jax.numpy.asarray(y.astype(np.int32))
+    box = [params, state]
+
+    def run():
+        box[0], box[1], loss = step(box[0], box[1], xj, yj)
+        return loss.block_until_ready()
+
+    info["loss_jax"] = float(run())  # compiles
+    return run
+
+
+def make_cases(batch: int, bn: bool, *, use_torch: bool = True, seed: int = 0, peers=()) -> tuple[dict, dict]:
+    """Return ``(callables, info)``; ``info`` holds the first-step losses.
+
+    ``peers``: any of ``"compile"`` (torch.compile) and ``"jax"`` (jax.jit), where installed.
+    """
     x, y = make_data(batch, seed)
     model = build_normlab(bn, seed=seed)
     info = {}
     cases = {}
+    # the peers start from the weights before normlab's first step
+    if "compile" in peers and use_torch and torch is not None and hasattr(torch, "compile"):
+        cases["torch_compile"] = _torch_compile_case(bn, model, x, y, info)
+    if "jax" in peers and jax_module() is not None:
+        cases["jax_jit"] = _jax_case(bn, model, x, y, info)
     if use_torch and torch is not None:
         net, opt, ce = build_torch(bn, model)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
@@ -223,15 +305,22 @@ def bench_train_step(
     *,
     use_torch: bool = True,
     seed: int = 0,
+    peers=(),
 ) -> list[dict]:
-    """One row per (variant, batch): medians in seconds per step and ratios torch / normlab."""
+    """One row per (variant, batch): medians in seconds per step and ratios peer / normlab.
+
+    ``fastest_peer`` names the fastest of torch eager, torch.compile and jax.jit
+    that ran, and ``ratio_fastest`` is its time over normlab's ``_train_step``.
+    """
     rows = []
     for variant in variants:
         if variant not in ("bn", "plain"):
             raise ValueError(f"unknown variant {variant!r}; use 'bn' or 'plain'")
         for batch in batches:
-            cases, info = make_cases(int(batch), variant == "bn", use_torch=use_torch, seed=seed)
+            cases, info = make_cases(int(batch), variant == "bn", use_torch=use_torch, seed=seed, peers=peers)
             t = time_interleaved(cases, cfg)
+            peer_s = {k: t[k]["median_s"] for k in ("torch", "torch_compile", "jax_jit") if k in t}
+            fastest = min(peer_s, key=peer_s.get) if peer_s else None
             tob = t["normlab_train_on_batch"]["median_s"]
             step = t["normlab_train_step"]["median_s"]
             graph = t["normlab_functional_train_step"]["median_s"]
@@ -250,6 +339,12 @@ def bench_train_step(
                     "ratio_train_step": tt / step if tt is not None else None,
                     "matrix_products_s": mp,
                     "ratio_ceiling": tt / mp if tt is not None else None,
+                    "torch_compile_s": peer_s.get("torch_compile"),
+                    "jax_jit_s": peer_s.get("jax_jit"),
+                    "ratio_compile": peer_s["torch_compile"] / step if "torch_compile" in peer_s else None,
+                    "ratio_jax": peer_s["jax_jit"] / step if "jax_jit" in peer_s else None,
+                    "fastest_peer": fastest,
+                    "ratio_fastest": peer_s[fastest] / step if fastest else None,
                     **info,
                     "timings": t,
                 }

@@ -38,12 +38,32 @@ def _check(r) -> str:
     return f"{'ok' if ok else 'MISMATCH'} (grad err {err:.0e})"
 
 
+_PEER_NAMES = {"torch": "torch eager", "torch_cl": "torch channels-last", "torch_compile": "torch.compile",
+               "jax_jit": "jax.jit"}
+
+
+def _peer_cells(rows, keys):
+    """Extra columns for the peers some row has: (heads, per-row cells)."""
+    present = [k for k in keys if any(r.get(f"{k}_s") is not None for r in rows)]
+    head = [_PEER_NAMES[k] for k in present]
+    if any(r.get("fastest_peer") for r in rows) and present:
+        head += ["fastest peer", "fastest peer / normlab"]
+    cells = []
+    for r in rows:
+        c = [_t(r.get(f"{k}_s")) for k in present]
+        if len(head) > len(present):
+            c += [_PEER_NAMES.get(r.get("fastest_peer"), "-"), _r(r.get("ratio_fastest"))]
+        cells.append(c)
+    return head, cells
+
+
 def _train_table(rows):
+    peer_head, peer_cells = _peer_cells(rows, ("torch_compile", "jax_jit"))
     head = ["net", "batch", "normlab train_on_batch", "normlab _train_step", "functional / Sequential", "torch eager",
-            "torch / train_on_batch", "torch / _train_step", "matrix products alone",
+            "torch / train_on_batch", "torch / _train_step", *peer_head, "matrix products alone (GEMM floor)",
             "torch / products (ceiling)", "same step as torch?"]
     body = []
-    for r in rows:
+    for r, extra in zip(rows, peer_cells):
         check = _check(r)
         body.append([
             r["variant"].upper() if r["variant"] == "bn" else r["variant"],
@@ -54,6 +74,7 @@ def _train_table(rows):
             _t(r["torch_s"]),
             _r(r["ratio_train_on_batch"]),
             _r(r["ratio_train_step"]),
+            *extra,
             _t(r.get("matrix_products_s")),
             _r(r.get("ratio_ceiling")),
             check,
@@ -62,10 +83,11 @@ def _train_table(rows):
 
 
 def _bn_table(rows):
-    head = ["shape normlab (native)", "shape torch (native)", "normlab", "torch eager", "torch / normlab",
+    peer_head, peer_cells = _peer_cells(rows, ("torch_cl", "torch_compile", "jax_jit"))
+    head = ["shape normlab (native)", "shape torch (native)", "normlab", "torch eager", "torch / normlab", *peer_head,
             "bound (5 passes)", "normlab / bound", "bound (8 passes)", "normlab / bound8"]
     body = []
-    for r in rows:
+    for r, extra in zip(rows, peer_cells):
         nl_shape = _shape(r["normlab_shape"]) + (" NHWC" if len(r["normlab_shape"]) > 2 else "")
         t_shape = _shape(r["torch_shape"]) + (" NCHW" if len(r["torch_shape"]) > 2 else "")
         body.append([
@@ -74,12 +96,34 @@ def _bn_table(rows):
             _t(r["normlab_s"]),
             _t(r["torch_s"]),
             _r(r["ratio"]),
+            *extra,
             _t(r.get("bound_min_s")),
             _r(r.get("normlab_over_bound_min")),
             _t(r.get("bound_stream_s")),
             _r(r.get("normlab_over_bound_stream")),
         ])
     return head, body
+
+
+_COLD_NAMES = {"normlab_cold": "normlab, empty numba cache", "normlab_warm": "normlab, warm cache",
+               "normlab_after_warmup": "normlab after `normlab warmup`", "torch": "torch eager",
+               "torch_compile": "torch.compile", "jax_jit": "jax.jit"}
+
+
+def _cold_table(cold):
+    head = ["process start to end of first step", "median", "each round"]
+    body = []
+    for k, v in cold["median_s"].items():
+        body.append([_COLD_NAMES.get(k, k), f"{v:.2f} s", ", ".join(f"{s:.2f}" for s in cold["samples_s"][k])])
+    return head, body
+
+
+def _cold_note(cold) -> str:
+    note = (f"{cold['rounds']} rounds, {cold['threads']} thread(s); same loss cold and warm: "
+            f"{'yes, bit for bit' if cold.get('same_loss_cold_warm') else 'NO'}")
+    if cold.get("warmup_s") is not None:
+        note += f"; `normlab warmup` itself: {cold['warmup_s']:.2f} s"
+    return note
 
 
 def _text_grid(head, body) -> str:
@@ -101,7 +145,8 @@ def _preamble(res) -> list[str]:
     cfg = m["timing"]
     mach = m["machine"]
     lines = [
-        f"threads: {m['threads']} (numpy BLAS via threadpoolctl, torch.set_num_threads)   "
+        f"threads: {m['threads']} (normlab and numpy's BLAS via threadpoolctl, torch.set_num_threads, "
+        f"jax via XLA_FLAGS)   "
         f"mode: {'quick' if m['quick'] else 'full'}",
         f"timing: median over {cfg['repeats']} repeats, each an inner loop of ~{cfg['target_s']} s "
         f"(after warm-up + calibration); ratio = torch time / normlab time (> 1: normlab faster)",
@@ -144,6 +189,10 @@ def format_text(res: dict) -> str:
         if bw:
             out.append(f"bandwidth: {bw['bandwidth_Bps'] / 1e9:.2f} GB/s ({bw['method']})")
         out.append(f"bound: {PASS_ASSUMPTIONS}")
+    if res.get("cold_start"):
+        out += ["", "Cold start, BN paper's network, batch 60 (fresh processes):"]
+        out.append(_text_grid(*_cold_table(res["cold_start"])))
+        out.append(_cold_note(res["cold_start"]))
     return "\n".join(out)
 
 
@@ -160,6 +209,9 @@ def format_markdown(res: dict) -> str:
         if bw:
             out += ["", f"Bandwidth: {bw['bandwidth_Bps'] / 1e9:.2f} GB/s ({bw['method']})."]
         out += ["", f"Bound: {PASS_ASSUMPTIONS}."]
+    if res.get("cold_start"):
+        out += ["", "**Cold start** (BN paper's network, batch 60, fresh processes):", "",
+                _md_grid(*_cold_table(res["cold_start"])), "", _cold_note(res["cold_start"]) + "."]
     return "\n".join(out) + "\n"
 
 

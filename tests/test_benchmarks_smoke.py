@@ -97,14 +97,38 @@ def test_cli_writers_and_no_torch(tmp_path, capsys):
     assert "normlab times only" in out
     assert res["meta"]["torch"] is False and res["batchnorm"][0]["torch_s"] is None
     data = json.loads(js.read_text())
-    assert set(data) == {"meta", "train_step", "batchnorm", "bandwidth"}
+    assert set(data) == {"meta", "train_step", "batchnorm", "bandwidth", "cold_start"}
+    assert data["cold_start"] is None  # --quick leaves the cold start out
     assert data["batchnorm"][0]["shape"] == [60, 100]
     assert res["train_step"][0]["torch_s"] is None
     assert "| net |" in md.read_text()
 
 
 def test_parser_help():
-    assert "--threads" in build_parser().format_help()
+    text = build_parser().format_help()
+    assert "--threads" in text and "--peers" in text and "cold" in text
+    args = build_parser().parse_args(["--threads", "1", "2", "--peers", "jax", "compile", "--only", "cold"])
+    assert args.threads == [1, 2] and args.peers == ["jax", "compile"] and args.only == "cold"
+
+
+def test_cold_start_table_and_peer_columns(quick_result):
+    res = json.loads(json.dumps(quick_result))
+    res["cold_start"] = {"rounds": 2, "threads": 1, "median_s": {"normlab_cold": 5.0, "normlab_warm": 0.6},
+                         "samples_s": {"normlab_cold": [4.0, 6.0], "normlab_warm": [0.5, 0.7]},
+                         "same_loss_cold_warm": True}
+    res["batchnorm"][0].update(jax_jit_s=1e-4, fastest_peer="jax_jit", ratio_fastest=2.0)
+    text, md = format_text(res), format_markdown(res)
+    assert "normlab, empty numba cache" in text and "5.00 s" in text and "4.00, 6.00" in text
+    assert "bit for bit" in text and "**Cold start**" in md
+    assert "jax.jit" in text and "fastest peer / normlab" in text
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_cold_start_runs_a_fresh_process():
+    from benchmarks.bench_cold_start import _TORCH, _env, _run
+
+    seconds, loss = _run("COMPILE = False\n" + _TORCH, _env(1, None), timeout=300)
+    assert seconds > 0 and math.isfinite(float(loss))
 
 
 def test_aggregate_takes_medians_over_runs(quick_result, tmp_path):

@@ -2,7 +2,11 @@
 
 Times one training step of the BN paper's MNIST network (with and without
 batch normalization) and the BatchNormalization layer alone against PyTorch
-CPU eager, in one process at a pinned thread count. The benchmarks live in
+CPU eager, torch channels-last, torch.compile and jax.jit (those installed),
+in one process at a pinned thread count (``--threads 1 2``: one run per
+count), with the matrix-product and memory-bandwidth floors; then the cold
+start (a fresh process to the end of the first training step, with an empty
+and a warm numba cache, against torch and jax). The benchmarks live in
 the repository's ``benchmarks/`` folder, not in the installed package: run
 from a checkout (they are found next to ``src/``, in the current folder or in
 ``--path``). Every option is passed on to ``benchmarks/run.py``; the common
@@ -55,12 +59,14 @@ def add_parser(sub) -> None:
     p = add_command(
         sub,
         "bench",
-        help="run the benchmark suite (normlab vs PyTorch CPU, training step and BN layer)",
+        help="run the benchmark suite (normlab vs torch and jax: training step, BN layer, cold start)",
         description=__doc__,
     )
     p.add_argument("--quick", action="store_true", help="fast smoke run (a few seconds; numbers are noisy)")
-    p.add_argument("--threads", type=positive_int, default=None, help="threads for numpy's BLAS and torch (default 1)")
-    p.add_argument("--only", choices=("train", "bn"), default=None, help="run only the training-step or only the BN benchmark")
+    p.add_argument("--threads", type=positive_int, nargs="+", default=None,
+                   help="thread limits to run at, e.g. 1 2 (normlab and numpy's BLAS, torch, jax; default 1)")
+    p.add_argument("--only", choices=("train", "bn", "cold"), default=None,
+                   help="run only the training-step, the BN or the cold-start benchmark")
     p.add_argument("--no-torch", action="store_true", help="time normlab alone")
     p.add_argument("--json", metavar="PATH", default=None, help="write the full results as JSON")
     p.add_argument("--markdown", metavar="PATH", default=None, help="write the tables as Markdown")
@@ -73,7 +79,7 @@ def _forward_argv(args) -> list[str]:
     if args.quick:
         argv.append("--quick")
     if args.threads is not None:
-        argv += ["--threads", str(args.threads)]
+        argv += ["--threads", *(str(n) for n in args.threads)]
     if args.only:
         argv += ["--only", args.only]
     if args.no_torch:

@@ -23,7 +23,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, demo, experiment, train
+from . import bench, demo, experiment, train, warmup
 from ._common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, missing_extra, report_error
 
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     experiment.add_parser(sub)
     bench.add_parser(sub)
+    warmup.add_parser(sub)
     return parser
 
 
