@@ -982,6 +982,22 @@ class BaseModel:
     def count_params(self) -> int:
         return sum(l.count_params() for l in self.layers)
 
+    def export(self, filepath, format: str = "onnx", **kwargs):
+        """Export the model for inference outside Python; Keras 3's method name.
+
+        ``format="onnx"`` (the only format, and the default, where Keras's is
+        ``"tf_saved_model"``) calls :func:`normlab.export.to_onnx` with
+        ``filepath`` and ``kwargs`` (``opset``, ``input_name``,
+        ``output_name``, ``fold_batchnorm``, ...). Needs the ``onnx`` extra.
+        Returns the ONNX ``ModelProto``.
+        """
+        if format != "onnx":
+            raise ValueError(f"{type(self).__name__}.export: the 'format' argument must be 'onnx' "
+                             f"(normlab exports ONNX only), got {format!r}.")
+        from ..export import to_onnx
+
+        return to_onnx(self, filepath, **kwargs)
+
     def save(self, path) -> None:
         """Write architecture, weights, buffers and optimizer state to one file.
 
