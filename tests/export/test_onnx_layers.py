@@ -88,6 +88,12 @@ CASES = {
     "BatchNormalization-two-axes": ((4, 5, 3), lambda: [L.BatchNormalization(axis=[1, 3])]),
     "BatchNormalization-two-axes-no-beta": ((4, 5, 3), lambda: [c2(), L.BatchNormalization(axis=[1, 3], center=False)]),
     "BatchNormalization-no-scale-no-center": ((5,), lambda: [L.BatchNormalization(scale=False, center=False)]),
+    "BatchNormalization-after-Dense-rank3": ((4, 5), lambda: [L.Dense(6), L.BatchNormalization()]),
+    "BatchNormalization-axis1-after-Dense-rank3": ((4, 5), lambda: [L.Dense(6), L.BatchNormalization(axis=1)]),
+    "BatchNormalization-after-NoisyDense": ((5,), lambda: [L.NoisyDense(6, use_bias=False), L.BatchNormalization()]),
+    "BatchNormalization-after-WeightNormalization": (
+        (6, 6, 3), lambda: [L.WeightNormalization(L.Conv2D(4, 3)), L.BatchNormalization(center=False)]),
+    "BatchNormalization-after-Dense-relu": ((5,), lambda: [L.Dense(6, activation="relu"), L.BatchNormalization()]),
     "BatchNormalization-renorm": ((5,), lambda: [L.BatchNormalization(renorm=True, virtual_batch_size=None)]),
     # per-sample normalization
     "LayerNormalization": ((5,), lambda: [L.LayerNormalization()]),
@@ -261,6 +267,28 @@ def test_layer_matches_onnxruntime(case, rng):
         proto = to_onnx(model, None, opset=opset)
         for n in BATCHES:
             assert_matches(model, proto, inputs(model, rng, n))
+
+
+def _has_batchnorm(case: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return any(isinstance(layer, L.BatchNormalization) for layer in CASES[case][1]())
+
+
+@pytest.mark.parametrize("case", [c for c in sorted(CASES) if _has_batchnorm(c)])
+def test_folded_batchnorm_matches(case, rng):
+    """``fold_batchnorm=True``: folded where a linear layer without activation feeds it over its outputs, else kept."""
+    model = _model(case, rng)
+    proto = to_onnx(model, None, fold_batchnorm=True)
+    layers = model.layers
+    foldable = any(isinstance(bn, L.BatchNormalization) and getattr(prev, "activation", "x") in (None, "linear")
+                   and bn._feature_axes == (len(bn.input_shape) - 1,)
+                   for prev, bn in zip(layers, layers[1:]))
+    kept = [n.op_type for n in proto.graph.node].count("BatchNormalization")
+    assert kept == (0 if foldable else sum(isinstance(l, L.BatchNormalization) and len(l._feature_axes) == 1
+                                           for l in layers))
+    for n in BATCHES:
+        assert_matches(model, proto, inputs(model, rng, n))
 
 
 @pytest.mark.parametrize("name", activations.names())
