@@ -76,8 +76,6 @@ class GraphBuilder:
     """
 
     def __init__(self, opset: int, dtype, reserved: Sequence[str] = ()):
-        from onnx import helper, numpy_helper  # noqa: F401  (checked by to_onnx)
-
         self.opset = int(opset)
         self.dtype = np.dtype(dtype)
         self.nodes: list = []
@@ -165,10 +163,6 @@ class GraphBuilder:
     def logical(self, t: Tensor) -> Tensor:
         """``t`` in normlab's own layout."""
         return self.as_perm(t, identity(t.ndim))
-
-    def channels_first(self, t: Tensor, channel_axis: int) -> Tensor:
-        """``t`` with the logical ``channel_axis`` on physical axis 1 and the others after it in their order."""
-        return self.as_perm(t, channels_first_perm(t.ndim, channel_axis))
 
     def channel_at_1(self, t: Tensor, channel_axis: int) -> Tensor:
         """``t`` with the logical ``channel_axis`` on physical axis 1, keeping its layout if it already is."""

@@ -213,8 +213,7 @@ def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_n
 
     out = g.logical(values[out_index])
     if out.name == input_name:  # a model that is the identity at inference
-        g.node("Identity", [out.name], output_name)
-        g.nodes[-1].output[0] = output_name
+        g.nodes.append(helper.make_node("Identity", [out.name], [output_name], name=g.unique("Identity")))
     else:
         _rename(g, out.name, output_name)
     graph = helper.make_graph(
