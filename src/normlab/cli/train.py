@@ -34,6 +34,7 @@ The file has these sections (only ``[data]`` and ``[[layers]]`` are required)::
     shuffle = true              # default true
     loss = "sparse_categorical_crossentropy"   # the default
     metrics = ["accuracy"]      # the default
+    # distribute = "DataParallel"  # data-parallel over MPI ranks: mpiexec -n 4 normlab train --config ...
 
     [[callbacks]]               # any number, in order
     type = "EarlyStopping"      # a class of normlab.callbacks
@@ -69,6 +70,14 @@ epoch that was interrupted are done again. Callbacks start afresh (an
 EarlyStopping's patience, for one). A finished run deletes the two files;
 a run started without --resume next to them is refused, rather than
 overwrite them.
+
+Several processes: with ``[training] distribute = "DataParallel"``,
+``mpiexec -n N normlab train --config FILE`` trains on N ranks
+(:class:`normlab.distributed.DataParallel`: ``batch_size`` is the global
+batch, split over the ranks; needs mpi4py and an MPI, ``pip install
+"normlab[distributed]" mpich``). Rank 0 prints and writes every file; a
+checkpoint resumes on any number of ranks (``distribute`` may change
+between the run and its --resume).
 """
 
 from __future__ import annotations
@@ -114,7 +123,10 @@ TRAINING_DEFAULTS = {
     "shuffle": True,
     "loss": "sparse_categorical_crossentropy",
     "metrics": ["accuracy"],
+    "distribute": None,
 }
+#: the values of [training] distribute (None: one process)
+DISTRIBUTE = ("DataParallel",)
 OUTPUT_DEFAULTS = {"model": "model.npz", "history": None}
 DATASETS = ("digits", "mnist", "fashion-mnist", "mnist1d", "moons", "circles", "linearly_separable")
 _IDX_DATASETS = ("mnist", "fashion-mnist")
@@ -317,6 +329,9 @@ def validate_config(raw: dict, source: str = "config") -> dict:
     if not isinstance(training["loss"], str):
         raise ConfigError(f"{where}: [training] 'loss' must be a string (a loss name, e.g. "
                           f"\"sparse_categorical_crossentropy\"), got {training['loss']!r}.")
+    if training["distribute"] not in (None, *DISTRIBUTE):
+        raise ConfigError(f"{where}: [training] 'distribute' must be {' or '.join(map(repr, DISTRIBUTE))} "
+                          f"(normlab.distributed's strategy), got {training['distribute']!r}.")
     metrics = training["metrics"]
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise ConfigError(f"{where}: [training] 'metrics' must be a list of metric names, e.g. [\"accuracy\"]; "
@@ -372,7 +387,19 @@ def _own(cls, error: Exception) -> str:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _build(cfg: dict, base: Path | None = None):
+def _strategy(cfg: dict):
+    """The [training] distribute strategy (None: one process)."""
+    if cfg["training"].get("distribute") is None:
+        return None
+    try:
+        from ..distributed import DataParallel
+
+        return DataParallel()
+    except ImportError as e:
+        raise ConfigError(f"{cfg['source']}: [training] distribute = {cfg['training']['distribute']!r}: {e}") from None
+
+
+def _build(cfg: dict, base: Path | None = None, distribute=None):
     from .. import Sequential
 
     where = cfg["source"]
@@ -403,7 +430,7 @@ def _build(cfg: dict, base: Path | None = None):
     model = Sequential(layers, name=Path(where).stem if where != "config" else None)
     tr = cfg["training"]
     try:
-        model.compile(optimizer=optimizer, loss=tr["loss"], metrics=tr["metrics"])
+        model.compile(optimizer=optimizer, loss=tr["loss"], metrics=tr["metrics"], distribute=distribute)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: [training] {e}") from None
     return model, callbacks
@@ -447,7 +474,8 @@ def _train_samples(n: int, validation_split: float) -> int:
 def _fingerprint(cfg: dict) -> str:
     """A digest of what makes a run: data, layers, optimizer, training (but its epochs), callbacks."""
     keep = {k: cfg[k] for k in ("data", "layers", "optimizer", "callbacks")}
-    keep["training"] = {k: v for k, v in cfg["training"].items() if k != "epochs"}
+    # a checkpoint resumes on any number of processes
+    keep["training"] = {k: v for k, v in cfg["training"].items() if k not in ("epochs", "distribute")}
     text = json.dumps(keep, sort_keys=True, default=lambda o: getattr(o, "__name__", repr(o)))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -492,8 +520,10 @@ class _Checkpoint(Callback):
     #: the most of the training time that writing the checkpoint may take
     max_overhead = 0.05
 
-    def __init__(self, npz: Path, meta: Path, *, fingerprint: str, initial_epoch: int, history: dict, epochs: list):
+    def __init__(self, npz: Path, meta: Path, *, fingerprint: str, initial_epoch: int, history: dict, epochs: list,
+                 writes: bool = True):
         super().__init__()
+        self.writes = writes  # False on the ranks of a data-parallel run but rank 0
         self.npz, self.meta = npz, meta
         self.fingerprint = fingerprint
         self.next_epoch = initial_epoch
@@ -513,6 +543,9 @@ class _Checkpoint(Callback):
             "stopped": stopped,
             "history": {"epoch": self.epochs, "history": self.history},
         }
+        if not self.writes:
+            self.saved = self.next_epoch
+            return
         with _interrupts_deferred():
             self.npz.parent.mkdir(parents=True, exist_ok=True)
             self.model.save(self.npz)
@@ -536,6 +569,8 @@ class _Checkpoint(Callback):
             self._write(stopped=stopped)
 
     def remove(self) -> None:
+        if not self.writes:
+            return
         for p in (self.npz, self.meta):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
@@ -671,12 +706,19 @@ def train_from_config(
     model_path, history_path = output_paths(cfg, output_dir)
     ckpt_npz, ckpt_meta = checkpoint_paths(model_path)
     fingerprint = _fingerprint(cfg)
-    if not resume and (ckpt_npz.exists() or ckpt_meta.exists()):
+    dist = _strategy(cfg)
+    chief = dist is None or dist.is_chief  # in a data-parallel run rank 0 prints and writes
+    if not chief:
+        print_fn = _silent
+    there = ckpt_npz.exists() or ckpt_meta.exists()
+    if dist is not None:  # every rank looks before rank 0 writes the first checkpoint
+        there = dist.any(there)
+    if not resume and there:
         raise UsageError(
             f"{ckpt_npz}: a checkpoint of an unfinished run (interrupted or failed) is there; go on with it with "
             f"--resume, or delete {ckpt_npz.name} and {ckpt_meta.name} to start over."
         )
-    model, callbacks = _build(cfg, base)  # configuration errors first, then the (slower) data
+    model, callbacks = _build(cfg, base, dist)  # configuration errors first, then the (slower) data
     outputs = [(model_path, "model file ([output] model)"), (ckpt_npz, "checkpoint"), (ckpt_meta, "checkpoint")]
     if history_path is not None:
         outputs.append((history_path, "history file ([output] history)"))
@@ -700,6 +742,8 @@ def train_from_config(
     initial_epoch, stopped, past = 0, False, {"epoch": [], "history": {}}
     if resume:
         model, initial_epoch, stopped, past = _read_checkpoint(ckpt_npz, ckpt_meta, fingerprint, where)
+        if dist is not None:  # the same optimizer (its state kept), now on the ranks
+            model.compile(model.optimizer, model.loss, metrics=tr["metrics"], distribute=dist)
     else:
         try:
             model.build((None,) + tuple(x_train.shape[1:]), seed=tr["seed"])
@@ -733,7 +777,7 @@ def train_from_config(
         + (f"; resuming at epoch {initial_epoch + 1} ({todo} to go)" if resume else "")
     )
     checkpoint = _Checkpoint(ckpt_npz, ckpt_meta, fingerprint=fingerprint, initial_epoch=initial_epoch,
-                             history=past["history"], epochs=past["epoch"])
+                             history=past["history"], epochs=past["epoch"], writes=chief)
     try:
         if verbose:
             model.summary(print_fn=print_fn)
@@ -757,7 +801,10 @@ def train_from_config(
         test = model.evaluate(x_test, y_test, batch_size=eval_batch, return_dict=True)
         print_fn("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
         history = {"epoch": checkpoint.epochs, "history": checkpoint.history}
-        with _interrupts_deferred():
+        with _interrupts_deferred() if chief else contextlib.nullcontext():
+            if not chief:  # the ranks' models are the same: rank 0 writes
+                return {"model": model, "history": history, "test": test, "model_path": model_path,
+                        "history_path": history_path}
             model_path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 model.save(model_path)
@@ -780,6 +827,10 @@ def train_from_config(
         raise Interrupted(f"interrupted; the model {when} is in {ckpt_npz}: go on with {again} --resume") from None
     return {"model": model, "history": history, "test": test, "model_path": model_path,
             "history_path": history_path}
+
+
+def _silent(*args, **kwargs) -> None:
+    """The print_fn of the ranks of a data-parallel run but rank 0."""
 
 
 def add_parser(sub) -> None:
