@@ -23,10 +23,11 @@ def test_small_and_large_rows_and_table():
         (d, lib) for d in ("wine", "diabetes") for lib in ("scikit-learn", "normlab", "normlab, batch_norm=False")}
     for r in small:
         assert len(r["scores"]) == 2 and all(math.isfinite(s) for s in r["scores"])
-        assert r["epochs_mean"] == 2 and r["fit_s_mean"] > 0
+        assert r["epochs_mean"] == 2 and r["fit_s_mean"] > 0 and r["cpu_s_mean"] > 0
     large = bench_sklearn.bench_large(n_train=600, n_test=200, n_features=8, epochs=1, repeats=1)
     assert [r["variant"] for r in large][0] == "scikit-learn (float64)"
-    assert all(r["epochs"] == 1 and 0 <= r["accuracy"] <= 1 and r["speedup_vs_sklearn"] > 0 for r in large)
+    assert all(r["epochs"] == 1 and 0 <= r["accuracy"] <= 1 and r["speedup_vs_sklearn"] > 0
+               and r["wall_speedup_vs_sklearn"] > 0 for r in large)
     meta = {"large": dict(n_train=600, n_test=200, n_features=8, epochs=1, repeats=1)}
     table = bench_sklearn.format_markdown(small, large, meta)
-    assert "| wine | accuracy | normlab |" in table and "| diabetes | R^2 | scikit-learn |" in table and "sklearn time / this" in table
+    assert "| wine | accuracy | normlab |" in table and "| diabetes | R^2 | scikit-learn |" in table and "sklearn CPU time / this" in table
