@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import warnings
 
-import numpy as np
 import pytest
 
 pytest.importorskip("onnx")
