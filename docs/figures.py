@@ -194,6 +194,56 @@ def render_overfitting(res: dict) -> str:
     return "\n".join(lines)
 
 
+NORMPROP_NAMES = {
+    "plain": "plain ReLU",
+    "batchnorm": "batch norm",
+    "weightnorm": "weight normalization",
+    "selu": "SELU",
+    "normprop": "normalization propagation",
+}
+
+
+def render_normprop(res: dict) -> str:
+    steps = res["steps"]
+    shown = [s for s in (25, 100, 300, 1000) if s in steps and s != steps[-1]] + [steps[-1]]
+    head = " | ".join(f"step {s}" for s in shown)
+    lines = [f"| network | {head} | best | ms / step | time / BN's |",
+             "| --- |" + " --- |" * (len(shown) + 3)]
+    for k, acc in res["accuracy"].items():
+        s = res["summary"][k]
+        cells = " | ".join(_pct(acc[steps.index(t)]) for t in shown)
+        lines.append(f"| {NORMPROP_NAMES.get(k, k)} | {cells} | {_pct(s['best_accuracy'])} | "
+                     f"{s['median_ms_per_step']:.2f} | {s['cost_vs_batchnorm']:.2f} |")
+    return "\n".join(lines)
+
+
+def render_optimizers(res: dict) -> str:
+    surfaces = list(res["results"])
+    steps = res["config"]["steps"]
+    head = " | ".join(f"{s}: lr, steps to f − f* < 1e-3 (or f − f* after {steps})" if s == surfaces[0] else
+                      f"{s}: lr, steps (or f − f*)" for s in surfaces)
+    lines = [f"| optimizer | {head} |", "| --- |" + " --- |" * len(surfaces)]
+    for o in res["config"]["optimizers"]:
+        cells = []
+        for s in surfaces:
+            r = res["results"][s][o]
+            k = r["steps_to_tolerance"]
+            cells.append(f"{r['learning_rate']:g}, " + (f"{k}" if k is not None else f"({r['final_gap']:.2g})"))
+        lines.append(f"| {o} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_moving_stats(res: dict) -> str:
+    momenta = res["config"]["momenta"]
+    head = " | ".join(f"moving, {m:g}" for m in momenta)
+    lines = [f"| steps | {head} | recomputed | momentum with momentum^steps = 1 % |",
+             "| --- |" + " --- |" * (len(momenta) + 2)]
+    for i, c in enumerate(res["checkpoints"]):
+        cells = " | ".join(_pct(res["moving"][str(m)][i]) for m in momenta)
+        lines.append(f"| {c} | {cells} | {_pct(res['recomputed'][i])} | {res['suggested_momentum'][i]:.3f} |")
+    return "\n".join(lines)
+
+
 # -------------------------------------------------------------------- runners
 def run_mnist1d(out: Path, quick: bool) -> dict:
     from normlab.experiments import mnist1d
@@ -243,6 +293,33 @@ def run_overfitting(out: Path, quick: bool) -> dict:
     spec.loader.exec_module(mod)
     kw = dict(epochs=2, n_train=128) if quick else {}
     return mod.run(print_fn=_log, **kw)
+
+
+def run_normprop(out: Path, quick: bool) -> dict:
+    from normlab.experiments import normprop
+
+    kw = dict(steps=20, eval_every=10) if quick else {}
+    res = normprop.run(out_dir=out, plots=not quick, print_fn=_log, **kw)
+    return {k: res[k] for k in ("config", "steps", "accuracy", "summary")}
+
+
+def run_optimizers(out: Path, quick: bool) -> dict:
+    from normlab.experiments import optimizers
+
+    kw = dict(steps=20, learning_rates=(0.01, 0.1)) if quick else {}
+    res = optimizers.run(out_dir=out, plots=not quick, print_fn=_log, **kw)
+    slim = {s: {o: {k: v for k, v in r.items() if k not in ("path", "loss")} for o, r in d.items()}
+            for s, d in res["results"].items()}
+    return {"config": res["config"], "results": slim}
+
+
+def run_moving_stats(out: Path, quick: bool) -> dict:
+    from normlab.experiments import moving_stats
+
+    args = ((2, 6),) if quick else ()
+    res = moving_stats.run(*args, out_dir=out, plots=not quick, print_fn=_log)
+    return {k: res[k] for k in ("config", "checkpoints", "moving", "recomputed", "same_training",
+                                "suggested_momentum")}
 
 
 class FigureSet(NamedTuple):
@@ -296,6 +373,27 @@ SETS: dict[str, FigureSet] = {
         {"overfitting": render_overfitting},
         (),
         "about 1 min, Fashion-MNIST",
+    ),
+    "normprop": FigureSet(
+        "normlab experiment normprop",
+        run_normprop,
+        {"normprop": render_normprop},
+        ("normprop.png",),
+        "about 20 s",
+    ),
+    "optimizers": FigureSet(
+        "normlab experiment optimizers",
+        run_optimizers,
+        {"optimizers": render_optimizers},
+        ("optimizers_paths.png", "optimizers_loss.png", "optimizers_schedules.png"),
+        "about 10 s",
+    ),
+    "moving-stats": FigureSet(
+        "normlab experiment moving-stats",
+        run_moving_stats,
+        {"moving-stats": render_moving_stats},
+        ("moving_stats.png",),
+        "about 1 min",
     ),
 }
 

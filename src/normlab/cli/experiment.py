@@ -130,8 +130,8 @@ def add_parser(sub) -> None:
         description=_for_cli(normprop.__doc__, "normlab.experiments.normprop"),
     )
     _common(n, 3000, "SGD steps per network")
-    n.add_argument("--eval-every", type=positive_int, default=100, metavar="N",
-                   help="steps between test evaluations, and the length of a timing round (default 100)")
+    n.add_argument("--eval-every", type=positive_int, default=25, metavar="N",
+                   help="steps between test evaluations, and the length of a timing round (default 25)")
     n.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
     n.add_argument("--batch-size", type=positive_int, default=32, help="mini-batch size (default 32)")
     n.add_argument("--models", nargs="+", choices=normprop.MODELS, default=list(normprop.MODELS),

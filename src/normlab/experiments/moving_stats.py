@@ -35,7 +35,7 @@ import numpy as np
 from ..callbacks.base import Callback
 from ._common import check_positive_int, out_path, pyplot, write_json
 
-__all__ = ["run", "MOMENTA", "CHECKPOINTS", "momentum_for_steps"]
+__all__ = ["run", "build_network", "MOMENTA", "CHECKPOINTS", "momentum_for_steps"]
 
 MOMENTA = (0.9, 0.95, 0.99, 0.999)
 CHECKPOINTS = (24, 72, 240, 720, 2400)
@@ -50,7 +50,8 @@ def momentum_for_steps(steps: int, residue: float = 0.01) -> float:
     return float(residue ** (1.0 / steps))
 
 
-def _network(momentum: float, seed: int):
+def build_network(momentum: float, seed: int = 0):
+    """The bn-paper network (3 x 100 sigmoid units, BN before each sigmoid) with BN's ``momentum``."""
     from .. import Sequential, initializers
     from ..layers import Activation, BatchNormalization, Dense
 
@@ -124,7 +125,7 @@ def run(
     t0 = time.perf_counter()
     runs = {}
     for m in momenta:
-        model = _network(m, seed)
+        model = build_network(m, seed)
         model.compile(optimizer=optimizers.SGD(learning_rate), loss="sparse_categorical_crossentropy")
         cb = _Checkpoints(checkpoints, x, xt, yt)
         per_epoch = math.ceil(len(x) / batch_size)

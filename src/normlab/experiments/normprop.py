@@ -87,7 +87,7 @@ def _standardized_digits():
 def run(
     steps: int = 3000,
     *,
-    eval_every: int = 100,
+    eval_every: int = 25,
     batch_size: int = 32,
     learning_rate: float = 0.01,
     hidden=(100, 100),
@@ -167,11 +167,10 @@ def run(
     if plots:
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        for k in nets:
-            ax.plot(steps_axis, 100 * np.asarray(acc[k]), label=k, lw=1.3)
+        for k in nets:  # log steps: the early differences are the interesting ones
+            ax.semilogx(steps_axis[1:], 100 * np.asarray(acc[k][1:]), label=k, lw=1.3)
         ax.set_xlabel("training step")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(max(0, min(min(v[1:]) for v in acc.values()) * 100 - 5) if len(steps_axis) > 1 else 0, 100)
         ax.set_title(f"digits, {len(hidden)} x {hidden[0]} hidden units, SGD lr {learning_rate:g}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
