@@ -219,3 +219,14 @@ ops = types.SimpleNamespace(
     concatenate=np.concatenate,
     arange=np.arange,
 )
+
+
+def register_keras_serializable(package="Custom", name=None):
+    """Keras's decorator; normlab builds configs only from its own registries, so it registers nothing."""
+    def deco(obj):
+        return obj
+    return deco
+
+
+#: Keras's symbolic tensor: normlab has none (tests that need one are strict xfails)
+KerasTensor = None
