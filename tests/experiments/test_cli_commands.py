@@ -20,6 +20,9 @@ SUBCOMMANDS = [
     ["experiment", "bn-paper"],
     ["experiment", "regularization"],
     ["experiment", "mnist1d"],
+    ["experiment", "normprop"],
+    ["experiment", "optimizers"],
+    ["experiment", "moving-stats"],
     ["bench"],
 ]
 
