@@ -187,6 +187,8 @@ def _has_parameter(cls, name: str) -> bool:
 if _has_parameter(L.Conv2D, "groups"):
     CASES["Conv2D-groups"] = ((6, 6, 4), lambda: [L.Conv2D(6, 3, groups=2, padding="same")])
     CASES["Conv1D-groups"] = ((9, 4), lambda: [L.Conv1D(4, 3, groups=4)])
+    CASES["Conv2D-groups-BatchNormalization"] = (
+        (6, 6, 4), lambda: [L.Conv2D(6, 3, groups=2, padding="same", use_bias=False), L.BatchNormalization()])
 
 
 def _conv_channels_first_ok() -> bool:
@@ -280,8 +282,11 @@ def test_folded_batchnorm_matches(case, rng):
     model = _model(case, rng)
     proto = to_onnx(model, None, fold_batchnorm=True)
     layers = model.layers
+    def channels(layer, ndim):  # the axis of a linear layer's output units
+        return 1 if getattr(layer, "data_format", None) == "channels_first" else ndim - 1
+
     foldable = any(isinstance(bn, L.BatchNormalization) and getattr(prev, "activation", "x") in (None, "linear")
-                   and bn._feature_axes == (len(bn.input_shape) - 1,)
+                   and bn._feature_axes == (channels(prev, len(bn.input_shape)),)
                    for prev, bn in zip(layers, layers[1:]))
     kept = [n.op_type for n in proto.graph.node].count("BatchNormalization")
     assert kept == (0 if foldable else sum(isinstance(l, L.BatchNormalization) and len(l._feature_axes) == 1
