@@ -7,6 +7,7 @@ import pytest
 
 from normlab import initializers
 from normlab._validation import InvalidParameterError, _as_constraint
+from normlab.kernels import _conv_gemm as _gemm
 from normlab.kernels import conv as K
 from normlab.layers import (
     BatchNormalization,
@@ -76,7 +77,7 @@ def test_tiling_gives_the_same_results(tile_bytes, strides, dilation, rng, monke
     y0, c0 = K.conv2d_forward(x, w, b, **hp)
     dy = rng.standard_normal(y0.shape)
     ref = K.conv2d_backward(dy, c0, w)
-    monkeypatch.setattr(K, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(_gemm, "TILE_BYTES", tile_bytes)
     y, c = K.conv2d_forward(x, w, b, **hp)
     np.testing.assert_allclose(y, y0, rtol=1e-12, atol=1e-12)
     for a, r in zip(K.conv2d_backward(dy, c, w), ref):
@@ -89,7 +90,7 @@ def test_tiling_gives_the_same_results(tile_bytes, strides, dilation, rng, monke
 def test_tiles_cover_every_output_row_once():
     for args in [(5, 9, 42, 8, 2), (5, 9, 42, 8, 0), (3, 40, 100, 4, 4), (1, 7, 1, 8, 0)]:
         for whole in (True, False):
-            tiles = K._tiles(*args, whole_images=whole)
+            tiles = _gemm._tiles(*args, whole_images=whole)
             seen = np.zeros((args[0], args[1]), int)
             for n0, n1, p0, p1 in tiles:
                 assert n1 - n0 == 1 or (p0, p1) == (0, args[1])
@@ -329,7 +330,13 @@ def test_invalid_messages():
     with pytest.raises(InvalidParameterError, match="'padding' parameter of Conv2D must be one of 'valid', 'same'. Got 'causal'"):
         Conv2D(2, 3, padding="causal")
     with pytest.raises(InvalidParameterError, match="'data_format' parameter of Conv1D"):
-        Conv1D(2, 3, data_format="channels_first")
+        Conv1D(2, 3, data_format="channels_middle")
+    with pytest.raises(InvalidParameterError, match="'algorithm' parameter of Conv1D must be one of 'auto', 'gemm', 'direct'"):
+        Conv1D(2, 3, algorithm="winograd")
+    with pytest.raises(ValueError, match=r"Conv2D: algorithm='winograd' needs kernel_size=\(3, 3\)"):
+        Conv2D(2, 3, strides=2, algorithm="winograd")
+    with pytest.raises(ValueError, match="Conv2D: the number of filters must be divisible by groups"):
+        Conv2D(5, 3, groups=2)
 
 
 @pytest.mark.parametrize("layer", [

@@ -34,26 +34,21 @@ Padding (``padding=``): ``"valid"`` (none); ``"same"`` as TF/Keras, per axis::
 ``"causal"`` (1-D): ``before = (k - 1) d``, ``after = 0``; or explicit
 ``((pt, pb), (pl, pr))`` pairs.
 
-Implementation (timings: the benchmark case, 64 x 32 x 32 x 32 -> 32
-filters 3 x 3 "same", float32, one thread; ``benchmarks/bench_conv.py``).
-The patch matrix is never built whole (it is ``kh kw`` times the input,
-75 MB there, and one GEMM over it runs at ~65 GFLOP/s where 1 MiB tiles
-reach ~85): the batch is cut into tiles of about ``TILE_BYTES`` (whole
-images, or bands of rows of one large image) whose buffer stays in cache.
+Algorithms (``algorithm=``; every one computes the same function, the
+gradients are each one's exact adjoint):
 
-* Unit row stride (the common case, and ``dx`` below): the tile buffer holds
-  only width strips ``S[n, h, q, (j, c)] = xp[n, h, q sw + j dw, c]``
-  (``kw C`` columns, a third of the patches for 3 x 3). Row ``i`` of taps is
-  then a contiguous row range of ``S`` shifted by ``i dh`` image rows, so
-  ``Y = sum_i S_i W[i]`` and ``dW[i] = S_i^T dY`` are ``kh`` GEMMs each with
-  no further copy. Forward ~15 ms instead of ~21 ms with full patches.
-* Larger row strides: full patches per tile, one GEMM.
+* ``"gemm"``: im2col in cache-sized tiles and BLAS (:mod:`._conv_gemm`); any
+  strides and dilation; the exact path (the rounding of a plain dot product).
+* ``"winograd"``: F(2x2, 3x3) (:mod:`._conv_winograd`), 3 x 3 kernels with unit
+  strides and dilation, 2.25x fewer multiplications; its float32 error bound
+  is stated there.
+* ``"direct"``: loops over taps without a patch matrix (:mod:`._conv_direct`).
+* ``"auto"``: Winograd where it applies and is faster, else GEMM
+  (:func:`resolve_algorithm`).
 
-The backward pass rebuilds each tile's buffer instead of keeping ``P``; only
-the padded input is cached. For ``dx`` with unit strides the correlation form
-(the forward kernel on ``dY``) takes about a third of the time of
-``dY W2^T`` plus the strided scatter-add (col2im), which remains the path
-for larger strides.
+Grouped convolution (``groups``): input channels and filters are split into
+``groups`` consecutive blocks and block ``g`` of filters sees block ``g`` of
+inputs only; the kernel is ``(kh, kw, C / groups, F)`` as in Keras.
 
 1-D convolutions (``x`` of shape ``(N, L, C)``, kernel ``(k, C, F)``) are the
 2-D ones with ``H = kh = 1``.
@@ -64,9 +59,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+
+from . import _backend
+from . import _conv_direct as _direct
+from . import _conv_gemm as _gemm
+from . import _conv_winograd as _wino
 
 __all__ = [
+    "ALGORITHMS",
     "ConvCache",
     "ConvGeometry",
     "axis_padding",
@@ -79,11 +79,15 @@ __all__ = [
     "conv_geometry",
     "conv_output_length",
     "fold_conv_bn_params",
+    "resolve_algorithm",
     "same_padding",
 ]
 
-#: patch bytes per tile (fits the L2 cache of current CPUs next to the kernel)
-TILE_BYTES = 1 << 20
+#: the values of ``algorithm=``
+ALGORITHMS = ("auto", "gemm", "winograd", "direct")
+#: "auto" uses Winograd from this many input channels and filters per group (measured:
+#: benchmarks/README.md, "Convolution algorithms")
+WINOGRAD_MIN_CHANNELS = 16
 
 
 class ConvGeometry(NamedTuple):
@@ -98,10 +102,13 @@ class ConvGeometry(NamedTuple):
 
 
 class ConvCache(NamedTuple):
-    """What :func:`conv2d_backward` needs: the padded input and the geometry."""
+    """What :func:`conv2d_backward` needs: the padded input, the geometry, the algorithm chosen
+    (never "auto") and the number of groups."""
 
     xp: np.ndarray
     geom: ConvGeometry
+    algorithm: str = "gemm"
+    groups: int = 1
 
 
 # ----------------------------------------------------------------- geometry
@@ -163,130 +170,63 @@ def conv_geometry(
     return ConvGeometry(in_size, kernel, strides, dilation, pads, tuple(out))
 
 
-def _pad(x: np.ndarray, pads) -> np.ndarray:
-    """Zero-pad axes 1 and 2 of ``x`` (a contiguous copy; ``x`` itself if no padding and contiguous)."""
-    (pt, pb), (pl, pr) = pads
-    if pt == pb == pl == pr == 0:
-        return np.ascontiguousarray(x)
-    n, h, w, c = x.shape
-    xp = np.empty((n, h + pt + pb, w + pl + pr, c), dtype=x.dtype)
-    # zero only the border, write the interior once
-    xp[:, :pt] = 0
-    xp[:, pt + h :] = 0
-    xp[:, pt : pt + h, :pl] = 0
-    xp[:, pt : pt + h, pl + w :] = 0
-    xp[:, pt : pt + h, pl : pl + w] = x
-    return xp
+# ------------------------------------------------------------ algorithms
+def resolve_algorithm(algorithm: str, kernel_size, strides, dilation, channels: int, filters: int | None = None) -> str:
+    """The algorithm that runs: ``algorithm`` itself, or the choice of ``"auto"`` for this shape.
 
-
-def _windows(xp: np.ndarray, kernel, strides, dilation, out_size) -> np.ndarray:
-    """Read-only view ``V[n, p, q, i, j, c] = xp[n, p sh + i dh, q sw + j dw, c]``."""
-    s_n, s_h, s_w, s_c = xp.strides
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, strides, dilation, out_size
-    return as_strided(
-        xp,
-        shape=(xp.shape[0], ho, wo, kh, kw, xp.shape[3]),
-        strides=(s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
-        writeable=False,
-    )
-
-
-def _tiles(n: int, ho: int, row_elems: int, itemsize: int, halo: int = 0, *, whole_images: bool = True):
-    """Tiles ``(n0, n1, p0, p1)`` (images ``n0:n1``, output rows ``p0:p1``) of about ``TILE_BYTES``.
-
-    ``row_elems`` is the number of buffered elements per output row (patches:
-    ``Wo kh kw C``; strips: ``Wo kw C``, with ``halo`` extra rows per tile). A
-    tile is several whole images (if ``whole_images``) or a band of rows of one image.
+    ``channels`` and ``filters`` are per group. ``"auto"`` picks Winograd for 3 x 3
+    kernels with unit strides and dilation when both have at least
+    ``WINOGRAD_MIN_CHANNELS`` and the numba kernels are on (the NumPy transforms
+    are slower than the GEMM they save), and the GEMM path otherwise.
     """
-    rows = max(1, TILE_BYTES // max(1, row_elems * itemsize) - halo)
-    if rows < ho:
-        return [(i, i + 1, p0, min(p0 + rows, ho)) for i in range(n) for p0 in range(0, ho, rows)]
-    nb = max(1, (rows + halo) // (ho + halo)) if whole_images else 1
-    return [(n0, min(n0 + nb, n), 0, ho) for n0 in range(0, n, nb)]
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"conv: algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    wino_ok = _wino.supported(kernel_size, strides, dilation)
+    if algorithm == "auto":
+        big = channels >= WINOGRAD_MIN_CHANNELS and (filters is None or filters >= WINOGRAD_MIN_CHANNELS)
+        return "winograd" if wino_ok and big and _backend.numba_enabled() else "gemm"
+    if algorithm == "winograd" and not wino_ok:
+        raise ValueError(
+            "conv: algorithm='winograd' needs a 3 x 3 kernel with unit strides and dilation, got "
+            f"kernel_size={tuple(kernel_size)}, strides={tuple(strides)}, dilation={tuple(dilation)}."
+        )
+    return algorithm
 
 
-def _strips(xp: np.ndarray, kw: int, sw: int, dw: int, wo: int) -> np.ndarray:
-    """Read-only view ``S[n, h, q, j, c] = xp[n, h, q sw + j dw, c]`` (im2col along the width only)."""
-    s_n, s_h, s_w, s_c = xp.strides
-    return as_strided(
-        xp,
-        shape=(xp.shape[0], xp.shape[1], wo, kw, xp.shape[3]),
-        strides=(s_n, s_h, s_w * sw, s_w * dw, s_c),
-        writeable=False,
-    )
+def _forward_one(xp, kernel, bias, geom, algorithm):
+    if algorithm == "winograd":
+        return _wino.forward(xp, kernel, bias, geom.out_size)
+    if algorithm == "direct":
+        return _direct.forward(xp, kernel, bias, geom.strides, geom.dilation, geom.out_size)
+    return _gemm.correlate(xp, kernel, bias, geom.strides, geom.dilation, geom.out_size)
 
 
-def _correlate(xp, kernel, bias, strides, dilation, out_size) -> np.ndarray:
-    """``y = im2col(xp) @ W2 (+ bias)`` of shape ``(N, Ho, Wo, F)``, tile by tile.
-
-    With unit row stride the row taps need no copy (``_correlate_rows``).
-    """
-    if strides[0] == 1:
-        return _correlate_rows(xp, kernel, bias, strides[1], dilation, out_size)
-    n = xp.shape[0]
-    (ho, wo), (kh, kw, c, f) = out_size, kernel.shape
-    k = kh * kw * c
-    w2 = kernel.reshape(k, f)
-    view = _windows(xp, (kh, kw), strides, dilation, out_size)
-    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, kernel.dtype))
-    y2 = y.reshape(-1, f)
-    tiles = _tiles(n, ho, wo * k, xp.itemsize)
-    buf = np.empty(max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo * k, dtype=xp.dtype)
-    for n0, n1, p0, p1 in tiles:
-        rows = (n1 - n0) * (p1 - p0) * wo
-        patches = buf[: rows * k]
-        np.copyto(patches.reshape(n1 - n0, p1 - p0, wo, kh, kw, c), view[n0:n1, p0:p1])
-        r0 = (n0 * ho + p0) * wo
-        out = y2[r0 : r0 + rows]
-        np.matmul(patches.reshape(rows, k), w2, out=out)
-        if bias is not None:
-            out += bias
-    return y
+def _backward_one(dy, xp, kernel, geom, algorithm, need_dx, need_dw):
+    """``(dx, dkernel)`` of one group (``dx`` without padding)."""
+    dx = dw = None
+    if algorithm == "winograd":
+        dxp, dw = _wino.backward(dy, xp, kernel, need_dx=need_dx, need_dw=need_dw)
+        if need_dx:
+            (pt, _), (pl, _) = geom.pads
+            h, w = geom.in_size
+            dx = np.ascontiguousarray(dxp[:, pt : pt + h, pl : pl + w])
+        return dx, dw
+    if need_dx:
+        dx = _gemm.input_grad(dy, kernel, geom, xp.shape)
+    if need_dw:
+        if algorithm == "direct":
+            dw = _direct.kernel_grad(xp, dy, kernel.shape, geom.strides, geom.dilation)
+        else:
+            dw = _gemm.param_grads(dy, xp, geom, kernel.shape)[0]
+    return dx, dw
 
 
-def _row_tiles(n, ho, wo, kc, itemsize, halo):
-    # several images per tile only when they are small (their seams cost wasted rows)
-    return _tiles(n, ho, wo * kc, itemsize, halo, whole_images=ho * wo < 256)
-
-
-def _correlate_rows(xp, kernel, bias, sw, dilation, out_size) -> np.ndarray:
-    """Unit row stride: copy width strips ``S`` (``kw C`` columns) once per tile; each row
-    of taps ``i`` is then a contiguous row range of the strips, offset by ``i dh`` image
-    rows, and ``Y = sum_i S_i W[i]`` is ``kh`` GEMMs with no further copy.
-
-    A tile of several images is computed as one block, the rows that straddle two
-    images included (``(kh - 1) dh`` per image, discarded).
-    """
-    n = xp.shape[0]
-    (ho, wo), (kh, kw, c, f) = out_size, kernel.shape
-    dh, dw = dilation
-    kc, halo = kw * c, (kh - 1) * dh
-    wi = kernel.reshape(kh, kc, f)
-    view = _strips(xp, kw, sw, dw, wo)
-    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, kernel.dtype))
-    y3 = y.reshape(n, ho * wo, f)
-    tiles = _row_tiles(n, ho, wo, kc, xp.itemsize, halo)
-    max_rows = max((n1 - n0) * (p1 - p0 + halo) for n0, n1, p0, p1 in tiles) * wo
-    buf = np.empty(max_rows * kc, dtype=xp.dtype)
-    block = np.empty((max_rows, f), dtype=y.dtype)
-    tmp = np.empty((max_rows, f), dtype=y.dtype)
-    for n0, n1, p0, p1 in tiles:
-        nb, hb = n1 - n0, p1 - p0 + halo
-        strips = buf[: nb * hb * wo * kc]
-        np.copyto(strips.reshape(nb, hb, wo, kw, c), view[n0:n1, p0 : p0 + hb])
-        a = strips.reshape(nb * hb * wo, kc)
-        m = (nb * hb - halo) * wo
-        out = y3[n0, p0 * wo : p1 * wo] if nb == 1 else block[:m]
-        np.matmul(a[:m], wi[0], out=out)
-        for i in range(1, kh):
-            r = i * dh * wo
-            np.matmul(a[r : r + m], wi[i], out=tmp[:m])
-            out += tmp[:m]
-        if nb > 1:  # keep each image's first Ho rows
-            y[n0:n1] = block[: nb * hb * wo].reshape(nb, hb, wo, f)[:, : p1 - p0]
-        if bias is not None:
-            y[n0:n1, p0:p1] += bias
-    return y
+def _group(a: np.ndarray, g: int, groups: int) -> np.ndarray:
+    """Channels ``g`` of ``groups`` (the last axis) as a contiguous array (``a`` itself for one group)."""
+    if groups == 1:
+        return a
+    k = a.shape[-1] // groups
+    return np.ascontiguousarray(a[..., g * k : (g + 1) * k])
 
 
 # ----------------------------------------------------------------- 2-D
@@ -298,23 +238,61 @@ def conv2d_forward(
     strides=(1, 1),
     padding="valid",
     dilation=(1, 1),
+    groups: int = 1,
+    algorithm: str = "auto",
 ) -> tuple[np.ndarray, ConvCache]:
-    """Return ``(y, cache)``: ``y = conv(x, kernel) + bias`` of shape ``(N, Ho, Wo, F)``."""
-    kh, kw, c, _ = kernel.shape
-    if x.ndim != 4 or x.shape[3] != c:
-        raise ValueError(f"conv2d_forward: x must be (N, H, W, {c}), got shape {x.shape}.")
-    cache = conv2d_cache(x, (kh, kw), strides=strides, padding=padding, dilation=dilation)
-    g = cache.geom
-    y = _correlate(cache.xp, kernel, bias, g.strides, g.dilation, g.out_size)
+    """Return ``(y, cache)``: ``y = conv(x, kernel) + bias`` of shape ``(N, Ho, Wo, F)``.
+
+    ``groups``: the channels are split into ``groups`` consecutive blocks,
+    ``kernel`` is ``(kh, kw, C / groups, F)`` and filters ``g F / groups`` to
+    ``(g + 1) F / groups - 1`` see only input block ``g`` (Keras and PyTorch).
+    ``algorithm``: ``"auto"``, ``"gemm"`` (exact im2col), ``"winograd"`` or
+    ``"direct"`` (:func:`resolve_algorithm`); all give the same result to
+    rounding (Winograd's bound: :mod:`normlab.kernels._conv_winograd`).
+    """
+    kh, kw, cg, f = kernel.shape
+    if x.ndim != 4 or x.shape[3] != cg * groups:
+        raise ValueError(f"conv2d_forward: x must be (N, H, W, {cg * groups}), got shape {x.shape}.")
+    if f % groups:
+        raise ValueError(f"conv2d_forward: {f} filters are not divisible by groups={groups}.")
+    cache = conv2d_cache(x, (kh, kw), strides=strides, padding=padding, dilation=dilation, groups=groups,
+                         algorithm=algorithm, filters=f)
+    fg = f // groups
+    if groups == 1:
+        return _forward_one(cache.xp, kernel, bias, cache.geom, cache.algorithm), cache
+    y = None
+    for g in range(groups):
+        b = None if bias is None else bias[g * fg : (g + 1) * fg]
+        yg = _forward_one(_group(cache.xp, g, groups), _group(kernel, g, groups), b, cache.geom, cache.algorithm)
+        if y is None:
+            y = np.empty(yg.shape[:3] + (f,), dtype=yg.dtype)
+        y[..., g * fg : (g + 1) * fg] = yg
     return y, cache
 
 
 def conv2d_cache(
-    x: np.ndarray, kernel_size, *, strides=(1, 1), padding="valid", dilation=(1, 1), axis_names=("height", "width")
+    x: np.ndarray,
+    kernel_size,
+    *,
+    strides=(1, 1),
+    padding="valid",
+    dilation=(1, 1),
+    axis_names=("height", "width"),
+    groups: int = 1,
+    algorithm: str = "auto",
+    filters: int | None = None,
 ) -> ConvCache:
-    """The cache of :func:`conv2d_forward` without the forward pass (pad ``x``, resolve the sizes)."""
+    """The cache of :func:`conv2d_forward` without the forward pass (pad ``x``, resolve the sizes
+    and the algorithm; Winograd's input is extended with zeros to whole 4 x 4 tiles)."""
     geom = conv_geometry(x.shape[1:3], kernel_size, strides, dilation, padding, axis_names=axis_names)
-    return ConvCache(_pad(x, geom.pads), geom)
+    fg = None if filters is None else filters // groups
+    algo = resolve_algorithm(algorithm, geom.kernel, geom.strides, geom.dilation, x.shape[3] // groups, fg)
+    pads = geom.pads
+    if algo == "winograd":
+        padded = [n + a + b for n, (a, b) in zip(geom.in_size, pads)]
+        eh, ew = _wino.extra_padding(geom.out_size, padded)
+        pads = ((pads[0][0], pads[0][1] + eh), (pads[1][0], pads[1][1] + ew))
+    return ConvCache(_gemm.pad(x, pads), geom, algo, groups)
 
 
 def conv2d_backward(
@@ -326,114 +304,26 @@ def conv2d_backward(
     need_param_grads: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Return ``(dx, dkernel, dbias)``; an entry not asked for is ``None``."""
-    xp, geom = cache
-    dx = _conv2d_dx(dy, kernel, geom, xp.shape) if need_dx else None
-    if not need_param_grads:
-        return dx, None, None
-    dw, db = _conv2d_param_grads(dy, xp, geom, kernel.shape)
+    xp, geom, algo, groups = cache
+    f = kernel.shape[3]
+    db = None
+    if need_param_grads:  # BLAS gemv: much faster than a reduction over the long axis
+        dy2 = dy.reshape(-1, f)
+        db = np.ones(dy2.shape[0], dtype=dy.dtype) @ dy2
+    if groups == 1:
+        dx, dw = _backward_one(dy, xp, kernel, geom, algo, need_dx, need_param_grads)
+        return dx, dw, db
+    n, cg, fg = dy.shape[0], kernel.shape[2], f // groups
+    dx = np.empty((n,) + tuple(geom.in_size) + (cg * groups,), dtype=dy.dtype) if need_dx else None
+    dw = np.empty(kernel.shape, dtype=dy.dtype) if need_param_grads else None
+    for g in range(groups):
+        dxg, dwg = _backward_one(_group(dy, g, groups), _group(xp, g, groups), _group(kernel, g, groups), geom,
+                                 algo, need_dx, need_param_grads)
+        if need_dx:
+            dx[..., g * cg : (g + 1) * cg] = dxg
+        if need_param_grads:
+            dw[..., g * fg : (g + 1) * fg] = dwg
     return dx, dw, db
-
-
-def _conv2d_param_grads(dy, xp, geom, kshape):
-    """``dW2 = P^T dY`` (tile by tile, patches rebuilt) and ``db = sum_rows dY``."""
-    kh, kw, c, f = kshape
-    dy2 = dy.reshape(-1, f)
-    # BLAS gemv: much faster than a reduction over the long axis
-    db = np.ones(dy2.shape[0], dtype=dy.dtype) @ dy2
-    if geom.strides[0] == 1:
-        return _param_grads_rows(dy, xp, geom, kshape), db
-    n = xp.shape[0]
-    (ho, wo), k = geom.out_size, kh * kw * c
-    view = _windows(xp, geom.kernel, geom.strides, geom.dilation, geom.out_size)
-    tiles = _tiles(n, ho, wo * k, xp.itemsize)
-    buf = np.empty(max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo * k, dtype=xp.dtype)
-    dw = np.zeros((k, f), dtype=dy.dtype)
-    part = np.empty((k, f), dtype=dy.dtype)
-    for n0, n1, p0, p1 in tiles:
-        rows = (n1 - n0) * (p1 - p0) * wo
-        patches = buf[: rows * k]
-        np.copyto(patches.reshape(n1 - n0, p1 - p0, wo, kh, kw, c), view[n0:n1, p0:p1])
-        r0 = (n0 * ho + p0) * wo
-        np.matmul(patches.reshape(rows, k).T, dy2[r0 : r0 + rows], out=part)
-        dw += part
-    return dw.reshape(kshape), db
-
-
-def _param_grads_rows(dy, xp, geom, kshape):
-    """Unit row stride: ``dW[i] = sum_tiles S_i^T dY`` over the width strips (see
-    ``_correlate_rows``); the rows straddling two images meet zero rows of ``dY``."""
-    kh, kw, c, f = kshape
-    n = xp.shape[0]
-    (ho, wo), (dh, dw_), sw = geom.out_size, geom.dilation, geom.strides[1]
-    kc, halo = kw * c, (kh - 1) * dh
-    view = _strips(xp, kw, sw, dw_, wo)
-    dy3 = dy.reshape(n, ho * wo, f)
-    tiles = _row_tiles(n, ho, wo, kc, xp.itemsize, halo)
-    max_rows = max((n1 - n0) * (p1 - p0 + halo) for n0, n1, p0, p1 in tiles) * wo
-    buf = np.empty(max_rows * kc, dtype=xp.dtype)
-    grid = np.zeros((max_rows, f), dtype=dy.dtype)
-    dw = np.zeros((kh, kc, f), dtype=dy.dtype)
-    part = np.empty((kc, f), dtype=dy.dtype)
-    for n0, n1, p0, p1 in tiles:
-        nb, hb = n1 - n0, p1 - p0 + halo
-        strips = buf[: nb * hb * wo * kc]
-        np.copyto(strips.reshape(nb, hb, wo, kw, c), view[n0:n1, p0 : p0 + hb])
-        a = strips.reshape(nb * hb * wo, kc)
-        m = (nb * hb - halo) * wo
-        if nb == 1:
-            g = dy3[n0, p0 * wo : p1 * wo]
-        else:  # dY on the block's row grid, zero on the rows between images
-            g4 = grid[: nb * hb * wo].reshape(nb, hb, wo, f)
-            g4[:, : p1 - p0] = dy[n0:n1]
-            g4[:, p1 - p0 :] = 0
-            g = grid[:m]
-        for i in range(kh):
-            r = i * dh * wo
-            np.matmul(a[r : r + m].T, g, out=part)
-            dw[i] += part
-    return dw.reshape(kshape)
-
-
-def _conv2d_dx(dy, kernel, geom, xp_shape):
-    kh, kw, _, _ = kernel.shape
-    (pt, pb), (pl, pr) = geom.pads
-    (dh, dw_), (h, w) = geom.dilation, geom.in_size
-    back = ((kh - 1) * dh - pt, (kh - 1) * dh - pb), ((kw - 1) * dw_ - pl, (kw - 1) * dw_ - pr)
-    if geom.strides == (1, 1) and min(min(b) for b in back) >= 0:
-        # full correlation of the padded dY with the flipped, transposed kernel
-        dyp = _pad(dy, back)
-        wf = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))
-        return _correlate(dyp, wf, None, (1, 1), geom.dilation, (h, w))
-    return _col2im_dx(dy, kernel, geom, xp_shape)
-
-
-def _col2im_dx(dy, kernel, geom, xp_shape):
-    """``dP = dY W2^T`` then scatter-add each tap's slice into ``dxp`` (tile by tile)."""
-    kh, kw, c, f = kernel.shape
-    n = dy.shape[0]
-    (ho, wo), (sh, sw), (dh, dw_) = geom.out_size, geom.strides, geom.dilation
-    (pt, _), (pl, _) = geom.pads
-    h, w = geom.in_size
-    k = kh * kw * c
-    w2t = kernel.reshape(k, f).T
-    dy2 = dy.reshape(-1, f)
-    dxp = np.zeros(xp_shape, dtype=dy.dtype)
-    tiles = list(_tiles(n, ho, wo * k, dy.itemsize))
-    max_rows = max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo
-    buf = np.empty(max_rows * k, dtype=dy.dtype)
-    for n0, n1, p0, p1 in tiles:
-        rows = (n1 - n0) * (p1 - p0) * wo
-        r0 = (n0 * ho + p0) * wo
-        dp = buf[: rows * k].reshape(rows, k)
-        np.matmul(dy2[r0 : r0 + rows], w2t, out=dp)
-        dp6 = dp.reshape(n1 - n0, p1 - p0, wo, kh, kw, c)
-        for i in range(kh):
-            r = p0 * sh + i * dh
-            rows_sl = slice(r, r + (p1 - p0 - 1) * sh + 1, sh)
-            for j in range(kw):
-                cols_sl = slice(j * dw_, j * dw_ + (wo - 1) * sw + 1, sw)
-                dxp[n0:n1, rows_sl, cols_sl] += dp6[:, :, :, i, j]
-    return np.ascontiguousarray(dxp[:, pt : pt + h, pl : pl + w])
 
 
 # ----------------------------------------------------------------- 1-D
@@ -445,27 +335,34 @@ def conv1d_forward(
     strides: int = 1,
     padding="valid",
     dilation: int = 1,
+    groups: int = 1,
+    algorithm: str = "auto",
 ) -> tuple[np.ndarray, ConvCache]:
-    """1-D convolution of ``x`` ``(N, L, C)`` with ``kernel`` ``(k, C, F)``: ``(y, cache)``.
+    """1-D convolution of ``x`` ``(N, L, C)`` with ``kernel`` ``(k, C / groups, F)``: ``(y, cache)``.
 
-    ``padding``: "valid", "same", "causal" or one explicit ``(before, after)`` pair.
+    ``padding``: "valid", "same", "causal" or one explicit ``(before, after)`` pair;
+    ``groups`` and ``algorithm`` as :func:`conv2d_forward` (Winograd is 2-D only).
     """
-    k, c, _ = kernel.shape
-    if x.ndim != 3 or x.shape[2] != c:
-        raise ValueError(f"conv1d_forward: x must be (N, L, {c}), got shape {x.shape}.")
-    cache = conv1d_cache(x, k, strides=strides, padding=padding, dilation=dilation)
-    g = cache.geom
-    y = _correlate(cache.xp, kernel[None], bias, g.strides, g.dilation, g.out_size)
+    k, cg, f = kernel.shape
+    if x.ndim != 3 or x.shape[2] != cg * groups:
+        raise ValueError(f"conv1d_forward: x must be (N, L, {cg * groups}), got shape {x.shape}.")
+    if not isinstance(padding, str):
+        padding = ((0, 0), tuple(padding))
+    y, cache = conv2d_forward(
+        x[:, None], kernel[None], bias, strides=(1, int(strides)), padding=padding, dilation=(1, int(dilation)),
+        groups=groups, algorithm=algorithm,
+    )
     return y[:, 0], cache
 
 
-def conv1d_cache(x: np.ndarray, kernel_size: int, *, strides: int = 1, padding="valid", dilation: int = 1):
+def conv1d_cache(x: np.ndarray, kernel_size: int, *, strides: int = 1, padding="valid", dilation: int = 1,
+                 groups: int = 1, algorithm: str = "auto", filters: int | None = None):
     """The cache of :func:`conv1d_forward` without the forward pass."""
     if not isinstance(padding, str):
         padding = ((0, 0), tuple(padding))
     return conv2d_cache(
         x[:, None], (1, int(kernel_size)), strides=(1, int(strides)), padding=padding,
-        dilation=(1, int(dilation)), axis_names=("", "steps"),
+        dilation=(1, int(dilation)), axis_names=("", "steps"), groups=groups, algorithm=algorithm, filters=filters,
     )
 
 

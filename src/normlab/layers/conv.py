@@ -1,4 +1,4 @@
-"""Convolution layers, channels-last (state only; the math is in ``kernels.conv``).
+"""Convolution layers, channels-last or channels-first (state only; the math is in ``kernels.conv``).
 
 Also :class:`SpatialSize`, the constraint of size hyperparameters given as an
 int or a tuple (``kernel_size``, ``strides``, ``pool_size`` ...), and
@@ -40,7 +40,7 @@ _ACT = [NoneOk(), Options(tuple(_activations.names()))]
 _INIT = [str, dict, Instance(_initializers.Initializer)]
 _REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
 _CON = [NoneOk(), str, dict, Instance(_constraints.Constraint)]
-_DATA_FORMAT = [NoneOk(), Options(("channels_last",))]
+_DATA_FORMAT = [NoneOk(), Options(("channels_last", "channels_first"))]
 
 AXIS_NAMES = {1: ("steps",), 2: ("height", "width")}
 
@@ -84,6 +84,16 @@ class _ConvCache(NamedTuple):
     a: np.ndarray
 
 
+def _to_last(x: np.ndarray) -> np.ndarray:
+    """``(N, C, *spatial)`` as a contiguous ``(N, *spatial, C)`` array (one copy)."""
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1))
+
+
+def _to_first(x: np.ndarray) -> np.ndarray:
+    """``(N, *spatial, C)`` as a contiguous ``(N, C, *spatial)`` array (one copy)."""
+    return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+
+
 class _Conv(ActivatedLinear, Layer):
     """Shared state handling of :class:`Conv1D` and :class:`Conv2D` (see there)."""
 
@@ -108,6 +118,9 @@ class _Conv(ActivatedLinear, Layer):
             "kernel_constraint": _CON,
             "bias_constraint": _CON,
             "data_format": _DATA_FORMAT,
+            "groups": [Interval(numbers.Integral, 1, None)],
+            # Winograd is 2-D only
+            "algorithm": [Options(K.ALGORITHMS if cls.rank == 2 else tuple(a for a in K.ALGORITHMS if a != "winograd"))],
         }
 
     def _setup(self, args: dict, kwargs: dict) -> None:
@@ -122,6 +135,21 @@ class _Conv(ActivatedLinear, Layer):
         self.padding = args["padding"]
         self.dilation_rate = size.normalize(args["dilation_rate"])
         self.data_format = args["data_format"]
+        self.groups = int(args["groups"])
+        self.algorithm = args["algorithm"]
+        name = type(self).__name__
+        if self.filters % self.groups:
+            raise ValueError(
+                f"{name}: the number of filters must be divisible by groups; got filters={self.filters}, "
+                f"groups={self.groups}."
+            )
+        if self.algorithm == "winograd" and not (
+            self.kernel_size == (3, 3) and self.strides == (1, 1) and self.dilation_rate == (1, 1)
+        ):
+            raise ValueError(
+                f"{name}: algorithm='winograd' needs kernel_size=(3, 3), strides=(1, 1) and dilation_rate=(1, 1); "
+                f"got kernel_size={self.kernel_size}, strides={self.strides}, dilation_rate={self.dilation_rate}."
+            )
         self.activation = args["activation"]
         self.use_bias = bool(args["use_bias"])
         # resolve now so that an unknown name fails at construction
@@ -137,9 +165,21 @@ class _Conv(ActivatedLinear, Layer):
     def _who(self) -> str:
         return f"Layer {self.name!r} ({type(self).__name__})"
 
+    @property
+    def _channels_first(self) -> bool:
+        return self.data_format == "channels_first"
+
+    def _split(self, shape) -> tuple:
+        """``(spatial sizes, channels)`` of an input shape in this layer's data format."""
+        if self._channels_first:
+            return tuple(shape[2:]), shape[1]
+        return tuple(shape[1:-1]), shape[-1]
+
     def _check_rank(self, shape) -> None:
         if len(shape) != self.rank + 2:
-            axes = ", ".join(("batch",) + AXIS_NAMES[self.rank] + ("channels",))
+            names = AXIS_NAMES[self.rank]
+            order = ("channels",) + names if self._channels_first else names + ("channels",)
+            axes = ", ".join(("batch",) + order)
             raise ValueError(
                 f"{self._who()} expects inputs of rank {self.rank + 2} ({axes}), "
                 f"got rank {len(shape)} {tuple(shape)}."
@@ -147,7 +187,7 @@ class _Conv(ActivatedLinear, Layer):
 
     def _geometry(self, shape) -> K.ConvGeometry:
         """The convolution's sizes for an input of ``shape``; a named error if there is no output."""
-        spatial, kernel = tuple(shape[1:-1]), self.kernel_size
+        spatial, kernel = self._split(shape)[0], self.kernel_size
         strides, dilation, names = self.strides, self.dilation_rate, AXIS_NAMES[self.rank]
         if self.rank == 1:  # the 1-D kernels are the 2-D ones with one row
             spatial, kernel, strides, dilation = (1,) + spatial, (1,) + kernel, (1,) + strides, (1,) + dilation
@@ -160,13 +200,23 @@ class _Conv(ActivatedLinear, Layer):
                 f"{tuple(shape)}: {exc}"
             ) from None
 
+    def _channel_axis_name(self) -> str:
+        return "axis 1" if self._channels_first else "last"
+
     def build(self, input_shape):
         self._check_rank(input_shape)
-        c_in = input_shape[-1]
+        c_in = self._split(input_shape)[1]
         if c_in is None or c_in < 1:
-            raise ValueError(f"{self._who()}: the channel axis (last) of {tuple(input_shape)} is empty.")
+            raise ValueError(
+                f"{self._who()}: the channel axis ({self._channel_axis_name()}) of {tuple(input_shape)} is empty."
+            )
+        if c_in % self.groups:
+            raise ValueError(
+                f"{self._who()}: the number of input channels must be divisible by groups; got {c_in} "
+                f"channels and groups={self.groups} (input shape {tuple(input_shape)})."
+            )
         # spatial sizes are checked per call (check_input_shape): they may differ between calls
-        kshape = self.kernel_size + (c_in, self.filters)
+        kshape = self.kernel_size + (c_in // self.groups, self.filters)
         self.add_weight("kernel", kshape, self.kernel_initializer, self.kernel_regularizer)
         self._set_constraint("kernel", self.kernel_constraint)
         if self.use_bias:
@@ -175,17 +225,17 @@ class _Conv(ActivatedLinear, Layer):
 
     def check_input_shape(self, shape):
         self._check_rank(shape)
-        c_in = self.params["kernel"].shape[-2]
-        if shape[-1] != c_in:
+        c_in = self.params["kernel"].shape[-2] * self.groups
+        if self._split(shape)[1] != c_in:
             raise ValueError(
-                f"{self._who()} was built for {c_in} input channels (last axis), got "
-                f"{shape[-1]} channels in an input of shape {tuple(shape)}."
+                f"{self._who()} was built for {c_in} input channels ({self._channel_axis_name()} axis), got "
+                f"{self._split(shape)[1]} channels in an input of shape {tuple(shape)}."
             )
         self._geometry(shape)
 
     def compute_output_shape(self, input_shape):
         self._check_rank(input_shape)
-        spatial = tuple(input_shape[1:-1])
+        spatial = self._split(input_shape)[0]
         if any(n is None for n in spatial):  # symbolic shapes may leave spatial sizes open
             out = tuple(
                 None if n is None else K.conv_output_length(n, k, s, d, K.axis_padding(n, k, s, d, self.padding))
@@ -193,27 +243,35 @@ class _Conv(ActivatedLinear, Layer):
             )
         else:
             out = self._geometry(input_shape).out_size[2 - self.rank :]
+        if self._channels_first:
+            return (input_shape[0], self.filters) + tuple(out)
         return (input_shape[0],) + tuple(out) + (self.filters,)
 
     # ----------------------------------------------------------- forward
     def _kernel_fns(self) -> tuple[Callable, Callable, Callable]:
-        """``(forward, backward, cache)`` kernel functions bound to this layer's hyperparameters."""
+        """``(forward, backward, cache)`` kernel functions bound to this layer's hyperparameters
+        (channels-last arrays; :meth:`call` converts channels-first ones)."""
+        common = {"padding": self.padding, "groups": self.groups, "algorithm": self.algorithm}
         if self.rank == 1:
-            hp = {"strides": self.strides[0], "padding": self.padding, "dilation": self.dilation_rate[0]}
+            hp = {"strides": self.strides[0], "dilation": self.dilation_rate[0], **common}
             return (
                 lambda x, w, b: K.conv1d_forward(x, w, b, **hp),
                 K.conv1d_backward,
-                lambda x, w: K.conv1d_cache(x, w.shape[0], **hp),
+                lambda x, w: K.conv1d_cache(x, w.shape[0], filters=w.shape[-1], **hp),
             )
-        hp = {"strides": self.strides, "padding": self.padding, "dilation": self.dilation_rate}
+        hp = {"strides": self.strides, "dilation": self.dilation_rate, **common}
         return (
             lambda x, w, b: K.conv2d_forward(x, w, b, **hp),
             K.conv2d_backward,
-            lambda x, w: K.conv2d_cache(x, w.shape[:2], **hp),
+            lambda x, w: K.conv2d_cache(x, w.shape[:2], filters=w.shape[-1], **hp),
         )
 
     def call(self, x, training):
+        if self._channels_first:
+            x = _to_last(x)
         z, conv_cache = self._kernel_fns()[0](x, self.params["kernel"], self.params.get("bias"))
+        if self._channels_first:
+            z = _to_first(z)
         a = self._act.forward(z)
         if training:
             self._cache = _ConvCache(conv_cache, z, a)
@@ -222,6 +280,8 @@ class _Conv(ActivatedLinear, Layer):
 
     # ---------------------------------------------------------- backward
     def _linear_backward(self, dz, need_dx: bool):
+        if self._channels_first:
+            dz = _to_last(dz)
         dx, dw, db = self._kernel_fns()[1](
             dz, self._cache.conv, self.params["kernel"], need_dx=need_dx, need_param_grads=self._trainable
         )
@@ -229,7 +289,7 @@ class _Conv(ActivatedLinear, Layer):
             self._accumulate_grad("kernel", dw)
             if self.use_bias:
                 self._accumulate_grad("bias", db)
-        return dx
+        return dx if dx is None or not self._channels_first else _to_first(dx)
 
     # ----------------------------------------------------- serialization
     def get_config(self):
@@ -250,6 +310,8 @@ class _Conv(ActivatedLinear, Layer):
             **_constraints.config_entries(kernel_constraint=self.kernel_constraint,
                                           bias_constraint=self.bias_constraint),
             "data_format": self.data_format,
+            "groups": self.groups,
+            "algorithm": self.algorithm,
             **super().get_config(),
         }
 
@@ -278,11 +340,29 @@ class Conv2D(_Conv):
     kernel_initializer, bias_initializer : str, dict or Initializer
         Defaults ``"glorot_uniform"`` (fans include the receptive field) and ``"zeros"``.
     kernel_regularizer, bias_regularizer : str, dict, Regularizer or None
-    data_format : None or "channels_last"
-        Only channels-last data is supported.
+    data_format : None, "channels_last" or "channels_first"
+        ``"channels_first"`` takes ``(batch, channels, height, width)`` inputs
+        and returns ``(batch, filters, rows, columns)`` (Keras); the kernel
+        layout is the same. The data are transposed to channels-last around
+        the computation (one copy each way).
     kernel_constraint, bias_constraint : str, dict, Constraint or None
         Applied after each optimizer update (:mod:`normlab.constraints`); for
         a per-filter max-norm use ``MaxNorm(axis=[0, 1, 2])``.
+    groups : int, default 1
+        Grouped convolution (Keras, PyTorch): input channels and filters are
+        split into ``groups`` consecutive blocks, both divisible by ``groups``;
+        block ``g`` of filters sees block ``g`` of the inputs only. The kernel
+        has shape ``(kh, kw, c_in / groups, filters)``.
+    algorithm : {"auto", "gemm", "winograd", "direct"}, default "auto"
+        How the convolution is computed (normlab only; all give the same
+        function to rounding, and exact gradients of what they compute).
+        ``"gemm"``: im2col and BLAS, the exact path (a plain dot product's
+        rounding). ``"winograd"``: F(2x2, 3x3), only for 3 x 3 kernels with
+        unit strides and dilation; 2.25x fewer multiplications, error bound
+        in :mod:`normlab.kernels._conv_winograd` (a few times GEMM's).
+        ``"direct"``: loops without a patch matrix (few input channels).
+        ``"auto"``: Winograd where it applies and pays (at least 16 channels
+        and filters per group, numba kernels on), else GEMM.
     **kwargs
         ``name``, ``trainable``, ``dtype``, and Keras's deprecated
         ``input_shape``/``input_dim`` (see :class:`Layer`).
@@ -313,6 +393,8 @@ class Conv2D(_Conv):
         data_format: str | None = None,
         kernel_constraint=None,
         bias_constraint=None,
+        groups: int = 1,
+        algorithm: str = "auto",
         **kwargs,
     ):
         args = dict(locals())
@@ -349,6 +431,8 @@ class Conv1D(_Conv):
         data_format: str | None = None,
         kernel_constraint=None,
         bias_constraint=None,
+        groups: int = 1,
+        algorithm: str = "auto",
         **kwargs,
     ):
         args = dict(locals())
@@ -366,11 +450,17 @@ def conv_linear_ops(layer: _Conv) -> tuple[Callable, Callable]:
     ``WeightNormalization``, whose norm is per filter over ``(kh, kw, c_in)``).
     """
     fwd, bwd, make_cache = layer._kernel_fns()
+    first = layer._channels_first
 
     def forward(x, kernel, bias):
+        if first:
+            return _to_first(fwd(_to_last(x), kernel, bias)[0])
         return fwd(x, kernel, bias)[0]
 
     def backward(dz, x, kernel, need_param_grads: bool = True):
-        return bwd(dz, make_cache(x, kernel), kernel, need_dx=True, need_param_grads=need_param_grads)
+        if first:
+            x, dz = _to_last(x), _to_last(dz)
+        dx, dk, db = bwd(dz, make_cache(x, kernel), kernel, need_dx=True, need_param_grads=need_param_grads)
+        return (_to_first(dx) if first else dx), dk, db
 
     return forward, backward

@@ -1,0 +1,166 @@
+"""Winograd F(2x2, 3x3) tile transforms (numba); the algebra is in :mod:`normlab.kernels._conv_winograd`.
+
+Each kernel handles the tiles ``t0 <= t < t1`` of a chunk (tile ``t`` is
+image ``n``, tile row ``i``, tile column ``j`` with ``t = (n th + i) tw + j``)
+and reads or writes a buffer of shape ``(16, tiles, channels)``: entry
+``a * 4 + b`` of the 4 x 4 transformed tile. The channel loop is innermost and
+contiguous in every array, so LLVM vectorizes it; each kernel reads its input
+once and writes its output once (the transforms are adds and subtracts, the
+cost is the memory traffic).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+# Every transform is written as short loops over the channels, two loads and one store
+# each: one loop with all 16 loads and stores is not vectorized (too many possible
+# aliasings for LLVM to check) and ran 12x slower; helper functions over array views
+# vectorize too but took numba 10 s longer to compile.
+
+
+@njit(cache=True, nogil=True)
+def input_transform(xp, t0, t1, th, tw, u):
+    """``u[4a + b, t - t0, c] = (B^T d B)[a, b]`` for the 4 x 4 tile ``d = xp[n, 2i:2i+4, 2j:2j+4, c]``.
+
+    ``B^T`` rows: ``(1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)``.
+    """
+    nc = xp.shape[3]
+    e = np.empty((4, 4, nc), xp.dtype)
+    for t in range(t0, t1):
+        k = t - t0
+        n = t // (th * tw)
+        r = 2 * ((t // tw) % th)
+        s = 2 * (t % tw)
+        for col in range(4):  # e[:, col] = B^T d[:, col]
+            q = s + col
+            for c in range(nc):
+                e[0, col, c] = xp[n, r, q, c] - xp[n, r + 2, q, c]
+            for c in range(nc):
+                e[1, col, c] = xp[n, r + 1, q, c] + xp[n, r + 2, q, c]
+            for c in range(nc):
+                e[2, col, c] = xp[n, r + 2, q, c] - xp[n, r + 1, q, c]
+            for c in range(nc):
+                e[3, col, c] = xp[n, r + 1, q, c] - xp[n, r + 3, q, c]
+        for a in range(4):  # u[a, :] = (e B)[a, :]
+            for c in range(nc):
+                u[4 * a, k, c] = e[a, 0, c] - e[a, 2, c]
+            for c in range(nc):
+                u[4 * a + 1, k, c] = e[a, 1, c] + e[a, 2, c]
+            for c in range(nc):
+                u[4 * a + 2, k, c] = e[a, 2, c] - e[a, 1, c]
+            for c in range(nc):
+                u[4 * a + 3, k, c] = e[a, 1, c] - e[a, 3, c]
+
+
+@njit(cache=True, nogil=True)
+def output_transform(m, t0, t1, th, tw, y, bias):
+    """``y[n, 2i:2i+2, 2j:2j+2, f] = A^T M A + bias``, clipped to ``y``'s rows and columns.
+
+    ``A^T`` rows: ``(1, 1, 1, 0), (0, 1, -1, -1)``.
+    """
+    ho, wo, nf = y.shape[1], y.shape[2], y.shape[3]
+    for t in range(t0, t1):
+        k = t - t0
+        n = t // (th * tw)
+        i = (t // tw) % th
+        j = t % tw
+        p, q = 2 * i, 2 * j
+        two_rows, two_cols = p + 1 < ho, q + 1 < wo
+        for f in range(nf):
+            b0 = bias[f]
+            # rows: z[a'][b] = (A^T M)[a', b]
+            z00 = m[0, k, f] + m[4, k, f] + m[8, k, f]
+            z01 = m[1, k, f] + m[5, k, f] + m[9, k, f]
+            z02 = m[2, k, f] + m[6, k, f] + m[10, k, f]
+            z03 = m[3, k, f] + m[7, k, f] + m[11, k, f]
+            z10 = m[4, k, f] - m[8, k, f] - m[12, k, f]
+            z11 = m[5, k, f] - m[9, k, f] - m[13, k, f]
+            z12 = m[6, k, f] - m[10, k, f] - m[14, k, f]
+            z13 = m[7, k, f] - m[11, k, f] - m[15, k, f]
+            y[n, p, q, f] = z00 + z01 + z02 + b0
+            if two_cols:
+                y[n, p, q + 1, f] = z01 - z02 - z03 + b0
+            if two_rows:
+                y[n, p + 1, q, f] = z10 + z11 + z12 + b0
+                if two_cols:
+                    y[n, p + 1, q + 1, f] = z11 - z12 - z13 + b0
+
+
+@njit(cache=True, nogil=True)
+def grad_transform(dy, t0, t1, th, tw, v, zero):
+    """``v[4a + b, t - t0, f] = (A dY A^T)[a, b]`` of the 2 x 2 tile of ``dy`` (0 outside ``dy``).
+
+    ``A`` rows: ``(1, 0), (1, 1), (1, -1), (0, -1)``; the adjoint of :func:`output_transform`.
+    """
+    ho, wo, nf = dy.shape[1], dy.shape[2], dy.shape[3]
+    d = np.empty((2, 2, nf), dy.dtype)
+    e = np.empty((4, 2, nf), dy.dtype)
+    for t in range(t0, t1):
+        k = t - t0
+        n = t // (th * tw)
+        p = 2 * ((t // tw) % th)
+        q = 2 * (t % tw)
+        for a in range(2):
+            for b in range(2):
+                if p + a < ho and q + b < wo:
+                    for f in range(nf):
+                        d[a, b, f] = dy[n, p + a, q + b, f]
+                else:
+                    for f in range(nf):
+                        d[a, b, f] = zero
+        for col in range(2):  # e[:, col] = A d[:, col]
+            for f in range(nf):
+                e[0, col, f] = d[0, col, f]
+            for f in range(nf):
+                e[1, col, f] = d[0, col, f] + d[1, col, f]
+            for f in range(nf):
+                e[2, col, f] = d[0, col, f] - d[1, col, f]
+            for f in range(nf):
+                e[3, col, f] = -d[1, col, f]
+        for a in range(4):  # v[a, :] = (e A^T)[a, :]
+            for f in range(nf):
+                v[4 * a, k, f] = e[a, 0, f]
+            for f in range(nf):
+                v[4 * a + 1, k, f] = e[a, 0, f] + e[a, 1, f]
+            for f in range(nf):
+                v[4 * a + 2, k, f] = e[a, 0, f] - e[a, 1, f]
+            for f in range(nf):
+                v[4 * a + 3, k, f] = -e[a, 1, f]
+
+
+@njit(cache=True, nogil=True)
+def input_transform_adjoint(du, t0, t1, th, tw, dxp):
+    """``dxp[n, 2i:2i+4, 2j:2j+4, c] += B dU B^T`` (the adjoint of :func:`input_transform`;
+    neighbouring tiles overlap by two rows or columns and add up, in tile order).
+
+    ``B`` rows: ``(1, 0, 0, 0), (0, 1, -1, 1), (-1, 1, 1, 0), (0, 0, 0, -1)``.
+    """
+    nc = dxp.shape[3]
+    e = np.empty((4, 4, nc), du.dtype)
+    for t in range(t0, t1):
+        k = t - t0
+        n = t // (th * tw)
+        r = 2 * ((t // tw) % th)
+        s = 2 * (t % tw)
+        for b in range(4):  # e[:, b] = B dU[:, b]
+            for c in range(nc):
+                e[0, b, c] = du[b, k, c]
+            for c in range(nc):
+                e[1, b, c] = (du[4 + b, k, c] - du[8 + b, k, c]) + du[12 + b, k, c]
+            for c in range(nc):
+                e[2, b, c] = (du[4 + b, k, c] + du[8 + b, k, c]) - du[b, k, c]
+            for c in range(nc):
+                e[3, b, c] = -du[12 + b, k, c]
+        for rr in range(4):  # dxp[r + rr, s:s+4] += (e B^T)[rr, :]
+            h = r + rr
+            for c in range(nc):
+                dxp[n, h, s, c] += e[rr, 0, c]
+            for c in range(nc):
+                dxp[n, h, s + 1, c] += (e[rr, 1, c] - e[rr, 2, c]) + e[rr, 3, c]
+            for c in range(nc):
+                dxp[n, h, s + 2, c] += (e[rr, 1, c] + e[rr, 2, c]) - e[rr, 0, c]
+            for c in range(nc):
+                dxp[n, h, s + 3, c] -= e[rr, 3, c]
