@@ -44,7 +44,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-OPTIONAL = {"sklearn": ("sklearn", "scikit-learn"), "matplotlib": ("matplotlib",), "numba": ("numba",), "h5py": ("h5py",)}
+OPTIONAL = {"sklearn": ("sklearn", "scikit-learn"), "matplotlib": ("matplotlib",), "numba": ("numba",), "h5py": ("h5py",),
+            "onnx": ("onnx", "onnxruntime"), "onnxruntime": ("onnxruntime",), "mpi4py": ("mpi4py",)}
 
 FENCE = re.compile(r"^```(\S*)[ \t]*(.*)$")
 
