@@ -204,6 +204,18 @@ class NormlabEstimatorBase(BaseEstimator):
 
     # ------------------------------------------------------------ fitting
     def _fit(self, X, y, sample_weight=None, *, incremental: bool, classes=None):
+        previous = self.__dict__.get("_dtype_")
+        try:
+            return self._fit_checked(X, y, sample_weight, incremental=incremental, classes=classes)
+        except BaseException:
+            # a failed fresh fit must not leave the fitted network beside another dtype
+            if previous is None:
+                self.__dict__.pop("_dtype_", None)
+            else:
+                self._dtype_ = previous
+            raise
+
+    def _fit_checked(self, X, y, sample_weight, *, incremental: bool, classes):
         self._validate_params()
         fitted = hasattr(self, "model_")
         reuse = fitted and (incremental or self.warm_start)

@@ -24,6 +24,7 @@ normlab ``EarlyStopping`` in ``callbacks``, copied at every fit).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
 
@@ -120,7 +121,8 @@ class _KerasStyleMixin:
             raise ValueError(f"{owner}.fit: the model's output must be (batch, units), got shape {tuple(out)}.")
         self._check_output_units(int(out[-1]), meta)
         if not model.compiled:
-            loss = self.loss if self.loss is not None else self._default_loss(meta["_target_type_"], int(out[-1]))
+            loss = copy.deepcopy(self.loss) if self.loss is not None \
+                else self._default_loss(meta["_target_type_"], int(out[-1]))
             model.compile(optimizer=self._make_optimizer(), loss=loss)
         return model
 
