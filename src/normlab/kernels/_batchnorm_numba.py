@@ -296,12 +296,14 @@ def train_forward_act_step(
     return OK
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def affine_act_blocks(x, center, scale, shift, out, act_out, kind):
     """``out = (x - center) scale + shift`` (``center`` empty: ``x scale + shift``), ``act_out = f(out)``.
 
     The elementwise pass of :func:`train_forward_act_step`, also run on row
     ranges by the threaded kernels (:mod:`normlab.kernels._bn_chunks_numba`).
+    Inlined into the one-call kernel: compiled as a function of its own
+    it is linked and optimized once more, a cost paid on the first run.
     """
     m, c = x.shape
     zero = x.dtype.type(0)
@@ -338,7 +340,7 @@ def affine_act_blocks(x, center, scale, shift, out, act_out, kind):
 
 @njit(cache=True, nogil=True)
 def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var, mean_out,
-                      inv_std_out, saved=None, stamp=0.0):
+                      inv_std_out, saved=None, stamp=0.0, moments_in=None):
     """Batch statistics, the moving-average update and the per-feature ``center``/``scale``/``shift`` of ``y``.
 
     ``y = (x - center) scale + shift`` with ``center`` the mean rounded to
@@ -352,17 +354,18 @@ def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_
     Returns ``(status, center, scale, shift)``; nothing is written unless
     the status is :data:`OK` (the new moving statistics are formed, and
     checked to fit their dtype, before any is stored).
+
+    ``moments_in``: the batch ``(mean, var)`` (float64) when already computed
+    (the threaded kernels' chunked sums); None computes them here. (An
+    argument rather than a second function: with None numba prunes the
+    other branch, and the one-call kernels compile as before, a
+    separate function cost 0.3 s more compilation on the first run.)
     """
-    mean, var = moments(x)
-    return train_coefficients(x, mean, var, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
-                              mean_out, inv_std_out, saved, stamp)
-
-
-@njit(cache=True, nogil=True)
-def train_coefficients(x, mean, var, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
-                       mean_out, inv_std_out, saved=None, stamp=0.0):
-    """:func:`_train_statistics` from the batch ``mean`` and ``var`` (float64) of ``x``, already computed."""
-    c = x.shape[1]
+    if moments_in is None:
+        mean, var = moments(x)
+    else:
+        mean, var = moments_in
+    m, c = x.shape
     center = np.empty(c, x.dtype)
     scale = np.empty(c, x.dtype)
     shift = np.empty(c, x.dtype)

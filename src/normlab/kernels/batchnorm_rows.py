@@ -163,9 +163,9 @@ def _train_forward_chunked(x, gamma, beta, epsilon, momentum, var_correction, mo
     p2 = np.zeros((n, c))
     _threads.run_parts(lambda k0, k1: C.moment_partials(x, shift, rows, k0, k1, p1, p2), n, threads)
     batch_mean, batch_var = C.moments_from_partials(x, shift, p1, p2)
-    status, center, scale, shift = _F.train_coefficients(x, batch_mean, batch_var, gamma, beta, epsilon, momentum,
-                                                         var_correction, moving_mean, moving_var, mean, inv_std,
-                                                         saved, stamp)
+    status, center, scale, shift = _F._train_statistics(x, gamma, beta, epsilon, momentum, var_correction,
+                                                        moving_mean, moving_var, mean, inv_std, saved, stamp,
+                                                        (batch_mean, batch_var))
     if status != 0:
         return status
     if act_kind is not None:
