@@ -154,3 +154,57 @@ def test_population_statistics_of_extreme_and_constant_features(rng):
     np.testing.assert_allclose(bn.buffers["moving_variance"], (x / 1e150).var(0, ddof=1) * 1e300, rtol=1e-12)
     assert bn.buffers["moving_mean"][1] == 0.1 and bn.buffers["moving_variance"][1] == 0.0
     assert (bn(x)[:, 1] == 0.0).all()
+
+
+def _residual(seed=0, dtype="float32"):
+    """A functional net: conv -> BN -> relu, a residual branch whose conv's output BN is not its only reader."""
+    from normlab.layers import Add, Conv2D, GlobalAveragePooling2D
+
+    init = lambda s: initializers.GlorotUniform(seed=seed + s)  # noqa: E731
+    bn = lambda s: BatchNormalization(  # noqa: E731
+        gamma_initializer=initializers.RandomUniform(0.5, 1.5, seed=seed + 10 + s),
+        beta_initializer=initializers.RandomUniform(-1, 1, seed=seed + 20 + s))
+    inp = normlab.Input((6, 6, 3), dtype=dtype)
+    a = Conv2D(4, 3, padding="same", use_bias=False, kernel_initializer=init(1), dtype=dtype)(inp)
+    h = Activation("relu")(bn(1)(a))
+    b = Conv2D(4, 3, padding="same", kernel_initializer=init(2))(h)
+    h = Add()([bn(2)(b), h])
+    c = Conv2D(4, 1, kernel_initializer=init(3))(h)
+    h = Add()([bn(3)(c), c])  # c is read twice: its BN stays a layer
+    out = Dense(3, activation="softmax", kernel_initializer=init(4))(GlobalAveragePooling2D()(h))
+    return normlab.Model(inp, out)
+
+
+def test_fold_batchnorm_functional_model(rng):
+    """fold_batchnorm on a graph: pairs whose BN is the conv's only reader fold; predictions agree."""
+    x = rng.standard_normal((9, 6, 6, 3)).astype(np.float32)
+    model = _residual()
+    for _ in range(3):
+        model(x, training=True)
+    folded = normlab.fold_batchnorm(model)
+    assert isinstance(folded, normlab.Model)
+    assert folded.folded_pairs == 2
+    kinds = [type(l).__name__ for l in folded.layers]
+    assert kinds.count("BatchNormalization") == 1 and kinds.count("Conv2D") == 3
+    np.testing.assert_allclose(folded.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+    # the original keeps its own weights: folding copies
+    assert sum(isinstance(l, BatchNormalization) for l in model.layers) == 3
+
+
+def test_recompute_batchnorm_statistics_functional_equals_layerwise(rng):
+    """On a graph each BN gets the exact moments of its input, computed with the upstream BNs already fixed."""
+    x = rng.standard_normal((40, 6, 6, 3)) * 2 + 0.5
+    model = _residual(dtype="float64")
+    model(x[:8], training=True)
+    stats = normlab.recompute_batchnorm_statistics(model, x, batch_size=7)
+    assert len(stats) == 3
+    # replay the graph in inference mode with the new statistics and check each BN's input moments
+    program, _ = model._program()
+    values = [x]
+    for layer, reads in program:
+        args = [values[i] for i in reads]
+        if isinstance(layer, BatchNormalization):
+            h = args[0]
+            np.testing.assert_allclose(layer.buffers["moving_mean"], h.mean(axis=(0, 1, 2)), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(layer.buffers["moving_variance"], h.var(axis=(0, 1, 2), ddof=1), rtol=1e-10)
+        values.append(layer(args if layer.multi_input else args[0], training=False))

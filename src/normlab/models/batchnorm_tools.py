@@ -35,8 +35,8 @@ __all__ = ["recompute_batchnorm_statistics", "fold_batchnorm"]
 
 
 def _check_model(model, who):
-    if not hasattr(model, "layers"):
-        raise TypeError(f"{who}: expected a Sequential model, got {model!r}.")
+    if not hasattr(model, "layers") or not hasattr(model, "_program"):
+        raise TypeError(f"{who}: expected a Sequential or functional Model, got {model!r}.")
     if not model.built:
         raise ValueError(f"{who}: the model must be built (called or fit) first.")
 
@@ -76,8 +76,9 @@ def recompute_batchnorm_statistics(model, x, batch_size: int = 256) -> dict:
 
     Parameters
     ----------
-    model : Sequential
-        A built model; its parameters are not changed.
+    model : Sequential or Model
+        A built model (a chain or a functional graph); its parameters are not
+        changed.
     x : array_like
         Data (e.g. the whole training set) to compute the statistics from.
     batch_size : int
@@ -113,18 +114,27 @@ def recompute_batchnorm_statistics(model, x, batch_size: int = 256) -> dict:
         raise
 
 
+def _input_of(program, index, x):
+    """The inference-mode input of ``program[index]``'s layer for the batch ``x``.
+
+    Only the entries before ``index`` run (the program is in execution
+    order), so a batch norm downstream of ``index`` does not matter yet.
+    """
+    values = [x]
+    for layer, reads in program[:index]:
+        args = [values[i] for i in reads]
+        values.append(layer.call(args if layer.multi_input else args[0], False))
+    return values[program[index][1][0]]
+
+
 def _recompute(model, x, batch_size, who):
     out = {}
-    for index, layer in enumerate(model.layers):
+    program, _ = model._program()
+    for index, (layer, _reads) in enumerate(program):
         if not isinstance(layer, BatchNormalization):
             continue
         buffers = (layer.buffers["moving_mean"], layer.buffers["moving_variance"])
-        batches = []
-        for i in range(0, len(x), batch_size):
-            h = x[i : i + batch_size]
-            for prev in model.layers[:index]:
-                h = prev.call(h, False)
-            batches.append(h)
+        batches = [_input_of(program, index, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         count = sum(math.prod(h.shape[a] for a in layer._reduce_axes) for h in batches)
         if count < 2:
             raise ValueError(
@@ -153,6 +163,80 @@ def _clone_layer(layer):
     return clone
 
 
+def _foldable(layer, bn) -> bool:
+    return (
+        isinstance(layer, (Dense, Conv1D, Conv2D))
+        and layer.activation in (None, "linear")
+        and isinstance(bn, BatchNormalization)
+        and bn._feature_axes == (len(bn.input_shape) - 1,)
+        and getattr(layer, "data_format", None) in (None, "channels_last")
+    )
+
+
+def _folded_layer(layer, bn, activation=None):
+    """A copy of ``layer`` (Dense or convolution) computing ``bn(layer(x))`` at inference."""
+    kernel, bias = fold_conv_bn_params(
+        layer.params["kernel"].astype(np.float64),
+        layer.params["bias"].astype(np.float64) if layer.use_bias else None,
+        bn.params["gamma"] if bn.scale else None,
+        bn.params["beta"] if bn.center else None,
+        bn.buffers["moving_mean"],
+        bn.buffers["moving_variance"],
+        bn.epsilon,
+    )
+    config = layer.get_config()
+    config.update(use_bias=True, name=f"{layer.name}_folded", trainable=layer.trainable)
+    if activation is not None:
+        config["activation"] = activation
+    fused = type(layer).from_config(config)
+    fused.build_from_shape(layer.input_shape)
+    np.copyto(fused.params["kernel"], kernel, casting="same_kind")
+    np.copyto(fused.params["bias"], bias, casting="same_kind")
+    return fused
+
+
+def _copied_layer(layer):
+    clone = _clone_layer(layer)
+    clone.build_from_shape(layer.input_shape)
+    for kind in ("params", "buffers"):
+        for k, v in getattr(layer, kind).items():
+            np.copyto(getattr(clone, kind)[k], v)
+    return clone
+
+
+def _fold_graph(model):
+    """fold_batchnorm for a functional model: the graph rebuilt on copies, each foldable pair as one layer."""
+    from .functional import Input, Model
+
+    program, output = model._program()
+    readers: dict[int, list[int]] = {}
+    for k, (_, reads) in enumerate(program):
+        for i in reads:
+            readers.setdefault(i, []).append(k)
+    first = model.layers[0]
+    symbols = {0: Input(batch_shape=tuple(model.input_shape), dtype=first.dtype)}
+    absorbed: set[int] = set()
+    folded = 0
+    for k, (layer, reads) in enumerate(program):
+        if k in absorbed:
+            continue
+        args = [symbols[i] for i in reads]
+        value = k + 1
+        after = readers.get(value, [])
+        if value != output and len(after) == 1 and _foldable(layer, program[after[0]][0]):
+            j = after[0]
+            out = _folded_layer(layer, program[j][0])(args[0])
+            absorbed.add(j)
+            symbols[value] = symbols[j + 1] = out
+            folded += 1
+            continue
+        clone = _copied_layer(layer)
+        symbols[value] = clone(args if layer.multi_input else args[0])
+    out = Model(symbols[0], symbols[output], name=f"{model.name}_folded")
+    out.folded_pairs = folded
+    return out
+
+
 def fold_batchnorm(model):
     """Return a new model in which each Dense/Conv + BatchNormalization pair is one layer.
 
@@ -165,12 +249,20 @@ def fold_batchnorm(model):
     agree with the original model's inference-mode predictions to rounding
     (float64 arithmetic is used for the folding itself).
 
+    A functional :class:`~normlab.Model` folds the same pairs wherever the
+    batch norm is the only reader of the layer's output (a residual branch
+    that also reads the pre-BN value keeps its batch norm); the result is a
+    functional model of the same graph.
+
     The returned model is not compiled; ``folded_pairs`` tells how many pairs
     were merged.
     """
     who = "fold_batchnorm"
     _check_model(model, who)
     from .sequential import Sequential
+
+    if not isinstance(model, Sequential):
+        return _fold_graph(model)
 
     new_layers = []
     layers = model.layers
@@ -179,41 +271,14 @@ def fold_batchnorm(model):
     while i < len(layers):
         layer = layers[i]
         nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if (
-            isinstance(layer, (Dense, Conv1D, Conv2D))
-            and layer.activation in (None, "linear")
-            and isinstance(nxt, BatchNormalization)
-            and nxt._feature_axes == (len(nxt.input_shape) - 1,)
-        ):
-            kernel, bias = fold_conv_bn_params(
-                layer.params["kernel"].astype(np.float64),
-                layer.params["bias"].astype(np.float64) if layer.use_bias else None,
-                nxt.params["gamma"] if nxt.scale else None,
-                nxt.params["beta"] if nxt.center else None,
-                nxt.buffers["moving_mean"],
-                nxt.buffers["moving_variance"],
-                nxt.epsilon,
-            )
+        if _foldable(layer, nxt):
             after = layers[i + 2] if i + 2 < len(layers) else None
             merge_act = type(after) is Activation
-            config = layer.get_config()
-            config.update(use_bias=True, name=f"{layer.name}_folded", trainable=layer.trainable)
-            if merge_act:
-                config["activation"] = after.activation
-            fused = type(layer).from_config(config)
-            fused.build_from_shape(layer.input_shape)
-            np.copyto(fused.params["kernel"], kernel, casting="same_kind")
-            np.copyto(fused.params["bias"], bias, casting="same_kind")
-            new_layers.append(fused)
+            new_layers.append(_folded_layer(layer, nxt, after.activation if merge_act else None))
             folded += 1
             i += 3 if merge_act else 2
             continue
-        clone = _clone_layer(layer)
-        clone.build_from_shape(layer.input_shape)
-        for kind in ("params", "buffers"):
-            for k, v in getattr(layer, kind).items():
-                np.copyto(getattr(clone, kind)[k], v)
-        new_layers.append(clone)
+        new_layers.append(_copied_layer(layer))
         i += 1
     out = Sequential(new_layers, name=f"{model.name}_folded")
     out.folded_pairs = folded
