@@ -131,3 +131,23 @@ def test_kernels_run_in_a_forked_child(small_threshold, monkeypatch):
     answer = os.read(r, 1)
     os.close(r)
     assert status == 0 and answer == b"1"
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu"])
+def test_activations_same_bits_at_any_thread_count(monkeypatch, name):
+    from normlab.kernels import activations
+
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(_threads, "BLOCK", 1000)
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((70, 101)).astype(np.float32)
+    da = rng.standard_normal(z.shape).astype(np.float32)
+    fwd, bwd = getattr(activations, name), getattr(activations, name + "_backward")
+    results = []
+    for threads in (1, 2, 5):
+        monkeypatch.setattr(_threads, "get_num_threads", lambda: threads)
+        a = fwd(z)
+        results.append((a, bwd(da, z, a)))
+    for a, g in results[1:]:
+        np.testing.assert_array_equal(a, results[0][0])
+        np.testing.assert_array_equal(g, results[0][1])

@@ -50,13 +50,17 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["get_num_threads", "set_num_threads", "run_parts", "split", "MIN_PARALLEL_ELEMENTS"]
+__all__ = ["get_num_threads", "set_num_threads", "run_parts", "split", "elementwise", "MIN_PARALLEL_ELEMENTS",
+           "BLOCK"]
 
 #: Elements (of the largest array a kernel streams) below which a kernel runs on one thread.
 #: Measured on a 2-core machine (benchmarks/README.md, "Threads"): handing work to a pool
 #: thread and waiting for it costs 20-40 us; below about 2^17 float32 elements (512 KB, the
 #: data of ~50 us of a fused pass) the second thread saves less than that.
 MIN_PARALLEL_ELEMENTS = 1 << 20
+
+#: elements per part of an elementwise kernel split over threads
+BLOCK = 1 << 16
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -188,11 +192,37 @@ def run_parts(fn, parts: int, threads: int | None = None) -> None:
         raise error
 
 
+def elementwise(kernel, arrays, *scalars) -> None:
+    """``kernel(*arrays, *scalars)`` on 1-D ``arrays`` of one length, split over threads when they are large.
+
+    For kernels that compute each element from the same element of their
+    inputs: every element gets the same value whatever the split. Below
+    :data:`MIN_PARALLEL_ELEMENTS` one call on the calling thread.
+    """
+    n = arrays[0].size
+    if n < MIN_PARALLEL_ELEMENTS:
+        kernel(*arrays, *scalars)
+        return
+    threads = get_num_threads()
+    if threads == 1:
+        kernel(*arrays, *scalars)
+        return
+
+    def part(k0, k1):
+        lo, hi = k0 * BLOCK, min(n, k1 * BLOCK)
+        kernel(*[a[lo:hi] for a in arrays], *scalars)
+
+    run_parts(part, -(-n // BLOCK), threads)
+
+
 def _forget_pool_in_child() -> None:
     # the parent's threads do not exist in a forked child: start a new pool there on first use
     global _pool, _pool_size, _lock
     _pool, _pool_size = None, 0
-    _lock = threading.Lock()
+    #: elements per part of an elementwise kernel split over threads
+BLOCK = 1 << 16
+
+_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX

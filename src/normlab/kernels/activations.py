@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from normlab.kernels import _backend
+from normlab.kernels import _backend, _threads
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
     from normlab.kernels import _expf_numba as _nbx
@@ -72,7 +72,7 @@ def sigmoid(z):
         # one vectorized pass, within 3 ulp (normlab.kernels._expf_numba); the
         # fused batch norm + sigmoid kernel computes the same numbers
         a = np.empty_like(z)
-        _nbx.sigmoid_array(z.reshape(-1), a.reshape(-1))
+        _threads.elementwise(_nbx.sigmoid_array, (z.reshape(-1), a.reshape(-1)))
         return a
     # tanh is about twice as fast as exp in NumPy's float32 loops and never overflows
     a = np.multiply(z, 0.5)
@@ -98,7 +98,7 @@ def _fusable(da, a) -> bool:
 def sigmoid_backward(da, z, a):
     if _fusable(da, a):
         out = np.empty_like(da)
-        _nb.sigmoid_backward(da.ravel(), a.ravel(), out.ravel(), da.dtype.type(1))
+        _threads.elementwise(_nb.sigmoid_backward, (da.ravel(), a.ravel(), out.ravel()), da.dtype.type(1))
         return out
     return da * a * (1.0 - a)
 
@@ -110,7 +110,7 @@ def tanh(z):
 def tanh_backward(da, z, a):
     if _fusable(da, a):
         out = np.empty_like(da)
-        _nb.tanh_backward(da.ravel(), a.ravel(), out.ravel(), da.dtype.type(1))
+        _threads.elementwise(_nb.tanh_backward, (da.ravel(), a.ravel(), out.ravel()), da.dtype.type(1))
         return out
     return da * (1.0 - a * a)
 
@@ -122,7 +122,7 @@ def relu(z):
 def relu_backward(da, z, a):
     if _fusable(da, z):
         out = np.empty_like(da)
-        _nb.relu_backward(da.ravel(), z.ravel(), out.ravel(), da.dtype.type(0))
+        _threads.elementwise(_nb.relu_backward, (da.ravel(), z.ravel(), out.ravel()), da.dtype.type(0))
         return out
     return da * (z > 0)
 
