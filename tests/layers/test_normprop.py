@@ -74,8 +74,9 @@ def test_output_is_standardized_for_standardized_input(rng):
     se_mean, se_var = 1 / math.sqrt(n), math.sqrt(2.0 / n) * 2.5  # the rectified Gaussian has heavier tails
     np.testing.assert_allclose(o.mean(axis=0), 0, atol=5 * se_mean)
     np.testing.assert_allclose(o.var(axis=0), 1, atol=5 * se_var)
-    # without the weight-norm correction the variance is ||W_i||^2 away from 1
-    assert np.all(np.abs(np.linalg.norm(layer.params["kernel"], axis=0) ** 2 - 1) > 0.05)
+    # the correction is needed: without it the pre-activation W_i^T x has variance ||W_i||^2, not 1
+    W = layer.params["kernel"]
+    np.testing.assert_allclose((x @ W).var(axis=0), np.sum(W**2, axis=0), rtol=5 * math.sqrt(2.0 / n))
 
 
 def test_gamma_init_brings_the_jacobian_gain_to_one(rng):
