@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest.importorskip("sklearn")
+pytest.importorskip("sklearn", minversion="1.6")  # expected_failed_checks, __sklearn_tags__
 
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 

@@ -11,6 +11,11 @@ travels as normlab's own model file, never pickled objects) and work in
 ``Pipeline``, ``GridSearchCV`` and ``cross_val_score``. See docs/sklearn.md.
 """
 
+try:
+    import sklearn as _sklearn  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("normlab.sklearn needs scikit-learn (pip install 'normlab[sklearn]').") from exc
+
 from ._mlp import MLPClassifier, MLPRegressor
 from ._wrappers import KerasStyleClassifier, KerasStyleRegressor
 
