@@ -67,7 +67,7 @@ def test_invalid_arguments_and_config():
         RecomputeBatchNormStatistics(np.zeros((2, 2)), batch_size=0)
     with pytest.raises(InvalidParameterError, match="'when' parameter of RecomputeBatchNormStatistics"):
         RecomputeBatchNormStatistics(np.zeros((2, 2)), when="epoch_end")
-    with pytest.raises(TypeError, match="'x' must be an array"):
+    with pytest.raises(InvalidParameterError, match="'x' parameter of RecomputeBatchNormStatistics must be an array"):
         RecomputeBatchNormStatistics(None)
     assert RecomputeBatchNormStatistics(np.zeros((2, 2)), batch_size=64).get_config() == {
         "batch_size": 64, "when": "train_end"}

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import Interval, Options, validate_params
+from .._validation import Instance, Interval, Options, validate_params
 from .base import Callback
 
 __all__ = ["RecomputeBatchNormStatistics"]
@@ -58,15 +58,14 @@ class RecomputeBatchNormStatistics(Callback):
     """
 
     _param_constraints = {
+        "x": [Instance(np.ndarray, list, tuple, label="an array of inputs")],
         "batch_size": [Interval(numbers.Integral, 1, None)],
         "when": [Options(("train_end",))],
     }
 
     def __init__(self, x, batch_size: int = 256, when: str = "train_end"):
-        validate_params(type(self).__name__, self._param_constraints, {"batch_size": batch_size, "when": when})
+        validate_params(type(self).__name__, self._param_constraints, {"x": x, "batch_size": batch_size, "when": when})
         super().__init__()
-        if x is None or isinstance(x, (str, bytes, dict)):
-            raise TypeError(f"{type(self).__name__}: 'x' must be an array of inputs, got {type(x).__name__}.")
         self.x = x
         self.batch_size = int(batch_size)
         self.when = when
