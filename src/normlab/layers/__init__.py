@@ -1,9 +1,9 @@
 """Layers: thin state holders over the pure kernels of :mod:`normlab.kernels`."""
 
 from .base import Layer, registry
-from .core import Activation, Dense
+from .core import Activation, Dense, Identity
 from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
-from .merging import Add, Average, Concatenate, Multiply, Subtract
+from .merging import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization
 from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
 from .unit_normalization import UnitNormalization
@@ -15,7 +15,9 @@ from .preprocessing import Normalization, Rescaling
 from .conv import Conv1D, Conv2D
 from .pooling import (AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
                       GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D)
-from .reshaping import Flatten, Reshape
+from .reshaping import Flatten, Permute, RepeatVector, Reshape
+from .reshaping_spatial import (Cropping1D, Cropping2D, Cropping3D, UpSampling1D, UpSampling2D, UpSampling3D,
+                                ZeroPadding1D, ZeroPadding2D, ZeroPadding3D)
 
 __all__ = [
     "Add",
@@ -33,6 +35,9 @@ __all__ += ["Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1
             "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
             "Flatten", "Reshape"]
 __all__ += ["ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax"]
+__all__ += ["Identity", "Maximum", "Minimum", "Dot", "Permute", "RepeatVector", "Cropping1D", "Cropping2D",
+            "Cropping3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "UpSampling1D", "UpSampling2D",
+            "UpSampling3D"]
 
 from .normprop import NormPropDense  # noqa: E402
 __all__ += ["NormPropDense"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 class SymbolicTensor:
-    """A placeholder for a batch of arrays of ``shape`` (``shape[0]`` is ``None``)."""
+    """A placeholder for a batch of arrays of ``shape`` (``shape[0]`` is ``None`` unless the Input fixed it)."""
 
     __slots__ = ("shape", "layer", "inputs", "name")
 
@@ -50,4 +50,6 @@ def symbolic_call(layer, x) -> SymbolicTensor:
             f"(batch axis first), got shape {in_shape}."
         )
     out_shape = layer.compute_output_shape(in_shape)
-    return SymbolicTensor((None,) + tuple(out_shape[1:]), layer, inputs)
+    # the batch axis stays as the Input gave it (None unless a batch size was fixed there)
+    batch = inputs[0].shape[0]
+    return SymbolicTensor((batch,) + tuple(out_shape[1:]), layer, inputs)

@@ -223,8 +223,8 @@ class PReLU(Layer):
                 raise ValueError(f"Layer {self.name!r} (PReLU): shared axis {a} is out of range for inputs of "
                                  f"shape {tuple(input_shape)}.")
             shape[a - 1] = 1
-        self.add_weight("alpha", tuple(shape), self.alpha_initializer, self.alpha_regularizer,
-                        constraint=self.alpha_constraint)
+        self.add_weight("alpha", tuple(shape), self.alpha_initializer, self.alpha_regularizer)
+        self._set_constraint("alpha", self.alpha_constraint)
 
     def check_input_shape(self, shape):
         super().check_input_shape(shape)

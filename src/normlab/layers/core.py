@@ -1,4 +1,4 @@
-"""Dense and Activation layers (state only; the math is in ``kernels``)."""
+"""Dense, Activation and Identity layers (state only; the math is in ``kernels``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..kernels.dense import dense_forward
 from ._activated import ActivatedLinear
 from .base import Layer
 
-__all__ = ["Dense", "Activation"]
+__all__ = ["Dense", "Activation", "Identity"]
 
 _ACT = [NoneOk(), Options(tuple(_activations.names()))]
 _INIT = [str, dict, Instance(_initializers.Initializer)]
@@ -78,6 +78,16 @@ class Activation(Layer):
 
     def get_config(self):
         return {"activation": self.activation, **super().get_config()}
+
+
+class Identity(Layer):
+    """``y = x`` (Keras's ``Identity``: a placeholder layer); ``dx = dy``."""
+
+    def call(self, x, training):
+        if training:
+            self._cache = True
+            self._out_shape = x.shape
+        return x
 
 
 class _DenseCache(NamedTuple):

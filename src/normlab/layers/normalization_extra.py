@@ -160,12 +160,13 @@ class _SampleNormalization(_KernelLayer):
         self._built_shape: tuple = ()
 
     def _add_affine(self, pshape: tuple) -> None:
+        # constraints attached apart, as Dense does (the .keras reader stands in for add_weight)
         if self.scale:
-            self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer,
-                            constraint=self.gamma_constraint)
+            self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer)
+            self._set_constraint("gamma", self.gamma_constraint)
         if self.center:
-            self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer,
-                            constraint=self.beta_constraint)
+            self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer)
+            self._set_constraint("beta", self.beta_constraint)
 
     def _check_sizes(self, shape):
         for a in self._checked_axes:

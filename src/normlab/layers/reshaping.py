@@ -1,9 +1,12 @@
-"""Reshaping layers: :class:`Flatten` and :class:`Reshape` (the batch axis is kept).
+"""Reshaping layers: :class:`Flatten`, :class:`Reshape`, :class:`Permute`, :class:`RepeatVector`.
 
-Both only re-index the values of each sample (C order, so channels-last
-data flattens as in Keras with ``data_format="channels_last"``); the
-backward pass reshapes ``dy`` back to the input's shape. Outputs are views
-of the inputs where NumPy allows.
+The batch axis is kept. Flatten and Reshape only re-index the values of
+each sample (C order, so channels-last data flattens as in Keras with
+``data_format="channels_last"``); the backward pass reshapes ``dy`` back to
+the input's shape. Permute transposes the non-batch axes (backward: the
+inverse permutation); RepeatVector turns ``(batch, features)`` into
+``(batch, n, features)`` (backward: the sum over the ``n`` copies). Outputs
+are views of the inputs where NumPy allows.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import NoneOk, Options, _Constraint, validate_params
+from .._validation import Interval, NoneOk, Options, _Constraint, validate_params
 from .base import Layer
 
-__all__ = ["Flatten", "Reshape"]
+__all__ = ["Flatten", "Reshape", "Permute", "RepeatVector"]
 
 
 class _ShapeCache(NamedTuple):
@@ -147,3 +150,109 @@ class Reshape(_Reshaping):
 
     def get_config(self):
         return {"target_shape": self.target_shape, **super().get_config()}
+
+
+class _Dims(_Constraint):
+    """A permutation of 1..n (the non-batch axes), as a tuple or list."""
+
+    def is_satisfied_by(self, value) -> bool:
+        if not isinstance(value, (tuple, list)) or len(value) == 0:
+            return False
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+            return False
+        return sorted(value) == list(range(1, len(value) + 1))
+
+    def describe(self) -> str:
+        return "a permutation of 1, ..., n (Invalid permutation otherwise: the batch axis 0 stays first)"
+
+    def invalid_examples(self) -> list:
+        return [(0, 1, 2), (1, 4, 2), (), 2, (1.0, 2)]
+
+
+class Permute(Layer):
+    """Permute the non-batch axes: ``y = transpose(x, (0, *dims))`` (Keras ``Permute``).
+
+    Parameters
+    ----------
+    dims : tuple of int
+        A permutation of ``1, ..., n`` (axis 0 is the batch axis and stays).
+        ``Permute((2, 1))`` swaps the two axes of ``(batch, a, b)``.
+    **kwargs
+        ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
+    """
+
+    _param_constraints = {"dims": [_Dims()]}
+
+    def __init__(self, dims, **kwargs):
+        validate_params(type(self).__name__, self._param_constraints, {"dims": dims})
+        super().__init__(**kwargs)
+        self.dims = tuple(int(d) for d in dims)
+
+    def _check_rank(self, shape):
+        if len(shape) != len(self.dims) + 1:
+            raise ValueError(f"Layer {self.name!r} (Permute): dims={self.dims} needs inputs of rank "
+                             f"{len(self.dims) + 1}, got shape {tuple(shape)}.")
+
+    def build(self, input_shape):
+        self._check_rank(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        self._check_rank(input_shape)
+        return (input_shape[0], *(input_shape[d] for d in self.dims))
+
+    def call(self, x, training):
+        y = np.transpose(x, (0, *self.dims))
+        if training:
+            self._cache = True
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        return np.transpose(dy, np.argsort((0, *self.dims)))
+
+    def get_config(self):
+        return {"dims": self.dims, **super().get_config()}
+
+
+class RepeatVector(Layer):
+    """Repeat the input ``n`` times: ``(batch, features) -> (batch, n, features)`` (Keras ``RepeatVector``).
+
+    Parameters
+    ----------
+    n : int >= 1
+    **kwargs
+        ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
+    """
+
+    min_ndim = 2
+    _param_constraints = {"n": [Interval(numbers.Integral, 1, None)]}
+
+    def __init__(self, n, **kwargs):
+        validate_params(type(self).__name__, self._param_constraints, {"n": n})
+        super().__init__(**kwargs)
+        self.n = int(n)
+
+    def _check_rank(self, shape):
+        if len(shape) != 2:
+            raise ValueError(f"Layer {self.name!r} (RepeatVector) expects inputs of rank 2 (batch, features), "
+                             f"got shape {tuple(shape)}.")
+
+    def build(self, input_shape):
+        self._check_rank(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        self._check_rank(input_shape)
+        return (input_shape[0], self.n, input_shape[1])
+
+    def call(self, x, training):
+        y = np.repeat(x[:, None, :], self.n, axis=1)
+        if training:
+            self._cache = True
+            self._out_shape = y.shape
+        return y
+
+    def _backward(self, dy):
+        return dy.sum(axis=1)
+
+    def get_config(self):
+        return {"n": self.n, **super().get_config()}

@@ -28,8 +28,25 @@ from .base import BaseModel
 __all__ = ["Input", "Model"]
 
 
-def Input(shape, name: str | None = None) -> SymbolicTensor:
-    """A symbolic input of per-sample ``shape`` (the batch axis is added)."""
+def Input(shape=None, name: str | None = None, *, batch_size: int | None = None, batch_shape=None,
+          dtype=None) -> SymbolicTensor:
+    """A symbolic input of per-sample ``shape`` (the batch axis is added).
+
+    As in Keras, ``batch_shape`` gives the batch axis too (``shape`` is then
+    omitted) and ``batch_size`` fixes it; a fixed batch size is recorded in
+    the symbolic shapes (``(1, None, 7)``) and checked by nothing else: the
+    model takes batches of any size. ``dtype`` may be None, "float32" or
+    "float64" (the layers' own dtype decides the computation).
+    """
+    who = "Input"
+    if batch_shape is not None:
+        if shape is not None:
+            raise ValueError(f"{who}: give 'shape' or 'batch_shape', not both.")
+        if not isinstance(batch_shape, (tuple, list)) or len(batch_shape) < 1:
+            raise TypeError(f"{who}: 'batch_shape' must be a tuple (batch axis first), got {batch_shape!r}.")
+        batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
+    if shape is None:
+        raise TypeError(f"{who}: 'shape' (per sample, no batch axis) or 'batch_shape' is required.")
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)) or not all(
@@ -39,7 +56,13 @@ def Input(shape, name: str | None = None) -> SymbolicTensor:
     shape = tuple(None if d is None else int(d) for d in shape)
     if any(d is not None and d < 1 for d in shape):
         raise ValueError(f"Input: sizes in 'shape' must be >= 1, got {shape}.")
-    return SymbolicTensor((None,) + shape, None, (), name=name or "input")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"Input: 'batch_size' must be an int >= 1 or None, got {batch_size!r}.")
+    if dtype is not None and str(np.dtype(dtype)) not in ("float32", "float64"):
+        raise ValueError(f"Input: 'dtype' must be None, 'float32' or 'float64', got {dtype!r}.")
+    batch = None if batch_size is None else int(batch_size)
+    return SymbolicTensor((batch,) + shape, None, (), name=name or "input")
 
 
 class Model(BaseModel):
