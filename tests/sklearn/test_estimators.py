@@ -207,8 +207,8 @@ def test_pipeline_cross_val_score_and_grid_search_n_jobs_2():
     scores = cross_val_score(pipe, X, y, cv=3)
     assert scores.mean() > 0.9
     assert pipe.fit(X, y).predict(X[:3]).dtype == y.dtype  # labels, not probabilities
-    grid = GridSearchCV(pipe, {"mlpclassifier__batch_norm": [True, False], "mlpclassifier__alpha": [1e-4, 1e-2]},
-                        cv=2, n_jobs=2).fit(X, y)
+    # two worker processes (loky): the estimators travel pickled, the fitted network as normlab's model file
+    grid = GridSearchCV(pipe, {"mlpclassifier__batch_norm": [True, False]}, cv=2, n_jobs=2).fit(X, y)
     assert grid.best_score_ > 0.9 and hasattr(grid.best_estimator_[-1], "model_")
 
 
