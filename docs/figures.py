@@ -307,7 +307,7 @@ def run_optimizers(out: Path, quick: bool) -> dict:
     from normlab.experiments import optimizers
 
     kw = dict(steps=20, learning_rates=(0.01, 0.1)) if quick else {}
-    res = optimizers.run(out_dir=out, plots=not quick, print_fn=_log, **kw)
+    res = optimizers.run(out_dir=out, plots=not quick, gif=not quick, print_fn=_log, **kw)
     slim = {s: {o: {k: v for k, v in r.items() if k not in ("path", "loss")} for o, r in d.items()}
             for s, d in res["results"].items()}
     return {"config": res["config"], "results": slim}
@@ -385,7 +385,7 @@ SETS: dict[str, FigureSet] = {
         "normlab experiment optimizers",
         run_optimizers,
         {"optimizers": render_optimizers},
-        ("optimizers_paths.png", "optimizers_loss.png", "optimizers_schedules.png"),
+        ("optimizers_paths.png", "optimizers_loss.png", "optimizers_schedules.png", "optimizers_quadratic.gif"),
         "about 10 s",
     ),
     "moving-stats": FigureSet(

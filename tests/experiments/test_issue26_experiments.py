@@ -112,3 +112,13 @@ def test_cli_bad_momentum_is_a_usage_error(tmp_path, capsys):
         main(["experiment", "moving-stats", "--momenta", "1.5", "--out", str(tmp_path / "r"), "--no-plots"])
     assert e.value.code == 2
     assert "argument --momenta: 1.5 is not in [0, 1]" in capsys.readouterr().err
+
+
+def test_optimizers_gif(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("PIL")
+    from normlab.experiments import optimizers as E
+
+    E.run(steps=4, learning_rates=(0.01,), optimizers=("SGD",), surfaces=("quadratic",), plots=False, gif=True,
+          out_dir=tmp_path, print_fn=lambda *a: None)
+    assert (tmp_path / "optimizers_quadratic.gif").read_bytes()[:6] == b"GIF89a"

@@ -147,6 +147,8 @@ def add_parser(sub) -> None:
     _common(o, 500, "steps per optimizer and learning rate")
     o.add_argument("--optimizers", nargs="+", choices=optimizers.OPTIMIZERS, default=list(optimizers.OPTIMIZERS),
                    help="which optimizers to run (default: all)")
+    o.add_argument("--gif", action="store_true",
+                   help="also write optimizers_quadratic.gif, the paths drawn step by step (needs Pillow)")
     o.set_defaults(func=_optimizers)
 
     s = add_command(
@@ -282,7 +284,7 @@ def _optimizers(args) -> int:
     _check_before_running(args)
     with _threads(args):
         optimizers.run(steps=args.steps, optimizers=tuple(args.optimizers), out_dir=args.out,
-                       plots=not args.no_plots, seed=args.seed, print_fn=say)
+                       plots=not args.no_plots, gif=args.gif and not args.no_plots, seed=args.seed, print_fn=say)
     return 0
 
 

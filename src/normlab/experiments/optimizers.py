@@ -31,7 +31,9 @@ decay ``lr_k = (1 - k/tau) lr_0 + (k/tau) lr_tau`` until ``tau`` (which is
 ``PolynomialDecay(lr_0, tau, lr_tau, power=1)``).
 
 Writes ``optimizers_paths.png``, ``optimizers_loss.png``,
-``optimizers_schedules.png`` and ``optimizers.json`` into ``out_dir``.
+``optimizers_schedules.png`` and ``optimizers.json`` into ``out_dir``, and
+with ``gif=True`` (``--gif``) ``optimizers_quadratic.gif``, the paths on the
+quadratic drawn step by step.
 """
 
 from __future__ import annotations
@@ -195,10 +197,14 @@ def run(
     surfaces=tuple(SURFACES),
     out_dir=None,
     plots: bool = True,
+    gif: bool = False,
     seed: int = 0,
     print_fn=print,
 ) -> dict:
     """Run every optimizer on every surface, pick each one's learning rate, write the figures.
+
+    ``gif=True`` also writes ``optimizers_quadratic.gif``: the paths on the
+    quadratic drawn step by step (needs Pillow, which matplotlib installs).
 
     ``seed`` is accepted for a uniform command line; nothing here is random.
     Returns ``{"config", "results": {surface: {optimizer: {"learning_rate",
@@ -251,7 +257,41 @@ def run(
     write_json(out / "optimizers.json", {**data, "results": slim, "schedules": sorted(sched)})
     if plots:
         _plot(results, sched, steps, out)
+    if gif and "quadratic" in results:
+        _gif(results["quadratic"], out / "optimizers_quadratic.gif")
     return data
+
+
+def _gif(res: dict, path, frames: int = 40, last_step: int = 160) -> None:
+    """The paths on the quadratic, step by step up to ``last_step`` (light: at most 40 frames, 90 dpi)."""
+    plt = pyplot()
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    s = SURFACES["quadratic"]
+    x0, x1, y0, y1 = s.extent
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 120), np.linspace(y0, y1, 120))
+    fig, ax = plt.subplots(figsize=(5.6, 2.8))
+    ax.contour(gx, gy, np.log10(s.f((gx, gy)) + 1e-3), levels=14, colors="0.8", linewidths=0.5)
+    names = list(res)
+    lines = {n: ax.plot([], [], "-" if n in ("SGD", "momentum", "Nesterov") else "--", lw=1.1,
+                        color=(plt.get_cmap("tab10")(i) if i < 10 else "k"), label=n)[0]
+             for i, n in enumerate(names)}
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.legend(fontsize=5, ncol=2, loc="upper right", frameon=False)
+    title = ax.set_title("", fontsize=8)
+    steps = np.unique(np.geomspace(1, last_step, frames).astype(int))
+
+    def draw(k):
+        for n, line in lines.items():
+            p = res[n]["path"][: k + 1]
+            line.set_data(p[:, 0], p[:, 1])
+        title.set_text(f"f = (x² + 25 y²) / 2, step {k}")
+        return list(lines.values()) + [title]
+
+    anim = FuncAnimation(fig, draw, frames=steps, blit=False)
+    anim.save(path, writer=PillowWriter(fps=8), dpi=90)
+    plt.close(fig)
 
 
 def _plot(results: dict, sched: dict, steps: int, out) -> None:
