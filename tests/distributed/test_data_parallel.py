@@ -140,6 +140,8 @@ def test_synchronized_statistics_of_large_offsets_in_float32(ranks):
     x = ranks["offset/shards"].reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(ranks["offset/mean"], x.mean(axis=0), rtol=1e-7)
     np.testing.assert_allclose(ranks["offset/var"], x.var(axis=0), rtol=1e-5)
+    xhat = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-3)
+    np.testing.assert_allclose(ranks["offset/y"].reshape(-1, 3), xhat, atol=2e-5)
     # the naive E[x^2] - E[x]^2 in float32 loses the small feature's variance entirely
     x32 = ranks["offset/shards"].reshape(-1, 3)
     naive = (x32 * x32).mean(axis=0) - x32.mean(axis=0) ** 2

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.batchnorm import BatchNormTrainCache, reduced_count
+from ..kernels.batchnorm import BatchNormTrainCache, _moments_fast, reduced_count
 
 __all__ = ["combine_moments", "sync_train_forward", "sync_train_backward"]
 
@@ -58,6 +58,25 @@ def combine_moments(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return n, mu, m2
 
 
+def _shard_moments(x, axes):
+    """``(mu, m2, xc, hi)``: the shard's mean and sum of squared deviations in float64, ``xc = x - hi``.
+
+    The sums of :func:`normlab.kernels.batchnorm._moments_fast` (no float64
+    copy of ``x``): ``hi`` is the mean rounded to ``x``'s dtype, so
+    ``x - mean = xc - (mean - hi)``. Where they overflow (float32 deviations
+    beyond about 1.8e19), all of it again in float64.
+    """
+    m = reduced_count(x.shape, axes)
+    hi, var, xc, lo = _moments_fast(x, axes, True)
+    if not np.isfinite(var).all() and np.isfinite(x).all():
+        x64 = x.astype(np.float64)
+        mu = x64.mean(axis=axes, keepdims=True)
+        x64 -= mu
+        return mu, np.square(x64).sum(axis=axes, keepdims=True), x64, mu
+    mu = hi.astype(np.float64) if lo is None else hi + lo
+    return mu, var * m, xc, hi
+
+
 def sync_train_forward(x, gamma, beta, *, axes: tuple, epsilon: float, comm):
     """Normalize ``x`` (this rank's shard) with the statistics of the global batch.
 
@@ -65,22 +84,27 @@ def sync_train_forward(x, gamma, beta, *, axes: tuple, epsilon: float, comm):
     mean, var, count)``: ``mean`` and ``var`` (biased) of the global batch
     in float64, keepdims shape; ``count`` its values per feature.
     """
-    x64 = x.astype(np.float64)
     m_r = reduced_count(x.shape, axes)
+    shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     if m_r:
-        mu_r = x64.mean(axis=axes, keepdims=True)
-        xc = x64 - mu_r
-        m2_r = np.square(xc).sum(axis=axes, keepdims=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mu_r, m2_r, xc, hi = _shard_moments(x, axes)
     else:  # an empty shard contributes nothing
-        shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
         mu_r = m2_r = np.zeros(shape)
-    local = np.concatenate([[float(m_r)], mu_r.ravel(), m2_r.ravel()])
+        xc, hi = x.astype(np.float64), 0.0
+    local = np.concatenate([[float(m_r)], np.ravel(mu_r), np.ravel(m2_r)])
     count, mu, m2 = combine_moments(comm.allgather(local, "synchronized batch normalization (forward)"))
-    mean = mu.reshape(mu_r.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = (m2 / count).reshape(mu_r.shape) if count else np.full(mu_r.shape, np.nan)
+    mean = mu.reshape(shape)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        var = (m2 / count).reshape(shape) if count else np.full(shape, np.nan)
         inv64 = 1.0 / np.sqrt(var + epsilon)
-    xhat = ((x64 - mean) * inv64).astype(x.dtype)
+        shift = mean - hi  # x - mean = xc - shift
+        if xc.dtype == x.dtype:
+            xc -= shift.astype(x.dtype)
+            xc *= inv64.astype(x.dtype)
+            xhat = xc
+        else:  # the float64 path of an overflow
+            xhat = ((xc - shift) * inv64).astype(x.dtype)
     inv_std = inv64.astype(x.dtype)
     if gamma is not None:
         y = xhat * gamma

@@ -1,0 +1,257 @@
+"""Data-parallel throughput: 2 MPI ranks (1 thread each) against 1 rank, and against torch at 2 threads.
+
+Models (issue 25):
+
+* ``mlp``: the BN-paper MLP, 784 - 3 x (Dense 100 without bias, BN, sigmoid)
+  - Dense 10 softmax, batch 1024 (the global batch), Adam;
+* ``cnn``: the Fashion-MNIST example CNN (``examples/fashion_mnist_cnn.py``,
+  augmentation off), batch 128.
+
+Batch normalization is synchronized (``--plain-bn``: per-rank statistics).
+What is timed: one ``model.fit(epochs=1)`` over ``steps`` global batches
+(shuffling, the accuracy metric and the per-step reduction of the logs
+included), after a warm-up fit of 2 steps; the data are random (the
+throughput does not depend on them). Each rank reports the seconds it spent
+inside the allreduce of the gradients (waiting for the other rank
+included), and the busiest rank's CPU time per step less its polling for
+the others (the work of a step, communication included): on a shared machine
+the ratio of CPU times (``cpu_speedup_2_over_1``) says what a quiet one
+would give, where the wall-clock ratio also measures the other processes. torch: the same network
+(``nn.Linear``/``nn.BatchNorm1d``, or the benchmark twin of the CNN) at 2
+threads, ``steps`` steps of the same batch size.
+
+Rounds interleave the three runs (1 rank, 2 ranks, torch), each in a fresh
+process; medians over the rounds. Usage::
+
+    PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --rounds 5
+    PYTHONPATH=src python benchmarks/bench_distributed.py --model cnn --steps 20 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BATCH = {"mlp": 1024, "cnn": 128}
+
+
+def _one_thread_env(threads: int = 1) -> dict:
+    n = str(threads)
+    return dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n, NUMBA_NUM_THREADS=n,
+                PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def build(model: str, sync: bool):
+    import normlab
+    from normlab import layers as L
+
+    if model == "mlp":
+        layers = []
+        for _ in range(3):
+            layers += [L.Dense(100, use_bias=False), L.BatchNormalization(synchronized=sync), L.Activation("sigmoid")]
+        m = normlab.Sequential([*layers, L.Dense(10, activation="softmax")])
+        return m, (784,)
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench_fashion_epoch import load_example
+
+    m = load_example().build_model(seed=0, augment="none")
+    for layer in m.layers:
+        if isinstance(layer, L.BatchNormalization):
+            layer.synchronized = sync
+    return m, (28, 28, 1)
+
+
+def worker(args) -> None:
+    """One run under mpiexec (or alone): rank 0 prints a JSON line."""
+    import numpy as np
+
+    import normlab
+    from normlab.distributed import DataParallel
+
+    dist = DataParallel(timeout=300)
+    model, shape = build(args.model, not args.plain_bn)
+    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  distribute=dist)
+    b = args.batch or BATCH[args.model]
+    rng = np.random.default_rng(0)
+    x = rng.random((b * args.steps,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    model.fit(x[: 2 * b], y[: 2 * b], batch_size=b, epochs=1, verbose=0, seed=0)  # compile kernels, bind
+    calls0, secs0, wait0 = dist.allreduce_calls, dist.allreduce_seconds, dist._comm.wait_cpu_seconds
+    t, cpu = time.perf_counter(), time.process_time()
+    model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    # the busiest rank's CPU time less its polling for the other: the work of a step without the
+    # waiting for a core (this machine is shared by other jobs)
+    cpu -= dist._comm.wait_cpu_seconds - wait0
+    cpu = float(dist._comm.allgather(np.array([cpu])).max())
+    calls, secs = dist.allreduce_calls - calls0, dist.allreduce_seconds - secs0
+    grad_bytes = model._flat[0].nbytes if model._flat is not None else 0
+    if dist.is_chief:
+        print(json.dumps({"ranks": dist.size, "seconds": wall, "samples_per_s": len(x) / wall,
+                          "step_ms": 1e3 * wall / args.steps, "cpu_ms_per_step": 1e3 * cpu / args.steps,
+                          "allreduce_ms_per_step": 1e3 * secs / max(calls, 1), "gradient_bytes": grad_bytes}))
+
+
+def torch_run(args) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(2)
+    b = args.batch or BATCH[args.model]
+    rng = np.random.default_rng(0)
+    if args.model == "mlp":
+        mods = []
+        for i in range(3):
+            mods += [torch.nn.Linear(784 if i == 0 else 100, 100, bias=False), torch.nn.BatchNorm1d(100, eps=1e-3),
+                     torch.nn.Sigmoid()]
+        net = torch.nn.Sequential(*mods, torch.nn.Linear(100, 10))
+        x = torch.from_numpy(rng.random((b, 784), dtype=np.float32))
+    else:
+        sys.path.insert(0, ROOT)
+        from benchmarks.bench_fashion_epoch import build_torch_net
+
+        model, _ = build("cnn", False)
+        model.build((None, 28, 28, 1))
+        net = build_torch_net(model)
+        x = torch.from_numpy(rng.random((b, 1, 28, 28), dtype=np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, b))
+    opt, ce = torch.optim.Adam(net.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        ce(net(x), y).backward()
+        opt.step()
+
+    step(), step()
+    t = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    wall = time.perf_counter() - t
+    print(json.dumps({"ranks": "torch-2-threads", "seconds": wall, "samples_per_s": b * args.steps / wall,
+                      "step_ms": 1e3 * wall / args.steps}))
+
+
+def latency(args) -> None:
+    """Under mpiexec: median seconds of one bounded allreduce (float32 buffers) of several sizes."""
+    import numpy as np
+
+    from normlab.distributed._comm import Communicator, load_mpi
+
+    c = Communicator(load_mpi().COMM_WORLD, 300)
+    out = {}
+    for nbytes in (64, 4096, 65536, 400_000, 4_000_000):
+        buf = np.ones(nbytes // 4, np.float32)
+        reps = 200 if nbytes < 100_000 else 20
+        for _ in range(5):
+            c.allreduce_(buf)
+        ts = []
+        for _ in range(7):
+            c.comm.Barrier()
+            t = time.perf_counter()
+            for _ in range(reps):
+                c.allreduce_(buf)
+            ts.append((time.perf_counter() - t) / reps)
+        out[str(nbytes)] = statistics.median(ts)
+    if c.rank == 0:
+        print(json.dumps({"ranks": c.size, "allreduce_seconds": out}))
+
+
+def cost_table(compute_s_per_sample: float, batch: int, grad_bytes: int, bn_layers: int,
+               links=(("this machine (shared memory)", None, None), ("10 Gbit/s", 1.25e9, 50e-6),
+                      ("100 Gbit/s", 12.5e9, 5e-6)), measured=None, ns=(1, 2, 4, 8, 16, 32, 64, 128)) -> list:
+    """Modelled step time and efficiency of a global batch ``batch`` on N ranks (see docs/distributed.md).
+
+    ``T(N) = c B / N + 2 (N-1)/N G / W + 2 (N-1) a + 3 bn log2(N) a``: compute, a ring allreduce of the
+    ``G`` gradient bytes (bandwidth ``W``, latency ``a`` per message), and per synchronized BN layer an
+    allgather and an allreduce of a few numbers (recursive doubling: ``log2 N`` latencies, twice for the
+    allreduce). ``measured``: ``(W, a)`` of this machine.
+    """
+    import math
+
+    rows = []
+    for name, w, a in links:
+        if w is None:
+            if measured is None:
+                continue
+            w, a = measured
+        for n in ns:
+            comm = 0.0 if n == 1 else 2 * (n - 1) / n * grad_bytes / w + 2 * (n - 1) * a
+            bn = 0.0 if n == 1 else 3 * bn_layers * math.log2(n) * a
+            t = compute_s_per_sample * batch / n + comm + bn
+            rows.append({"link": name, "N": n, "step_ms": 1e3 * t, "allreduce_ms": 1e3 * comm, "sync_bn_ms": 1e3 * bn,
+                         "efficiency": compute_s_per_sample * batch / (n * t)})
+    return rows
+
+
+def _run(cmd, env, timeout=900) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def driver(args) -> dict:
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    me = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--steps", str(args.steps)]
+    if args.batch:
+        me += ["--batch", str(args.batch)]
+    if args.plain_bn:
+        me += ["--plain-bn"]
+    runs = {"1 rank": [], "2 ranks": [], "torch 2 threads": []}
+    for _ in range(args.rounds):
+        runs["1 rank"].append(_run([mpiexec, "-n", "1", *me, "--worker"], _one_thread_env()))
+        runs["2 ranks"].append(_run([mpiexec, "-n", "2", *me, "--worker"], _one_thread_env()))
+        if not args.no_torch:
+            runs["torch 2 threads"].append(_run([*me, "--torch"], _one_thread_env(2)))
+    res = {"model": args.model, "batch": args.batch or BATCH[args.model], "steps": args.steps,
+           "synchronized_bn": not args.plain_bn, "rounds": args.rounds,
+           "loadavg": os.getloadavg()[0]}
+    for name, rs in runs.items():
+        if rs:
+            res[name] = {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], (int, float))}
+    one, two = res["1 rank"]["samples_per_s"], res["2 ranks"]["samples_per_s"]
+    res["speedup_2_over_1"] = two / one
+    # what a quiet machine would give: the step's CPU time on 1 rank over the busiest rank's on 2
+    res["cpu_speedup_2_over_1"] = res["1 rank"]["cpu_ms_per_step"] / res["2 ranks"]["cpu_ms_per_step"]
+    res["allreduce_share_of_step"] = res["2 ranks"]["allreduce_ms_per_step"] / res["2 ranks"]["step_ms"]
+    if "torch 2 threads" in res:
+        res["2_ranks_over_torch"] = two / res["torch 2 threads"]["samples_per_s"]
+    return res
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=sorted(BATCH), default="mlp")
+    p.add_argument("--steps", type=int, default=30, help="global batches timed per run")
+    p.add_argument("--batch", type=int, default=None, help="the global batch (default: 1024 mlp, 128 cnn)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--plain-bn", action="store_true", help="per-rank batch statistics instead of synchronized")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--latency", action="store_true", help="under mpiexec: allreduce times of several sizes")
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if args.torch:
+        return torch_run(args)
+    if args.latency:
+        return latency(args)
+    res = driver(args)
+    print(json.dumps(res, indent=1))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
