@@ -119,6 +119,7 @@ def test_optimizers_gif(tmp_path):
     pytest.importorskip("PIL")
     from normlab.experiments import optimizers as E
 
-    E.run(steps=4, learning_rates=(0.01,), optimizers=("SGD",), surfaces=("quadratic",), plots=False, gif=True,
-          out_dir=tmp_path, print_fn=lambda *a: None)
-    assert (tmp_path / "optimizers_quadratic.gif").read_bytes()[:6] == b"GIF89a"
+    res = E.run(steps=4, learning_rates=(0.01,), optimizers=("SGD",), surfaces=("quadratic",), plots=False,
+                out_dir=tmp_path, print_fn=lambda *a: None)
+    E._gif(res["results"]["quadratic"], tmp_path / "q.gif", frames=3, last_step=4)  # run(gif=True) draws 31 frames
+    assert (tmp_path / "q.gif").read_bytes()[:6] == b"GIF89a"
