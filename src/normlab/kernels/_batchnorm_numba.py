@@ -52,34 +52,67 @@ def moments(x):
     return mean, var
 
 
+#: elements per chunk of the reductions: sums over more rows are taken chunk by chunk (see chunk_rows)
+CHUNK_ELEMENTS = 1 << 17
+
+
+@njit(cache=True, nogil=True, inline="always")
+def chunk_rows(m, c):
+    """Rows per chunk of the two reductions: a multiple of 4 near ``CHUNK_ELEMENTS / c``.
+
+    Each chunk's sums start from zero and are added to the totals in chunk
+    order, here and in the threaded kernels
+    (:mod:`normlab.kernels._bn_chunks_numba`), which hand whole chunks to
+    their threads: the totals are the same bit for bit whichever runs, at
+    any thread count. Inputs of one chunk (``m <= chunk_rows``) are summed
+    as before chunks existed.
+    """
+    return max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_chunk(total, part, first):
+    for j in range(total.size):
+        total[j] = part[j] if first else total[j] + part[j]
+
+
 @njit(cache=True, nogil=True, fastmath=False)
 def _moments_sums(x):
     m, c = x.shape
     shift = np.empty(c, np.float64)
     s1 = np.zeros(c, np.float64)
     s2 = np.zeros(c, np.float64)
+    p1 = np.empty(c, np.float64)
+    p2 = np.empty(c, np.float64)
     for j in range(c):
         shift[j] = x[0, j]
-    i = 0
-    # four rows per sweep: the per-feature sums are loaded and stored once per
-    # four elements instead of once per element, which made this pass
-    # compute-bound (about 1.4x the time of a plain read of x)
-    while i + 4 <= m:
-        for j in range(c):
-            s = shift[j]
-            d0 = x[i, j] - s
-            d1 = x[i + 1, j] - s
-            d2 = x[i + 2, j] - s
-            d3 = x[i + 3, j] - s
-            s1[j] += (d0 + d1) + (d2 + d3)
-            s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-        i += 4
-    while i < m:
-        for j in range(c):
-            d = x[i, j] - shift[j]
-            s1[j] += d
-            s2[j] += d * d
-        i += 1
+    rows = chunk_rows(m, c)
+    for r0 in range(0, m, rows):
+        p1[:] = 0.0
+        p2[:] = 0.0
+        i = r0
+        end = min(m, r0 + rows)
+        # four rows per sweep: the per-feature sums are loaded and stored once per
+        # four elements instead of once per element, which made this pass
+        # compute-bound (about 1.4x the time of a plain read of x)
+        while i + 4 <= end:
+            for j in range(c):
+                s = shift[j]
+                d0 = x[i, j] - s
+                d1 = x[i + 1, j] - s
+                d2 = x[i + 2, j] - s
+                d3 = x[i + 3, j] - s
+                p1[j] += (d0 + d1) + (d2 + d3)
+                p2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            i += 4
+        while i < end:
+            for j in range(c):
+                d = x[i, j] - shift[j]
+                p1[j] += d
+                p2[j] += d * d
+            i += 1
+        _add_chunk(s1, p1, r0 == 0)
+        _add_chunk(s2, p2, r0 == 0)
     mean = np.empty(c, np.float64)
     var = np.empty(c, np.float64)
     for j in range(c):
@@ -509,20 +542,29 @@ def _backward_act_body(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta,
     one, zero = x.dtype.type(1), x.dtype.type(0)
     db = np.zeros(c, np.float64)
     dg = np.zeros(c, np.float64)
-    i = 0
-    while i + 4 <= m:
-        for j in range(c):
-            _add4(db, dg, j,
-                  act_grad(kind, da[i, j], s[i, j], one, zero),
-                  act_grad(kind, da[i + 1, j], s[i + 1, j], one, zero),
-                  act_grad(kind, da[i + 2, j], s[i + 2, j], one, zero),
-                  act_grad(kind, da[i + 3, j], s[i + 3, j], one, zero),
-                  x[i, j], x[i + 1, j], x[i + 2, j], x[i + 3, j], mean[j], inv_std[j])
-        i += 4
-    while i < m:
-        for j in range(c):
-            _add1(db, dg, j, act_grad(kind, da[i, j], s[i, j], one, zero), x[i, j], mean[j], inv_std[j])
-        i += 1
+    pb = np.empty(c, np.float64)
+    pg = np.empty(c, np.float64)
+    chunk = chunk_rows(m, c)  # the sums chunk by chunk, as _moments_sums
+    for r0 in range(0, m, chunk):
+        pb[:] = 0.0
+        pg[:] = 0.0
+        i = r0
+        end = min(m, r0 + chunk)
+        while i + 4 <= end:
+            for j in range(c):
+                _add4(pb, pg, j,
+                      act_grad(kind, da[i, j], s[i, j], one, zero),
+                      act_grad(kind, da[i + 1, j], s[i + 1, j], one, zero),
+                      act_grad(kind, da[i + 2, j], s[i + 2, j], one, zero),
+                      act_grad(kind, da[i + 3, j], s[i + 3, j], one, zero),
+                      x[i, j], x[i + 1, j], x[i + 2, j], x[i + 3, j], mean[j], inv_std[j])
+            i += 4
+        while i < end:
+            for j in range(c):
+                _add1(pb, pg, j, act_grad(kind, da[i, j], s[i, j], one, zero), x[i, j], mean[j], inv_std[j])
+            i += 1
+        _add_chunk(db, pb, r0 == 0)
+        _add_chunk(dg, pg, r0 == 0)
     rows = _tile_rows(m, c)
     a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype, rows)
     if rows == 1:

@@ -14,10 +14,11 @@ rows at once (each kernel releases the GIL):
   the chunk size; each element is computed by the same expression as in the
   one-call kernels.
 
-The one-call kernels sum over all rows in one sweep; the chunked sums are
-added in another order, so the statistics of an input taken by these kernels
-differ from the one-call kernels' in the last bits of float64. Which of the
-two runs depends on the input's size only (:mod:`normlab.kernels.batchnorm_rows`).
+The one-call kernels of :mod:`normlab.kernels._batchnorm_numba` sum over the
+same chunks in the same order, so the two give the same bits: the one-call
+kernels run at one thread (they read the data fewer times and pay no
+hand-offs), these where more threads may be used
+(:mod:`normlab.kernels.batchnorm_rows`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._batchnorm_numba import _add1, _add4, _column_moments_scaled
+from ._batchnorm_numba import CHUNK_ELEMENTS, _add1, _add4, _column_moments_scaled
 from ._fused_numba import act_grad
-
-#: elements per chunk of the reductions (512 KB of float32 data)
-CHUNK_ELEMENTS = 1 << 17
 
 
 def chunk_rows(m: int, c: int) -> int:
-    """Rows per chunk: a multiple of 4 (the reductions' sweep) near ``CHUNK_ELEMENTS / c``."""
+    """Rows per chunk: :func:`normlab.kernels._batchnorm_numba.chunk_rows` (the same chunks as the one-call kernels)."""
     return max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)
 
 
@@ -75,10 +73,10 @@ def moment_partials(x, shift, rows, k0, k1, p1, p2):
 
 @njit(cache=True, nogil=True)
 def sum_partials(p):
-    """The rows of ``p`` (chunks by features) added in chunk order, float64."""
+    """The rows of ``p`` (chunks by features) added in chunk order, float64 (as ``_add_chunk`` does)."""
     k_, c = p.shape
-    out = np.zeros(c, np.float64)
-    for k in range(k_):
+    out = p[0].copy()
+    for k in range(1, k_):
         for j in range(c):
             out[j] += p[k, j]
     return out

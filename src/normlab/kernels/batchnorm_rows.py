@@ -102,7 +102,7 @@ def train_forward(x, gamma, beta, epsilon, momentum, var_correction, moving_mean
     """
     gamma = _EMPTY if gamma is None else gamma
     beta = _EMPTY if beta is None else beta
-    if x.size >= _threads.MIN_PARALLEL_ELEMENTS:
+    if x.size >= _threads.MIN_PARALLEL_ELEMENTS and _threads.get_num_threads() > 1:
         status = _train_forward_chunked(x, gamma, beta, epsilon, momentum, var_correction, moving_mean, moving_var,
                                         out, mean, inv_std, saved, stamp, act_kind, act_out)
     elif act_kind is None:
@@ -128,7 +128,7 @@ def train_backward(dy, cache: RowsTrainCache, gamma, dx, dgamma, dbeta, accumula
     dgamma = _EMPTY if dgamma is None else dgamma
     dbeta = _EMPTY if dbeta is None else dbeta
     x, mean, inv_std = cache
-    if x.size >= _threads.MIN_PARALLEL_ELEMENTS:
+    if x.size >= _threads.MIN_PARALLEL_ELEMENTS and _threads.get_num_threads() > 1:
         _train_backward_chunked(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate, act_kind, act_s)
     elif act_kind is None:
         _F.train_backward_step(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta, accumulate)
@@ -150,7 +150,7 @@ def _train_forward_chunked(x, gamma, beta, epsilon, momentum, var_correction, mo
                            inv_std, saved, stamp, act_kind, act_out):
     """:func:`train_forward` of a large input: the passes split over row chunks and threads.
 
-    The same result whatever the number of threads (see
+    The same bits as the one-call kernel, whatever the number of threads (see
     :mod:`normlab.kernels._bn_chunks_numba`).
     """
     C = _chunks()
