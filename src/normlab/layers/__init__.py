@@ -3,6 +3,7 @@
 from .base import Layer, registry
 from .core import Activation, Dense, Identity
 from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from .activity_regularization import ActivityRegularization
 from .merging import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization
 from .normalization_extra import GroupNormalization, InstanceNormalization, LayerNormalization, RMSNormalization
@@ -37,7 +38,7 @@ __all__ += ["Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1
 __all__ += ["ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax"]
 __all__ += ["Identity", "Maximum", "Minimum", "Dot", "Permute", "RepeatVector", "Cropping1D", "Cropping2D",
             "Cropping3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "UpSampling1D", "UpSampling2D",
-            "UpSampling3D"]
+            "UpSampling3D", "ActivityRegularization"]
 
 from .normprop import NormPropDense  # noqa: E402
 __all__ += ["NormPropDense"]

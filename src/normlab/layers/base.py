@@ -323,6 +323,13 @@ class Layer:
             return 0.0
         return float(sum(r.penalty(self.params[k]) for k, r in self._regularizers.items()))
 
+    @property
+    def losses(self) -> list:
+        """Keras's ``layer.losses``: the penalty of each regularized weight (floats)."""
+        if not self._trainable:
+            return []
+        return [float(r.penalty(self.params[k])) for k, r in self._regularizers.items()]
+
     def add_regularization_grads(self) -> None:
         """Add each penalty's gradient to ``grads`` (before clipping)."""
         if not self._trainable:

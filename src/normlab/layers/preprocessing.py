@@ -215,26 +215,37 @@ class Normalization(Layer):
                 )
 
     def adapt(self, data) -> "Normalization":
-        """Set ``mean`` and ``variance`` from ``data`` (a batch, the batch axis first); returns self."""
-        from .base import _attributes, _restore, as_float_array
+        """Set ``mean`` and ``variance`` from ``data``; returns self.
+
+        ``data`` is one batch (an array, the batch axis first) or, as in
+        Keras 3, batches: a list or tuple of arrays, a generator or iterator,
+        or a :class:`normlab.utils.PyDataset`; a batch given as ``(x, y)`` or
+        ``(x, y, sample_weight)`` contributes ``x``. The statistics of the
+        batches are merged exactly in float64 (Chan et al.'s pairwise update
+        of the mean and of the sum of squared deviations), so they equal
+        those of the concatenated data. All or nothing: a failure changes
+        nothing.
+        """
+        from .base import _attributes, _restore
 
         who = f"Layer {self.name!r} (Normalization).adapt"
-        x = as_float_array(data, who=who, arg="data")
-        if x.ndim < 1 or x.shape[0] == 0:
-            raise ValueError(f"{who}: 'data' must be a non-empty batch, got shape {x.shape}.")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{who}: 'data' holds NaN or inf values.")
         saved = None if self.built else _attributes(self)
         try:  # all or nothing: a layer that adapt built is unbuilt again if it fails
-            self._ensure_built(x)
-            try:
-                self.check_input_shape(x.shape)
-            except ValueError as exc:
-                raise ValueError(f"{who}: 'data' does not fit the layer: {exc}") from None
-            axes = tuple(d for d in range(x.ndim) if d not in self._keep)
-            with np.errstate(over="ignore", invalid="ignore"):
-                mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
-                var = np.mean(np.square(x - mean, dtype=np.float64), axis=axes)
+            count, mean, m2 = 0, None, None
+            for x in self._adapt_batches(data, who):
+                n_b, mean_b, m2_b = self._batch_moments(x, who)
+                if mean is None:
+                    count, mean, m2 = n_b, mean_b, m2_b
+                    continue
+                total = count + n_b
+                delta = mean_b - mean
+                with np.errstate(over="ignore", invalid="ignore"):
+                    mean = mean + delta * (n_b / total)
+                    m2 = m2 + m2_b + delta * delta * (count * n_b / total)
+                count = total
+            if mean is None:
+                raise ValueError(f"{who}: 'data' is an empty iterable (no batch to take statistics from).")
+            var = m2 / count
             # the statistics are stored in the layer's dtype: refuse what would become inf there
             top = np.finfo(self.buffers["mean"].dtype).max
             if not (np.all(np.abs(mean) <= top) and np.all(var <= top)):
@@ -249,6 +260,49 @@ class Normalization(Layer):
         self.buffers["mean"][...] = mean.reshape(self.buffers["mean"].shape)
         self.buffers["variance"][...] = var.reshape(self.buffers["variance"].shape)
         return self
+
+    @staticmethod
+    def _adapt_batches(data, who):
+        """The batches of ``data`` (see :meth:`adapt`), each as given (checked by ``_batch_moments``)."""
+        from ..utils import PyDataset
+
+        def first(item):
+            return item[0] if isinstance(item, tuple) and len(item) in (2, 3) else item
+
+        if isinstance(data, PyDataset):
+            return (first(data[i]) for i in range(len(data)))
+        if isinstance(data, (list, tuple)) and len(data) == 0:
+            return iter(())
+        if isinstance(data, (list, tuple)) and all(isinstance(first(b), np.ndarray) for b in data):
+            return (first(b) for b in data)
+        if not isinstance(data, (np.ndarray, list, tuple, str, bytes, numbers.Number)) and \
+                not hasattr(data, "__array__") and (hasattr(data, "__iter__") or hasattr(data, "__next__")):
+            return (first(b) for b in data)
+        return iter((data,))
+
+    def _batch_moments(self, data, who):
+        """``(count, mean, sum of squared deviations)`` of one batch over the reduced axes, in float64."""
+        from .base import as_float_array
+
+        if not hasattr(data, "shape") and not isinstance(data, (list, tuple)):
+            raise TypeError(f"{who}: each batch of 'data' must be an array with a `.shape`, got "
+                            f"{type(data).__name__}.")
+        x = as_float_array(data, who=who, arg="data")
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"{who}: 'data' must be a non-empty batch, got shape {x.shape}.")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{who}: 'data' holds NaN or inf values.")
+        self._ensure_built(x)
+        try:
+            self.check_input_shape(x.shape)
+        except ValueError as exc:
+            raise ValueError(f"{who}: 'data' has an incompatible shape for the layer: {exc}") from None
+        axes = tuple(d for d in range(x.ndim) if d not in self._keep)
+        count = int(np.prod([x.shape[d] for d in axes]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
+            m2 = np.sum(np.square(x - mean, dtype=np.float64), axis=axes)
+        return count, mean.reshape(m2.shape), m2
 
     def call(self, x, training):
         mean = self.buffers["mean"].reshape(self._bshape)
