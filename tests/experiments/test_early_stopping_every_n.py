@@ -64,8 +64,6 @@ def notes_algorithm(val_losses, n, patience):
     return {"evaluations": k + 1, "best": best, "i_star": i_star, "v": v}
 
 
-@pytest.mark.xfail(strict=True, reason="an epoch that starts where a pass ended exactly is empty (0 steps, still "
-                                       "validated); fix in models/data.py Epochs.epoch, see the issue 26 report")
 def test_fit_every_n_steps_is_the_notes_algorithm():
     x, y, xv, yv = _data()
     model = _model()
@@ -125,8 +123,6 @@ def test_an_endless_generator_gives_exactly_n_steps_whatever_the_data_size():
     assert rec.at_eval == [7, 10, 17]  # the second epoch ends with the first pass (10 batches)
 
 
-@pytest.mark.xfail(strict=True, reason="EarlyStopping raises on epochs that validation_freq skips (fix in models/base.py "
-                                       "and callbacks/early_stopping.py, see the issue 26 report)")
 def test_validation_freq_counts_patience_in_evaluations():
     x, y, xv, yv = _data()
     rec = Recorder()

@@ -157,6 +157,9 @@ class EarlyStopping(Callback):
         self._steps_done += 1
 
     def on_epoch_end(self, epoch, logs=None):
+        freq = self.params.get("validation_freq")
+        if freq and self.monitor.startswith("val_") and (epoch + 1) % freq:
+            return  # fit's validation_freq skipped this epoch: not an evaluation, patience not counted (Keras)
         current = monitored_value(logs, self.monitor, type(self).__name__)
         if epoch < self.start_from_epoch:
             return

@@ -644,7 +644,8 @@ class BaseModel:
             # History (and the progress bar) after the user's callbacks, so that
             # what they add to the epoch logs is recorded (and shown), as in Keras
             cbs = callbacks + [self.history] + ([ProgbarLogger(verbose)] if verbose else [])
-            cb = CallbackList(cbs, model=self, epochs=epochs, steps=data.steps, verbose=verbose)
+            cb = CallbackList(cbs, model=self, epochs=epochs, steps=data.steps, verbose=verbose,
+                              **({"validation_freq": int(validation_freq)} if validate is not None else {}))
             self.stop_training = False
             self._initial_epoch = None  # a callback (BackupAndRestore) may choose the epoch to resume at
             self._initial_step = 0  # ... and the steps of that epoch already taken

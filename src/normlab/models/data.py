@@ -213,19 +213,25 @@ class Epochs:
                 self._ran_out()
             return
         step = 0
+        fresh = False  # the current pass has not yielded a batch yet
         while step < self.steps_per_epoch:
             if self._batches is None:
                 if self._exhausted:
                     self._ran_out()
                     return
                 self._batches = self._new_pass(None)
+                fresh = True
             batch = next(self._batches, None)
             if batch is None:
                 self._batches = None
                 if not self.source.reiterable:
                     self._exhausted = True
                     self._ran_out()
+                    return
+                if step == 0 and not fresh:
+                    continue  # the last epoch ended with the pass: this one starts the next (no empty epoch)
                 return  # the pass ended inside the epoch: the epoch ends here, the next starts a new pass
+            fresh = False
             yield (step, *batch)
             step += 1
 
