@@ -189,6 +189,19 @@ def test_sample_weight_ones_change_nothing_and_weights_matter(iris):
         small().fit(X, y, sample_weight=-np.ones(len(y)))
 
 
+def test_short_fits_get_exact_batchnorm_statistics_long_ones_keep_moving_averages(iris):
+    X, y = iris
+    short = small(max_iter=5, batch_size=150).fit(X, y)  # 5 steps
+    dense, bn = short.model_.layers[0], short.model_.layers[1]
+    h = dense(X.astype(np.float32)).astype(np.float64)
+    np.testing.assert_allclose(bn.buffers["moving_mean"], h.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.buffers["moving_variance"], h.var(axis=0, ddof=1), rtol=1e-5)
+    long = small(max_iter=25, batch_size=30).fit(X, y)  # 125 steps
+    dense, bn = long.model_.layers[0], long.model_.layers[1]
+    h = dense(X.astype(np.float32)).astype(np.float64)
+    assert not np.allclose(bn.buffers["moving_mean"], h.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
 def test_regressor_multioutput_and_one_column(iris):
     X, Y = make_regression(200, 5, n_targets=2, random_state=0)
     Y = StandardScaler().fit_transform(Y)

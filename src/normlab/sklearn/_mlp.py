@@ -16,8 +16,9 @@ Conventions, and where they differ from scikit-learn
 - ``loss_curve_`` holds normlab's training loss of each epoch (the mean of
   the batch losses, penalty included): the cross-entropy for classifiers,
   the mean squared error for regressors (scikit-learn records half of it).
-- Batch normalization uses ``momentum=0.9`` for its moving averages and,
-  after every ``fit``, the exact statistics of the training data
+- Batch normalization uses ``momentum=0.9`` for its moving averages; after
+  a ``fit`` of fewer than 100 steps (where they may still hold their initial
+  values) they are replaced by the exact statistics of the training data
   (:func:`normlab.recompute_batchnorm_statistics`); ``partial_fit`` keeps
   the moving averages. A trailing batch of one sample is normalized with the
   moving statistics (``batch_of_one="moving_statistics"``).
