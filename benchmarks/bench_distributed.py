@@ -191,6 +191,36 @@ def cost_table(compute_s_per_sample: float, batch: int, grad_bytes: int, bn_laye
     return rows
 
 
+BN_LAYERS = {"mlp": 3, "cnn": 4}
+
+
+def cost_report(paths, latency_path) -> str:
+    """Markdown tables of :func:`cost_table` from benchmark results (``--json``) and a ``--latency`` run."""
+    with open(latency_path) as fh:
+        lat = json.loads(fh.read().strip().splitlines()[-1])["allreduce_seconds"]
+    a = lat["64"] / 2  # a 2-rank allreduce of a few bytes: two message latencies (reduce, then broadcast)
+    big = int(max(lat, key=int))
+    w = big / (lat[str(big)] - 2 * a)  # 2 ranks: 2 (N-1)/N G / W = G / W
+    lines = [f"This machine (2 ranks, shared memory): latency a = {1e6 * a:.1f} us, bandwidth W = {w / 1e9:.2f} GB/s "
+             f"(from {big / 1e6:g} MB in {1e3 * lat[str(big)]:.2f} ms).", ""]
+    for path in paths:
+        with open(path) as fh:
+            res = json.load(fh)
+        one = res["1 rank"]
+        c = one["cpu_ms_per_step"] / 1e3 / res["batch"]
+        g = res["2 ranks"]["gradient_bytes"] or one["gradient_bytes"]
+        lines += [f"**{res['model']}**, global batch {res['batch']}: compute c = {1e6 * c:.1f} us per sample "
+                  f"(1 thread), gradient G = {g / 1e6:.2f} MB, {BN_LAYERS[res['model']]} synchronized BN layers.", "",
+                  "| link | N | step ms | allreduce ms | sync BN ms | efficiency |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in cost_table(c, res["batch"], g, BN_LAYERS[res["model"]], measured=(w, a)):
+            if r["link"].startswith("this") and r["N"] > 8:
+                continue
+            lines.append(f"| {r['link']} | {r['N']} | {r['step_ms']:.2f} | {r['allreduce_ms']:.3f} | "
+                         f"{r['sync_bn_ms']:.3f} | {r['efficiency']:.0%} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _run(cmd, env, timeout=900) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if out.returncode:
@@ -239,6 +269,8 @@ def main(argv=None) -> None:
     p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the result here")
     p.add_argument("--latency", action="store_true", help="under mpiexec: allreduce times of several sizes")
+    p.add_argument("--cost-model", nargs="+", metavar="JSON", default=None,
+                   help="results of --json runs, then a --latency output last: print the cost model's tables")
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -246,6 +278,9 @@ def main(argv=None) -> None:
         return torch_run(args)
     if args.latency:
         return latency(args)
+    if args.cost_model:
+        print(cost_report(args.cost_model[:-1], args.cost_model[-1]))
+        return None
     res = driver(args)
     print(json.dumps(res, indent=1))
     if args.json:
