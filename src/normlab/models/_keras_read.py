@@ -15,23 +15,9 @@ import zipfile
 import numpy as np
 
 from ..layers.base import Layer
-from ._keras_mapping import (
-    _KERAS_ONLY_VARS,
-    _NAME,
-    _NEGATED_SLOTS,
-    _Bad,
-    _batch_shape,
-    _check_object,
-    _compile_from_keras,
-    _config_keys,
-    _h5_keys,
-    _keras_order,
-    _make_layer,
-    _need,
-    _slot_order,
-    _trainable_in_keras_order,
-    _var_keys,
-)
+from ._keras_common import _NAME, _Bad, _check_object, _h5_keys, _keras_order, _need
+from ._keras_compile import _NEGATED_SLOTS, _compile_from_keras, _slot_order, _trainable_in_keras_order
+from ._keras_layers import _KERAS_ONLY_VARS, _batch_shape, _config_keys, _make_layer, _var_keys
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
