@@ -56,8 +56,7 @@ def moments(x):
 CHUNK_ELEMENTS = 1 << 17
 
 
-@njit(cache=True, nogil=True, inline="always")
-def chunk_rows(m, c):
+def chunk_rows(m: int, c: int) -> int:
     """Rows per chunk of the two reductions: a multiple of 4 near ``CHUNK_ELEMENTS / c``.
 
     Each chunk's sums start from zero and are added to the totals in chunk
@@ -65,15 +64,10 @@ def chunk_rows(m, c):
     (:mod:`normlab.kernels._bn_chunks_numba`), which hand whole chunks to
     their threads: the totals are the same bit for bit whichever runs, at
     any thread count. Inputs of one chunk (``m <= chunk_rows``) are summed
-    as before chunks existed.
+    as before chunks existed. (The kernels write the formula out: a
+    compiled helper cost compilation time on the first run.)
     """
     return max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add_chunk(total, part, first):
-    for j in range(total.size):
-        total[j] = part[j] if first else total[j] + part[j]
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -86,10 +80,11 @@ def _moments_sums(x):
     p2 = np.empty(c, np.float64)
     for j in range(c):
         shift[j] = x[0, j]
-    rows = chunk_rows(m, c)
+    rows = max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)  # chunk_rows, written out (compiles faster)
     for r0 in range(0, m, rows):
-        p1[:] = 0.0
-        p2[:] = 0.0
+        for j in range(c):
+            p1[j] = 0.0
+            p2[j] = 0.0
         i = r0
         end = min(m, r0 + rows)
         # four rows per sweep: the per-feature sums are loaded and stored once per
@@ -111,8 +106,9 @@ def _moments_sums(x):
                 p1[j] += d
                 p2[j] += d * d
             i += 1
-        _add_chunk(s1, p1, r0 == 0)
-        _add_chunk(s2, p2, r0 == 0)
+        for j in range(c):  # the first chunk's sums copied, not added to 0.0 (-0.0 stays -0.0)
+            s1[j] = p1[j] if r0 == 0 else s1[j] + p1[j]
+            s2[j] = p2[j] if r0 == 0 else s2[j] + p2[j]
     mean = np.empty(c, np.float64)
     var = np.empty(c, np.float64)
     for j in range(c):
@@ -544,10 +540,11 @@ def _backward_act_body(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta,
     dg = np.zeros(c, np.float64)
     pb = np.empty(c, np.float64)
     pg = np.empty(c, np.float64)
-    chunk = chunk_rows(m, c)  # the sums chunk by chunk, as _moments_sums
+    chunk = max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)  # the sums chunk by chunk, as _moments_sums
     for r0 in range(0, m, chunk):
-        pb[:] = 0.0
-        pg[:] = 0.0
+        for j in range(c):
+            pb[j] = 0.0
+            pg[j] = 0.0
         i = r0
         end = min(m, r0 + chunk)
         while i + 4 <= end:
@@ -563,8 +560,9 @@ def _backward_act_body(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta,
             for j in range(c):
                 _add1(pb, pg, j, act_grad(kind, da[i, j], s[i, j], one, zero), x[i, j], mean[j], inv_std[j])
             i += 1
-        _add_chunk(db, pb, r0 == 0)
-        _add_chunk(dg, pg, r0 == 0)
+        for j in range(c):
+            db[j] = pb[j] if r0 == 0 else db[j] + pb[j]
+            dg[j] = pg[j] if r0 == 0 else dg[j] + pg[j]
     rows = _tile_rows(m, c)
     a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype, rows)
     if rows == 1:

@@ -26,13 +26,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._batchnorm_numba import CHUNK_ELEMENTS, _add1, _add4, _column_moments_scaled
+from ._batchnorm_numba import _add1, _add4, _column_moments_scaled, chunk_rows
 from ._fused_numba import act_grad
 
-
-def chunk_rows(m: int, c: int) -> int:
-    """Rows per chunk: :func:`normlab.kernels._batchnorm_numba.chunk_rows` (the same chunks as the one-call kernels)."""
-    return max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)
+__all__ = ["chunk_rows", "moment_partials", "moments_from_partials", "sum_partials", "GRAD_PARTIALS", "DX"]
 
 
 @njit(cache=True, nogil=True)
@@ -73,7 +70,7 @@ def moment_partials(x, shift, rows, k0, k1, p1, p2):
 
 @njit(cache=True, nogil=True)
 def sum_partials(p):
-    """The rows of ``p`` (chunks by features) added in chunk order, float64 (as ``_add_chunk`` does)."""
+    """The rows of ``p`` (chunks by features) added in chunk order, float64 (the first copied, as the one-call kernels do)."""
     k_, c = p.shape
     out = p[0].copy()
     for k in range(1, k_):
