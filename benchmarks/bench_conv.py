@@ -70,12 +70,18 @@ FILTERS = 32
 KERNEL = 3
 
 
-def _data(shape, filters, kernel, seed):
+ALGORITHMS = ("auto", "gemm", "winograd", "direct")
+TORCH_VARIANTS = ("torch NCHW", "torch NHWC", "torch.compile")
+#: the convolutions of examples/fashion_mnist_cnn.py at batch 128 (N, H, W, C, filters), for --sweep
+FASHION_SHAPES = ((128, 28, 28, 1, 32), (128, 14, 14, 32, 64), (128, 14, 14, 64, 64))
+
+
+def _data(shape, filters, kernel, seed, algorithm="auto"):
     from normlab.layers.conv import Conv2D
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape, dtype=np.float32)
-    layer = Conv2D(filters, kernel, padding="same", bias_initializer="random_normal")
+    layer = Conv2D(filters, kernel, padding="same", bias_initializer="random_normal", algorithm=algorithm)
     y = layer(x, training=True)  # build
     dy = rng.standard_normal(y.shape, dtype=np.float32)
     return layer, x, dy
@@ -106,14 +112,16 @@ def _torch_tensors(layer, x, dy, channels_last: bool):
     return xt, wt, bt, dyt
 
 
-def _torch_case(layer, x, dy, channels_last: bool):
+def _torch_case(layer, x, dy, channels_last: bool, compiled: bool = False):
     F = torch.nn.functional
     xt, wt, bt, dyt = _torch_tensors(layer, x, dy, channels_last)
     pad = layer.kernel_size[0] // 2  # odd kernel, stride 1: "same" is symmetric
     inputs = (xt, wt, bt)
+    conv = torch.compile(lambda a, w, b: F.conv2d(a, w, b, padding=pad)) if compiled else (
+        lambda a, w, b: F.conv2d(a, w, b, padding=pad))
 
     def step():
-        y = F.conv2d(xt, wt, bt, padding=pad)
+        y = conv(xt, wt, bt)
         return torch.autograd.grad(y, inputs, dyt)
 
     return step
@@ -134,13 +142,51 @@ def check_agreement(layer, x, dy) -> dict:
     return {k: float(np.max(np.abs(ours[k] - ref[k])) / np.max(np.abs(ref[k]))) for k in ref}
 
 
-def make_cases(shape=SHAPE, filters=FILTERS, kernel=KERNEL, *, use_torch: bool = True, seed: int = 0):
+def make_cases(shape=SHAPE, filters=FILTERS, kernel=KERNEL, *, use_torch: bool = True, seed: int = 0,
+               algorithms=("auto",), torch_variants=("torch NCHW", "torch NHWC")):
+    """``(cases, (layer, x, dy), info)``: ``normlab <algorithm>`` for each algorithm that applies
+    (the same weights), and the torch variants that work here."""
+    from normlab.kernels.conv import resolve_algorithm
+
     layer, x, dy = _data(shape, filters, kernel, seed)
-    cases = {"normlab": _normlab_case(layer, x, dy)}
+    info = {"auto": resolve_algorithm("auto", (kernel, kernel), (1, 1), (1, 1), shape[3], filters)}
+    cases = {}
+    for algo in algorithms:
+        if algo == "winograd" and kernel != 3:
+            continue
+        other, _, _ = _data(shape, filters, kernel, seed, algorithm=algo)
+        other.params["kernel"][...] = layer.params["kernel"]
+        other.params["bias"][...] = layer.params["bias"]
+        name = "normlab" if algo == "auto" else f"normlab {algo}"
+        cases[name] = _normlab_case(other, x, dy)
+        if use_torch and torch is not None:
+            info[f"max_rel_diff {name}"] = check_agreement(other, x, dy)
     if use_torch and torch is not None:
-        cases["torch NCHW"] = _torch_case(layer, x, dy, channels_last=False)
-        cases["torch NHWC"] = _torch_case(layer, x, dy, channels_last=True)
-    return cases, (layer, x, dy)
+        for variant in torch_variants:
+            try:
+                step = _torch_case(layer, x, dy, channels_last=variant != "torch NCHW",
+                                   compiled=variant == "torch.compile")
+                step()
+            except Exception as exc:  # torch.compile needs a working inductor (C++ compiler)
+                info[f"{variant} failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                continue
+            cases[variant] = step
+    return cases, (layer, x, dy), info
+
+
+def sgemm_rate(repeats: int = 7) -> float:
+    """NumPy's float32 GEMM rate (GFLOP/s, median) on a 2048 x 2048 x 2048 product at the pinned threads."""
+    import time
+
+    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, a, out=c)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, a, out=c)
+        ts.append(time.perf_counter() - t0)
+    return 2 * 2048**3 / float(np.median(ts)) / 1e9
 
 
 def bench_conv(
@@ -152,34 +198,37 @@ def bench_conv(
     use_torch: bool = True,
     seed: int = 0,
     cpu_clock: bool = True,
+    algorithms=("auto",),
+    torch_variants=("torch NCHW", "torch NHWC"),
 ) -> dict:
-    """Time the cases; returns medians (seconds per forward+backward) and ratios normlab/torch.
+    """Time the cases; returns medians (seconds per forward+backward), ratios to normlab's
+    default ("auto") and the GEMM floor (the step's FLOPs at NumPy's sgemm rate).
 
     ``cpu_clock``: also time single calls with the thread's CPU time (meaningful with one
     thread only, see the module docstring).
     """
-    cases, (layer, x, dy) = make_cases(shape, filters, kernel, use_torch=use_torch, seed=seed)
-    row = {"shape": list(shape), "filters": filters, "kernel": kernel, "padding": "same"}
-    if use_torch and torch is not None:
-        row["max_rel_diff"] = check_agreement(layer, x, dy)
+    cases, (layer, x, dy), info = make_cases(shape, filters, kernel, use_torch=use_torch, seed=seed,
+                                             algorithms=algorithms, torch_variants=torch_variants)
+    row = {"shape": list(shape), "filters": filters, "kernel": kernel, "padding": "same", "info": info}
     t = time_interleaved(cases, cfg)
     row["timings"] = t
-    row["normlab_s"] = t["normlab"]["median_s"]
-    for name in ("torch NCHW", "torch NHWC"):
-        if name in t:
-            row[f"{name}_s"] = t[name]["median_s"]
-            row[f"ratio vs {name}"] = row["normlab_s"] / t[name]["median_s"]
+    first = next(iter(t))
+    row["normlab_s"] = t[first]["median_s"]
+    for name in t:
+        row[f"{name}_s"] = t[name]["median_s"]
+        row[f"ratio vs {name}"] = row["normlab_s"] / t[name]["median_s"]
     n, h, w, c = shape
     row["gflop"] = 3 * 2 * n * h * w * c * filters * kernel * kernel / 1e9  # fwd + dx + dW (stride 1, same)
+    row["sgemm_gflops"] = sgemm_rate()
+    row["floor_s"] = row["gflop"] / row["sgemm_gflops"]
     if not cpu_clock:
         return row
     cpu = thread_cpu_times(cases, repeats=max(5, 2 * cfg.repeats + 1))
     row["cpu_per_call_s"] = cpu
-    row["cpu_normlab_s"] = float(np.median(cpu["normlab"]))
-    for name in ("torch NCHW", "torch NHWC"):
-        if name in cpu:
-            row[f"cpu_{name}_s"] = float(np.median(cpu[name]))
-            row[f"cpu ratio vs {name}"] = row["cpu_normlab_s"] / row[f"cpu_{name}_s"]
+    row["cpu_normlab_s"] = float(np.median(cpu[first]))
+    for name in cpu:
+        row[f"cpu_{name}_s"] = float(np.median(cpu[name]))
+        row[f"cpu ratio vs {name}"] = row["cpu_normlab_s"] / row[f"cpu_{name}_s"]
     return row
 
 
@@ -201,43 +250,49 @@ def thread_cpu_times(cases: dict, repeats: int) -> dict:
 
 def format_row(row: dict, threads: int) -> str:
     t = row["timings"]
+    first = next(iter(t))
+    n, h, w, c = row["shape"]
     lines = [
         (
             f"Conv2D forward+backward, input {tuple(row['shape'])} NHWC float32, {row['filters']} filters "
-            f"{row['kernel']}x{row['kernel']} 'same', {threads} thread(s); {row['gflop']:.2f} GFLOP per step"
+            f"{row['kernel']}x{row['kernel']} 'same', {threads} thread(s); {row['gflop']:.2f} GFLOP per step; "
+            f"auto = {row['info']['auto']}"
         ),
-        f"  {'':11s}  {'median':>9s}  {'min':>9s}   normlab/torch (median, min)",
-        (
-            f"  {'normlab':11s}  {t['normlab']['median_s'] * 1e3:6.2f} ms  {t['normlab']['min_s'] * 1e3:6.2f} ms"
-            f"   ({row['gflop'] / row['normlab_s']:.0f} GFLOP/s at the median)"
-        ),
+        f"  {'':17s}  {'median':>9s}  {'min':>9s}  {'GFLOP/s':>8s}  time / {first}",
     ]
-    for name in ("torch NCHW", "torch NHWC"):
-        if name in t:
-            lines.append(
-                f"  {name:11s}  {t[name]['median_s'] * 1e3:6.2f} ms  {t[name]['min_s'] * 1e3:6.2f} ms   "
-                f"{row[f'ratio vs {name}']:.2f}, {t['normlab']['min_s'] / t[name]['min_s']:.2f}"
-            )
+    for name, v in t.items():
+        lines.append(
+            f"  {name:17s}  {v['median_s'] * 1e3:6.2f} ms  {v['min_s'] * 1e3:6.2f} ms  "
+            f"{row['gflop'] / v['median_s']:8.0f}  {v['median_s'] / t[first]['median_s']:.2f}"
+        )
+    lines.append(f"  {'GEMM floor':17s}  {row['floor_s'] * 1e3:6.2f} ms  (sgemm {row['sgemm_gflops']:.0f} GFLOP/s, "
+                 "2048^3, same threads)")
     if "cpu_normlab_s" in row:
-        lines.append(f"  thread CPU time, medians of {len(row['cpu_per_call_s']['normlab'])} single calls:")
-        lines.append(f"  {'normlab':11s}  {row['cpu_normlab_s'] * 1e3:6.2f} ms")
-        for name in ("torch NCHW", "torch NHWC"):
-            if f"cpu_{name}_s" in row:
-                lines.append(f"  {name:11s}  {row[f'cpu_{name}_s'] * 1e3:6.2f} ms   {row[f'cpu ratio vs {name}']:.2f}")
-    if "max_rel_diff" in row:
-        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["max_rel_diff"].items())
-        lines.append(f"  agreement with torch (max |diff| / max |ref|): {diffs}")
+        lines.append(f"  thread CPU time, medians of {len(row['cpu_per_call_s'][first])} single calls: " + ", ".join(
+            f"{name} {row[f'cpu_{name}_s'] * 1e3:.2f} ms" for name in row["cpu_per_call_s"]))
+    for k, v in row["info"].items():
+        if k.startswith("max_rel_diff"):
+            lines.append(f"  agreement with torch, {k[13:]} (max |diff| / max |ref|): "
+                         + ", ".join(f"{g} {e:.1e}" for g, e in v.items()))
+        elif k.endswith("failed"):
+            lines.append(f"  {k}: {v}")
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> list:
     p = argparse.ArgumentParser(prog="benchmarks/bench_conv.py", description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", default="1", help="thread counts, e.g. 1,2 (each in turn; default 1)")
     p.add_argument("--quick", action="store_true", help="smoke run (numbers are noisy)")
     p.add_argument("--repeats", type=int)
     p.add_argument("--shape", default=",".join(map(str, SHAPE)), help="N,H,W,C (default 64,32,32,32)")
     p.add_argument("--filters", type=int, default=FILTERS)
     p.add_argument("--kernel", type=int, default=KERNEL, help="odd kernel size (default 3)")
+    p.add_argument("--sweep", action="store_true",
+                   help="the three convolutions of the Fashion-MNIST CNN at batch 128 instead of --shape")
+    p.add_argument("--algorithms", default="auto",
+                   help=f"normlab algorithms to time, comma-separated, from {', '.join(ALGORITHMS)} (default auto)")
+    p.add_argument("--torch-variants", default="torch NCHW,torch NHWC",
+                   help=f"comma-separated subset of {', '.join(TORCH_VARIANTS)}")
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args(argv)
     if args.kernel % 2 != 1:
@@ -245,14 +300,22 @@ def main(argv=None) -> dict:
     base = QUICK if args.quick else FULL
     cfg = TimingConfig(repeats=args.repeats or base.repeats, target_s=base.target_s, warmup=base.warmup,
                        max_number=base.max_number, collect=base.collect)
-    shape = tuple(int(v) for v in args.shape.split(","))
-    with pinned_threads(args.threads):
-        row = bench_conv(shape, args.filters, args.kernel, cfg, use_torch=not args.no_torch,
-                         cpu_clock=args.threads == 1)
+    shapes = [s[:4] + (s[4],) for s in FASHION_SHAPES] if args.sweep else [
+        tuple(int(v) for v in args.shape.split(",")) + (args.filters,)]
+    algos = tuple(a for a in args.algorithms.split(",") if a)
+    variants = tuple(v for v in args.torch_variants.split(",") if v)
     info = machine_info()
     print(f"{info['cpu']}, numpy {info['numpy']} ({', '.join(info.get('blas', []))}), torch {info['torch']}")
-    print(format_row(row, args.threads))
-    return row
+    rows = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        for s in shapes:
+            with pinned_threads(threads):
+                row = bench_conv(s[:4], s[4], args.kernel, cfg, use_torch=not args.no_torch, cpu_clock=threads == 1,
+                                 algorithms=algos, torch_variants=variants)
+            row["threads"] = threads
+            print(format_row(row, threads), flush=True)
+            rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

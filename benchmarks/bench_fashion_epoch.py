@@ -182,10 +182,42 @@ def _max_prob_diff(model, net, x) -> float:
     return float(np.abs(p_nl - p_t).max())
 
 
+TORCH_VARIANTS = ("torch", "torch CL", "torch.compile")
+
+
+def _torch_case(model, x, y, batch, nb, lr, variant):
+    """One torch training step cycling through the batches: eager NCHW ("torch"), eager
+    channels-last ("torch CL": net and inputs in ``torch.channels_last``) or ``torch.compile``."""
+    net, opt, ce = build_torch(model, lr=lr)
+    fmt = torch.channels_last if variant == "torch CL" else torch.contiguous_format
+    if variant == "torch CL":
+        net = net.to(memory_format=torch.channels_last)
+    fwd = torch.compile(net) if variant == "torch.compile" else net
+    xt = [torch.from_numpy(np.ascontiguousarray(x[i * batch:(i + 1) * batch].transpose(0, 3, 1, 2)))
+          .contiguous(memory_format=fmt) for i in range(nb)]
+    yt = [torch.from_numpy(y[i * batch:(i + 1) * batch].astype(np.int64)) for i in range(nb)]
+    it = [0]
+
+    def step():
+        i = it[0] % nb
+        it[0] += 1
+        opt.zero_grad()
+        loss = ce(fwd(xt[i]), yt[i])
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step, net
+
+
 def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True, seed: int = 0, lr: float = 1e-3,
-               data=None):
+               data=None, torch_variants=TORCH_VARIANTS, gemm_variant: bool = False):
     """Return ``(callables, info, (model, x, y))``: one training step each, cycling through ``n_images``
-    Fashion-MNIST images (or ``data = (x, y)``, channels-last)."""
+    Fashion-MNIST images (or ``data = (x, y)``, channels-last).
+
+    Cases: ``normlab`` (convolutions ``algorithm="auto"``), ``normlab gemm`` (every convolution
+    forced to the exact GEMM path, if ``gemm_variant``) and the ``torch_variants`` that work here
+    (a failure, e.g. ``torch.compile`` without a C++ compiler, is recorded in ``info``)."""
     from normlab.optimizers import Adam
 
     ex = load_example()
@@ -194,43 +226,78 @@ def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True
     else:
         x, y, source = np.ascontiguousarray(data[0][:n_images]), data[1][:n_images], "given arrays"
     nb = len(x) // batch
-    model = ex.build_model(seed=seed, augment="none")  # the example's network, no augmentation
-    model.compile(optimizer=Adam(lr), loss="sparse_categorical_crossentropy")
+    models = {"normlab": ex.build_model(seed=seed, augment="none")}  # the example's network, no augmentation
+    if gemm_variant:
+        models["normlab gemm"] = ex.build_model(seed=seed, augment="none")
+        for layer in models["normlab gemm"].layers:
+            if type(layer).__name__ == "Conv2D":
+                layer.algorithm = "gemm"
+    model = models["normlab"]
+    for m in models.values():
+        m.compile(optimizer=Adam(lr), loss="sparse_categorical_crossentropy")
     info = {"data": source, "batch": batch, "n_batches": nb, "params": model.count_params(),
-            "steps_per_epoch": -(-EPOCH_IMAGES // batch)}
-    cases = {}
-    if use_torch and torch is not None:
-        net, opt, ce = build_torch(model, lr=lr)
-        info["max_prob_diff"] = _max_prob_diff(model, net, x[:256])
-        xt = [torch.from_numpy(np.ascontiguousarray(x[i * batch:(i + 1) * batch].transpose(0, 3, 1, 2))) for i in range(nb)]
-        yt = [torch.from_numpy(y[i * batch:(i + 1) * batch].astype(np.int64)) for i in range(nb)]
-        it_t = [0]
+            "steps_per_epoch": -(-EPOCH_IMAGES // batch), "flops_per_step": step_flops(model, batch)}
+    cases, torch_cases = {}, {}
+    if use_torch and torch is not None:  # built first: from the weights before any step
+        for variant in torch_variants:
+            try:
+                step, net = _torch_case(model, x, y, batch, nb, lr, variant)
+                if variant == "torch":
+                    info["max_prob_diff"] = _max_prob_diff(model, net, x[:256])
+                info[f"loss_{variant}_first_step"] = float(step().detach())
+            except Exception as exc:  # torch.compile needs a working inductor (C++ compiler)
+                info[f"{variant} failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                continue
+            torch_cases[variant] = step
+    for name, m in models.items():
+        xp, yp = m._prepare_xy(x, y, "bench")  # what fit does once
+        m._prepare_training()
+        xs = [xp[i * batch:(i + 1) * batch] for i in range(nb)]
+        ys = [yp[i * batch:(i + 1) * batch] for i in range(nb)]
 
-        def torch_step():
-            i = it_t[0] % nb
-            it_t[0] += 1
-            opt.zero_grad()
-            loss = ce(net(xt[i]), yt[i])
-            loss.backward()
-            opt.step()
-            return loss
+        def normlab_step(m=m, xs=xs, ys=ys, it=[0]):
+            i = it[0] % nb
+            it[0] += 1
+            return m._train_step(xs[i], ys[i])
 
-        info["loss_torch_first_step"] = float(torch_step().detach())
-        cases["torch"] = torch_step
-    xp, yp = model._prepare_xy(x, y, "bench")  # what fit does once
-    model._prepare_training()
-    xs = [xp[i * batch:(i + 1) * batch] for i in range(nb)]
-    ys = [yp[i * batch:(i + 1) * batch] for i in range(nb)]
-    it_n = [0]
-
-    def normlab_step():
-        i = it_n[0] % nb
-        it_n[0] += 1
-        return model._train_step(xs[i], ys[i])
-
-    info["loss_normlab_first_step"] = float(normlab_step()[0])
-    cases = {"normlab": normlab_step, **cases}
+        info[f"loss_{name}_first_step"] = float(normlab_step()[0])
+        cases[name] = normlab_step
+    cases.update(torch_cases)
     return cases, info, (model, x, y)
+
+
+def step_flops(model, batch: int, input_shape=(28, 28, 1)) -> float:
+    """Multiply-adds x 2 of one training step's convolutions and dense layers: forward, kernel
+    gradient and input gradient (not for the first layer, whose input gradient is not computed)."""
+    total, first, shape = 0.0, True, (batch,) + tuple(input_shape)
+    for layer in model.layers:
+        out = layer.compute_output_shape(shape)
+        if type(layer).__name__ in ("Conv2D", "Dense"):
+            positions = int(np.prod(out[:-1]))  # batch x output pixels
+            total += 2.0 * positions * int(np.prod(layer.params["kernel"].shape)) * (2 if first else 3)
+            first = False
+        shape = out
+    return total
+
+
+def gemm_rate(threads: int, repeats: int = 5) -> dict:
+    """float32 GEMM rate of NumPy's BLAS at the pinned thread count (GFLOP/s, medians): the
+    im2col shape of the network's largest convolution, (6272 x 576) @ (576 x 64), and a
+    large square product (the practical peak)."""
+    out = {}
+    rng = np.random.default_rng(0)
+    for name, (m, k, n) in {"im2col 6272x576x64": (6272, 576, 64), "square 2048": (2048, 2048, 2048)}.items():
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        c = np.empty((m, n), np.float32)
+        np.matmul(a, b, out=c)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            np.matmul(a, b, out=c)
+            ts.append(time.perf_counter() - t0)
+        out[name] = 2.0 * m * k * n / statistics.median(ts) / 1e9
+    return out
 
 
 def thread_cpu_times(cases: dict, repeats: int) -> dict:
@@ -276,8 +343,13 @@ def bench_fashion_epoch(
     full_epoch: bool = False,
     seed: int = 0,
     data=None,
+    torch_variants=TORCH_VARIANTS,
+    gemm_variant: bool = False,
 ) -> dict:
-    """Time the training step of both libraries at ``threads`` threads; returns a JSON-ready dict."""
+    """Time the training steps at ``threads`` threads; returns a JSON-ready dict.
+
+    Also measures NumPy's float32 GEMM rate at that thread count (:func:`gemm_rate`) and
+    the step's floor at that rate (its convolution and dense FLOPs / rate)."""
     use_torch = bool(use_torch and torch is not None)
     if cpu_clock is None:
         cpu_clock = threads == 1
@@ -285,13 +357,17 @@ def bench_fashion_epoch(
         "meta": {
             "threads": threads, "batch": batch, "timing": cfg.as_dict(), "machine": machine_info(),
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "loadavg_before": _loadavg(),
-            "ratio": "torch_time / normlab_time (> 1 means normlab is faster)",
+            "ratio": "fastest torch variant's time / normlab_time (> 1 means normlab is faster)",
             "epoch": f"extrapolated: median step time x ceil({EPOCH_IMAGES} / batch) steps",
         }
     }
     with pinned_threads(threads):
-        cases, info, (model, x, y) = make_cases(batch=batch, n_images=n_images, use_torch=use_torch, seed=seed, data=data)
+        cases, info, (model, x, y) = make_cases(batch=batch, n_images=n_images, use_torch=use_torch, seed=seed,
+                                                data=data, torch_variants=torch_variants, gemm_variant=gemm_variant)
         res["info"] = info
+        rates = gemm_rate(threads)
+        res["gemm_gflops"] = rates
+        res["floor_s"] = {k: info["flops_per_step"] / (r * 1e9) for k, r in rates.items()}
         t = time_interleaved(cases, cfg)
         steps = info["steps_per_epoch"]
         rows = {}
@@ -305,10 +381,14 @@ def bench_fashion_epoch(
                 rows[k]["cpu_step_s"] = statistics.median(v)
                 rows[k]["cpu_epoch_s"] = statistics.median(v) * steps
         res["rows"] = rows
-        if "torch" in rows:
-            res["ratio"] = rows["torch"]["step_s"] / rows["normlab"]["step_s"]
+        torches = [k for k in rows if k.startswith("torch")]
+        if torches:
+            best = min(torches, key=lambda k: rows[k]["step_s"])
+            res["fastest_torch"] = best
+            res["ratio"] = rows[best]["step_s"] / rows["normlab"]["step_s"]
+            res["ratios"] = {k: rows[k]["step_s"] / rows["normlab"]["step_s"] for k in torches}
             if cpu_clock:
-                res["cpu_ratio"] = rows["torch"]["cpu_step_s"] / rows["normlab"]["cpu_step_s"]
+                res["cpu_ratio"] = min(rows[k]["cpu_step_s"] for k in torches) / rows["normlab"]["cpu_step_s"]
         if full_epoch:
             xe, ye, _ = _data(EPOCH_IMAGES, seed)
             parts = build_torch(model) if use_torch else None
@@ -334,17 +414,29 @@ def format_text(res: dict) -> str:
     ]
     if "max_prob_diff" in info:
         lines.append(f"same function: max |softmax difference| {info['max_prob_diff']:.2e}; first-step losses "
-                     f"normlab {info['loss_normlab_first_step']:.4f}, torch {info['loss_torch_first_step']:.4f} (dropout masks differ)")
+                     + ", ".join(f"{k[5:-11]} {v:.4f}" for k, v in info.items() if k.startswith("loss_"))
+                     + " (dropout masks differ)")
+    for k, v in info.items():
+        if k.endswith(" failed"):
+            lines.append(f"{k}: {v}")
     steps = info["steps_per_epoch"]
-    lines.append(f"{'':8s} {'step (ms)':>10s} {'min':>8s} {'max':>8s} {'epoch (s)':>10s}   epoch = {steps} steps (extrapolated)")
+    lines.append(f"{'':14s} {'step (ms)':>10s} {'min':>8s} {'max':>8s} {'epoch (s)':>10s}  {'vs normlab':>10s}"
+                 f"   epoch = {steps} steps (extrapolated)")
+    base = rows["normlab"]["step_s"]
     for k, r in rows.items():
-        lines.append(f"{k:8s} {r['step_s'] * 1e3:10.1f} {r['step_min_s'] * 1e3:8.1f} {r['step_max_s'] * 1e3:8.1f} {r['epoch_s']:10.1f}")
+        lines.append(f"{k:14s} {r['step_s'] * 1e3:10.1f} {r['step_min_s'] * 1e3:8.1f} {r['step_max_s'] * 1e3:8.1f} "
+                     f"{r['epoch_s']:10.1f}  {r['step_s'] / base:10.2f}")
+    if "floor_s" in res:
+        gf = info["flops_per_step"] / 1e9
+        lines.append(f"GEMM floor: {gf:.2f} GFLOP per step (convolutions and dense, forward and both gradients); "
+                     + "; ".join(f"at the {k} rate {res['gemm_gflops'][k]:.0f} GFLOP/s: {v * 1e3:.1f} ms"
+                                 for k, v in res["floor_s"].items()))
     if "ratio" in res:
-        lines.append(f"ratio torch / normlab (wall clock, medians): {res['ratio']:.2f}")
+        lines.append(f"ratio fastest torch ({res['fastest_torch']}) / normlab (wall clock, medians): {res['ratio']:.2f}")
     if "cpu_ratio" in res:
         lines.append("thread CPU time, medians of single steps: " + ", ".join(
-            f"{k} {r['cpu_step_s'] * 1e3:.1f} ms ({r['cpu_epoch_s']:.1f} s/epoch)" for k, r in rows.items()))
-        lines.append(f"ratio torch / normlab (thread CPU time): {res['cpu_ratio']:.2f}")
+            f"{k} {r['cpu_step_s'] * 1e3:.1f} ms" for k, r in rows.items()))
+        lines.append(f"ratio fastest torch / normlab (thread CPU time): {res['cpu_ratio']:.2f}")
     if "full_epoch" in res:
         fe = res["full_epoch"]
         s = f"one real epoch (60000 images): normlab fit {fe['normlab_epoch_s']:.1f} s"
@@ -356,7 +448,11 @@ def format_text(res: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmarks/bench_fashion_epoch.py", description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=1, help="threads for numpy's BLAS and torch (default 1)")
+    p.add_argument("--threads", default="1",
+                   help="threads for numpy's BLAS and torch; a list such as 1,2 runs each in turn (default 1)")
+    p.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS),
+                   help=f"comma-separated subset of {', '.join(TORCH_VARIANTS)} (default all)")
+    p.add_argument("--no-gemm-variant", action="store_true", help="skip the 'normlab gemm' case")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps on small batches (numbers mean nothing)")
     p.add_argument("--repeats", type=int, help=f"timed repeats (default {EPOCH_CFG.repeats})")
@@ -370,23 +466,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.threads < 1:
+    threads = [int(t) for t in str(args.threads).split(",")]
+    if min(threads) < 1:
         raise SystemExit("--threads must be >= 1")
     base = QUICK_CFG if args.quick else EPOCH_CFG
     cfg = TimingConfig(repeats=args.repeats or base.repeats, target_s=args.target_time or base.target_s,
                        warmup=base.warmup, max_number=base.max_number, collect=base.collect)
     batch = min(args.batch_size, 16) if args.quick else args.batch_size
-    res = bench_fashion_epoch(
-        threads=args.threads, batch=batch, n_images=4 * batch if args.quick else 2048, cfg=cfg,
-        use_torch=not args.no_torch, full_epoch=args.full_epoch and not args.quick, seed=args.seed,
-    )
+    variants = tuple(v for v in args.torch_variants.split(",") if v)
     argv_list = sys.argv[1:] if argv is None else list(argv)
-    res["meta"]["command"] = "PYTHONPATH=src python benchmarks/bench_fashion_epoch.py " + " ".join(argv_list)
-    print(format_text(res))
+    out = {}
+    for t in threads:
+        res = bench_fashion_epoch(
+            threads=t, batch=batch, n_images=4 * batch if args.quick else 2048, cfg=cfg,
+            use_torch=not args.no_torch, full_epoch=args.full_epoch and not args.quick, seed=args.seed,
+            torch_variants=variants, gemm_variant=not args.no_gemm_variant,
+        )
+        res["meta"]["command"] = "PYTHONPATH=src python benchmarks/bench_fashion_epoch.py " + " ".join(argv_list)
+        print(format_text(res), flush=True)
+        out[str(t)] = res
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=1)
-    return res
+            json.dump(out if len(out) > 1 else out[str(threads[0])], fh, indent=1)
+    return out if len(out) > 1 else out[str(threads[0])]
 
 
 if __name__ == "__main__":

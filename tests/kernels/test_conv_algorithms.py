@@ -207,3 +207,19 @@ def test_config_round_trip():
     assert conf["config"]["groups"] == 2 and conf["config"]["algorithm"] == "winograd"
     again = deserialize(conf)
     assert again.get_config() == layer.get_config()
+
+
+def test_winograd_same_bits_on_one_and_two_threads(rng, monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from normlab.kernels import _threads
+
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_ELEMENTS", 0)  # split even this small case
+    x = rng.standard_normal((11, 6, 7, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 5, 4)).astype(np.float32)
+    out = []
+    for n in (1, 2):
+        with threadpoolctl.threadpool_limits(n):
+            y, cache = K.conv2d_forward(x, w, None, padding="same", algorithm="winograd")
+            out.append((y,) + K.conv2d_backward(np.ones_like(y) + y, cache, w))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)

@@ -529,9 +529,13 @@ def test_benchmark_script_quick_run(capsys):
     # the benchmark suite's shared timing module may live outside this checkout
     bench_conv = pytest.importorskip("benchmarks.bench_conv")
 
-    row = bench_conv.main(["--quick", "--repeats", "1", "--shape", "2,6,6,3", "--filters", "2"])
+    rows = bench_conv.main(["--quick", "--repeats", "1", "--shape", "2,6,6,3", "--filters", "2",
+                            "--algorithms", "auto,gemm,winograd,direct"])
     out = capsys.readouterr().out
-    assert "normlab" in out and row["normlab_s"] > 0
+    row = rows[0]
+    assert "normlab" in out and "GEMM floor" in out and row["normlab_s"] > 0 and row["floor_s"] > 0
+    assert {"normlab", "normlab gemm", "normlab winograd", "normlab direct"} <= set(row["timings"])
     if "torch NCHW_s" in row:
-        assert max(row["max_rel_diff"].values()) < 1e-4
+        for algo in ("normlab", "normlab gemm", "normlab winograd", "normlab direct"):
+            assert max(row["info"][f"max_rel_diff {algo}"].values()) < 1e-4
         assert row["ratio vs torch NCHW"] > 0

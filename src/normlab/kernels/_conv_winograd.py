@@ -45,10 +45,12 @@ this matters.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _backend
+from . import _backend, _threads
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
     from . import _conv_winograd_numba as _nb
@@ -81,9 +83,10 @@ def extra_padding(out_size, padded_size) -> tuple:
     return (max(0, 2 * th + 2 - padded_size[0]), max(0, 2 * tw + 2 - padded_size[1]))
 
 
-def _chunks(n_tiles: int, channels: int, itemsize: int):
+def _chunks(t_lo: int, t_hi: int, channels: int, itemsize: int):
+    """Tiles ``t_lo:t_hi`` in chunks whose ``16 x tiles x channels`` buffer is about ``CHUNK_BYTES``."""
     step = max(16, CHUNK_BYTES // (16 * channels * itemsize))
-    return [(t0, min(t0 + step, n_tiles)) for t0 in range(0, n_tiles, step)]
+    return [(t0, min(t0 + step, t_hi)) for t0 in range(t_lo, t_hi, step)]
 
 
 def kernel_transform(kernel: np.ndarray) -> np.ndarray:
@@ -117,7 +120,7 @@ def _np_output(m, t0, t1, th, tw, y, bias):
             y[n[keep], 2 * i[keep] + p, 2 * j[keep] + q] = yt[keep, p, q] + bias
 
 
-def _np_grad(dy, t0, t1, th, tw, v):
+def _np_grad(dy, t0, t1, th, tw, v, zero=None):
     n, i, j = _tile_index(t0, t1, th, tw)
     ho, wo, f = dy.shape[1:]
     d = np.zeros((t1 - t0, 2, 2, f))
@@ -139,16 +142,42 @@ def _np_input_adjoint(du, t0, t1, th, tw, dxp):
 def _fns(dtype):
     """The four transforms: numba's for float32/float64 when enabled, else NumPy's."""
     if _backend.numba_enabled() and dtype in (np.float32, np.float64):
-        zero = np.dtype(dtype).type(0)
-        return (_nb.input_transform, _nb.output_transform,
-                lambda dy, t0, t1, th, tw, v: _nb.grad_transform(dy, t0, t1, th, tw, v, zero),
-                _nb.input_transform_adjoint), True
+        return (_nb.input_transform, _nb.output_transform, _nb.grad_transform, _nb.input_transform_adjoint), True
     return (_np_input, _np_output, _np_grad, _np_input_adjoint), False
 
 
 # ----------------------------------------------------------- algorithms
+#: images per work unit of the backward pass: the kernel gradient is summed per unit, then the
+#: units' sums in order, so the result does not depend on the thread count
+GROUPS = 8
+
+
+@contextlib.contextmanager
+def _blas_single(threads: int):
+    """BLAS on one thread while ``threads`` of ours each call it (restored after)."""
+    ctrls = _threads._blas_controllers() if threads > 1 else ()
+    old = [c.get_num_threads() for c in ctrls]
+    for c in ctrls:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, k in zip(ctrls, old):
+            c.set_num_threads(k)
+
+
+def _threads_for(n_images: int, elements: int) -> int:
+    """Threads for a convolution whose transformed buffers hold ``elements``: one below
+    ``_threads.MIN_PARALLEL_ELEMENTS`` / 4 or for a single image."""
+    if n_images < 2 or elements < _threads.MIN_PARALLEL_ELEMENTS // 4:
+        return 1
+    return min(_threads.get_num_threads(), n_images)
+
+
 def forward(xp: np.ndarray, kernel: np.ndarray, bias, out_size) -> np.ndarray:
-    """``y`` of shape ``(N, Ho, Wo, F)`` from the padded (and tile-extended) input ``xp``."""
+    """``y`` of shape ``(N, Ho, Wo, F)`` from the padded (and tile-extended) input ``xp``.
+
+    Split over threads by whole images (each writes its own output tiles)."""
     n, c, f = xp.shape[0], kernel.shape[2], kernel.shape[3]
     dtype = np.result_type(xp.dtype, kernel.dtype)
     th, tw = tiles(out_size)
@@ -156,48 +185,74 @@ def forward(xp: np.ndarray, kernel: np.ndarray, bias, out_size) -> np.ndarray:
     wt = kernel_transform(kernel.astype(dtype, copy=False))
     y = np.empty((n,) + tuple(out_size) + (f,), dtype=dtype)
     b = np.zeros(f, dtype) if bias is None else np.asarray(bias, dtype=dtype)
-    chunks = _chunks(n * th * tw, max(c, f), y.itemsize) if fast else [(0, n * th * tw)]
-    step = max(t1 - t0 for t0, t1 in chunks)
-    u = np.empty((16, step, c), dtype=dtype)
-    m = np.empty((16, step, f), dtype=dtype)
-    for t0, t1 in chunks:
-        k = t1 - t0
-        fin(xp, t0, t1, th, tw, u)
-        np.matmul(u[:, :k], wt, out=m[:, :k])
-        fout(m, t0, t1, th, tw, y, b)
+    per_image = th * tw
+
+    def part(n0, n1):
+        t_lo, t_hi = n0 * per_image, n1 * per_image
+        chunks = _chunks(t_lo, t_hi, max(c, f), y.itemsize) if fast else [(t_lo, t_hi)]
+        step = max(t1 - t0 for t0, t1 in chunks)
+        u = np.empty((16, step, c), dtype=dtype)
+        m = np.empty((16, step, f), dtype=dtype)
+        for t0, t1 in chunks:
+            k = t1 - t0
+            fin(xp, t0, t1, th, tw, u)
+            np.matmul(u[:, :k], wt, out=m[:, :k])
+            fout(m, t0, t1, th, tw, y, b)
+
+    threads = _threads_for(n, 16 * n * per_image * max(c, f)) if fast else 1
+    with _blas_single(threads):
+        _threads.run_parts(part, n, threads)
     return y
 
 
 def backward(dy: np.ndarray, xp: np.ndarray, kernel: np.ndarray, *, need_dx: bool, need_dw: bool):
-    """``(dxp, dkernel)`` (``dxp`` of ``xp``'s shape, padding included; None where not asked)."""
+    """``(dxp, dkernel)`` (``dxp`` of ``xp``'s shape, padding included; None where not asked).
+
+    The images are cut into ``GROUPS`` consecutive groups; each group's kernel-gradient
+    sum is kept apart and the sums are added in group order, and each group scatters
+    into its own images of ``dxp``: the same bits on any number of threads."""
     n, c, f = xp.shape[0], kernel.shape[2], kernel.shape[3]
     dtype = dy.dtype
     th, tw = tiles(dy.shape[1:3])
     (fin, _, fgrad, fadj), fast = _fns(dtype)
-    chunks = _chunks(n * th * tw, max(c, f), dy.itemsize) if fast else [(0, n * th * tw)]
-    step = max(t1 - t0 for t0, t1 in chunks)
-    v = np.empty((16, step, f), dtype=dtype)
-    if need_dw:
-        u = np.empty((16, step, c), dtype=dtype)
-        dwt = np.zeros((16, c, f), dtype=dtype)
-        part = np.empty((16, c, f), dtype=dtype)
+    per_image = th * tw
+    groups = _threads.split(n, GROUPS)
+    dwt = np.zeros((len(groups), 16, c, f), dtype=dtype) if need_dw else None
     if need_dx:
         wtt = np.ascontiguousarray(kernel_transform(kernel.astype(dtype, copy=False)).transpose(0, 2, 1))
-        du = np.empty((16, step, c), dtype=dtype)
         dxp = np.zeros(xp.shape, dtype=dtype)
-    for t0, t1 in chunks:
-        k = t1 - t0
-        fgrad(dy, t0, t1, th, tw, v)
-        if need_dw:
-            fin(xp, t0, t1, th, tw, u)
-            np.matmul(u[:, :k].transpose(0, 2, 1), v[:, :k], out=part)
-            dwt += part
-        if need_dx:
-            np.matmul(v[:, :k], wtt, out=du[:, :k])
-            fadj(du, t0, t1, th, tw, dxp)
+
+    def part(g0, g1):
+        for g in range(g0, g1):
+            t_lo, t_hi = groups[g][0] * per_image, groups[g][1] * per_image
+            chunks = _chunks(t_lo, t_hi, max(c, f), dy.itemsize) if fast else [(t_lo, t_hi)]
+            step = max(t1 - t0 for t0, t1 in chunks)
+            v = np.empty((16, step, f), dtype=dtype)
+            if need_dw:
+                u = np.empty((16, step, c), dtype=dtype)
+                prod = np.empty((16, c, f), dtype=dtype)
+            if need_dx:
+                du = np.empty((16, step, c), dtype=dtype)
+            for t0, t1 in chunks:
+                k = t1 - t0
+                fgrad(dy, t0, t1, th, tw, v, dtype.type(0))
+                if need_dw:
+                    fin(xp, t0, t1, th, tw, u)
+                    np.matmul(u[:, :k].transpose(0, 2, 1), v[:, :k], out=prod)
+                    dwt[g] += prod
+                if need_dx:
+                    np.matmul(v[:, :k], wtt, out=du[:, :k])
+                    fadj(du, t0, t1, th, tw, dxp)
+
+    threads = _threads_for(n, 16 * n * per_image * max(c, f)) if fast else 1
+    with _blas_single(threads):
+        _threads.run_parts(part, len(groups), threads)
     dw = None
     if need_dw:
-        dw = np.einsum("ai,abcf,bj->ijcf", G, dwt.reshape(4, 4, c, f).astype(np.float64), G, optimize=True)
+        total = dwt[0]
+        for g in range(1, len(groups)):
+            total += dwt[g]
+        dw = np.einsum("ai,abcf,bj->ijcf", G, total.reshape(4, 4, c, f).astype(np.float64), G, optimize=True)
         dw = dw.astype(dtype)
     return (dxp if need_dx else None), dw
 

@@ -1,0 +1,57 @@
+"""Max pooling with disjoint windows (stride >= pool size), numba: one pass each way.
+
+The forward pass keeps, beside ``y``, the index of each window's maximal tap
+(``uint8``, the first one on ties, :data:`NO_TAP` where the maximum is NaN),
+so the backward pass writes each input element once, ``dy`` at that tap and
+0 elsewhere, instead of comparing every tap with ``y`` again. The channel loop
+is innermost and branch-free (selects), so LLVM vectorizes it.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+#: the tap index of a window whose maximum is NaN (no tap equals it: its gradient is 0)
+NO_TAP = 255
+
+
+@njit(cache=True, nogil=True)
+def max_forward(xp, ph, pw, sh, sw, y, arg):
+    """``y[n, p, q, c] = max`` over the window's taps (NaN if any tap is NaN, as ``np.maximum``),
+    ``arg[n, p, q, c]`` = the row-major index of its first maximal tap."""
+    n_, ho, wo, nc = y.shape
+    for n in range(n_):
+        for p in range(ho):
+            r0 = p * sh
+            for q in range(wo):
+                s0 = q * sw
+                for c in range(nc):
+                    y[n, p, q, c] = xp[n, r0, s0, c]
+                    arg[n, p, q, c] = 0
+                for t in range(1, ph * pw):
+                    r = r0 + t // pw
+                    s = s0 + t % pw
+                    for c in range(nc):
+                        v = xp[n, r, s, c]
+                        m = y[n, p, q, c]
+                        take = v > m or v != v
+                        y[n, p, q, c] = v if take else m
+                        arg[n, p, q, c] = t if take else arg[n, p, q, c]
+                for c in range(nc):
+                    if y[n, p, q, c] != y[n, p, q, c]:
+                        arg[n, p, q, c] = NO_TAP
+
+
+@njit(cache=True, nogil=True)
+def max_backward(dy, arg, ph, pw, sh, sw, dxp, zero):
+    """``dxp`` at each window's tap ``arg`` = ``dy``, its other taps 0 (elements outside every
+    window are left as they are: the caller zeroes them)."""
+    n_, ho, wo, nc = dy.shape
+    for n in range(n_):
+        for p in range(ho):
+            for q in range(wo):
+                for t in range(ph * pw):
+                    r = p * sh + t // pw
+                    s = q * sw + t % pw
+                    for c in range(nc):
+                        dxp[n, r, s, c] = dy[n, p, q, c] if arg[n, p, q, c] == t else zero

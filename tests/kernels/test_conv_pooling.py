@@ -1,0 +1,59 @@
+"""Max pooling's one-pass numba kernels for disjoint windows (kernels/_pool_numba.py) against the NumPy path."""
+
+import numpy as np
+import pytest
+
+from normlab.kernels import _backend
+from normlab.kernels import pooling as P
+from normlab.layers import MaxPooling2D
+from normlab.testing import check_layer_gradients
+
+pytestmark = pytest.mark.skipif(not _backend.NUMBA_AVAILABLE, reason="numba is not installed")
+
+
+def _both(x, dy_seed=0, **kw):
+    out = []
+    for on in (True, False):
+        previous = _backend.use_numba(on)
+        try:
+            y, cache = P.max_pool2d_forward(x, **kw)
+            assert (cache.arg is not None) == on
+            dy = np.random.default_rng(dy_seed).standard_normal(y.shape).astype(x.dtype)
+            out.append((y, P.max_pool2d_backward(dy, cache)))
+        finally:
+            _backend.use_numba(previous)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [
+    {},
+    {"pool_size": (2, 3)},
+    {"pool_size": (2, 2), "strides": (3, 2)},
+    {"pool_size": (3, 3), "padding": "same"},
+    {"pool_size": (2, 2), "padding": "same"},
+])
+def test_same_bits_as_the_numpy_path(dtype, kw, rng):
+    # small integers: many ties, which go to the first tap in row-major order
+    x = rng.integers(-2, 3, (3, 7, 9, 5)).astype(dtype)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 2, 3, 1] = -np.inf
+    x[2, :2, :2, 2] = -np.inf
+    (y1, d1), (y0, d0) = _both(x, **kw)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(d1, d0)
+
+
+def test_nan_window_gets_no_gradient_and_nan_dy_stays_put():
+    x = np.zeros((1, 2, 4, 1))
+    x[0, 1, 1, 0] = np.nan
+    x[0, 0, 3, 0] = 5.0
+    y, cache = P.max_pool2d_forward(x)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 0] == 5.0
+    dx = P.max_pool2d_backward(np.array([[[[1.0], [np.inf]]]]), cache)
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 0, 0, np.inf], [0, 0, 0, 0]])
+
+
+def test_gradients(kernel_path, rng):
+    x = rng.standard_normal((2, 6, 7, 3))  # continuous values: no ties
+    assert max(check_layer_gradients(MaxPooling2D(2, dtype="float64"), x).values()) < 1e-6
