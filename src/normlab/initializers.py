@@ -59,14 +59,25 @@ __all__ = [
     "get",
     "serialize",
     "deserialize",
+    "Orthogonal",
+    "Identity",
+    "compute_fans",
 ]
 
-_SEED = [None, Interval(numbers.Integral, 0, None)]
+_SEED = [None, Interval(numbers.Integral, 0, None), np.random.Generator]
 
 
-def compute_fans(shape: tuple) -> tuple[float, float]:
-    """Return ``(fan_in, fan_out)`` for a weight of ``shape``."""
+def compute_fans(shape: tuple, input_axes=None, output_axes=None) -> tuple[float, float]:
+    """Return ``(fan_in, fan_out)`` for a weight of ``shape``.
+
+    With ``input_axes`` and ``output_axes`` (Keras 3.15), the fans are the
+    products of those axes' sizes (e.g. an attention projection of shape
+    ``(d_model, heads, head_dim)`` with ``input_axes=[0]``).
+    """
     shape = tuple(shape)
+    if input_axes is not None and output_axes is not None:
+        return (float(np.prod([shape[a] for a in input_axes])),
+                float(np.prod([shape[a] for a in output_axes])))
     if len(shape) == 0:
         return 1.0, 1.0
     if len(shape) == 1:
@@ -101,12 +112,16 @@ class Initializer:
     _param_constraints: dict = {}
 
     def __init__(self, seed: int | None = None):
-        self.seed = seed
-        self._gen = np.random.default_rng(seed) if seed is not None else None
+        # Keras's seed forms: an int gives the same values on every call, a generator (Keras's SeedGenerator)
+        # advances with each call; neither goes into the config as a generator (its state is not a setting)
+        self._gen = seed if isinstance(seed, np.random.Generator) else None
+        self.seed = None if self._gen is not None else seed
 
     def _rng(self, rng):
         if self._gen is not None:
             return self._gen
+        if self.seed is not None:
+            return np.random.default_rng(self.seed)
         return rng if rng is not None else _random.default_rng()
 
     def __call__(self, shape, dtype="float32", rng: np.random.Generator | None = None):
@@ -161,18 +176,26 @@ class Ones(Initializer):
 class Constant(Initializer):
     """Every entry equal to ``value``."""
 
-    _param_constraints = {"value": [Interval(numbers.Real, None, None)]}
+    _param_constraints = {"value": [Interval(numbers.Real, None, None), list, np.ndarray]}
 
     def __init__(self, value: float = 0.0):
         validate_params(type(self).__name__, self._param_constraints, {"value": value})
+        if isinstance(value, (list, np.ndarray)):
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biuf" or not np.isfinite(arr).all():
+                raise InvalidParameterError(f"The 'value' parameter of {type(self).__name__} must hold finite "
+                                            f"numbers. Got {value!r} instead.")
+            value = arr
         super().__init__(None)
         self.value = value
 
     def _sample(self, shape, rng):
+        if isinstance(self.value, np.ndarray):  # Keras: an array value broadcasts to the shape asked for
+            return np.broadcast_to(self.value, shape).copy()
         return np.full(shape, self.value)
 
     def get_config(self):
-        return {"value": self.value}
+        return {"value": self.value.tolist() if isinstance(self.value, np.ndarray) else self.value}
 
 
 @registry.register
@@ -259,8 +282,10 @@ class VarianceScaling(Initializer):
     _param_constraints = {
         "scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "mode": [Options(("fan_in", "fan_out", "fan_avg"))],
-        "distribution": [Options(("truncated_normal", "untruncated_normal", "uniform"))],
+        "distribution": [Options(("truncated_normal", "untruncated_normal", "uniform", "normal"))],
         "seed": _SEED,
+        "input_axes": [None, list, tuple],
+        "output_axes": [None, list, tuple],
     }
 
     def __init__(
@@ -269,13 +294,19 @@ class VarianceScaling(Initializer):
         mode: str = "fan_in",
         distribution: str = "truncated_normal",
         seed: int | None = None,
+        input_axes=None,
+        output_axes=None,
     ):
         validate_params(type(self).__name__, self._param_constraints, locals())
         super().__init__(seed)
+        # Keras's "normal" is its truncated normal
+        distribution = "truncated_normal" if distribution == "normal" else distribution
         self.scale, self.mode, self.distribution = scale, mode, distribution
+        self.input_axes = None if input_axes is None else [int(a) for a in input_axes]
+        self.output_axes = None if output_axes is None else [int(a) for a in output_axes]
 
     def _sample(self, shape, rng):
-        fan_in, fan_out = compute_fans(shape)
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         var = self.scale / max(1.0, n)
         if self.distribution == "uniform":
@@ -287,12 +318,15 @@ class VarianceScaling(Initializer):
         return _truncated_normal(rng, shape, np.sqrt(var) / 0.87962566103423978)
 
     def get_config(self):
-        return {
+        config = {
             "scale": self.scale,
             "mode": self.mode,
             "distribution": self.distribution,
             "seed": self.seed,
         }
+        if self.input_axes is not None or self.output_axes is not None:  # Keras 3.15's axes, only when given
+            config.update(input_axes=self.input_axes, output_axes=self.output_axes)
+        return config
 
 
 def _preset(name: str, scale: float, mode: str, distribution: str, doc: str):
@@ -340,8 +374,75 @@ LecunUniform = _preset(
 )
 
 
+@registry.register(aliases=("orthogonal", "OrthogonalInitializer"))
+class Orthogonal(Initializer):
+    """A (semi-)orthogonal matrix times ``gain`` (Saxe et al., 2014), as Keras draws it.
+
+    The weight is seen as a ``(prod(shape[:-1]), shape[-1])`` matrix: the
+    QR decomposition of a standard normal matrix of that shape (transposed
+    when it is wide) gives ``Q``, its columns' signs fixed by ``diag(R)`` so
+    that the distribution is uniform (Haar); rows or columns are orthonormal.
+    """
+
+    _param_constraints = {"gain": [Interval(numbers.Real, None, None)], "seed": _SEED}
+
+    def __init__(self, gain: float = 1.0, seed: int | None = None):
+        validate_params(type(self).__name__, self._param_constraints, {"gain": gain, "seed": seed})
+        super().__init__(seed)
+        self.gain = gain
+
+    def _sample(self, shape, rng):
+        if len(shape) < 2:
+            raise ValueError(f"Orthogonal: the shape must have at least two dimensions, got {shape}.")
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        a = rng.normal(size=(max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q = q * np.sign(np.diag(r))
+        if rows < cols:
+            q = q.T
+        return self.gain * q.reshape(shape)
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self.seed}
+
+
+@registry.register(aliases=("identity", "IdentityInitializer"))
+class Identity(Initializer):
+    """``gain`` times the identity matrix (2-D shapes only; a rectangular one has ones on its diagonal)."""
+
+    _param_constraints = {"gain": [Interval(numbers.Real, None, None)]}
+
+    def __init__(self, gain: float = 1.0):
+        validate_params(type(self).__name__, self._param_constraints, {"gain": gain})
+        super().__init__(None)
+        self.gain = gain
+
+    def _sample(self, shape, rng):
+        if len(shape) != 2:
+            raise ValueError(f"Identity: the shape must be 2-D, got {shape}.")
+        return self.gain * np.eye(*shape)
+
+    def get_config(self):
+        return {"gain": self.gain}
+
+
+class _ArrayInitializer:
+    """Keras's ``initializers.get(array)``: the array itself, for exactly its shape."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value)
+
+    def __call__(self, shape, dtype="float32", rng=None):
+        if tuple(shape) != self.value.shape:
+            raise ValueError(f"Expected `shape` to be {self.value.shape} for direct tensor as initializer. "
+                             f"Received shape={tuple(shape)}")
+        return self.value.astype(dtype)
+
+
 def get(identifier) -> Initializer | None:
-    """Resolve a name, config dict or instance to an :class:`Initializer`."""
+    """Resolve a name, config dict or instance to an :class:`Initializer`; an array initializes to itself."""
+    if isinstance(identifier, (np.ndarray, np.generic)):
+        return _ArrayInitializer(identifier)
     return registry.get(identifier, base=Initializer)
 
 

@@ -164,7 +164,7 @@ class OrthogonalRegularizer(Regularizer):
     def _rows(self, w):
         if np.ndim(w) != 2:
             raise ValueError(
-                f"OrthogonalRegularizer: the weight must have rank 2; got shape {np.shape(w)}."
+                f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={np.shape(w)}"
             )
         return w if self.mode == "rows" else w.T
 
@@ -216,3 +216,12 @@ def serialize(reg: Regularizer | None) -> dict | None:
 
 def deserialize(config: dict) -> Regularizer:
     return registry.deserialize(config)
+
+
+def validate_float_arg(value, name):
+    """Keras's ``validate_float_arg``: ``value`` as a finite float >= 0, or a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise ValueError(f"Invalid value for argument {name}: expected a non-negative float. Received: "
+                         f"{name}={value}")
+    return float(value)

@@ -58,6 +58,16 @@ def product(*dicts, **kwargs):
     return _mark(tuple(cases), False)
 
 
+def mark_cases(mark, *suffixes):
+    """Apply a pytest ``mark`` to some generated cases only (their suffixes: the case index, or name)."""
+    def deco(fn):
+        marks = dict(getattr(fn, "_keras_case_marks", {}))
+        marks.update({str(s): mark for s in suffixes})
+        fn._keras_case_marks = marks
+        return fn
+    return deco
+
+
 parameterized = types.SimpleNamespace(named_parameters=named_parameters, parameters=parameters, product=product)
 
 
@@ -88,6 +98,9 @@ def _expand(cls):
             for attr in ("pytestmark",):
                 if hasattr(fn, attr):
                     setattr(test, attr, getattr(fn, attr))
+            case_mark = getattr(fn, "_keras_case_marks", {}).get(str(suffix))
+            if case_mark is not None:
+                test = case_mark(test)
             setattr(cls, test.__name__, test)
 
 
@@ -165,6 +178,50 @@ class TestCase(unittest.TestCase):
 # --------------------------------------------------------------------------- ops / backend on NumPy
 
 
+class Variable(np.ndarray):
+    """Keras's ``backend.Variable`` as a NumPy array (updated in place by normlab's optimizers).
+
+    ``initializer`` may be a value or a normlab initializer (called with ``shape``).
+    """
+
+    def __new__(cls, initializer=None, shape=None, dtype=None, trainable=True, name=None):
+        if callable(initializer) and not isinstance(initializer, np.ndarray):
+            initializer = initializer(shape, dtype or "float32")
+        arr = np.array(initializer, dtype=dtype or (None if np.asarray(initializer).dtype.kind == "f" else "float32"))
+        if arr.dtype == np.float64 and dtype is None and not isinstance(initializer, np.ndarray):
+            arr = arr.astype(np.float32)
+        obj = arr.view(cls)
+        obj.trainable, obj.name = trainable, name or "variable"
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.trainable = getattr(obj, "trainable", True)
+        self.name = getattr(obj, "name", "variable")
+
+    @property
+    def path(self):
+        return self.name
+
+    @property
+    def value(self):
+        return np.asarray(self)
+
+    def numpy(self):
+        return np.array(self)
+
+    def assign(self, value):
+        self[...] = value
+        return self
+
+    def assign_add(self, value):
+        self[...] += value
+        return self
+
+    def assign_sub(self, value):
+        self[...] -= value
+        return self
+
+
 def _standardize_dtype(dtype):
     if dtype is None:
         return "float32"
@@ -186,14 +243,26 @@ def _convert(x, dtype=None):
     return arr
 
 
+def _uniform(shape, minval=0.0, maxval=1.0, dtype="float32", seed=None):
+    return np.random.default_rng(seed).uniform(minval, maxval, size=shape).astype(dtype)
+
+
+def _normal(shape, mean=0.0, stddev=1.0, dtype="float32", seed=None):
+    return np.random.default_rng(seed).normal(mean, stddev, size=shape).astype(dtype)
+
+
 backend = types.SimpleNamespace(
     backend=lambda: "numpy",
+    random=types.SimpleNamespace(uniform=_uniform, normal=_normal, SeedGenerator=lambda seed=None, **kw: (
+        np.random.default_rng(seed))),
     floatx=lambda: "float32",
     epsilon=lambda: 1e-7,
     standardize_dtype=_standardize_dtype,
     convert_to_numpy=np.asarray,
     convert_to_tensor=_convert,
     is_tensor=lambda x: isinstance(x, np.ndarray),
+    Variable=lambda initializer=None, shape=None, dtype=None, trainable=True, name=None, value=None, **kw: (
+        Variable(initializer if value is None else value, shape=shape, dtype=dtype, trainable=trainable, name=name)),
     shape=np.shape,
 )
 
@@ -218,6 +287,14 @@ ops = types.SimpleNamespace(
     stack=np.stack,
     concatenate=np.concatenate,
     arange=np.arange,
+    full=lambda shape, fill_value, dtype=None: np.full(shape, fill_value, dtype=dtype or "float32"),
+    zeros_like=np.zeros_like,
+    ones_like=np.ones_like,
+    square=np.square,
+    add=np.add,
+    multiply=np.multiply,
+    max=np.max,
+    min=np.min,
 )
 
 
@@ -230,3 +307,29 @@ def register_keras_serializable(package="Custom", name=None):
 
 #: Keras's symbolic tensor: normlab has none (tests that need one are strict xfails)
 KerasTensor = None
+
+
+def skip_if_backend(*args, **kwargs):
+    """Keras's conftest helper: normlab has one backend, so nothing is skipped."""
+    def deco(fn):
+        return fn
+    return deco
+
+
+class _SeedGenerator:
+    """Keras's ``random.SeedGenerator(seed)``: a NumPy Generator, which normlab's initializers take as a seed
+    that advances with each call."""
+
+    def __new__(cls, seed=None, **kwargs):
+        return np.random.default_rng(seed)
+
+
+random = types.SimpleNamespace(
+    SeedGenerator=_SeedGenerator,
+    uniform=lambda shape, minval=0.0, maxval=1.0, dtype="float32", seed=None: _uniform(shape, minval, maxval, dtype,
+                                                                                         seed),
+    normal=lambda shape, mean=0.0, stddev=1.0, dtype="float32", seed=None: _normal(shape, mean, stddev, dtype, seed),
+)
+
+#: Keras's MultiHeadAttention: normlab has none (its tests are strict xfails)
+MultiHeadAttention = None

@@ -30,6 +30,21 @@ from ._accuracy import (
     TopKCategoricalAccuracy,
 )
 from ._base import Mean, MeanMetricWrapper, Metric, Sum, registry
+from ._confusion import (
+    AUC,
+    AUCCurve,
+    AUCSummationMethod,
+    FalseNegatives,
+    FalsePositives,
+    Precision,
+    PrecisionAtRecall,
+    Recall,
+    RecallAtPrecision,
+    SensitivityAtSpecificity,
+    SpecificityAtSensitivity,
+    TrueNegatives,
+    TruePositives,
+)
 from ._functions import (
     accuracy,
     binary_accuracy,
@@ -66,6 +81,8 @@ __all__ = [
     "RootMeanSquaredError", "CosineSimilarity", "LogCoshError", "R2Score",
     "KLDivergence", "Poisson", "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
     "Hinge", "SquaredHinge", "CategoricalHinge",
+    "TruePositives", "FalsePositives", "TrueNegatives", "FalseNegatives", "Precision", "Recall", "AUC",
+    "SensitivityAtSpecificity", "SpecificityAtSensitivity", "PrecisionAtRecall", "RecallAtPrecision",
     "get",
 ]
 

@@ -27,6 +27,18 @@ except ImportError:  # pragma: no cover - depends on the environment
 _DTYPES = ("float16", "float32", "float64", *_BF16, "int8", "int16", "int32", "int64", "uint8")
 
 
+class MetricVariable(np.ndarray):
+    """A copy of one part of a metric's state, named as Keras names the variable (``"true_positives"``)."""
+
+    def __new__(cls, value, name: str):
+        obj = np.array(value, dtype=np.float64).view(cls)
+        obj.name = name
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.name = getattr(obj, "name", None)
+
+
 class Metric:
     """Base: a weighted running mean of per-sample values.
 
@@ -53,8 +65,8 @@ class Metric:
 
     @property
     def variables(self) -> list:
-        """The state, as Keras's metric variables (copies: ``total`` and ``count`` for a mean)."""
-        return [np.array(getattr(self, name), dtype=np.float64) for name in self._state]
+        """The state, as Keras's metric variables (copies, each with Keras's ``name``: ``total``, ``count``, ...)."""
+        return [MetricVariable(getattr(self, name), name.lstrip("_")) for name in self._state]
 
     @property
     def _dtype(self) -> str:

@@ -31,6 +31,7 @@ the number of steps taken so far (0 for the first step), as in Keras.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import re
@@ -238,7 +239,7 @@ class Optimizer:
         lr = self._learning_rate
         if isinstance(lr, float):
             return lr
-        raw = lr(self._schedule_step())
+        raw = lr() if _takes_no_step(lr) else lr(self._schedule_step())
         numeric = isinstance(raw, numbers.Real) or (isinstance(raw, np.ndarray) and raw.ndim == 0 and raw.dtype.kind in "iuf")
         if not numeric or isinstance(raw, (bool, np.bool_)):
             raise TypeError(
@@ -427,6 +428,32 @@ class Optimizer:
             return int(self._pending[0].get("accumulation_step", 0))
         return 0
 
+    @property
+    def variables(self) -> list[np.ndarray]:
+        """Keras's ``optimizer.variables``: the iteration count, the learning rate (unless a schedule), the slots (copies)."""
+        state = self.get_state()
+        lr = [np.array(self._learning_rate)] if isinstance(self._learning_rate, float) else []  # a schedule: none
+        return [np.array(self.iterations), *lr, *(v for k, v in state.items() if k not in ("iterations", "skipped_steps"))]
+
+    def _clip_gradients(self, grads: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The gradients after this optimizer's clipping (Keras's helper; new arrays, nothing else changes).
+
+        ``clipvalue``: each entry to ``[-c, c]``; ``clipnorm``: each array
+        times ``c / max(||g||, c)``; ``global_clipnorm``: all of them times
+        ``c / max(||(g_1, ..., g_n)||, c)``.
+        """
+        grads = [np.asarray(g) for g in grads]
+        if self.clipvalue is not None:
+            return [np.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        if self.clipnorm is not None:
+            c = self.clipnorm
+            return [g * (c / max(float(np.linalg.norm(g)), c)) for g in grads]
+        if self.global_clipnorm is not None:
+            c = self.global_clipnorm
+            norm = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
+            return [g * (c / max(norm, c)) for g in grads]
+        return [g.copy() for g in grads]
+
     def build(self, params: Sequence[np.ndarray]) -> None:
         """Bind to ``params`` for :meth:`apply` (done by the first ``apply``); the arrays are copied."""
         self.bind(params)
@@ -609,7 +636,11 @@ class Optimizer:
             )
         grads = [g for g, _ in pairs]
         params = [p for _, p in pairs]
-        self.apply(grads, params)
+        # variables that carry a name (as Keras's do: an ndarray subclass with .name) pass it on, for
+        # exclude_from_weight_decay(var_names=...)
+        names = [getattr(p, "name", None) for p in params]
+        named = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+        self.apply(grads, params, names=names if named else None)
         return self.iterations
 
     def finalize_variable_values(self, params: Sequence[np.ndarray]) -> None:
@@ -635,6 +666,11 @@ class Optimizer:
             np.copyto(p, b.slots[f"average/{i}"])
 
     # --------------------------------------------------------------- config
+    def __reduce__(self):
+        """Pickling (multiprocessing, joblib) goes through the config and :meth:`get_state`, as a model file does."""
+        state = self.get_state() if self.built else None
+        return _rebuild, (type(self).__name__, self.get_config(), state)
+
     def get_config(self) -> dict:
         lr = self._learning_rate
         if isinstance(lr, _schedules.LearningRateSchedule):
@@ -669,6 +705,25 @@ try:  # NumPy >= 2
     from numpy.lib.array_utils import byte_bounds as _byte_bounds
 except ImportError:  # pragma: no cover - NumPy 1.x
     _byte_bounds = np.byte_bounds
+
+
+def _takes_no_step(fn) -> bool:
+    """True for a learning rate given as a callable of no arguments (Keras calls those as ``lr()``)."""
+    if isinstance(fn, _schedules.LearningRateSchedule):
+        return False
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+def _rebuild(class_name: str, config: dict, state: dict):
+    """Unpickle an optimizer: built from the registry and its config, then its state (no code is loaded)."""
+    opt = registry.lookup(class_name).from_config(config)
+    if state is not None:
+        opt.set_state(state)
+    return opt
 
 
 def _check_disjoint(params, names, cls: str) -> None:

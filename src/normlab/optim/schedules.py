@@ -85,7 +85,12 @@ class LearningRateSchedule:
 
 
 def _step(step, who: str = "A learning-rate schedule") -> float:
-    """``step`` as a float >= 0, or an error naming the schedule (``who``)."""
+    """``step`` as a float >= 0, or an error naming the schedule (``who``).
+
+    A 0-d array (Keras passes its ``iterations`` variable) counts as its value.
+    """
+    if isinstance(step, np.ndarray) and step.ndim == 0 and step.dtype.kind in "iuf":
+        step = step[()]
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (numbers.Real, np.number)):
         raise TypeError(f"{who}: 'step' must be an int or float with step >= 0, got {step!r}.")
     s = float(step)

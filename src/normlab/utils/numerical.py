@@ -142,3 +142,19 @@ def normalize(x, axis: int = -1, order=2) -> np.ndarray:
     norm = np.linalg.norm(x, ord=order, axis=int(axis), keepdims=True)
     norm[norm == 0] = 1
     return x / norm
+
+
+def build_pos_neg_masks(query_labels, key_labels, remove_diagonal: bool = True):
+    """Keras's ``build_pos_neg_masks``: which query/key pairs share a label (positive) and which do not.
+
+    Returns two boolean arrays of shape ``(len(query_labels), len(key_labels))``;
+    with ``remove_diagonal`` the pairs ``(i, i)`` are not positive (a sample
+    is not its own positive when queries and keys are the same batch).
+    """
+    q = np.asarray(query_labels).reshape(-1)
+    k = np.asarray(key_labels).reshape(-1)
+    positive = q[:, None] == k[None, :]
+    negative = ~positive
+    if remove_diagonal:
+        positive = positive & ~np.eye(q.size, k.size, dtype=bool)
+    return positive, negative
