@@ -166,10 +166,12 @@ def latency(args) -> None:
 
 def cost_table(compute_s_per_sample: float, batch: int, grad_bytes: int, bn_layers: int,
                links=(("this machine (shared memory)", None, None), ("10 Gbit/s", 1.25e9, 50e-6),
-                      ("100 Gbit/s", 12.5e9, 5e-6)), measured=None, ns=(1, 2, 4, 8, 16, 32, 64, 128)) -> list:
+                      ("100 Gbit/s", 12.5e9, 5e-6)), measured=None, ns=(1, 2, 4, 8, 16, 32, 64, 128),
+               fixed_s: float = 0.0) -> list:
     """Modelled step time and efficiency of a global batch ``batch`` on N ranks (see docs/distributed.md).
 
-    ``T(N) = c B / N + 2 (N-1)/N G / W + 2 (N-1) a + 3 bn log2(N) a``: compute, a ring allreduce of the
+    ``T(N) = t0 + c B / N + 2 (N-1)/N G / W + 2 (N-1) a + 3 bn log2(N) a``: the part of a step that
+    does not shrink with N (``fixed_s``), compute, a ring allreduce of the
     ``G`` gradient bytes (bandwidth ``W``, latency ``a`` per message), and per synchronized BN layer an
     allgather and an allreduce of a few numbers (recursive doubling: ``log2 N`` latencies, twice for the
     allreduce). ``measured``: ``(W, a)`` of this machine.
@@ -185,9 +187,9 @@ def cost_table(compute_s_per_sample: float, batch: int, grad_bytes: int, bn_laye
         for n in ns:
             comm = 0.0 if n == 1 else 2 * (n - 1) / n * grad_bytes / w + 2 * (n - 1) * a
             bn = 0.0 if n == 1 else 3 * bn_layers * math.log2(n) * a
-            t = compute_s_per_sample * batch / n + comm + bn
+            t = fixed_s + compute_s_per_sample * batch / n + comm + bn
             rows.append({"link": name, "N": n, "step_ms": 1e3 * t, "allreduce_ms": 1e3 * comm, "sync_bn_ms": 1e3 * bn,
-                         "efficiency": compute_s_per_sample * batch / (n * t)})
+                         "efficiency": (fixed_s + compute_s_per_sample * batch) / (n * t)})
     return rows
 
 
@@ -206,13 +208,21 @@ def cost_report(paths, latency_path) -> str:
     for path in paths:
         with open(path) as fh:
             res = json.load(fh)
-        one = res["1 rank"]
+        one, two = res["1 rank"], res["2 ranks"]
+        # the model: all of the 1-rank step is compute that splits over the ranks. Measured, part of it did
+        # not halve from 1 to 2 ranks: t0 (the update on every rank, per-step calls, synchronized BN's
+        # NumPy passes), which caps the speedup at (t0 + c B) / t0 whatever the links
         c = one["cpu_ms_per_step"] / 1e3 / res["batch"]
+        t0 = max(0.0, 2 * two["cpu_ms_per_step"] - one["cpu_ms_per_step"]) / 1e3
         g = res["2 ranks"]["gradient_bytes"] or one["gradient_bytes"]
-        lines += [f"**{res['model']}**, global batch {res['batch']}: compute c = {1e6 * c:.1f} us per sample "
-                  f"(1 thread), gradient G = {g / 1e6:.2f} MB, {BN_LAYERS[res['model']]} synchronized BN layers.", "",
+        lines += [f"**{res['model']}** ({'synchronized' if res['synchronized_bn'] else 'plain'} BN), global batch "
+                  f"{res['batch']}: c = {1e6 * c:.2f} us per sample (1 thread), gradient G = {g / 1e6:.2f} MB, "
+                  f"{BN_LAYERS[res['model']] if res['synchronized_bn'] else 0} synchronized BN layers. Measured "
+                  f"part of the step that did not halve on 2 ranks: t0 = {1e3 * t0:.2f} ms (caps the speedup at "
+                  f"{(c * res['batch']) / t0 if t0 else float('inf'):.1f}x).", "",
                   "| link | N | step ms | allreduce ms | sync BN ms | efficiency |", "| --- | --- | --- | --- | --- | --- |"]
-        for r in cost_table(c, res["batch"], g, BN_LAYERS[res["model"]], measured=(w, a)):
+        bn = BN_LAYERS[res["model"]] if res["synchronized_bn"] else 0
+        for r in cost_table(c, res["batch"], g, bn, measured=(w, a)):
             if r["link"].startswith("this") and r["N"] > 8:
                 continue
             lines.append(f"| {r['link']} | {r['N']} | {r['step_ms']:.2f} | {r['allreduce_ms']:.3f} | "
