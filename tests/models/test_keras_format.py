@@ -323,70 +323,7 @@ def test_instance_normalization_is_keras_group_normalization(tmp_path):
     np.testing.assert_array_equal(load_keras(tmp_path / "m.keras").predict(x), model.predict(x))
 
 
-# every layer normlab maps: (input shape, layers of a Sequential)
-EVERY_LAYER = {
-    "Dense": ((5,), lambda: [L.Dense(4, activation="elu", kernel_initializer="he_normal",
-                                     kernel_regularizer=normlab.regularizers.L1L2(1e-3, 1e-4))]),
-    "Dense-activations": ((5,), lambda: [L.Dense(4, activation="leaky_relu"), L.Dense(4, activation="selu"),
-                                         L.Dense(4, activation="sigmoid", use_bias=False)]),
-    "Conv1D": ((9, 3), lambda: [L.Conv1D(4, 3, strides=2, padding="same"), L.Conv1D(2, 2, padding="causal",
-                                                                                     dilation_rate=2)]),
-    "Conv2D": ((7, 7, 2), lambda: [L.Conv2D(3, (3, 2), strides=(2, 1), padding="same"),
-                                   L.Conv2D(2, 2, dilation_rate=2, activation="tanh")]),
-    "BatchNormalization": ((6,), lambda: [L.BatchNormalization(scale=False), L.BatchNormalization(center=False)]),
-    "BatchNormalization-axis": ((4, 3), lambda: [L.BatchNormalization(axis=1, momentum=0.5, epsilon=1e-5)]),
-    "LayerNormalization": ((4, 6), lambda: [L.LayerNormalization(epsilon=1e-5), L.LayerNormalization(axis=[1, 2])]),
-    "GroupNormalization": ((5, 5, 4), lambda: [L.GroupNormalization(groups=2), L.InstanceNormalization()]),
-    "RMS-Unit": ((6,), lambda: [L.RMSNormalization(), L.UnitNormalization()]),
-    "noise": ((6,), lambda: [L.Dropout(0.5), L.AlphaDropout(0.1), L.GaussianNoise(0.3), L.GaussianDropout(0.2)]),
-    "SpatialDropout2D": ((4, 4, 3), lambda: [L.SpatialDropout2D(0.3)]),
-    "Activation": ((6,), lambda: [L.Activation("gelu"), L.Activation("softmax")]),
-    "Flatten-Reshape": ((4, 3), lambda: [L.Flatten(), L.Reshape((2, 6))]),
-    "Pooling1D": ((8, 3), lambda: [L.MaxPooling1D(2), L.AveragePooling1D(2, strides=1, padding="same"),
-                                   L.GlobalAveragePooling1D(keepdims=True), L.GlobalMaxPooling1D()]),
-    "Pooling2D": ((8, 8, 3), lambda: [L.MaxPooling2D(padding="same"), L.AveragePooling2D(3, strides=2),
-                                      L.GlobalMaxPooling2D(keepdims=True), L.GlobalAveragePooling2D()]),
-    "Rescaling-Normalization": ((2, 3), lambda: [L.Rescaling(1 / 255.0, offset=-0.5), L.Normalization(),
-                                                 L.Normalization(mean=[0.5, 1, 2], variance=[4.0, 1, 2], invert=True)]),
-    "augmentation": ((8, 8, 3), lambda: [L.RandomFlip("horizontal", seed=1), L.RandomRotation(0.1),
-                                         L.RandomTranslation(0.1, 0.2, fill_mode="constant"),
-                                         L.RandomZoom(0.2, interpolation="nearest")]),
-}
-MERGES = ("Add", "Subtract", "Average", "Multiply", "Concatenate")
-
-
-def every_layer_model(name):
-    rng = np.random.default_rng(3)
-    if name in MERGES:
-        inp = normlab.Input((4,))
-        model = normlab.Model(inp, getattr(L, name)()([L.Dense(4)(inp), L.Dense(4)(inp)]))
-        shape = (4,)
-    else:
-        shape, make = EVERY_LAYER[name]
-        model = normlab.Sequential(make())
-        model.build((None,) + shape)
-    for layer in model.layers:  # weights and statistics away from their initial values
-        if getattr(layer, "input_mean", None) is not None:
-            continue  # statistics from the config
-        for key, value in list(layer.params.items()) + list(layer.buffers.items()):
-            value[...] = rng.uniform(0.5, 1.5, value.shape) if "variance" in key else rng.normal(0, 0.5, value.shape)
-    return model, rng.standard_normal((4,) + shape).astype(np.float32)
-
-
-@needs_h5py
-@pytest.mark.parametrize("name", sorted(EVERY_LAYER) + list(MERGES))
-def test_every_layer_through_a_keras_file(name, tmp_path):
-    model, x = every_layer_model(name)
-    save_keras(model, tmp_path / "m.keras")
-    back = load_keras(tmp_path / "m.keras")
-    np.testing.assert_array_equal(back.predict(x), model.predict(x))
-    expected = json.loads(json.dumps(model.get_config()["layers"]))
-    for entry in expected:
-        if entry["class_name"] == "InstanceNormalization":  # Keras's GroupNormalization(groups=-1)
-            entry["class_name"], entry["config"] = "GroupNormalization", {"groups": -1, **entry["config"]}
-        if entry["config"].get("data_format", 0) is None:  # written as what normlab's None means
-            entry["config"]["data_format"] = "channels_last"
-    assert json.loads(json.dumps(back.get_config()["layers"])) == expected
+# every layer, each way: tests/models/test_keras_format_layers.py
 
 
 @needs_h5py
@@ -730,19 +667,6 @@ def test_normlab_to_keras(name, tmp_path):
     theirs = keras.saving.load_model(tmp_path / "n.keras")
     close(model.predict(x), keras_predict(theirs, x))
     assert type(theirs.optimizer).__name__ == type(model.optimizer).__name__
-
-
-@needs_h5py
-@pytest.mark.parametrize("name", sorted(EVERY_LAYER) + list(MERGES))
-def test_every_layer_with_keras(name, tmp_path):
-    keras = _keras()
-    model, x = every_layer_model(name)
-    save_keras(model, tmp_path / "n.keras")
-    theirs = keras.saving.load_model(tmp_path / "n.keras")
-    expected = model.predict(x)
-    close(expected, keras_predict(theirs, x))
-    theirs.save(tmp_path / "k.keras")
-    close(expected, load_keras(tmp_path / "k.keras").predict(x))
 
 
 @needs_h5py

@@ -120,6 +120,7 @@ _SPEC_LIST = [
       for c in ("SpatialDropout2D", "SpatialDropout3D")),
     _Spec("GaussianNoise", args=("stddev", "seed")),
     _Spec("GaussianDropout", args=("rate", "seed")),
+    _Spec("ActivityRegularization", args=("l1", "l2")),
     # activations
     _Spec("Activation", args=("activation",)),
     _Spec("ReLU", args=("max_value", "negative_slope", "threshold")),
