@@ -654,7 +654,6 @@ class BatchNormalization(Layer):
             "renorm_clipping": self.renorm_clipping,
             "renorm_momentum": self.renorm_momentum,
             "batch_of_one": self.batch_of_one,
+            "synchronized": self.synchronized,
             **super().get_config(),
-            # (written only when set until the Keras mapping lists it among the shared arguments)
-            **({"synchronized": True} if self.synchronized else {}),
         }
