@@ -19,7 +19,11 @@ COMMANDS = [
     ["experiment", "bn-paper"],
     ["experiment", "regularization"],
     ["experiment", "mnist1d"],
+    ["experiment", "normprop"],
+    ["experiment", "optimizers"],
+    ["experiment", "moving-stats"],
     ["bench"],
+    ["warmup"],
 ]
 
 

@@ -301,6 +301,8 @@ _CLASS_SOURCES = {
 # minimal valid arguments for the classes that require some
 REQUIRED = {
     "Dense": {"units": 2},
+    "NormPropDense": {"units": 2},
+    "RecomputeBatchNormStatistics": {"x": np.zeros((4, 2))},
     "Activation": {"activation": "relu"},
     "WeightNormalization": {"layer": lambda: layers.Dense(2)},
     "Dropout": {"rate": 0.5},
@@ -581,6 +583,7 @@ LAYER_SPECS: dict[str, tuple[Callable, tuple]] = {
     "MaxPooling1D": (lambda: layers.MaxPooling1D(2), (4, 6, 2)),
     "MaxPooling2D": (lambda: layers.MaxPooling2D(2), (4, 6, 6, 2)),
     "NoisyDense": (lambda: layers.NoisyDense(2, seed=1), (4, 5)),
+    "NormPropDense": (lambda: layers.NormPropDense(2), (4, 5)),
     "Normalization": (lambda: layers.Normalization(mean=0.5, variance=2.0), (4, 5)),
     "RMSNormalization": (lambda: layers.RMSNormalization(), (4, 5)),
     "RandomFlip": (lambda: layers.RandomFlip(seed=1), (4, 6, 6, 1)),
@@ -620,7 +623,7 @@ def _reshape_arg(arg, fn):
 
 # layers whose build fixes the size of the last axis (weights or statistics per feature; Reshape's size)
 _FIXED_FEATURES = ("BatchNormalization", "Conv1D", "Conv2D", "Dense", "GroupNormalization", "InstanceNormalization",
-                   "LayerNormalization", "NoisyDense", "RMSNormalization", "WeightNormalization", "Reshape")
+                   "LayerNormalization", "NoisyDense", "NormPropDense", "RMSNormalization", "WeightNormalization", "Reshape")
 
 
 def layer_rows() -> list[Row]:
