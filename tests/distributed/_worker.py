@@ -138,7 +138,10 @@ class _Fail(normlab.callbacks.Callback):
 
 def failing(mode: str) -> None:
     x, y = C.data()
-    m = C.compile_(C.mlp("sync"), DataParallel(timeout=3))
+    dist = DataParallel(timeout=120)
+    m = C.compile_(C.mlp("sync"), dist)
+    dist._comm.any(False)  # both ranks have started (imports take seconds on a loaded machine) ...
+    dist._comm.timeout = 3  # ... and from here a rank that waits 3 s for the other ends the job
     m.fit(x, y, batch_size=32, epochs=2, seed=1, verbose=0, callbacks=[_Fail(mode)])
     print("fit returned (it should not)", flush=True)
 
