@@ -14,9 +14,12 @@ library's native layout (normlab channels-last ``(N, H, W, C)``, torch
 ``(N, C, H, W)``); ``G = C`` is instance normalization. Unit normalization
 (``UnitNormalization()``, no parameters) against
 ``F.normalize(x, p=2, dim=-1, eps=1e-6)``, the same function (full run only).
-float32, one thread, all timed in the same rounds::
+``--compile`` adds ``torch_compile``: the same torch function compiled by
+``torch.compile`` (inductor, its backward with it). float32, one thread
+(``--threads N``: normlab's limit, BLAS and torch), all timed in the same
+rounds::
 
-    PYTHONPATH=src python benchmarks/bench_layernorm.py [--quick] [--json out.json]
+    PYTHONPATH=src python benchmarks/bench_layernorm.py [--quick] [--threads 2] [--compile] [--json out.json]
 
 The ratios are ``torch time / normlab time`` (> 1: normlab faster) and
 ``NumPy path / numba path``. The bound column is 5 passes over ``x``-sized
@@ -46,7 +49,7 @@ UNIT_SHAPES = ((60, 100), (1024, 1024), (65536, 64))
 PASSES = 5
 
 
-def make_cases(shape, seed: int = 0, groups: int | None = None, unit: bool = False) -> dict:
+def make_cases(shape, seed: int = 0, groups: int | None = None, unit: bool = False, compile: bool = False) -> dict:
     """The callables for one shape: layer norm, group norm with ``groups`` groups, or unit norm."""
     from normlab.kernels import _backend
     from normlab.layers import GroupNormalization, LayerNormalization, UnitNormalization
@@ -90,26 +93,30 @@ def make_cases(shape, seed: int = 0, groups: int | None = None, unit: bool = Fal
         tb = torch.zeros(shape[-1], requires_grad=True)
         tdy = torch.from_numpy(to_native(dy))
 
-        def torch_step():
+        def forward(tx, tw, tb):
             if unit:
-                y = torch.nn.functional.normalize(tx, p=2.0, dim=-1, eps=1e-6)
-                return torch.autograd.grad(y, (tx,), tdy)
+                return torch.nn.functional.normalize(tx, p=2.0, dim=-1, eps=1e-6)
             if groups is None:
-                y = torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb, eps=1e-3)
-            else:
-                y = torch.nn.functional.group_norm(tx, groups, tw, tb, eps=1e-3)
-            return torch.autograd.grad(y, (tx, tw, tb), tdy)
+                return torch.nn.functional.layer_norm(tx, (shape[-1],), tw, tb, eps=1e-3)
+            return torch.nn.functional.group_norm(tx, groups, tw, tb, eps=1e-3)
+
+        def torch_step(forward=forward):
+            return torch.autograd.grad(forward(tx, tw, tb), (tx,) if unit else (tx, tw, tb), tdy)
 
         cases["torch"] = torch_step
+        if compile and hasattr(torch, "compile"):
+            compiled = torch.compile(forward)
+            cases["torch_compile"] = lambda: torch_step(compiled)
     return cases
 
 
-def bench_layernorm(shapes=SHAPES, cfg=FULL, group_cases=GROUP_CASES, unit_shapes=UNIT_SHAPES) -> dict:
+def bench_layernorm(shapes=SHAPES, cfg=FULL, group_cases=GROUP_CASES, unit_shapes=UNIT_SHAPES,
+                    compile: bool = False) -> dict:
     bw = measure_bandwidth()
     rows = []
     runs = [(s, None, False) for s in shapes] + [(s, g, False) for s, g in group_cases]
     for shape, groups, unit in runs + [(s, None, True) for s in unit_shapes]:
-        t = time_interleaved(make_cases(shape, groups=groups, unit=unit), cfg)
+        t = time_interleaved(make_cases(shape, groups=groups, unit=unit, compile=compile), cfg)
         med = {k: v["median_s"] for k, v in t.items()}
         nb, npy, tt = med.get("normlab_numba"), med.get("normlab_numpy"), med.get("torch")
         st = med.get("normlab_step")
@@ -118,6 +125,7 @@ def bench_layernorm(shapes=SHAPES, cfg=FULL, group_cases=GROUP_CASES, unit_shape
             "layer": "unit" if unit else "layer" if groups is None else ("instance" if groups == shape[-1] else "group"),
             "groups": groups, "shape": list(shape), **{f"{k}_s": v for k, v in med.items()},
             "torch_over_numba": tt / nb if tt and nb else None,
+            "torch_compile_over_numba": med["torch_compile"] / nb if "torch_compile" in med and nb else None,
             "torch_over_step": tt / st if tt and st else None,
             "torch_over_numpy": tt / npy if tt and npy else None,
             "numpy_over_numba": npy / nb if npy and nb else None,
@@ -135,14 +143,16 @@ def _fmt_r(r):
 
 
 def markdown(res: dict) -> str:
-    lines = ["| layer | shape | normlab numba | numba in a step | normlab NumPy | torch eager | torch / numba "
+    lines = ["| layer | shape | normlab numba | numba in a step | normlab NumPy | torch eager | torch.compile "
+             "| torch / numba | torch.compile / numba "
              "| torch / step | torch / NumPy | NumPy / numba | numba / bound (5 passes) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         lines.append(
             f"| {r['layer']}{'' if r['groups'] is None else ' G=' + str(r['groups'])} | {tuple(r['shape'])} "
             f"| {_fmt_t(r.get('normlab_numba_s'))} | {_fmt_t(r.get('normlab_step_s'))} | {_fmt_t(r.get('normlab_numpy_s'))} "
-            f"| {_fmt_t(r.get('torch_s'))} | {_fmt_r(r['torch_over_numba'])} | {_fmt_r(r['torch_over_step'])} "
+            f"| {_fmt_t(r.get('torch_s'))} | {_fmt_t(r.get('torch_compile_s'))} | {_fmt_r(r['torch_over_numba'])} "
+            f"| {_fmt_r(r.get('torch_compile_over_numba'))} | {_fmt_r(r['torch_over_step'])} "
             f"| {_fmt_r(r['torch_over_numpy'])} "
             f"| {_fmt_r(r['numpy_over_numba'])} | {_fmt_r(r['numba_over_bound'])} |"
         )
@@ -154,13 +164,14 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few seconds, noisy numbers")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="add torch.compile of the torch function")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     with pinned_threads(args.threads):
         if args.quick:
-            res = bench_layernorm(SHAPES[:2], QUICK, (((4, 8, 8, 16), 4),), ())
+            res = bench_layernorm(SHAPES[:2], QUICK, (((4, 8, 8, 16), 4),), (), compile=args.compile)
         else:
-            res = bench_layernorm()
+            res = bench_layernorm(compile=args.compile)
     res["threads"] = args.threads
     print(markdown(res))
     if args.json:

@@ -86,11 +86,15 @@ def bound_step(optimizers, cls: str, kwargs: dict, params, grads):
     return lambda: opt._step(gs, ps)
 
 
-def _torch_step(torch, params, grads, cls, kwargs, clip):
+def _torch_step(torch, params, grads, cls, kwargs, clip, compile=False):
     tps = [torch.tensor(p, requires_grad=True) for p in params]
     for t, g in zip(tps, grads):
         t.grad = torch.tensor(g)
     opt = getattr(torch.optim, cls)(tps, **kwargs)
+    if compile:  # the pattern of PyTorch's "Compiling the optimizer" recipe
+        step = torch.compile(opt.step, fullgraph=False)
+        step()
+        return step
     if clip is None:
         return opt.step
     how, c = clip
@@ -109,7 +113,7 @@ def _torch_step(torch, params, grads, cls, kwargs, clip):
     return step
 
 
-def bench_optimizers(cfg=None, use_torch=True, seed=0) -> list[dict]:
+def bench_optimizers(cfg=None, use_torch=True, seed=0, compile=False) -> list[dict]:
     from normlab import optimizers
 
     from . import _timing
@@ -126,6 +130,8 @@ def bench_optimizers(cfg=None, use_torch=True, seed=0) -> list[dict]:
         }
         if use_torch and _timing.torch_available():
             fns["torch"] = _torch_step(_timing.torch, params, grads, tcls, tkwargs, clip)
+            if compile and clip is None and hasattr(_timing.torch, "compile"):
+                fns["torch_compile"] = _torch_step(_timing.torch, params, grads, tcls, tkwargs, clip, compile=True)
         t = _timing.time_interleaved(fns, cfg)
         row = {
             "optimizer": name,
@@ -136,6 +142,8 @@ def bench_optimizers(cfg=None, use_torch=True, seed=0) -> list[dict]:
         if "torch" in t:
             row["torch_s"] = t["torch"]["median_s"]
             row["ratio"] = row["torch_s"] / row["normlab_s"]
+        if "torch_compile" in t:
+            row["torch_compile_s"] = t["torch_compile"]["median_s"]
         rows.append(row)
     return rows
 
@@ -188,6 +196,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="add torch.compile(opt.step) (cases without clipping)")
     p.add_argument("--against", metavar="SRC", help="compare with the normlab source tree SRC (see above)")
     p.add_argument("--rounds", type=int, default=7, help="--against: rounds of alternating subprocesses")
     p.add_argument("--cases", help="comma-separated case names (default: all)")
@@ -212,12 +221,14 @@ def main(argv=None):
     from ._timing import FULL, QUICK, pinned_threads
 
     with pinned_threads(a.threads):
-        rows = [r for r in bench_optimizers(QUICK if a.quick else FULL) if r["optimizer"] in names]
+        rows = [r for r in bench_optimizers(QUICK if a.quick else FULL, compile=a.compile) if r["optimizer"] in names]
     print(f"optimizer step over {rows[0]['params']} parameters in {len(SHAPES)} arrays, {a.threads} thread(s)")
-    print(f"{'optimizer':<22}{'normlab bound us':>16}{'normlab 11 arrays us':>22}{'torch us':>10}{'ratio':>8}")
+    print(f"{'optimizer':<22}{'normlab bound us':>16}{'normlab 11 arrays us':>22}{'torch us':>10}{'ratio':>8}"
+          f"{'torch.compile us':>18}")
     for r in rows:
         t = f"{r['torch_s'] * 1e6:>10.1f}{r['ratio']:>8.2f}" if "torch_s" in r else f"{'-':>10}{'-':>8}"
-        print(f"{r['optimizer']:<22}{r['normlab_s'] * 1e6:>16.1f}{r['normlab_arrays_s'] * 1e6:>22.1f}{t}")
+        tc = f"{r['torch_compile_s'] * 1e6:>18.1f}" if "torch_compile_s" in r else f"{'-':>18}"
+        print(f"{r['optimizer']:<22}{r['normlab_s'] * 1e6:>16.1f}{r['normlab_arrays_s'] * 1e6:>22.1f}{t}{tc}")
     return rows
 
 
