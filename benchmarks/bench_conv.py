@@ -1,38 +1,53 @@
-"""Conv2D alone, forward + backward (dx, dkernel, dbias): normlab vs PyTorch eager.
+"""Conv2D alone, forward + backward (dx, dkernel, dbias): normlab's algorithms vs PyTorch.
 
-Case of the issue: a batch of 64 images of 32 x 32 pixels, 32 channels in
-and 32 filters out, 3 x 3 kernel, stride 1, "same" padding, float32.
+Default case (the first issue about convolutions): a batch of 64 images of
+32 x 32 pixels, 32 channels in and 32 filters out, 3 x 3 kernel, stride 1,
+"same" padding, float32. ``--sweep`` times instead the three convolutions of
+``examples/fashion_mnist_cnn.py`` at batch 128 (1 -> 32 channels at 28 x 28,
+32 -> 64 and 64 -> 64 at 14 x 14).
 
 normlab: ``layer(x, training=True)`` then ``layer.backward(dy)`` (the public
 layer API: it validates its input and accumulates ``dkernel``/``dbias`` into
 ``layer.grads``); channels-last ``(N, H, W, C)``, kernel ``(kh, kw, C, F)``.
+``--algorithms auto,gemm,winograd,direct`` times one layer per algorithm
+(the same weights): ``normlab`` is the default (``"auto"``), ``normlab gemm``
+the exact im2col path, ``normlab winograd`` F(2x2, 3x3), ``normlab direct``
+the loops without a patch matrix.
 
 torch: ``F.conv2d(x, w, b, padding=1)`` then
 ``torch.autograd.grad(y, (x, w, b), dy)`` (fresh gradients, so no ``.grad``
-accumulation is timed). Two torch layouts, both timed:
+accumulation is timed). Variants (``--torch-variants``):
 
 * ``torch NCHW``: contiguous ``(N, C, H, W)``, PyTorch's default layout;
 * ``torch NHWC``: the same tensors in ``torch.channels_last`` memory format
-  (the layout normlab works in; oneDNN is usually fastest there).
+  (the layout normlab works in; oneDNN is usually fastest there);
+* ``torch.compile``: the convolution through ``torch.compile`` (channels-last
+  tensors), where inductor works.
 
-One thread each: NumPy's BLAS through threadpoolctl, ``torch.set_num_threads(1)``
-(:func:`benchmarks._timing.pinned_threads`); candidates interleaved, medians
-of the repeats (:func:`benchmarks._timing.time_interleaved`, wall clock).
-The ratio printed is ``normlab_time / torch_time`` (< 1.5 is the target;
-> 1 means normlab is slower). Before timing, the three gradients of both
-libraries are compared (layouts converted explicitly).
+GEMM floor: the step's FLOPs (forward and both gradients) at NumPy's float32
+GEMM rate on a 2048^3 product at the same thread count: the time a perfect
+im2col schedule would take. Winograd can go below it (2.25x fewer multiplications).
+
+Threads (``--threads 1,2``: each in turn): NumPy's BLAS through threadpoolctl
+(normlab's own kernels follow BLAS's limit), ``torch.set_num_threads``
+(:func:`benchmarks._timing.pinned_threads`); candidates interleaved round by
+round, medians of the repeats (:func:`benchmarks._timing.time_interleaved`,
+wall clock). The last column is ``time / normlab's default``. Before timing,
+the three gradients of every normlab algorithm are compared with torch's.
 
 Second clock: on a shared machine the wall-clock times swing with the other
-processes' load (by 2x or more, not equally for both libraries). With one
+processes' load (by 2x or more, not equally for every candidate). With one
 thread every candidate runs entirely in the calling thread (OpenBLAS and
 torch's intra-op pool both run inline), so the thread's CPU time
 (``time.thread_time``) of single interleaved calls measures the work without
-the waiting; ``cpu_*`` fields and the second table report its medians.
+the waiting; the ``thread CPU time`` line reports its medians.
 
 Usage::
 
     PYTHONPATH=src python benchmarks/bench_conv.py            # full (about a minute)
     PYTHONPATH=src python benchmarks/bench_conv.py --quick
+    PYTHONPATH=src python benchmarks/bench_conv.py --sweep --threads 1,2 --algorithms auto,gemm,winograd,direct \\
+        --torch-variants "torch NCHW,torch NHWC,torch.compile"
     PYTHONPATH=src python benchmarks/bench_conv.py --shape 64,32,32,32 --filters 32 --kernel 3 --threads 1
 """
 

@@ -2,8 +2,9 @@
 
 The output is cut into 2 x 2 tiles; tile ``t`` (image ``n``, tile row ``i``,
 column ``j``) reads the 4 x 4 input tile ``d = xp[n, 2i:2i+4, 2j:2j+4, c]``
-(neighbours overlap by two rows or columns; the padded input is extended with
-zeros to ``2 th + 2`` rows, ``th = ceil(Ho / 2)``, likewise columns)::
+(neighbours overlap by two rows or columns; ``xp`` is the input zero-padded
+and extended with zeros to ``2 th + 2`` rows, ``th = ceil(Ho / 2)``, likewise
+columns; the kernels read ``x`` directly and never make that copy)::
 
     U[t, c]  = B^T d B                       4 x 4, input transform
     Wt[c, f] = G g[:, :, c, f] G^T           4 x 4, kernel transform (float64, then rounded)
@@ -57,7 +58,7 @@ if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
 else:  # pragma: no cover
     _nb = None
 
-__all__ = ["BT", "G", "AT", "supported", "extra_padding", "forward", "backward", "error_bound"]
+__all__ = ["BT", "G", "AT", "supported", "tiles", "forward", "backward", "error_bound"]
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
@@ -75,12 +76,6 @@ def supported(kernel_size, strides, dilation) -> bool:
 def tiles(out_size) -> tuple:
     """``(th, tw)``: 2 x 2 output tiles per column and row."""
     return (-(-out_size[0] // 2), -(-out_size[1] // 2))
-
-
-def extra_padding(out_size, padded_size) -> tuple:
-    """Zero rows and columns to add at the bottom and right so that every 4 x 4 tile is inside."""
-    th, tw = tiles(out_size)
-    return (max(0, 2 * th + 2 - padded_size[0]), max(0, 2 * tw + 2 - padded_size[1]))
 
 
 def _chunks(t_lo: int, t_hi: int, channels: int, itemsize: int):
@@ -102,7 +97,14 @@ def _tile_index(t0, t1, th, tw):
     return t // (th * tw), (t // tw) % th, t % tw
 
 
-def _np_input(xp, t0, t1, th, tw, u):
+def _padded(x, pt, pl, th, tw):
+    """``x`` zero-padded to the ``2 th + 2`` rows and ``2 tw + 2`` columns the tiles read."""
+    h, w = x.shape[1:3]
+    return np.pad(x, ((0, 0), (pt, max(0, 2 * th + 2 - h - pt)), (pl, max(0, 2 * tw + 2 - w - pl)), (0, 0)))
+
+
+def _np_input(x, pt, pl, t0, t1, th, tw, u):
+    xp = _padded(x, pt, pl, th, tw)
     s_n, s_h, s_w, s_c = xp.strides
     view = as_strided(xp, (xp.shape[0], th, tw, 4, 4, xp.shape[3]), (s_n, 2 * s_h, 2 * s_w, s_h, s_w, s_c),
                       writeable=False)
@@ -131,12 +133,15 @@ def _np_grad(dy, t0, t1, th, tw, v, zero=None):
     v[:, : t1 - t0] = np.einsum("pa,tpqf,qb->abtf", AT, d, AT, optimize=True).reshape(16, t1 - t0, f)
 
 
-def _np_input_adjoint(du, t0, t1, th, tw, dxp):
+def _np_input_adjoint(du, pt, pl, t0, t1, th, tw, dx):
+    dxp = _padded(np.zeros_like(dx), pt, pl, th, tw)
     n, i, j = _tile_index(t0, t1, th, tw)
     dd = np.einsum("ar,abtc,bs->trsc", BT, du[:, : t1 - t0].reshape(4, 4, t1 - t0, -1), BT, optimize=True)
     for r in range(4):
         for s in range(4):  # one (r, s): distinct tiles hit distinct pixels, no repeated index
             dxp[n, 2 * i + r, 2 * j + s] += dd[:, r, s]
+    h, w = dx.shape[1:3]
+    dx += dxp[:, pt : pt + h, pl : pl + w]
 
 
 def _fns(dtype):
@@ -174,12 +179,14 @@ def _threads_for(n_images: int, elements: int) -> int:
     return min(_threads.get_num_threads(), n_images)
 
 
-def forward(xp: np.ndarray, kernel: np.ndarray, bias, out_size) -> np.ndarray:
-    """``y`` of shape ``(N, Ho, Wo, F)`` from the padded (and tile-extended) input ``xp``.
+def forward(x: np.ndarray, kernel: np.ndarray, bias, pads, out_size) -> np.ndarray:
+    """``y`` of shape ``(N, Ho, Wo, F)`` from the unpadded input ``x`` and ``pads`` ``((pt, pb), (pl, pr))``.
 
     Split over threads by whole images (each writes its own output tiles)."""
-    n, c, f = xp.shape[0], kernel.shape[2], kernel.shape[3]
-    dtype = np.result_type(xp.dtype, kernel.dtype)
+    n, c, f = x.shape[0], kernel.shape[2], kernel.shape[3]
+    (pt, _), (pl, _) = pads
+    dtype = np.result_type(x.dtype, kernel.dtype)
+    x = np.ascontiguousarray(x, dtype=dtype)
     th, tw = tiles(out_size)
     (fin, fout, _, _), fast = _fns(dtype)
     wt = kernel_transform(kernel.astype(dtype, copy=False))
@@ -195,7 +202,7 @@ def forward(xp: np.ndarray, kernel: np.ndarray, bias, out_size) -> np.ndarray:
         m = np.empty((16, step, f), dtype=dtype)
         for t0, t1 in chunks:
             k = t1 - t0
-            fin(xp, t0, t1, th, tw, u)
+            fin(x, pt, pl, t0, t1, th, tw, u)
             np.matmul(u[:, :k], wt, out=m[:, :k])
             fout(m, t0, t1, th, tw, y, b)
 
@@ -205,14 +212,17 @@ def forward(xp: np.ndarray, kernel: np.ndarray, bias, out_size) -> np.ndarray:
     return y
 
 
-def backward(dy: np.ndarray, xp: np.ndarray, kernel: np.ndarray, *, need_dx: bool, need_dw: bool):
-    """``(dxp, dkernel)`` (``dxp`` of ``xp``'s shape, padding included; None where not asked).
+def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx: bool, need_dw: bool):
+    """``(dx, dkernel)`` from the unpadded input ``x`` (None where not asked).
 
     The images are cut into ``GROUPS`` consecutive groups; each group's kernel-gradient
     sum is kept apart and the sums are added in group order, and each group scatters
-    into its own images of ``dxp``: the same bits on any number of threads."""
-    n, c, f = xp.shape[0], kernel.shape[2], kernel.shape[3]
+    into its own images of ``dx``: the same bits on any number of threads."""
+    n, c, f = x.shape[0], kernel.shape[2], kernel.shape[3]
+    (pt, _), (pl, _) = pads
     dtype = dy.dtype
+    x = np.ascontiguousarray(x, dtype=dtype)
+    dy = np.ascontiguousarray(dy)
     th, tw = tiles(dy.shape[1:3])
     (fin, _, fgrad, fadj), fast = _fns(dtype)
     per_image = th * tw
@@ -220,7 +230,7 @@ def backward(dy: np.ndarray, xp: np.ndarray, kernel: np.ndarray, *, need_dx: boo
     dwt = np.zeros((len(groups), 16, c, f), dtype=dtype) if need_dw else None
     if need_dx:
         wtt = np.ascontiguousarray(kernel_transform(kernel.astype(dtype, copy=False)).transpose(0, 2, 1))
-        dxp = np.zeros(xp.shape, dtype=dtype)
+        dx = np.zeros(x.shape, dtype=dtype)
 
     def part(g0, g1):
         for g in range(g0, g1):
@@ -237,12 +247,12 @@ def backward(dy: np.ndarray, xp: np.ndarray, kernel: np.ndarray, *, need_dx: boo
                 k = t1 - t0
                 fgrad(dy, t0, t1, th, tw, v, dtype.type(0))
                 if need_dw:
-                    fin(xp, t0, t1, th, tw, u)
+                    fin(x, pt, pl, t0, t1, th, tw, u)
                     np.matmul(u[:, :k].transpose(0, 2, 1), v[:, :k], out=prod)
                     dwt[g] += prod
                 if need_dx:
                     np.matmul(v[:, :k], wtt, out=du[:, :k])
-                    fadj(du, t0, t1, th, tw, dxp)
+                    fadj(du, pt, pl, t0, t1, th, tw, dx)
 
     threads = _threads_for(n, 16 * n * per_image * max(c, f)) if fast else 1
     with _blas_single(threads):
@@ -254,18 +264,19 @@ def backward(dy: np.ndarray, xp: np.ndarray, kernel: np.ndarray, *, need_dx: boo
             total += dwt[g]
         dw = np.einsum("ai,abcf,bj->ijcf", G, total.reshape(4, 4, c, f).astype(np.float64), G, optimize=True)
         dw = dw.astype(dtype)
-    return (dxp if need_dx else None), dw
+    return (dx if need_dx else None), dw
 
 
-def error_bound(xp: np.ndarray, kernel: np.ndarray, out_size, eps: float | None = None) -> np.ndarray:
+def error_bound(x: np.ndarray, kernel: np.ndarray, pads, out_size, eps: float | None = None) -> np.ndarray:
     """The first-order bound of the module docstring for every output element (float64)."""
     c = kernel.shape[2]
     eps = np.finfo(np.float32).eps / 2 if eps is None else eps
     th, tw = tiles(out_size)
+    xp = _padded(np.abs(x.astype(np.float64)), pads[0][0], pads[1][0], th, tw)
     n = xp.shape[0]
     s_n, s_h, s_w, s_c = xp.strides
     d = as_strided(xp, (n, th, tw, 4, 4, c), (s_n, 2 * s_h, 2 * s_w, s_h, s_w, s_c), writeable=False)
-    ud = np.einsum("ar,nijrsc,bs->nijabc", np.abs(BT), np.abs(d.astype(np.float64)), np.abs(BT), optimize=True)
+    ud = np.einsum("ar,nijrsc,bs->nijabc", np.abs(BT), d, np.abs(BT), optimize=True)
     wg = np.einsum("ai,ijcf,bj->abcf", np.abs(G), np.abs(kernel.astype(np.float64)), np.abs(G), optimize=True)
     mm = np.einsum("nijabc,abcf->nijabf", ud, wg, optimize=True)
     yt = np.einsum("pa,nijabf,qb->nipjqf", np.abs(AT), mm, np.abs(AT), optimize=True)

@@ -22,28 +22,39 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def input_transform(xp, t0, t1, th, tw, u):
-    """``u[4a + b, t - t0, c] = (B^T d B)[a, b]`` for the 4 x 4 tile ``d = xp[n, 2i:2i+4, 2j:2j+4, c]``.
+def input_transform(x, pt, pl, t0, t1, th, tw, u):
+    """``u[4a + b, t - t0, c] = (B^T d B)[a, b]`` for the 4 x 4 tile ``d = xp[n, 2i:2i+4, 2j:2j+4, c]``
+    of the zero-padded input ``xp`` (``pt`` rows above ``x``, ``pl`` columns left of it; read from
+    ``x`` directly, zeros outside it: the padded copy is never made).
 
     ``B^T`` rows: ``(1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)``.
     """
-    nc = xp.shape[3]
-    e = np.empty((4, 4, nc), xp.dtype)
+    h, w, nc = x.shape[1], x.shape[2], x.shape[3]
+    d = np.empty((4, 4, nc), x.dtype)
+    e = np.empty((4, 4, nc), x.dtype)
+    zero = x.dtype.type(0)
     for t in range(t0, t1):
         k = t - t0
         n = t // (th * tw)
-        r = 2 * ((t // tw) % th)
-        s = 2 * (t % tw)
+        r = 2 * ((t // tw) % th) - pt
+        s = 2 * (t % tw) - pl
+        for a in range(4):  # the tile, zeros outside x (one test per row and column, not per channel)
+            for b in range(4):
+                if 0 <= r + a < h and 0 <= s + b < w:
+                    for c in range(nc):
+                        d[a, b, c] = x[n, r + a, s + b, c]
+                else:
+                    for c in range(nc):
+                        d[a, b, c] = zero
         for col in range(4):  # e[:, col] = B^T d[:, col]
-            q = s + col
             for c in range(nc):
-                e[0, col, c] = xp[n, r, q, c] - xp[n, r + 2, q, c]
+                e[0, col, c] = d[0, col, c] - d[2, col, c]
             for c in range(nc):
-                e[1, col, c] = xp[n, r + 1, q, c] + xp[n, r + 2, q, c]
+                e[1, col, c] = d[1, col, c] + d[2, col, c]
             for c in range(nc):
-                e[2, col, c] = xp[n, r + 2, q, c] - xp[n, r + 1, q, c]
+                e[2, col, c] = d[2, col, c] - d[1, col, c]
             for c in range(nc):
-                e[3, col, c] = xp[n, r + 1, q, c] - xp[n, r + 3, q, c]
+                e[3, col, c] = d[1, col, c] - d[3, col, c]
         for a in range(4):  # u[a, :] = (e B)[a, :]
             for c in range(nc):
                 u[4 * a, k, c] = e[a, 0, c] - e[a, 2, c]
@@ -132,19 +143,21 @@ def grad_transform(dy, t0, t1, th, tw, v, zero):
 
 
 @njit(cache=True, nogil=True)
-def input_transform_adjoint(du, t0, t1, th, tw, dxp):
-    """``dxp[n, 2i:2i+4, 2j:2j+4, c] += B dU B^T`` (the adjoint of :func:`input_transform`;
-    neighbouring tiles overlap by two rows or columns and add up, in tile order).
+def input_transform_adjoint(du, pt, pl, t0, t1, th, tw, dx):
+    """``dxp[n, 2i:2i+4, 2j:2j+4, c] += B dU B^T`` (the adjoint of :func:`input_transform`),
+    added to ``dx`` (``dxp`` without its padding: what falls on the padding is dropped).
+    Neighbouring tiles overlap by two rows or columns and add up, in tile order.
 
     ``B`` rows: ``(1, 0, 0, 0), (0, 1, -1, 1), (-1, 1, 1, 0), (0, 0, 0, -1)``.
     """
-    nc = dxp.shape[3]
+    h, w, nc = dx.shape[1], dx.shape[2], dx.shape[3]
     e = np.empty((4, 4, nc), du.dtype)
+    dd = np.empty((4, 4, nc), du.dtype)
     for t in range(t0, t1):
         k = t - t0
         n = t // (th * tw)
-        r = 2 * ((t // tw) % th)
-        s = 2 * (t % tw)
+        r = 2 * ((t // tw) % th) - pt
+        s = 2 * (t % tw) - pl
         for b in range(4):  # e[:, b] = B dU[:, b]
             for c in range(nc):
                 e[0, b, c] = du[b, k, c]
@@ -154,13 +167,18 @@ def input_transform_adjoint(du, t0, t1, th, tw, dxp):
                 e[2, b, c] = (du[4 + b, k, c] + du[8 + b, k, c]) - du[b, k, c]
             for c in range(nc):
                 e[3, b, c] = -du[12 + b, k, c]
-        for rr in range(4):  # dxp[r + rr, s:s+4] += (e B^T)[rr, :]
-            h = r + rr
+        for rr in range(4):  # dd[rr, :] = (e B^T)[rr, :]
             for c in range(nc):
-                dxp[n, h, s, c] += e[rr, 0, c]
+                dd[rr, 0, c] = e[rr, 0, c]
             for c in range(nc):
-                dxp[n, h, s + 1, c] += (e[rr, 1, c] - e[rr, 2, c]) + e[rr, 3, c]
+                dd[rr, 1, c] = (e[rr, 1, c] - e[rr, 2, c]) + e[rr, 3, c]
             for c in range(nc):
-                dxp[n, h, s + 2, c] += (e[rr, 1, c] + e[rr, 2, c]) - e[rr, 0, c]
+                dd[rr, 2, c] = (e[rr, 1, c] + e[rr, 2, c]) - e[rr, 0, c]
             for c in range(nc):
-                dxp[n, h, s + 3, c] -= e[rr, 3, c]
+                dd[rr, 3, c] = -e[rr, 3, c]
+        for a in range(4):
+            if 0 <= r + a < h:
+                for b in range(4):
+                    if 0 <= s + b < w:
+                        for c in range(nc):
+                            dx[n, r + a, s + b, c] += dd[a, b, c]

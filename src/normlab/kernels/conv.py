@@ -105,7 +105,7 @@ class ConvCache(NamedTuple):
     """What :func:`conv2d_backward` needs: the padded input, the geometry, the algorithm chosen
     (never "auto") and the number of groups."""
 
-    xp: np.ndarray
+    xp: np.ndarray  # the padded input (Winograd: the input itself)
     geom: ConvGeometry
     algorithm: str = "gemm"
     groups: int = 1
@@ -194,8 +194,8 @@ def resolve_algorithm(algorithm: str, kernel_size, strides, dilation, channels: 
 
 
 def _forward_one(xp, kernel, bias, geom, algorithm):
-    if algorithm == "winograd":
-        return _wino.forward(xp, kernel, bias, geom.out_size)
+    if algorithm == "winograd":  # xp is x itself: the kernels pad as they read
+        return _wino.forward(xp, kernel, bias, geom.pads, geom.out_size)
     if algorithm == "direct":
         return _direct.forward(xp, kernel, bias, geom.strides, geom.dilation, geom.out_size)
     return _gemm.correlate(xp, kernel, bias, geom.strides, geom.dilation, geom.out_size)
@@ -205,12 +205,7 @@ def _backward_one(dy, xp, kernel, geom, algorithm, need_dx, need_dw):
     """``(dx, dkernel)`` of one group (``dx`` without padding)."""
     dx = dw = None
     if algorithm == "winograd":
-        dxp, dw = _wino.backward(dy, xp, kernel, need_dx=need_dx, need_dw=need_dw)
-        if need_dx:
-            (pt, _), (pl, _) = geom.pads
-            h, w = geom.in_size
-            dx = np.ascontiguousarray(dxp[:, pt : pt + h, pl : pl + w])
-        return dx, dw
+        return _wino.backward(dy, xp, kernel, geom.pads, need_dx=need_dx, need_dw=need_dw)
     if need_dx:
         dx = _gemm.input_grad(dy, kernel, geom, xp.shape)
     if need_dw:
@@ -282,17 +277,13 @@ def conv2d_cache(
     algorithm: str = "auto",
     filters: int | None = None,
 ) -> ConvCache:
-    """The cache of :func:`conv2d_forward` without the forward pass (pad ``x``, resolve the sizes
-    and the algorithm; Winograd's input is extended with zeros to whole 4 x 4 tiles)."""
+    """The cache of :func:`conv2d_forward` without the forward pass (resolve the sizes and the
+    algorithm; pad ``x``, except for Winograd, whose kernels read ``x`` as if padded)."""
     geom = conv_geometry(x.shape[1:3], kernel_size, strides, dilation, padding, axis_names=axis_names)
     fg = None if filters is None else filters // groups
     algo = resolve_algorithm(algorithm, geom.kernel, geom.strides, geom.dilation, x.shape[3] // groups, fg)
-    pads = geom.pads
-    if algo == "winograd":
-        padded = [n + a + b for n, (a, b) in zip(geom.in_size, pads)]
-        eh, ew = _wino.extra_padding(geom.out_size, padded)
-        pads = ((pads[0][0], pads[0][1] + eh), (pads[1][0], pads[1][1] + ew))
-    return ConvCache(_gemm.pad(x, pads), geom, algo, groups)
+    xp = np.ascontiguousarray(x) if algo == "winograd" else _gemm.pad(x, geom.pads)
+    return ConvCache(xp, geom, algo, groups)
 
 
 def conv2d_backward(
