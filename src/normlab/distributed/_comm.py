@@ -85,8 +85,11 @@ class Communicator:
         """Print ``message`` on stderr and end every rank of the job."""
         try:
             sys.stdout.flush()
-            sys.stderr.write(message.rstrip("\n") + "\n")
             sys.stderr.flush()
+            os.write(2, (message.rstrip("\n") + "\n").encode())
+            # mpiexec forwards a rank's output through its process manager, which the abort
+            # ends too: give it a moment, or the message can be lost (seen with MPICH's hydra)
+            time.sleep(0.5)
         finally:
             self.comm.Abort(code)
 
