@@ -116,6 +116,32 @@ def test_bn_at_inference_uses_the_moving_statistics(kernel_path):
     np.testing.assert_allclose(layer(x, training=False), g * (x - mm) / np.sqrt(mv + 1e-3) + b, **TIGHT)
 
 
+def test_bn_inference_with_a_moving_standard_deviation(kernel_path):
+    """Notes 003 average the mean and the *standard deviation*: renorm with r = 1, d = 0 keeps that average."""
+    m, eps = 0.5, 1e-3
+    layer = BatchNormalization(momentum=m, epsilon=eps, renorm=True, renorm_clipping={"rmax": 1, "rmin": 1, "dmax": 0},
+                               dtype=F64)
+    mu, sd = np.zeros(4), np.ones(4)
+    for seed in range(3):
+        x = _x((16, 4), seed=seed, offset=1.0)
+        z = layer(x, training=True)
+        np.testing.assert_allclose(z, (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps), **TIGHT)  # plain BN
+        mu = m * mu + (1 - m) * x.mean(axis=0)
+        sd = m * sd + (1 - m) * np.sqrt(x.var(axis=0) + eps)
+    x = _x((5, 4), seed=9)
+    np.testing.assert_allclose(layer(x, training=False), (x - mu) / sd, **TIGHT)
+
+
+def test_no_bias_needed_before_bn(kernel_path):
+    """Notes 002: BN subtracts the batch mean, so a bias before it changes nothing (Dense(use_bias=False))."""
+    x = _x((16, 3))
+    dense = Dense(4, dtype=F64)
+    h = dense(x)
+    dense.params["bias"][...] = [1.0, -2.0, 30.0, 0.5]
+    bn = _bn()
+    np.testing.assert_allclose(bn(dense(x), training=True), bn(h, training=True), rtol=1e-9, atol=1e-12)
+
+
 def test_bn_worked_example_of_004():
     """Notes 004's 3 x 3 table: normalized values shown truncated to 3 decimals, then scaled and shifted.
 
