@@ -9,18 +9,41 @@ from __future__ import annotations
 
 from .. import losses as _losses
 from .. import metrics as _metrics
-from ._keras_common import _ANY, _Bad, _check_object, _is_int, _need, _plain
+from ._keras_common import _ANY, _Bad, _check_object, _dtype_from_keras, _need, _plain, _snake
 from ._keras_layers import _var_keys
 
 _OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Lion")
 #: Keras optimizer arguments normlab lacks, accepted at these values
 _KERAS_OPT_DEFAULTS = {"loss_scale_factor": None, "is_legacy_optimizer": False}
-_LOSSES = {"MeanSquaredError": "mean_squared_error", "BinaryCrossentropy": "binary_crossentropy",
-           "CategoricalCrossentropy": "categorical_crossentropy",
-           "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy"}
-_METRICS = {"Accuracy": "accuracy", "BinaryAccuracy": "binary_accuracy",
-            "CategoricalAccuracy": "categorical_accuracy", "SparseCategoricalAccuracy": "sparse_categorical_accuracy"}
-
+#: Keras 3.15's loss classes (``keras.losses``): those normlab has too travel, with their arguments
+KERAS_LOSSES = (
+    "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy", "CategoricalFocalCrossentropy",
+    "CategoricalGeneralizedCrossEntropy", "CategoricalHinge", "Circle", "CosineSimilarity", "CTC", "Dice", "Hinge",
+    "Huber", "KLDivergence", "LogCosh", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredError",
+    "MeanSquaredLogarithmicError", "Poisson", "SparseCategoricalCrossentropy", "SquaredHinge", "Tversky",
+)
+#: normlab loss arguments Keras's class lacks: saved only at these values
+_LOSS_NORMLAB_ONLY = {"MeanSquaredError": {"from_logits": False},
+                      "SparseCategoricalCrossentropy": {"axis": -1, "label_smoothing": 0.0}}
+#: Keras 3.15's metric classes (``keras.metrics``)
+KERAS_METRICS = (
+    "AUC", "Accuracy", "BinaryAccuracy", "BinaryCrossentropy", "BinaryIoU", "CategoricalAccuracy",
+    "CategoricalCrossentropy", "CategoricalHinge", "ConcordanceCorrelation", "CosineSimilarity", "F1Score",
+    "FBetaScore", "FalseNegatives", "FalsePositives", "Hinge", "IoU", "KLDivergence", "LogCoshError", "Mean",
+    "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanIoU", "MeanSquaredError", "MeanSquaredLogarithmicError",
+    "OneHotIoU", "OneHotMeanIoU", "PearsonCorrelation", "Poisson", "Precision", "PrecisionAtRecall", "R2Score",
+    "Recall", "RecallAtPrecision", "RootMeanSquaredError", "SensitivityAtSpecificity", "SparseCategoricalAccuracy",
+    "SparseCategoricalCrossentropy", "SparseTopKCategoricalAccuracy", "SpecificityAtSensitivity", "SquaredHinge",
+    "Sum", "TopKCategoricalAccuracy", "TrueNegatives", "TruePositives",
+)
+#: the metric names Keras's compile() takes (its own lookup, and "acc", "crossentropy", "ce")
+KERAS_METRIC_NAMES = frozenset(
+    [_snake(c) for c in KERAS_METRICS] + list(KERAS_METRICS)
+    + ["acc", "crossentropy", "ce", "mse", "mae", "mape", "msle", "MSE", "MAE", "MAPE", "MSLE", "bce", "BCE",
+       "binary_io_u", "io_u", "mean_io_u", "one_hot_io_u", "one_hot_mean_io_u"]
+)
+#: normlab metric arguments Keras's class lacks: saved only at these values
+_METRIC_NORMLAB_ONLY = {"SparseTopKCategoricalAccuracy": {"from_sorted_ids": False}}
 
 def _optimizer_from_keras(value, where: str):
     from .. import optimizers as _optimizers
@@ -52,6 +75,28 @@ def _optimizer_from_keras(value, where: str):
         raise _Bad(f"{where} ({cls}) could not be constructed: {exc}") from None
 
 
+def _object_config(value: dict, where: str, cls: str) -> dict:
+    """The constructor arguments of a Keras loss or metric object: plain values, Keras's dtype policy read."""
+    conf = value.get("config") or {}
+    _need(isinstance(conf, dict), f"{where}'s config must be an object")
+    kwargs = {}
+    for key, v in conf.items():
+        w = f"{where} ({cls}) argument {key!r}"
+        if key == "fn":  # Keras's LossFunctionWrapper names its function; the class says it
+            continue
+        if key == "dtype":
+            if v in ("int32", "int64"):  # the counts of Keras's IoU metrics: normlab keeps its own
+                continue
+            kwargs[key] = None if v is None else _dtype_from_keras(v, w)
+        elif key == "reduction":
+            _need(v in (None, "auto") or v in _losses.REDUCTIONS, f"{w} is {v!r}, which normlab does not have")
+            if v not in (None, "auto"):  # Keras 2's "auto" is the default reduction
+                kwargs[key] = v
+        else:
+            kwargs[key] = _plain(v, w)
+    return kwargs
+
+
 def _loss_from_keras(value, where: str):
     if isinstance(value, str):
         try:
@@ -61,27 +106,9 @@ def _loss_from_keras(value, where: str):
     _need(isinstance(value, dict), f"{where} must be one loss (a name or an object)")
     _check_object(value, where)
     cls = value["class_name"]
-    _need(cls in _LOSSES, f"{where} is the Keras loss {cls!r}, which normlab does not have")
-    conf = value.get("config") or {}
-    _need(isinstance(conf, dict), f"{where}'s config must be an object")
-    kwargs = {}
-    for key, v in conf.items():
-        w = f"{where} ({cls}) argument {key!r}"
-        if key in ("from_logits", "label_smoothing") and cls != "MeanSquaredError":
-            kwargs[key] = _plain(v, w)
-        elif key == "reduction":
-            _need(v in (None, "auto") or v in _losses.REDUCTIONS, f"{w} is {v!r}, which normlab does not have")
-            if v not in (None, "auto"):  # Keras 2's "auto" is the default reduction
-                kwargs[key] = v
-        elif key == "ignore_class" and cls == "SparseCategoricalCrossentropy":
-            _need(v is None or _is_int(v), f"{w} must be an int or null")
-            kwargs[key] = v
-        elif key == "axis":
-            _need(v in (None, -1), f"{w} is {v!r}; normlab reduces over the last axis")
-        elif key in ("name", "dtype", "fn"):
-            pass
-        else:
-            _need(v is None, f"{w} is {v!r}, which normlab does not support")
+    _need(cls in KERAS_LOSSES and cls in _losses.registry._classes,
+          f"{where} is the Keras loss {cls!r}, which normlab does not have")
+    kwargs = _object_config(value, where, cls)
     try:
         return _losses.deserialize({"class_name": cls, "config": kwargs})
     except (ValueError, TypeError) as exc:
@@ -99,13 +126,13 @@ def _metric_from_keras(value, where: str):
     _need(isinstance(value, dict), f"{where} must be a metric name or object")
     _check_object(value, where)
     cls = value["class_name"]
-    _need(cls in _METRICS, f"{where} is the Keras metric {cls!r}, which normlab does not have")
-    conf = value.get("config") or {}
-    _need(isinstance(conf, dict), f"{where}'s config must be an object")
-    for key, v in conf.items():
-        _need(key in ("name", "dtype") or (key == "threshold" and v == 0.5) or v is None,
-              f"{where} ({cls}) argument {key!r} is {v!r}, which normlab does not support")
-    return _METRICS[cls]
+    _need(cls in KERAS_METRICS and cls in _metrics.registry._classes,
+          f"{where} is the Keras metric {cls!r}, which normlab does not have")
+    kwargs = _object_config(value, where, cls)
+    try:
+        return _metrics.registry.deserialize({"class_name": cls, "config": kwargs})
+    except (ValueError, TypeError) as exc:
+        raise _Bad(f"{where} ({cls}) could not be constructed: {exc}") from None
 
 
 def _compile_from_keras(info, model) -> None:
@@ -176,26 +203,43 @@ def _trainable_in_keras_order(model, pairs) -> tuple[list, list]:
     return arrays, [index[id(a)] for a in arrays]
 
 
+def _object_to_keras_config(kind: str, cls: str, config: dict, normlab_only: dict) -> dict:
+    """A normlab loss or metric config as Keras's, refusing arguments Keras's class lacks (unless at default)."""
+    out = {}
+    for key, value in config.items():
+        if key in normlab_only:
+            if value != normlab_only[key]:
+                raise ValueError(f"save_keras: the {kind} {cls}({key}={value!r}) has no Keras 3 counterpart "
+                                 f"(Keras's {cls} has no {key!r}).")
+            continue
+        if isinstance(value, dict):
+            raise ValueError(f"save_keras: the {kind} {cls}'s {key!r} is an object, which normlab does not map.")
+        out[key] = value
+    return out
+
+
 def _loss_to_keras(loss) -> dict:
     conf = _losses.serialize(loss)
     cls = conf["class_name"]
-    if cls not in _LOSSES:
-        raise ValueError(f"save_keras: the loss {cls!r} has no Keras 3 counterpart normlab maps.")
-    c = conf["config"]
-    out = {"name": _LOSSES[cls], "reduction": c.get("reduction", "sum_over_batch_size")}
-    if cls == "MeanSquaredError":
-        if c.get("from_logits"):
-            raise ValueError("save_keras: MeanSquaredError(from_logits=True) has no Keras 3 counterpart.")
-    else:
-        out["from_logits"] = bool(c.get("from_logits", False))
-        smoothing = float(c.get("label_smoothing", 0.0))
-        if cls == "SparseCategoricalCrossentropy":  # Keras's has no label_smoothing
-            if smoothing:
-                raise ValueError("save_keras: Keras 3's SparseCategoricalCrossentropy has no label_smoothing.")
-            out["ignore_class"] = c.get("ignore_class")
-        else:
-            out["label_smoothing"] = smoothing
+    if cls not in KERAS_LOSSES:
+        raise ValueError(f"save_keras: the loss {cls!r} has no Keras 3 counterpart.")
+    out = _object_to_keras_config("loss", cls, conf["config"], _LOSS_NORMLAB_ONLY.get(cls, {}))
     return {"module": "keras.losses", "class_name": cls, "config": out, "registered_name": None}
+
+
+def _metric_to_keras(metric):
+    """A metric of ``compile(metrics=...)``: a name Keras's compile takes, or a serialized Keras metric."""
+    if isinstance(metric, str):
+        if metric not in KERAS_METRIC_NAMES:
+            raise ValueError(f"save_keras: the metric name {metric!r} is not one Keras 3's compile() takes; "
+                             f"pass a metric object or one of Keras's names.")
+        return metric
+    conf = _metrics.registry.serialize(metric)
+    cls = conf["class_name"]
+    if cls not in KERAS_METRICS:
+        raise ValueError(f"save_keras: the metric {cls!r} has no Keras 3 counterpart.")
+    out = _object_to_keras_config("metric", cls, conf["config"], _METRIC_NORMLAB_ONLY.get(cls, {}))
+    return {"module": "keras.metrics", "class_name": cls, "config": out, "registered_name": None}
 
 
 def _optimizer_to_keras(optimizer) -> dict:
@@ -222,14 +266,7 @@ def _optimizer_to_keras(optimizer) -> dict:
 
 
 def _compile_to_keras(model) -> dict:
-    metrics = []
-    for m in model._metric_ids:
-        if not isinstance(m, str):
-            m = _metrics.registry.serialize(m)["class_name"]
-            m = _METRICS.get(m, m)
-        if m not in ("accuracy", "acc") and m not in _METRICS.values():
-            raise ValueError(f"save_keras: the metric {m!r} has no Keras 3 counterpart normlab maps.")
-        metrics.append(m)
+    metrics = [_metric_to_keras(m) for m in model._metric_ids]
     return {
         "optimizer": _optimizer_to_keras(model.optimizer),
         "loss": _loss_to_keras(model.loss),

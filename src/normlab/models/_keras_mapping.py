@@ -32,8 +32,9 @@ from ._keras_common import (  # noqa: F401 - re-exported
 )
 from ._keras_compile import (  # noqa: F401 - re-exported
     _KERAS_OPT_DEFAULTS,
-    _LOSSES,
-    _METRICS,
+    KERAS_LOSSES,
+    KERAS_METRIC_NAMES,
+    KERAS_METRICS,
     _NEGATED_SLOTS,
     _OPTIMIZERS,
     _compile_from_keras,
@@ -41,6 +42,7 @@ from ._keras_compile import (  # noqa: F401 - re-exported
     _loss_from_keras,
     _loss_to_keras,
     _metric_from_keras,
+    _metric_to_keras,
     _optimizer_from_keras,
     _optimizer_to_keras,
     _rule_slot_order,
