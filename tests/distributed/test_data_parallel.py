@@ -36,9 +36,8 @@ def _mpiexec():
 def run_mpi(*args, timeout=60, n=2, cwd=None):
     """``mpiexec -n 2 python ARGS``: the completed process (never left running past ``timeout``)."""
     cmd = [_mpiexec(), "-n", str(n)]
-    if os.geteuid() == 0 and "Open MPI" in subprocess.run([cmd[0], "--version"], capture_output=True,
-                                                          text=True).stdout:
-        cmd += ["--allow-run-as-root", "--oversubscribe"]
+    if "Open MPI" in subprocess.run([cmd[0], "--version"], capture_output=True, text=True, timeout=30).stdout:
+        cmd += ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
     env = dict(os.environ, NORMLAB_DISABLE_NUMBA="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     return subprocess.run(cmd + [sys.executable, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd)
