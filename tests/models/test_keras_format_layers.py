@@ -333,3 +333,55 @@ def test_layers_with_keras(name, tmp_path):
     read = load_keras(tmp_path / "native.keras")
     close(keras_predict(native, x), read.predict(x, verbose=0))
     assert layer_configs(read) == layer_configs(build(name, normlab))
+
+
+# ---------------------------------------------------------------- Keras arguments normlab lacks, on reading
+def _edited(tmp_path, make_layers, shape, edit):
+    """A normlab-written .keras file whose first layer's config ``edit`` changes (as Keras would write it)."""
+    import zipfile
+
+    model = normlab.Sequential(make_layers())
+    model.build((None,) + shape)
+    save_keras(model, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        parts = {n: zf.read(n) for n in zf.namelist()}
+    config = json.loads(parts["config.json"])
+    edit(config["config"]["layers"][1]["config"])
+    parts["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as zf:
+        for n, b in parts.items():
+            zf.writestr(n, b)
+    return tmp_path / "edited.keras"
+
+
+def _constraint(cls, module="keras.constraints", **config):
+    return {"module": module, "class_name": cls, "config": config, "registered_name": None}
+
+
+@needs_h5py
+@pytest.mark.parametrize("make, shape, edit, match", [
+    (lambda: [normlab.layers.BatchNormalization()], (3,),
+     lambda c: c.update(beta_constraint=_constraint("NonNeg")), "'beta_constraint'.*BatchNormalization"),
+    (lambda: [normlab.layers.Conv1D(2, 2)], (4, 3),
+     lambda c: c.update(activity_regularizer={"module": "keras.regularizers", "class_name": "L2",
+                                              "config": {"l2": 0.1}, "registered_name": None}),
+     "'activity_regularizer'.*Conv1D"),
+    (lambda: [normlab.layers.Dense(2)], (3,),
+     lambda c: c.update(kernel_constraint=_constraint("MaxNorm", module="builtins")), "module 'builtins'"),
+    (lambda: [normlab.layers.Dense(2)], (3,),
+     lambda c: c.update(kernel_constraint=_constraint("Radial")), "constraint 'Radial'"),
+    (lambda: [normlab.layers.Dense(2)], (3,),
+     lambda c: c.update(lora_rank=4), "'lora_rank' is 4"),
+    (lambda: [normlab.layers.RandomFlip()], (4, 4, 3),
+     lambda c: c.update(data_format="channels_first"), "supports only 'channels_last'"),
+    (lambda: [normlab.layers.Dense(2)], (3,),
+     lambda c: c.update(activation="swish_custom"), "activation 'swish_custom'"),
+    (lambda: [normlab.layers.PReLU()], (3,),
+     lambda c: c.update(shared_axes=[1]), "could not be constructed|shape"),
+])
+def test_keras_arguments_normlab_lacks_are_refused(make, shape, edit, match, tmp_path):
+    from normlab.models.saving import ModelFileError
+
+    path = _edited(tmp_path, make, shape, edit)
+    with pytest.raises(ModelFileError, match=match):
+        load_keras(path)
