@@ -60,6 +60,11 @@ def main(out: str) -> None:
     m.set_weights(C.fixed_weights(m))
     res["tob/result"] = np.array(m.train_on_batch(x[:33], y[:33], return_dict=False))
     res["tob/weights"] = flat(m)
+    # a generator builds the model on its first batch (no seed: each rank would draw its own weights)
+    m = C.compile_(C.mlp("sync"), dist)
+    m.fit(((x[i:i + 32], y[i:i + 32]) for i in range(0, 96, 32)), epochs=1, verbose=0)
+    both = comm.allgather(flat(m))
+    res["stream/rank_spread"] = np.array(np.max(np.abs(both[0] - both[1])))
     # float32 features with a large offset: the synchronized statistics keep their digits
     rng = np.random.default_rng(dist.rank + 10)
     shard = (1e4 + rng.normal(size=(64, 3)) * np.array([1.0, 0.01, 100.0])).astype(np.float32)

@@ -124,6 +124,11 @@ def test_a_checkpoint_resumes_bit_for_bit_on_as_many_ranks_and_closely_on_one(ra
     np.testing.assert_allclose(_flat(r), ranks["sync/weights"], rtol=1e-10, atol=1e-12)
 
 
+def test_a_generator_builds_the_same_model_on_every_rank(ranks):
+    """Built on the first batch, without a seed: rank 0's weights are broadcast once it is."""
+    assert ranks["stream/rank_spread"] == 0.0
+
+
 def test_train_on_batch_splits_the_global_batch(ranks, numpy_kernels):
     x, y = C.data()
     m = C.compile_(C.mlp("sync"))

@@ -65,21 +65,27 @@ class SlicedSource:
     Every rank must read the same batches (a PyDataset, or a generator
     seeded alike on every rank). ``check(k)`` is called with each global
     batch's size before it is cut (it refuses a batch smaller than the
-    number of ranks); ``on_batch(share)`` as in :class:`ShardedArraySource`.
+    number of ranks); ``on_batch(share)`` as in :class:`ShardedArraySource`;
+    ``on_first()`` (if given) once, after the first batch is read (the
+    model is built on it: its weights can be broadcast then).
     """
 
-    def __init__(self, source, rank: int, size: int, on_batch, check):
+    def __init__(self, source, rank: int, size: int, on_batch, check, on_first=None):
         self.source = source
         self.steps = source.steps
         self.reiterable = source.reiterable
         self.rank, self.size = rank, size
         self.on_batch = on_batch
         self.check = check
+        self.on_first = on_first
 
     def passes(self, index: int):
         for xb, yb, wb in self.source.passes(index):
             k = len(xb)
             self.check(k)
+            if self.on_first is not None:
+                first, self.on_first = self.on_first, None
+                first()
             a, b = span(k, self.rank, self.size)
             self.on_batch((b - a) / k)
             yield xb[a:b], (None if yb is None else yb[a:b]), (None if wb is None else wb[a:b])

@@ -277,7 +277,10 @@ class DataParallel:
                     raise ValueError(f"{owner}: a batch of {k} samples cannot be split over {n} ranks "
                                      f"(DataParallel needs at least one sample per rank).")
 
-            sharded = SlicedSource(src, self.rank, n, on_batch, check)
+            # a stream builds the model on its first batch: rank 0's weights are broadcast then
+            lazy = not model.built or model._trainable_signature is None
+            sharded = SlicedSource(src, self.rank, n, on_batch, check,
+                                   on_first=(lambda: self.broadcast_state(model)) if lazy else None)
         initial_epoch, model._initial_step = self.broadcast_state(model, initial_epoch, model._initial_step)
         self._plain_buffers = None
         return Epochs(sharded, data.steps_per_epoch, data.owner), initial_epoch
