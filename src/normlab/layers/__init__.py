@@ -44,6 +44,14 @@ from .normprop import NormPropDense  # noqa: E402
 __all__ += ["NormPropDense"]
 
 
+def __getattr__(name):
+    # Keras also spells it keras.layers.Input; imported late (models import layers)
+    if name == "Input":
+        from ..models.functional import Input
+        return Input
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def get(identifier):
     """Resolve a layer config dict or instance."""
     return registry.get(identifier, base=Layer)

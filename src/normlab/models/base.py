@@ -75,6 +75,8 @@ class BaseModel:
         self._metric_ids: list = []
         self.compiled = False
         self.stop_training = False
+        self.stop_evaluating = False
+        self.stop_predicting = False
         self.history: History | None = None
         self._fused = False
         self._trainable_signature: tuple | None = None
@@ -304,6 +306,31 @@ class BaseModel:
     @property
     def trainable_weights(self) -> list[np.ndarray]:
         return [p for l in self.layers for p in l.trainable_params.values()]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """The layer called ``name``, or at ``index`` in :attr:`layers` (Keras's ``get_layer``)."""
+        owner = f"{type(self).__name__}.get_layer"
+        if (name is None) == (index is None):
+            raise ValueError(f"{owner}: give exactly one of 'name' and 'index'.")
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not \
+                    -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"{owner}: 'index' must be an int in [0, {len(self.layers)}), got {index!r}.")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"{owner}: no layer named {name!r}; the layers are {[l.name for l in self.layers]}.")
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Keras's ``model.weights``: every layer's parameters then buffers, in layer order (the arrays)."""
+        return [w for l in self.layers for w in l.weights]
+
+    @property
+    def non_trainable_weights(self) -> list[np.ndarray]:
+        """Keras's ``non_trainable_weights``: the buffers, and the parameters of frozen layers."""
+        return [w for l in self.layers for w in l.non_trainable_weights]
 
     def _loss_and_output_grad(self, y, out, sample_weight=None):
         """Return ``(loss_value, gradient, fused)`` for prepared targets ``y`` (and checked weights)."""
@@ -724,6 +751,7 @@ class BaseModel:
             m.reset_state()
         total, seen = 0.0, 0
         logs: dict = {}
+        self.stop_evaluating = False  # Keras: a callback may set it to end the loop after its batch
         for i, (xb, yb, wb) in enumerate(batches):
             if callbacks is not None:
                 callbacks.on_test_batch_begin(i)
@@ -739,6 +767,8 @@ class BaseModel:
             if callbacks is not None:
                 logs = {"loss": total / seen, **{m.name: m.result() for m in metrics}}
                 callbacks.on_test_batch_end(i, logs)
+                if self.stop_evaluating:
+                    break
         if seen == 0:
             raise ValueError(f"{type(self).__name__}: the evaluation data gave no batch.")
         res = {"loss": total / seen + self._regularization_loss()}
@@ -812,10 +842,13 @@ class BaseModel:
     def _predict_batches(self, batches, callbacks, owner: str) -> np.ndarray:
         """Outputs of each batch, with the predict-batch hooks (Keras's ``{"outputs": ...}`` logs)."""
         outs = []
+        self.stop_predicting = False  # Keras: a callback may set it to end the loop after its batch
         for i, xb in enumerate(batches):
             callbacks.on_predict_batch_begin(i)
             outs.append(self._forward(xb, False))
             callbacks.on_predict_batch_end(i, {"outputs": outs[-1]})
+            if self.stop_predicting:
+                break
         if not outs:
             raise ValueError(f"{owner}: 'x' gave no batch.")
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)

@@ -171,6 +171,25 @@ class Model(BaseModel):
     def output_shape_for(self, input_shape: tuple) -> tuple:
         return (input_shape[0],) + tuple(self._output.shape[1:])
 
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """Keras's name of :meth:`output_shape_for`."""
+        return self.output_shape_for(input_shape)
+
+    @property
+    def input(self) -> SymbolicTensor:
+        """The model's ``Input`` tensor (Keras's ``model.input``)."""
+        return self._input
+
+    @property
+    def output(self) -> SymbolicTensor:
+        """The model's output tensor (Keras's ``model.output``)."""
+        return self._output
+
+    @property
+    def output_shape(self) -> tuple:
+        """``(None, ...)``, Keras's ``model.output_shape``."""
+        return (self._input.shape[0],) + tuple(self._output.shape[1:])
+
     def _layer_output_shapes(self) -> list:
         return [t.shape for t in self._nodes]
 
@@ -220,6 +239,9 @@ class Model(BaseModel):
     def __call__(self, x, training: bool = False) -> np.ndarray:
         if not isinstance(training, (bool, np.bool_)):
             raise TypeError(f"Model.__call__: 'training' must be a bool, got {training!r}.")
+        if isinstance(x, SymbolicTensor):
+            # Keras's symbolic call: the output's shape, batch axis as given
+            return SymbolicTensor((x.shape[0],) + tuple(self.output_shape_for(x.shape)[1:]), None, ())
         with self._building():
             x = self._inference_input(x, "__call__")
         values = {id(self._input): x}

@@ -6,7 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..layers._symbolic import SymbolicTensor
+from .._validation import InvalidParameterError
+from ..layers._symbolic import SymbolicTensor, is_symbolic
 from ..layers.base import Layer
 from ..utils import _random
 from ..layers.base import registry as _layer_registry
@@ -81,7 +82,9 @@ class Sequential(BaseModel):
             self._input_spec = tuple(layer.shape)
             return
         if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add expects a Layer, got {layer!r}.")
+            # both a TypeError (normlab's) and a ValueError (Keras's)
+            raise InvalidParameterError(f"Sequential.add: Only instances of normlab.layers.Layer (or a "
+                                        f"normlab.Input, first) can be added to a Sequential model; got {layer!r}.")
         if any(layer is l for l in self.layers):
             raise ValueError(f"Layer {layer.name!r} is already in the model.")
         if any(layer.name == l.name for l in self.layers):
@@ -102,6 +105,19 @@ class Sequential(BaseModel):
                 if declared is not None:
                     self._input_spec = None
                 raise
+
+    def pop(self) -> Layer:
+        """Remove the last layer and return it (Keras's ``pop``); the model must be compiled again.
+
+        The optimizer's slots belonged to the removed layer's weights too, so
+        a compiled model is left uncompiled.
+        """
+        if not self.layers:
+            raise TypeError(f"Sequential.pop: model {self.name!r} has no layers to remove.")
+        layer = self.layers.pop()
+        if self.compiled:
+            self._init_training_state()
+        return layer
 
     @property
     def built(self) -> bool:
@@ -152,6 +168,15 @@ class Sequential(BaseModel):
             shape = layer.compute_output_shape(shape)
         return shape
 
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """Keras's name of :meth:`output_shape_for` (works before the model is built)."""
+        return self.output_shape_for(input_shape)
+
+    @property
+    def output_shape(self):
+        """``(None, ...)``: the output shape of the built model (Keras), None before it is built."""
+        return self.output_shape_for(self.input_shape) if self.built else None
+
     def _program(self) -> tuple[list, int]:
         return [(layer, (k,)) for k, layer in enumerate(self.layers)], len(self.layers)
 
@@ -159,6 +184,13 @@ class Sequential(BaseModel):
         """Run the layers on ``x`` (checked), as ``layer(x, training)`` does for one layer."""
         if not isinstance(training, (bool, np.bool_)):
             raise TypeError(f"Sequential.__call__: 'training' must be a bool, got {training!r}.")
+        if is_symbolic(x) and not isinstance(x, (list, tuple)):
+            # Keras's symbolic call: the output's shape, batch axis as given (builds an unbuilt model)
+            if not self.layers:
+                raise ValueError(f"Model {self.name!r} has no layers.")
+            if not self.built:
+                self.build((None,) + tuple(x.shape[1:]))
+            return SymbolicTensor((x.shape[0],) + tuple(self.output_shape_for(x.shape)[1:]), None, ())
         with self._building():
             x = self._inference_input(x, "__call__")
         for layer in self.layers:
