@@ -103,6 +103,8 @@ def test_auto_choice():
     on = K._backend.numba_enabled()
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 32, 64) == ("winograd" if on else "gemm")
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 1, 32) == "gemm"
+    assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 16, 16) == "gemm"
+    assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 8, 32) == ("winograd" if on else "gemm")
     assert K.resolve_algorithm("auto", (3, 3), (2, 2), (1, 1), 64, 64) == "gemm"
     assert K.resolve_algorithm("auto", (5, 5), (1, 1), (1, 1), 64, 64) == "gemm"
     with pytest.raises(ValueError, match="algorithm='winograd' needs a 3 x 3 kernel"):

@@ -182,3 +182,47 @@ def input_transform_adjoint(du, pt, pl, t0, t1, th, tw, dx):
                     if 0 <= s + b < w:
                         for c in range(nc):
                             dx[n, r + a, s + b, c] += dd[a, b, c]
+
+
+@njit(cache=True, nogil=True)
+def kernel_transform(g, wt):
+    """``wt[4a + b, c, f] = (G g[:, :, c, f] G^T)[a, b]``, computed in float64 and rounded once.
+
+    ``G`` rows: ``(1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1)``.
+    """
+    nc, nf = g.shape[2], g.shape[3]
+    r = np.empty((4, 3), np.float64)
+    for c in range(nc):
+        for f in range(nf):
+            for j in range(3):  # r[:, j] = G g[:, j]
+                g0, g1, g2 = np.float64(g[0, j, c, f]), np.float64(g[1, j, c, f]), np.float64(g[2, j, c, f])
+                r[0, j] = g0
+                r[1, j] = 0.5 * (g0 + g1 + g2)
+                r[2, j] = 0.5 * (g0 - g1 + g2)
+                r[3, j] = g2
+            for a in range(4):  # wt[a, :] = r[a, :] G^T
+                wt[4 * a, c, f] = r[a, 0]
+                wt[4 * a + 1, c, f] = 0.5 * (r[a, 0] + r[a, 1] + r[a, 2])
+                wt[4 * a + 2, c, f] = 0.5 * (r[a, 0] - r[a, 1] + r[a, 2])
+                wt[4 * a + 3, c, f] = r[a, 2]
+
+
+@njit(cache=True, nogil=True)
+def kernel_transform_adjoint(dwt, dg):
+    """``dg[:, :, c, f] = G^T dWt[c, f] G`` (the adjoint of :func:`kernel_transform`), in float64."""
+    nc, nf = dg.shape[2], dg.shape[3]
+    r = np.empty((3, 4), np.float64)
+    for c in range(nc):
+        for f in range(nf):
+            for b in range(4):  # r[:, b] = G^T dWt[:, b]
+                d0 = np.float64(dwt[b, c, f])
+                d1 = np.float64(dwt[4 + b, c, f])
+                d2 = np.float64(dwt[8 + b, c, f])
+                d3 = np.float64(dwt[12 + b, c, f])
+                r[0, b] = d0 + 0.5 * (d1 + d2)
+                r[1, b] = 0.5 * (d1 - d2)
+                r[2, b] = 0.5 * (d1 + d2) + d3
+            for i in range(3):  # dg[i, :] = r[i, :] G
+                dg[i, 0, c, f] = r[i, 0] + 0.5 * (r[i, 1] + r[i, 2])
+                dg[i, 1, c, f] = 0.5 * (r[i, 1] - r[i, 2])
+                dg[i, 2, c, f] = 0.5 * (r[i, 1] + r[i, 2]) + r[i, 3]

@@ -85,9 +85,11 @@ __all__ = [
 
 #: the values of ``algorithm=``
 ALGORITHMS = ("auto", "gemm", "winograd", "direct")
-#: "auto" uses Winograd from this many input channels and filters per group (measured:
-#: benchmarks/README.md, "Convolution algorithms")
-WINOGRAD_MIN_CHANNELS = 16
+#: "auto" uses Winograd from this many input channels and filters per group (measured, one
+#: thread, forward + backward, Winograd's time / GEMM's: 1.07 at 4 -> 16 and 1.18 at 16 -> 16
+#: channels, 0.87 at 8 -> 32, 0.55 at 32 -> 64 and 64 -> 64; benchmarks/README.md, "Convolution")
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_MIN_FILTERS = 32
 
 
 class ConvGeometry(NamedTuple):
@@ -175,15 +177,18 @@ def resolve_algorithm(algorithm: str, kernel_size, strides, dilation, channels: 
     """The algorithm that runs: ``algorithm`` itself, or the choice of ``"auto"`` for this shape.
 
     ``channels`` and ``filters`` are per group. ``"auto"`` picks Winograd for 3 x 3
-    kernels with unit strides and dilation when both have at least
-    ``WINOGRAD_MIN_CHANNELS`` and the numba kernels are on (the NumPy transforms
-    are slower than the GEMM they save), and the GEMM path otherwise.
+    kernels with unit strides and dilation with at least ``WINOGRAD_MIN_CHANNELS``
+    input channels and ``WINOGRAD_MIN_FILTERS`` filters (``filters=None``: not
+    known, the channels must reach ``WINOGRAD_MIN_FILTERS`` too) when the numba
+    kernels are on (the NumPy transforms cost more than the GEMM they save), and
+    the GEMM path otherwise. "direct" is never chosen: it measured no faster
+    than the GEMM path, even with one input channel.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"conv: algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
     wino_ok = _wino.supported(kernel_size, strides, dilation)
     if algorithm == "auto":
-        big = channels >= WINOGRAD_MIN_CHANNELS and (filters is None or filters >= WINOGRAD_MIN_CHANNELS)
+        big = channels >= WINOGRAD_MIN_CHANNELS and (channels if filters is None else filters) >= WINOGRAD_MIN_FILTERS
         return "winograd" if wino_ok and big and _backend.numba_enabled() else "gemm"
     if algorithm == "winograd" and not wino_ok:
         raise ValueError(
