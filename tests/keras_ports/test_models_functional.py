@@ -161,3 +161,46 @@ def test_for_functional_in_sequential():
     inp = Input((3,))
     inner = Model(inp, layers.Dense(2)(inp))
     normlab.Sequential([inner, layers.Dense(1)])
+
+
+# ------------------------------------------------------------ keras/src/models/model_test.py
+def _single_output_model():
+    x = Input(shape=(3,), name="input_a")
+    return Model(x, layers.Dense(1, name="output_a_model_test")(x))
+
+
+def test_functional_pickling():
+    """Keras: ModelTest.test_functional_pickling (single output; pickling goes through the safe format)."""
+    import pickle
+    model = _single_output_model()
+    model.compile(loss="mse")
+    x = rng.random((8, 3))
+    reloaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_functional_single_output():
+    """Keras: ModelTest.test_functional_single_output (loss given plainly; metrics and weighted_metrics as lists:
+    the per-output list and dict forms need named outputs, see the xfail below)."""
+    model = _single_output_model()
+    model.compile(optimizer="sgd", loss="mean_squared_error", metrics=["mean_squared_error", "mean_absolute_error"])
+    hist = model.fit(rng.random((8, 3)), rng.random((8, 1)), batch_size=2, epochs=1, verbose=0)
+    assert {"loss", "mean_absolute_error", "mean_squared_error"} <= set(hist.history)
+
+
+@pytest.mark.xfail(strict=True, raises=(TypeError, ValueError),
+                   reason="normlab's compile takes one loss and a list of metrics (no per-output lists or dicts, "
+                          "no weighted_metrics)")
+def test_functional_single_output_structured_losses():
+    """Keras: ModelTest.test_functional_single_output (loss as [..], {"output_a": ..}; metrics by output name)."""
+    model = _single_output_model()
+    model.compile(optimizer="sgd", loss={"output_a_model_test": "mean_squared_error"},
+                  metrics={"output_a_model_test": ["mean_squared_error"]},
+                  weighted_metrics={"output_a_model_test": "mean_squared_error"})
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason="normlab models have no to_json / model_from_json")
+def test_json_serialization():
+    """Keras: ModelTest.test_json_serialization (one input here)."""
+    model = _single_output_model()
+    assert model.to_json()
