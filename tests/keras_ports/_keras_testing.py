@@ -333,3 +333,9 @@ random = types.SimpleNamespace(
 
 #: Keras's MultiHeadAttention: normlab has none (its tests are strict xfails)
 MultiHeadAttention = None
+
+
+#: Keras's global dtype policy: normlab has none (it computes in the inputs' dtype)
+dtype_policies = types.SimpleNamespace(
+    dtype_policy=types.SimpleNamespace(dtype_policy=lambda: None, set_dtype_policy=lambda policy: None))
+backend.set_floatx = lambda value: None

@@ -45,6 +45,15 @@ from ._confusion import (
     TrueNegatives,
     TruePositives,
 )
+from ._fscore import (
+    ConcordanceCorrelation,
+    F1Score,
+    FBetaScore,
+    PearsonCorrelation,
+    concordance_correlation,
+    pearson_correlation,
+)
+from ._iou import IoU, BinaryIoU, MeanIoU, OneHotIoU, OneHotMeanIoU
 from ._functions import (
     accuracy,
     binary_accuracy,
@@ -83,6 +92,8 @@ __all__ = [
     "Hinge", "SquaredHinge", "CategoricalHinge",
     "TruePositives", "FalsePositives", "TrueNegatives", "FalseNegatives", "Precision", "Recall", "AUC",
     "SensitivityAtSpecificity", "SpecificityAtSensitivity", "PrecisionAtRecall", "RecallAtPrecision",
+    "FBetaScore", "F1Score", "PearsonCorrelation", "ConcordanceCorrelation",
+    "IoU", "BinaryIoU", "MeanIoU", "OneHotIoU", "OneHotMeanIoU",
     "get",
 ]
 

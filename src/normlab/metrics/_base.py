@@ -28,15 +28,42 @@ _DTYPES = ("float16", "float32", "float64", *_BF16, "int8", "int16", "int32", "i
 
 
 class MetricVariable(np.ndarray):
-    """A copy of one part of a metric's state, named as Keras names the variable (``"true_positives"``)."""
+    """One part of a metric's state, named as Keras names the variable (``"true_positives"``).
 
-    def __new__(cls, value, name: str):
-        obj = np.array(value, dtype=np.float64).view(cls)
+    ``variables`` of normlab's own metrics are copies; :meth:`Metric.add_variable`
+    returns a live one, with Keras's ``assign`` / ``assign_add`` / ``assign_sub``.
+    """
+
+    def __new__(cls, value, name: str, dtype=np.float64):
+        obj = np.array(value, dtype=dtype).view(cls)
         obj.name = name
         return obj
 
     def __array_finalize__(self, obj):
         self.name = getattr(obj, "name", None)
+
+    @property
+    def path(self):
+        return self.name
+
+    @property
+    def value(self):
+        return np.asarray(self)
+
+    def numpy(self):
+        return np.array(self)
+
+    def assign(self, value):
+        self[...] = value
+        return self
+
+    def assign_add(self, value):
+        self[...] += value
+        return self
+
+    def assign_sub(self, value):
+        self[...] -= value
+        return self
 
 
 class Metric:
@@ -53,19 +80,47 @@ class Metric:
         validate_params(type(self).__name__, Metric._param_constraints, {"name": name, "dtype": dtype})
         self.name = name or self.default_name
         self.dtype = None if dtype is None else np.dtype(dtype).name
-        self.reset_state()
+        self._variables: list = []
+        # A subclass written the Keras way creates its variables after super().__init__ (add_variable), so its
+        # own reset_state cannot run yet; normlab's metrics set their state here.
+        if type(self).reset_state.__module__.startswith("normlab."):
+            self.reset_state()
 
     default_name = "metric"
     #: the attributes that hold the state (Keras's ``variables``), each reset to 0
     _state: tuple = ("_total", "_count")
 
     def reset_state(self) -> None:
+        for v in getattr(self, "_variables", ()):
+            v.assign(0)
         for name in self._state:
             setattr(self, name, 0.0)
 
+    def add_variable(self, shape=(), initializer=None, dtype=None, aggregation="sum", name=None):
+        """Keras's ``add_variable``: a live state array (zeros, or ``initializer(shape, dtype)``), in :attr:`variables`.
+
+        For metrics written the Keras way: create the state in ``__init__``,
+        update it with ``assign`` / ``assign_add`` in ``update_state``.
+        """
+        dtype = np.dtype(dtype or "float32").name
+        if initializer is None:
+            value = np.zeros(shape, dtype=dtype)
+        else:
+            from .. import initializers
+            value = initializers.get(initializer)(tuple(shape), "float64").astype(dtype)
+        var = MetricVariable(value, name or f"variable_{len(self._variables)}", dtype=dtype)
+        self._variables.append(var)
+        return var
+
     @property
     def variables(self) -> list:
-        """The state, as Keras's metric variables (copies, each with Keras's ``name``: ``total``, ``count``, ...)."""
+        """The state, as Keras's metric variables (each with Keras's ``name``: ``total``, ``count``, ...).
+
+        Those made by :meth:`add_variable` are the live arrays; normlab's own
+        metrics give copies of their state.
+        """
+        if self._variables:
+            return list(self._variables)
         return [MetricVariable(getattr(self, name), name.lstrip("_")) for name in self._state]
 
     @property
