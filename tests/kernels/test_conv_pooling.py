@@ -57,3 +57,18 @@ def test_nan_window_gets_no_gradient_and_nan_dy_stays_put():
 def test_gradients(kernel_path, rng):
     x = rng.standard_normal((2, 6, 7, 3))  # continuous values: no ties
     assert max(check_layer_gradients(MaxPooling2D(2, dtype="float64"), x).values()) < 1e-6
+
+
+def test_same_bits_on_one_and_two_threads(rng, monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from normlab.kernels import _threads
+
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_ELEMENTS", 0)
+    x = rng.standard_normal((5, 6, 8, 3)).astype(np.float32)
+    out = []
+    for n in (1, 2):
+        with threadpoolctl.threadpool_limits(n):
+            y, cache = P.max_pool2d_forward(x)
+            out.append((y, P.max_pool2d_backward(y * 2, cache)))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)

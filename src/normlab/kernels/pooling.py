@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _threads
 from .conv import ConvGeometry, conv_geometry
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
@@ -116,7 +116,7 @@ def max_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid"):
         xp = np.ascontiguousarray(xp)
         y = np.empty((x.shape[0],) + geom.out_size + (x.shape[3],), dtype=x.dtype)
         arg = np.empty(y.shape, dtype=np.uint8)
-        _nbp.max_forward(xp, ph, pw, sh, sw, y, arg)
+        _by_images(lambda a, b: _nbp.max_forward(xp[a:b], ph, pw, sh, sw, y[a:b], arg[a:b]), xp)
         return y, PoolCache(geom, x.shape, xp, y, arg)
     taps = list(_taps(geom))
     _, rs, cs = taps[0]
@@ -124,6 +124,13 @@ def max_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid"):
     for _, rs, cs in taps[1:]:
         np.maximum(y, xp[:, rs, cs], out=y)
     return y, PoolCache(geom, x.shape, xp, y)
+
+
+def _by_images(fn, xp) -> None:
+    """``fn(n0, n1)`` over ranges of images, on the thread limit's threads for large inputs
+    (each image's windows are its own: the same bits on any number of threads)."""
+    threads = 1 if xp.size < _threads.MIN_PARALLEL_ELEMENTS else _threads.get_num_threads()
+    _threads.run_parts(fn, xp.shape[0], threads)
 
 
 def _fast_disjoint(xp, geom) -> bool:
@@ -142,7 +149,8 @@ def max_pool2d_backward(dy, cache: PoolCache):
     if arg is not None and _backend.numba_enabled() and dy.dtype == xp.dtype:
         # every element inside a window is written: no zeroing where the windows tile xp
         dxp = np.empty(xp.shape, dtype=dy.dtype) if _covers(geom, xp.shape) else np.zeros(xp.shape, dtype=dy.dtype)
-        _nbp.max_backward(np.ascontiguousarray(dy), arg, ph, pw, sh, sw, dxp, dy.dtype.type(0))
+        dy, zero = np.ascontiguousarray(dy), dy.dtype.type(0)
+        _by_images(lambda a, b: _nbp.max_backward(dy[a:b], arg[a:b], ph, pw, sh, sw, dxp[a:b], zero), xp)
         return _unpad(dxp, geom)
     dxp = np.zeros(xp.shape, dtype=dy.dtype)
     if (
