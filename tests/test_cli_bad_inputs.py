@@ -255,6 +255,8 @@ CASES = [
          config=changed("training", "metrics", "accuracy")),
     Case("training.metrics-unknown", T, 2, "[training]", "bogus_metric",
          config=changed("training", "metrics", ["bogus_metric"])),
+    Case("training.distribute-unknown", T, 2, "[training] 'distribute' must be 'DataParallel'",
+         config=changed("training", "distribute", "Horovod")),
     Case("training.unknown-key", T, 2, "[training]: unknown key 'epoch'", config=changed("training", "epoch", 3)),
     # --- [[callbacks]]
     Case("callbacks.type-unknown", T, 2, "[[callbacks]] #1: unknown callback type 'EarlyStoping'. Known callback "

@@ -8,7 +8,7 @@ trains them with a Keras-style API.
 __version__ = "0.2.0.dev0"
 
 from ._validation import InvalidParameterError
-from . import activations, constraints, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing, optimizers, errors, utils, export
+from . import activations, constraints, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing, optimizers, errors, utils, export, distributed
 from .errors import NonFiniteError
 from .models import Input, Model, ModelFileError, Sequential, fold_batchnorm, load_model, recompute_batchnorm_statistics
 
@@ -36,5 +36,7 @@ __all__ = [
     "testing",
     "errors",
     "utils",
+    "export",
+    "distributed",
     "__version__",
 ]
