@@ -32,6 +32,9 @@ from ._fused_numba import IDENTITY, act_grad
 
 #: statuses of the training forward kernels
 OK, NOT_FINITE, OVERFLOW = 0, 1, 2
+#: the largest finite float32 / float64 (the moving variance's overflow check)
+_F32_MAX = float(np.finfo(np.float32).max)
+_F64_MAX = float(np.finfo(np.float64).max)
 #: largest ``|mean * scale|`` for which the forward pass folds the mean into the shift (see _train_statistics)
 _FOLD_BOUND = 4.0
 
@@ -45,7 +48,10 @@ def moments(x):
     :func:`_column_moments_scaled`; NaN or inf input gives NaN.
     """
     mean, var, s1, s2 = _moments_sums(x)
-    if not np.isfinite(np.sum(s1) + np.sum(s2)):
+    total = 0.0  # a loop rather than np.sum: one compilation less on the first run
+    for j in range(s1.size):
+        total += s1[j] + s2[j]
+    if not np.isfinite(total):
         for j in range(x.shape[1]):
             if not (np.isfinite(s1[j]) and np.isfinite(s2[j])):
                 mean[j], var[j] = _column_moments_scaled(x, j)
@@ -404,7 +410,12 @@ def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_
             return (OVERFLOW if all_finite(x) else NOT_FINITE), center, scale, shift
     # an updated moving mean is a weighted mean of two values in its dtype's range; an
     # updated variance may not be, which only the rare large batch variance can cause
-    if np.max(var) * var_correction > np.finfo(moving_var.dtype).max:
+    # loops and constants rather than np.max and np.finfo: two compilations less on the first run
+    vmax = 0.0
+    for j in range(c):
+        vmax = max(vmax, var[j])
+    if vmax * var_correction > (_F32_MAX if moving_var.itemsize == 4 else _F64_MAX if moving_var.itemsize == 8
+                                 else 65504.0):
         tm, tv = moving_mean.dtype.type, moving_var.dtype.type
         for j in range(c):
             # the updated values as their buffers will hold them (recomputed, the same bits, below)
