@@ -161,6 +161,37 @@ def _every_activation(ns, inp):
 CASES["activations"] = graph((6,), _every_activation)
 
 
+# ---------------------------------------------------------------- initializers, regularizers, constraints
+OBJECTS = {
+    "initializers": {"Constant": {"value": 0.5}, "GlorotNormal": {"seed": 1}, "GlorotUniform": {},
+                     "HeNormal": {}, "HeUniform": {"seed": 2}, "Identity": {"gain": 2.0}, "LecunNormal": {},
+                     "LecunUniform": {}, "Ones": {}, "Orthogonal": {"gain": 0.5, "seed": 2},
+                     "RandomNormal": {"mean": 0.1, "stddev": 0.2, "seed": 3},
+                     "RandomUniform": {"minval": -0.1, "maxval": 0.2}, "TruncatedNormal": {"stddev": 0.3},
+                     "VarianceScaling": {"scale": 2.0, "mode": "fan_avg", "distribution": "uniform"},
+                     "Zeros": {}},
+    "regularizers": {"L1": {"l1": 0.01}, "L2": {"l2": 0.02}, "L1L2": {"l1": 0.01, "l2": 0.02},
+                     "OrthogonalRegularizer": {"factor": 0.1, "mode": "columns"}},
+    "constraints": {"MaxNorm": {"max_value": 2.0, "axis": 0}, "MinMaxNorm": {"min_value": 0.1, "max_value": 1.5,
+                                                                             "rate": 0.5, "axis": 0},
+                    "NonNeg": {}, "UnitNorm": {"axis": 0}},
+}
+
+
+def _object_model(ns):
+    """A Dense(3) per initializer, regularizer and constraint normlab has, each on the kernel."""
+    layers = []
+    for module, classes in OBJECTS.items():
+        arg = "kernel_" + module[:-1]
+        for cls, kwargs in classes.items():
+            layers.append(ns.layers.Dense(3, **{arg: getattr(getattr(ns, module), cls)(**kwargs)}))
+    return layers
+
+
+CASES["objects"] = seq((3,), *[(lambda ns, i=i: _object_model(ns)[i]) for i in range(23)])
+
+
+
 # ---------------------------------------------------------------- building
 def build(name, ns):
     """The case's model in ``ns`` (normlab or keras), built."""
@@ -229,6 +260,12 @@ def layer_configs(model):
             conf["factor"] = [-conf["factor"], conf["factor"]]  # Keras's (lower, upper)
         if cls == "GroupNormalization" and conf["groups"] == -1:
             conf["groups"] = next(iter(layer.params.values())).shape[0]  # Keras writes the channel count it built
+        for value in conf.values():
+            if isinstance(value, dict) and value.get("class_name") == "Identity":
+                value["config"].pop("gain", None)  # Keras 3.15's Identity initializer leaves gain out of its config
+            if isinstance(value, dict) and "config" in value:  # Keras keeps its regularizers' factors in float32
+                value["config"] = {k: float(np.float32(v)) if isinstance(v, float) else v
+                                   for k, v in value["config"].items()}
         out.append((cls, conf))
     return out
 
@@ -325,7 +362,9 @@ def test_layers_with_keras(name, tmp_path):
     theirs = keras.saving.load_model(tmp_path / "n.keras")
     close(expected, keras_predict(theirs, x))
     theirs.save(tmp_path / "k.keras")
-    close(expected, load_keras(tmp_path / "k.keras").predict(x, verbose=0))
+    again = load_keras(tmp_path / "k.keras")
+    close(expected, again.predict(x, verbose=0))
+    assert layer_configs(again) == layer_configs(ours)  # Keras took every argument as normlab meant it
     # Keras builds the same model itself: normlab reads its file, with the config normlab builds
     keras.utils.set_random_seed(0)
     native = randomize(build(name, keras), seed=5)
@@ -385,3 +424,24 @@ def test_keras_arguments_normlab_lacks_are_refused(make, shape, edit, match, tmp
     path = _edited(tmp_path, make, shape, edit)
     with pytest.raises(ModelFileError, match=match):
         load_keras(path)
+
+
+def test_every_initializer_regularizer_and_constraint_is_covered():
+    from normlab.models._keras_common import KERAS_OBJECTS
+
+    for module, classes in OBJECTS.items():
+        have = set(getattr(normlab, module).registry._classes)
+        assert sorted(have & set(KERAS_OBJECTS[f"keras.{module}"])) == sorted(classes)
+    assert sum(len(c) for c in OBJECTS.values()) == 23
+
+
+@needs_h5py
+def test_an_object_keras_lacks_is_refused(tmp_path, monkeypatch):
+    from normlab.models import _keras_common
+
+    monkeypatch.setitem(_keras_common.KERAS_OBJECTS, "keras.constraints", ("MaxNorm",))
+    model = normlab.Sequential([normlab.layers.Dense(2, bias_constraint="non_neg", name="dense")])
+    model.build((None, 3))
+    with pytest.raises(ValueError, match=r"layer 'dense' \(Dense\) argument 'bias_constraint' uses the constraint "
+                                         r"'NonNeg', which Keras 3 does not have"):
+        save_keras(model, tmp_path / "m.keras")

@@ -156,11 +156,24 @@ def _policy(dtype) -> dict:
     return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": name}, "registered_name": None}
 
 
-def _object_to_keras(value, module: str):
+#: Keras 3.15's classes of the objects inside layer configs (what keras.saving.load_model can build)
+KERAS_OBJECTS = {
+    "keras.initializers": ("Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity",
+                           "LecunNormal", "LecunUniform", "Ones", "Orthogonal", "RandomNormal", "RandomUniform",
+                           "STFT", "TruncatedNormal", "VarianceScaling", "Zeros"),
+    "keras.regularizers": ("L1", "L1L2", "L2", "OrthogonalRegularizer"),
+    "keras.constraints": ("MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"),
+}
+
+
+def _object_to_keras(value, module: str, who: str = "save_keras"):
+    """A normlab initializer, regularizer or constraint (a name or ``{"class_name", "config"}``) as Keras's."""
     if value is None or isinstance(value, str):
         return value
-    return {"module": module, "class_name": value["class_name"], "config": dict(value["config"]),
-            "registered_name": None}
+    cls = value["class_name"]
+    if cls not in KERAS_OBJECTS.get(module, (cls,)):
+        raise ValueError(f"{who} uses the {module.split('.')[-1][:-1]} {cls!r}, which Keras 3 does not have.")
+    return {"module": module, "class_name": cls, "config": dict(value["config"]), "registered_name": None}
 
 
 def _unique(name: str, taken: set) -> str:

@@ -340,7 +340,7 @@ def _layer_to_keras(layer: Layer) -> dict:
     for key, value in conf.items():
         if key in spec.args:
             kind = _object_kind(key)
-            out[key] = value if kind is None else _object_to_keras(value, kind[0])
+            out[key] = value if kind is None else _object_to_keras(value, kind[0], f"{who} argument {key!r}")
         elif key in spec.normlab_only:
             default = spec.normlab_only[key]
             if default is not _ANY and value != default:
