@@ -64,8 +64,19 @@ def _np_pool(x, pool, strides, padding, data_format, op):
     return out
 
 
-def _np_conv(x, kernel, bias, strides, padding, data_format, dilation_rate):
-    """Reference convolution (groups=1), channels_last internally; kernel (*k, c_in, filters)."""
+def _np_conv(x, kernel, bias, strides, padding, data_format, dilation_rate, groups=1):
+    """Reference convolution, channels_last internally; kernel (*k, c_in / groups, filters).
+
+    With groups, input channel block g (of c_in / groups) feeds filter block g
+    (of filters / groups), Keras's grouped convolution.
+    """
+    if groups > 1:
+        xs = np.split(np.moveaxis(x, 1, -1) if data_format == "channels_first" else x, groups, axis=-1)
+        ks = np.split(kernel, groups, axis=-1)
+        bs = np.split(np.asarray(bias), groups)
+        out = np.concatenate([_np_conv(xg, kg, bg, strides, padding, "channels_last", dilation_rate)
+                              for xg, kg, bg in zip(xs, ks, bs)], axis=-1)
+        return np.moveaxis(out, -1, 1) if data_format == "channels_first" else out
     nd = x.ndim - 2
     if data_format == "channels_first":
         x = np.moveaxis(x, 1, -1)
@@ -431,19 +442,12 @@ CONV2D_BASIC = [
          dilation_rate=(1, 1), groups=2, input_shape=(3, 5, 5, 4), output_shape=(3, 2, 4, 6)),
 ]
 
-_NO_GROUPS = pytest.mark.xfail(strict=True, raises=TypeError,
-                               reason="normlab's Conv1D/Conv2D have no 'groups' argument (grouped convolution)")
-
-
 def _conv_params(cases):
-    return [pytest.param(c, marks=_NO_GROUPS) if c["groups"] != 1 else c for c in cases]
+    return cases
 
 
 def _conv_kwargs(case):
-    kw = {k: v for k, v in case.items() if k not in ("input_shape", "output_shape")}
-    if kw["groups"] == 1:
-        del kw["groups"]  # the Keras default; normlab has no such argument
-    return kw
+    return {k: v for k, v in case.items() if k not in ("input_shape", "output_shape")}
 
 
 @pytest.mark.parametrize("case", _conv_params(CONV1D_BASIC))
@@ -493,7 +497,7 @@ def _conv_correct(cls, case, input_shape):
     layer.params["kernel"][...] = kernel
     layer.params["bias"][...] = bias
     expected = _np_conv(x, kernel, bias, case["strides"], case["padding"], case["data_format"],
-                        case["dilation_rate"])
+                        case["dilation_rate"], case["groups"])
     np.testing.assert_allclose(layer(x), expected, rtol=5e-4, atol=1e-6)
 
 
@@ -510,37 +514,31 @@ def test_conv2d_correctness(case):
 
 
 def test_conv_additional_groups_1_cases():
-    """Keras: ConvCorrectnessTest.test_conv1d/test_conv2d, the groups=2 cases run with groups=1.
-
-    normlab lacks grouped convolution (see the strict xfails above); the same
-    geometries (same/causal padding with dilation, strides, channels_first)
-    are still checked against the reference with one group.
-    """
-    # the channels_first cases are left out: normlab's Conv1D/Conv2D are channels-last only
-    # (test_conv_channels_first below)
+    """Keras: ConvCorrectnessTest.test_conv1d/test_conv2d, the groups=2 cases also run with groups=1 (the same
+    geometries with one group: same/causal padding with dilation, strides, channels_first)."""
     for case in CONV1D_CORRECT[1:]:
-        if case["data_format"] == "channels_last":
-            _conv_correct(L.Conv1D, {**case, "groups": 1}, (2, 8, 4))
+        _conv_correct(L.Conv1D, {**case, "groups": 1}, (2, 8, 4))
     for case in CONV2D_CORRECT[2:]:
-        if case["data_format"] == "channels_last":
-            _conv_correct(L.Conv2D, {**case, "groups": 1}, (2, 8, 8, 4))
+        _conv_correct(L.Conv2D, {**case, "groups": 1}, (2, 8, 8, 4))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="normlab's Conv1D/Conv2D accept data_format None or 'channels_last' only")
 def test_conv_channels_first():
     """Keras: ConvCorrectnessTest.test_conv1d (the channels_first case, with one group)."""
     _conv_correct(L.Conv1D, {**CONV1D_CORRECT[4], "groups": 1}, (2, 8, 4))
 
 
 def test_bad_init_args():
-    """Keras: ConvBasicTest.test_bad_init_args (filters 0, a zero in kernel_size or strides).
+    """Keras: ConvBasicTest.test_bad_init_args (filters 0, a zero in kernel_size or strides, groups 0, filters
+    not divisible by groups).
 
     Keras also refuses strides > 1 together with dilation_rate > 1 (a
     TensorFlow limitation); normlab deliberately accepts the combination and
-    computes it exactly (checked against the reference below). The two
-    'groups' checks are Keras-only (normlab has no grouped convolution).
+    computes it exactly (checked against the reference below).
     """
+    with pytest.raises(ValueError, match="groups"):
+        L.Conv2D(filters=5, kernel_size=(2, 2), groups=0)
+    with pytest.raises(ValueError, match="groups"):
+        L.Conv2D(filters=5, kernel_size=(2, 2), groups=2)
     with pytest.raises(ValueError, match="filters"):
         L.Conv1D(filters=0, kernel_size=1)
     with pytest.raises(ValueError, match="kernel_size"):
