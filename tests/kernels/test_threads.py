@@ -151,3 +151,22 @@ def test_activations_same_bits_at_any_thread_count(monkeypatch, name):
     for a, g in results[1:]:
         np.testing.assert_array_equal(a, results[0][0])
         np.testing.assert_array_equal(g, results[0][1])
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_layer_norm_forward_same_bits_at_any_thread_count(monkeypatch, centered):
+    from normlab.kernels import layernorm
+
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(_threads, "BLOCK", 300)
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((97, 33)) * 3 + 2).astype(np.float32)
+    gamma, beta = rng.standard_normal(33).astype(np.float32), rng.standard_normal(33).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(_threads, "get_num_threads", lambda: threads)
+        y, cache = layernorm.normalize_forward(x, gamma, beta, axes=(1,), epsilon=1e-3, centered=centered)
+        results.append((y, cache.mean, cache.inv_std))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)

@@ -80,7 +80,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _threads
 from .batchnorm import reduced_count, standardize, underflow_floor
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
@@ -217,6 +217,26 @@ def _trailing(axes: tuple, ndim: int) -> bool:
     return tuple(axes) == tuple(range(ndim - len(axes), ndim))
 
 
+def _rows_forward(x2, gamma, beta, epsilon, centered, y2, mean, inv_std, floor):
+    """The numba forward over the rows of ``x2``; large inputs split by rows over the thread limit.
+
+    Each row is normalized on its own, so every row gets the same bits
+    whichever thread takes it. (The backward sums the parameter gradients
+    over the rows and stays on one thread.)
+    """
+    rows, m = x2.shape
+    if x2.size < _threads.MIN_PARALLEL_ELEMENTS or (threads := _threads.get_num_threads()) == 1:
+        _nb_ln.forward(x2, gamma, beta, epsilon, centered, y2, mean, inv_std, floor)
+        return
+    step = max(1, _threads.BLOCK // m)
+
+    def part(k0, k1):
+        r = slice(k0 * step, k1 * step)
+        _nb_ln.forward(x2[r], gamma, beta, epsilon, centered, y2[r], mean[r], inv_std[r], floor)
+
+    _threads.run_parts(part, -(-rows // step), threads)
+
+
 def normalize_forward(
     x: np.ndarray,
     gamma: np.ndarray | None,
@@ -243,8 +263,8 @@ def normalize_forward(
         y2 = np.empty_like(x2) if out is None else out.reshape(x2.shape)
         mean = np.empty(x2.shape[0], np.float64)
         inv_std = np.empty(x2.shape[0], np.float64)
-        _nb_ln.forward(x2, _flat(gamma), _flat(beta), epsilon, centered, y2, mean, inv_std,
-                       underflow_floor(x.dtype, epsilon))
+        _rows_forward(x2, _flat(gamma), _flat(beta), epsilon, centered, y2, mean, inv_std,
+                      underflow_floor(x.dtype, epsilon))
         pshape = next((p.shape for p in (gamma, beta) if p is not None), ())
         cache = RowNormCache(x2, gamma, mean, inv_std, centered, beta is not None, pshape, x.shape)
         return (y2.reshape(x.shape) if out is None else out), cache
