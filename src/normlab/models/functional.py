@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import InvalidParameterError
 from ..layers.base import Layer
 from ..layers.base import registry as _layer_registry
 from ..layers._symbolic import SymbolicTensor
@@ -41,12 +42,16 @@ def Input(shape=None, name: str | None = None, *, batch_size: int | None = None,
     who = "Input"
     if batch_shape is not None:
         if shape is not None:
-            raise ValueError(f"{who}: give 'shape' or 'batch_shape', not both.")
+            raise ValueError(f"{who}: you cannot pass both `shape` and `batch_shape`; give one of them.")
+        if batch_size is not None:
+            raise ValueError(f"{who}: you cannot pass both `batch_size` and `batch_shape`; give one of them.")
         if not isinstance(batch_shape, (tuple, list)) or len(batch_shape) < 1:
             raise TypeError(f"{who}: 'batch_shape' must be a tuple (batch axis first), got {batch_shape!r}.")
         batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
     if shape is None:
-        raise TypeError(f"{who}: 'shape' (per sample, no batch axis) or 'batch_shape' is required.")
+        # both a TypeError (a missing argument) and Keras's ValueError
+        raise InvalidParameterError(f"{who}: you must pass a `shape` argument (per sample, no batch axis) or "
+                                    f"`batch_shape`.")
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)) or not all(
