@@ -11,7 +11,7 @@ for the formulas.
 
 from __future__ import annotations
 
-from ._base import DTYPES, REDUCTIONS, FunctionLoss, Loss, registry
+from ._base import DTYPES, REDUCTIONS, FunctionLoss, Loss, registry, squeeze_or_expand_to_same_rank
 from ._crossentropy import (
     BinaryCrossentropy,
     BinaryFocalCrossentropy,
@@ -40,7 +40,7 @@ from ._regression import (
 )
 
 __all__ = [
-    "Loss", "FunctionLoss", "REDUCTIONS", "DTYPES",
+    "Loss", "FunctionLoss", "REDUCTIONS", "DTYPES", "squeeze_or_expand_to_same_rank",
     "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
     "CosineSimilarity", "Huber", "LogCosh", "Hinge", "SquaredHinge", "CategoricalHinge", "KLDivergence", "Poisson",
     "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy", "CategoricalFocalCrossentropy",

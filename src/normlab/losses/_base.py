@@ -120,9 +120,18 @@ class Loss:
         return grad
 
     # weighted values -----------------------------------------------------------
-    def _elements(self, y, out, logits: bool) -> np.ndarray:  # pragma: no cover - interface
-        """One value per prediction (Keras's ``call``): shape ``out.shape[:-1]`` (``out.shape`` if 1-D)."""
-        raise NotImplementedError
+    def _elements(self, y, out, logits: bool) -> np.ndarray:
+        """One value per prediction (Keras's ``call``): shape ``out.shape[:-1]`` (``out.shape`` if 1-D).
+
+        A loss written the Keras way defines ``call(y_true, y_pred)``
+        instead; it gets the values, reductions and sample weights (no
+        gradient: define ``gradient_wrt_output`` to train with it).
+        """
+        call = getattr(self, "call", None)
+        if call is None:  # pragma: no cover - interface
+            raise NotImplementedError
+        y, out = squeeze_or_expand_to_same_rank(np.asarray(y), out)
+        return np.asarray(call(y, out))
 
     def _weights(self, y, values: np.ndarray, sample_weight) -> np.ndarray:
         """Each value's weight: the sample's weight broadcast over the sample's values."""
@@ -227,7 +236,7 @@ class Loss:
             return self._result(values * self._weights(yl, values, sample_weight))
         if sample_weight is None and self._plain:
             return self._result(self.value_from_logits(y, y_pred) if self.from_logits else self.value(y, y_pred))
-        return self._result(self.weighted_value_and_gradient(y, y_pred, sample_weight)[0])
+        return self._result(self.weighted_value(y, y_pred, sample_weight))
 
     def gradient(self, y_true, y_pred, sample_weight=None) -> np.ndarray:
         """The gradient of the loss with respect to ``y_pred``."""
@@ -255,11 +264,14 @@ class Loss:
             raise ValueError(f"{who}: '{arg}' must hold finite weights >= 0.")
         return w
 
-    def value(self, y, p) -> float:  # pragma: no cover - interface
-        raise NotImplementedError
+    def value(self, y, p) -> float:
+        if getattr(self, "call", None) is None:  # pragma: no cover - interface
+            raise NotImplementedError
+        return float(np.mean(self._elements(y, p, False)))
 
-    def gradient_wrt_output(self, y, p) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    def gradient_wrt_output(self, y, p) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} defines no gradient: implement gradient_wrt_output(y, p) "
+                                  f"(the gradient of the mean of its values with respect to p) to train with it.")
 
     def value_from_logits(self, y, z) -> float:
         raise ValueError(f"{type(self).__name__} has no logits form.")
@@ -285,6 +297,26 @@ class Loss:
 
     def __repr__(self):
         return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+
+def squeeze_or_expand_to_same_rank(x1, x2, expand_rank_1: bool = True):
+    """Keras's helper: arrays whose ranks differ by one, with a trailing axis of 1, brought to the same rank.
+
+    The trailing 1 is squeezed, except that a 1-D partner is expanded to
+    ``(N, 1)`` instead when ``expand_rank_1``.
+    """
+    x1, x2 = np.asarray(x1), np.asarray(x2)
+    if x1.ndim == x2.ndim + 1 and x1.shape[-1] == 1:
+        if x2.ndim == 1 and expand_rank_1:
+            x2 = x2[:, None]
+        else:
+            x1 = x1[..., 0]
+    if x2.ndim == x1.ndim + 1 and x2.shape[-1] == 1:
+        if x1.ndim == 1 and expand_rank_1:
+            x1 = x1[:, None]
+        else:
+            x2 = x2[..., 0]
+    return x1, x2
 
 
 class FunctionLoss(Loss):
