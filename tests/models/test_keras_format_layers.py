@@ -295,6 +295,18 @@ def test_every_registered_layer_is_mapped_or_refused():
     assert not missing, f"mapped layers without a round-trip case here: {missing}"
 
 
+def test_every_constructor_argument_is_mapped_or_declared_normlab_only():
+    """An argument added to a mapped layer must be mapped to Keras's or declared one Keras lacks."""
+    import inspect
+
+    for name, spec in sorted(_SAVE_SPECS.items()):
+        params = inspect.signature(registry._classes[name].__init__).parameters.values()
+        unmapped = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                    and p.name not in ("self", "name", "trainable", "dtype")
+                    and p.name not in spec.args and p.name not in spec.normlab_only and p.name not in spec.extra]
+        assert not unmapped, f"{name}: arguments neither mapped to Keras 3 nor declared normlab-only: {unmapped}"
+
+
 # ---------------------------------------------------------------- normlab -> .keras -> normlab
 @pytest.mark.parametrize("name", sorted(CASES))
 @needs_h5py
