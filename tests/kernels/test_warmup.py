@@ -32,7 +32,8 @@ def test_warmup_runs_a_network_and_counts_compilations():
 
 
 def test_warmup_parser():
-    with pytest.raises(SystemExit) as e:
-        main(["warmup", "--jobs", "0"])
-    assert e.value.code == 2
+    for bad in (["warmup", "--jobs", "0"], ["warmup", "resnet"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2
     assert "cnn" in TASKS and "mlp_sigmoid" in TASKS

@@ -19,6 +19,7 @@ there is nothing to compile and the command says so.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import sys
 import time
@@ -144,9 +145,18 @@ def warm_up_kernels(jobs: int | None = None, tasks=TASKS) -> dict:
             "tasks": {r[0]: (r[1], r[2]) for r in results}}
 
 
+def _network(name: str) -> str:
+    # a type rather than choices=: argparse checks an empty nargs="*" list against choices
+    if name not in TASKS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {', '.join(TASKS)})")
+    return name
+
+
 def add_parser(sub) -> None:
     p = add_command(sub, "warmup", help="compile the numba kernels now, on every core (once after installing)",
                     description=__doc__)
+    p.add_argument("networks", nargs="*", type=_network, metavar="NETWORK",
+                   help=f"only these warm-up networks (default: all of {', '.join(TASKS)})")
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="processes compiling at once (default: the thread limit, see normlab.set_num_threads)")
     p.set_defaults(func=_main)
@@ -160,7 +170,7 @@ def _main(args) -> int:
               "nothing to compile")
         return 0
     print("normlab warmup: compiling numba kernels...", end="", flush=True)
-    result = warm_up_kernels(args.jobs)
+    result = warm_up_kernels(args.jobs, tuple(dict.fromkeys(args.networks)) or TASKS)
     if result["compiled"]:
         print(f" {result['compiled']} compiled in {result['seconds']:.1f} s (later runs load them from the cache)")
     else:
