@@ -309,8 +309,8 @@ class Dot(_Merge):
             raise ValueError(f"Layer {self.name!r} (Dot) takes 2 inputs, got {len(shapes)}.")
         (a, b), (sa, sb) = self._resolved(shapes), shapes
         if sa[a] is not None and sb[b] is not None and sa[a] != sb[b]:
-            raise ValueError(f"Layer {self.name!r} (Dot): axis {a} of the first input {tuple(sa)} and axis {b} of "
-                             f"the second {tuple(sb)} must have one size.")
+            raise ValueError(f"Layer {self.name!r} (Dot): axis {a} of the first input (shape {tuple(sa)}) and axis "
+                             f"{b} of the second (shape {tuple(sb)}) must have one size.")
 
     def compute_output_shape(self, input_shape):
         self.check_input_shape(input_shape)
