@@ -36,10 +36,13 @@ for every output element::
 
 from 2 roundings in the input transform, 4 in the kernel transform, 1 in the
 product, ``C - 1`` in the channel sum and 4 in the output transform (each
-1-D transform sums at most three terms). The right-hand side is at most
-``9 * 4 = 36`` times larger than the direct convolution's
-``sum |x| |g|`` per tap, so Winograd's error bound is roughly ``4 (1 + 11/C)``
-times the GEMM path's ``9 C u sum |x||g|``. ``tests/kernels/test_conv_algorithms.py``
+1-D transform sums at most three terms). The transformed magnitudes on the
+right are 64/9 = 7.1 times the direct convolution's ``sum |x| |g|`` for inputs
+of equal magnitude, and 7-7.4 times at the median for Gaussian inputs (up to
+60 elementwise, where an output's own taps are small and its tile's others
+large), so Winograd's bound is about ``7 (C + 11) / (9 C)``, 0.9-1.9 times
+the GEMM path's ``9 C u sum |x| |g|`` for 8 to 64 channels, and more for
+fewer. ``tests/kernels/test_conv_algorithms.py``
 checks the bound against a float64 reference. Use ``algorithm="gemm"`` where
 this matters.
 """

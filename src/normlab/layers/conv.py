@@ -361,8 +361,8 @@ class Conv2D(_Conv):
         unit strides and dilation; 2.25x fewer multiplications, error bound
         in :mod:`normlab.kernels._conv_winograd` (a few times GEMM's).
         ``"direct"``: loops without a patch matrix (few input channels).
-        ``"auto"``: Winograd where it applies and pays (at least 16 channels
-        and filters per group, numba kernels on), else GEMM.
+        ``"auto"``: Winograd where it applies and pays (at least 8 input
+        channels and 32 filters per group, numba kernels on), else GEMM.
     **kwargs
         ``name``, ``trainable``, ``dtype``, and Keras's deprecated
         ``input_shape``/``input_dim`` (see :class:`Layer`).
