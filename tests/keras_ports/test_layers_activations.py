@@ -1,4 +1,4 @@
-"""Keras 3's activation layer tests, ported (keras/src/layers/activations/*_test.py).
+"""Keras 3's activation layer tests, ported (keras/src/layers/activations/*_test.py), and live comparisons.
 
 Each test names the Keras test it ports. Keras's validation messages
 ("max_value of a ReLU layer cannot be a negative value") are normlab's one
@@ -243,3 +243,54 @@ def test_prelu_gradients_match_central_differences(rng):
             arr[i] = old
             num[i] = (fp - fm) / (2 * eps)
         np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+
+
+# ============================================ live: the same numbers as Keras
+LIVE = [
+    ("ReLU", dict(max_value=1.5, negative_slope=0.3, threshold=0.2), (4, 6)),
+    ("ReLU", dict(), (4, 6)),
+    ("LeakyReLU", dict(), (4, 6)),
+    ("ELU", dict(alpha=0.7), (4, 6)),
+    ("Softmax", dict(axis=(1, 2)), (3, 2, 4)),
+    ("Identity", dict(), (3, 4)),
+    ("Permute", dict(dims=(2, 1)), (3, 4, 2)),
+    ("RepeatVector", dict(n=3), (3, 4)),
+    ("Cropping2D", dict(cropping=((1, 0), (0, 2)), data_format="channels_first"), (2, 2, 4, 5)),
+    ("ZeroPadding1D", dict(padding=(2, 1)), (2, 3, 2)),
+    ("ZeroPadding3D", dict(padding=1), (1, 2, 2, 2, 1)),
+    ("UpSampling2D", dict(size=(2, 3)), (2, 3, 2, 2)),
+    ("UpSampling3D", dict(size=2), (1, 2, 2, 2, 1)),
+    ("ActivityRegularization", dict(l1=0.1, l2=0.2), (3, 4)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, shape", LIVE, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(LIVE)])
+def test_matches_keras(name, kwargs, shape):
+    """Live: the layers normlab added give Keras's outputs on the same input (skipped without keras)."""
+    keras = pytest.importorskip("keras")
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    expected = np.asarray(getattr(keras.layers, name)(**kwargs)(x))
+    np.testing.assert_allclose(getattr(layers, name)(**kwargs)(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_prelu_softmax_mask_and_merges_match_keras():
+    """Live: PReLU with the same alpha, Softmax with a mask, Maximum/Minimum/Dot(normalize) as Keras's."""
+    keras = pytest.importorskip("keras")
+    g = np.random.default_rng(1)
+    x = g.normal(size=(2, 3, 4)).astype("float32")
+    alpha = g.random((1, 4)).astype("float32")
+    kp = keras.layers.PReLU(shared_axes=[1])
+    kp.build(x.shape)
+    kp.set_weights([alpha])
+    npr = layers.PReLU(shared_axes=[1])
+    npr.build(x.shape)
+    npr.set_weights([alpha])
+    np.testing.assert_allclose(npr(x), np.asarray(kp(x)), rtol=1e-6, atol=1e-6)
+    mask = g.random((2, 3, 4)) > 0.3
+    np.testing.assert_allclose(layers.Softmax()(x, mask=mask), np.asarray(keras.layers.Softmax()(x, mask=mask)),
+                               rtol=1e-6, atol=1e-6)
+    y = g.normal(size=(2, 3, 4)).astype("float32")
+    for name, kwargs in (("Maximum", {}), ("Minimum", {}), ("Dot", {"axes": -1, "normalize": True}),
+                         ("Dot", {"axes": (1, 1)})):
+        np.testing.assert_allclose(getattr(layers, name)(**kwargs)([x, y]),
+                                   np.asarray(getattr(keras.layers, name)(**kwargs)([x, y])), rtol=1e-5, atol=1e-6)
