@@ -1,4 +1,4 @@
-"""One Fashion-MNIST training epoch of the example CNN: normlab vs the same network in PyTorch eager.
+"""One Fashion-MNIST training epoch of the example CNN: normlab vs the same network in PyTorch.
 
 The network is the one of ``examples/fashion_mnist_cnn.py`` (built by its
 ``build_model`` with the example's defaults, augmentation off)::
@@ -22,8 +22,21 @@ Adam update) on a batch of real Fashion-MNIST images, the batches taken in
 turn from the first ``--batches`` training images:
 
 * ``normlab``: ``model._train_step(x, y)``, what ``fit`` runs per batch (the
-  data are validated and converted once per ``fit``, not per step);
-* ``torch``: ``opt.zero_grad(); ce(net(x), y).backward(); opt.step()``.
+  data are validated and converted once per ``fit``, not per step); the
+  convolutions choose their algorithm (``algorithm="auto"``);
+* ``normlab gemm`` (command line; ``gemm_variant=True``): the same with every
+  convolution forced to the exact GEMM path;
+* ``torch``: ``opt.zero_grad(); ce(net(x), y).backward(); opt.step()``, NCHW;
+* ``torch CL``: the same net and inputs in ``torch.channels_last``;
+* ``torch.compile``: the net through ``torch.compile`` (skipped, with the
+  reason, where inductor does not work). ``--torch-variants`` picks among them.
+
+The GEMM floor: the step's convolution and dense FLOPs (forward and both
+gradients, no input gradient for the first layer) at NumPy's float32 GEMM
+rate, measured at the same thread count on the largest convolution's im2col
+shape and on a 2048^3 product (one thread: on the thread's CPU time).
+``--threads 1,2`` runs each thread count in turn; the ratio printed is the
+fastest torch variant's time over normlab's.
 
 Neither side computes metrics or shuffles. The epoch time is **extrapolated**:
 the median step time times the number of steps of one epoch (60000 / batch,
@@ -41,8 +54,9 @@ Usage::
     PYTHONPATH=src python benchmarks/bench_fashion_epoch.py                 # ~1-2 minutes
     PYTHONPATH=src python benchmarks/bench_fashion_epoch.py --quick         # smoke run, seconds
     PYTHONPATH=src python benchmarks/bench_fashion_epoch.py --threads 2 --full-epoch --json out.json
+    PYTHONPATH=src python benchmarks/bench_fashion_epoch.py --threads 1,2 --repeats 7 --target-time 1
 
-Prints the step and epoch times and the ratio torch / normlab (> 1: normlab faster).
+Prints the step and epoch times and the ratio fastest torch / normlab (> 1: normlab faster).
 Without Fashion-MNIST installed, random images of the same shape are used (and said).
 """
 
