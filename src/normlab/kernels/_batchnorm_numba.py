@@ -82,15 +82,20 @@ def _moments_sums(x):
     shift = np.empty(c, np.float64)
     s1 = np.zeros(c, np.float64)
     s2 = np.zeros(c, np.float64)
-    p1 = np.empty(c, np.float64)
-    p2 = np.empty(c, np.float64)
+    rows = max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)  # chunk_rows, written out (compiles faster)
+    # the first chunk sums straight into the totals (as before chunks existed), the others
+    # into p1, p2, then added: no extra arrays or passes for an input of one chunk
+    p1 = np.zeros(c if m > rows else 0, np.float64)
+    p2 = np.zeros(c if m > rows else 0, np.float64)
     for j in range(c):
         shift[j] = x[0, j]
-    rows = max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)  # chunk_rows, written out (compiles faster)
     for r0 in range(0, m, rows):
-        for j in range(c):
-            p1[j] = 0.0
-            p2[j] = 0.0
+        t1 = s1 if r0 == 0 else p1
+        t2 = s2 if r0 == 0 else p2
+        if r0 > 0:
+            for j in range(c):
+                p1[j] = 0.0
+                p2[j] = 0.0
         i = r0
         end = min(m, r0 + rows)
         # four rows per sweep: the per-feature sums are loaded and stored once per
@@ -103,18 +108,19 @@ def _moments_sums(x):
                 d1 = x[i + 1, j] - s
                 d2 = x[i + 2, j] - s
                 d3 = x[i + 3, j] - s
-                p1[j] += (d0 + d1) + (d2 + d3)
-                p2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+                t1[j] += (d0 + d1) + (d2 + d3)
+                t2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
             i += 4
         while i < end:
             for j in range(c):
                 d = x[i, j] - shift[j]
-                p1[j] += d
-                p2[j] += d * d
+                t1[j] += d
+                t2[j] += d * d
             i += 1
-        for j in range(c):  # the first chunk's sums copied, not added to 0.0 (-0.0 stays -0.0)
-            s1[j] = p1[j] if r0 == 0 else s1[j] + p1[j]
-            s2[j] = p2[j] if r0 == 0 else s2[j] + p2[j]
+        if r0 > 0:
+            for j in range(c):
+                s1[j] += p1[j]
+                s2[j] += p2[j]
     mean = np.empty(c, np.float64)
     var = np.empty(c, np.float64)
     for j in range(c):
@@ -549,18 +555,21 @@ def _backward_act_body(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta,
     one, zero = x.dtype.type(1), x.dtype.type(0)
     db = np.zeros(c, np.float64)
     dg = np.zeros(c, np.float64)
-    pb = np.empty(c, np.float64)
-    pg = np.empty(c, np.float64)
     chunk = max(4, (CHUNK_ELEMENTS // max(c, 1)) // 4 * 4)  # the sums chunk by chunk, as _moments_sums
+    pb = np.zeros(c if m > chunk else 0, np.float64)
+    pg = np.zeros(c if m > chunk else 0, np.float64)
     for r0 in range(0, m, chunk):
-        for j in range(c):
-            pb[j] = 0.0
-            pg[j] = 0.0
+        tb = db if r0 == 0 else pb
+        tg = dg if r0 == 0 else pg
+        if r0 > 0:
+            for j in range(c):
+                pb[j] = 0.0
+                pg[j] = 0.0
         i = r0
         end = min(m, r0 + chunk)
         while i + 4 <= end:
             for j in range(c):
-                _add4(pb, pg, j,
+                _add4(tb, tg, j,
                       act_grad(kind, da[i, j], s[i, j], one, zero),
                       act_grad(kind, da[i + 1, j], s[i + 1, j], one, zero),
                       act_grad(kind, da[i + 2, j], s[i + 2, j], one, zero),
@@ -569,11 +578,12 @@ def _backward_act_body(da, s, kind, x, mean, inv_std, gamma, out, dgamma, dbeta,
             i += 4
         while i < end:
             for j in range(c):
-                _add1(pb, pg, j, act_grad(kind, da[i, j], s[i, j], one, zero), x[i, j], mean[j], inv_std[j])
+                _add1(tb, tg, j, act_grad(kind, da[i, j], s[i, j], one, zero), x[i, j], mean[j], inv_std[j])
             i += 1
-        for j in range(c):
-            db[j] = pb[j] if r0 == 0 else db[j] + pb[j]
-            dg[j] = pg[j] if r0 == 0 else dg[j] + pg[j]
+        if r0 > 0:
+            for j in range(c):
+                db[j] += pb[j]
+                dg[j] += pg[j]
     rows = _tile_rows(m, c)
     a, b, cc, mu = _dx_coefficients(db, dg, mean, inv_std, gamma, m, x.dtype, rows)
     if rows == 1:
