@@ -13,6 +13,7 @@ in :mod:`normlab.optim` (transforms, classes, schedules).
 import sys as _sys
 
 from .optim import schedules, transforms
+from .optim.more_optimizers import Adadelta, Adamax
 from .optim.optimizers import SGD, Adagrad, Adam, AdamW, ChainOptimizer, Lion, Nadam, Optimizer, RMSprop, registry
 
 # ``import normlab.optimizers.schedules`` and ``from normlab.optimizers.schedules import ...`` work too
@@ -27,6 +28,8 @@ __all__ = [
     "AdamW",
     "Nadam",
     "Lion",
+    "Adamax",
+    "Adadelta",
     "ChainOptimizer",
     "schedules",
     "transforms",

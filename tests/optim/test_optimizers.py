@@ -549,7 +549,7 @@ def test_get_by_name(name, cls):
     assert type(opt) is cls
     assert type(O.get({"class_name": name.lower(), "config": {"learning_rate": 0.5}})) is cls
     with pytest.raises(ValueError, match="Unknown optimizer"):
-        O.get("adamax")
+        O.get("no_such_optimizer")
 
 
 def test_keras_defaults():
