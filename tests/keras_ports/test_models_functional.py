@@ -114,6 +114,14 @@ def test_bad_input_spec():
         model([np.zeros((2, 4)), np.zeros((2, 4))])
 
 
+def test_layers_setter():
+    """Keras: FunctionalTest.test_layers_setter."""
+    inputs = Input(shape=(3,), batch_size=2, name="input")
+    model = Model(inputs, layers.Dense(5)(inputs))
+    with pytest.raises(AttributeError, match="`Model.layers` attribute is reserved"):
+        model.layers = [layers.Dense(4)]
+
+
 def test_layers_are_listed_in_order_and_summary(capsys):
     """Keras: FunctionalTest.test_basic_flow_multi_input's single-input analogue (layers, summary, call)."""
     inp = Input(shape=(3,), batch_size=2, name="input_a")

@@ -215,3 +215,9 @@ def test_pop_uncompiles_and_fit_works_after_compile_again():
     assert not model.compiled
     model.compile("sgd", "mse")
     model.fit(rng.random((8, 3)), rng.random((8, 4)), epochs=1, verbose=0)
+
+
+def test_layers_setter():
+    """Keras: SequentialTest.test_layers_setter."""
+    with pytest.raises(AttributeError, match=r"Use `add\(\)` and `pop\(\)`"):
+        Sequential().layers = [layers.Dense(4)]

@@ -109,7 +109,7 @@ class Model(BaseModel):
         self._input = inputs
         self._output = outputs
         self._nodes = self._toposort(inputs, outputs)
-        self.layers: list[Layer] = [t.layer for t in self._nodes]
+        self._layers: list[Layer] = [t.layer for t in self._nodes]
         if outputs.layer is None:
             raise ValueError("Model: the output is the input itself; add at least one layer.")
         if name is not None and not isinstance(name, str):
@@ -161,6 +161,16 @@ class Model(BaseModel):
         return order
 
     # ------------------------------------------------------------ structure
+    @property
+    def layers(self) -> list:
+        """The model's layers, in order (read-only: Keras's ``Model.layers`` is reserved)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value) -> None:
+        raise AttributeError("`Model.layers` attribute is reserved and should not be set. Use `add()` and `pop()` "
+                             "on a Sequential model, or build a new model.")
+
     @property
     def _output_layer(self) -> Layer:
         return self._output.layer

@@ -62,7 +62,7 @@ class Sequential(BaseModel):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Sequential: 'name' must be a str or None, got {name!r}.")
         self.name = name or "sequential"
-        self.layers: list[Layer] = []
+        self._layers: list[Layer] = []
         self._input_spec: tuple | None = None  # the shape of an Input given first (batch axis included)
         self._init_training_state()
         for layer in layers or []:
@@ -71,6 +71,16 @@ class Sequential(BaseModel):
             self.build(self._input_spec, seed=seed)
 
     # ------------------------------------------------------------ structure
+    @property
+    def layers(self) -> list:
+        """The model's layers, in order (read-only: Keras's ``Model.layers`` is reserved)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value) -> None:
+        raise AttributeError("`Model.layers` attribute is reserved and should not be set. Use `add()` and `pop()` "
+                             "on a Sequential model, or build a new model.")
+
     def add(self, layer: Layer, _build: bool = True) -> None:
         """Append ``layer`` (or, first, a ``normlab.Input``); a model built from an Input builds it at once."""
         if isinstance(layer, SymbolicTensor):
