@@ -10,6 +10,7 @@ __version__ = "0.2.0.dev0"
 from ._validation import InvalidParameterError
 from . import activations, constraints, initializers, regularizers, losses, metrics, layers, callbacks, testing, datasets, preprocessing, optimizers, errors, utils, export, distributed
 from .errors import NonFiniteError
+from .kernels._threads import get_num_threads, set_num_threads
 from .models import Input, Model, ModelFileError, Sequential, fold_batchnorm, load_model, recompute_batchnorm_statistics
 
 __all__ = [
@@ -38,5 +39,7 @@ __all__ = [
     "utils",
     "export",
     "distributed",
+    "get_num_threads",
+    "set_num_threads",
     "__version__",
 ]

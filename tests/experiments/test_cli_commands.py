@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     ["experiment", "optimizers"],
     ["experiment", "moving-stats"],
     ["bench"],
+    ["warmup"],
 ]
 
 
