@@ -13,7 +13,7 @@ in :mod:`normlab.optim` (transforms, classes, schedules).
 import sys as _sys
 
 from .optim import schedules, transforms
-from .optim.more_optimizers import Adadelta, Adamax
+from .optim.more_optimizers import Adadelta, Adamax, Ftrl, Lamb
 from .optim.optimizers import SGD, Adagrad, Adam, AdamW, ChainOptimizer, Lion, Nadam, Optimizer, RMSprop, registry
 
 # ``import normlab.optimizers.schedules`` and ``from normlab.optimizers.schedules import ...`` work too
@@ -30,6 +30,8 @@ __all__ = [
     "Lion",
     "Adamax",
     "Adadelta",
+    "Lamb",
+    "Ftrl",
     "ChainOptimizer",
     "schedules",
     "transforms",

@@ -1,4 +1,4 @@
-"""Adamax and Adadelta, as Keras 3 computes them (each a rule, the learning rate, and the shared step).
+"""Adamax, Adadelta, Lamb and Ftrl, as Keras 3 computes them (each a link, the learning rate, and the shared step).
 
 Both rules are element-wise; they run through the same machinery as the
 others (:mod:`normlab.optim.transforms`), so clipping, weight decay, EMA,
@@ -140,3 +140,155 @@ class Adadelta(Optimizer):
 
     def _rule(self):
         return [scale_by_adadelta(self.rho, self.epsilon), T.scale_by_learning_rate()], False
+
+
+def scale_by_lamb(beta_1=0.9, beta_2=0.999, epsilon=1e-7) -> T.GradientTransformation:
+    """LAMB's direction (You et al., 2020), as Keras 3: Adam's bias-corrected direction times the trust ratio.
+
+    Per parameter array ``w``::
+
+        m <- m + (g - m)(1 - beta_1);   v <- v + (g^2 - v)(1 - beta_2)
+        u = (m / (1 - beta_1^t)) / (sqrt(v / (1 - beta_2^t)) + epsilon)
+        out = u * ||w|| / ||u||     (1 instead of the ratio where a norm is 0)
+
+    The ratio needs each array whole: the link works per array.
+    """
+
+    def init(params):
+        return {"momentum": T._zeros_like(params), "velocity": T._zeros_like(params)}
+
+    def update(updates, state, params, info):
+        t = info.step + 1
+        for i, (g, w) in enumerate(zip(updates, params)):
+            m, v = state["momentum"][i], state["velocity"][i]
+            dt = g.dtype.type
+            m += (g - m) * dt(1.0 - beta_1)
+            v += (g * g - v) * dt(1.0 - beta_2)
+            u = (m / dt(1.0 - beta_1 ** t)) / (np.sqrt(v / dt(1.0 - beta_2 ** t)) + dt(epsilon))
+            w_norm = float(np.sqrt(np.sum(np.square(w, dtype=np.float64))))
+            u_norm = float(np.sqrt(np.sum(np.square(u, dtype=np.float64))))
+            ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+            np.multiply(u, dt(ratio), out=g)
+        return updates, state
+
+    return T.GradientTransformation(init, update, None)
+
+
+def ftrl_step(learning_rate_power=-0.5, initial_accumulator_value=0.1, l1=0.0, l2=0.0, l2_shrinkage=0.0,
+              beta=0.0) -> T.GradientTransformation:
+    """FTRL-proximal (McMahan et al., 2013) as Keras 3 computes it; the link gives the step itself.
+
+    With ``n`` the slot ``"accumulator"`` and ``z`` the slot ``"linear"``,
+    ``p = -learning_rate_power``, ``lr`` this step's learning rate::
+
+        l2' = l2 + beta / (2 lr);   n' = n + g^2
+        z  <- z + g + 2 l2_shrinkage w - (n'^p - n^p) / lr * w
+        w' =  (clip(z, -l1, l1) - z) / (n'^p / lr + 2 l2');   n <- n'
+
+    and the step is ``w' - w`` (it replaces the parameter).
+    """
+
+    def init(params):
+        return {"accumulator": T._zeros_like(params, initial_accumulator_value), "linear": T._zeros_like(params)}
+
+    def update(updates, state, params, info):
+        lr = float(info.learning_rate)
+        p = -learning_rate_power
+        l2_eff = l2 + beta / (2.0 * lr)
+        for i, (g, w) in enumerate(zip(updates, params)):
+            n, z = state["accumulator"][i], state["linear"][i]
+            dt = g.dtype.type
+            n_new = n + g * g
+            z += g + dt(2.0 * l2_shrinkage) * w - (np.power(n_new, dt(p)) - np.power(n, dt(p))) / dt(lr) * w
+            quadratic = np.power(n_new, dt(p)) / dt(lr) + dt(2.0 * l2_eff)
+            w_new = (np.clip(z, -l1, l1) - z) / quadratic
+            n[...] = n_new
+            np.subtract(w_new, w, out=g)
+        return updates, state
+
+    return T.GradientTransformation(init, update, None)
+
+
+@registry.register
+class Lamb(Optimizer):
+    """LAMB (You et al., 2020, "Large Batch Optimization for Deep Learning"), as Keras 3 computes it.
+
+    Adam's bias-corrected step, rescaled per parameter array by the trust
+    ratio ``||w|| / ||step||`` (see :func:`scale_by_lamb`)::
+
+        w <- w - lr * (||w|| / ||u||) * u,   u = m_hat / (sqrt(v_hat) + epsilon)
+
+    Parameters
+    ----------
+    learning_rate : default 0.001
+    beta_1 : float in [0, 1), default 0.9
+    beta_2 : float in [0, 1), default 0.999
+    epsilon : float >= 0, default 1e-7
+    **kwargs
+        ``weight_decay``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``,
+        ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``gradient_accumulation_steps``, ``on_nonfinite``, ``name``: see
+        :class:`Optimizer`.
+    """
+
+    _param_constraints = {
+        **Optimizer._param_constraints,
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": _EPS,
+    }
+    _hyper = ("beta_1", "beta_2", "epsilon")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, *, weight_decay=None,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                 ema_overwrite_frequency=None, gradient_accumulation_steps=None, on_nonfinite="raise", name=None):
+        super().__init__(**_args(locals()))
+
+    def _rule(self):
+        return [scale_by_lamb(self.beta_1, self.beta_2, self.epsilon), T.scale_by_learning_rate()], False
+
+
+@registry.register
+class Ftrl(Optimizer):
+    """FTRL-proximal ("Follow The Regularized Leader"), as Keras 3 computes it (see :func:`ftrl_step`).
+
+    Suited to wide, sparse linear models; ``l1_regularization_strength``
+    drives weights to exactly 0.
+
+    Parameters
+    ----------
+    learning_rate : default 0.001
+    learning_rate_power : float <= 0, default -0.5
+    initial_accumulator_value : float >= 0, default 0.1
+    l1_regularization_strength, l2_regularization_strength, l2_shrinkage_regularization_strength : float >= 0
+    beta : float >= 0, default 0.0
+    **kwargs
+        ``weight_decay``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``,
+        ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``gradient_accumulation_steps``, ``on_nonfinite``, ``name``: see
+        :class:`Optimizer`.
+    """
+
+    _NONNEG = [Interval(numbers.Real, 0, None)]
+    _param_constraints = {
+        **Optimizer._param_constraints,
+        "learning_rate_power": [Interval(numbers.Real, None, 0)],
+        "initial_accumulator_value": _NONNEG,
+        "l1_regularization_strength": _NONNEG,
+        "l2_regularization_strength": _NONNEG,
+        "l2_shrinkage_regularization_strength": _NONNEG,
+        "beta": _NONNEG,
+    }
+    _hyper = ("learning_rate_power", "initial_accumulator_value", "l1_regularization_strength",
+              "l2_regularization_strength", "l2_shrinkage_regularization_strength", "beta")
+
+    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+                 l2_shrinkage_regularization_strength=0.0, beta=0.0, *, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
+                 gradient_accumulation_steps=None, on_nonfinite="raise", name=None):
+        super().__init__(**_args(locals()))
+
+    def _rule(self):
+        return [ftrl_step(self.learning_rate_power, self.initial_accumulator_value, self.l1_regularization_strength,
+                          self.l2_regularization_strength, self.l2_shrinkage_regularization_strength, self.beta)], False
