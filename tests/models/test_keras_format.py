@@ -194,7 +194,22 @@ OPTIMIZERS = {
     "SGD": lambda o: o.SGD(0.05, momentum=0.9), "SGD-plain": lambda o: o.SGD(0.05),
     "RMSprop": lambda o: o.RMSprop(0.01, momentum=0.5, centered=True), "Adagrad": lambda o: o.Adagrad(0.1),
     "Nadam": lambda o: o.Nadam(0.01), "Lion": lambda o: o.Lion(0.001),
+    "Adamax": lambda o: o.Adamax(0.01, beta_2=0.99), "Adadelta": lambda o: o.Adadelta(0.5, rho=0.9),
+    "Ftrl": lambda o: o.Ftrl(0.1, l1_regularization_strength=0.001, initial_accumulator_value=0.2),
+    "Lamb": lambda o: o.Lamb(0.01),
 }
+# each optimizer as soon as normlab has it
+OPTIMIZERS = {k: v for k, v in OPTIMIZERS.items() if hasattr(normlab.optimizers, k.split("-")[0])}
+
+
+def test_every_optimizer_both_libraries_have_is_mapped_and_tested():
+    from normlab.models._keras_compile import _mapped_optimizers
+
+    keras_3_15 = ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lamb", "Lion", "Muon",
+                  "Nadam", "RMSprop", "SGD")
+    have = sorted(o for o in keras_3_15 if isinstance(getattr(normlab.optimizers, o, None), type))
+    assert sorted(_mapped_optimizers()) == have, "an optimizer Keras 3 has lacks its state layout (_rule_slot_order)"
+    assert sorted({k.split("-")[0] for k in OPTIMIZERS}) == have
 
 
 def trained(optimizer, x, y):

@@ -12,7 +12,15 @@ from .. import metrics as _metrics
 from ._keras_common import _ANY, _Bad, _check_object, _dtype_from_keras, _need, _plain, _snake
 from ._keras_layers import _var_keys
 
-_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Lion")
+#: Keras 3 optimizers whose state layout normlab maps (those normlab has travel: :func:`_mapped_optimizers`)
+_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Lion", "Adamax", "Adadelta", "Ftrl", "Lamb")
+
+
+def _mapped_optimizers() -> list[str]:
+    """The optimizers both libraries have (normlab's list grows: asked at each use)."""
+    from .. import optimizers as _optimizers
+
+    return [o for o in _OPTIMIZERS if isinstance(getattr(_optimizers, o, None), type)]
 #: Keras optimizer arguments normlab lacks, accepted at these values
 _KERAS_OPT_DEFAULTS = {"loss_scale_factor": None, "is_legacy_optimizer": False}
 #: Keras 3.15's loss classes (``keras.losses``): those normlab has too travel, with their arguments
@@ -49,12 +57,13 @@ def _optimizer_from_keras(value, where: str):
     from .. import optimizers as _optimizers
 
     if isinstance(value, str):
-        _need(value.lower() in [o.lower() for o in _OPTIMIZERS], f"{where} is {value!r}, which normlab does not have")
+        _need(value.lower() in [o.lower() for o in _mapped_optimizers()],
+              f"{where} is {value!r}, which normlab does not have")
         return _optimizers.get(value.lower())
     _need(isinstance(value, dict), f"{where} must be an optimizer object")
     _check_object(value, where)
     cls = value["class_name"]
-    _need(cls in _OPTIMIZERS, f"{where} is the Keras optimizer {cls!r}, which normlab does not have")
+    _need(cls in _mapped_optimizers(), f"{where} is the Keras optimizer {cls!r}, which normlab does not have")
     conf = value.get("config")
     _need(isinstance(conf, dict), f"{where}'s config must be an object")
     known = set(_optimizers.get(cls.lower()).get_config())
@@ -158,9 +167,11 @@ def _slot_order(cls: str, conf: dict, n: int) -> list:
 
     ``(slot, i)`` is the slot of Keras's ``i``-th trainable variable; a bare
     string is a scalar (Nadam's ``u_product``). Keras 3 creates Adam's
-    momentum and velocity per variable in turn, AMSGrad's ``velocity_hat``
-    after them, RMSprop's velocities, momentums and average gradients each
-    as a block. Keras's base optimizer creates its own variables first:
+    momentum and velocity per variable in turn (Adamax's momentum and norm,
+    Adadelta's accumulated gradient and delta, Ftrl's accumulator and linear,
+    Lamb's momentum and velocity likewise), AMSGrad's ``velocity_hat`` after
+    them, RMSprop's velocities, momentums and average gradients each as a
+    block. Keras's base optimizer creates its own variables first:
     the moving averages (``use_ema``), then the gradient accumulators
     (``gradient_accumulation_steps``), one per variable each.
     """
@@ -188,6 +199,14 @@ def _rule_slot_order(cls: str, conf: dict, n: int) -> list:
         return [("accumulator", i) for i in range(n)]
     if cls == "Lion":
         return [("momentum", i) for i in range(n)]
+    if cls == "Adamax":
+        return [(slot, i) for i in range(n) for slot in ("momentum", "norm")]
+    if cls == "Adadelta":
+        return [(slot, i) for i in range(n) for slot in ("accumulated_grad", "accumulated_delta_var")]
+    if cls == "Ftrl":
+        return [(slot, i) for i in range(n) for slot in ("accumulator", "linear")]
+    if cls == "Lamb":
+        return [(slot, i) for i in range(n) for slot in ("momentum", "velocity")]
     raise ValueError(f"no Keras optimizer layout for {cls}")  # pragma: no cover - _OPTIMIZERS only
 
 
@@ -247,7 +266,7 @@ def _optimizer_to_keras(optimizer) -> dict:
 
     conf = _optimizers.serialize(optimizer)
     cls = conf["class_name"]
-    if cls not in _OPTIMIZERS:
+    if cls not in _mapped_optimizers():
         raise ValueError(f"save_keras: the optimizer {cls!r} has no Keras 3 counterpart normlab maps.")
     defaults = _optimizers.get(cls.lower()).get_config()
     out = {}
