@@ -435,7 +435,10 @@ def _train_statistics(x, gamma, beta, epsilon, momentum, var_correction, moving_
         saved[2 * c] = stamp
     folded = True
     for j in range(c):
-        inv = 1.0 / np.sqrt(var[j] + epsilon)
+        v = var[j] + epsilon
+        # 0 only with epsilon=0 and a constant feature: 1/sqrt taken as 0, so y = beta and dx = 0
+        # (the convention of normlab.kernels.batchnorm); for v > 0 the same division as ever
+        inv = 1.0 / np.sqrt(v) if v > 0.0 else 0.0
         mean_out[j] = mean[j]
         inv_std_out[j] = inv
         g = gamma[j] * inv if gamma.size else inv

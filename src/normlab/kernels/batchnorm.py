@@ -41,6 +41,23 @@ float32 data still normalizes to unit variance and a constant feature gives
 exactly ``beta``. The variance is returned in float64: every finite float32
 input has a finite one (up to about 4.6e77), which a float32 moving variance
 may not hold; the layer, not the kernel, refuses that ("overflow").
+
+Zero variance and ``epsilon=0``. The notes write the equations without
+epsilon, as Keras and PyTorch allow (``epsilon=0``). Then ``sigma^2 + eps``
+is 0 for a feature that is constant in the batch (training) or whose moving
+variance is 0 (inference), and (3) divides 0 by 0. The convention: there
+``1 / sqrt(sigma^2 + eps)`` is taken as 0, so ``xhat = 0`` (the output is
+``beta``) and ``dx = 0`` for that feature (``dgamma`` gets 0 from it, ``dbeta``
+still ``sum dy``). The gradient has no finite limit to take instead: for a
+non-constant feature ``xhat`` does not change when ``x`` is scaled about its
+mean, so ``dx`` grows as ``1 / sigma`` when the spread shrinks, and at a
+constant input ``xhat`` jumps from 0 to a unit-variance vector whose
+direction is that of the perturbation, which is not differentiable; only
+a shift of the whole feature keeps it constant, and along it the output
+(``beta``) does not change, as the convention's zero says. With
+``epsilon > 0`` nothing of this applies and the results are unchanged
+(a constant feature then has ``inv_std = 1 / sqrt(eps)`` and
+``dx = gamma / sqrt(eps) * (dy - mean(dy))``).
 """
 
 from __future__ import annotations
@@ -70,6 +87,20 @@ class BatchNormInferenceCache(NamedTuple):
     inv_std: np.ndarray
     scale: np.ndarray
     axes: tuple
+
+
+def inverse_std(var, epsilon: float):
+    """``1 / sqrt(var + epsilon)``, taken as 0 where ``var + epsilon == 0`` (``epsilon=0`` only).
+
+    The zero-variance convention of the module docstring. For ``epsilon > 0``
+    this is ``1.0 / np.sqrt(var + epsilon)``, the same bits as before the
+    convention existed.
+    """
+    if epsilon > 0:
+        return 1.0 / np.sqrt(var + epsilon)
+    with np.errstate(divide="ignore"):
+        inv = 1.0 / np.sqrt(var + epsilon)
+    return np.where(var + epsilon == 0, 0, inv).astype(inv.dtype, copy=False)
 
 
 def reduced_count(shape: tuple, axes: tuple) -> int:
@@ -184,7 +215,9 @@ def _standardize_wide(x, axes, epsilon, centered):
         den = np.sqrt(vs + np.ldexp(epsilon, -2 * e))
         zero = den == 0  # a constant feature where the scaling underflowed epsilon
         xhat = np.divide(xs, den, out=np.zeros_like(xs), where=~zero)
-        inv_std = np.where(zero, 1.0 / np.sqrt(epsilon), np.ldexp(1.0 / den, -e))
+        # epsilon=0: a constant feature's 1/sqrt(0) is 0 (the zero-variance convention)
+        inv_eps = 1.0 / np.sqrt(epsilon) if epsilon > 0 else 0.0
+        inv_std = np.where(zero, inv_eps, np.ldexp(1.0 / den, -e))
     return mean, var, inv_std.astype(x.dtype), xhat.astype(x.dtype)
 
 
@@ -206,7 +239,7 @@ def _standardize_small(x, axes, epsilon, centered):
         mean = xc.mean(axis=axes, keepdims=True)
         xc -= mean
     var = np.mean(np.square(xc), axis=axes, keepdims=True)
-    inv64 = 1.0 / np.sqrt(var + epsilon)
+    inv64 = inverse_std(var, epsilon)
     xc *= inv64
     return (mean.astype(x.dtype) if centered else None), var, inv64.astype(x.dtype), xc.astype(x.dtype)
 
@@ -237,7 +270,7 @@ def standardize(
     if _needs_wide(x, var, epsilon):
         mean, var, inv_std, xhat = _standardize_wide(x, axes, epsilon, centered)
     else:
-        inv64 = 1.0 / np.sqrt(var + epsilon)
+        inv64 = inverse_std(var, epsilon)
         # x - mean = xc - lo: the subtraction costs a pass over x, skipped where lo is below
         # 16 units in the last place of xhat (a mean within about 30 standard deviations of
         # 0); on small inputs the pass costs less than the test (3 operations, ~2 us)
@@ -327,7 +360,7 @@ def batchnorm_inference_forward(
     products cancel for a feature with a large mean: an input equal to the
     moving mean gives ``beta`` exactly.
     """
-    inv_std = 1.0 / np.sqrt(moving_variance + epsilon)
+    inv_std = inverse_std(moving_variance, epsilon)
     scale = inv_std if gamma is None else gamma * inv_std
     y = x - moving_mean
     y *= scale
@@ -388,6 +421,8 @@ def batch_renorm_train_forward(
     the gradient, the backward pass is the batch-norm one with ``gamma``
     replaced by ``gamma * r``, plus ``dgamma = r * sum(dy * xhat_B) + d * sum(dy)``.
     With ``rmax = rmin = 1`` and ``dmax = 0`` it is plain batch normalization.
+    With ``epsilon=0`` a feature whose ``sigma`` is 0 (only after constant
+    batches) gets no correction: ``r = 1``, ``d = 0``.
 
     Returns ``(y, cache, mean, var, r, d)``.
     """
@@ -395,8 +430,14 @@ def batch_renorm_train_forward(
     with np.errstate(over="ignore"):
         std_b = np.sqrt(var + epsilon)
         s = np.maximum(renorm_stddev, math.sqrt(epsilon))
-        r = std_b / s
-        d = (mean - renorm_mean) / s
+        if epsilon > 0:
+            r = std_b / s
+            d = (mean - renorm_mean) / s
+        else:
+            ok = s > 0
+            safe = np.where(ok, s, 1.0)
+            r = np.where(ok, std_b / safe, 1.0)
+            d = np.where(ok, (mean - renorm_mean) / safe, 0.0)
     if rmin is not None:
         r = np.maximum(r, rmin)
     if rmax is not None:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _backend, _threads
+from .batchnorm import inverse_std
 
 if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
     from . import _batchnorm_numba as _F
@@ -219,7 +220,7 @@ def inference_forward(x, gamma, beta, moving_mean, moving_var, *, epsilon, out) 
     to the moving mean gives ``beta`` exactly (see
     :func:`normlab.kernels._batchnorm_numba.centered_affine_blocks`).
     """
-    inv_std = 1.0 / np.sqrt(moving_var.astype(np.float64) + epsilon)
+    inv_std = inverse_std(moving_var.astype(np.float64), epsilon)  # 0 where var + eps == 0 (epsilon=0)
     mean = moving_mean.astype(np.float64)
     scale = inv_std if gamma is None else gamma * inv_std
     center = mean.astype(x.dtype)

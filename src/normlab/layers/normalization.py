@@ -77,8 +77,10 @@ class BatchNormalization(Layer):
         weights the new batch value: ``keras_momentum = 1 - torch_momentum``
         (PyTorch's default 0.1 is Keras's 0.9). With ``momentum=0`` the moving
         statistics are the last batch's.
-    epsilon : float > 0, default 1e-3
-        Added to the variance (PyTorch's default is 1e-5).
+    epsilon : float >= 0, default 1e-3
+        Added to the variance (PyTorch's default is 1e-5). ``0`` is the
+        notes' equations; a feature whose variance is then 0 gives ``beta``
+        and a zero input gradient (see :mod:`normlab.kernels.batchnorm`).
     center, scale : bool, default True
         Learn ``beta`` and ``gamma``; when off they are fixed at 0 and 1.
         ``scale=False`` suits a following ReLU or linear layer.
@@ -169,7 +171,7 @@ class BatchNormalization(Layer):
     _param_constraints = {
         "axis": [_AxisSpec()],
         "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
-        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="left")],
         "center": [Boolean()],
         "scale": [Boolean()],
         "beta_initializer": _INIT,
