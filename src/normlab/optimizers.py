@@ -13,7 +13,7 @@ in :mod:`normlab.optim` (transforms, classes, schedules).
 import sys as _sys
 
 from .optim import schedules, transforms
-from .optim.more_optimizers import Adadelta, Adamax, Ftrl, Lamb
+from .optim.more_optimizers import Adadelta, Adafactor, Adamax, Ftrl, Lamb
 from .optim.optimizers import SGD, Adagrad, Adam, AdamW, ChainOptimizer, Lion, Nadam, Optimizer, RMSprop, registry
 
 # ``import normlab.optimizers.schedules`` and ``from normlab.optimizers.schedules import ...`` work too
@@ -32,6 +32,7 @@ __all__ = [
     "Adadelta",
     "Lamb",
     "Ftrl",
+    "Adafactor",
     "ChainOptimizer",
     "schedules",
     "transforms",

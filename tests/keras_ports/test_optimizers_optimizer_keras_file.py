@@ -38,8 +38,6 @@ NO_OVERWRITE = pytest.mark.xfail(strict=True, reason="normlab's parameters have 
 NO_SET_WEIGHTS = pytest.mark.xfail(strict=True, raises=AttributeError,
                                    reason="normlab's optimizers restore state with set_state(), not set_weights()")
 NO_LOSS_SCALE = pytest.mark.xfail(strict=True, raises=TypeError, reason="normlab's optimizers have no loss_scale_factor")
-MISSING = pytest.mark.xfail(strict=True, raises=ValueError,
-                            reason="normlab has no Adafactor")
 
 
 class OptimizerTest(testing.TestCase):
@@ -369,7 +367,6 @@ class OptimizerTest(testing.TestCase):
             optimizer._accumulated_gradients[1], [[1.0, 1.0], [1.0, 1.0]]
         )
 
-    @mark_cases(MISSING, 10)
     @parameterized.parameters(
         [
             ("adam",),
@@ -421,7 +418,6 @@ class OptimizerTest(testing.TestCase):
         )
         self.assertLen(adam.variables, 1)
 
-    @mark_cases(MISSING, 10)
     @parameterized.parameters(
         [
             ("adam",),

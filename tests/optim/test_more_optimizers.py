@@ -1,4 +1,4 @@
-"""Adamax, Adadelta, Lamb and Ftrl: training, state round trips and pickling (their Keras golden tests are
+"""Adamax, Adadelta, Lamb, Ftrl and Adafactor: training, state round trips and pickling (their Keras golden tests are
 in tests/keras_ports/test_optimizers_*_keras_file.py)."""
 
 import pickle
@@ -14,6 +14,7 @@ MAKERS = {
     "Adadelta": lambda: O.Adadelta(1.0),
     "Lamb": lambda: O.Lamb(0.05, weight_decay=0.01),
     "Ftrl": lambda: O.Ftrl(0.5, l1_regularization_strength=0.001, l2_regularization_strength=0.01),
+    "Adafactor": lambda: O.Adafactor(0.05),
 }
 
 

@@ -156,6 +156,9 @@ class Optimizer:
     _hyper: tuple = ()
 
     # ------------------------------------------------------------ building
+    #: the slots shaped like their parameter (None: all); set_state infers the parameters' shapes from them
+    _param_shaped_slots: tuple | None = None
+
     def __init__(self, **kwargs):
         cls = type(self).__name__
         kwargs = {**_KERAS_DEFAULTS, **kwargs}
@@ -514,7 +517,7 @@ class Optimizer:
                 # saved before the first step (no per-parameter slots): fresh slots, saved scalars
                 expected = {k: a for k, a in expected.items() if "/" not in k}
         else:
-            pshapes, pdtypes = _template_shapes(arrays, cls)
+            pshapes, pdtypes = _template_shapes(arrays, cls, self._param_shaped_slots)
             template = [np.zeros(s, dtype=d) for s, d in zip(pshapes, pdtypes)]
             expected = state_keys(self._transform.init(template))
         _check_state(arrays, expected, cls)
@@ -769,12 +772,12 @@ def _check_state(arrays: dict, expected: dict, cls: str) -> None:
             raise ValueError(f"{cls}.set_state: {key!r} holds NaN or inf values.")
 
 
-def _template_shapes(arrays: dict, cls: str):
-    """Parameter shapes and dtypes implied by the per-parameter keys ``"slot/i"``."""
+def _template_shapes(arrays: dict, cls: str, only=None):
+    """Parameter shapes and dtypes implied by the per-parameter keys ``"slot/i"`` (of the slots ``only``, if given)."""
     found: dict[int, tuple] = {}
     for key, a in arrays.items():
         slot, sep, idx = key.rpartition("/")
-        if not sep or not idx.isdigit():
+        if not sep or not idx.isdigit() or (only is not None and slot not in only):
             continue
         i = int(idx)
         if i in found and found[i][0] != a.shape:

@@ -1,4 +1,4 @@
-"""Adamax, Adadelta, Lamb and Ftrl, as Keras 3 computes them (each a link, the learning rate, and the shared step).
+"""Adamax, Adadelta, Lamb, Ftrl and Adafactor, as Keras 3 computes them (each a link, the learning rate, and the shared step).
 
 Both rules are element-wise; they run through the same machinery as the
 others (:mod:`normlab.optim.transforms`), so clipping, weight decay, EMA,
@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import Interval
+from .._validation import Boolean, Interval
 from ..kernels import optim as K
 from . import transforms as T
 from .base import _EPS, _UNIT, Optimizer, _args, registry
@@ -292,3 +292,100 @@ class Ftrl(Optimizer):
     def _rule(self):
         return [ftrl_step(self.learning_rate_power, self.initial_accumulator_value, self.l1_regularization_strength,
                           self.l2_regularization_strength, self.l2_shrinkage_regularization_strength, self.beta)], False
+
+
+def adafactor_step(learning_rate_is_float: bool, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3,
+                   clip_threshold=1.0, relative_step=True) -> T.GradientTransformation:
+    """Adafactor (Shazeer and Stern, 2018) as Keras 3 computes it; the link gives the step itself.
+
+    With ``t`` the step count from 1, ``lr`` this step's learning rate
+    (``min(lr, 1 / sqrt(t))`` with ``relative_step`` and a float learning
+    rate), ``rms(x) = sqrt(mean(x^2))``::
+
+        rho = min(lr, 1 / sqrt(t));   alpha = max(epsilon_2, rms(w)) rho
+        beta = 1 - t^beta_2_decay;    s = g^2 + epsilon_1
+        arrays of rank >= 2 (factored second moments, slots "r" and "c"):
+            r <- beta r + (1 - beta) mean(s, -1);  c <- beta c + (1 - beta) mean(s, -2)
+            v =  (r / mean(r, -1))[..., None] * c[..., None, :]
+        rank 0 or 1:  v <- beta v + (1 - beta) s
+        u = g / sqrt(v);   step = -alpha u / max(1, rms(u) / clip_threshold)
+    """
+
+    def init(params):
+        r = [np.zeros(p.shape[:-1], p.dtype) if p.ndim >= 2 else np.zeros((), p.dtype) for p in params]
+        c = [np.zeros(p.shape[:-2] + p.shape[-1:], p.dtype) if p.ndim >= 2 else np.zeros((), p.dtype) for p in params]
+        return {"r": r, "c": c, "velocity": T._zeros_like(params)}
+
+    def rms(x):
+        return np.sqrt(np.mean(np.square(x)))
+
+    def update(updates, state, params, info):
+        t = info.step + 1.0
+        lr = float(info.learning_rate)
+        if relative_step and learning_rate_is_float:
+            lr = min(lr, 1.0 / np.sqrt(t))
+        rho = min(lr, 1.0 / np.sqrt(t))
+        beta = 1.0 - t ** beta_2_decay
+        for i, (g, w) in enumerate(zip(updates, params)):
+            dt = g.dtype.type
+            r, c, v = state["r"][i], state["c"][i], state["velocity"][i]
+            alpha = dt(max(epsilon_2, float(rms(w))) * rho)
+            s = g * g + dt(epsilon_1)
+            if w.ndim >= 2:
+                r[...] = dt(beta) * r + dt(1.0 - beta) * s.mean(axis=-1)
+                c[...] = dt(beta) * c + dt(1.0 - beta) * s.mean(axis=-2)
+                v[...] = (r / r.mean(axis=-1, keepdims=True))[..., None] * c[..., None, :]
+            else:
+                v[...] = dt(beta) * v + dt(1.0 - beta) * s
+            u = g / np.sqrt(v)
+            u = u / dt(max(1.0, float(rms(u)) / clip_threshold))
+            np.multiply(u, -alpha, out=g)
+        return updates, state
+
+    return T.GradientTransformation(init, update, None)
+
+
+@registry.register
+class Adafactor(Optimizer):
+    """Adafactor (Shazeer and Stern, 2018), as Keras 3 computes it (see :func:`adafactor_step`).
+
+    Second moments of matrices are kept factored (a row and a column
+    vector), so the optimizer's memory grows with ``rows + columns``, not
+    their product; the step is relative to the weights' RMS.
+
+    Parameters
+    ----------
+    learning_rate : default 0.001
+    beta_2_decay : float, default -0.8
+    epsilon_1 : float >= 0, default 1e-30
+    epsilon_2 : float >= 0, default 1e-3
+    clip_threshold : float > 0, default 1.0
+    relative_step : bool, default True
+        With a float learning rate, use ``min(lr, 1 / sqrt(t))``.
+    **kwargs
+        ``weight_decay``, ``clipnorm``, ``clipvalue``, ``global_clipnorm``,
+        ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+        ``gradient_accumulation_steps``, ``on_nonfinite``, ``name``: see
+        :class:`Optimizer`.
+    """
+
+    _param_constraints = {
+        **Optimizer._param_constraints,
+        "beta_2_decay": [Interval(numbers.Real, None, None)],
+        "epsilon_1": _EPS,
+        "epsilon_2": _EPS,
+        "clip_threshold": [Interval(numbers.Real, 0, None, closed="neither")],
+        "relative_step": [Boolean()],
+    }
+    _hyper = ("beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step")
+    _param_shaped_slots = ("velocity",)  # "r" and "c" are the factored row and column moments
+
+    def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,
+                 relative_step=True, *, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None, gradient_accumulation_steps=None,
+                 on_nonfinite="raise", name=None):
+        super().__init__(**_args(locals()))
+
+    def _rule(self):
+        return [adafactor_step(isinstance(self.learning_rate, float), self.beta_2_decay, self.epsilon_1,
+                               self.epsilon_2, self.clip_threshold, self.relative_step)], False
