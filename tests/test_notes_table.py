@@ -92,6 +92,42 @@ def test_bn_backward_summary(kernel_path, eps):
     np.testing.assert_allclose(layer.grads["beta"], ref_dbeta, **TIGHT)
 
 
+def test_bn_without_epsilon_as_002_and_003_write_it(kernel_path):
+    """Notes 002, h = (h - mu) / sqrt(sigma^2), and 003, BN(x) = gamma (x - mu) / sigma + beta: epsilon=0."""
+    layer = _bn(epsilon=0)
+    x = _x((16, 4), offset=3.0)
+    dy = _x((16, 4), seed=1)
+    g, b = layer.params["gamma"], layer.params["beta"]
+    mu = x.sum(axis=0) / 16
+    sigma = np.sqrt(((x - mu) ** 2).sum(axis=0) / 16)
+    np.testing.assert_allclose(layer(x, training=True), g * (x - mu) / sigma + b, **TIGHT)
+    dx = layer.backward(dy)
+    ref_dx, ref_dgamma, ref_dbeta = _notes_bn_backward(dy, x, g, 0.0)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["gamma"], ref_dgamma, **TIGHT)
+    np.testing.assert_allclose(layer.grads["beta"], ref_dbeta, **TIGHT)
+
+
+def test_bn_scale_invariance(kernel_path):
+    """Notes 001: BN(Wu) = BN((aW)u), the same d/du, and d/d(aW) = 1/a d/dW (exact with epsilon=0)."""
+    u, dy = _x((16, 3)), _x((16, 4), seed=1)
+    w = np.random.default_rng(5).standard_normal((3, 4))
+    a = 7.5
+    out = {}
+    for scale in (1.0, a):
+        dense = Dense(4, use_bias=False, dtype=F64)
+        dense.build((None, 3))
+        dense.params["kernel"][...] = scale * w
+        bn = _bn(epsilon=0)
+        y = bn(dense(u, training=True), training=True)
+        du = dense.backward(bn.backward(dy))
+        out[scale] = y, du, dense.grads["kernel"].copy()
+    (y1, du1, dw1), (ya, dua, dwa) = out[1.0], out[a]
+    np.testing.assert_allclose(ya, y1, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(dua, du1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dwa, dw1 / a, rtol=1e-10, atol=1e-12)
+
+
 def test_bn_moving_averages_with_alpha(kernel_path):
     """Notes 002: mu := alpha mean_batch + (1 - alpha) mu, the same for sigma^2: momentum = 1 - alpha."""
     alpha = 0.1
