@@ -31,15 +31,33 @@ the two sums run over the global batch: one allreduce of the local
 buffer adds them up with every other gradient. ``dy`` must be the
 gradient of the *global* loss (each rank's output gradient scaled by its
 share of the batch, as :class:`~normlab.distributed.DataParallel` does).
+
+Two implementations with one set of equations: the NumPy functions
+(:func:`sync_train_forward`, :func:`sync_train_backward`) for any axis,
+and, for features on the last axis where the numba row kernels take the
+input, :func:`rows_train_forward` / :func:`rows_train_backward` on the
+kernels of :mod:`normlab.kernels._bn_sync_numba` (the plain row kernels'
+passes, split around the collectives; with the activation that follows
+fused in, as for plain BN). Both send the same numbers in the same layout,
+so ranks on different paths (an empty shard runs NumPy) agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from typing import NamedTuple
+
+from ..kernels import _backend
 from ..kernels.batchnorm import BatchNormTrainCache, _moments_fast, reduced_count
 
-__all__ = ["combine_moments", "sync_train_forward", "sync_train_backward"]
+__all__ = ["combine_moments", "sync_train_forward", "sync_train_backward", "SyncRowsCache", "rows_train_forward",
+           "rows_train_backward", "TOO_FEW"]
+
+_S = None  # the numba kernels, imported on first use (they compile then)
+_EMPTY = np.empty(0)
+#: what :func:`rows_train_forward` returns, beside the statuses of the kernels, for a global count below 2
+TOO_FEW = 3
 
 
 def combine_moments(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,3 +154,80 @@ def sync_train_backward(dy, cache: BatchNormTrainCache, *, comm):
     dx -= xhat * sum_dy_xhat
     dx *= coef
     return dx, dgamma, dbeta
+
+
+# ------------------------------------------------------------- row kernels
+class SyncRowsCache(NamedTuple):
+    """What :func:`rows_train_backward` needs: the shard ``(m_r, C)``, the global statistics and count."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    count: int
+
+
+def _kernels():
+    global _S
+    if _S is None:
+        from ..kernels import _bn_sync_numba
+
+        _S = _bn_sync_numba
+    return _S
+
+
+def rows_train_forward(x, gamma, beta, epsilon, momentum, unbiased, moving_mean, moving_var, out, mean, inv_std,
+                       saved, stamp, comm, act_kind=None, act_out=None):
+    """``out = BN(x)`` with the global batch's statistics (and ``act_out = f(out)``), on the row kernels.
+
+    ``x``: this rank's shard as a C-contiguous ``(m_r, C)`` matrix, ``m_r >= 1``.
+    Arguments as :func:`normlab.kernels.batchnorm_rows.train_forward`;
+    ``unbiased``: the moving variance receives ``var * count / (count - 1)``
+    (global count). One pass for the shard's ``(count, mean, M2)``, one
+    allgather, one pass for the output. Returns ``(0, SyncRowsCache)``, or,
+    with nothing written, ``(TOO_FEW, count)``, ``(NOT_FINITE, None)`` (NaN or
+    inf input on some rank) or ``(OVERFLOW, None)``.
+    """
+    S = _kernels()
+    c = x.shape[1]
+    local = np.empty(1 + 2 * c)
+    S.shard_moments(x, local)
+    parts = comm.allgather(local, "synchronized batch normalization (forward)")
+    count = int(parts[:, 0].sum())
+    if count < 2:
+        return TOO_FEW, count
+    gamma = _EMPTY if gamma is None else gamma
+    beta = _EMPTY if beta is None else beta
+    corr = count / (count - 1) if unbiased else 1.0
+    if act_kind is None:
+        status = S.sync_forward_step(parts, x, gamma, beta, epsilon, momentum, corr, moving_mean, moving_var, out,
+                                     mean, inv_std, saved, stamp)
+    else:
+        status = S.sync_forward_act_step(parts, x, gamma, beta, epsilon, momentum, corr, moving_mean, moving_var,
+                                         out, mean, inv_std, act_kind, act_out, saved, stamp)
+    return (0, SyncRowsCache(x, mean, inv_std, count)) if status == 0 else (status, None)
+
+
+def rows_train_backward(dy, cache: SyncRowsCache, gamma, dx, dgamma, dbeta, accumulate: bool, comm,
+                        act_kind=None, act_s=None) -> np.ndarray:
+    """dL/dx of :func:`rows_train_forward` into ``dx``; the shard's dgamma/dbeta written or added.
+
+    One pass for the shard's ``(sum dy, sum dy xhat)``, one allreduce, one
+    pass for ``dx``. With ``act_kind``, ``dy`` is the gradient at the
+    activation's output and ``act_s`` what its derivative is taken from, as
+    in :func:`normlab.kernels.batchnorm_rows.train_backward`.
+    """
+    S = _kernels()
+    x, mean, inv_std, count = cache
+    kind = S.IDENTITY if act_kind is None else act_kind
+    s = dy if act_kind is None else act_s
+    sums = np.empty(2 * x.shape[1])
+    S.grad_sums(dy, s, kind, x, mean, inv_std, sums, _EMPTY if dgamma is None else dgamma,
+                _EMPTY if dbeta is None else dbeta, accumulate)
+    comm.allreduce_(sums, "synchronized batch normalization (backward)")
+    S.sync_dx(dy, s, kind, x, mean, inv_std, _EMPTY if gamma is None else gamma, count, sums, dx)
+    return dx
+
+
+def rows_take(x) -> bool:
+    """True when the row kernels take the shard ``x`` (numba enabled, float32/float64, not empty)."""
+    return _backend.numba_enabled() and x.size > 0 and (x.dtype == np.float32 or x.dtype == np.float64)

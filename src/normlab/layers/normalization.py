@@ -355,10 +355,15 @@ class BatchNormalization(Layer):
         return self._call(x, True, True)
 
     def _train_backward(self, dy, need_dx: bool = True):
-        if type(self._cache) is not R.RowsTrainCache:
+        cache = self._cache
+        if type(cache) is R.RowsTrainCache:
+            backward = self._backward_rows
+        elif type(cache) is tuple and cache[0] == "sync_rows":
+            backward = self._sync_backward_rows
+        else:
             return super()._train_backward(dy, need_dx)
         try:
-            return self._backward_rows(dy, workspace=True)
+            return backward(dy, workspace=True)
         finally:
             self._grads_zero = False
 
@@ -388,7 +393,7 @@ class BatchNormalization(Layer):
         train = training and self._trainable
         if train and self._sync is not None:
             with np.errstate(invalid="ignore", over="ignore"):
-                return self._sync_train_call(x)
+                return self._sync_train_call(x, workspace)
         if train:
             count = self._per_feature_count(x.shape)
             if count < 2:
@@ -444,10 +449,12 @@ class BatchNormalization(Layer):
         self._out_shape = y.shape
         return y
 
-    def _sync_train_call(self, x):
+    def _sync_train_call(self, x, workspace=False):
         """Training forward with the global batch's statistics (:mod:`normlab.distributed.sync_bn`)."""
-        from ..distributed.sync_bn import sync_train_forward
+        from ..distributed.sync_bn import rows_take, sync_train_forward
 
+        if self._features_last and rows_take(x):
+            return self._sync_call_rows(x, workspace)
         if self._np_saved is None or self._np_saved[0] != self._stamp:
             self._np_saved = (self._stamp, {k: b.copy() for k, b in self.buffers.items()})
         y, cache, mean, var, count = sync_train_forward(
@@ -460,6 +467,41 @@ class BatchNormalization(Layer):
         self._cache = ("sync", cache)
         self._out_shape = y.shape
         return y
+
+    def _sync_call_rows(self, x, workspace=False):
+        """:meth:`_sync_train_call` with features on the last axis, on the row kernels."""
+        from ..distributed.sync_bn import TOO_FEW, rows_train_forward
+
+        c = x.shape[-1]
+        x2 = np.ascontiguousarray(x).reshape(-1, c)
+        ws = self._workspace(x2) if workspace else None
+        out = np.empty_like(x2) if ws is None else ws[0]
+        status, cache = rows_train_forward(
+            x2, self.params.get("gamma"), self.params.get("beta"), self.epsilon, self.momentum,
+            self.unbiased_moving_variance, self.buffers["moving_mean"], self.buffers["moving_variance"], out,
+            np.empty(c, np.float64) if ws is None else ws[3], np.empty(c, np.float64) if ws is None else ws[4],
+            self._saved, self._stamp, self._sync,
+        )
+        if status == TOO_FEW:
+            self._raise_too_few(x.shape, cache)
+        if status:
+            self._raise_bad_statistics(x, overflow=status == R.OVERFLOW)
+        self._cache = ("sync_rows", cache)
+        y = out.reshape(x.shape)
+        self._out_shape = y.shape
+        return y
+
+    def _sync_backward_rows(self, dy, workspace=False):
+        """dL/dx of :meth:`_sync_call_rows` (the kernels write this shard's dgamma / dbeta themselves)."""
+        from ..distributed.sync_bn import rows_train_backward
+
+        cache = self._cache[1]
+        x2 = cache.x
+        dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
+        dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
+        rows_train_backward(dy2, cache, self.params.get("gamma"), dx, self._grad_target("gamma"),
+                            self._grad_target("beta"), not self._grads_zero, self._sync)
+        return dx.reshape(dy.shape)
 
     def _per_feature_count(self, shape) -> int:
         count = K.reduced_count(shape, self._reduce_axes)
@@ -608,6 +650,8 @@ class BatchNormalization(Layer):
     def _backward(self, dy):
         if type(self._cache) is R.RowsTrainCache:
             return self._backward_rows(dy)
+        if type(self._cache) is tuple and self._cache[0] == "sync_rows":
+            return self._sync_backward_rows(dy)
         dx, dgamma, dbeta = self._backward_parts(dy)
         if self._trainable:
             if self.scale:
