@@ -278,3 +278,16 @@ def test_loss_dtype_result():
     assert isinstance(losses.MeanAbsoluteError()(_YREAL, _Z), float)
     with pytest.raises(normlab.InvalidParameterError, match="'dtype' parameter of MeanAbsoluteError"):
         losses.MeanAbsoluteError(dtype="int32")
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight"])
+def test_circle_gradient_float64(reduction):
+    """Circle: every value depends on the whole batch; its gradient (of the reduced value) by central differences."""
+    rng = np.random.default_rng(3)
+    p = rng.normal(size=(6, 4))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    y = np.array([0, 0, 1, 1, 2, 2])
+    w = np.linspace(0.5, 1.5, 6)
+    loss = losses.Circle(gamma=8.0, margin=0.25, reduction=reduction)
+    numeric = numerical_gradient(lambda: loss(y, p, sample_weight=w), p)
+    assert grad_error(loss.gradient(y, p, sample_weight=w), numeric) < 1e-6

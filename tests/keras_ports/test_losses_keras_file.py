@@ -24,8 +24,6 @@ MESSAGE = pytest.mark.xfail(strict=True, raises=AssertionError,
                             reason="normlab's argument errors use its one template ('The 'reduction' parameter of "
                                    "Hinge must be ... Got 'abc' instead.'), not Keras's 'Invalid value for argument'")
 NO_CTC = pytest.mark.xfail(strict=True, raises=AttributeError, reason="normlab has no CTC loss")
-NO_CIRCLE = pytest.mark.xfail(strict=True, raises=AttributeError,
-                              reason="normlab has no Circle loss (metric learning)")
 
 
 class MeanSquaredErrorTest(testing.TestCase):
@@ -2162,13 +2160,11 @@ class CircleTest(testing.TestCase):
             ]
         )
 
-    @NO_CIRCLE
     def test_config(self):
         self.run_class_serialization_test(
             losses.Circle(name="mycircle", gamma=80.0, margin=0.4)
         )
 
-    @NO_CIRCLE
     def test_correctness(self):
         self.setup()
         circle_loss = losses.Circle(gamma=80.0, margin=0.4)
@@ -2196,7 +2192,6 @@ class CircleTest(testing.TestCase):
             tpu_rtol=1e-2,
         )
 
-    @NO_CIRCLE
     def test_correctness_weighted(self):
         self.setup()
         sample_weight = np.array([2.0, 2.0, 1.0, 1.0, 0.5])
@@ -2206,7 +2201,6 @@ class CircleTest(testing.TestCase):
         )
         self.assertAlmostEqual(loss, 244.91918, tpu_decimal=0)
 
-    @NO_CIRCLE
     def test_no_reduction(self):
         self.setup()
         circle_loss = losses.Circle(gamma=80.0, margin=0.4, reduction=None)
@@ -2219,7 +2213,6 @@ class CircleTest(testing.TestCase):
             tpu_rtol=1e-2,
         )
 
-    @NO_CIRCLE
     def test_sum_reduction(self):
         self.setup()
         circle_loss = losses.Circle(gamma=80.0, margin=0.4, reduction="sum")
@@ -2227,7 +2220,6 @@ class CircleTest(testing.TestCase):
 
         self.assertAlmostEqual(loss, 264.845, tpu_decimal=0)
 
-    @NO_CIRCLE
     def test_mean_with_sample_weight_reduction(self):
         self.setup()
         sample_weight = np.array([2.0, 2.0, 1.0, 1.0, 0.5])
@@ -2239,7 +2231,6 @@ class CircleTest(testing.TestCase):
         )
         self.assertAlmostEqual(loss, 163.27948, tpu_decimal=0)
 
-    @NO_CIRCLE
     def test_dtype_arg(self):
         self.setup()
         circle_loss = losses.Circle(dtype="bfloat16")

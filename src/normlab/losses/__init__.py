@@ -12,6 +12,7 @@ for the formulas.
 from __future__ import annotations
 
 from ._base import DTYPES, REDUCTIONS, FunctionLoss, Loss, registry, squeeze_or_expand_to_same_rank
+from ._circle import Circle, circle
 from ._crossentropy import (
     BinaryCrossentropy,
     BinaryFocalCrossentropy,
@@ -44,7 +45,7 @@ __all__ = [
     "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
     "CosineSimilarity", "Huber", "LogCosh", "Hinge", "SquaredHinge", "CategoricalHinge", "KLDivergence", "Poisson",
     "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy", "CategoricalFocalCrossentropy",
-    "SparseCategoricalCrossentropy", "CategoricalGeneralizedCrossEntropy", "Dice", "Tversky",
+    "SparseCategoricalCrossentropy", "CategoricalGeneralizedCrossEntropy", "Dice", "Tversky", "Circle", "circle",
     *_function_names,
     "get", "serialize", "deserialize",
 ]
