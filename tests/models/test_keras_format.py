@@ -197,6 +197,7 @@ OPTIMIZERS = {
     "Adamax": lambda o: o.Adamax(0.01, beta_2=0.99), "Adadelta": lambda o: o.Adadelta(0.5, rho=0.9),
     "Ftrl": lambda o: o.Ftrl(0.1, l1_regularization_strength=0.001, initial_accumulator_value=0.2),
     "Lamb": lambda o: o.Lamb(0.01),
+    "Adafactor": lambda o: o.Adafactor(0.05, relative_step=False),
 }
 # each optimizer as soon as normlab has it
 OPTIMIZERS = {k: v for k, v in OPTIMIZERS.items() if hasattr(normlab.optimizers, k.split("-")[0])}

@@ -13,7 +13,8 @@ from ._keras_common import _ANY, _Bad, _check_object, _dtype_from_keras, _need, 
 from ._keras_layers import _var_keys
 
 #: Keras 3 optimizers whose state layout normlab maps (those normlab has travel: :func:`_mapped_optimizers`)
-_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Lion", "Adamax", "Adadelta", "Ftrl", "Lamb")
+_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Lion", "Adamax", "Adadelta", "Ftrl", "Lamb",
+               "Adafactor")
 
 
 def _mapped_optimizers() -> list[str]:
@@ -173,7 +174,10 @@ def _slot_order(cls: str, conf: dict, n: int) -> list:
     them, RMSprop's velocities, momentums and average gradients each as a
     block. Keras's base optimizer creates its own variables first:
     the moving averages (``use_ema``), then the gradient accumulators
-    (``gradient_accumulation_steps``), one per variable each.
+    (``gradient_accumulation_steps``), one per variable each. Adafactor
+    keeps ``r``, ``c`` (the factors of the second moment of a variable of
+    rank 2 or more; int scalars that stand in for them below rank 2) and a
+    velocity per variable in turn.
     """
     head = [("average", i) for i in range(n)] if conf.get("use_ema") else []
     if conf.get("gradient_accumulation_steps"):
@@ -207,7 +211,23 @@ def _rule_slot_order(cls: str, conf: dict, n: int) -> list:
         return [(slot, i) for i in range(n) for slot in ("accumulator", "linear")]
     if cls == "Lamb":
         return [(slot, i) for i in range(n) for slot in ("momentum", "velocity")]
+    if cls == "Adafactor":
+        return [(slot, i) for i in range(n) for slot in ("r", "c", "velocity")]
     raise ValueError(f"no Keras optimizer layout for {cls}")  # pragma: no cover - _OPTIMIZERS only
+
+
+def _slot_shape(cls: str, slot: str, shape: tuple) -> tuple:
+    """The shape of a slot of a variable of ``shape`` (Adafactor's factors drop an axis)."""
+    if cls == "Adafactor" and slot in ("r", "c"):
+        if len(shape) < 2:
+            return ()
+        return tuple(shape[:-1]) if slot == "r" else tuple(shape[:-2]) + tuple(shape[-1:])
+    return tuple(shape)
+
+
+def _is_placeholder(cls: str, slot: str, shape: tuple) -> bool:
+    """A slot Keras keeps as an int scalar that stands in for a factor (Adafactor, variables of rank < 2)."""
+    return cls == "Adafactor" and slot in ("r", "c") and len(shape) < 2
 
 
 #: slots normlab keeps with the opposite sign of Keras's (normlab's RMSprop momentum is the notes' velocity)

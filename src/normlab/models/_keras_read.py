@@ -16,7 +16,14 @@ import numpy as np
 
 from ..layers.base import Layer
 from ._keras_common import _NAME, _Bad, _check_object, _h5_keys, _keras_order, _need
-from ._keras_compile import _NEGATED_SLOTS, _compile_from_keras, _slot_order, _trainable_in_keras_order
+from ._keras_compile import (
+    _NEGATED_SLOTS,
+    _compile_from_keras,
+    _is_placeholder,
+    _slot_order,
+    _slot_shape,
+    _trainable_in_keras_order,
+)
 from ._keras_layers import _KERAS_ONLY_VARS, _batch_shape, _config_keys, _make_layer, _var_keys
 
 CONFIG = "config.json"
@@ -270,7 +277,7 @@ def _optimizer_state_from(weights: "_Weights", model, pairs, who: str) -> dict |
         warnings.warn(f"{who}: normlab's {cls} has no Keras counterpart; the file's optimizer variables are "
                       f"skipped.", stacklevel=4)
         return None
-    shapes = [() if isinstance(o, str) else arrays[o[1]].shape for o in order]
+    shapes = [() if isinstance(o, str) else _slot_shape(cls, o[0], arrays[o[1]].shape) for o in order]
     have = [tuple(ds[f"optimizer/vars/{k}"].shape) for k in range(n)] if all(
         f"optimizer/vars/{k}" in ds for k in range(n)) else None
     if have != [(), ()] + shapes or ds["optimizer/vars/0"].dtype.kind not in "iu":
@@ -288,6 +295,9 @@ def _optimizer_state_from(weights: "_Weights", model, pairs, who: str) -> dict |
         key = o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"
         # scalars (Nadam's u_product) are float64 in normlab, slots have their weight's dtype
         target = np.zeros(shapes[k], np.float64 if isinstance(o, str) else arrays[o[1]].dtype)
+        if not isinstance(o, str) and _is_placeholder(cls, o[0], arrays[o[1]].shape):
+            state[key] = target  # Keras's int stand-in; normlab keeps a float zero there
+            continue
         weights.read(f"optimizer/vars/{k + 2}", target)
         if not isinstance(o, str) and (cls, o[0]) in _NEGATED_SLOTS:
             np.negative(target, out=target)

@@ -13,7 +13,7 @@ import io
 import numpy as np
 
 from ._keras_common import _h5_keys, _keras_order, _policy, _unique
-from ._keras_compile import _NEGATED_SLOTS, _compile_to_keras, _slot_order, _trainable_in_keras_order
+from ._keras_compile import _NEGATED_SLOTS, _compile_to_keras, _is_placeholder, _slot_order, _trainable_in_keras_order
 from ._keras_layers import _KERAS_ONLY_VARS, _config_keys, _input_entry, _layer_to_keras, _var_keys
 from ._keras_read import _require_h5py
 
@@ -97,6 +97,9 @@ def _keras_optimizer_vars(model, pairs) -> list:
     calls = int(state["iterations"]) * steps + int(state.get("accumulation_step", 0))
     out = [np.array(calls, np.int64), np.array(opt.get_config()["learning_rate"], np.float32)]
     for o in order:
+        if not isinstance(o, str) and _is_placeholder(cls, o[0], arrays[o[1]].shape):
+            out.append(np.zeros((), np.int32))  # as Keras keeps it (an int stand-in, never read)
+            continue
         arr = np.asarray(state[o if isinstance(o, str) else f"{o[0]}/{index[o[1]]}"])
         out.append(-arr if not isinstance(o, str) and (cls, o[0]) in _NEGATED_SLOTS else arr)
     return out
