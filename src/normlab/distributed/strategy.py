@@ -149,8 +149,9 @@ class DataParallel:
 
     # ---------------------------------------------------------- the step
     def fuse_ok(self, model) -> bool:
-        """False when the model has synchronized batch normalization: its layers must run their own passes."""
-        return not any(getattr(layer, "_sync", None) is not None for layer in _all_layers(model))
+        """True: the executor fuses a synchronized batch norm with its activation into a pair of its own
+        (:class:`normlab.distributed._sync_fused.SyncBatchNormActivation`)."""
+        return True
 
     def _loss_share(self, model, share: float) -> float:
         return 1.0 if model.loss.reduction == "sum" else share

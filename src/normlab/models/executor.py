@@ -89,7 +89,7 @@ class Executor:
             j = self._fusable_pair(program, k, consumers, output) if fuse else None
             if j is not None:
                 fused_into.add(j)
-                placed[j] = _Node(BatchNormActivation(layer, program[j][0]), tuple(inputs), j + 1)
+                placed[j] = _Node(self._fused_pair(layer, program[j][0]), tuple(inputs), j + 1)
             else:
                 placed[k] = _Node(layer, tuple(inputs), k + 1)
         order = [placed[k] for k in sorted(placed)]
@@ -110,6 +110,15 @@ class Executor:
             if id(layer) not in seen and type(layer)._begin_step is not Layer._begin_step:
                 seen.add(id(layer))
                 self.stateful.append(layer)
+
+    @staticmethod
+    def _fused_pair(bn, act):
+        """The fused node of a batch norm and its activation (synchronized on several ranks: its own pair)."""
+        if getattr(bn, "_sync", None) is None:
+            return BatchNormActivation(bn, act)
+        from ..distributed._sync_fused import SyncBatchNormActivation
+
+        return SyncBatchNormActivation(bn, act)
 
     @staticmethod
     def _fusable_pair(program, k, consumers, output):
