@@ -37,6 +37,7 @@ LOSSES = {
     "CategoricalFocalCrossentropy": ({"alpha": 0.3, "gamma": 1.5}, "onehot"),
     "CategoricalGeneralizedCrossEntropy": ({"q": 0.7}, "sparse"),
     "CategoricalHinge": ({}, "onehot"),
+    "Circle": ({"gamma": 10.0, "margin": 0.3}, "embedding"),
     "CosineSimilarity": ({"axis": -1}, "onehot"),
     "Dice": ({}, "onehot"),
     "Hinge": ({}, "binary"),
@@ -104,6 +105,8 @@ def _data(kind, seed=0):
     rng = np.random.default_rng(seed)
     if kind == "binary":
         return (rng.random((16, 1)) < 0.5).astype(np.float32), rng.uniform(0.05, 0.95, (16, 1)).astype(np.float32)
+    if kind == "embedding":  # Circle: class labels and embeddings
+        return rng.integers(0, 3, 16), rng.standard_normal((16, 4)).astype(np.float32)
     p = rng.dirichlet(np.ones(3), 16).astype(np.float32)
     labels = rng.integers(0, 3, 16)
     if kind == "sparse":
