@@ -8,7 +8,7 @@ brings every rank's triple to every rank, and Chan's parallel formula
 combines them::
 
     m   = sum_r m_r
-    mu  = sum_r m_r mu_r / m
+    mu  = mu_0 + sum_r (m_r / m) (mu_r - mu_0)     (mu_0: the first non-empty shard's mean)
     M2  = sum_r M2_r + sum_r m_r (mu_r - mu)^2
     var = M2 / m                        (biased, as plain BN)
 
@@ -71,7 +71,11 @@ def combine_moments(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     mu_r, m2_r = parts[:, 1 : 1 + c], parts[:, 1 + c :]
     n = n_r.sum()
     w = np.divide(n_r, n, out=np.zeros_like(n_r), where=n > 0)
-    mu = (w * mu_r).sum(axis=0)
+    # the means as offsets from the first shard's: a feature constant over the
+    # global batch gets its value exactly, hence a variance of exactly 0
+    full = np.flatnonzero(n_r[:, 0] > 0)
+    mu0 = mu_r[full[0]] if full.size else np.zeros(c)
+    mu = mu0 + (w * (mu_r - mu0)).sum(axis=0)
     m2 = m2_r.sum(axis=0) + (n_r * np.square(mu_r - mu)).sum(axis=0)
     return n, mu, m2
 
@@ -115,7 +119,10 @@ def sync_train_forward(x, gamma, beta, *, axes: tuple, epsilon: float, comm):
     mean = mu.reshape(shape)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         var = (m2 / count).reshape(shape) if count else np.full(shape, np.nan)
-        inv64 = 1.0 / np.sqrt(var + epsilon)
+        d = var + epsilon
+        # where var + eps == 0 (epsilon=0, a constant feature), 1/sqrt(var + eps) is taken as 0:
+        # y = beta and no input gradient, as in the plain kernels
+        inv64 = np.divide(1.0, np.sqrt(d), out=np.zeros_like(d), where=d != 0)
         shift = mean - hi  # x - mean = xc - shift
         if xc.dtype == x.dtype:
             xc -= shift.astype(x.dtype)

@@ -59,12 +59,17 @@ def _combine(parts, mean, var):
     ranks = parts.shape[0]
     c = mean.size
     n = 0.0
+    first = -1  # the first rank with values: its means are the shift
     for r in range(ranks):
         n += parts[r, 0]
+        if first < 0 and parts[r, 0] > 0:
+            first = r
     for j in range(c):
-        mu = 0.0
+        mu0 = parts[first, 1 + j] if first >= 0 else 0.0
+        t = 0.0
         for r in range(ranks):
-            mu += (parts[r, 0] / n) * parts[r, 1 + j]
+            t += (parts[r, 0] / n) * (parts[r, 1 + j] - mu0)
+        mu = mu0 + t
         s = 0.0
         d = 0.0
         for r in range(ranks):
