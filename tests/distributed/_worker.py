@@ -151,9 +151,29 @@ def failing(mode: str) -> None:
     print("fit returned (it should not)", flush=True)
 
 
+def kernels(out: str) -> None:
+    """On the numba kernels: the synchronized row kernels, fused with relu, in training; their gradient check."""
+    dist = DataParallel(timeout=120)
+    res = {}
+    for name in ("sync", "cnn"):
+        build, make, kw = C.FIT[name]
+        x, y = make()
+        m = C.compile_(build(), dist)
+        h = m.fit(x, y, verbose=0, **kw)
+        res[f"{name}/weights"] = flat(m)
+        res[f"{name}/loss"] = np.array(h.history["loss"])
+        res[f"{name}/fused"] = np.array([type(n.layer).__name__ == "SyncBatchNormActivation"
+                                         for n in m._executor.nodes]).any()
+    gradient_check(dist._comm, res)
+    if dist.is_chief:
+        np.savez(os.path.join(out, "kernels.npz"), **res)
+
+
 if __name__ == "__main__":
     scenario, outdir = sys.argv[1], sys.argv[2]
     if scenario == "main":
         main(outdir)
+    elif scenario == "kernels":
+        kernels(outdir)
     else:
         failing(scenario)

@@ -33,12 +33,15 @@ def _mpiexec():
     return found
 
 
-def run_mpi(*args, timeout=60, n=2, cwd=None):
+def run_mpi(*args, timeout=60, n=2, cwd=None, numba=False):
     """``mpiexec -n 2 python ARGS``: the completed process (never left running past ``timeout``)."""
     cmd = [_mpiexec(), "-n", str(n)]
     if "Open MPI" in subprocess.run([cmd[0], "--version"], capture_output=True, text=True, timeout=30).stdout:
         cmd += ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
-    env = dict(os.environ, NORMLAB_DISABLE_NUMBA="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env.pop("NORMLAB_DISABLE_NUMBA", None)
+    if not numba:
+        env["NORMLAB_DISABLE_NUMBA"] = "1"
     return subprocess.run(cmd + [sys.executable, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd)
 
@@ -114,6 +117,28 @@ def test_synchronized_is_plain_batch_norm_in_one_process(numpy_kernels):
         m.fit(x, y, batch_size=32, epochs=2, seed=1, verbose=0)
         runs.append(_flat(m))
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_synchronized_row_kernels_on_two_ranks_train_as_one_process(tmp_path):
+    """The numba path: synchronized BN on its row kernels, fused with relu, against one process's plain BN."""
+    pytest.importorskip("numba")
+    from normlab.kernels import _backend
+
+    proc = run_mpi(HERE / "_worker.py", "kernels", tmp_path, timeout=300, numba=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with np.load(tmp_path / "kernels.npz") as f:
+        res = {k: f[k] for k in f.files}
+    previous = _backend.use_numba(True)
+    try:
+        for name in ("sync", "cnn"):
+            m, h, _, _ = _reference(name)
+            assert res[f"{name}/fused"]
+            np.testing.assert_allclose(res[f"{name}/weights"], _flat(m), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(res[f"{name}/loss"], h.history["loss"], rtol=1e-12)
+    finally:
+        _backend.use_numba(previous)
+    np.testing.assert_allclose(res["grad/ana_dx"], res["grad/num_dx"], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(res["grad/ana_params"], res["grad/num_params"], rtol=1e-6, atol=1e-8)
 
 
 def test_a_checkpoint_resumes_bit_for_bit_on_as_many_ranks_and_closely_on_one(ranks):
