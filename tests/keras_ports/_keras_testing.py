@@ -295,6 +295,9 @@ ops = types.SimpleNamespace(
     multiply=np.multiply,
     max=np.max,
     min=np.min,
+    greater=np.greater,
+    less=np.less,
+    equal=np.equal,
 )
 
 
@@ -339,3 +342,84 @@ MultiHeadAttention = None
 dtype_policies = types.SimpleNamespace(
     dtype_policy=types.SimpleNamespace(dtype_policy=lambda: None, set_dtype_policy=lambda policy: None))
 backend.set_floatx = lambda value: None
+
+
+# --------------------------------------------------------------------------- Keras's test utilities
+
+
+def get_test_data(train_samples, test_samples, input_shape, num_classes, random_seed=None):
+    """Keras's ``testing.test_utils.get_test_data`` (the same arrays for the same seed)."""
+    np.random.seed(random_seed)
+
+    # Total samples
+    total_samples = train_samples + test_samples
+
+    # Ensure that we generate a balanced dataset
+    samples_per_class = total_samples // num_classes
+    y = np.array(
+        [i for i in range(num_classes) for _ in range(samples_per_class)],
+        dtype=np.int32,
+    )
+
+    # Generate extra samples in a deterministic manner
+    extra_samples = total_samples - len(y)
+    y_extra = np.array(
+        [i % num_classes for i in range(extra_samples)], dtype=np.int64
+    )
+    y = np.concatenate([y, y_extra])
+
+    # Generate data
+    templates = 2 * num_classes * np.random.random((num_classes,) + input_shape)
+    x = np.zeros((total_samples,) + input_shape, dtype=np.float32)
+    for i in range(total_samples):
+        x[i] = templates[y[i]] + np.random.normal(
+            loc=0, scale=1.0, size=input_shape
+        )
+
+    # Shuffle the entire dataset to ensure randomness based on seed
+    indices = np.arange(total_samples)
+    np.random.shuffle(indices)
+    x, y = x[indices], y[indices]
+
+    # Stratified Shuffle Split
+    x_train, y_train, x_test, y_test = [], [], [], []
+    for cls in range(num_classes):
+        cls_indices = np.where(y == cls)[0]
+        np.random.shuffle(cls_indices)
+        train_count = int(train_samples / num_classes)
+
+        x_train.extend(x[cls_indices[:train_count]])
+        y_train.extend(y[cls_indices[:train_count]])
+
+        x_test.extend(x[cls_indices[train_count:]])
+        y_test.extend(y[cls_indices[train_count:]])
+
+    # Convert to numpy arrays
+    x_train, y_train = np.array(x_train), np.array(y_train)
+    x_test, y_test = np.array(x_test), np.array(y_test)
+
+    # Shuffle training and test sets after stratified split
+    train_indices = np.arange(len(x_train))
+    test_indices = np.arange(len(x_test))
+    np.random.shuffle(train_indices)
+    np.random.shuffle(test_indices)
+
+    x_train, y_train = x_train[train_indices], y_train[train_indices]
+    x_test, y_test = x_test[test_indices], y_test[test_indices]
+
+    return (x_train, y_train), (x_test, y_test)
+
+
+
+
+test_utils = types.SimpleNamespace(get_test_data=get_test_data)
+io_utils = types.SimpleNamespace(disable_interactive_logging=lambda: None, enable_interactive_logging=lambda: None,
+                                 set_logging_verbosity=lambda level: None, is_interactive_logging_enabled=lambda: True)
+
+
+def _file_open(path, mode="r"):
+    return open(path, mode)
+
+
+file_utils = types.SimpleNamespace(join=lambda *a: __import__("os").path.join(*a),
+                                   exists=lambda p: __import__("os").path.exists(p), File=_file_open)

@@ -52,6 +52,8 @@ def monitored_value(logs: dict | None, monitor: str, who: str) -> float:
             f"or validation_split in fit.)"
         )
     value = logs[monitor]
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        value = value.reshape(())  # a metric with one value per output unit (F1Score of one unit), as Keras
     if isinstance(value, (bool, np.bool_)) or not (
             isinstance(value, numbers.Real) or (isinstance(value, np.ndarray) and value.ndim == 0
                                                 and value.dtype.kind in "iuf")):
@@ -146,6 +148,11 @@ class EarlyStopping(Callback):
         self.best_step = 0
         self.best_weights = None
         self._steps_done = 0
+
+    @property
+    def monitor_op(self):
+        """Keras's comparison of the monitored value: ``np.less`` (mode ``"min"``) or ``np.greater``."""
+        return np.less if self._sign < 0 else np.greater
 
     def _improved(self, current: float, reference: float) -> bool:
         return bool(self._sign * (current - reference) > self.min_delta)
