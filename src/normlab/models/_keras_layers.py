@@ -51,13 +51,15 @@ class _Spec:
     values (``_ANY``: any value, it does not change what the layer
     computes); ``extra``: fixed Keras arguments written on saving;
     ``trainable``: whether Keras's config has ``trainable`` (the spatial
-    dropouts' has not).
+    dropouts' has not); ``optional``: shared arguments mapped once normlab's
+    constructor takes them (until then read only as ``None``).
     """
 
     def __init__(self, keras, normlab=None, args=(), keras_only=None, normlab_only=None, extra=None,
-                 trainable=True):
+                 trainable=True, optional=()):
         self.keras, self.normlab = keras, normlab or keras
         self.args = tuple(args)
+        self.optional = tuple(optional)
         self.keras_only = dict(keras_only or {})
         self.normlab_only = dict(normlab_only or {})
         self.extra = dict(extra or {})
@@ -104,9 +106,9 @@ _SPEC_LIST = [
     _Spec("BatchNormalization",
           args=("axis", "momentum", "epsilon", "center", "scale", "synchronized", "renorm", "renorm_clipping",
                 "renorm_momentum", "moving_mean_initializer", "moving_variance_initializer")
-          # normlab's BatchNormalization has no constraints: Keras's are read only as None
           + _objects("beta", "gamma", constraint=False),
-          normlab_only={"unbiased_moving_variance": False, "virtual_batch_size": None, "batch_of_one": "error"}),
+          normlab_only={"unbiased_moving_variance": False, "virtual_batch_size": None, "batch_of_one": "error"},
+          optional=("beta_constraint", "gamma_constraint")),
     _Spec("LayerNormalization", args=("axis", "epsilon", "center", "scale", "rms_scaling") + _objects("beta", "gamma")),
     _Spec("GroupNormalization", args=("groups", "axis", "epsilon", "center", "scale") + _objects("beta", "gamma")),
     _Spec("RMSNormalization", args=("axis", "epsilon"),
@@ -241,6 +243,13 @@ def _config_keys(layer: Layer) -> list[str]:
 
 
 # ------------------------------------------------------------ Keras -> normlab
+def _takes(normlab_class: str, key: str) -> bool:
+    """Whether normlab's layer class takes the constructor argument ``key``."""
+    import inspect
+
+    return key in inspect.signature(_layer_registry.lookup(normlab_class).__init__).parameters
+
+
 def _layer_kwargs(entry: dict, where: str) -> tuple[str, dict]:
     """(normlab class name, constructor arguments) of one Keras layer entry."""
     _check_object(entry, where)
@@ -251,6 +260,7 @@ def _layer_kwargs(entry: dict, where: str) -> tuple[str, dict]:
         raise _Bad(f"{where} is a nested model ({cls}); normlab reads flat models only")
     spec = LAYER_SPECS.get(cls)
     _need(spec is not None, f"{where} is a Keras {cls!r} layer, which normlab does not have")
+    args = spec.args + tuple(k for k in spec.optional if _takes(spec.normlab, k))
     conf = entry.get("config")
     _need(isinstance(conf, dict), f"{where}'s 'config' must be an object")
     kwargs: dict = {}
@@ -270,7 +280,7 @@ def _layer_kwargs(entry: dict, where: str) -> tuple[str, dict]:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()),
                 f"{w} must map 'rmax', 'rmin', 'dmax' to numbers")
             kwargs[key] = dict(value) or None
-        elif key in spec.args:
+        elif key in args:
             kind = _object_kind(key)
             if kind is None:
                 kwargs[key] = _plain(value, w)
@@ -338,7 +348,7 @@ def _layer_to_keras(layer: Layer) -> dict:
         del out["trainable"]
     conf.pop("dtype", None)
     for key, value in conf.items():
-        if key in spec.args:
+        if key in spec.args or key in spec.optional:
             kind = _object_kind(key)
             out[key] = value if kind is None else _object_to_keras(value, kind[0], f"{who} argument {key!r}")
         elif key in spec.normlab_only:
