@@ -209,3 +209,20 @@ def test_sklearn_estimator(rng):
     for proto in (to_onnx(est, None), to_onnx(est.model_, None)):
         x32 = x[:37].astype(np.float32)
         assert_matches(est.model_, proto, x32)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_batchnorm_epsilon_zero_with_a_zero_moving_variance(rng, fold):
+    """epsilon=0 and a zero moving variance: normlab outputs beta there; the export must too (finite, equal)."""
+    model = normlab.Sequential([normlab.Input((5,)), L.Dense(4), L.BatchNormalization(epsilon=0.0)])
+    randomize(model, rng)
+    bn = model.layers[-1]
+    bn.buffers["moving_variance"][1] = 0.0
+    x = inputs(model, rng, 37)
+    expected = model.predict(x, verbose=0)
+    assert np.isfinite(expected).all()
+    np.testing.assert_array_equal(expected[:, 1], np.broadcast_to(bn.params["beta"][1], (37,)))
+    proto = to_onnx(model, None, fold_batchnorm=fold)
+    got = run(proto, x)
+    assert np.isfinite(got).all()
+    assert_matches(model, proto, x)

@@ -208,3 +208,18 @@ def test_recompute_batchnorm_statistics_functional_equals_layerwise(rng):
             np.testing.assert_allclose(layer.buffers["moving_mean"], h.mean(axis=(0, 1, 2)), rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(layer.buffers["moving_variance"], h.var(axis=(0, 1, 2), ddof=1), rtol=1e-10)
         values.append(layer(args if layer.multi_input else args[0], training=False))
+
+
+def test_fold_batchnorm_epsilon_zero_with_a_zero_moving_variance(rng):
+    """epsilon=0 meets a zero moving variance: the BN outputs beta there, and so must the folded layer."""
+    model = normlab.Sequential([Dense(4), BatchNormalization(epsilon=0.0)])
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    model(x, training=True)
+    bn = model.layers[1]
+    bn.buffers["moving_variance"][2] = 0.0
+    bn.params["beta"][...] = [0.5, -1.0, 2.0, 0.25]
+    folded = normlab.fold_batchnorm(model)
+    got = folded.predict(x, verbose=0)
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got[:, 2], np.float32(2.0))
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

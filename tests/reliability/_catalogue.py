@@ -321,6 +321,9 @@ REQUIRED = {
     "Conv1D": {"filters": 2, "kernel_size": 3},
     "Conv2D": {"filters": 2, "kernel_size": 3},
     "Reshape": {"target_shape": (4,)},
+    "Dot": {"axes": -1},
+    "Permute": {"dims": (2, 1)},
+    "RepeatVector": {"n": 2},
     "CSVLogger": {"filename": "log.csv"},
     "ModelCheckpoint": {"filepath": "ckpt.npz"},
     "LearningRateScheduler": {"schedule": lambda epoch: 0.1},
@@ -602,6 +605,27 @@ LAYER_SPECS: dict[str, tuple[Callable, tuple]] = {
     "Concatenate": (lambda: layers.Concatenate(), (4, 5)),
     "Multiply": (lambda: layers.Multiply(), (4, 5)),
     "Subtract": (lambda: layers.Subtract(), (4, 5)),
+    "ActivityRegularization": (lambda: layers.ActivityRegularization(l1=0.01, l2=0.01), (4, 5)),
+    "Cropping1D": (lambda: layers.Cropping1D((1, 1)), (4, 6, 2)),
+    "Cropping2D": (lambda: layers.Cropping2D(((1, 1), (1, 1))), (4, 6, 6, 2)),
+    "Cropping3D": (lambda: layers.Cropping3D(1), (4, 4, 4, 4, 2)),
+    "Dot": (lambda: layers.Dot(axes=-1), (4, 5)),
+    "ELU": (lambda: layers.ELU(), (4, 5)),
+    "Identity": (lambda: layers.Identity(), (4, 5)),
+    "LeakyReLU": (lambda: layers.LeakyReLU(), (4, 5)),
+    "Maximum": (lambda: layers.Maximum(), (4, 5)),
+    "Minimum": (lambda: layers.Minimum(), (4, 5)),
+    "PReLU": (lambda: layers.PReLU(), (4, 5)),
+    "Permute": (lambda: layers.Permute((2, 1)), (4, 3, 2)),
+    "ReLU": (lambda: layers.ReLU(), (4, 5)),
+    "RepeatVector": (lambda: layers.RepeatVector(3), (4, 5)),
+    "Softmax": (lambda: layers.Softmax(), (4, 5)),
+    "UpSampling1D": (lambda: layers.UpSampling1D(2), (4, 6, 2)),
+    "UpSampling2D": (lambda: layers.UpSampling2D(2), (4, 6, 6, 2)),
+    "UpSampling3D": (lambda: layers.UpSampling3D(2), (4, 3, 3, 3, 2)),
+    "ZeroPadding1D": (lambda: layers.ZeroPadding1D(1), (4, 6, 2)),
+    "ZeroPadding2D": (lambda: layers.ZeroPadding2D(1), (4, 6, 6, 2)),
+    "ZeroPadding3D": (lambda: layers.ZeroPadding3D(1), (4, 3, 3, 3, 2)),
 }
 
 
@@ -623,7 +647,8 @@ def _reshape_arg(arg, fn):
 
 # layers whose build fixes the size of the last axis (weights or statistics per feature; Reshape's size)
 _FIXED_FEATURES = ("BatchNormalization", "Conv1D", "Conv2D", "Dense", "GroupNormalization", "InstanceNormalization",
-                   "LayerNormalization", "NoisyDense", "NormPropDense", "RMSNormalization", "WeightNormalization", "Reshape")
+                   "LayerNormalization", "NoisyDense", "NormPropDense", "RMSNormalization", "WeightNormalization", "Reshape",
+                   "PReLU")
 
 
 def layer_rows() -> list[Row]:

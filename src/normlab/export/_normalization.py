@@ -54,7 +54,8 @@ def _batchnorm(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
     mean, var = b["moving_mean"], b["moving_variance"]
     name = layer.name
     axes = layer._feature_axes
-    if len(axes) == 1 and g.epsilon_attributes:
+    # ONNX's BatchNormalization would divide 0 by 0 where epsilon=0 meets a zero moving variance
+    if len(axes) == 1 and g.epsilon_attributes and not (layer.epsilon == 0 and not np.all(var > 0)):
         x = g.channel_at_1(x, axes[0])
         c = mean.size
         args = [
@@ -66,7 +67,10 @@ def _batchnorm(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
         ]
         return x._replace(name=g.node("BatchNormalization", args, name, epsilon=float(layer.epsilon)))
     # features on several axes, or float64: the centered affine form of normlab's inference kernel
-    scale = (1.0 if gamma is None else gamma.astype(np.float64)) / np.sqrt(var.astype(np.float64) + layer.epsilon)
+    den = np.sqrt(var.astype(np.float64) + layer.epsilon)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (1.0 if gamma is None else gamma.astype(np.float64)) / den
+    scale = np.where(den == 0, 0.0, scale)  # epsilon=0 and a zero moving variance: beta (kernels.batchnorm)
     shape = layer._bshape
     centered = g.node("Sub", [x.name, g.const(f"{name}/moving_mean", g.physical_constant(x, mean.reshape(shape)))],
                       f"{name}/centered")

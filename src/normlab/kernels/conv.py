@@ -394,7 +394,10 @@ def fold_conv_bn_params(kernel, bias, gamma, beta, mean, var, eps):
             raise ValueError(f"fold_conv_bn_params: expected {f} per-channel values, got shape {v.shape}.")
         return v
 
-    s = vec(gamma, 1.0) / np.sqrt(vec(var, None) + float(eps))
+    den = np.sqrt(vec(var, None) + float(eps))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = vec(gamma, 1.0) / den
+    s = np.where(den == 0, 0.0, s)  # epsilon=0 and a zero moving variance: the output is beta (kernels.batchnorm)
     new_kernel = (kernel.astype(np.float64) * s).astype(kernel.dtype)
     new_bias = ((vec(bias, 0.0) - vec(mean, 0.0)) * s + vec(beta, 0.0)).astype(kernel.dtype)
     return new_kernel, new_bias
