@@ -27,6 +27,10 @@ REQUIRED = {
     "Conv1D": {"filters": 2, "kernel_size": 3},
     "Conv2D": {"filters": 2, "kernel_size": 3},
     "Reshape": {"target_shape": (4,)},
+    "NormPropDense": {"units": 2},
+    "Dot": {"axes": -1},
+    "Permute": {"dims": (2, 1)},
+    "RepeatVector": {"n": 2},
 }
 
 

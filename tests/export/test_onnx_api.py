@@ -167,6 +167,8 @@ def test_register_a_converter(monkeypatch, rng):
     from normlab.export import _convert
 
     monkeypatch.setattr(_convert, "CONVERTERS", dict(_convert.CONVERTERS))
+    # a Layer subclass registers itself: keep Cube out of the registry other tests enumerate
+    monkeypatch.setattr(L.registry, "_classes", dict(L.registry._classes))
 
     class Cube(L.Layer):
         def call(self, x, training):

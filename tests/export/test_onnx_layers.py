@@ -134,6 +134,7 @@ CASES = {
     "AlphaDropout": ((5,), lambda: [L.AlphaDropout(0.5), L.Dense(3)]),
     "GaussianNoise": ((5,), lambda: [L.GaussianNoise(1.0), L.Dense(3)]),
     "GaussianDropout": ((5,), lambda: [L.GaussianDropout(0.5), L.Dense(3)]),
+    "ActivityRegularization": ((5,), lambda: [L.Dense(3), L.ActivityRegularization(l1=0.01, l2=0.01)]),
     "RandomFlip": ((8, 8, 3), lambda: [L.RandomFlip(), c2()]),
     "RandomRotation": ((8, 8, 3), lambda: [L.RandomRotation(0.2), c2()]),
     "RandomTranslation": ((8, 8, 3), lambda: [L.RandomTranslation(0.1, 0.1), c2()]),

@@ -9,7 +9,7 @@ Dropout, SpatialDropout1D/2D/3D        nothing (the identity at inference), or `
 AlphaDropout, GaussianNoise,           nothing: the identity at inference, as ``layer(x)`` is
 GaussianDropout, RandomFlip,
 RandomRotation, RandomTranslation,
-RandomZoom
+RandomZoom, ActivityRegularization
 Flatten                                ``Flatten(axis=1)`` in normlab's order (channels last; for
                                        ``data_format="channels_first"`` the channels moved last first)
 Reshape                                ``Reshape`` to ``[0, *target_shape]`` (0: the batch size)
@@ -31,6 +31,7 @@ import numpy as np
 
 from ..kernels.conv import same_padding
 from ..layers import augmentation as _aug
+from ..layers.activity_regularization import ActivityRegularization
 from ..layers import merging as _merge
 from ..layers import pooling as _pool
 from ..layers import regularization as _reg
@@ -54,6 +55,7 @@ def _activation(g: GraphBuilder, layer, inputs, out_shape) -> Tensor:
 IDENTITY_AT_INFERENCE = (
     _reg.AlphaDropout, _reg.GaussianNoise, _reg.GaussianDropout,
     _aug.RandomFlip, _aug.RandomRotation, _aug.RandomTranslation, _aug.RandomZoom,
+    ActivityRegularization,  # only adds a penalty to the training loss
 )
 
 
