@@ -295,7 +295,8 @@ def _classes_in_cases():
 
 def test_every_registered_layer_is_mapped_or_refused():
     """A layer added to normlab must either map to Keras 3 or be listed as one Keras lacks."""
-    names = set(registry._classes)
+    # normlab's own classes (a test may register a layer of its own for a while)
+    names = {n for n, c in registry._classes.items() if c.__module__.startswith("normlab.")}
     unmapped = sorted(names - set(_SAVE_SPECS) - set(NOT_IN_KERAS))
     assert not unmapped, f"layers neither mapped to Keras 3 nor refused: {unmapped}"
     missing = sorted(set(_SAVE_SPECS) - _classes_in_cases())
