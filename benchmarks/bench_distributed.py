@@ -25,6 +25,12 @@ process; medians over the rounds. Usage::
 
     PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --rounds 5
     PYTHONPATH=src python benchmarks/bench_distributed.py --model cnn --steps 20 --rounds 3
+    PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --compare-plain --no-torch --rounds 5
+    PYTHONPATH=src python benchmarks/bench_distributed.py --layer --rounds 5
+
+``--compare-plain`` adds 2 ranks with plain BN to every round (synchronized
+against plain in the same run); ``--layer`` times the synchronized BN +
+activation pair against the plain one in one process, without collectives.
 """
 
 from __future__ import annotations
@@ -98,6 +104,66 @@ def worker(args) -> None:
         print(json.dumps({"ranks": dist.size, "seconds": wall, "samples_per_s": len(x) / wall,
                           "step_ms": 1e3 * wall / args.steps, "cpu_ms_per_step": 1e3 * cpu / args.steps,
                           "allreduce_ms_per_step": 1e3 * secs / max(calls, 1), "gradient_bytes": grad_bytes}))
+
+
+class _OneRank:
+    """The collectives of a single rank (what they return without moving data): the passes alone."""
+
+    def allgather(self, a, what=""):
+        return a[None].copy()
+
+    def allreduce_(self, a, what=""):
+        return a
+
+
+def layer_ab(args) -> dict:
+    """Training forward + backward of BN + activation at the shapes of a rank's shard, synchronized vs plain.
+
+    One process, one thread, the synchronized pair given one rank's collectives
+    (:class:`_OneRank`): the passes over the data without the communication.
+    A and B alternate within each round; medians of microseconds per
+    forward + backward.
+    """
+    import numpy as np
+
+    import normlab
+    from normlab import layers as L
+    from normlab.distributed._sync_fused import SyncBatchNormActivation
+    from normlab.layers.fused import BatchNormActivation
+
+    normlab.set_num_threads(1)
+    cases = {"mlp": ((512, 100), "sigmoid"), "cnn-1": ((64 * 26 * 26, 32), "relu"),
+             "cnn-2": ((64 * 11 * 11, 64), "relu")}
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, (shape, act) in cases.items():
+        x = rng.normal(size=shape).astype(np.float32) * 2 + 1
+        da = rng.normal(size=shape).astype(np.float32)
+        pairs = {}
+        for kind in ("plain", "sync"):
+            bn, a = L.BatchNormalization(synchronized=kind == "sync"), L.Activation(act)
+            bn.build(shape)
+            a.build(shape)
+            if kind == "sync":
+                bn._sync = _OneRank()
+                pairs[kind] = SyncBatchNormActivation(bn, a)
+            else:
+                pairs[kind] = BatchNormActivation(bn, a)
+        reps = max(3, int(2e7 // x.size))
+        times = {k: [] for k in pairs}
+        for _ in range(args.rounds * 3):
+            for k, p in pairs.items():
+                p._train_forward(x), p._train_backward(da)
+                t = time.perf_counter()
+                for _ in range(reps):
+                    p._train_forward(x)
+                    p._train_backward(da)
+                times[k].append((time.perf_counter() - t) / reps * 1e6)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out[name] = {"shape": list(shape), "activation": act, "plain_us": med["plain"], "sync_us": med["sync"],
+                     "sync_over_plain": med["sync"] / med["plain"]}
+    out["loadavg"] = os.getloadavg()[0]
+    return out
 
 
 def torch_run(args) -> None:
@@ -245,10 +311,13 @@ def driver(args) -> dict:
         me += ["--batch", str(args.batch)]
     if args.plain_bn:
         me += ["--plain-bn"]
-    runs = {"1 rank": [], "2 ranks": [], "torch 2 threads": []}
+    runs = {"1 rank": [], "2 ranks": [], "2 ranks plain BN": [], "torch 2 threads": []}
     for _ in range(args.rounds):
         runs["1 rank"].append(_run([mpiexec, "-n", "1", *me, "--worker"], _one_thread_env()))
         runs["2 ranks"].append(_run([mpiexec, "-n", "2", *me, "--worker"], _one_thread_env()))
+        if args.compare_plain and not args.plain_bn:
+            runs["2 ranks plain BN"].append(_run([mpiexec, "-n", "2", *me, "--plain-bn", "--worker"],
+                                                 _one_thread_env()))
         if not args.no_torch:
             runs["torch 2 threads"].append(_run([*me, "--torch"], _one_thread_env(2)))
     res = {"model": args.model, "batch": args.batch or BATCH[args.model], "steps": args.steps,
@@ -261,6 +330,12 @@ def driver(args) -> dict:
     res["speedup_2_over_1"] = two / one
     # what a quiet machine would give: the step's CPU time on 1 rank over the busiest rank's on 2
     res["cpu_speedup_2_over_1"] = res["1 rank"]["cpu_ms_per_step"] / res["2 ranks"]["cpu_ms_per_step"]
+    if "2 ranks plain BN" in res:
+        plain = res["2 ranks plain BN"]
+        res["cpu_speedup_2_over_1_plain_bn"] = res["1 rank"]["cpu_ms_per_step"] / plain["cpu_ms_per_step"]
+        # synchronized over plain on 2 ranks: what the synchronized passes and their collectives cost
+        res["sync_over_plain_cpu_2_ranks"] = res["2 ranks"]["cpu_ms_per_step"] / plain["cpu_ms_per_step"]
+        res["sync_over_plain_wall_2_ranks"] = res["2 ranks"]["step_ms"] / plain["step_ms"]
     res["allreduce_share_of_step"] = res["2 ranks"]["allreduce_ms_per_step"] / res["2 ranks"]["step_ms"]
     if "torch 2 threads" in res:
         res["2_ranks_over_torch"] = two / res["torch 2 threads"]["samples_per_s"]
@@ -275,6 +350,10 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--plain-bn", action="store_true", help="per-rank batch statistics instead of synchronized")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--compare-plain", action="store_true",
+                   help="also 2 ranks with plain BN in every round (synchronized against plain, same run)")
+    p.add_argument("--layer", action="store_true",
+                   help="one process: a synchronized BN + activation pair against a plain one (no collectives)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the result here")
@@ -284,6 +363,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.layer:
+        print(json.dumps(layer_ab(args), indent=1))
+        return None
     if args.torch:
         return torch_run(args)
     if args.latency:
