@@ -132,8 +132,9 @@ def layer_ab(args) -> dict:
     from normlab.layers.fused import BatchNormActivation
 
     normlab.set_num_threads(1)
-    cases = {"mlp": ((512, 100), "sigmoid"), "cnn-1": ((64 * 26 * 26, 32), "relu"),
-             "cnn-2": ((64 * 11 * 11, 64), "relu")}
+    # a rank's shard on 2 ranks: the MLP's BN layers (batch 512 of 1024), the CNN's (64 of 128 images)
+    cases = {"mlp": ((512, 100), "sigmoid"), "cnn 28x28x32": ((64 * 28 * 28, 32), "relu"),
+             "cnn 14x14x64": ((64 * 14 * 14, 64), "relu"), "cnn dense 128": ((64, 128), "relu")}
     rng = np.random.default_rng(0)
     out = {}
     for name, (shape, act) in cases.items():
