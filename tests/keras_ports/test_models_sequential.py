@@ -1,9 +1,8 @@
 """Keras 3's Sequential tests, ported (keras/src/models/sequential_test.py).
 
 Each test names the Keras test it ports. ``backend.KerasTensor((3, 2))`` is
-``normlab.Input(batch_shape=(3, 2))``. Keras-only structure (a model used
-as a layer, TimeDistributed, dict and list inputs, Lambda layers, Keras's
-``model._functional``) is listed as strict xfails with their reasons, and in
+``normlab.Input(batch_shape=(3, 2))``. Keras-only structure (TimeDistributed,
+dict and list inputs, Lambda layers, Keras's ``model._functional``) is listed as strict xfails with their reasons, and in
 docs/keras.md.
 """
 
@@ -73,15 +72,41 @@ def test_basic_flow_deferred(capsys):
     assert model(rng.random((3, 2))).shape == (3, 4)
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError),
-                   reason="normlab models are not layers: no model nesting (and no TimeDistributed)")
-@pytest.mark.parametrize("case", ["submodel", "functional_first", "sequential_first", "nested"])
-def test_models_as_layers(case):
-    """Keras: SequentialTest.test_basic_flow_as_a_submodel, test_basic_flow_with_functional_model_as_first_layer,
-    test_basic_flow_with_sequential_model_as_first_layer, test_nested_sequential."""
-    inner = Sequential([Input((4,)), layers.Dense(3)])
-    model = Sequential([inner, layers.Dense(1)])
-    assert model(rng.random((2, 4))).shape == (2, 1)
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason="normlab has no TimeDistributed layer")
+def test_basic_flow_as_a_submodel():
+    """Keras: SequentialTest.test_basic_flow_as_a_submodel (an unbuilt Sequential inside TimeDistributed)."""
+    submodel = Sequential()
+    submodel.add(layers.Flatten())
+    assert not submodel.built
+    inputs = Input((None, 4))
+    normlab.Model(inputs, layers.TimeDistributed(submodel)(inputs))
+
+
+@pytest.mark.parametrize("first", ["functional", "sequential"])
+def test_basic_flow_with_model_as_first_layer(first, capsys):
+    """Keras: SequentialTest.test_basic_flow_with_functional_model_as_first_layer and
+    test_basic_flow_with_sequential_model_as_first_layer (Keras's model._functional has no counterpart)."""
+    if first == "functional":
+        inputs = Input((16, 16, 3))
+        inner = normlab.Model(inputs, layers.Conv2D(4, 3, padding="same")(inputs))
+    else:
+        inner = Sequential([Input((16, 16, 3)), layers.Conv2D(4, 3, padding="same")])
+    model = Sequential([inner, layers.Flatten(), layers.Dense(1)])
+    model.summary()
+    assert len(model.layers) == 3
+    assert model.built
+    assert all(layer.built for layer in model.layers)
+    assert tuple(model(rng.random((1, 16, 16, 3))).shape) == (1, 1)
+    assert model(Input(batch_shape=(1, 16, 16, 3))).shape == (1, 1)
+
+
+def test_nested_sequential():
+    """Keras: SequentialTest.test_nested_sequential."""
+    inner = Sequential([layers.Dense(3), layers.Dense(4)])
+    model = Sequential([Input((2,)), inner, layers.Dense(1)])
+    assert model.built and inner.built
+    assert model(rng.random((5, 2))).shape == (5, 1)
+    assert len(model.weights) == 6
 
 
 @pytest.mark.xfail(strict=True, raises=(TypeError, ValueError),

@@ -12,13 +12,16 @@ from __future__ import annotations
 class SymbolicTensor:
     """A placeholder for a batch of arrays of ``shape`` (``shape[0]`` is ``None`` unless the Input fixed it)."""
 
-    __slots__ = ("shape", "layer", "inputs", "name")
+    __slots__ = ("shape", "layer", "inputs", "name", "dtype")
 
-    def __init__(self, shape: tuple, layer=None, inputs: tuple = (), name: str | None = None):
+    def __init__(self, shape: tuple, layer=None, inputs: tuple = (), name: str | None = None,
+                 dtype: str | None = None):
         self.shape = tuple(shape)
         self.layer = layer
         self.inputs = tuple(inputs)
         self.name = name
+        #: the dtype an Input declared ("float32" unless given); None for layer outputs (the layers decide)
+        self.dtype = dtype
 
     @property
     def ndim(self) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from .. import losses as _losses
 from .. import metrics as _metrics
 from ..layers.base import Layer
-from ..layers.base import registry as _layer_registry
+from .model_config import deserialize_layer
 from ._npzread import READ_ERRORS, ArchiveError, read_array
 from ._saving_files import ModelFileError
 from ._saving_header import (
@@ -127,7 +127,8 @@ class _Loader:
         out = []
         for i, entry in enumerate(config["layers"]):
             self.stage = f"layer {i} ({_short(entry['class_name'])}) could not be constructed from its config"
-            out.append(_layer_registry.deserialize({"class_name": entry["class_name"], "config": entry["config"]}))
+            # (a nested Sequential or Functional model too: models/model_config.py)
+            out.append(deserialize_layer({"class_name": entry["class_name"], "config": entry["config"]}))
         return out
 
     def sequential(self, config: dict, index: list):

@@ -21,12 +21,13 @@ import numpy as np
 
 from .._validation import InvalidParameterError
 from ..layers.base import Layer
-from ..layers.base import registry as _layer_registry
-from ..layers._symbolic import SymbolicTensor
+from ..layers._symbolic import SymbolicTensor, symbolic_call
 from ..utils import _random
 from .base import BaseModel
+from .model_config import deserialize_layer, serialize_layer
+from .nested import ModelAsLayer, expand_program
 
-__all__ = ["Input", "Model"]
+__all__ = ["Input", "InputLayer", "Model"]
 
 
 def Input(shape=None, name: str | None = None, *, batch_size: int | None = None, batch_shape=None,
@@ -67,10 +68,86 @@ def Input(shape=None, name: str | None = None, *, batch_size: int | None = None,
     if dtype is not None and str(np.dtype(dtype)) not in ("float32", "float64"):
         raise ValueError(f"Input: 'dtype' must be None, 'float32' or 'float64', got {dtype!r}.")
     batch = None if batch_size is None else int(batch_size)
-    return SymbolicTensor((batch,) + shape, None, (), name=name or "input")
+    return SymbolicTensor((batch,) + shape, None, (), name=name or "input",
+                          dtype=str(np.dtype(dtype)) if dtype is not None else "float32")
 
 
-class Model(BaseModel):
+class InputLayer:
+    """Keras's ``keras.layers.InputLayer``: what :func:`Input` makes, as an object.
+
+    ``InputLayer(shape=(32,))`` may be the first entry of a
+    :class:`~normlab.Sequential` model (as ``Input(shape=(32,))``);
+    ``.output`` is the symbolic tensor :func:`Input` returns, for a
+    functional :class:`Model`. Arguments as :func:`Input`'s, plus Keras's
+    ``input_tensor`` (an existing ``Input``, whose shape and dtype the other
+    arguments must agree with) and ``input_shape`` (deprecated, Keras's
+    warning). It holds no weights and is not a layer of the model
+    (``model.layers`` lists none, as normlab lists no Input).
+    """
+
+    def __init__(self, shape=None, batch_size: int | None = None, dtype=None, sparse=None, batch_shape=None,
+                 input_tensor=None, optional: bool = False, name: str | None = None, **kwargs):
+        import warnings
+
+        who = "InputLayer"
+        if "input_shape" in kwargs and kwargs["input_shape"] is not None:
+            warnings.warn("Argument `input_shape` is deprecated. Use `shape` instead.", UserWarning, stacklevel=2)
+            shape = kwargs.pop("input_shape")
+        kwargs.pop("input_shape", None)
+        if kwargs:
+            raise TypeError(f"{who}: unexpected keyword argument(s) {sorted(kwargs)}.")
+        if sparse not in (None, False):
+            if input_tensor is not None:
+                raise ValueError(f"{who}: you cannot provide an incompatible `sparse` ({sparse!r}) with "
+                                 f"`input_tensor` (a dense tensor).")
+            raise ValueError(f"{who}: 'sparse' must be None or False (normlab has no sparse tensors), got {sparse!r}.")
+        if optional:
+            raise ValueError(f"{who}: 'optional=True' is not supported (normlab's models take one input).")
+        if input_tensor is not None:
+            if not isinstance(input_tensor, SymbolicTensor) or input_tensor.layer is not None:
+                raise ValueError(f"{who}: 'input_tensor' must be the tensor returned by normlab.Input, got "
+                                 f"{input_tensor!r}.")
+            t = input_tensor
+            if shape is not None and tuple(shape) != tuple(t.shape[1:]):
+                raise ValueError(f"{who}: you cannot provide an incompatible `shape` {tuple(shape)} with "
+                                 f"`input_tensor` of shape {t.shape}.")
+            if batch_shape is not None and tuple(batch_shape) != tuple(t.shape):
+                raise ValueError(f"{who}: you cannot provide an incompatible `batch_shape` {tuple(batch_shape)} "
+                                 f"with `input_tensor` of shape {t.shape}.")
+            if batch_size is not None and batch_size != t.shape[0]:
+                raise ValueError(f"{who}: you cannot provide an incompatible `batch_size` {batch_size!r} with "
+                                 f"`input_tensor` of shape {t.shape}.")
+            if dtype is not None and t.dtype is not None and str(np.dtype(dtype)) != t.dtype:
+                raise ValueError(f"{who}: you cannot provide an incompatible `dtype` {dtype!r} with "
+                                 f"`input_tensor` of dtype {t.dtype}.")
+            self.output = t
+        else:
+            self.output = Input(shape, name=name, batch_size=batch_size, batch_shape=batch_shape, dtype=dtype)
+        self.name = name or self.output.name
+        self.sparse = False
+        self.optional = False
+        self.trainable = True
+
+    @property
+    def batch_shape(self) -> tuple:
+        return tuple(self.output.shape)
+
+    @property
+    def dtype(self) -> str:
+        return self.output.dtype or "float32"
+
+    def call(self):
+        """Keras's ``InputLayer.call``: nothing to compute (returns None)."""
+        return None
+
+    def get_config(self) -> dict:
+        return {"batch_shape": list(self.batch_shape), "dtype": self.dtype, "sparse": False, "name": self.name}
+
+    def __repr__(self) -> str:
+        return f"<InputLayer name={self.name!r} batch_shape={self.batch_shape}>"
+
+
+class Model(ModelAsLayer, BaseModel):
     """A model over a graph of layers, from one ``Input`` to one output tensor.
 
     Parameters
@@ -122,7 +199,7 @@ class Model(BaseModel):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise TypeError(f"Model: 'seed' must be an int >= 0 or None, got {seed!r}.")
         self._init_training_state()
-        if all(d is not None for d in inputs.shape[1:]):
+        if all(d is not None for d in inputs.shape[1:]) and not self.__dict__.pop("_defer_build", False):
             self.build(seed=seed)
 
     @staticmethod
@@ -171,8 +248,7 @@ class Model(BaseModel):
         raise AttributeError("`Model.layers` attribute is reserved and should not be set. Use `add()` and `pop()` "
                              "on a Sequential model, or build a new model.")
 
-    @property
-    def _output_layer(self) -> Layer:
+    def _last_layer(self) -> Layer:
         return self._output.layer
 
     @property
@@ -249,14 +325,15 @@ class Model(BaseModel):
         for k, t in enumerate(self._nodes):
             index[id(t)] = k + 1
             program.append((t.layer, tuple(index[id(p)] for p in t.inputs)))
-        return program, index[id(self._output)]
+        # nested models' layers are inlined: one executor runs every leaf layer
+        return expand_program(program, index[id(self._output)])
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         if not isinstance(training, (bool, np.bool_)):
             raise TypeError(f"Model.__call__: 'training' must be a bool, got {training!r}.")
         if isinstance(x, SymbolicTensor):
-            # Keras's symbolic call: the output's shape, batch axis as given
-            return SymbolicTensor((x.shape[0],) + tuple(self.output_shape_for(x.shape)[1:]), None, ())
+            # Keras's symbolic call, recorded as a call of this model's layer (a nested model)
+            return symbolic_call(self._as_layer(), x)
         with self._building():
             x = self._inference_input(x, "__call__")
         values = {id(self._input): x}
@@ -274,18 +351,22 @@ class Model(BaseModel):
             "name": self.name,
             "input_shape": list(self._input.shape),
             "layers": [
-                {**_layer_registry.serialize(t.layer), "inbound": [ids[id(p)] for p in t.inputs]}
+                {**serialize_layer(t.layer), "inbound": [ids[id(p)] for p in t.inputs]}
                 for t in self._nodes
             ],
             "output": ids[id(self._output)],
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "Model":
+    def from_config(cls, config: dict, _build: bool = True) -> "Model":
         inp = Input(tuple(config["input_shape"][1:]))
         tensors = {0: inp}
         for i, entry in enumerate(config["layers"]):
-            layer = _layer_registry.deserialize({"class_name": entry["class_name"], "config": entry["config"]})
+            layer = deserialize_layer({"class_name": entry["class_name"], "config": entry["config"]})
             args = [tensors[j] for j in entry["inbound"]]
             tensors[i + 1] = layer(args if getattr(layer, "multi_input", False) else args[0])
-        return cls(inp, tensors[config["output"]], name=config.get("name"))
+        model = cls.__new__(cls)
+        if not _build:  # a nested model: the outer model builds it
+            model._defer_build = True
+        cls.__init__(model, inp, tensors[config["output"]], name=config.get("name"))
+        return model

@@ -7,11 +7,12 @@ from typing import Sequence
 import numpy as np
 
 from .._validation import InvalidParameterError
-from ..layers._symbolic import SymbolicTensor, is_symbolic
+from ..layers._symbolic import SymbolicTensor, is_symbolic, symbolic_call
 from ..layers.base import Layer
 from ..utils import _random
-from ..layers.base import registry as _layer_registry
 from .base import BaseModel
+from .model_config import deserialize_layer, serialize_layer
+from .nested import ModelAsLayer, expand_program
 
 __all__ = ["Sequential"]
 
@@ -29,13 +30,16 @@ def check_input_shape(input_shape, owner: str) -> tuple:
     return tuple(None if d is None else int(d) for d in input_shape)
 
 
-class Sequential(BaseModel):
+class Sequential(ModelAsLayer, BaseModel):
     """A linear stack of layers.
 
     Parameters
     ----------
     layers : list of Layer, optional
-        May start with ``normlab.Input(shape)``, as in Keras: the model is
+        Layers, or models used as layers (``Sequential([base_model,
+        Dense(10)])``: trained, saved and frozen with ``base_model.trainable
+        = False`` as in Keras). May start with ``normlab.Input(shape)`` (or
+        an ``InputLayer``), as in Keras: the model is
         then built at once (in float32 unless the first layer is given a
         ``dtype``), so it can be summarized, saved or given weights before
         it sees data.
@@ -82,7 +86,19 @@ class Sequential(BaseModel):
                              "on a Sequential model, or build a new model.")
 
     def add(self, layer: Layer, _build: bool = True) -> None:
-        """Append ``layer`` (or, first, a ``normlab.Input``); a model built from an Input builds it at once."""
+        """Append ``layer`` (a layer, a model, or first a ``normlab.Input``); a model built from an Input builds it at once."""
+        from .functional import InputLayer
+
+        if isinstance(layer, InputLayer):
+            layer = layer.output
+        if isinstance(layer, BaseModel):
+            if layer is self:
+                raise ValueError(f"Sequential.add: model {self.name!r} cannot be a layer of itself.")
+            nested = layer._as_layer()
+            if not self.layers and self._input_spec is None and layer.built:
+                # Keras: a built model given first fixes the input shape, as an Input would
+                self._input_spec = tuple(layer.input_shape)
+            layer = nested
         if isinstance(layer, SymbolicTensor):
             if layer.layer is not None:
                 raise TypeError("Sequential.add: a symbolic tensor must be the Input itself (normlab.Input(shape)), "
@@ -188,7 +204,11 @@ class Sequential(BaseModel):
         return self.output_shape_for(self.input_shape) if self.built else None
 
     def _program(self) -> tuple[list, int]:
-        return [(layer, (k,)) for k, layer in enumerate(self.layers)], len(self.layers)
+        # nested models' layers are inlined: one executor runs every leaf layer
+        return expand_program([(layer, (k,)) for k, layer in enumerate(self.layers)], len(self.layers))
+
+    def _last_layer(self):
+        return self.layers[-1]
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """Run the layers on ``x`` (checked), as ``layer(x, training)`` does for one layer."""
@@ -200,7 +220,8 @@ class Sequential(BaseModel):
                 raise ValueError(f"Model {self.name!r} has no layers.")
             if not self.built:
                 self.build((None,) + tuple(x.shape[1:]))
-            return SymbolicTensor((x.shape[0],) + tuple(self.output_shape_for(x.shape)[1:]), None, ())
+            # recorded as a call of this model's layer: the tensor can feed a functional Model
+            return symbolic_call(self._as_layer(), x)
         with self._building():
             x = self._inference_input(x, "__call__")
         for layer in self.layers:
@@ -211,13 +232,13 @@ class Sequential(BaseModel):
     def get_config(self) -> dict:
         return {
             "name": self.name,
-            "layers": [_layer_registry.serialize(l) for l in self.layers],
+            "layers": [serialize_layer(l) for l in self.layers],
             "input_shape": list(self.input_shape) if self.built else None,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
-        model = cls([_layer_registry.deserialize(c) for c in config.get("layers", [])], name=config.get("name"))
+        model = cls([deserialize_layer(c) for c in config.get("layers", [])], name=config.get("name"))
         if config.get("input_shape") is not None:
             model.build(tuple(config["input_shape"]))
         return model
