@@ -35,13 +35,10 @@ would clip a probability at ``1e-7`` (there the fused value is the exact one).
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .._registry import Registry
 from .._validation import Boolean, NoneOk, Options, real_array, validate_params
-from ..kernels import losses as K
 from ..kernels.checks import all_finite
 
 registry = Registry("loss")

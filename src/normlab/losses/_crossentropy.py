@@ -11,7 +11,6 @@ are computed with the classes moved last.
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
 

@@ -208,10 +208,6 @@ def _numeric(value, who: str, arg: str) -> np.ndarray:
     return real_array(value, who, f"'{arg}'")
 
 
-def _numeric(value, who: str, arg: str) -> np.ndarray:
-    return real_array(value, who, f"'{arg}'")
-
-
 def _values_and_weight(args, kwargs, who):
     """Keras's ``update_state(values, sample_weight=None)`` or normlab's ``(y_true, y_pred, sample_weight)``.
 
@@ -322,7 +318,6 @@ class MeanMetricWrapper(Mean):
         super().__init__(name=name or getattr(fn, "__name__", None), dtype=dtype)
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        who = f"{type(self).__name__}.update_state"
         values = np.asarray(self._fn(y_true, y_pred, **self._fn_kwargs), dtype=np.float64)
         if values.ndim == 0:
             values = values.reshape(1)
