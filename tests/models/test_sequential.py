@@ -7,6 +7,7 @@ import normlab
 from normlab import initializers, optimizers
 from normlab.callbacks import Callback
 from normlab.layers import Activation, BatchNormalization, Dense
+from normlab import Input, Sequential, layers
 from normlab.testing import check_model_gradients
 
 
@@ -405,3 +406,24 @@ def test_shuffled_fit_trains_on_each_epochs_permutation_in_turn(rng):
     # the last batch's input, as the first layer kept it, is that batch's rows
     last = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(1, 1))).permutation(len(x))[100:]
     np.testing.assert_array_equal(shuffled.layers[0]._cache.x, x[last])
+
+
+@pytest.mark.parametrize("with_callback", [False, True])
+def test_evaluate_activity_penalty_per_batch(rng, with_callback):
+    """Keras: evaluate's loss is the batch-size-weighted mean of each batch's loss plus that batch's penalties
+    (an activity penalty differs per batch; normlab once added only the last batch's)."""
+    model = Sequential([Input((3,)), layers.Dense(2, kernel_regularizer="l2"),
+                        layers.ActivityRegularization(l1=0.3, l2=0.2)], seed=0)
+    model.compile("sgd", "mse")
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    y = rng.standard_normal((10, 2)).astype(np.float32)
+    kernel_penalty = 0.01 * float(np.sum(np.square(model.layers[0].kernel, dtype=np.float64)))
+    expected = 0.0
+    for i in range(0, 10, 4):
+        h = model.layers[0](x[i:i + 4]).astype(np.float64)
+        batch_loss = np.mean((h - y[i:i + 4]) ** 2)
+        activity = (0.3 * np.abs(h).sum() + 0.2 * np.square(h).sum()) / len(h)
+        expected += (batch_loss + activity + kernel_penalty) * len(h)
+    callbacks = [normlab.callbacks.LambdaCallback()] if with_callback else None
+    got = model.evaluate(x, y, batch_size=4, verbose=0, callbacks=callbacks)
+    np.testing.assert_allclose(got, expected / 10, rtol=1e-5)

@@ -760,7 +760,8 @@ class BaseModel:
                 value = loss.weighted_value(yb, out, wb)
             else:
                 value = loss.value_from_logits(yb, out) if loss.from_logits else loss.value(yb, out)
-            total += value * len(xb)
+            # Keras: each batch's loss with the penalties of that batch (an activity penalty is the batch's own)
+            total += (value + self._regularization_loss()) * len(xb)
             seen += len(xb)
             for m in metrics:
                 m.update_state(yb, out, wb)
@@ -771,9 +772,15 @@ class BaseModel:
                     break
         if seen == 0:
             raise ValueError(f"{type(self).__name__}: the evaluation data gave no batch.")
-        res = {"loss": total / seen + self._regularization_loss()}
+        res = {"loss": total / seen}
         res.update({m.name: m.result() for m in metrics})
         return res
+
+    def _has_activity_penalty(self) -> bool:
+        """True if a layer's penalty depends on the batch it saw (ActivityRegularization)."""
+        from ..layers.activity_regularization import ActivityRegularization
+
+        return any(isinstance(layer, ActivityRegularization) for layer, _ in self._program()[0])
 
     @staticmethod
     def _check_callbacks(callbacks, owner: str) -> list:
@@ -856,7 +863,7 @@ class BaseModel:
     def _evaluate_arrays(self, x, y, batch_size, sample_weight=None, callbacks=None) -> dict:
         if self._dist is not None:  # each rank its part, the sums over all ranks
             return self._dist.evaluate_arrays(self, x, y, batch_size, sample_weight, callbacks)
-        if callbacks is None or not callbacks.callbacks:
+        if (callbacks is None or not callbacks.callbacks) and not self._has_activity_penalty():
             # one pass over all outputs: the loss of the whole set at once
             out = self._predict_arrays(x, batch_size)
             loss = self.loss
