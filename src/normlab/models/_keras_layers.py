@@ -337,6 +337,11 @@ def _layer_to_keras(layer: Layer) -> dict:
     if cls in NOT_IN_KERAS:
         raise ValueError(f"{who} has no Keras 3 counterpart: {NOT_IN_KERAS[cls]}. Save the model in normlab's own "
                          f"format (model.save('model.npz')) instead.")
+    inner = layer.__dict__.get("model")
+    if inner is not None and cls == "_NestedModel":  # a model used as a layer (models/nested.py)
+        raise ValueError(f"save_keras: layer {layer.name!r} is a nested model ({type(inner).__name__}); normlab "
+                         f"writes .keras files of flat models only. Save the model in normlab's own format "
+                         f"(model.save('model.npz')) instead.")
     spec = _SAVE_SPECS.get(cls)
     if spec is None:
         raise ValueError(f"{who} is not one of the layers normlab maps to Keras 3 "
