@@ -300,6 +300,14 @@ _CLASS_SOURCES = {
 
 # minimal valid arguments for the classes that require some
 REQUIRED = {
+    "IoU": {"num_classes": 2, "target_class_ids": [0]},
+    "MeanIoU": {"num_classes": 2},
+    "OneHotIoU": {"num_classes": 2, "target_class_ids": [0]},
+    "OneHotMeanIoU": {"num_classes": 2},
+    "SensitivityAtSpecificity": {"specificity": 0.5},
+    "SpecificityAtSensitivity": {"sensitivity": 0.5},
+    "PrecisionAtRecall": {"recall": 0.5},
+    "RecallAtPrecision": {"precision": 0.5},
     "Dense": {"units": 2},
     "NormPropDense": {"units": 2},
     "RecomputeBatchNormStatistics": {"x": np.zeros((4, 2))},
@@ -455,7 +463,11 @@ _EXTRA_CTOR = [
 
 def ctor_rows() -> list[Row]:
     rows = []
-    for source, cls in public_classes():
+    classes = public_classes()
+    # Keras has a loss and a metric of the same name (BinaryCrossentropy, MeanSquaredError, ...)
+    shared = {n for n in (c.__name__ for _, c in classes) if sum(c.__name__ == n for _, c in classes) > 1}
+    for source, cls in classes:
+        label = f"{source}.{cls.__name__}" if cls.__name__ in shared else cls.__name__
         declared = getattr(cls, "_param_constraints", None) or {}
         sig = inspect.signature(cls.__init__)
         for pname, allowed in declared.items():
@@ -467,7 +479,7 @@ def ctor_rows() -> list[Row]:
                 kwargs = dict(_required(cls))
                 kwargs[pname] = bad
                 rows.append(Row(
-                    id=f"ctor-{cls.__name__}-{pname}={_short(bad)}",
+                    id=f"ctor-{label}-{pname}={_short(bad)}",
                     kind="ctor", target=cls, action=_ctor_action(cls, kwargs),
                     exc=normlab.InvalidParameterError, match=(f"'{pname}'", cls.__name__),
                 ))
@@ -477,7 +489,7 @@ def ctor_rows() -> list[Row]:
                 kwargs = dict(_required(cls))
                 kwargs[pname] = bad
                 rows.append(Row(
-                    id=f"ctor-{cls.__name__}-{pname}={_short(bad)}",
+                    id=f"ctor-{label}-{pname}={_short(bad)}",
                     kind="ctor", target=cls, action=_ctor_action(cls, kwargs),
                     exc=normlab.InvalidParameterError, match=(f"'{pname}'", cls.__name__),
                 ))
