@@ -170,3 +170,60 @@ def test_layer_norm_forward_same_bits_at_any_thread_count(monkeypatch, centered)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape,f,strides", [((9, 28, 28, 1), 8, (1, 1)), ((5, 9, 11, 5), 7, (1, 1)),
+                                             ((7, 12, 12, 4), 6, (2, 2)), ((2, 70, 70, 16), 8, (1, 1)),
+                                             ((2, 120, 120, 16), 4, (1, 1))])
+def test_gemm_convolution_same_bits_at_any_thread_count(monkeypatch, shape, f, strides):
+    # (2, 70, 70, 16): OpenBLAS's own threads changed dW's bits there; (2, 120, 120, 16): bands of rows
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from normlab.kernels import _conv_gemm, conv
+
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_FLOPS", 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    k = rng.standard_normal((3, 3, shape[3], f)).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        with threadpoolctl.threadpool_limits(threads):  # normlab's limit is BLAS's
+            y, cache = conv.conv2d_forward(x, k, None, padding="same", strides=strides, algorithm="gemm")
+            dx, dw, db = conv.conv2d_backward(np.cos(y), cache, k)
+        results.append((y, dx, dw, db))
+    assert len(_conv_gemm._row_tiles(2, 120, 120, 48, 4, 2)) > 2  # several tiles per image
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_one_pool_holds_blas_on_one_thread_and_keeps_the_limit():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not _threads._blas_controllers():
+        pytest.skip("no BLAS that threadpoolctl controls")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with _threads.one_pool():
+            assert _threads.get_num_threads() == 2
+            assert threadpoolctl.threadpool_info()[0]["num_threads"] == 1 or all(
+                i["num_threads"] == 1 for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+            with _threads.one_pool():  # nested: free
+                assert _threads.get_num_threads() == 2
+        assert _threads.get_num_threads() == 2 and _threads._held is None
+    with threadpoolctl.threadpool_limits(1, user_api="blas"), _threads.one_pool():
+        assert _threads.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_split_by_rows_gives_one_calls_bits(monkeypatch, dtype):
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_FLOPS", 0)
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((1000, 300)).astype(dtype)
+    b = rng.standard_normal((300, 70)).astype(dtype)
+    whole = _threads.matmul(a, b)
+    np.testing.assert_array_equal(whole, a @ b)
+    for threads in (2, 3):
+        monkeypatch.setattr(_threads, "_held", threads)
+        np.testing.assert_array_equal(_threads.matmul(a, b), whole)
+        np.testing.assert_array_equal(_threads.matmul(a.T.copy().T, b), whole)  # a strided view
+        out = np.empty_like(whole)
+        assert _threads.matmul(a, b, out=out) is out
+        np.testing.assert_array_equal(out, whole)

@@ -20,6 +20,12 @@ the padded input is cached. For ``dx`` with unit strides the correlation form
 (the forward kernel on ``dY``) takes about a third of the time of
 ``dY W2^T`` plus the strided scatter-add (col2im), which remains the path
 for larger strides.
+
+Threads: the images are split over normlab's threads (:mod:`._threads`), each part
+with BLAS on one thread. Each output row of a GEMM is computed the same way however
+the rows are cut into tiles (checked: ``tests/kernels/test_conv_threads.py``), so
+``y`` and ``dx`` have the same bits at any thread count; ``dW`` keeps the one-thread
+tiles and adds their partial products in tile order, whichever thread made them.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["TILE_BYTES", "correlate", "input_grad", "pad", "param_grads"]
+from . import _threads
+
+__all__ = ["TILE_BYTES", "correlate", "input_grad", "kernel_grad", "pad", "param_grads"]
 
 #: patch bytes per tile (fits the L2 cache of current CPUs next to the kernel)
 TILE_BYTES = 1 << 20
@@ -86,19 +94,40 @@ def _strips(xp: np.ndarray, kw: int, sw: int, dw: int, wo: int) -> np.ndarray:
     )
 
 
+def _threads_for(n: int, madds: int) -> int:
+    """Threads for a product of ``madds`` multiply-adds over ``n`` images (one for small ones)."""
+    if n < 2 or madds < _threads.MIN_PARALLEL_FLOPS:
+        return 1
+    return min(_threads.get_num_threads(), n)
+
+
 def correlate(xp, kernel, bias, strides, dilation, out_size) -> np.ndarray:
-    """``y = im2col(xp) @ W2 (+ bias)`` of shape ``(N, Ho, Wo, F)``, tile by tile.
+    """``y = im2col(xp) @ W2 (+ bias)`` of shape ``(N, Ho, Wo, F)``, tile by tile, the images
+    split over threads.
 
     With unit row stride the row taps need no copy (``_correlate_rows``).
     """
-    if strides[0] == 1:
-        return _correlate_rows(xp, kernel, bias, strides[1], dilation, out_size)
+    n = xp.shape[0]
+    (ho, wo), (kh, kw, c, f) = out_size, kernel.shape
+    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, kernel.dtype))
+    one = _correlate_rows if strides[0] == 1 else _correlate_strided
+    threads = _threads_for(n, n * ho * wo * kh * kw * c * f)
+
+    def part(n0, n1):
+        one(xp[n0:n1], kernel, bias, strides, dilation, out_size, y[n0:n1])
+
+    with _threads.blas_single(threads):
+        _threads.run_parts(part, n, threads)
+    return y
+
+
+def _correlate_strided(xp, kernel, bias, strides, dilation, out_size, y) -> None:
+    """Full patches per tile, one GEMM (row strides over one)."""
     n = xp.shape[0]
     (ho, wo), (kh, kw, c, f) = out_size, kernel.shape
     k = kh * kw * c
     w2 = kernel.reshape(k, f)
     view = _windows(xp, (kh, kw), strides, dilation, out_size)
-    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, kernel.dtype))
     y2 = y.reshape(-1, f)
     tiles = _tiles(n, ho, wo * k, xp.itemsize)
     buf = np.empty(max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo * k, dtype=xp.dtype)
@@ -111,7 +140,6 @@ def correlate(xp, kernel, bias, strides, dilation, out_size) -> np.ndarray:
         np.matmul(patches.reshape(rows, k), w2, out=out)
         if bias is not None:
             out += bias
-    return y
 
 
 def _row_tiles(n, ho, wo, kc, itemsize, halo):
@@ -119,7 +147,7 @@ def _row_tiles(n, ho, wo, kc, itemsize, halo):
     return _tiles(n, ho, wo * kc, itemsize, halo, whole_images=ho * wo < 256)
 
 
-def _correlate_rows(xp, kernel, bias, sw, dilation, out_size) -> np.ndarray:
+def _correlate_rows(xp, kernel, bias, strides, dilation, out_size, y) -> None:
     """Unit row stride: copy width strips ``S`` (``kw C`` columns) once per tile; each row
     of taps ``i`` is then a contiguous row range of the strips, offset by ``i dh`` image
     rows, and ``Y = sum_i S_i W[i]`` is ``kh`` GEMMs with no further copy.
@@ -132,8 +160,7 @@ def _correlate_rows(xp, kernel, bias, sw, dilation, out_size) -> np.ndarray:
     dh, dw = dilation
     kc, halo = kw * c, (kh - 1) * dh
     wi = kernel.reshape(kh, kc, f)
-    view = _strips(xp, kw, sw, dw, wo)
-    y = np.empty((n, ho, wo, f), dtype=np.result_type(xp.dtype, kernel.dtype))
+    view = _strips(xp, kw, strides[1], dw, wo)
     y3 = y.reshape(n, ho * wo, f)
     tiles = _row_tiles(n, ho, wo, kc, xp.itemsize, halo)
     max_rows = max((n1 - n0) * (p1 - p0 + halo) for n0, n1, p0, p1 in tiles) * wo
@@ -156,66 +183,72 @@ def _correlate_rows(xp, kernel, bias, sw, dilation, out_size) -> np.ndarray:
             y[n0:n1] = block[: nb * hb * wo].reshape(nb, hb, wo, f)[:, : p1 - p0]
         if bias is not None:
             y[n0:n1, p0:p1] += bias
-    return y
 
 
 def param_grads(dy, xp, geom, kshape):
     """``dW2 = P^T dY`` (tile by tile, patches rebuilt) and ``db = sum_rows dY``."""
-    kh, kw, c, f = kshape
+    f = kshape[3]
     dy2 = dy.reshape(-1, f)
     # BLAS gemv: much faster than a reduction over the long axis
     db = np.ones(dy2.shape[0], dtype=dy.dtype) @ dy2
-    if geom.strides[0] == 1:
-        return _param_grads_rows(dy, xp, geom, kshape), db
-    n = xp.shape[0]
-    (ho, wo), k = geom.out_size, kh * kw * c
-    view = _windows(xp, geom.kernel, geom.strides, geom.dilation, geom.out_size)
-    tiles = _tiles(n, ho, wo * k, xp.itemsize)
-    buf = np.empty(max((n1 - n0) * (p1 - p0) for n0, n1, p0, p1 in tiles) * wo * k, dtype=xp.dtype)
-    dw = np.zeros((k, f), dtype=dy.dtype)
-    part = np.empty((k, f), dtype=dy.dtype)
-    for n0, n1, p0, p1 in tiles:
-        rows = (n1 - n0) * (p1 - p0) * wo
-        patches = buf[: rows * k]
-        np.copyto(patches.reshape(n1 - n0, p1 - p0, wo, kh, kw, c), view[n0:n1, p0:p1])
-        r0 = (n0 * ho + p0) * wo
-        np.matmul(patches.reshape(rows, k).T, dy2[r0 : r0 + rows], out=part)
-        dw += part
-    return dw.reshape(kshape), db
+    return kernel_grad(dy, xp, geom, kshape), db
 
 
-def _param_grads_rows(dy, xp, geom, kshape):
-    """Unit row stride: ``dW[i] = sum_tiles S_i^T dY`` over the width strips (see
-    ``_correlate_rows``); the rows straddling two images meet zero rows of ``dY``."""
+def kernel_grad(dy, xp, geom, kshape):
+    """``dW2 = P^T dY``, the tiles' products added in tile order (split over threads by tiles)."""
     kh, kw, c, f = kshape
     n = xp.shape[0]
-    (ho, wo), (dh, dw_), sw = geom.out_size, geom.dilation, geom.strides[1]
-    kc, halo = kw * c, (kh - 1) * dh
-    view = _strips(xp, kw, sw, dw_, wo)
+    (ho, wo), (dh, dw_) = geom.out_size, geom.dilation
+    if geom.strides[0] == 1:  # width strips: kh products per tile (see _correlate_rows)
+        kc, halo, taps = kw * c, (kh - 1) * dh, kh
+        view = _strips(xp, kw, geom.strides[1], dw_, wo)
+        tiles = _row_tiles(n, ho, wo, kc, xp.itemsize, halo)
+    else:  # full patches: one product per tile
+        kc, halo, taps = kh * kw * c, 0, 1
+        view = _windows(xp, geom.kernel, geom.strides, geom.dilation, geom.out_size)
+        tiles = _tiles(n, ho, wo * kc, xp.itemsize)
     dy3 = dy.reshape(n, ho * wo, f)
-    tiles = _row_tiles(n, ho, wo, kc, xp.itemsize, halo)
     max_rows = max((n1 - n0) * (p1 - p0 + halo) for n0, n1, p0, p1 in tiles) * wo
-    buf = np.empty(max_rows * kc, dtype=xp.dtype)
-    grid = np.zeros((max_rows, f), dtype=dy.dtype)
-    dw = np.zeros((kh, kc, f), dtype=dy.dtype)
-    part = np.empty((kc, f), dtype=dy.dtype)
-    for n0, n1, p0, p1 in tiles:
-        nb, hb = n1 - n0, p1 - p0 + halo
-        strips = buf[: nb * hb * wo * kc]
-        np.copyto(strips.reshape(nb, hb, wo, kw, c), view[n0:n1, p0 : p0 + hb])
-        a = strips.reshape(nb * hb * wo, kc)
-        m = (nb * hb - halo) * wo
-        if nb == 1:
-            g = dy3[n0, p0 * wo : p1 * wo]
-        else:  # dY on the block's row grid, zero on the rows between images
-            g4 = grid[: nb * hb * wo].reshape(nb, hb, wo, f)
-            g4[:, : p1 - p0] = dy[n0:n1]
-            g4[:, p1 - p0 :] = 0
-            g = grid[:m]
-        for i in range(kh):
-            r = i * dh * wo
-            np.matmul(a[r : r + m].T, g, out=part)
-            dw[i] += part
+    threads = _threads_for(len(tiles), n * ho * wo * kh * kw * c * f)
+    ranges = _threads.split(len(tiles), threads)
+    dw = np.zeros((taps, kc, f), dtype=dy.dtype)
+    # tiles after the first thread's range keep their products apart, added in order below
+    first = ranges[0][1]
+    later = np.empty((len(tiles) - first, taps, kc, f), dtype=dy.dtype)
+
+    def part(t_lo, t_hi):
+        buf = np.empty(max_rows * kc, dtype=xp.dtype)
+        grid = np.zeros((max_rows, f), dtype=dy.dtype) if halo else None
+        prod = np.empty((kc, f), dtype=dy.dtype)
+        for t in range(t_lo, t_hi):
+            n0, n1, p0, p1 = tiles[t]
+            nb, hb = n1 - n0, p1 - p0 + halo
+            strips = buf[: nb * hb * wo * kc]
+            if geom.strides[0] == 1:
+                np.copyto(strips.reshape(nb, hb, wo, kw, c), view[n0:n1, p0 : p0 + hb])
+            else:
+                np.copyto(strips.reshape(nb, hb, wo, kh, kw, c), view[n0:n1, p0:p1])
+            a = strips.reshape(nb * hb * wo, kc)
+            m = (nb * hb - halo) * wo
+            if nb == 1 or not halo:
+                g = dy3[n0:n1, p0 * wo : p1 * wo].reshape(-1, f)
+            else:  # dY on the block's row grid, zero on the rows between images
+                g4 = grid[: nb * hb * wo].reshape(nb, hb, wo, f)
+                g4[:, : p1 - p0] = dy[n0:n1]
+                g4[:, p1 - p0 :] = 0
+                g = grid[:m]
+            for i in range(taps):
+                r = i * dh * wo
+                if t < first:
+                    np.matmul(a[r : r + m].T, g, out=prod)
+                    dw[i] += prod
+                else:
+                    np.matmul(a[r : r + m].T, g, out=later[t - first, i])
+
+    with _threads.blas_single(threads):
+        _threads.run_parts(part, len(tiles), threads)
+    for t in range(len(later)):
+        dw += later[t]
     return dw.reshape(kshape)
 
 

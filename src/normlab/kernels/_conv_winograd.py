@@ -49,8 +49,6 @@ this matters.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -185,18 +183,7 @@ GROUPS = 8
 GROUP_TILES = 512
 
 
-@contextlib.contextmanager
-def _blas_single(threads: int):
-    """BLAS on one thread while ``threads`` of ours each call it (restored after)."""
-    ctrls = _threads._blas_controllers() if threads > 1 else ()
-    old = [c.get_num_threads() for c in ctrls]
-    for c in ctrls:
-        c.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for c, k in zip(ctrls, old):
-            c.set_num_threads(k)
+_blas_single = _threads.blas_single  # the name earlier code and tests use
 
 
 def _threads_for(n_images: int, elements: int) -> int:

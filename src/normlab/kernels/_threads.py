@@ -46,12 +46,13 @@ Small inputs stay on the calling thread: see :data:`MIN_PARALLEL_ELEMENTS`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["get_num_threads", "set_num_threads", "run_parts", "split", "elementwise", "MIN_PARALLEL_ELEMENTS",
-           "BLOCK"]
+           "BLOCK", "blas_single", "one_pool", "matmul"]
 
 #: Elements (of the largest array a kernel streams) below which a kernel runs on one thread.
 #: Measured on the 2-core machine of benchmarks/README.md ("Threads"), batch norm + relu forward
@@ -70,6 +71,8 @@ _pool_size = 0
 _user_threads: int | None = None
 #: threadpoolctl's controllers of the BLAS libraries (None: not looked up yet; (): none found)
 _blas = None
+#: the limit while :func:`one_pool` holds BLAS on one thread (None: not inside one_pool)
+_held: int | None = None
 
 
 def _cpu_count() -> int:
@@ -106,6 +109,8 @@ def _blas_controllers():
 
 def get_num_threads() -> int:
     """The number of threads normlab's kernels use at most (module docstring: the one limit)."""
+    if _held is not None:
+        return _held
     blas = _blas_controllers()
     if blas:
         # a C call (under 1 us): follows every change of BLAS's limit, whoever makes it
@@ -217,14 +222,93 @@ def elementwise(kernel, arrays, *scalars) -> None:
     run_parts(part, -(-n // BLOCK), threads)
 
 
+@contextlib.contextmanager
+def blas_single(threads: int | None = None):
+    """BLAS on one thread inside the block when ``threads`` (default: the limit) is over one; restored after.
+
+    For kernels whose own threads each call BLAS: two pools on two cores would fight.
+    """
+    if threads is None:
+        threads = get_num_threads()
+    ctrls = _blas_controllers() if threads > 1 else ()
+    old = [c.get_num_threads() for c in ctrls]
+    for c in ctrls:
+        if c.get_num_threads() != 1:
+            c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, k in zip(ctrls, old):
+            if k != 1:
+                c.set_num_threads(k)
+
+
+@contextlib.contextmanager
+def one_pool():
+    """Inside the block, normlab's pool is the only one: BLAS runs on one thread, and the
+    kernels that split their work (including :func:`matmul`) take the limit in force.
+
+    Why: OpenBLAS's pthreads workers busy-wait (``sched_yield`` in a loop) for about
+    2**28 cycles (0.1 s here) after **every** BLAS call made on more than one thread,
+    whatever the thread limit is set to afterwards. A training step that calls BLAS on
+    2 threads and then runs normlab's own threads had three busy threads on two cores:
+    the Fashion-MNIST CNN step at 2 threads took 2.6x the CPU time of its 1-thread step
+    and no less wall time (benchmarks/README.md, "Two pools"). With one pool, BLAS's
+    workers sleep.
+
+    Nested blocks are free. The limit is read when the outermost block starts; what
+    changes it inside the block takes effect after.
+    """
+    global _held
+    if _held is not None:
+        yield
+        return
+    n = get_num_threads()
+    if n == 1:
+        yield
+        return
+    with blas_single(n):
+        _held = n
+        try:
+            yield
+        finally:
+            _held = None
+
+
+#: multiply-adds below which :func:`matmul` is one BLAS call (a hand-off costs ~30-100 us)
+MIN_PARALLEL_FLOPS = 1 << 23
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D ``a`` and ``b``; inside :func:`one_pool`, large products are split
+    by rows of ``a`` over normlab's threads, each part one single-threaded BLAS call.
+
+    Rows of ``a`` are computed independently (the sum over the inner axis is not cut), so
+    the result is the same bit for bit as one call. ``out``: as :func:`numpy.matmul`.
+    """
+    import numpy as np  # noqa: PLC0415 - keep this module free of a top-level NumPy import
+
+    m = a.shape[0]
+    if out is None:
+        out = np.empty((m, b.shape[1]), dtype=np.result_type(a, b))
+    threads = _held or 1
+    rows = 64
+    if threads == 1 or m < 2 * rows or m * a.shape[1] * b.shape[1] < MIN_PARALLEL_FLOPS:
+        return np.matmul(a, b, out=out)
+
+    def part(k0, k1):
+        lo, hi = k0 * rows, min(m, k1 * rows)
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+
+    run_parts(part, -(-m // rows), threads)
+    return out
+
+
 def _forget_pool_in_child() -> None:
     # the parent's threads do not exist in a forked child: start a new pool there on first use
     global _pool, _pool_size, _lock
     _pool, _pool_size = None, 0
-    #: elements per part of an elementwise kernel split over threads
-BLOCK = 1 << 16
-
-_lock = threading.Lock()
+    _lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX

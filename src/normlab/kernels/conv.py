@@ -217,7 +217,7 @@ def _backward_one(dy, xp, kernel, geom, algorithm, need_dx, need_dw):
         if algorithm == "direct":
             dw = _direct.kernel_grad(xp, dy, kernel.shape, geom.strides, geom.dilation)
         else:
-            dw = _gemm.param_grads(dy, xp, geom, kernel.shape)[0]
+            dw = _gemm.kernel_grad(dy, xp, geom, kernel.shape)
     return dx, dw
 
 
