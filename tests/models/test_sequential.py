@@ -427,3 +427,36 @@ def test_evaluate_activity_penalty_per_batch(rng, with_callback):
     callbacks = [normlab.callbacks.LambdaCallback()] if with_callback else None
     got = model.evaluate(x, y, batch_size=4, verbose=0, callbacks=callbacks)
     np.testing.assert_allclose(got, expected / 10, rtol=1e-5)
+
+
+def test_weighted_metrics_keras_names_and_values(rng, tmp_path):
+    """compile(weighted_metrics=...): Keras's names ("weighted_<name>" beside a plain metric of that name) and
+    sample-weighted values; kept through normlab's file, pickling and a .keras file."""
+    import pickle
+
+    model = Sequential([Input((3,)), layers.Dense(2)], seed=0)
+    model.compile("sgd", "mse", metrics=["mae"], weighted_metrics=["mae", "mse"])
+    assert [m.name for m in model.metrics] == ["mae", "weighted_mae", "mse"]
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    y = rng.standard_normal((10, 2)).astype(np.float32)
+    w = np.linspace(0.0, 2.0, 10)
+    res = model.evaluate(x, y, sample_weight=w, batch_size=4, verbose=0, return_dict=True)
+    err = model.predict(x, verbose=0).astype(np.float64) - y
+    assert res["weighted_mae"] == pytest.approx(np.sum(w * np.abs(err).mean(axis=1)) / w.sum(), rel=1e-6)
+    assert res["mse"] == pytest.approx(np.sum(w * np.square(err).mean(axis=1)) / w.sum(), rel=1e-6)
+    hist = model.fit(x, y, sample_weight=w, epochs=1, verbose=0).history
+    assert {"loss", "mae", "weighted_mae", "mse"} <= set(hist)
+    model.save(tmp_path / "w.npz")
+    copies = [normlab.load_model(tmp_path / "w.npz"), pickle.loads(pickle.dumps(model))]
+    try:
+        import h5py  # noqa: F401
+        model.save(tmp_path / "w.keras")
+        copies.append(normlab.load_model(tmp_path / "w.keras"))
+    except ImportError:
+        pass
+    for other in copies:
+        assert [m.name for m in other.metrics] == ["mae", "weighted_mae", "mse"]
+        assert other.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True) == pytest.approx(
+            model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True), rel=1e-6)
+    with pytest.raises(TypeError, match="'weighted_metrics' must be a list"):
+        model.compile("sgd", "mse", weighted_metrics="mae")

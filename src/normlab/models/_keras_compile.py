@@ -148,16 +148,19 @@ def _metric_from_keras(value, where: str):
 def _compile_from_keras(info, model) -> None:
     where = "the model's compile_config"
     _need(isinstance(info, dict), f"{where} must be an object")
-    for key in ("loss_weights", "weighted_metrics"):
-        _need(info.get(key) is None, f"{where} sets {key!r}, which normlab does not support")
+    _need(info.get("loss_weights") is None, f"{where} sets 'loss_weights', which normlab does not support")
     optimizer = _optimizer_from_keras(info.get("optimizer", "rmsprop"), f"{where}'s optimizer")
     _need(info.get("loss") is not None, f"{where} has no loss")
     loss = _loss_from_keras(info["loss"], f"{where}'s loss")
     metrics = info.get("metrics") or []
     _need(isinstance(metrics, list) and len(metrics) <= 64, f"{where}'s metrics must be a list")
     names = [_metric_from_keras(m, f"{where}'s metric {i}") for i, m in enumerate(metrics)]
+    weighted = info.get("weighted_metrics") or []
+    _need(isinstance(weighted, list) and len(weighted) <= 64,
+          f"{where}'s weighted_metrics must be a list (normlab's models have one output)")
+    weighted = [_metric_from_keras(m, f"{where}'s weighted metric {i}") for i, m in enumerate(weighted)]
     try:
-        model.compile(optimizer=optimizer, loss=loss, metrics=names)
+        model.compile(optimizer=optimizer, loss=loss, metrics=names, weighted_metrics=weighted)
     except (ValueError, TypeError) as exc:
         raise _Bad(f"the model could not be compiled as {where} says: {exc}") from None
 
@@ -311,7 +314,7 @@ def _compile_to_keras(model) -> dict:
         "loss": _loss_to_keras(model.loss),
         "loss_weights": None,
         "metrics": metrics,
-        "weighted_metrics": None,
+        "weighted_metrics": [_metric_to_keras(m) for m in model._weighted_metric_ids] or None,
         "run_eagerly": False,
         "steps_per_execution": 1,
         "jit_compile": False,

@@ -161,12 +161,13 @@ def _check_header(header) -> None:
     info = header["compile"]
     if info is not None:
         _need(isinstance(info, dict), "the header's 'compile' must be an object or null")
-        _check_keys(info, {"optimizer", "loss", "metrics"}, set(), "the header's 'compile'")
+        _check_keys(info, {"optimizer", "loss", "metrics"}, {"weighted_metrics"}, "the header's 'compile'")
         _need(isinstance(info["optimizer"], dict), "the header's 'compile.optimizer' must be an object")
         _need(isinstance(info["loss"], dict), "the header's 'compile.loss' must be an object")
-        metrics = info["metrics"]
-        _need(isinstance(metrics, list) and all(isinstance(m, (str, dict)) for m in metrics),
-              "the header's 'compile.metrics' must be a list of names or objects")
+        for key in ("metrics", "weighted_metrics"):
+            metrics = info.get(key, [])
+            _need(isinstance(metrics, list) and all(isinstance(m, (str, dict)) for m in metrics),
+                  f"the header's 'compile.{key}' must be a list of names or objects")
     elif arrays["optimizer"]:
         raise _Bad("the file stores optimizer arrays but no optimizer ('compile' is null)")
     config = header["config"]

@@ -229,6 +229,8 @@ class _Loader:
             optimizer=_optimizers.deserialize(info["optimizer"]),
             loss=_losses.deserialize(info["loss"]),
             metrics=[m if isinstance(m, str) else _metrics.registry.deserialize(m) for m in info["metrics"]],
+            weighted_metrics=[m if isinstance(m, str) else _metrics.registry.deserialize(m)
+                              for m in info.get("weighted_metrics", [])],
         )
         keys = header["arrays"]["optimizer"]
         if keys:

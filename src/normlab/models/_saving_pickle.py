@@ -32,7 +32,9 @@ def _reduce_model(model):
             compile_info = {"optimizer": _optimizers.serialize(model.optimizer),
                             "loss": _losses.serialize(model.loss),
                             "metrics": [m if isinstance(m, str) else _metrics.registry.serialize(m)
-                                        for m in model._metric_ids]}
+                                        for m in model._metric_ids],
+                            "weighted_metrics": [m if isinstance(m, str) else _metrics.registry.serialize(m)
+                                                 for m in model._weighted_metric_ids]}
         return _rebuild_unbuilt, (type(model).__name__, json.dumps(model.get_config()), json.dumps(compile_info))
     with tempfile.TemporaryDirectory(prefix="normlab-pickle-") as d:
         path = os.path.join(d, "model.npz")
@@ -70,5 +72,7 @@ def _rebuild_unbuilt(class_name: str, config: str, compile_info: str):
 
         model.compile(optimizer=_optimizers.deserialize(info["optimizer"]), loss=_losses.deserialize(info["loss"]),
                       metrics=[m if isinstance(m, str) else _metrics.registry.deserialize(m)
-                               for m in info["metrics"]])
+                               for m in info["metrics"]],
+                      weighted_metrics=[m if isinstance(m, str) else _metrics.registry.deserialize(m)
+                                        for m in info.get("weighted_metrics", [])])
     return model

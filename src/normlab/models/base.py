@@ -73,6 +73,7 @@ class BaseModel:
         self.loss = None
         self.metrics: list[_metrics.Metric] = []
         self._metric_ids: list = []
+        self._weighted_metric_ids: list = []
         self.compiled = False
         self.stop_training = False
         self.stop_evaluating = False
@@ -174,7 +175,7 @@ class BaseModel:
             raise
 
     # ------------------------------------------------------------ compiling
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, distribute=None) -> None:
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, distribute=None, weighted_metrics=None) -> None:
         """Configure training.
 
         Parameters
@@ -186,6 +187,11 @@ class BaseModel:
             ``"sparse_categorical_crossentropy"`` or an instance.
         metrics : list, optional
             Names (``"accuracy"`` resolves from the loss) or Metric instances.
+        weighted_metrics : list, optional
+            Keras's weighted metrics: metrics given ``sample_weight`` (and
+            ``class_weight``). A name that ``metrics`` already uses is logged
+            as ``"weighted_<name>"``, as in Keras. (normlab weighs the
+            ``metrics`` too; Keras does not, see docs/keras.md.)
         distribute : normlab.distributed.DataParallel, optional
             Train on the ranks of an MPI job (``mpiexec -n N``): each takes its
             rows of every global batch, gradients are averaged with one
@@ -195,16 +201,25 @@ class BaseModel:
         from .. import optimizers as _optimizers
         from ..distributed.strategy import configure_model
 
-        if metrics is not None and not isinstance(metrics, (list, tuple)):
-            raise TypeError(f"{type(self).__name__}.compile: 'metrics' must be a list of metric names or Metric "
-                            f"instances, got {metrics!r} (write metrics=[{metrics!r}]).")
+        for arg, value in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise TypeError(f"{type(self).__name__}.compile: '{arg}' must be a list of metric names or Metric "
+                                f"instances, got {value!r} (write {arg}=[{value!r}]).")
         opt = _optimizers.get(optimizer)
         loss_obj = _losses.get(loss)
         ms = [_metrics.get(m, loss_obj) for m in (metrics or [])]
+        weighted = [_metrics.get(m, loss_obj) for m in (weighted_metrics or [])]
+        taken = {m.name for m in ms}
+        for k, m in enumerate(weighted):
+            if m.name in taken:  # Keras's name for a weighted twin; the caller's instance keeps its own
+                m = weighted[k] = copy.deepcopy(m)
+                m.name = f"weighted_{m.name}"
+            taken.add(m.name)
         dist = configure_model(self, distribute)
         self.distribute, self._dist = distribute, dist
-        self.optimizer, self.loss, self.metrics = opt, loss_obj, ms
+        self.optimizer, self.loss, self.metrics = opt, loss_obj, ms + weighted
         self._metric_ids = list(metrics or [])
+        self._weighted_metric_ids = list(weighted_metrics or [])
         self.compiled = True
         self._trainable_signature = None
 

@@ -168,6 +168,8 @@ def save_model(model, path) -> None:
             "loss": _losses.serialize(model.loss),
             "metrics": [_serialize_metric(m) for m in model._metric_ids],
         }
+        if model._weighted_metric_ids:  # written only when used: older readers still read the file
+            compile_info["weighted_metrics"] = [_serialize_metric(m) for m in model._weighted_metric_ids]
         if hasattr(model.optimizer, "get_state"):
             for key, arr in model.optimizer.get_state().items():
                 arrays[f"optimizer/{key}"] = np.asarray(arr)
