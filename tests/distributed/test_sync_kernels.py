@@ -197,3 +197,20 @@ def test_nan_on_one_rank_is_reported_as_such_on_every_rank():
     xs, dys = shards("float64")
     xs[0][0, 0] = 1e300  # finite, but its variance leaves float64
     assert on_ranks(_kernel_pass, *[(x, dy, 1e-3) for x, dy in zip(xs, dys)]) == [R.OVERFLOW] * 2
+
+
+def _step_then_undo(comm, x):
+    bn = L.BatchNormalization(synchronized=True, dtype="float32")
+    bn.build(x.shape)
+    bn._sync = comm
+    before = [b.copy() for b in bn.buffers.values()]
+    bn._begin_step(7.0)
+    bn._train_forward(x)
+    moved = any(not np.array_equal(a, b) for a, b in zip(before, bn.buffers.values()))
+    bn._rollback(7.0)  # what a failed step does
+    return bn._cache[0], moved, all(np.array_equal(a, b) for a, b in zip(before, bn.buffers.values()))
+
+
+def test_a_failed_step_gives_the_moving_statistics_back():
+    xs, _ = shards("float32")
+    assert on_ranks(_step_then_undo, *[(x,) for x in xs]) == [("sync_rows", True, True)] * 2
