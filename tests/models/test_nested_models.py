@@ -161,3 +161,39 @@ def test_model_cannot_nest_itself():
     model = Sequential([layers.Dense(2)], name="self_nest")
     with pytest.raises(ValueError, match="cannot be a layer of itself"):
         model.add(model)
+
+
+def test_freezing_a_nested_layer_after_compile_needs_a_new_compile(rng):
+    inner = Sequential([Input((4,)), layers.Dense(3)], name="late_inner")
+    model = Sequential([inner, layers.Dense(1)], name="late_outer")
+    model.compile("sgd", "mse")
+    x, y = rng.random((8, 4)), rng.random((8, 1))
+    model.fit(x, y, verbose=0)
+    inner.layers[0].trainable = False
+    with pytest.raises(RuntimeError, match="call compile"):
+        model.fit(x, y, verbose=0)
+    model.compile("sgd", "mse")
+    kernel = inner.layers[0].kernel.copy()
+    model.fit(x, y, verbose=0)
+    np.testing.assert_array_equal(kernel, inner.layers[0].kernel)
+
+
+def test_weights_are_listed_layer_by_layer(rng):
+    """Keras's order: each (nested) layer's parameters then its buffers; get/set_weights use it too."""
+    inner = Sequential([Input((3,)), layers.BatchNormalization(name="o_bn"), layers.Dense(2, name="o_d")],
+                       name="order_inner")
+    model = Sequential([inner, layers.Dense(1, name="o_top")], name="order_outer")
+    bn, dense = inner.layers
+    expected = [bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance, dense.kernel, dense.bias,
+                model.layers[1].kernel, model.layers[1].bias]
+    assert all(a is b for a, b in zip(model.weights, expected)) and len(model.weights) == 8
+    values = [rng.random(w.shape) + 0.5 for w in model.get_weights()]
+    model.set_weights(values)
+    for w, v in zip(expected, values):
+        np.testing.assert_allclose(w, v, rtol=1e-6)
+    bad = list(values)
+    bad[3] = -bad[3]
+    with pytest.raises(ValueError, match="must be >= 0"):  # the nested batch norm's variance is checked too
+        model.set_weights(bad)
+    inner.trainable = False
+    assert len(model.trainable_weights) == 2 and len(model.non_trainable_weights) == 6

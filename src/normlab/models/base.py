@@ -227,8 +227,12 @@ class BaseModel:
         if not self.compiled:
             raise RuntimeError(f"{type(self).__name__}.{who}: call compile(optimizer, loss) first.")
 
+    def _trainable_flags(self) -> tuple:
+        """Every layer's ``trainable`` flag (a nested model's layers too): a change needs a new compile."""
+        return tuple(layer.trainable for layer in self.layers)
+
     def _prepare_training(self) -> None:
-        signature = tuple(layer.trainable for layer in self.layers)
+        signature = self._trainable_flags()
         if self._trainable_signature is None:
             self._refs = [(l, k) for l in self.layers for k in l.trainable_params]
             self._trainable_signature = signature
@@ -999,9 +1003,13 @@ class BaseModel:
             return self._forward(self._inference_input(x, "predict_on_batch"), False)
 
     # --------------------------------------------------------------- weights
+    def _weight_targets(self) -> list:
+        """``(layer, key, array)`` of every layer's params then buffers, in layer order (a nested model's by its layers)."""
+        return [(l, k, a) for l in self.layers for k, a in list(l.params.items()) + list(l.buffers.items())]
+
     def get_weights(self) -> list[np.ndarray]:
         """Copies of every layer's params then buffers, in layer order."""
-        return [a.copy() for l in self.layers for a in list(l.params.values()) + list(l.buffers.values())]
+        return [a.copy() for _, _, a in self._weight_targets()]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Inverse of :meth:`get_weights`: every array is set, or none.
@@ -1014,7 +1022,7 @@ class BaseModel:
         owner = f"{type(self).__name__}.set_weights"
         if not self.built:
             raise ValueError(f"{owner}: model {self.name!r} is not built yet; call build() or fit() first.")
-        targets = [(l, k, a) for l in self.layers for k, a in list(l.params.items()) + list(l.buffers.items())]
+        targets = self._weight_targets()
         if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
             raise TypeError(f"{owner}: 'weights' must be a list of arrays (as get_weights() returns), got "
                             f"{type(weights).__name__}.")

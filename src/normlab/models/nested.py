@@ -140,6 +140,21 @@ class _NestedModel(Layer):
     def _writes_fresh_grads(self) -> bool:
         return all(layer._writes_fresh_grads for layer in self.model.layers if layer.trainable_params)
 
+    # Keras's order: layer by layer (each layer's parameters, then its buffers)
+    @property
+    def weights(self) -> list:
+        return [w for layer in self.model.layers for w in layer.weights]
+
+    @property
+    def trainable_weights(self) -> list:
+        return [w for layer in self.model.layers for w in layer.trainable_weights] if self.model.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        if not self.model.trainable:
+            return self.weights
+        return [w for layer in self.model.layers for w in layer.non_trainable_weights]
+
     def zero_grads(self) -> None:
         for layer in self.model.layers:
             layer.zero_grads()
@@ -260,6 +275,23 @@ class ModelAsLayer:
         self._model_trainable = bool(value)
         for layer in self.layers:
             layer.trainable = bool(value)
+
+    def _trainable_flags(self) -> tuple:
+        flags = []
+        for layer in self.layers:
+            flags.append(layer.trainable)
+            if isinstance(layer, _NestedModel):
+                flags.append(layer.model._trainable_flags())
+        return tuple(flags)
+
+    def _weight_targets(self) -> list:
+        out = []
+        for layer in self.layers:
+            if isinstance(layer, _NestedModel):
+                out.extend(layer.model._weight_targets())
+            else:
+                out.extend((layer, k, a) for k, a in list(layer.params.items()) + list(layer.buffers.items()))
+        return out
 
     def _as_layer(self) -> _NestedModel:
         """The layer that stands for this model inside another model (always the same one)."""
