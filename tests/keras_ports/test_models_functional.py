@@ -203,15 +203,29 @@ def test_functional_single_output():
     assert {"loss", "mean_absolute_error", "mean_squared_error"} <= set(hist.history)
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, ValueError),
-                   reason="normlab's compile takes one loss and a list of metrics (no per-output lists or dicts, "
-                          "no weighted_metrics)")
-def test_functional_single_output_structured_losses():
-    """Keras: ModelTest.test_functional_single_output (loss as [..], {"output_a": ..}; metrics by output name)."""
+@pytest.mark.parametrize("loss_type", [None, "list", "dict", "dict_list"])
+def test_functional_single_output_structured_losses(loss_type):
+    """Keras: ModelTest.test_functional_single_output (loss as [..], {"output_a": ..}, {"output_a": [..]}; metrics
+    and weighted_metrics by output name: the output layer's name)."""
     model = _single_output_model()
-    model.compile(optimizer="sgd", loss={"output_a_model_test": "mean_squared_error"},
-                  metrics={"output_a_model_test": ["mean_squared_error"]},
-                  weighted_metrics={"output_a_model_test": "mean_squared_error"})
+    name = "output_a_model_test"
+    loss = "mean_squared_error"
+    loss = {"list": [loss], "dict": {name: loss}, "dict_list": {name: [loss]}}.get(loss_type, loss)
+    model.compile(optimizer="sgd", loss=loss, metrics={name: ["mean_squared_error", "mean_absolute_error"]},
+                  weighted_metrics={name: "mean_squared_error"})
+    hist = model.fit(rng.random((8, 3)), rng.random((8, 1)), batch_size=2, epochs=1, verbose=0)
+    keys = {"loss", "mean_absolute_error", "mean_squared_error", "weighted_mean_squared_error"}
+    assert keys <= set(hist.history)  # normlab's logs add learning_rate and global_norm (documented)
+
+
+def test_structured_compile_arguments_name_the_outputs():
+    """Keras's error for a key that is no output's name (compile_utils: 'does not correspond to any model output')."""
+    model = _single_output_model()
+    with pytest.raises(ValueError, match="does not correspond to any model output"):
+        model.compile(loss={"output_b": "mse"})
+    with pytest.raises(ValueError, match="one entry per model output"):
+        model.compile(loss=["mse", "mae"])
+    assert model.output_names == ["output_a_model_test"]
 
 
 def test_json_serialization():

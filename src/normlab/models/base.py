@@ -200,7 +200,13 @@ class BaseModel:
         """
         from .. import optimizers as _optimizers
         from ..distributed.strategy import configure_model
+        from ._compile_args import for_one_output
 
+        # Keras's per-output forms ([loss], {"output_name": loss}, {"output_name": [metrics]}) for the one output
+        owner, names = f"{type(self).__name__}.compile", getattr(self, "output_names", None)
+        loss = for_one_output(loss, "loss", names, owner)
+        metrics = for_one_output(metrics, "metrics", names, owner)
+        weighted_metrics = for_one_output(weighted_metrics, "weighted_metrics", names, owner)
         for arg, value in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
             if value is not None and not isinstance(value, (list, tuple)):
                 raise TypeError(f"{type(self).__name__}.compile: '{arg}' must be a list of metric names or Metric "

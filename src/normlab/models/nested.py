@@ -276,6 +276,12 @@ class ModelAsLayer:
         for layer in self.layers:
             layer.trainable = bool(value)
 
+    @property
+    def output_names(self) -> list:
+        """Keras's ``model.output_names``: the name of the layer computing the output (one output)."""
+        last = self._last_layer() if self.layers else None
+        return [last.name] if last is not None else []
+
     def _trainable_flags(self) -> tuple:
         flags = []
         for layer in self.layers:
