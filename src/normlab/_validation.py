@@ -9,6 +9,21 @@ template::
     range [0, 1]. Got 1.5 instead.
 
 The declarations also drive a common test that generates invalid values.
+
+Keras's wording, second. Where Keras words its own error for an argument, a
+class declares it next to its constraints, as ``_keras_messages``: a mapping
+from the parameter's name to a function of the rejected value that returns
+Keras's sentence, or ``None`` where Keras itself would not complain (its
+condition, not ours, decides). The sentence follows normlab's::
+
+    The 'momentum' parameter of SGD must be a float in the range [0, 1].
+    Got 2.0 instead. `momentum` must be a float between [0, 1].
+
+so the message still names the parameter and the class first, and a test
+or script written against Keras (``assertRaisesRegex``) finds its wording.
+:func:`validate_params` consults the declaration when its ``owner`` is the
+class; a hand-written check builds its error with :func:`invalid_parameter`.
+Which values are accepted stays normlab's decision.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ __all__ = [
     "NoneOk",
     "Callable",
     "validate_params",
+    "invalid_parameter",
     "real_array",
 ]
 
@@ -196,13 +212,44 @@ def _as_constraint(c: Any) -> _Constraint:
     raise TypeError(f"unknown constraint {c!r}")  # programming error in a declaration
 
 
-def validate_params(owner: str, constraints: dict, values: dict) -> None:
+def _keras_sentence(owner, name: str, value: Any) -> str | None:
+    hook = getattr(owner, "_keras_messages", {}).get(name) if isinstance(owner, type) else None
+    if hook is None:
+        return None
+    try:
+        return hook(value)
+    except (TypeError, ValueError, AttributeError):  # Keras's own check fails on this value before it words anything
+        return None
+
+
+def invalid_parameter(owner, name: str, expected: str, value: Any, keras: str | None = None) -> InvalidParameterError:
+    """The error for ``value`` given as ``name`` to ``owner``: normlab's template, then Keras's sentence.
+
+    Parameters
+    ----------
+    owner : type or str
+        The class (its ``_keras_messages`` are consulted) or a function name.
+    expected : str
+        What the parameter must be ("a float in the range [0, 1]").
+    keras : str, optional
+        Keras's sentence, for a check across arguments that a one-value
+        declaration cannot word; by default the owner's declaration gives it.
+    """
+    label = owner.__name__ if isinstance(owner, type) else str(owner)
+    message = f"The {name!r} parameter of {label} must be {expected}. Got {value!r} instead."
+    if keras is None:
+        keras = _keras_sentence(owner, name, value)
+    return InvalidParameterError(message if keras is None else f"{message} {keras}")
+
+
+def validate_params(owner, constraints: dict, values: dict) -> None:
     """Check ``values`` against ``constraints`` and raise on the first violation.
 
     Parameters
     ----------
-    owner : str
-        The class (or function) name used in the message.
+    owner : type or str
+        The class, whose name the message uses and whose ``_keras_messages``
+        add Keras's sentence (module docstring), or a function's name.
     constraints : dict
         Maps a parameter name to a list of constraints; the value must satisfy
         at least one of them.
@@ -220,9 +267,7 @@ def validate_params(owner: str, constraints: dict, values: dict) -> None:
             desc = cs[0].describe()
         else:
             desc = ", ".join(c.describe() for c in cs[:-1]) + " or " + cs[-1].describe()
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {owner} must be {desc}. Got {value!r} instead."
-        )
+        raise invalid_parameter(owner, name, desc, value)
 
 
 def real_array(value, who: str, label: str) -> np.ndarray:
