@@ -11,17 +11,11 @@ docs/keras.md, "Differences from Keras").
 
 
 import numpy as np
-import pytest
 
 from _keras_testing import backend
 from _keras_testing import ops
 import _keras_testing as testing
 from normlab.optimizers import AdamW
-
-# normlab's differences (docs/keras.md): each a strict xfail
-MESSAGE = pytest.mark.xfail(strict=True, raises=AssertionError,
-                            reason="normlab's argument errors use its one template ('The 'momentum' parameter of "
-                                   "SGD must be ...'), not Keras's messages")
 
 
 class AdamWTest(testing.TestCase):
@@ -67,7 +61,6 @@ class AdamWTest(testing.TestCase):
         self.assertAlmostEqual(var2.numpy(), 2.0, decimal=6)
         self.assertAlmostEqual(var3.numpy(), 2.0, decimal=6)
 
-    @MESSAGE
     def test_weight_decay_is_none(self):
         with self.assertRaisesRegex(
             ValueError,

@@ -16,14 +16,8 @@ from _keras_testing import ops
 import _keras_testing as testing
 from normlab.optimizers import Lion
 
-# normlab's differences (docs/keras.md): each a strict xfail
-MESSAGE = pytest.mark.xfail(strict=True, raises=AssertionError,
-                            reason="normlab's argument errors use its one template ('The 'momentum' parameter of "
-                                   "SGD must be ...'), not Keras's messages")
-
 
 class LionTest(testing.TestCase):
-    @MESSAGE
     def test_invalid_beta_1(self):
         with self.assertRaisesRegex(
             ValueError,

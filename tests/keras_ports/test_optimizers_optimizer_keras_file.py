@@ -24,8 +24,6 @@ import _keras_testing as testing
 # normlab's differences (docs/keras.md): each a strict xfail
 from _keras_testing import mark_cases
 
-MESSAGE = pytest.mark.xfail(strict=True, raises=AssertionError,
-                            reason="normlab's argument errors use its one template, not Keras's messages")
 SYMBOLIC = pytest.mark.xfail(strict=True, raises=AttributeError, reason="uses Keras's backend ops on variables")
 PRIVATE = pytest.mark.xfail(strict=True, raises=AttributeError,
                             reason="reads Keras's private optimizer variables; normlab keeps its state in get_state()")
@@ -71,7 +69,6 @@ class OptimizerTest(testing.TestCase):
         self.assertAllClose(v, [[3.0, 4.0], [5.0, 6.0]])
         self.assertAllClose(v2, [[2.0, 3.0], [4.0, 5.0]])
 
-    @MESSAGE
     def test_clip_args(self):
         optimizer = optimizers.SGD(learning_rate=1.0, clipnorm=0.1)
         self.assertEqual(optimizer.clipnorm, 0.1)

@@ -10,17 +10,11 @@ docs/keras.md, "Differences from Keras").
 # flake8: noqa
 
 import numpy as np
-import pytest
 
 from _keras_testing import backend
 from _keras_testing import ops
 import _keras_testing as testing
 from normlab.optimizers import SGD
-
-# normlab's differences (docs/keras.md): each a strict xfail
-MESSAGE = pytest.mark.xfail(strict=True, raises=AssertionError,
-                            reason="normlab's argument errors use its one template ('The 'momentum' parameter of "
-                                   "SGD must be ...'), not Keras's messages")
 
 
 class SGDTest(testing.TestCase):
@@ -45,7 +39,6 @@ class SGDTest(testing.TestCase):
         self.assertEqual(optimizer.variables[0], 1)
         self.assertEqual(optimizer.variables[1], 0.5)
 
-    @MESSAGE
     def test_invalid_momentum(self):
         with self.assertRaisesRegex(
             ValueError, "`momentum` must be a float between \\[0, 1\\]."

@@ -43,10 +43,10 @@ from .._validation import (
     Boolean,
     Callable,
     Instance,
-    InvalidParameterError,
     Interval,
     NoneOk,
     Options,
+    invalid_parameter,
     validate_params,
 )
 from ..errors import NonFiniteError
@@ -152,6 +152,13 @@ class Optimizer:
         "on_nonfinite": [Options(("raise", "skip", "proceed"))],
         "name": [NoneOk(), str],
     }
+    #: Keras's own sentence for a rejected argument, after normlab's (see normlab._validation); a subclass
+    #: extends it as it extends ``_param_constraints``
+    _keras_messages: dict = {
+        "gradient_accumulation_steps": lambda v: (
+            "`gradient_accumulation_steps` must be an integer >= 2. "
+            f"Received: gradient_accumulation_steps={v}" if v and not v >= 2 else None),
+    }
     #: constructor arguments specific to the subclass, in signature order
     _hyper: tuple = ()
 
@@ -162,13 +169,15 @@ class Optimizer:
     def __init__(self, **kwargs):
         cls = type(self).__name__
         kwargs = {**_KERAS_DEFAULTS, **kwargs}
-        validate_params(cls, self._param_constraints, kwargs)
+        validate_params(type(self), self._param_constraints, kwargs)
         given = [a for a in _CLIP_ARGS if kwargs.get(a) is not None]
         if len(given) > 1:
-            raise InvalidParameterError(
-                f"The {given[1]!r} parameter of {cls} must be None when {given[0]!r} is set "
-                f"(clipvalue, clipnorm and global_clipnorm are mutually exclusive). "
-                f"Got {kwargs[given[1]]!r} instead."
+            raise invalid_parameter(
+                type(self), given[1],
+                f"None when {given[0]!r} is set (clipvalue, clipnorm and global_clipnorm are mutually exclusive)",
+                kwargs[given[1]],
+                keras="Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                      + ", ".join(f"{a}={kwargs.get(a)}" for a in ("clipnorm", "clipvalue", "global_clipnorm")),
             )
         object.__setattr__(self, "_ready", False)
         self.learning_rate = kwargs.pop("learning_rate")
@@ -231,7 +240,7 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value):
-        validate_params(type(self).__name__, {"learning_rate": _LR}, {"learning_rate": value})
+        validate_params(type(self), {"learning_rate": _LR}, {"learning_rate": value})
         if isinstance(value, numbers.Real):
             value = float(value)
         object.__setattr__(self, "_learning_rate", value)

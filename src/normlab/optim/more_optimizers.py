@@ -279,6 +279,15 @@ class Ftrl(Optimizer):
         "l2_shrinkage_regularization_strength": _NONNEG,
         "beta": _NONNEG,
     }
+    _keras_messages = {
+        **Optimizer._keras_messages,
+        "learning_rate_power": lambda v: (f"`learning_rate_power` needs to be negative or zero. Received: "
+                                          f"learning_rate_power={v}." if v > 0.0 else None),
+        **{k: (lambda k: lambda v: (f"`{k}` needs to be positive or zero. Received: {k}={v}."
+                                    if v < 0.0 else None))(k)
+           for k in ("initial_accumulator_value", "l1_regularization_strength", "l2_regularization_strength",
+                     "l2_shrinkage_regularization_strength")},
+    }
     _hyper = ("learning_rate_power", "initial_accumulator_value", "l1_regularization_strength",
               "l2_regularization_strength", "l2_shrinkage_regularization_strength", "beta")
 

@@ -80,6 +80,11 @@ class SGD(Optimizer):
         "momentum": _UNIT,
         "nesterov": [Boolean(), Options(("exact",))],
     }
+    _keras_messages = {
+        **Optimizer._keras_messages,
+        "momentum": lambda v: ("`momentum` must be a float between [0, 1]."
+                               if not isinstance(v, float) or v < 0 or v > 1 else None),
+    }
     _hyper = ("momentum", "nesterov")
 
     def __init__(
@@ -349,6 +354,11 @@ class AdamW(Adam):
     """
 
     _param_constraints = {**Adam._param_constraints, "weight_decay": [Interval(numbers.Real, 0, None)]}
+    _keras_messages = {
+        **Adam._keras_messages,
+        "weight_decay": lambda v: ("Argument `weight_decay` must be a float. Received: weight_decay=None"
+                                   if v is None else None),
+    }
 
     def __init__(
         self,
@@ -466,6 +476,11 @@ class Lion(Optimizer):
         **Optimizer._param_constraints,
         "beta_1": [Interval(numbers.Real, 0, 1, closed="right")],
         "beta_2": _UNIT,
+    }
+    _keras_messages = {
+        **Optimizer._keras_messages,
+        "beta_1": lambda v: ("Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer "
+                             f"degenerates to SignSGD. Received: beta_1={v}." if v <= 0 or v > 1 else None),
     }
     _hyper = ("beta_1", "beta_2")
 

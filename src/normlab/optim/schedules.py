@@ -72,7 +72,7 @@ class LearningRateSchedule:
         return cls(**config)
 
     def _validate(self, values: dict) -> None:
-        validate_params(type(self).__name__, self._param_constraints, values)
+        validate_params(type(self), self._param_constraints, values)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
