@@ -5,7 +5,7 @@ import pytest
 
 import normlab
 from normlab import initializers, layers, losses, regularizers
-from normlab._validation import InvalidParameterError, Interval, Options, _as_constraint
+from normlab._validation import InvalidParameterError, Interval, Options, _as_constraint, _keras_sentence
 
 # minimal valid constructor arguments for classes with required ones
 REQUIRED = {
@@ -61,7 +61,8 @@ def test_declared_constraints_reject_invalid_values(cls, pname, bad):
         cls(**kwargs)
     msg = str(e.value)
     assert msg.startswith(f"The {pname!r} parameter of {cls.__name__} must be ")
-    assert msg.endswith(f"Got {bad!r} instead.")
+    keras = _keras_sentence(cls, pname, bad)  # Keras's own wording, second, where it has one
+    assert msg.endswith(f"Got {bad!r} instead." + ("" if keras is None else f" {keras}"))
 
 
 def test_message_template():
@@ -71,6 +72,37 @@ def test_message_template():
         "The 'momentum' parameter of BatchNormalization must be a float in the range [0, 1]. Got 1.5 instead."
     )
     assert isinstance(e.value, ValueError) and isinstance(e.value, TypeError)
+
+
+def test_keras_sentence_follows_the_template():
+    from normlab import metrics, optimizers
+    with pytest.raises(InvalidParameterError) as e:
+        optimizers.SGD(momentum=2.0)
+    assert str(e.value) == ("The 'momentum' parameter of SGD must be a float in the range [0, 1]. Got 2.0 instead. "
+                            "`momentum` must be a float between [0, 1].")
+    with pytest.raises(ValueError, match=r"FalsePositives must be .* Got \[-1, 0.5, 2\] instead\. "
+                                         r"Threshold values must be in \[0, 1\]\. Received: \[-1, 2\]$"):
+        metrics.FalsePositives(thresholds=[-1, 0.5, 2])
+    # where Keras would not complain (it accepts 0 accumulation steps), normlab's sentence stands alone
+    with pytest.raises(InvalidParameterError) as e:
+        optimizers.SGD(gradient_accumulation_steps=0)
+    assert str(e.value).endswith("Got 0 instead.")
+    # a value Keras's own check cannot compare: no Keras sentence, and no error from the hook itself
+    with pytest.raises(InvalidParameterError) as e:
+        optimizers.Lion(beta_1="high")
+    assert str(e.value).endswith("Got 'high' instead.")
+
+
+def test_keras_messages_name_declared_parameters():
+    from normlab import losses, metrics
+    from normlab.optim.base import registry as optimizers
+    for reg in (layers.registry, initializers.registry, regularizers.registry, losses.registry, metrics.registry,
+                optimizers):
+        for cls in set(reg._classes.values()):
+            # a subclass (GlorotUniform of VarianceScaling) may inherit sentences for arguments it does not take
+            declared = set().union(*(getattr(c, "_param_constraints", {}) for c in cls.__mro__))
+            extra = set(getattr(cls, "_keras_messages", {})) - declared
+            assert not extra, f"{cls.__name__}: Keras sentences for undeclared parameters {sorted(extra)}"
 
 
 def test_interval_semantics():

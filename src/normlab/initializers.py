@@ -179,7 +179,7 @@ class Constant(Initializer):
     _param_constraints = {"value": [Interval(numbers.Real, None, None), list, np.ndarray]}
 
     def __init__(self, value: float = 0.0):
-        validate_params(type(self).__name__, self._param_constraints, {"value": value})
+        validate_params(type(self), self._param_constraints, {"value": value})
         if isinstance(value, (list, np.ndarray)):
             arr = np.asarray(value)
             if arr.dtype.kind not in "biuf" or not np.isfinite(arr).all():
@@ -209,7 +209,7 @@ class RandomNormal(Initializer):
     }
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None):
-        validate_params(type(self).__name__, self._param_constraints, locals())
+        validate_params(type(self), self._param_constraints, locals())
         super().__init__(seed)
         self.mean, self.stddev = mean, stddev
 
@@ -231,7 +231,7 @@ class RandomUniform(Initializer):
     }
 
     def __init__(self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None):
-        validate_params(type(self).__name__, self._param_constraints, locals())
+        validate_params(type(self), self._param_constraints, locals())
         if maxval < minval:
             raise ValueError(
                 f"The 'maxval' parameter of RandomUniform must be >= minval={minval!r}. "
@@ -264,7 +264,7 @@ class TruncatedNormal(Initializer):
     _param_constraints = RandomNormal._param_constraints
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None):
-        validate_params(type(self).__name__, self._param_constraints, locals())
+        validate_params(type(self), self._param_constraints, locals())
         super().__init__(seed)
         self.mean, self.stddev = mean, stddev
 
@@ -273,6 +273,15 @@ class TruncatedNormal(Initializer):
 
     def get_config(self):
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+def _keras_distribution(value):
+    d = value.lower()  # Keras lower-cases first and reads "normal" as its truncated normal
+    d = "truncated_normal" if d == "normal" else d
+    if d in ("uniform", "truncated_normal", "untruncated_normal"):
+        return None
+    return (f"Invalid `distribution` argument: {d}. "
+            "Please use one of {'uniform', 'truncated_normal', 'untruncated_normal'}")
 
 
 @registry.register
@@ -287,6 +296,13 @@ class VarianceScaling(Initializer):
         "input_axes": [None, list, tuple],
         "output_axes": [None, list, tuple],
     }
+    #: Keras's sentence after normlab's for a rejected argument (normlab._validation)
+    _keras_messages = {
+        "scale": lambda v: f"Argument `scale` must be positive float. Received: scale={v}" if v <= 0.0 else None,
+        "mode": lambda v: (f"Invalid `mode` argument: {v}. Please use one of {{'fan_in', 'fan_out', 'fan_avg'}}"
+                           if v not in ("fan_in", "fan_out", "fan_avg") else None),
+        "distribution": _keras_distribution,
+    }
 
     def __init__(
         self,
@@ -297,7 +313,7 @@ class VarianceScaling(Initializer):
         input_axes=None,
         output_axes=None,
     ):
-        validate_params(type(self).__name__, self._param_constraints, locals())
+        validate_params(type(self), self._param_constraints, locals())
         super().__init__(seed)
         # Keras's "normal" is its truncated normal
         distribution = "truncated_normal" if distribution == "normal" else distribution
@@ -387,7 +403,7 @@ class Orthogonal(Initializer):
     _param_constraints = {"gain": [Interval(numbers.Real, None, None)], "seed": _SEED}
 
     def __init__(self, gain: float = 1.0, seed: int | None = None):
-        validate_params(type(self).__name__, self._param_constraints, {"gain": gain, "seed": seed})
+        validate_params(type(self), self._param_constraints, {"gain": gain, "seed": seed})
         super().__init__(seed)
         self.gain = gain
 
@@ -413,7 +429,7 @@ class Identity(Initializer):
     _param_constraints = {"gain": [Interval(numbers.Real, None, None)]}
 
     def __init__(self, gain: float = 1.0):
-        validate_params(type(self).__name__, self._param_constraints, {"gain": gain})
+        validate_params(type(self), self._param_constraints, {"gain": gain})
         super().__init__(None)
         self.gain = gain
 

@@ -70,7 +70,7 @@ class L1L2(Regularizer):
     _param_constraints = {"l1": _COEF, "l2": _COEF}
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0):
-        validate_params(type(self).__name__, self._param_constraints, locals())
+        validate_params(type(self), self._param_constraints, locals())
         self.l1, self.l2 = float(l1), float(l2)
 
     def penalty(self, w):
@@ -101,7 +101,7 @@ class L1(L1L2):
     _param_constraints = {"l1": _COEF}
 
     def __init__(self, l1: float = 0.01):
-        validate_params(type(self).__name__, self._param_constraints, {"l1": l1})
+        validate_params(type(self), self._param_constraints, {"l1": l1})
         super().__init__(l1=l1, l2=0.0)
 
     def get_config(self):
@@ -115,7 +115,7 @@ class L2(L1L2):
     _param_constraints = {"l2": _COEF}
 
     def __init__(self, l2: float = 0.01):
-        validate_params(type(self).__name__, self._param_constraints, {"l2": l2})
+        validate_params(type(self), self._param_constraints, {"l2": l2})
         super().__init__(l1=0.0, l2=l2)
 
     def get_config(self):
@@ -156,9 +156,11 @@ class OrthogonalRegularizer(Regularizer):
     """
 
     _param_constraints = {"factor": _COEF, "mode": [Options(("rows", "columns"))]}
+    _keras_messages = {"mode": lambda v: ('Invalid value for argument `mode`. Expected one of {"rows", "columns"}. '
+                                          f"Received: mode={v}")}
 
     def __init__(self, factor: float = 0.01, mode: str = "rows"):
-        validate_params(type(self).__name__, self._param_constraints, {"factor": factor, "mode": mode})
+        validate_params(type(self), self._param_constraints, {"factor": factor, "mode": mode})
         self.factor = float(factor)
         self.mode = mode
 

@@ -8,16 +8,10 @@ docs/keras.md, "Differences from Keras").
 """
 
 import numpy as np
-import pytest
 from _keras_testing import parameterized
 
 import _keras_testing as testing
 from normlab import metrics
-
-# normlab's differences (docs/keras.md): each a strict xfail
-MESSAGE = pytest.mark.xfail(strict=True, raises=AssertionError,
-                            reason="normlab's argument errors use its one template ('The 'class_aggregation' "
-                                   "parameter of R2Score must be ...'), not Keras's 'Invalid value for argument'")
 
 
 class MeanSquaredErrorTest(testing.TestCase):
@@ -389,7 +383,6 @@ class R2ScoreTest(testing.TestCase):
             reference_result=result,
         )
 
-    @MESSAGE
     def test_errors(self):
         # Bad class_aggregation value
         with self.assertRaisesRegex(

@@ -128,7 +128,7 @@ class EarlyStopping(Callback):
     ):
         args = dict(locals())
         args.pop("self"), args.pop("__class__", None)
-        validate_params(type(self).__name__, self._param_constraints, args)
+        validate_params(type(self), self._param_constraints, args)
         super().__init__()
         self.monitor = monitor
         self.min_delta = float(min_delta)

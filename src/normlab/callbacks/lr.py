@@ -71,7 +71,7 @@ class LearningRateScheduler(Callback):
     _param_constraints = {"schedule": [Callable()], "verbose": [Interval(numbers.Integral, 0, 2)]}
 
     def __init__(self, schedule, verbose: int = 0):
-        validate_params(type(self).__name__, self._param_constraints, {"schedule": schedule, "verbose": verbose})
+        validate_params(type(self), self._param_constraints, {"schedule": schedule, "verbose": verbose})
         super().__init__()
         self.schedule = schedule
         self.verbose = int(verbose)
@@ -180,7 +180,7 @@ class ReduceLROnPlateau(Callback):
     ):
         args = dict(locals())
         args.pop("self"), args.pop("__class__", None)
-        validate_params(type(self).__name__, self._param_constraints, args)
+        validate_params(type(self), self._param_constraints, args)
         super().__init__()
         self.monitor = monitor
         self.factor = float(factor)

@@ -84,12 +84,17 @@ class Loss:
         "reduction": [NoneOk(), Options(REDUCTIONS)],
         "dtype": [NoneOk(), Options(DTYPES)],
     }
+    #: Keras's sentence after normlab's for a rejected argument (normlab._validation)
+    _keras_messages = {
+        "reduction": lambda v: ("Invalid value for argument `reduction`. Expected one of {'sum_over_batch_size', "
+                                f"'sum', None, 'none', 'mean', 'mean_with_sample_weight'}}. Received: reduction={v}"),
+    }
 
     def __init__(self, from_logits: bool = False, name: str | None = None, *,
                  reduction: str | None = "sum_over_batch_size", dtype: str | None = None):
         if dtype is not None and not isinstance(dtype, str):
             dtype = getattr(np.dtype(dtype) if isinstance(dtype, (type, np.dtype)) else dtype, "name", dtype)
-        validate_params(type(self).__name__, Loss._param_constraints,
+        validate_params(type(self), Loss._param_constraints,
                         {"from_logits": from_logits, "name": name, "reduction": reduction, "dtype": dtype})
         self.from_logits = bool(from_logits)
         self.name = name or self.default_name or type(self).__name__
@@ -330,7 +335,7 @@ class FunctionLoss(Loss):
 
     def __init__(self, reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: str | None = None, **kwargs):
-        validate_params(type(self).__name__, self._param_constraints,
+        validate_params(type(self), self._param_constraints,
                         {k: v for k, v in kwargs.items() if k in self._param_constraints})
         super().__init__(from_logits=kwargs.pop("from_logits", False), name=name, reduction=reduction, dtype=dtype)
         for key, v in kwargs.items():

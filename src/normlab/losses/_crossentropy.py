@@ -47,7 +47,7 @@ class _SmoothedLoss(Loss):
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, name: str | None = None, *,
                  reduction: str | None = "sum_over_batch_size", axis: int = -1, dtype: str | None = None):
-        validate_params(type(self).__name__, {k: self._param_constraints[k] for k in ("label_smoothing", "axis")},
+        validate_params(type(self), {k: self._param_constraints[k] for k in ("label_smoothing", "axis")},
                         {"label_smoothing": label_smoothing, "axis": axis})
         super().__init__(from_logits=from_logits, name=name, reduction=reduction, dtype=dtype)
         self.label_smoothing = float(label_smoothing)
@@ -201,7 +201,7 @@ class SparseCategoricalCrossentropy(_SmoothedLoss):
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, name: str | None = None, *,
                  ignore_class: int | None = None, reduction: str | None = "sum_over_batch_size", axis: int = -1,
                  dtype: str | None = None):
-        validate_params(type(self).__name__, {"ignore_class": self._param_constraints["ignore_class"]},
+        validate_params(type(self), {"ignore_class": self._param_constraints["ignore_class"]},
                         {"ignore_class": ignore_class})
         super().__init__(from_logits=from_logits, label_smoothing=label_smoothing, name=name, reduction=reduction,
                          axis=axis, dtype=dtype)
@@ -402,7 +402,7 @@ class BinaryFocalCrossentropy(_ElementwiseCE):
     def __init__(self, apply_class_balancing: bool = False, alpha: float = 0.25, gamma: float = 2.0,
                  from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
                  reduction: str | None = "sum_over_batch_size", name: str | None = None, dtype: str | None = None):
-        validate_params(type(self).__name__, {k: self._param_constraints[k] for k in
+        validate_params(type(self), {k: self._param_constraints[k] for k in
                                               ("apply_class_balancing", "alpha", "gamma")},
                         {"apply_class_balancing": apply_class_balancing, "alpha": alpha, "gamma": gamma})
         super().__init__(from_logits=from_logits, label_smoothing=label_smoothing, name=name, reduction=reduction,
@@ -460,7 +460,7 @@ class CategoricalFocalCrossentropy(_ElementwiseCE):
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0, from_logits: bool = False,
                  label_smoothing: float = 0.0, axis: int = -1, reduction: str | None = "sum_over_batch_size",
                  name: str | None = None, dtype: str | None = None):
-        validate_params(type(self).__name__, {k: self._param_constraints[k] for k in ("alpha", "gamma")},
+        validate_params(type(self), {k: self._param_constraints[k] for k in ("alpha", "gamma")},
                         {"alpha": alpha, "gamma": gamma})
         super().__init__(from_logits=from_logits, label_smoothing=label_smoothing, name=name, reduction=reduction,
                          axis=axis, dtype=dtype)
@@ -512,7 +512,7 @@ class CategoricalGeneralizedCrossEntropy(Loss):
 
     def __init__(self, q: float = 0.5, reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: str | None = None):
-        validate_params(type(self).__name__, {"q": self._param_constraints["q"]}, {"q": q})
+        validate_params(type(self), {"q": self._param_constraints["q"]}, {"q": q})
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.q = float(q)
 

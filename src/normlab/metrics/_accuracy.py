@@ -100,7 +100,7 @@ class TopKCategoricalAccuracy(CategoricalAccuracy):
     _param_constraints = {**Metric._param_constraints, "k": [Interval(numbers.Integral, 1, None)]}
 
     def __init__(self, k: int = 5, name: str | None = None, dtype=None):
-        validate_params(type(self).__name__, {"k": self._param_constraints["k"]}, {"k": k})
+        validate_params(type(self), {"k": self._param_constraints["k"]}, {"k": k})
         self.k = int(k)
         super().__init__(name, dtype)
 
@@ -125,7 +125,7 @@ class SparseTopKCategoricalAccuracy(SparseCategoricalAccuracy):
                           "from_sorted_ids": [Boolean()]}
 
     def __init__(self, k: int = 5, name: str | None = None, dtype=None, from_sorted_ids: bool = False):
-        validate_params(type(self).__name__, {c: self._param_constraints[c] for c in ("k", "from_sorted_ids")},
+        validate_params(type(self), {c: self._param_constraints[c] for c in ("k", "from_sorted_ids")},
                         {"k": k, "from_sorted_ids": from_sorted_ids})
         self.k = int(k)
         self.from_sorted_ids = bool(from_sorted_ids)

@@ -77,7 +77,7 @@ class Metric:
     _param_constraints = {"name": [NoneOk(), str], "dtype": [NoneOk(), Options(_DTYPES)]}
 
     def __init__(self, name: str | None = None, dtype=None):
-        validate_params(type(self).__name__, Metric._param_constraints, {"name": name, "dtype": dtype})
+        validate_params(type(self), Metric._param_constraints, {"name": name, "dtype": dtype})
         self.name = name or self.default_name
         self.dtype = None if dtype is None else np.dtype(dtype).name
         self._variables: list = []

@@ -27,7 +27,8 @@ import numbers
 
 import numpy as np
 
-from .._validation import Boolean, Instance, Interval, InvalidParameterError, NoneOk, Options, validate_params
+from .._validation import (Boolean, Instance, Interval, InvalidParameterError, NoneOk, Options, invalid_parameter,
+                           validate_params)
 from ._base import Metric, _numeric, registry
 
 EPSILON = 1e-7
@@ -46,13 +47,20 @@ def _evenly(thresholds) -> bool:
     return n >= 3 and np.allclose(thresholds, np.arange(n, dtype=np.float32) / (n - 1), atol=EPSILON)
 
 
-def _check_thresholds(who, thresholds):
+def _check_thresholds(owner, thresholds):
     values = [thresholds] if isinstance(thresholds, numbers.Real) else list(thresholds)
     for t in values:
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t <= 1:
-            raise InvalidParameterError(f"The 'thresholds' parameter of {who} must be a float or a list of floats "
-                                        f"in the range [0, 1]. Got {thresholds!r} instead.")
+            raise invalid_parameter(owner, "thresholds", "a float or a list of floats in the range [0, 1]",
+                                    thresholds)
     return [float(t) for t in values]
+
+
+def _keras_thresholds(thresholds):
+    """Keras's ``assert_thresholds_range(to_list(thresholds))`` sentence: it lists the values out of range."""
+    bad = [t for t in (thresholds if isinstance(thresholds, list) else [thresholds])
+           if t is None or t < 0 or t > 1]
+    return f"Threshold values must be in [0, 1]. Received: {bad}" if bad else None
 
 
 def confusion_counts(y_true, y_pred, thresholds, *, top_k=None, class_id=None, sample_weight=None,
@@ -165,11 +173,12 @@ _THRESHOLDS = [NoneOk(), Interval(numbers.Real, 0, 1, closed="both"), list, tupl
 
 class _Count(_ConfusionMetric):
     _param_constraints = {**Metric._param_constraints, "thresholds": _THRESHOLDS}
+    _keras_messages = {"thresholds": _keras_thresholds}
 
     def __init__(self, thresholds=None, name=None, dtype=None):
-        validate_params(type(self).__name__, {"thresholds": _THRESHOLDS}, {"thresholds": thresholds})
+        validate_params(type(self), {"thresholds": _THRESHOLDS}, {"thresholds": thresholds})
         self.init_thresholds = thresholds
-        self._thresholds = _check_thresholds(type(self).__name__, 0.5 if thresholds is None else thresholds)
+        self._thresholds = _check_thresholds(type(self), 0.5 if thresholds is None else thresholds)
         self._evenly = _evenly(self._thresholds)
         super().__init__(name, dtype)
 
@@ -216,9 +225,10 @@ class _PrecisionRecall(_ConfusionMetric):
     _param_constraints = {**Metric._param_constraints, "thresholds": _THRESHOLDS,
                           "top_k": [NoneOk(), Interval(numbers.Integral, 1, None)],
                           "class_id": [NoneOk(), Interval(numbers.Integral, 0, None)]}
+    _keras_messages = {"thresholds": _keras_thresholds}
 
     def __init__(self, thresholds=None, top_k=None, class_id=None, name=None, dtype=None):
-        validate_params(type(self).__name__, {k: self._param_constraints[k] for k in ("thresholds", "top_k", "class_id")},
+        validate_params(type(self), {k: self._param_constraints[k] for k in ("thresholds", "top_k", "class_id")},
                         {"thresholds": thresholds, "top_k": top_k, "class_id": class_id})
         self.init_thresholds = thresholds
         self.top_k, self.class_id = top_k, class_id
@@ -226,7 +236,7 @@ class _PrecisionRecall(_ConfusionMetric):
         if thresholds is None:  # with top_k every kept prediction counts as positive
             self._thresholds = [0.5 if top_k is None else NEG_INF]
         else:
-            self._thresholds = _check_thresholds(type(self).__name__, thresholds)
+            self._thresholds = _check_thresholds(type(self), thresholds)
         self._evenly = _evenly(self._thresholds)
         super().__init__(name, dtype)
 
@@ -267,10 +277,7 @@ class _AtConstraint(_ConfusionMetric):
     _arg = "value"
 
     def __init__(self, value, num_thresholds=200, class_id=None, name=None, dtype=None):
-        cls = type(self).__name__
-        validate_params(cls, {self._arg: [Interval(numbers.Real, 0, 1, closed="both")],
-                              "num_thresholds": [Interval(numbers.Integral, 1, None)],
-                              "class_id": [NoneOk(), Interval(numbers.Integral, 0, None)]},
+        validate_params(type(self), {k: self._param_constraints[k] for k in (self._arg, "num_thresholds", "class_id")},
                         {self._arg: value, "num_thresholds": num_thresholds, "class_id": class_id})
         setattr(self, self._arg, value)
         self.value, self.num_thresholds, self.class_id = value, int(num_thresholds), class_id
@@ -310,6 +317,13 @@ def _at_constraints(arg):
             "class_id": [NoneOk(), Interval(numbers.Integral, 0, None)]}
 
 
+def _at_keras_messages(arg):
+    return {arg: lambda v: f"Argument `{arg}` must be in the range [0, 1]. Received: {arg}={v}"
+            if v < 0 or v > 1 else None,
+            "num_thresholds": lambda v: "Argument `num_thresholds` must be an integer > 0. "
+                                        f"Received: num_thresholds={v}" if v <= 0 else None}
+
+
 @registry.register
 class SensitivityAtSpecificity(_AtConstraint):
     """The best sensitivity (recall) at a threshold where the specificity is >= ``specificity``."""
@@ -317,6 +331,7 @@ class SensitivityAtSpecificity(_AtConstraint):
     default_name, _arg, _constrained, _dependent = "sensitivity_at_specificity", "specificity", "specificity", \
         "sensitivity"
     _param_constraints = _at_constraints("specificity")
+    _keras_messages = _at_keras_messages("specificity")
 
     def __init__(self, specificity, num_thresholds=200, class_id=None, name=None, dtype=None):
         super().__init__(specificity, num_thresholds, class_id, name, dtype)
@@ -329,6 +344,7 @@ class SpecificityAtSensitivity(_AtConstraint):
     default_name, _arg, _constrained, _dependent = "specificity_at_sensitivity", "sensitivity", "sensitivity", \
         "specificity"
     _param_constraints = _at_constraints("sensitivity")
+    _keras_messages = _at_keras_messages("sensitivity")
 
     def __init__(self, sensitivity, num_thresholds=200, class_id=None, name=None, dtype=None):
         super().__init__(sensitivity, num_thresholds, class_id, name, dtype)
@@ -340,6 +356,7 @@ class PrecisionAtRecall(_AtConstraint):
 
     default_name, _arg, _constrained, _dependent = "precision_at_recall", "recall", "recall", "precision"
     _param_constraints = _at_constraints("recall")
+    _keras_messages = _at_keras_messages("recall")
 
     def __init__(self, recall, num_thresholds=200, class_id=None, name=None, dtype=None):
         super().__init__(recall, num_thresholds, class_id, name, dtype)
@@ -351,6 +368,7 @@ class RecallAtPrecision(_AtConstraint):
 
     default_name, _arg, _constrained, _dependent = "recall_at_precision", "precision", "precision", "recall"
     _param_constraints = _at_constraints("precision")
+    _keras_messages = _at_keras_messages("precision")
 
     def __init__(self, precision, num_thresholds=200, class_id=None, name=None, dtype=None):
         super().__init__(precision, num_thresholds, class_id, name, dtype)
@@ -399,18 +417,26 @@ class AUC(_ConfusionMetric):
         "label_weights": [NoneOk(), list, tuple, np.ndarray],
         "from_logits": [Boolean()],
     }
+    _keras_messages = {
+        # Keras checks num_thresholds only without thresholds; normlab checks it always
+        "num_thresholds": lambda v: f"Argument `num_thresholds` must be an integer > 1. Received: num_thresholds={v}"
+                                    if v <= 1 else None,
+        "curve": lambda v: f'Invalid AUC curve value: "{v}". Expected values are ["PR", "ROC", "PRGAIN"]',
+        "summation_method": lambda v: f'Invalid AUC summation method value: "{v}". '
+                                      'Expected values are ["interpolation", "majoring", "minoring"]',
+    }
 
     def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None, dtype=None,
                  thresholds=None, multi_label=False, num_labels=None, label_weights=None, from_logits=False):
         args = {"num_thresholds": num_thresholds, "curve": curve, "summation_method": summation_method,
                 "thresholds": thresholds, "multi_label": multi_label, "num_labels": num_labels,
                 "label_weights": label_weights, "from_logits": from_logits}
-        validate_params("AUC", {k: self._param_constraints[k] for k in args}, args)
+        validate_params(type(self), {k: self._param_constraints[k] for k in args}, args)
         if num_labels and not multi_label:
             raise InvalidParameterError("AUC: `num_labels` is needed only when `multi_label` is True.")
         self._init_from_thresholds = thresholds is not None
         if thresholds is not None:
-            inner = sorted(_check_thresholds("AUC", list(np.asarray(thresholds, np.float64).reshape(-1))))
+            inner = sorted(_check_thresholds(type(self), list(np.asarray(thresholds, np.float64).reshape(-1))))
             self.num_thresholds = len(inner) + 2
             self._evenly = _evenly(np.array([0.0] + inner + [1.0]))
         else:

@@ -35,9 +35,21 @@ class FBetaScore(Metric):
         "beta": [Interval(numbers.Real, 0, None, closed="neither")],
         "threshold": [NoneOk(), Interval(numbers.Real, 0, 1, closed="right")],
     }
+    _keras_messages = {
+        "average": lambda v: ("Invalid `average` argument value. Expected one of: {None, 'micro', 'macro', "
+                              f"'weighted'}}. Received: average={v}"),
+        "beta": lambda v: (f"Invalid `beta` argument value. It should be a Python float. Received: beta={v} of "
+                           f"type '{type(v)}'" if not isinstance(v, float) else
+                           f"Invalid `beta` argument value. It should be > 0. Received: beta={v}" if v <= 0.0
+                           else None),
+        "threshold": lambda v: (f"Invalid `threshold` argument value. It should be a Python float. Received: "
+                                f"threshold={v} of type '{type(v)}'" if not isinstance(v, float) else
+                                "Invalid `threshold` argument value. It should verify 0 < threshold <= 1. "
+                                f"Received: threshold={v}" if v > 1.0 or v <= 0.0 else None),
+    }
 
     def __init__(self, average=None, beta=1.0, threshold=None, name="fbeta_score", dtype=None):
-        validate_params(type(self).__name__, {"average": FBetaScore._param_constraints["average"],
+        validate_params(type(self), {"average": FBetaScore._param_constraints["average"],
                                               "beta": FBetaScore._param_constraints["beta"],
                                               "threshold": FBetaScore._param_constraints["threshold"]},
                         {"average": average, "beta": beta, "threshold": threshold})

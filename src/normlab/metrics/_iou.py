@@ -38,7 +38,7 @@ class _IoUBase(Metric):
                  sparse_y_pred=True, axis=-1):
         args = {"num_classes": num_classes, "ignore_class": ignore_class, "sparse_y_true": sparse_y_true,
                 "sparse_y_pred": sparse_y_pred, "axis": axis}
-        validate_params(type(self).__name__, _COMMON, args)
+        validate_params(type(self), _COMMON, args)
         self.num_classes, self.ignore_class = int(num_classes), ignore_class
         self.sparse_y_true, self.sparse_y_pred, self.axis = bool(sparse_y_true), bool(sparse_y_pred), int(axis)
         super().__init__(name=name, dtype=dtype)

@@ -27,7 +27,7 @@ class _Wrapper(MeanMetricWrapper):
     _keys: tuple = ()
 
     def __init__(self, name=None, dtype=None, **kwargs):
-        validate_params(type(self).__name__, {k: self._param_constraints[k] for k in kwargs},
+        validate_params(type(self), {k: self._param_constraints[k] for k in kwargs},
                         kwargs)
         for key, value in kwargs.items():
             setattr(self, key, value)
@@ -184,9 +184,16 @@ class R2Score(Metric):
         "class_aggregation": [NoneOk(), Options(("uniform_average", "variance_weighted_average"))],
         "num_regressors": [Interval(numbers.Integral, 0, None)],
     }
+    _keras_messages = {
+        "class_aggregation": lambda v: ("Invalid value for argument `class_aggregation`. Expected one of "
+                                        "(None, 'uniform_average', 'variance_weighted_average'). "
+                                        f"Received: class_aggregation={v}"),
+        "num_regressors": lambda v: ("Invalid value for argument `num_regressors`. Expected a value >= 0. "
+                                     f"Received: num_regressors={v}" if v < 0 else None),
+    }
 
     def __init__(self, class_aggregation="uniform_average", num_regressors=0, name="r2_score", dtype=None):
-        validate_params("R2Score", {k: self._param_constraints[k] for k in ("class_aggregation", "num_regressors")},
+        validate_params(type(self), {k: self._param_constraints[k] for k in ("class_aggregation", "num_regressors")},
                         {"class_aggregation": class_aggregation, "num_regressors": num_regressors})
         self.class_aggregation = class_aggregation
         self.num_regressors = int(num_regressors)
