@@ -81,6 +81,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``norm
     __package__ = "benchmarks"
 
 import numpy as np
+from normlab.kernels import _threads
 
 from ._timing import FULL, QUICK, TimingConfig, machine_info, pinned_threads, time_interleaved, torch
 
@@ -225,12 +226,14 @@ def _torch_case(model, x, y, batch, nb, lr, variant):
 
 
 def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True, seed: int = 0, lr: float = 1e-3,
-               data=None, torch_variants=TORCH_VARIANTS, gemm_variant: bool = False):
+               data=None, torch_variants=TORCH_VARIANTS, gemm_variant: bool = False, pool_variant: bool = False):
     """Return ``(callables, info, (model, x, y))``: one training step each, cycling through ``n_images``
     Fashion-MNIST images (or ``data = (x, y)``, channels-last).
 
     Cases: ``normlab`` (convolutions ``algorithm="auto"``), ``normlab gemm`` (every convolution
-    forced to the exact GEMM path, if ``gemm_variant``) and the ``torch_variants`` that work here
+    forced to the exact GEMM path, if ``gemm_variant``), ``normlab one_pool`` (the step inside
+    ``normlab.kernels._threads.one_pool()``: BLAS held on one thread, normlab's own threads at the
+    limit; if ``pool_variant``) and the ``torch_variants`` that work here
     (a failure, e.g. ``torch.compile`` without a C++ compiler, is recorded in ``info``)."""
     from normlab.optimizers import Adam
 
@@ -246,6 +249,8 @@ def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True
         for layer in models["normlab gemm"].layers:
             if type(layer).__name__ == "Conv2D":
                 layer.algorithm = "gemm"
+    if pool_variant:
+        models["normlab one_pool"] = ex.build_model(seed=seed, augment="none")
     model = models["normlab"]
     for m in models.values():
         m.compile(optimizer=Adam(lr), loss="sparse_categorical_crossentropy")
@@ -269,9 +274,12 @@ def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True
         xs = [xp[i * batch:(i + 1) * batch] for i in range(nb)]
         ys = [yp[i * batch:(i + 1) * batch] for i in range(nb)]
 
-        def normlab_step(m=m, xs=xs, ys=ys, it=[0]):
+        def normlab_step(m=m, xs=xs, ys=ys, it=[0], pool=name.endswith("one_pool")):
             i = it[0] % nb
             it[0] += 1
+            if pool:
+                with _threads.one_pool():
+                    return m._train_step(xs[i], ys[i])
             return m._train_step(xs[i], ys[i])
 
         info[f"loss_{name}_first_step"] = float(normlab_step()[0])
@@ -360,6 +368,7 @@ def bench_fashion_epoch(
     data=None,
     torch_variants=TORCH_VARIANTS,
     gemm_variant: bool = False,
+    pool_variant: bool = False,
 ) -> dict:
     """Time the training steps at ``threads`` threads; returns a JSON-ready dict.
 
@@ -378,7 +387,8 @@ def bench_fashion_epoch(
     }
     with pinned_threads(threads):
         cases, info, (model, x, y) = make_cases(batch=batch, n_images=n_images, use_torch=use_torch, seed=seed,
-                                                data=data, torch_variants=torch_variants, gemm_variant=gemm_variant)
+                                                data=data, torch_variants=torch_variants, gemm_variant=gemm_variant,
+                                                pool_variant=pool_variant)
         res["info"] = info
         rates = gemm_rate(threads)
         res["gemm_gflops"] = rates
@@ -435,11 +445,11 @@ def format_text(res: dict) -> str:
         if k.endswith(" failed"):
             lines.append(f"{k}: {v}")
     steps = info["steps_per_epoch"]
-    lines.append(f"{'':14s} {'step (ms)':>10s} {'min':>8s} {'max':>8s} {'epoch (s)':>10s}  {'vs normlab':>10s}"
+    lines.append(f"{'':16s} {'step (ms)':>10s} {'min':>8s} {'max':>8s} {'epoch (s)':>10s}  {'vs normlab':>10s}"
                  f"   epoch = {steps} steps (extrapolated)")
     base = rows["normlab"]["step_s"]
     for k, r in rows.items():
-        lines.append(f"{k:14s} {r['step_s'] * 1e3:10.1f} {r['step_min_s'] * 1e3:8.1f} {r['step_max_s'] * 1e3:8.1f} "
+        lines.append(f"{k:16s} {r['step_s'] * 1e3:10.1f} {r['step_min_s'] * 1e3:8.1f} {r['step_max_s'] * 1e3:8.1f} "
                      f"{r['epoch_s']:10.1f}  {r['step_s'] / base:10.2f}")
     if "floor_s" in res:
         gf = info["flops_per_step"] / 1e9
@@ -468,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS),
                    help=f"comma-separated subset of {', '.join(TORCH_VARIANTS)} (default all)")
     p.add_argument("--no-gemm-variant", action="store_true", help="skip the 'normlab gemm' case")
+    p.add_argument("--one-pool", action="store_true",
+                   help="add the 'normlab one_pool' case: the step inside _threads.one_pool() (BLAS on one thread)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps on small batches (numbers mean nothing)")
     p.add_argument("--repeats", type=int, help=f"timed repeats (default {EPOCH_CFG.repeats})")
@@ -495,7 +507,7 @@ def main(argv=None) -> dict:
         res = bench_fashion_epoch(
             threads=t, batch=batch, n_images=4 * batch if args.quick else 2048, cfg=cfg,
             use_torch=not args.no_torch, full_epoch=args.full_epoch and not args.quick, seed=args.seed,
-            torch_variants=variants, gemm_variant=not args.no_gemm_variant,
+            torch_variants=variants, gemm_variant=not args.no_gemm_variant, pool_variant=args.one_pool,
         )
         res["meta"]["command"] = "PYTHONPATH=src python benchmarks/bench_fashion_epoch.py " + " ".join(argv_list)
         print(format_text(res), flush=True)
