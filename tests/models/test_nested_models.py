@@ -197,3 +197,25 @@ def test_weights_are_listed_layer_by_layer(rng):
         model.set_weights(bad)
     inner.trainable = False
     assert len(model.trainable_weights) == 2 and len(model.non_trainable_weights) == 6
+
+
+def test_nested_model_through_onnx_and_batchnorm_folding(rng, tmp_path):
+    """The tools that read a model's program see the nested model's layers (ONNX export, BN folding, recompute)."""
+    inner = Sequential([Input((4,)), layers.Dense(3), layers.BatchNormalization(), layers.Activation("relu")],
+                       name="tools_inner")
+    inp = Input((4,))
+    model = Model(inp, layers.Dense(2)(inner(inp)), name="tools_outer")
+    model.compile("sgd", "mse")
+    x = rng.random((16, 4)).astype(np.float32)
+    model.fit(x, rng.random((16, 2)), verbose=0)
+    stats = normlab.models.recompute_batchnorm_statistics(model, x)
+    assert len(stats) == 1
+    folded = normlab.models.fold_batchnorm(model)
+    assert folded.folded_pairs == 1
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model.export(tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
