@@ -18,6 +18,16 @@ share one thread limit instead of each taking every core:
 
 :func:`get_num_threads` returns the limit in force.
 
+One pool at a time
+------------------
+Sharing the limit is not enough: OpenBLAS's pthreads workers busy-wait for
+about 0.1 s after every BLAS call made on more than one thread, so a step that
+calls BLAS on 2 threads and then runs normlab's own threads has three busy
+threads on two cores. Inside :func:`one_pool` (a training step) BLAS is held on
+one thread and normlab's threads do all the splitting, the products included
+(:func:`matmul`; the convolutions split their GEMMs by images). The held limit
+is process-wide: two Python threads training two models at once share it.
+
 Why Python threads
 ------------------
 The kernels that split their work are ordinary ``@njit(nogil=True)``
