@@ -219,3 +219,19 @@ def test_nested_model_through_onnx_and_batchnorm_folding(rng, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_nested_dropout_resumes_bit_for_bit(rng, tmp_path):
+    """A nested model's random layers keep their generators through the model file (exact resume)."""
+    inner = Sequential([Input((4,)), layers.Dense(6), layers.Dropout(0.5, seed=3)], name="drop_inner")
+    model = Sequential([inner, layers.Dense(1)], name="drop_outer")
+    model.compile("adam", "mse")
+    x, y = rng.random((16, 4)), rng.random((16, 1))
+    model.fit(x, y, batch_size=4, verbose=0, shuffle=False)
+    model.save(tmp_path / "d.npz")
+    loaded = normlab.load_model(tmp_path / "d.npz")
+    h1 = model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False).history["loss"]
+    h2 = loaded.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False).history["loss"]
+    assert h1 == h2
+    with pytest.raises(ValueError, match="not one of its random layers"):
+        model.layers[0].set_rng_state({"layers": {"0": None}})

@@ -155,6 +155,28 @@ class _NestedModel(Layer):
             return self.weights
         return [w for layer in self.model.layers for w in layer.non_trainable_weights]
 
+    # the generators of the nested model's random layers (Dropout, noise), for the model file
+    def get_rng_state(self) -> dict | None:
+        states = {str(i): layer.get_rng_state() for i, layer in enumerate(self.model.layers)
+                  if hasattr(layer, "get_rng_state")}
+        states = {k: v for k, v in states.items() if v is not None}
+        return {"layers": states} if states else None
+
+    def set_rng_state(self, state: dict) -> None:
+        layers = self.model.layers
+        entries = state.get("layers") if isinstance(state, dict) else None
+        if not isinstance(entries, dict):
+            raise ValueError(f"Nested model {self.name!r}: set_rng_state expects {{'layers': {{index: state}}}} "
+                             f"from get_rng_state(), got {state!r}.")
+        for k, sub in entries.items():
+            if not (isinstance(k, str) and k.isdigit() and int(k) < len(layers)
+                    and hasattr(layers[int(k)], "set_rng_state")):
+                raise ValueError(f"Nested model {self.name!r}: set_rng_state got a state for layer {k!r}, which "
+                                 f"is not one of its random layers.")
+        for k, sub in entries.items():
+            if sub is not None:
+                layers[int(k)].set_rng_state(sub)
+
     def zero_grads(self) -> None:
         for layer in self.model.layers:
             layer.zero_grads()
