@@ -227,3 +227,14 @@ def test_matmul_split_by_rows_gives_one_calls_bits(monkeypatch, dtype):
         out = np.empty_like(whole)
         assert _threads.matmul(a, b, out=out) is out
         np.testing.assert_array_equal(out, whole)
+
+
+def test_one_pool_restores_blas_after_an_exception():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not _threads._blas_controllers():
+        pytest.skip("no BLAS that threadpoolctl controls")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with pytest.raises(KeyError), _threads.one_pool():
+            raise KeyError("inside the step")
+        assert _threads._held is None
+        assert all(c.get_num_threads() == 2 for c in _threads._blas_controllers())
