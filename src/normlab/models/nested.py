@@ -250,6 +250,13 @@ class _NestedModel(Layer):
     def get_config(self) -> dict:
         return self.model.get_config()
 
+    @property
+    def _summary_type(self) -> str:
+        """The type Keras's summary shows for a nested model: "Sequential" or "Functional"."""
+        from .sequential import Sequential
+
+        return "Sequential" if isinstance(self.model, Sequential) else "Functional"
+
     def __repr__(self) -> str:
         return f"<nested {type(self.model).__name__} name={self.name!r} built={self.built}>"
 
