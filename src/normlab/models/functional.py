@@ -13,6 +13,9 @@ Execution follows a topological order of the layers. The backward pass walks
 it in reverse and **sums** the gradients arriving at a tensor that feeds
 several layers (the multivariate chain rule): ``dL/dh = sum_k dL/dh via
 consumer k``. One input and one output; a layer object may appear once.
+A model may be called like a layer (``base_model(inputs)``): it becomes one
+node of the graph, whose layers the training step runs in line
+(:mod:`normlab.models.nested`).
 """
 
 from __future__ import annotations
