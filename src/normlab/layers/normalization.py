@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from ..errors import NonFiniteError
@@ -23,6 +24,7 @@ from ..kernels import batchnorm as K
 from ..kernels import batchnorm_rows as R
 from ..kernels.checks import all_finite
 from .base import Layer
+from .conv import _CON
 
 __all__ = ["BatchNormalization"]
 
@@ -187,6 +189,8 @@ class BatchNormalization(Layer):
         "renorm_momentum": [Interval(numbers.Real, 0, 1, closed="both")],
         "batch_of_one": [Options(("error", "moving_statistics"))],
         "synchronized": [Boolean()],
+        "beta_constraint": _CON,
+        "gamma_constraint": _CON,
     }
 
     def __init__(
@@ -209,6 +213,9 @@ class BatchNormalization(Layer):
         renorm_momentum: float = 0.99,
         batch_of_one: str = "error",
         synchronized: bool = False,
+        *,
+        beta_constraint=None,
+        gamma_constraint=None,
         **kwargs,
     ):
         args = dict(locals())
@@ -241,6 +248,9 @@ class BatchNormalization(Layer):
         self.renorm_momentum = float(renorm_momentum)
         self.batch_of_one = batch_of_one
         self.synchronized = bool(synchronized)
+        # Keras's beta_constraint / gamma_constraint: projections after each optimizer update
+        self.beta_constraint = _constraints.get(beta_constraint)
+        self.gamma_constraint = _constraints.get(gamma_constraint)
         self._sync = None  # the communicator of a data-parallel run on several ranks (synchronized only)
         self._feature_axes: tuple = ()
         self._reduce_axes: tuple = ()
@@ -320,8 +330,10 @@ class BatchNormalization(Layer):
         self._features_last = self._feature_axes == (ndim - 1,)
         if self.scale:
             self.add_weight("gamma", pshape, self.gamma_initializer, self.gamma_regularizer)
+            self._set_constraint("gamma", self.gamma_constraint)
         if self.center:
             self.add_weight("beta", pshape, self.beta_initializer, self.beta_regularizer)
+            self._set_constraint("beta", self.beta_constraint)
         self.add_weight("moving_mean", pshape, self.moving_mean_initializer, trainable=False)
         self.add_weight("moving_variance", pshape, self.moving_variance_initializer, trainable=False)
         c = int(np.prod(pshape))
@@ -701,5 +713,7 @@ class BatchNormalization(Layer):
             "renorm_momentum": self.renorm_momentum,
             "batch_of_one": self.batch_of_one,
             "synchronized": self.synchronized,
+            **_constraints.config_entries(beta_constraint=self.beta_constraint,
+                                          gamma_constraint=self.gamma_constraint),
             **super().get_config(),
         }
