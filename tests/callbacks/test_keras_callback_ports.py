@@ -158,12 +158,17 @@ def test_keras_terminate_on_nan_graceful_stop():
     assert len(history.history["loss"]) < 2
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_keras_terminate_on_nan_raise_error_raises_error():
     """Keras: terminate_on_nan_test.py::test_terminate_on_nan_raise_error_raises_error and
-    test_raise_error_terminate_does_not_trigger_on_train_end (the loss overflows inside, as above)."""
+    test_raise_error_terminate_does_not_trigger_on_train_end (the loss overflows inside, as above).
+
+    Whether NumPy also warns of the overflow depends on which kernels run (numba's do not warn), so
+    the test asserts only what Keras's does: the error, and no on_train_end.
+    """
     x, y = classes()
     ended = []
-    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="TerminateOnNaN: the loss is (nan|inf)"):
+    with pytest.raises(RuntimeError, match="TerminateOnNaN: the loss is (nan|inf)"):
         overflowing_model().fit(x, y, epochs=1, batch_size=1, verbose=0, callbacks=[
             LambdaCallback(on_train_end=lambda logs: ended.append(True)), TerminateOnNaN(raise_error=True)])
     assert not ended

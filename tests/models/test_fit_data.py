@@ -101,7 +101,13 @@ def test_weighted_evaluate_is_keras_weighted_mean():
     res = model.evaluate(x, y, sample_weight=w, return_dict=True, verbose=0)
     assert res["loss"] == pytest.approx(np.sum(w * per_sample) / len(y), rel=1e-5)
     correct = (p.argmax(axis=1) == y).astype(float)
-    assert res["accuracy"] == pytest.approx(np.sum(w * correct) / w.sum(), rel=1e-12)
+    # Keras weighs only weighted_metrics; a plain metric counts each sample once (checked against Keras 3.15)
+    assert res["accuracy"] == pytest.approx(correct.mean(), rel=1e-12)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  weighted_metrics=["accuracy"])
+    res = model.evaluate(x, y, sample_weight=w, return_dict=True, verbose=0)
+    assert res["accuracy"] == pytest.approx(correct.mean(), rel=1e-12)
+    assert res["weighted_accuracy"] == pytest.approx(np.sum(w * correct) / w.sum(), rel=1e-12)
 
 
 # ------------------------------------------------------------------ datasets and generators

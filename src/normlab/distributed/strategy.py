@@ -29,6 +29,7 @@ import traceback
 import numpy as np
 
 from ..errors import NonFiniteError
+from ..models._checks import metric_weight
 from ._comm import Communicator, load_mpi
 from .sharding import ShardedArraySource, SlicedSource, span
 
@@ -355,7 +356,7 @@ class DataParallel:
         metrics = [copy.copy(m) for m in model.metrics]
         for m in metrics:
             m.reset_state()
-            m.update_state(y, out, w)
+            m.update_state(y, out, metric_weight(m, w))
         return self._reduced(value * len(x), len(x), metrics)
 
     # --------------------------------------------------- evaluate/predict
@@ -383,7 +384,7 @@ class DataParallel:
                 value = loss.value_from_logits(yb, out) if loss.from_logits else loss.value(yb, out)
             total += (1.0 if loss.reduction == "sum" else len(xb)) * value
             for m in metrics:
-                m.update_state(yb, out, wb)
+                m.update_state(yb, out, metric_weight(m, wb))
             if hooks:  # this rank's running values (the result is over all ranks)
                 callbacks.on_test_batch_end(i, {"loss": total / (hi - a), **{m.name: m.result() for m in metrics}})
         logs = self._reduced(total, b - a, metrics, mean=loss.reduction != "sum")

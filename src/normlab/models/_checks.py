@@ -101,3 +101,14 @@ def _attributes(obj) -> dict:
     # a shallow copy of the object's attributes, with their dicts and lists copied: what
     # building and binding change (they add entries and replace arrays; they write none in place)
     return {k: (v.copy() if type(v) in (dict, list) else v) for k, v in vars(obj).items()}
+
+
+def metric_weight(metric, sample_weight):
+    """The sample weights a compiled metric takes: Keras weighs only ``weighted_metrics``.
+
+    ``compile(metrics=...)`` count every sample once, whatever ``sample_weight``
+    or ``class_weight`` says; ``compile(weighted_metrics=...)`` take the weights
+    (Keras 3's CompileMetrics). A metric not made by ``compile`` keeps the
+    weights it is given.
+    """
+    return sample_weight if getattr(metric, "_sample_weighted", True) else None

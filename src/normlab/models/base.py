@@ -29,6 +29,7 @@ from ..layers.base import Layer, as_float_array
 from ..utils import _random
 from ..losses import SparseCategoricalCrossentropy
 from ._checks import (
+    metric_weight,
     _COUNT,
     _SIZE,
     _attributes,
@@ -221,6 +222,11 @@ class BaseModel:
                 m = weighted[k] = copy.deepcopy(m)
                 m.name = f"weighted_{m.name}"
             taken.add(m.name)
+        # Keras weighs only weighted_metrics by sample_weight / class_weight; plain metrics count every sample once
+        for m in ms:
+            m._sample_weighted = False
+        for m in weighted:
+            m._sample_weighted = True
         dist = configure_model(self, distribute)
         self.distribute, self._dist = distribute, dist
         self.optimizer, self.loss, self.metrics = opt, loss_obj, ms + weighted
@@ -789,7 +795,7 @@ class BaseModel:
             total += (value + self._regularization_loss()) * len(xb)
             seen += len(xb)
             for m in metrics:
-                m.update_state(yb, out, wb)
+                m.update_state(yb, out, metric_weight(m, wb))
             if callbacks is not None:
                 logs = {"loss": total / seen, **{m.name: m.result() for m in metrics}}
                 callbacks.on_test_batch_end(i, logs)
@@ -857,7 +863,7 @@ class BaseModel:
         for m in self.metrics:
             m = copy.copy(m)
             m.reset_state()
-            m.update_state(y, out, sample_weight)
+            m.update_state(y, out, metric_weight(m, sample_weight))
             res[m.name] = m.result()
         return res
 

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from ..errors import NonFiniteError
+from ._checks import metric_weight
 from .data import ArraySource, Epochs
 
 __all__ = ["BatchIterator", "split_validation", "run_epochs"]
@@ -127,7 +128,7 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                     norm_sum += norm
                     norm_count += 1
                 for m in metrics:
-                    m.update_state(yb, out, wb)
+                    m.update_state(yb, out, metric_weight(m, wb))
                 if dist is None:
                     logs = {"loss": loss_sum / seen}
                     logs.update({m.name: m.result() for m in metrics})
