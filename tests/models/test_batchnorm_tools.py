@@ -223,3 +223,16 @@ def test_fold_batchnorm_epsilon_zero_with_a_zero_moving_variance(rng):
     assert np.isfinite(got).all()
     np.testing.assert_array_equal(got[:, 2], np.float32(2.0))
     np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_fold_batchnorm_inside_a_nested_model(rng):
+    """A Sequential holding a model as a layer folds through it (the graph path): same predictions."""
+    base = normlab.Sequential([normlab.Input((4,)), Dense(3, use_bias=False), BatchNormalization(), Activation("relu")])
+    model = normlab.Sequential([base, Dense(2)])
+    x = rng.standard_normal((16, 4)).astype(np.float32)
+    for _ in range(3):
+        model(x, training=True)
+    folded = normlab.fold_batchnorm(model)
+    assert folded.folded_pairs == 1
+    assert not any(isinstance(l, BatchNormalization) for l in folded.layers)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

@@ -49,6 +49,9 @@ def __getattr__(name):
     if name == "Input":
         from ..models.functional import Input
         return Input
+    if name == "InputLayer":
+        from ..models.functional import InputLayer
+        return InputLayer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

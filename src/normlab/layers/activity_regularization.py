@@ -35,7 +35,8 @@ class ActivityRegularization(Layer):
         ``name``, ``trainable``, ``dtype`` (see :class:`Layer`).
 
     ``layer.losses`` is ``[P]`` after a call (Keras's attribute). In
-    ``evaluate`` the reported loss adds the penalty of the last batch.
+    ``evaluate`` each batch's loss includes that batch's penalty (weighted by
+    batch size, as Keras does).
     """
 
     _param_constraints = {"l1": [Interval(numbers.Real, 0, None, closed="left")],

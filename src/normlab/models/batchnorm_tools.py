@@ -261,7 +261,9 @@ def fold_batchnorm(model):
     _check_model(model, who)
     from .sequential import Sequential
 
-    if not isinstance(model, Sequential):
+    from .nested import is_nested
+
+    if not isinstance(model, Sequential) or any(is_nested(layer) for layer in model.layers):
         return _fold_graph(model)
 
     new_layers = []

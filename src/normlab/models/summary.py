@@ -49,7 +49,7 @@ def print_summary(model, line_length: int | None = None, positions=None, print_f
     inbound = _inbound_names(model) if graph else None
     for layer, shape in zip(model.layers, model._layer_output_shapes()):
         params = f"{layer.count_params():,}" if layer.built else "0 (unbuilt)"
-        row = [f"{layer.name} ({type(layer).__name__})", "?" if shape is None else str(tuple(shape)), params]
+        row = [f"{layer.name} ({getattr(layer, '_summary_type', type(layer).__name__)})", "?" if shape is None else str(tuple(shape)), params]
         if graph:
             row.append(",\n".join(inbound.get(id(layer), [])) or "-")
         rows.append(row)
