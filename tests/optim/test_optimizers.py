@@ -9,7 +9,7 @@ import pytest
 
 from normlab import optimizers as O
 from normlab import regularizers
-from normlab._validation import InvalidParameterError, _as_constraint
+from normlab._validation import InvalidParameterError, _as_constraint, _keras_sentence
 from normlab.optimizers import schedules
 
 SHAPES = ((3, 4), (5,))
@@ -591,13 +591,15 @@ def test_declared_constraints_reject_invalid_values(cls, pname, bad):
         cls(**{pname: bad})
     msg = str(e.value)
     assert msg.startswith(f"The {pname!r} parameter of {cls.__name__} must be ")
-    assert msg.endswith(f"Got {bad!r} instead.")
+    keras = _keras_sentence(cls, pname, bad)  # Keras's own wording follows, where it has one
+    assert msg.endswith(f"Got {bad!r} instead." + ("" if keras is None else f" {keras}"))
 
 
 def test_message_templates():
     with pytest.raises(InvalidParameterError) as e:
         O.SGD(momentum=1.5)
-    assert str(e.value) == "The 'momentum' parameter of SGD must be a float in the range [0, 1]. Got 1.5 instead."
+    assert str(e.value) == ("The 'momentum' parameter of SGD must be a float in the range [0, 1]. Got 1.5 instead. "
+                            "`momentum` must be a float between [0, 1].")
     with pytest.raises(InvalidParameterError) as e:
         O.Adam(learning_rate=-0.1)
     assert str(e.value) == (
@@ -618,7 +620,9 @@ def test_two_clipping_options_rejected(cls, pair):
     first, second = sorted(pair, key=["clipvalue", "clipnorm", "global_clipnorm"].index)
     assert str(e.value) == (
         f"The {second!r} parameter of {cls.__name__} must be None when {first!r} is set (clipvalue, clipnorm "
-        f"and global_clipnorm are mutually exclusive). Got {values[second]!r} instead."
+        f"and global_clipnorm are mutually exclusive). Got {values[second]!r} instead. "
+        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+        + ", ".join(f"{a}={values.get(a)}" for a in ("clipnorm", "clipvalue", "global_clipnorm"))
     )
 
 
