@@ -25,6 +25,8 @@ import unittest
 
 import numpy as np
 
+from normlab.metrics._base import MetricVariable
+
 import normlab
 
 # --------------------------------------------------------------------------- parameterized
@@ -178,7 +180,7 @@ class TestCase(unittest.TestCase):
 # --------------------------------------------------------------------------- ops / backend on NumPy
 
 
-class Variable(np.ndarray):
+class Variable(MetricVariable):
     """Keras's ``backend.Variable`` as a NumPy array (updated in place by normlab's optimizers).
 
     ``initializer`` may be a value or a normlab initializer (called with ``shape``).
@@ -191,35 +193,12 @@ class Variable(np.ndarray):
         if arr.dtype == np.float64 and dtype is None and not isinstance(initializer, np.ndarray):
             arr = arr.astype(np.float32)
         obj = arr.view(cls)
-        obj.trainable, obj.name = trainable, name or "variable"
+        obj.trainable, obj.name = trainable, name or "variable"  # path, value, numpy, assign*: MetricVariable's
         return obj
 
     def __array_finalize__(self, obj):
         self.trainable = getattr(obj, "trainable", True)
         self.name = getattr(obj, "name", "variable")
-
-    @property
-    def path(self):
-        return self.name
-
-    @property
-    def value(self):
-        return np.asarray(self)
-
-    def numpy(self):
-        return np.array(self)
-
-    def assign(self, value):
-        self[...] = value
-        return self
-
-    def assign_add(self, value):
-        self[...] += value
-        return self
-
-    def assign_sub(self, value):
-        self[...] -= value
-        return self
 
 
 def _standardize_dtype(dtype):
