@@ -12,6 +12,7 @@ from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, Options, validate_params
+from ..kernels import _threads
 from ..kernels import losses as K_losses
 from ..kernels.dense import dense_forward
 from ._activated import ActivatedLinear
@@ -23,6 +24,12 @@ _ACT = [NoneOk(), Options(tuple(_activations.names()))]
 _INIT = [str, dict, Instance(_initializers.Initializer)]
 _REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
 _CON = [NoneOk(), str, dict, Instance(_constraints.Constraint)]
+
+
+
+def _linear(a, b, out=None):
+    """``a @ b``: 2-D products may be split by rows over normlab's threads (same bits), others one call."""
+    return _threads.matmul(a, b, out=out) if a.ndim == 2 else np.matmul(a, b, out=out)
 
 
 class _ActCache(NamedTuple):
@@ -212,7 +219,7 @@ class Dense(ActivatedLinear, Layer):
         if x.ndim != 2:
             return self.call(x, True)
         z = self._workspace(x.shape[0], x.dtype)[0]
-        np.matmul(x, self.params["kernel"], out=z)  # the same product as dense_forward's x @ W
+        _linear(x, self.params["kernel"], out=z)  # the same product as dense_forward's x @ W
         bias = self.params.get("bias")
         if bias is not None:
             np.add(z, bias, out=z)
@@ -234,7 +241,7 @@ class Dense(ActivatedLinear, Layer):
             return None
         ws = self._workspace(x.shape[0], x.dtype)
         z = ws[0]
-        np.matmul(x, self.params["kernel"], out=z)
+        _linear(x, self.params["kernel"], out=z)
         grad = self._ce_grad
         if grad is None or grad.shape != z.shape or grad.dtype != z.dtype:
             grad = self._ce_grad = np.empty_like(z)
@@ -268,15 +275,15 @@ class Dense(ActivatedLinear, Layer):
             dz2 = dz if dz.ndim == 2 else dz.reshape(-1, dz.shape[-1])
             if self._grads_zero:
                 # fresh gradients: let BLAS write them in place
-                np.matmul(x2.T, dz2, out=self.grads["kernel"])
+                _threads.matmul(x2.T, dz2, out=self.grads["kernel"])
                 if self.use_bias:
                     np.add.reduce(dz2, axis=0, out=self.grads["bias"])
             else:
-                self.grads["kernel"] += x2.T @ dz2
+                self.grads["kernel"] += _threads.matmul(x2.T, dz2)
                 if self.use_bias:
                     self.grads["bias"] += dz2.sum(axis=0)
         # (out=None: a new array, the product dz @ W.T)
-        return np.matmul(dz, self.params["kernel"].T, out=dx_out) if need_dx else None
+        return _linear(dz, self.params["kernel"].T, out=dx_out) if need_dx else None
 
     def get_config(self):
         return {

@@ -28,6 +28,7 @@ from .._validation import Boolean, Interval, NoneOk, real_array, validate_params
 from ..layers.base import Layer, as_float_array
 from ..utils import _random
 from ..losses import SparseCategoricalCrossentropy
+from ..kernels import _threads
 from ._checks import (
     metric_weight,
     _COUNT,
@@ -469,8 +470,11 @@ class BaseModel:
             layer._begin_step(stamp)
         self._step_loss = None
         try:
-            value, out = self._gradients(x, y, sample_weight)
-            self._apply_optimizer()
+            # BLAS held on one thread while normlab's kernels split the work: OpenBLAS's idle workers would
+            # otherwise busy-wait on the cores those kernels use (kernels._threads.one_pool)
+            with _threads.one_pool():
+                value, out = self._gradients(x, y, sample_weight)
+                self._apply_optimizer()
         except BaseException as exc:
             if opt.iterations + opt.skipped_steps != mark:  # the optimizer committed
                 raise
