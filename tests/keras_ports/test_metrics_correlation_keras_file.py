@@ -8,7 +8,10 @@ docs/keras.md, "Differences from Keras").
 """
 
 import numpy as np
-from scipy.stats import pearsonr
+try:
+    from scipy.stats import pearsonr
+except ImportError:  # core-only installs
+    pearsonr = None
 
 import _keras_testing as testing
 from normlab.metrics import ConcordanceCorrelation
@@ -32,6 +35,10 @@ class CorrelationsTest(testing.TestCase):
             [0.97560976, 0.98765432, 0.46511628, -0.46376812]
         )
         # pcc_expected = np.array([1, 0.99339927, 0.69337525, -0.60999428])
+        if pearsonr is None:
+            import pytest
+
+            pytest.skip("scipy is not installed (Keras's reference uses scipy.stats.pearsonr)")
         pcc_expected = np.array(
             [pearsonr(yt, yp).statistic for yt, yp in zip(y_true, y_pred)]
         )
