@@ -48,13 +48,12 @@ import numpy as np
 
 from typing import NamedTuple
 
-from ..kernels import _backend
+from ..kernels.batchnorm_sync import row_kernels
 from ..kernels.batchnorm import BatchNormTrainCache, _moments_fast, reduced_count
 
 __all__ = ["combine_moments", "sync_train_forward", "sync_train_backward", "SyncRowsCache", "rows_train_forward",
            "rows_train_backward", "TOO_FEW"]
 
-_S = None  # the numba kernels, imported on first use (they compile then)
 _EMPTY = np.empty(0)
 #: what :func:`rows_train_forward` returns, beside the statuses of the kernels, for a global count below 2
 TOO_FEW = 3
@@ -173,15 +172,6 @@ class SyncRowsCache(NamedTuple):
     count: int
 
 
-def _kernels():
-    global _S
-    if _S is None:
-        from ..kernels import _bn_sync_numba
-
-        _S = _bn_sync_numba
-    return _S
-
-
 def rows_train_forward(x, gamma, beta, epsilon, momentum, unbiased, moving_mean, moving_var, out, mean, inv_std,
                        saved, stamp, comm, act_kind=None, act_out=None):
     """``out = BN(x)`` with the global batch's statistics (and ``act_out = f(out)``), on the row kernels.
@@ -194,7 +184,7 @@ def rows_train_forward(x, gamma, beta, epsilon, momentum, unbiased, moving_mean,
     with nothing written, ``(TOO_FEW, count)``, ``(NOT_FINITE, None)`` (NaN or
     inf input on some rank) or ``(OVERFLOW, None)``.
     """
-    S = _kernels()
+    S = row_kernels()
     c = x.shape[1]
     local = np.empty(1 + 2 * c)
     S.shard_moments(x, local)
@@ -223,7 +213,7 @@ def rows_train_backward(dy, cache: SyncRowsCache, gamma, dx, dgamma, dbeta, accu
     activation's output and ``act_s`` what its derivative is taken from, as
     in :func:`normlab.kernels.batchnorm_rows.train_backward`.
     """
-    S = _kernels()
+    S = row_kernels()
     x, mean, inv_std, count = cache
     kind = S.IDENTITY if act_kind is None else act_kind
     s = dy if act_kind is None else act_s
@@ -235,6 +225,3 @@ def rows_train_backward(dy, cache: SyncRowsCache, gamma, dx, dgamma, dbeta, accu
     return dx
 
 
-def rows_take(x) -> bool:
-    """True when the row kernels take the shard ``x`` (numba enabled, float32/float64, not empty)."""
-    return _backend.numba_enabled() and x.size > 0 and (x.dtype == np.float32 or x.dtype == np.float64)

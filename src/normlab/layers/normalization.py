@@ -463,7 +463,8 @@ class BatchNormalization(Layer):
 
     def _sync_train_call(self, x, workspace=False):
         """Training forward with the global batch's statistics (:mod:`normlab.distributed.sync_bn`)."""
-        from ..distributed.sync_bn import rows_take, sync_train_forward
+        from ..distributed.sync_bn import sync_train_forward
+        from ..kernels.batchnorm_sync import rows_take
 
         if self._features_last and rows_take(x):
             return self._sync_call_rows(x, workspace)
