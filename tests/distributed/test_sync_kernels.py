@@ -50,8 +50,20 @@ class ThreadComm:
         return a
 
 
-def on_ranks(fn, *per_rank):
-    """``[fn(comm_r, *args_r) for r]`` with each rank in its own thread."""
+def on_ranks(fn, *per_rank, numba=True):
+    """``[fn(comm_r, *args_r) for r]`` with each rank in its own thread, on the numba kernels or NumPy.
+
+    The kernel switch is process-wide: it is set here, once, and not by the
+    ranks (two threads saving and restoring it in turn can leave it off).
+    """
+    previous = _backend.use_numba(numba)
+    try:
+        return _on_ranks(fn, per_rank)
+    finally:
+        _backend.use_numba(previous)
+
+
+def _on_ranks(fn, per_rank):
     n = len(per_rank)
     shared = {"size": n, "slots": [None] * n, "barrier": threading.Barrier(n, timeout=60)}
     out, errors = [None] * n, []
@@ -82,33 +94,30 @@ def shards(dtype, rows=(7, 12), c=5, seed=0):
 
 def _layer_pass(comm, x, dy, numba, dtype, center=True, scale=True, act=None):
     """Forward and backward of a synchronized BN (and ``act``, fused on the numba path) on this rank's shard."""
-    previous = _backend.use_numba(numba)
-    try:
-        bn = L.BatchNormalization(synchronized=True, momentum=0.8, center=center, scale=scale, dtype=dtype)
-        bn.build(x.shape)
-        if scale:
-            bn.params["gamma"][:] = np.linspace(-1.5, 2.0, x.shape[1])
-        if center:
-            bn.params["beta"][:] = np.linspace(0.3, -0.4, x.shape[1])
-        bn._sync = comm
-        if act is None:
-            y, dx = bn(x, training=True), None
-            dx = bn.backward(dy)
-        elif numba:
-            a = L.Activation(act, dtype=dtype)
-            pair = SyncBatchNormActivation(bn, a)
-            y = pair._train_forward(x).copy()
-            dx = pair._train_backward(dy).copy()
-        else:
-            a = L.Activation(act, dtype=dtype)
-            y = a(bn(x, training=True), training=True)
-            dx = bn.backward(a.backward(dy))
-        kind = bn._cache[0]
-        grads = [bn.grads[k].copy() for k in ("gamma", "beta") if k in bn.grads]
-        return [np.array(y), np.array(dx), *grads, bn.buffers["moving_mean"].copy(),
-                bn.buffers["moving_variance"].copy()], kind
-    finally:
-        _backend.use_numba(previous)
+    assert _backend.numba_enabled() == numba  # on_ranks(..., numba=) sets it for both ranks
+    bn = L.BatchNormalization(synchronized=True, momentum=0.8, center=center, scale=scale, dtype=dtype)
+    bn.build(x.shape)
+    if scale:
+        bn.params["gamma"][:] = np.linspace(-1.5, 2.0, x.shape[1])
+    if center:
+        bn.params["beta"][:] = np.linspace(0.3, -0.4, x.shape[1])
+    bn._sync = comm
+    if act is None:
+        y, dx = bn(x, training=True), None
+        dx = bn.backward(dy)
+    elif numba:
+        a = L.Activation(act, dtype=dtype)
+        pair = SyncBatchNormActivation(bn, a)
+        y = pair._train_forward(x).copy()
+        dx = pair._train_backward(dy).copy()
+    else:
+        a = L.Activation(act, dtype=dtype)
+        y = a(bn(x, training=True), training=True)
+        dx = bn.backward(a.backward(dy))
+    kind = bn._cache[0]
+    grads = [bn.grads[k].copy() for k in ("gamma", "beta") if k in bn.grads]
+    return [np.array(y), np.array(dx), *grads, bn.buffers["moving_mean"].copy(),
+            bn.buffers["moving_variance"].copy()], kind
 
 
 # (each dtype, and gamma/beta present or absent, compiles the kernels again: a cold cache pays seconds per case)
@@ -118,7 +127,7 @@ def test_row_kernels_match_the_numpy_functions(dtype, center, scale):
     xs, dys = shards(dtype)
     args = [(x, dy, True, dtype, center, scale) for x, dy in zip(xs, dys)]
     fast = on_ranks(_layer_pass, *args)
-    slow = on_ranks(_layer_pass, *[(x, dy, False, dtype, center, scale) for x, dy in zip(xs, dys)])
+    slow = on_ranks(_layer_pass, *[(x, dy, False, dtype, center, scale) for x, dy in zip(xs, dys)], numba=False)
     for (a, kind_a), (b, kind_b) in zip(fast, slow):
         assert (kind_a, kind_b) == ("sync_rows", "sync")
         for u, v in zip(a, b):
@@ -148,7 +157,8 @@ def test_two_shards_give_plain_batch_norm_of_the_whole_batch():
 def test_the_fused_pair_matches_the_two_layers(dtype, act):
     xs, dys = shards(dtype, rows=(9, 4))
     fused = on_ranks(_layer_pass, *[(x, dy, True, dtype, True, True, act) for x, dy in zip(xs, dys)])
-    apart = on_ranks(_layer_pass, *[(x, dy, False, dtype, True, True, act) for x, dy in zip(xs, dys)])
+    apart = on_ranks(_layer_pass, *[(x, dy, False, dtype, True, True, act) for x, dy in zip(xs, dys)],
+                     numba=False)
     for (a, kind), (b, _) in zip(fused, apart):
         assert kind == "sync_rows"
         for u, v in zip(a, b):
