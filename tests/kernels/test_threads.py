@@ -211,21 +211,26 @@ def test_one_pool_holds_blas_on_one_thread_and_keeps_the_limit():
         assert _threads.get_num_threads() == 1
 
 
+@pytest.mark.parametrize("m", [1000, 130, 4099])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matmul_split_by_rows_gives_one_calls_bits(monkeypatch, dtype):
+def test_matmul_gives_the_same_bits_at_any_thread_count(monkeypatch, dtype, m):
     monkeypatch.setattr(_threads, "MIN_PARALLEL_FLOPS", 0)
     rng = np.random.default_rng(1)
-    a = rng.standard_normal((1000, 300)).astype(dtype)
+    a = rng.standard_normal((m, 300)).astype(dtype)
     b = rng.standard_normal((300, 70)).astype(dtype)
-    whole = _threads.matmul(a, b)
-    np.testing.assert_array_equal(whole, a @ b)
-    for threads in (2, 3):
+    outside = _threads.matmul(a, b)  # outside one_pool: one BLAS call
+    np.testing.assert_array_equal(outside, a @ b)
+    monkeypatch.setattr(_threads, "_held", 1)
+    one = _threads.matmul(a, b)
+    # the blocks may sum in another order than one call (BLAS kernels differ by row count)
+    np.testing.assert_allclose(one, outside, rtol=0, atol=300 * 8 * np.finfo(dtype).eps)
+    for threads in (2, 3, 8):
         monkeypatch.setattr(_threads, "_held", threads)
-        np.testing.assert_array_equal(_threads.matmul(a, b), whole)
-        np.testing.assert_array_equal(_threads.matmul(a.T.copy().T, b), whole)  # a strided view
-        out = np.empty_like(whole)
+        np.testing.assert_array_equal(_threads.matmul(a, b), one)
+        np.testing.assert_array_equal(_threads.matmul(a.T.copy().T, b), one)  # a strided view
+        out = np.empty_like(one)
         assert _threads.matmul(a, b, out=out) is out
-        np.testing.assert_array_equal(out, whole)
+        np.testing.assert_array_equal(out, one)
 
 
 def test_one_pool_restores_blas_after_an_exception():
