@@ -4,6 +4,7 @@ Usage::
 
     PYTHONPATH=src python benchmarks/profile_step.py --batch 60 --steps 3000
     PYTHONPATH=src python benchmarks/profile_step.py --batch 1024 --plain --sort cumtime
+    PYTHONPATH=src python benchmarks/profile_step.py --cnn --batch 128 --steps 30 --sections
 
 cProfile adds a per-call cost (~1 us per Python call), so small-batch numbers
 overstate Python overhead a little; ``--sections`` instead times each phase of
@@ -46,8 +47,9 @@ def prepared_step(batch: int, bn: bool = True, seed: int = 0):
     return model, xp, yp
 
 
-def profile_step(batch: int, steps: int, bn: bool = True, sort: str = "tottime", limit: int = 25) -> str:
-    model, xp, yp = prepared_step(batch, bn)
+def profile_step(batch: int, steps: int, bn: bool = True, sort: str = "tottime", limit: int = 25,
+                 cnn: bool = False) -> str:
+    model, xp, yp = prepared_cnn_step(batch) if cnn else prepared_step(batch, bn)
     for _ in range(max(20, steps // 10)):
         model._train_step(xp, yp)
     pr = cProfile.Profile()
@@ -66,7 +68,17 @@ _NODE_METHODS = ("call", "_train_forward", "_train_forward_sparse_ce", "_train_b
 _MODEL_METHODS = ("_gradients", "_loss_and_output_grad", "_regularization_loss", "_reset_grads", "_apply_optimizer")
 
 
-def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, float]]:
+def prepared_cnn_step(batch: int = 128, seed: int = 0):
+    """The Fashion-MNIST CNN of ``examples/fashion_mnist_cnn.py`` (``bench_fashion_epoch``'s model), ready to step."""
+    from .bench_fashion_epoch import make_cases
+
+    _, _, (model, x, y) = make_cases(batch=batch, n_images=batch, use_torch=False, seed=seed)
+    xp, yp = model._prepare_xy(x[:batch], y[:batch], "profile")
+    return model, xp, yp
+
+
+def section_times(batch: int, steps: int, bn: bool = True, cnn: bool = False,
+                  clock=time.perf_counter) -> list[tuple[str, float]]:
     """Median microseconds per phase of ``model._train_step``, timed by wrapping methods.
 
     The real ``_train_step`` runs; the passes of each node of the model's
@@ -76,12 +88,13 @@ def section_times(batch: int, steps: int, bn: bool = True) -> list[tuple[str, fl
     phases and ``optimizer.apply`` / ``optimizer.step`` are wrapped (on the
     instances) in ``perf_counter`` timers. Nested timers (e.g.
     ``model._gradients`` around the nodes) each report their own inclusive
-    time. Wrapping adds about 0.3 us per wrapped call.
+    time. Wrapping adds about 0.3 us per wrapped call. ``clock=time.thread_time`` times the
+    thread's CPU time instead (one thread on a shared machine: the work without the waits).
     """
-    model, xp, yp = prepared_step(batch, bn)
+    model, xp, yp = prepared_cnn_step(batch) if cnn else prepared_step(batch, bn)
     acc: dict[str, list[float]] = {}
     step_acc: dict[str, float] = {}
-    pc = time.perf_counter
+    pc = clock
 
     def wrap(obj, meth, label):
         fn = getattr(obj, meth, None)
@@ -137,15 +150,20 @@ def main(argv=None) -> None:
     p.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumtime, ncalls)")
     p.add_argument("--limit", type=int, default=25)
     p.add_argument("--sections", action="store_true", help="hand-timed phases instead of cProfile")
+    p.add_argument("--cpu-time", action="store_true", help="--sections on the thread's CPU time (one thread)")
+    p.add_argument("--cnn", action="store_true",
+                   help="the Fashion-MNIST CNN of examples/fashion_mnist_cnn.py instead of the BN-paper net")
     a = p.parse_args(argv)
     with pinned_threads(a.threads):
         if a.sections:
-            rows = section_times(a.batch, a.steps, not a.plain)
-            print(f"batch {a.batch}, {'plain' if a.plain else 'BN'} net, median us per phase over {a.steps} steps")
+            clock = time.thread_time if a.cpu_time else time.perf_counter
+            rows = section_times(a.batch, a.steps, not a.plain, a.cnn, clock)
+            net = "CNN" if a.cnn else ("plain" if a.plain else "BN")
+            print(f"batch {a.batch}, {net} net, median us per phase over {a.steps} steps")
             for k, us in rows:
                 print(f"  {k:<28s} {us:9.1f}")
         else:
-            print(profile_step(a.batch, a.steps, not a.plain, a.sort, a.limit))
+            print(profile_step(a.batch, a.steps, not a.plain, a.sort, a.limit, a.cnn))
 
 
 if __name__ == "__main__":

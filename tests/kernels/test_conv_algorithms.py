@@ -104,7 +104,9 @@ def test_direct_with_strides_dilation_and_other_kernels(kw, kernel_path, rng):
 def test_auto_choice():
     on = K._backend.numba_enabled()
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 32, 64) == ("winograd" if on else "gemm")
-    assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 1, 32) == "gemm"
+    assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 1, 32) == ("direct" if on else "gemm")
+    assert K.resolve_algorithm("auto", (5, 5), (2, 2), (1, 1), 1, 8) == ("direct" if on else "gemm")
+    assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 2, 32) == "gemm"
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 16, 16) == "gemm"
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 8, 32) == ("winograd" if on else "gemm")
     assert K.resolve_algorithm("auto", (3, 3), (2, 2), (1, 1), 64, 64) == "gemm"
