@@ -145,7 +145,7 @@ def _np_output(m, t0, t1, th, tw, y, bias):
             y[n[keep], 2 * i[keep] + p, 2 * j[keep] + q] = yt[keep, p, q] + bias
 
 
-def _np_grad(dy, t0, t1, th, tw, v, zero=None):
+def _np_grad(dy, t0, t1, th, tw, v, zero=None, db=None):
     n, i, j = _tile_index(t0, t1, th, tw)
     ho, wo, f = dy.shape[1:]
     d = np.zeros((t1 - t0, 2, 2, f))
@@ -153,6 +153,8 @@ def _np_grad(dy, t0, t1, th, tw, v, zero=None):
         for q in range(2):
             keep = (2 * i + p < ho) & (2 * j + q < wo)
             d[keep, p, q] = dy[n[keep], 2 * i[keep] + p, 2 * j[keep] + q]
+    if db is not None and db.size:
+        db += d.reshape(-1, f).sum(axis=0).astype(db.dtype)
     v[:, : t1 - t0] = np.einsum("pa,tpqf,qb->abtf", AT, d, AT, optimize=True).reshape(16, t1 - t0, f)
 
 
@@ -228,11 +230,12 @@ def forward(x: np.ndarray, kernel: np.ndarray, bias, pads, out_size) -> np.ndarr
 
 
 def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx: bool, need_dw: bool):
-    """``(dx, dkernel)`` from the unpadded input ``x`` (None where not asked).
+    """``(dx, dkernel, dbias)`` from the unpadded input ``x`` (None where not asked; ``dbias``
+    with ``dkernel``, summed while the gradient transform reads ``dy``).
 
-    The images are cut into ``GROUPS`` consecutive groups; each group's kernel-gradient
-    sum is kept apart and the sums are added in group order, and each group scatters
-    into its own images of ``dx``: the same bits on any number of threads."""
+    The images are cut into ``GROUPS`` consecutive groups; each group's kernel- and
+    bias-gradient sums are kept apart and the sums are added in group order, and each group
+    scatters into its own images of ``dx``: the same bits on any number of threads."""
     n, c, f = x.shape[0], kernel.shape[2], kernel.shape[3]
     (pt, _), (pl, _) = pads
     dtype = dy.dtype
@@ -243,6 +246,7 @@ def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx
     per_image = th * tw
     groups = _threads.split(n, max(1, min(GROUPS, n * per_image // GROUP_TILES)))
     dwt = np.zeros((len(groups), 16, c, f), dtype=dtype) if need_dw else None
+    dbs = np.zeros((len(groups), f if need_dw else 0), dtype=dtype)
     if need_dx:
         wtt = np.ascontiguousarray(kernel_transform(kernel.astype(dtype, copy=False)).transpose(0, 2, 1))
         dx = np.zeros(x.shape, dtype=dtype)
@@ -260,7 +264,7 @@ def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx
                 du = np.empty((16, step, c), dtype=dtype)
             for t0, t1 in chunks:
                 k = t1 - t0
-                fgrad(dy, t0, t1, th, tw, v, dtype.type(0))
+                fgrad(dy, t0, t1, th, tw, v, dtype.type(0), dbs[g])
                 if need_dw:
                     fin(x, pt, pl, t0, t1, th, tw, u)
                     np.matmul(u[:, :k].transpose(0, 2, 1), v[:, :k], out=prod)
@@ -272,13 +276,14 @@ def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx
     threads = _threads_for(n, 16 * n * per_image * max(c, f)) if fast else 1
     with _blas_single(threads):
         _threads.run_parts(part, len(groups), threads)
-    dw = None
+    dw = db = None
     if need_dw:
-        total = dwt[0]
+        total, db = dwt[0], dbs[0]
         for g in range(1, len(groups)):
             total += dwt[g]
+            db += dbs[g]
         dw = kernel_grad(total, dtype)
-    return (dx if need_dx else None), dw
+    return (dx if need_dx else None), dw, db
 
 
 def error_bound(x: np.ndarray, kernel: np.ndarray, pads, out_size, eps: float | None = None) -> np.ndarray:

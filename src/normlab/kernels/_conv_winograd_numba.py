@@ -101,8 +101,10 @@ def output_transform(m, t0, t1, th, tw, y, bias):
 
 
 @njit(cache=True, nogil=True)
-def grad_transform(dy, t0, t1, th, tw, v, zero):
-    """``v[4a + b, t - t0, f] = (A dY A^T)[a, b]`` of the 2 x 2 tile of ``dy`` (0 outside ``dy``).
+def grad_transform(dy, t0, t1, th, tw, v, zero, db):
+    """``v[4a + b, t - t0, f] = (A dY A^T)[a, b]`` of the 2 x 2 tile of ``dy`` (0 outside ``dy``),
+    and ``db[f] += dy[n, p, q, f]`` over the tiles' pixels in tile order (the bias gradient on the
+    way: no second pass over ``dy``; ``db`` of length 0: not asked).
 
     ``A`` rows: ``(1, 0), (1, 1), (1, -1), (0, -1)``; the adjoint of :func:`output_transform`.
     """
@@ -119,6 +121,9 @@ def grad_transform(dy, t0, t1, th, tw, v, zero):
                 if p + a < ho and q + b < wo:
                     for f in range(nf):
                         d[a, b, f] = dy[n, p + a, q + b, f]
+                    if db.shape[0]:
+                        for f in range(nf):
+                            db[f] += d[a, b, f]
                 else:
                     for f in range(nf):
                         d[a, b, f] = zero

@@ -220,7 +220,7 @@ def _backward_one(dy, xp, kernel, geom, algorithm, need_dx, need_dw):
     algorithm does not make it on the way: the caller sums ``dy``)."""
     dx = dw = db = None
     if algorithm == "winograd":
-        return _wino.backward(dy, xp, kernel, geom.pads, need_dx=need_dx, need_dw=need_dw) + (None,)
+        return _wino.backward(dy, xp, kernel, geom.pads, need_dx=need_dx, need_dw=need_dw)
     if need_dx:
         dx = _gemm.input_grad(dy, kernel, geom, xp.shape)
     if need_dw:
@@ -325,7 +325,7 @@ def conv2d_backward(
     n, cg, fg = dy.shape[0], kernel.shape[2], f // groups
     dx = np.empty((n,) + tuple(geom.in_size) + (cg * groups,), dtype=dy.dtype) if need_dx else None
     dw = np.empty(kernel.shape, dtype=dy.dtype) if need_param_grads else None
-    db = np.empty(f, dtype=dy.dtype) if need_param_grads and algo == "direct" else None
+    db = np.empty(f, dtype=dy.dtype) if need_param_grads and algo in ("direct", "winograd") else None
     for g in range(groups):
         dxg, dwg, dbg = _backward_one(_group(dy, g, groups), _group(xp, g, groups), _group(kernel, g, groups),
                                       geom, algo, need_dx, need_param_grads)
