@@ -27,6 +27,7 @@ from .._validation import (
     NoneOk,
     Options,
     _Constraint,
+    invalid_parameter,
     validate_params,
 )
 from ..kernels import conv as K
@@ -94,6 +95,35 @@ def _to_first(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -1, 1))
 
 
+def _empty_batch_safe(forward: Callable, backward: Callable, make_cache: Callable, *, rank: int) -> tuple:
+    """The kernel functions, answering a batch of 0 examples with empty outputs and zero gradients.
+
+    Dense and the pooling layers return ``(0, ...)`` for an empty batch (as
+    Keras does); the kernels split their work over the images and have no
+    part to run then. The cache still resolves the geometry, so an input too
+    small for the kernel is refused as for any batch.
+    """
+
+    def fwd(x, w, b):
+        if x.shape[0]:
+            return forward(x, w, b)
+        cache = make_cache(x, w)
+        out = tuple(cache.geom.out_size[2 - rank :])
+        return np.zeros((0,) + out + (w.shape[-1],), dtype=np.result_type(x, w)), cache
+
+    def bwd(dz, cache, w, *, need_dx: bool = True, need_param_grads: bool = True):
+        if dz.shape[0]:
+            return backward(dz, cache, w, need_dx=need_dx, need_param_grads=need_param_grads)
+        dtype = np.result_type(dz, w)
+        in_size = tuple(cache.geom.in_size[2 - rank :])
+        dx = np.zeros((0,) + in_size + (w.shape[-2] * cache.groups,), dtype=dtype) if need_dx else None
+        dw = np.zeros(w.shape, dtype=dtype) if need_param_grads else None
+        db = np.zeros(w.shape[-1], dtype=dtype) if need_param_grads else None
+        return dx, dw, db
+
+    return fwd, bwd, make_cache
+
+
 class _Conv(ActivatedLinear, Layer):
     """Shared state handling of :class:`Conv1D` and :class:`Conv2D` (see there)."""
 
@@ -124,6 +154,10 @@ class _Conv(ActivatedLinear, Layer):
         }
 
     def _setup(self, args: dict, kwargs: dict) -> None:
+        if self.rank != 2 and isinstance(args["algorithm"], str) and args["algorithm"] == "winograd":
+            allowed = self._param_constraints["algorithm"][0].describe()
+            raise invalid_parameter(type(self).__name__, "algorithm", f"{allowed} (Winograd's F(2x2, 3x3) is "
+                                    f"for Conv2D only)", args["algorithm"])
         validate_params(type(self).__name__, self._param_constraints, args)
         if kwargs.get("name") is None:
             kwargs["name"] = default_name(type(self))
@@ -254,17 +288,19 @@ class _Conv(ActivatedLinear, Layer):
         common = {"padding": self.padding, "groups": self.groups, "algorithm": self.algorithm}
         if self.rank == 1:
             hp = {"strides": self.strides[0], "dilation": self.dilation_rate[0], **common}
-            return (
+            fns = (
                 lambda x, w, b: K.conv1d_forward(x, w, b, **hp),
                 K.conv1d_backward,
                 lambda x, w: K.conv1d_cache(x, w.shape[0], filters=w.shape[-1], **hp),
             )
-        hp = {"strides": self.strides, "dilation": self.dilation_rate, **common}
-        return (
-            lambda x, w, b: K.conv2d_forward(x, w, b, **hp),
-            K.conv2d_backward,
-            lambda x, w: K.conv2d_cache(x, w.shape[:2], filters=w.shape[-1], **hp),
-        )
+        else:
+            hp = {"strides": self.strides, "dilation": self.dilation_rate, **common}
+            fns = (
+                lambda x, w, b: K.conv2d_forward(x, w, b, **hp),
+                K.conv2d_backward,
+                lambda x, w: K.conv2d_cache(x, w.shape[:2], filters=w.shape[-1], **hp),
+            )
+        return _empty_batch_safe(*fns, rank=self.rank)
 
     def call(self, x, training):
         if self._channels_first:
@@ -372,6 +408,16 @@ class Conv2D(_Conv):
     PyTorch: ``F.conv2d(x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), bias,
     stride, padding, dilation)``; "same" padding becomes ``F.pad`` with
     ``(left, right, top, bottom)`` when it is asymmetric.
+
+    Inputs are not checked for NaN or inf here, as in ``Dense`` and the
+    pooling layers (``Model.fit``, ``predict`` and ``evaluate`` refuse them):
+    a non-finite input reaches the outputs whose window holds it, of its own
+    example only (an inf may come out as NaN). With "gemm" and "direct" it
+    reaches no other output; with "winograd" it may also reach the other
+    outputs of the 2 x 2 output tiles whose 4 x 4 input tiles hold it (the
+    NumPy kernels' transforms multiply it by zeros; the numba kernels'
+    additions keep it to its windows). A batch of 0 examples gives an empty
+    output and zero gradients.
     """
 
     rank = 2
