@@ -143,10 +143,20 @@ def set_num_threads(n: int) -> int:
     Parameters
     ----------
     n : int
-        At least 1. With threadpoolctl installed this sets BLAS's own limit
-        (as ``threadpoolctl.threadpool_limits(n, user_api="blas")`` would,
-        for good), which normlab's kernels follow; without it, normlab's
-        limit alone.
+        From 1 to 65536 (a Python or NumPy integer, not a bool). With
+        threadpoolctl installed this sets BLAS's own limit (as
+        ``threadpoolctl.threadpool_limits(n, user_api="blas")`` would, for
+        good), which normlab's kernels follow; without it, normlab's limit
+        alone. BLAS may hold fewer than asked (OpenBLAS: the number it was
+        built for); :func:`get_num_threads` says what is in force.
+
+    Raises
+    ------
+    InvalidParameterError
+        (a ``ValueError`` and a ``TypeError``) for anything else, before
+        anything is changed. 65536 is above any machine's core count and far
+        from the C ``int`` of BLAS's setter, where a larger value wraps
+        around (``2**32 + 1`` arrived there as 1 thread).
 
     Notes
     -----
@@ -157,8 +167,12 @@ def set_num_threads(n: int) -> int:
             model.fit(x, y)
     """
     global _user_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: n must be an int of at least 1. Got {n!r} instead.")
+    import numbers
+
+    from .._validation import Interval, validate_params
+
+    validate_params("set_num_threads", {"n": [Interval(numbers.Integral, 1, 1 << 16)]}, {"n": n})
+    n = int(n)
     previous = get_num_threads()
     for controller in _blas_controllers():
         controller.set_num_threads(n)
