@@ -55,8 +55,11 @@ class ShardedArraySource:
             else:
                 idx = perm[lo + a : lo + b]
                 xb = self._buffer[: b - a]
-                np.take(x, idx, axis=0, out=xb)
-                yield xb, (None if y is None else y[idx]), (None if w is None else w[idx])
+                # mode="clip": a permutation's indices are always in range, and under the default
+                # mode="raise" NumPy gathers into a temporary and copies it into ``out`` (one more
+                # copy of the shard per step); the same rows either way
+                x.take(idx, axis=0, out=xb, mode="clip")
+                yield xb, (None if y is None else y.take(idx, axis=0)), (None if w is None else w.take(idx, axis=0))
 
 
 class SlicedSource:
