@@ -106,6 +106,113 @@ def worker(args) -> None:
                           "allreduce_ms_per_step": 1e3 * secs / max(calls, 1), "gradient_bytes": grad_bytes}))
 
 
+class _Timers:
+    """Wall and CPU (thread) seconds spent inside wrapped callables, by label, nested calls counted in each."""
+
+    def __init__(self, comm=None):
+        self.wall, self.cpu, self.calls, self.polling = {}, {}, {}, {}
+        self.comm = comm  # its wait_cpu_seconds: the CPU time spent polling for the other ranks
+
+    def wrap(self, owner, name, label):
+        fn = getattr(owner, name)
+        timers = self
+
+        def timed(*a, **k):
+            lab = label(*a, **k) if callable(label) else label
+            w = timers.comm.wait_cpu_seconds if timers.comm is not None else 0.0
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                timers.wall[lab] = timers.wall.get(lab, 0.0) + time.perf_counter() - t
+                timers.cpu[lab] = timers.cpu.get(lab, 0.0) + time.thread_time() - c
+                timers.calls[lab] = timers.calls.get(lab, 0) + 1
+                if timers.comm is not None:
+                    timers.polling[lab] = timers.polling.get(lab, 0.0) + timers.comm.wait_cpu_seconds - w
+
+        setattr(owner, name, timed)
+
+
+def profile_worker(args) -> None:
+    """Under mpiexec: where a rank's step goes (wall and CPU ms per step, by part); rank 0 prints a JSON line.
+
+    Parts (nested ones inside their parents): the whole ``fit``; the step
+    (``_train_step``); forward + backward (``_backprop``, synchronized BN's
+    collectives inside); the gradient allreduce; synchronized BN's allgathers
+    and allreduces; the optimizer's update; the per-step reduction of the logs
+    and the agreement on stopping (each an allreduce); the metrics' update.
+    What ``fit`` spends outside the step: the loop, the batches (the shard's
+    gather), the metrics and logs.
+    """
+    import numpy as np
+
+    import normlab
+    from normlab.distributed import DataParallel
+    from normlab.distributed import _comm
+
+    dist = DataParallel(timeout=300)
+    model, shape = build(args.model, not args.plain_bn)
+    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  distribute=dist)
+    b = args.batch or BATCH[args.model]
+    rng = np.random.default_rng(0)
+    x = rng.random((b * args.steps,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    model.fit(x[: 2 * b], y[: 2 * b], batch_size=b, epochs=1, verbose=0, seed=0)
+    T = _Timers(dist._comm)
+    T.wrap(model, "_train_step", "step")
+    T.wrap(model, "_backprop", "step: forward + backward")
+    T.wrap(model, "_apply_optimizer", "step: optimizer update")
+    comm = dist._comm
+    T.wrap(comm, "allreduce_timed_", "step: gradient allreduce")
+    T.wrap(comm, "allgather", lambda a, what="": f"collective: {what}")
+    T.wrap(comm, "allreduce_", lambda a, what="": f"collective: {what}")
+    T.wrap(dist, "reduce_logs", "loop: reduce_logs")
+    T.wrap(dist, "any", "loop: any(stop_training)")
+    for m in model.metrics:
+        T.wrap(m, "update_state", "loop: metric update")
+    T.wrap(model, "fit", "fit")
+    model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1)
+    res = {"ranks": dist.size, "model": args.model, "batch": b, "steps": args.steps,
+           "synchronized_bn": not args.plain_bn, "loadavg": os.getloadavg()[0],
+           "wall_ms_per_step": {k: 1e3 * v / args.steps for k, v in T.wall.items()},
+           "cpu_ms_per_step": {k: 1e3 * v / args.steps for k, v in T.cpu.items()},
+           "cpu_less_polling_ms_per_step": {k: 1e3 * (v - T.polling[k]) / args.steps for k, v in T.cpu.items()},
+           "calls_per_step": {k: v / args.steps for k, v in T.calls.items()}}
+    everyone = comm.allgather(np.frombuffer(json.dumps(res).encode().ljust(8192), np.uint8))
+    if dist.is_chief:
+        print(json.dumps([json.loads(r.tobytes().decode()) for r in everyone]))
+
+
+def solo_worker(args) -> None:
+    """One process without MPI (no strategy): ``steps`` steps at ``--batch``; prints a JSON line.
+
+    With ``--start-file``, after its warm-up it waits until that file
+    exists (the driver creates it when every process is ready), so that
+    processes started together time the same seconds.
+    """
+    import numpy as np
+
+    import normlab
+
+    model, shape = build(args.model, not args.plain_bn)
+    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    b = args.batch or BATCH[args.model]
+    rng = np.random.default_rng(args.seed)
+    x = rng.random((b * args.steps,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    model.fit(x[: 2 * b], y[: 2 * b], batch_size=b, epochs=1, verbose=0, seed=0)
+    if args.start_file:
+        open(args.start_file + f".ready{args.seed}", "w").close()
+        while not os.path.exists(args.start_file):
+            time.sleep(0.001)
+    t, cpu = time.perf_counter(), time.process_time()
+    model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    print(json.dumps({"batch": b, "seconds": wall, "samples_per_s": len(x) / wall, "step_ms": 1e3 * wall / args.steps,
+                      "cpu_ms_per_step": 1e3 * cpu / args.steps}))
+
+
 class _OneRank:
     """The collectives of a single rank (what they return without moving data): the passes alone."""
 
@@ -305,6 +412,50 @@ def _run(cmd, env, timeout=900) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _ceiling_round(args, me, together: bool = True) -> dict:
+    """Two single processes without MPI (1 thread each, half the global batch each) timed over the same seconds.
+
+    The hardware's ceiling for 2 ranks: what two independent halves of the
+    training give on this machine (shared caches and memory bandwidth, the
+    other jobs), with no communication, no sharding and no strategy. Each
+    keeps its own optimizer update, as every rank does. Returns their summed
+    samples per second and the slower one's CPU time per step (of its half
+    batch: the step of a rank with nothing to wait for).
+
+    ``together=False``: one such process alone (the half batch's step
+    without a second process beside it). Against 1 process at the full
+    batch it splits the ceiling in two: what halving the batch leaves
+    (the step's parts that do not shrink with it: the update, per-layer
+    calls) and what running two processes at once costs (the machine).
+    """
+    import tempfile
+
+    half = (args.batch or BATCH[args.model]) // 2
+    cmd = [a for a in me if a != "--worker"]
+    i = cmd.index("--batch") if "--batch" in cmd else None
+    if i is not None:
+        del cmd[i : i + 2]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = os.path.join(tmp, "start")
+        procs = [subprocess.Popen([*cmd, "--batch", str(half), "--solo", "--seed", str(k), "--start-file", start],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_one_thread_env())
+                 for k in ((1, 2) if together else (1,))]
+        deadline = time.monotonic() + 600
+        while not all(os.path.exists(f"{start}.ready{k}") for k in range(1, len(procs) + 1)):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        open(start, "w").close()
+        outs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode:
+            raise RuntimeError(f"ceiling run failed:\n{out}\n{err}")
+    rs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return {"samples_per_s": sum(r["samples_per_s"] for r in rs), "step_ms": max(r["step_ms"] for r in rs),
+            "cpu_ms_per_step": max(r["cpu_ms_per_step"] for r in rs),
+            "overlap": min(r["seconds"] for r in rs) / max(r["seconds"] for r in rs)}
+
+
 def driver(args) -> dict:
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     me = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--steps", str(args.steps)]
@@ -312,7 +463,8 @@ def driver(args) -> dict:
         me += ["--batch", str(args.batch)]
     if args.plain_bn:
         me += ["--plain-bn"]
-    runs = {"1 rank": [], "2 ranks": [], "2 ranks plain BN": [], "torch 2 threads": []}
+    runs = {"1 rank": [], "2 ranks": [], "2 ranks plain BN": [], "torch 2 threads": [],
+            "ceiling: 2 processes, no MPI": [], "1 process, half batch, no MPI": []}
     for _ in range(args.rounds):
         runs["1 rank"].append(_run([mpiexec, "-n", "1", *me, "--worker"], _one_thread_env()))
         runs["2 ranks"].append(_run([mpiexec, "-n", "2", *me, "--worker"], _one_thread_env()))
@@ -321,6 +473,9 @@ def driver(args) -> dict:
                                                  _one_thread_env()))
         if not args.no_torch:
             runs["torch 2 threads"].append(_run([*me, "--torch"], _one_thread_env(2)))
+        if args.ceiling:
+            runs["ceiling: 2 processes, no MPI"].append(_ceiling_round(args, me))
+            runs["1 process, half batch, no MPI"].append(_ceiling_round(args, me, together=False))
     res = {"model": args.model, "batch": args.batch or BATCH[args.model], "steps": args.steps,
            "synchronized_bn": not args.plain_bn, "rounds": args.rounds,
            "loadavg": os.getloadavg()[0]}
@@ -340,6 +495,18 @@ def driver(args) -> dict:
     res["allreduce_share_of_step"] = res["2 ranks"]["allreduce_ms_per_step"] / res["2 ranks"]["step_ms"]
     if "torch 2 threads" in res:
         res["2_ranks_over_torch"] = two / res["torch 2 threads"]["samples_per_s"]
+    if "ceiling: 2 processes, no MPI" in res:
+        ceil = res["ceiling: 2 processes, no MPI"]
+        res["ceiling_speedup"] = ceil["samples_per_s"] / one
+        res["ceiling_cpu_speedup"] = res["1 rank"]["cpu_ms_per_step"] / ceil["cpu_ms_per_step"]
+        # 2 ranks against the ceiling: what normlab's distribution costs beyond what the machine does
+        res["2_ranks_over_ceiling"] = two / ceil["samples_per_s"]
+        res["2_ranks_over_ceiling_cpu"] = ceil["cpu_ms_per_step"] / res["2 ranks"]["cpu_ms_per_step"]
+        half = res["1 process, half batch, no MPI"]
+        # the ceiling = (what halving the batch gives) x (what 2 processes at once keep of it)
+        res["half_batch_cpu_speedup"] = res["1 rank"]["cpu_ms_per_step"] / half["cpu_ms_per_step"]
+        res["two_processes_cpu_efficiency"] = half["cpu_ms_per_step"] / ceil["cpu_ms_per_step"]
+    res["loadavg_end"] = os.getloadavg()[0]
     return res
 
 
@@ -355,7 +522,15 @@ def main(argv=None) -> None:
                    help="also 2 ranks with plain BN in every round (synchronized against plain, same run)")
     p.add_argument("--layer", action="store_true",
                    help="one process: a synchronized BN + activation pair against a plain one (no collectives)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also, in every round, 2 processes without MPI at half the batch each, started together: "
+                        "the machine's ceiling for 2 ranks")
+    p.add_argument("--profile", action="store_true",
+                   help="under mpiexec: wall and CPU ms per step by part of the step (allreduces, sync BN, update)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--solo", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--start-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the result here")
     p.add_argument("--latency", action="store_true", help="under mpiexec: allreduce times of several sizes")
@@ -364,6 +539,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.solo:
+        return solo_worker(args)
+    if args.profile:
+        return profile_worker(args)
     if args.layer:
         print(json.dumps(layer_ab(args), indent=1))
         return None
