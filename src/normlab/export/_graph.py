@@ -113,10 +113,23 @@ class GraphBuilder:
 
     # ------------------------------------------------------------ constants
     def const(self, base: str, value, dtype=None) -> str:
-        """An initializer holding ``value`` (in the graph's float dtype unless ``dtype`` is given)."""
+        """An initializer holding ``value`` (in the graph's float dtype unless ``dtype`` is given).
+
+        Raises :class:`ExportError` for a float constant that is NaN or inf in
+        the graph's type: a weight beyond float32's range exported with
+        ``dtype="float32"``, or a folded value that overflowed (the exporter
+        refuses non-finite weights before any conversion).
+        """
         from onnx import numpy_helper
 
-        arr = np.ascontiguousarray(np.asarray(value, dtype=dtype or self.dtype))
+        source = np.asarray(value)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, by name
+            arr = np.ascontiguousarray(np.asarray(source, dtype=dtype or self.dtype))
+        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+            finite_before = source.dtype.kind in "biuf" and bool(np.isfinite(source).all())
+            why = (f"finite values beyond the range of {arr.dtype} (largest magnitude "
+                   f"{float(np.abs(source).max()):.3g})" if finite_before else "NaN or inf")
+            raise ExportError(f"the constant {base!r} holds {why}; the graph would compute inf or NaN.")
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         name = self._consts.get(key)
         if name is None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import collections
+import errno
 import numbers
 import os
 
 import numpy as np
 
-from .._validation import Boolean, Interval, NoneOk, Options, validate_params
+from .._validation import Boolean, Interval, NoneOk, invalid_parameter, validate_params
 from ..layers.normalization import BatchNormalization
 from . import _keras_layers, _layers, _linear, _normalization  # noqa: F401  (they register their converters)
 from ._convert import converter_for
@@ -19,6 +20,8 @@ __all__ = ["to_onnx", "DEFAULT_OPSET"]
 
 #: ONNX 1.12 (2022): the first opset with LayerNormalization, and one that every current runtime reads
 DEFAULT_OPSET = 17
+
+_INT64_MAX = (1 << 63) - 1
 
 
 def _import_onnx():
@@ -36,8 +39,69 @@ def _as_model(model):
     inner = getattr(model, "model_", None)
     if inner is not None and hasattr(inner, "_program"):
         return inner
+    if inner is None and any(c.__module__.startswith("normlab.sklearn") for c in type(model).__mro__):
+        # a normlab estimator before fit: scikit-learn's NotFittedError (a ValueError and an AttributeError),
+        # as its predict would raise
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(model)
     raise TypeError(f"to_onnx: 'model' must be a normlab Sequential or Model (or a fitted normlab.sklearn "
                     f"estimator), got {type(model).__name__}.")
+
+
+def _checked_path(path):
+    """``path`` as a ``str`` (or None), refused before any work if no file can be written there."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise invalid_parameter("to_onnx", "path", "None, a str or a path-like object", path)
+    try:
+        name = os.fsdecode(os.fspath(path))
+    except TypeError:  # a PathLike whose __fspath__ returns something else
+        raise invalid_parameter("to_onnx", "path", "None, a str or a path-like object", path) from None
+    if not name:
+        raise invalid_parameter("to_onnx", "path", "None or a file name", path)
+    if os.path.isdir(name):
+        raise IsADirectoryError(errno.EISDIR, f"to_onnx: 'path' is a directory; expected a file name such as "
+                                              f"{os.path.join(name, 'model.onnx')!r}", name)
+    parent = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(parent):
+        kind = NotADirectoryError if os.path.exists(parent) else FileNotFoundError
+        what = "is not a directory" if kind is NotADirectoryError else "does not exist"
+        raise kind(errno.ENOTDIR if kind is NotADirectoryError else errno.ENOENT,
+                   f"to_onnx: the folder of 'path' ({parent!r}) {what}", name)
+    return name
+
+
+def _checked_dtype(dtype):
+    """``dtype`` as "float32", "float64" or None; a NumPy dtype or scalar type stands for its name."""
+    if dtype is None:
+        return None
+    try:
+        name = np.dtype(dtype).name if isinstance(dtype, (str, np.dtype, type)) else None
+    except TypeError:
+        name = None
+    if name not in ("float32", "float64"):
+        raise invalid_parameter("to_onnx", "dtype", "None or one of 'float32', 'float64'", dtype)
+    return name
+
+
+def _check_weights_finite(program) -> None:
+    """Refuse a model holding NaN or inf: its ONNX graph would compute NaN (``save_model`` refuses it too)."""
+    seen = set()
+    for layer, _ in program:
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        for store in (getattr(layer, "params", {}), getattr(layer, "buffers", {})):
+            for key, arr in store.items():
+                arr = np.asarray(arr)
+                if arr.dtype.kind != "f" or not arr.size or (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+                    continue
+                bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                raise ExportError(f"to_onnx: layer {layer.name!r} ({type(layer).__name__}) cannot be exported to "
+                                  f"ONNX: its weight {key!r} holds NaN or inf ({bad} of {arr.size} values); a "
+                                  f"model with non-finite weights computes NaN.")
 
 
 def _output_shape(layer, shapes) -> tuple:
@@ -89,19 +153,23 @@ def _rename(g: GraphBuilder, old: str, new: str) -> None:
                     field[i] = new
 
 
-def _save(proto, path) -> None:
-    """Write ``proto`` to ``path`` through a temporary file beside it: a reader never sees half a model."""
-    import onnx
+def _save(proto, path: str) -> None:
+    """Write ``proto`` to ``path`` through a temporary file beside it: a reader never sees half a model.
 
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    The writer of ``model.save`` (a new name in the same folder, flushed, then
+    renamed over the target; a symbolic link keeps pointing at the new file).
+    An error of the file system names ``to_onnx`` and ``path``, not the
+    temporary name.
+    """
+    from ..models._saving_files import _write_atomically
+
+    data = proto.SerializeToString()
     try:
-        onnx.save_model(proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        _write_atomically(path, lambda fh: fh.write(data))
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, f"to_onnx: cannot write the model to 'path' ({exc.strerror})", path) from exc
 
 
 def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_name: str = "output",
@@ -122,6 +190,8 @@ def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_n
         a fitted ``normlab.sklearn`` estimator stands for its ``model_``.
     path : str or path-like, optional
         Where to write the ``.onnx`` file (atomically); None: only return it.
+        Checked before any work: a directory, or a file in a folder that does
+        not exist, is refused at once.
     opset : int, optional
         The ONNX opset, from 13 to the newest the installed ``onnx`` knows.
         Default :data:`DEFAULT_OPSET` (17). Newer opsets use native operators
@@ -139,7 +209,8 @@ def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_n
         Fix the batch size; by default it is dynamic (the symbol ``"batch"``).
     dtype : {"float32", "float64"}, optional
         Element type of the input, the output and the weights; default the
-        model's.
+        model's. A NumPy dtype or scalar type (``np.float32``) stands for its
+        name.
 
     Returns
     -------
@@ -147,9 +218,26 @@ def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_n
 
     Raises
     ------
+    InvalidParameterError
+        An option of the wrong type or out of range (a ``ValueError`` and a
+        ``TypeError``; the message names the option and what it must be).
     ExportError
-        A layer with no ONNX form (the message names it and says why). Add
-        one with :func:`normlab.export.register_converter`.
+        A layer with no ONNX form (the message names it and says why; add
+        one with :func:`normlab.export.register_converter`), or a layer
+        whose weights hold NaN or inf (named with the weight), or a constant
+        that would be inf in the graph's type (a float64 weight beyond
+        float32's range with ``dtype="float32"``). A ``ValueError``.
+    ValueError
+        An unbuilt model; ``input_name`` equal to ``output_name`` or empty.
+    TypeError
+        ``model`` is not a normlab model or estimator.
+    sklearn.exceptions.NotFittedError
+        A ``normlab.sklearn`` estimator before ``fit``.
+    IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError
+        ``path`` is a directory, its folder is missing or not a folder, or
+        the file cannot be written (the message names ``to_onnx`` and
+        ``path``). Nothing is written when any error is raised, and the
+        model is never changed.
     ImportError
         Without the ``onnx`` package (``pip install 'normlab[onnx]'``).
 
@@ -175,12 +263,16 @@ def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_n
         "output_name": [str],
         "fold_batchnorm": [Boolean()],
         "batch_size": [NoneOk(), Interval(numbers.Integral, 1, None)],
-        "dtype": [NoneOk(), Options(("float32", "float64"))],
     }, {"opset": opset, "input_name": input_name, "output_name": output_name,
-        "fold_batchnorm": fold_batchnorm, "batch_size": batch_size, "dtype": dtype})
+        "fold_batchnorm": fold_batchnorm, "batch_size": batch_size})
+    if batch_size is not None and batch_size > _INT64_MAX:  # an ONNX dimension is an int64
+        raise invalid_parameter(who, "batch_size", "None or an int in the range [1, 2**63 - 1] (an ONNX "
+                                "dimension is an int64)", batch_size)
+    dtype = _checked_dtype(dtype)
     if not input_name or not output_name or input_name == output_name:
         raise ValueError(f"{who}: 'input_name' and 'output_name' must be two different non-empty names, got "
                          f"{input_name!r} and {output_name!r}.")
+    path = _checked_path(path)
     if not model.built:
         raise ValueError(f"{who}: model {model.name!r} is not built; build it (model.build(input_shape)), fit it "
                          f"or call it once first.")
@@ -189,6 +281,7 @@ def to_onnx(model, path=None, opset=None, *, input_name: str = "input", output_n
     batch = "batch" if batch_size is None else int(batch_size)
 
     program, out_index = model._program()
+    _check_weights_finite(program)
     in_shape = (None,) + tuple(model.input_shape[1:])
     g = GraphBuilder(opset, dtype, reserved=(input_name, output_name))
     values = [Tensor(input_name, in_shape, identity(len(in_shape)))]
