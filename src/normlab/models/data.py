@@ -84,8 +84,10 @@ class ArraySource:
             else:
                 idx = perm[lo:hi]
                 xb = self._buffer[: hi - lo]
-                np.take(x, idx, axis=0, out=xb)
-                yield xb, (None if y is None else y[idx]), (None if w is None else w[idx])
+                # mode="clip": the indices are a permutation's, always in range, and NumPy buffers ``out``
+                # (one more copy of the batch) only under the default mode="raise"; same rows either way
+                x.take(idx, axis=0, out=xb, mode="clip")
+                yield xb, (None if y is None else y.take(idx, axis=0)), (None if w is None else w.take(idx, axis=0))
 
 
 class _CheckedBatches:
