@@ -102,10 +102,10 @@ def _data(shape, filters, kernel, seed, algorithm="auto"):
     return layer, x, dy
 
 
-def _normlab_case(layer, x, dy):
+def _normlab_case(layer, x, dy, need_dx: bool = True):
     def step():
         layer(x, training=True)
-        return layer.backward(dy)
+        return layer._train_backward(dy, need_dx)  # what a model's step runs
 
     return step
 
@@ -127,11 +127,12 @@ def _torch_tensors(layer, x, dy, channels_last: bool):
     return xt, wt, bt, dyt
 
 
-def _torch_case(layer, x, dy, channels_last: bool, compiled: bool = False):
+def _torch_case(layer, x, dy, channels_last: bool, compiled: bool = False, need_dx: bool = True):
     F = torch.nn.functional
     xt, wt, bt, dyt = _torch_tensors(layer, x, dy, channels_last)
+    xt.requires_grad_(need_dx)
     pad = layer.kernel_size[0] // 2  # odd kernel, stride 1: "same" is symmetric
-    inputs = (xt, wt, bt)
+    inputs = (xt, wt, bt) if need_dx else (wt, bt)
     conv = torch.compile(lambda a, w, b: F.conv2d(a, w, b, padding=pad)) if compiled else (
         lambda a, w, b: F.conv2d(a, w, b, padding=pad))
 
@@ -158,9 +159,10 @@ def check_agreement(layer, x, dy) -> dict:
 
 
 def make_cases(shape=SHAPE, filters=FILTERS, kernel=KERNEL, *, use_torch: bool = True, seed: int = 0,
-               algorithms=("auto",), torch_variants=("torch NCHW", "torch NHWC")):
+               algorithms=("auto",), torch_variants=("torch NCHW", "torch NHWC"), need_dx: bool = True):
     """``(cases, (layer, x, dy), info)``: ``normlab <algorithm>`` for each algorithm that applies
-    (the same weights), and the torch variants that work here."""
+    (the same weights), and the torch variants that work here. ``need_dx=False``: no input
+    gradient on either side (a network's first layer)."""
     from normlab.kernels.conv import resolve_algorithm
 
     layer, x, dy = _data(shape, filters, kernel, seed)
@@ -173,14 +175,14 @@ def make_cases(shape=SHAPE, filters=FILTERS, kernel=KERNEL, *, use_torch: bool =
         other.params["kernel"][...] = layer.params["kernel"]
         other.params["bias"][...] = layer.params["bias"]
         name = "normlab" if algo == "auto" else f"normlab {algo}"
-        cases[name] = _normlab_case(other, x, dy)
+        cases[name] = _normlab_case(other, x, dy, need_dx)
         if use_torch and torch is not None:
             info[f"max_rel_diff {name}"] = check_agreement(other, x, dy)
     if use_torch and torch is not None:
         for variant in torch_variants:
             try:
                 step = _torch_case(layer, x, dy, channels_last=variant != "torch NCHW",
-                                   compiled=variant == "torch.compile")
+                                   compiled=variant == "torch.compile", need_dx=need_dx)
                 step()
             except Exception as exc:  # torch.compile needs a working inductor (C++ compiler)
                 info[f"{variant} failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -218,6 +220,7 @@ def bench_conv(
     cpu_clock: bool = True,
     algorithms=("auto",),
     torch_variants=("torch NCHW", "torch NHWC"),
+    need_dx: bool = True,
 ) -> dict:
     """Time the cases; returns medians (seconds per forward+backward), ratios to normlab's
     default ("auto") and the GEMM floor (the step's FLOPs at NumPy's sgemm rate).
@@ -226,8 +229,9 @@ def bench_conv(
     thread only, see the module docstring).
     """
     cases, (layer, x, dy), info = make_cases(shape, filters, kernel, use_torch=use_torch, seed=seed,
-                                             algorithms=algorithms, torch_variants=torch_variants)
-    row = {"shape": list(shape), "filters": filters, "kernel": kernel, "padding": "same", "info": info}
+                                             algorithms=algorithms, torch_variants=torch_variants, need_dx=need_dx)
+    row = {"shape": list(shape), "filters": filters, "kernel": kernel, "padding": "same", "info": info,
+           "need_dx": need_dx}
     t = time_interleaved(cases, cfg)
     row["timings"] = t
     first = next(iter(t))
@@ -236,7 +240,8 @@ def bench_conv(
         row[f"{name}_s"] = t[name]["median_s"]
         row[f"ratio vs {name}"] = row["normlab_s"] / t[name]["median_s"]
     n, h, w, c = shape
-    row["gflop"] = 3 * 2 * n * h * w * c * filters * kernel * kernel / 1e9  # fwd + dx + dW (stride 1, same)
+    # fwd + dW (+ dx) (stride 1, same)
+    row["gflop"] = (3 if need_dx else 2) * 2 * n * h * w * c * filters * kernel * kernel / 1e9
     row["sgemm_gflops"] = sgemm_rate(threads=1 if cpu_clock else 2)
     row["floor_s"] = row["gflop"] / row["sgemm_gflops"]
     if not cpu_clock:
@@ -272,7 +277,8 @@ def format_row(row: dict, threads: int) -> str:
     n, h, w, c = row["shape"]
     lines = [
         (
-            f"Conv2D forward+backward, input {tuple(row['shape'])} NHWC float32, {row['filters']} filters "
+            f"Conv2D forward+backward{'' if row.get('need_dx', True) else ' (no input gradient)'}, "
+            f"input {tuple(row['shape'])} NHWC float32, {row['filters']} filters "
             f"{row['kernel']}x{row['kernel']} 'same', {threads} thread(s); {row['gflop']:.2f} GFLOP per step; "
             f"auto = {row['info']['auto']}"
         ),
@@ -312,6 +318,8 @@ def main(argv=None) -> list:
     p.add_argument("--torch-variants", default="torch NCHW,torch NHWC",
                    help=f"comma-separated subset of {', '.join(TORCH_VARIANTS)}")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-input-grad", action="store_true",
+                   help="no input gradient on either side (a network's first layer: the sweep's first shape always)")
     args = p.parse_args(argv)
     if args.kernel % 2 != 1:
         raise SystemExit("--kernel must be odd (symmetric 'same' padding on the torch side)")
@@ -328,8 +336,10 @@ def main(argv=None) -> list:
     for threads in (int(t) for t in args.threads.split(",")):
         for s in shapes:
             with pinned_threads(threads):
+                first = args.sweep and s == FASHION_SHAPES[0]
                 row = bench_conv(s[:4], s[4], args.kernel, cfg, use_torch=not args.no_torch, cpu_clock=threads == 1,
-                                 algorithms=algos, torch_variants=variants)
+                                 algorithms=algos, torch_variants=variants,
+                                 need_dx=not (args.no_input_grad or first))
             row["threads"] = threads
             print(format_row(row, threads), flush=True)
             rows.append(row)

@@ -26,6 +26,9 @@ turn from the first ``--batches`` training images:
   convolutions choose their algorithm (``algorithm="auto"``);
 * ``normlab gemm`` (command line; ``gemm_variant=True``): the same with every
   convolution forced to the exact GEMM path;
+* ``normlab @REV`` (``--rev REV``): the same network built by the package as it
+  was at git revision ``REV`` (extracted and imported as ``normlab_rev``, as
+  ``ab_train_step.py`` does), in the same process and rounds: before / after;
 * ``torch``: ``opt.zero_grad(); ce(net(x), y).backward(); opt.step()``, NCHW;
 * ``torch CL``: the same net and inputs in ``torch.channels_last``;
 * ``torch.compile``: the net through ``torch.compile`` (skipped, with the
@@ -225,8 +228,23 @@ def _torch_case(model, x, y, batch, nb, lr, variant):
     return step, net
 
 
+def load_example_rev(rev: str):
+    """The example module built on the package as it was at git revision ``rev`` (``normlab_rev``)."""
+    from .ab_train_step import load_revision
+
+    nl = load_revision(rev)
+    with open(EXAMPLE) as fh:
+        text = fh.read().replace("import normlab\n", f"import {nl.__name__} as normlab\n")
+    text = text.replace("from normlab.", f"from {nl.__name__}.")
+    mod = type(sys)(f"normlab_example_rev_{rev}")
+    mod.__file__ = EXAMPLE
+    exec(compile(text, EXAMPLE, "exec"), mod.__dict__)
+    return mod, nl
+
+
 def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True, seed: int = 0, lr: float = 1e-3,
-               data=None, torch_variants=TORCH_VARIANTS, gemm_variant: bool = False, pool_variant: bool = False):
+               data=None, torch_variants=TORCH_VARIANTS, gemm_variant: bool = False, pool_variant: bool = False,
+               rev: str | None = None):
     """Return ``(callables, info, (model, x, y))``: one training step each, cycling through ``n_images``
     Fashion-MNIST images (or ``data = (x, y)``, channels-last).
 
@@ -254,6 +272,11 @@ def make_cases(*, batch: int = 128, n_images: int = 2048, use_torch: bool = True
     model = models["normlab"]
     for m in models.values():
         m.compile(optimizer=Adam(lr), loss="sparse_categorical_crossentropy")
+    if rev:
+        ex_rev, nl_rev = load_example_rev(rev)
+        m = models[f"normlab @{rev}"] = ex_rev.build_model(seed=seed, augment="none")
+        m.compile(optimizer=importlib.import_module(nl_rev.__name__ + ".optimizers").Adam(lr),
+                  loss="sparse_categorical_crossentropy")
     info = {"data": source, "batch": batch, "n_batches": nb, "params": model.count_params(),
             "steps_per_epoch": -(-EPOCH_IMAGES // batch), "flops_per_step": step_flops(model, batch)}
     cases, torch_cases = {}, {}
@@ -369,6 +392,7 @@ def bench_fashion_epoch(
     torch_variants=TORCH_VARIANTS,
     gemm_variant: bool = False,
     pool_variant: bool = False,
+    rev: str | None = None,
 ) -> dict:
     """Time the training steps at ``threads`` threads; returns a JSON-ready dict.
 
@@ -388,7 +412,7 @@ def bench_fashion_epoch(
     with pinned_threads(threads):
         cases, info, (model, x, y) = make_cases(batch=batch, n_images=n_images, use_torch=use_torch, seed=seed,
                                                 data=data, torch_variants=torch_variants, gemm_variant=gemm_variant,
-                                                pool_variant=pool_variant)
+                                                pool_variant=pool_variant, rev=rev)
         res["info"] = info
         rates = gemm_rate(threads)
         res["gemm_gflops"] = rates
@@ -480,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gemm-variant", action="store_true", help="skip the 'normlab gemm' case")
     p.add_argument("--one-pool", action="store_true",
                    help="add the 'normlab one_pool' case: the step inside _threads.one_pool() (BLAS on one thread)")
+    p.add_argument("--rev", help="also time the package as it was at this git revision (before / after)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps on small batches (numbers mean nothing)")
     p.add_argument("--repeats", type=int, help=f"timed repeats (default {EPOCH_CFG.repeats})")
@@ -508,6 +533,7 @@ def main(argv=None) -> dict:
             threads=t, batch=batch, n_images=4 * batch if args.quick else 2048, cfg=cfg,
             use_torch=not args.no_torch, full_epoch=args.full_epoch and not args.quick, seed=args.seed,
             torch_variants=variants, gemm_variant=not args.no_gemm_variant, pool_variant=args.one_pool,
+            rev=args.rev,
         )
         res["meta"]["command"] = "PYTHONPATH=src python benchmarks/bench_fashion_epoch.py " + " ".join(argv_list)
         print(format_text(res), flush=True)
