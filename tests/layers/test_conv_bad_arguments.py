@@ -356,3 +356,30 @@ def test_models_refuse_non_finite_inputs_before_any_convolution():
     x[1, 2, 2, 0] = np.nan
     with pytest.raises(ValueError, match="NaN|finite"):
         model.predict(x, verbose=0)
+
+
+# ------------------------------------------------------------------ sizes beyond any array, symbolic calls
+@pytest.mark.parametrize("arg, value", [("strides", 10**30), ("kernel_size", (3, 2**31)), ("dilation_rate", 2**40)])
+def test_sizes_beyond_any_array_are_refused_at_construction(arg, value):
+    """Before, strides=10**30 reached numba's kernels and failed there with a TypingError."""
+    with pytest.raises(InvalidParameterError, match=rf"^The '{arg}' parameter of Conv2D must be an int >= 1 or a "
+                                                    r"tuple of 2 ints >= 1, each at most 2147483647\. Got "
+                                                    + re.escape(repr(value)) + r" instead\.$"):
+        Conv2D(2, **{"kernel_size": 3, arg: value})
+    # the largest accepted stride: one output position
+    assert Conv1D(2, 3, strides=2**31 - 1)(np.ones((1, 5, 1))).shape == (1, 1, 2)
+
+
+def test_a_symbolic_call_checks_the_channels_as_a_build_would():
+    """Functional models: the error comes at the layer's call on the Input (as in Keras), not at Model(...)."""
+    with pytest.raises(ValueError, match=r"^Layer 'g' \(Conv2D\): the number of input channels must be divisible by "
+                                         r"groups; got 3 channels and groups=2 \(input shape \(None, 5, 5, 3\)\)\.$"):
+        Conv2D(4, 3, groups=2, name="g")(normlab.Input((5, 5, 3)))
+    built = Conv2D(4, 3, name="b")
+    built(np.ones((1, 5, 5, 2)))
+    with pytest.raises(ValueError, match=r"^Layer 'b' \(Conv2D\) was built for 2 input channels \(last axis\), got 3 "
+                                         r"channels in an input of shape \(None, 5, 5, 3\)\.$"):
+        built(normlab.Input((5, 5, 3)))
+    assert built(normlab.Input((5, 5, 2))).shape == (None, 3, 3, 4)
+    # an open channel size is left to the build
+    assert Conv2D(4, 3, groups=2)(normlab.Input((5, 5, None))).shape == (None, 3, 3, 4)

@@ -45,6 +45,9 @@ _DATA_FORMAT = [NoneOk(), Options(("channels_last", "channels_first"))]
 
 AXIS_NAMES = {1: ("steps",), 2: ("height", "width")}
 
+#: the largest kernel size, stride or dilation a convolution takes (2**31 - 1)
+_MAX_SIZE = (1 << 31) - 1
+
 
 def default_name(cls: type) -> str:
     """Keras's default layer name: ``"conv2d"``, ``"max_pooling1d_1"`` (not ``"conv2_d"``)."""
@@ -159,6 +162,11 @@ class _Conv(ActivatedLinear, Layer):
             raise invalid_parameter(type(self).__name__, "algorithm", f"{allowed} (Winograd's F(2x2, 3x3) is "
                                     f"for Conv2D only)", args["algorithm"])
         validate_params(type(self).__name__, self._param_constraints, args)
+        for arg in ("kernel_size", "strides", "dilation_rate"):
+            # beyond any array; and numba's kernels take sizes as int64 (10**30 failed there with a TypingError)
+            if max(SpatialSize(self.rank).normalize(args[arg])) > _MAX_SIZE:
+                expected = f"{SpatialSize(self.rank).describe()}, each at most {_MAX_SIZE}"
+                raise invalid_parameter(type(self).__name__, arg, expected, args[arg])
         if kwargs.get("name") is None:
             kwargs["name"] = default_name(type(self))
         super().__init__(**kwargs)
@@ -244,11 +252,7 @@ class _Conv(ActivatedLinear, Layer):
             raise ValueError(
                 f"{self._who()}: the channel axis ({self._channel_axis_name()}) of {tuple(input_shape)} is empty."
             )
-        if c_in % self.groups:
-            raise ValueError(
-                f"{self._who()}: the number of input channels must be divisible by groups; got {c_in} "
-                f"channels and groups={self.groups} (input shape {tuple(input_shape)})."
-            )
+        self._check_channels(input_shape)
         # spatial sizes are checked per call (check_input_shape): they may differ between calls
         kshape = self.kernel_size + (c_in // self.groups, self.filters)
         self.add_weight("kernel", kshape, self.kernel_initializer, self.kernel_regularizer)
@@ -257,18 +261,33 @@ class _Conv(ActivatedLinear, Layer):
             self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
             self._set_constraint("bias", self.bias_constraint)
 
+    def _check_channels(self, shape) -> None:
+        """The input channels of ``shape`` fit: the built kernel's count, else a multiple of ``groups``
+        (an open size, ``None``, fits; symbolic calls check here what a build would)."""
+        c_in = self._split(shape)[1]
+        if c_in is None:
+            return
+        if "kernel" in self.params:
+            built_for = self.params["kernel"].shape[-2] * self.groups
+            if c_in != built_for:
+                raise ValueError(
+                    f"{self._who()} was built for {built_for} input channels ({self._channel_axis_name()} axis), "
+                    f"got {c_in} channels in an input of shape {tuple(shape)}."
+                )
+        elif c_in % self.groups:
+            raise ValueError(
+                f"{self._who()}: the number of input channels must be divisible by groups; got {c_in} "
+                f"channels and groups={self.groups} (input shape {tuple(shape)})."
+            )
+
     def check_input_shape(self, shape):
         self._check_rank(shape)
-        c_in = self.params["kernel"].shape[-2] * self.groups
-        if self._split(shape)[1] != c_in:
-            raise ValueError(
-                f"{self._who()} was built for {c_in} input channels ({self._channel_axis_name()} axis), got "
-                f"{self._split(shape)[1]} channels in an input of shape {tuple(shape)}."
-            )
+        self._check_channels(shape)
         self._geometry(shape)
 
     def compute_output_shape(self, input_shape):
         self._check_rank(input_shape)
+        self._check_channels(input_shape)
         spatial = self._split(input_shape)[0]
         if any(n is None for n in spatial):  # symbolic shapes may leave spatial sizes open
             out = tuple(
