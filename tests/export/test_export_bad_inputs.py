@@ -138,7 +138,7 @@ def test_an_estimator_before_fit():
 
 
 def test_a_foreign_estimator_is_not_a_model():
-    sklearn = pytest.importorskip("sklearn")  # noqa: F841
+    pytest.importorskip("sklearn")
     from sklearn.linear_model import LogisticRegression
 
     with pytest.raises(TypeError, match="got LogisticRegression"):
@@ -383,8 +383,8 @@ def test_non_finite_weights_are_refused_naming_the_layer_and_the_weight(where, f
     path.write_bytes(b"the previous model")
     cls = type(layer).__name__
     with pytest.raises(ExportError, match=rf"^to_onnx: layer '{layer_name}' \({cls}\) cannot be exported to ONNX: its "
-                                          rf"weight '{key}' holds NaN or inf \(1 of {store[key].size} values\); a model "
-                                          r"with non-finite weights computes NaN\.$"):
+                                          rf"weight '{key}' holds NaN or inf \(1 of {store[key].size} values\); a "
+                                          r"model with non-finite weights computes NaN\.$"):
         to_onnx(model, path, fold_batchnorm=fold)
     assert path.read_bytes() == b"the previous model" and os.listdir(tmp_path) == ["m.onnx"]
     _assert_unchanged(model, before)

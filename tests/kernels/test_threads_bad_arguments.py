@@ -13,6 +13,8 @@ status 2, argparse's one line naming the argument) and nothing is compiled.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -38,7 +40,8 @@ def keep_threads():
 
 
 def _state():
-    return _threads.get_num_threads(), _threads._user_threads, [c.get_num_threads() for c in _threads._blas_controllers()]
+    blas = [c.get_num_threads() for c in _threads._blas_controllers()]
+    return _threads.get_num_threads(), _threads._user_threads, blas
 
 
 @pytest.mark.parametrize("bad", [
@@ -53,8 +56,6 @@ def test_set_num_threads_refuses_and_changes_nothing(bad, keep_threads):
 
 
 def _re_repr(value) -> str:
-    import re
-
     return re.escape(repr(value))
 
 
