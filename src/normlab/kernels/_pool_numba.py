@@ -9,6 +9,7 @@ is innermost and branch-free (selects), so LLVM vectorizes it.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 #: the tap index of a window whose maximum is NaN (no tap equals it: its gradient is 0)
@@ -18,28 +19,35 @@ NO_TAP = 255
 @njit(cache=True, nogil=True)
 def max_forward(xp, ph, pw, sh, sw, y, arg):
     """``y[n, p, q, c] = max`` over the window's taps (NaN if any tap is NaN, as ``np.maximum``),
-    ``arg[n, p, q, c]`` = the row-major index of its first maximal tap."""
+    ``arg[n, p, q, c]`` = the row-major index of its first maximal tap.
+
+    The running tap index is kept in a row of the data's dtype and converted to ``uint8`` once
+    per window: a ``uint8`` select beside the ``float32`` one kept LLVM from vectorizing the
+    channel loop (3.7x slower, 128 x 28 x 28 x 32 windows of 2 x 2)."""
     n_, ho, wo, nc = y.shape
+    af = np.empty(nc, y.dtype)
     for n in range(n_):
         for p in range(ho):
             r0 = p * sh
             for q in range(wo):
                 s0 = q * sw
+                yr = y[n, p, q]
+                ar = arg[n, p, q]
+                x0 = xp[n, r0, s0]
                 for c in range(nc):
-                    y[n, p, q, c] = xp[n, r0, s0, c]
-                    arg[n, p, q, c] = 0
+                    yr[c] = x0[c]
+                    af[c] = 0
                 for t in range(1, ph * pw):
-                    r = r0 + t // pw
-                    s = s0 + t % pw
+                    xr = xp[n, r0 + t // pw, s0 + t % pw]
+                    tf = y.dtype.type(t)
                     for c in range(nc):
-                        v = xp[n, r, s, c]
-                        m = y[n, p, q, c]
-                        take = v > m or v != v
-                        y[n, p, q, c] = v if take else m
-                        arg[n, p, q, c] = t if take else arg[n, p, q, c]
+                        v = xr[c]
+                        m = yr[c]
+                        take = (v > m) | (v != v)
+                        yr[c] = v if take else m
+                        af[c] = tf if take else af[c]
                 for c in range(nc):
-                    if y[n, p, q, c] != y[n, p, q, c]:
-                        arg[n, p, q, c] = NO_TAP
+                    ar[c] = np.uint8(af[c]) if yr[c] == yr[c] else np.uint8(NO_TAP)
 
 
 @njit(cache=True, nogil=True)
