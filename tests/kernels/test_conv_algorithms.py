@@ -105,7 +105,10 @@ def test_auto_choice():
     on = K._backend.numba_enabled()
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 32, 64) == ("winograd" if on else "gemm")
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 1, 32) == ("direct" if on else "gemm")
-    assert K.resolve_algorithm("auto", (5, 5), (2, 2), (1, 1), 1, 8) == ("direct" if on else "gemm")
+    assert K.resolve_algorithm("auto", (1, 9), (1, 2), (1, 1), 1, 8) == ("direct" if on else "gemm")
+    assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 1, 64, 224 * 64 * 4) == ("direct" if on else "gemm")
+    assert K.resolve_algorithm("auto", (7, 7), (2, 2), (1, 1), 1, 64) == "gemm"  # many taps
+    assert K.resolve_algorithm("auto", (1, 9), (1, 1), (1, 1), 1, 32, 4000 * 32 * 4) == "gemm"  # long rows
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 2, 32) == "gemm"
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 16, 16) == "gemm"
     assert K.resolve_algorithm("auto", (3, 3), (1, 1), (1, 1), 8, 32) == ("winograd" if on else "gemm")
