@@ -27,10 +27,18 @@ process; medians over the rounds. Usage::
     PYTHONPATH=src python benchmarks/bench_distributed.py --model cnn --steps 20 --rounds 3
     PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --compare-plain --no-torch --rounds 5
     PYTHONPATH=src python benchmarks/bench_distributed.py --layer --rounds 5
+    PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --steps 60 --rounds 5 --ceiling --compare-plain
+    PYTHONPATH=src mpiexec -n 2 python benchmarks/bench_distributed.py --model mlp --steps 60 --profile
 
 ``--compare-plain`` adds 2 ranks with plain BN to every round (synchronized
 against plain in the same run); ``--layer`` times the synchronized BN +
 activation pair against the plain one in one process, without collectives.
+``--ceiling`` adds to every round two processes without MPI at half the
+global batch each, started together, and one such process alone: the
+machine's ceiling for 2 ranks (``ceiling_cpu_speedup``), split into
+``half_batch_cpu_speedup`` and ``two_processes_cpu_efficiency``.
+``--profile`` (under mpiexec) prints, for every rank, the wall and CPU
+milliseconds per step spent in each part of a step.
 """
 
 from __future__ import annotations
