@@ -27,6 +27,7 @@ called on ``float64`` input, in which case it computes in ``float64``
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import numbers
 import sys
@@ -39,8 +40,8 @@ import numpy as np
 from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
-from .._registry import Registry, snake_case
-from .._validation import Boolean, InvalidParameterError, NoneOk, Options, validate_params
+from .._registry import LookupFailed, Registry, argument_error, check_failed, snake_case
+from .._validation import Boolean, InvalidParameterError, NoneOk, Options, _as_constraint, validate_params
 from ._symbolic import is_symbolic, symbolic_call
 
 registry = Registry("layer")
@@ -123,6 +124,84 @@ def _marking_build(raw):
 
     build._marks_built = True
     return build
+
+
+# constructor arguments resolved by name, by the ending of their name: (registry's module, base, forms the
+# getter takes besides names, configs and instances)
+_LOOKUP_KINDS = (
+    ("_initializer", _initializers, _initializers.Initializer, (np.ndarray, np.generic), ("a NumPy array",)),
+    ("_regularizer", _regularizers, _regularizers.Regularizer, (), ()),
+    ("_constraint", _constraints, _constraints.Constraint, (), ()),
+)
+
+
+def _check_lookup(cls: type, name: str, value, module, base: type, also: tuple, also_words: tuple) -> None:
+    """Reject ``value`` for the constructor argument ``name`` of ``cls`` unless ``module.get`` resolves it.
+
+    The class's declared constraints for ``name`` judge the type first (their
+    message, as the constructor's own check would word it); then the lookup:
+    an unknown name, a config dict that is malformed or names an unknown
+    class, or an object of the wrong type gives the template naming ``cls``,
+    ``name`` and every accepted name, followed by the registry's reason.
+    """
+    declared = (getattr(cls, "_param_constraints", None) or {}).get(name)
+    if declared is not None:
+        validate_params(cls, {name: declared}, {name: value})
+        cs = [_as_constraint(c) for c in declared]
+        none_ok = any(c.is_satisfied_by(None) for c in cs)
+        if also and not any(c.is_satisfied_by(np.zeros(1)) for c in cs):  # the declaration refuses arrays
+            also_words = ()
+    else:
+        none_ok = base is not _initializers.Initializer
+    reason = module.registry.problem(value, base, also)
+    if reason is not None:
+        extras = tuple(also_words) + (("None",) if none_ok else ())
+        raise check_failed(cls, name, value, reason, module.registry.expected(base, extras))
+
+
+def _checking_lookups(raw):
+    """Wrap a layer's ``__init__`` so that its initializer / regularizer / constraint arguments are checked first.
+
+    The layers resolve these arguments with ``initializers.get`` and the like,
+    whose message names the unknown name but not the layer or the argument;
+    checked here, before the constructor runs, an unknown name fails with the
+    parameter template (``The 'kernel_initializer' parameter of Dense must be
+    ...``) and leaves nothing behind (no layer name taken). Arguments left at
+    their defaults are not checked; a call that does not bind (a missing or
+    unexpected argument) goes to the constructor, which words its own error.
+    """
+    if getattr(raw, "_checks_lookups", False):
+        return raw
+    sig = inspect.signature(raw)
+    lookups = [(pname, p.default, kind[1:]) for pname, p in sig.parameters.items()
+               for kind in _LOOKUP_KINDS if pname.endswith(kind[0])]
+    if not lookups:
+        return raw
+
+    @functools.wraps(raw)
+    def __init__(self, *args, **kwargs):
+        try:
+            values = sig.bind(self, *args, **kwargs).arguments
+        except TypeError:
+            return raw(self, *args, **kwargs)
+        for pname, default, kind in lookups:
+            if pname in values and values[pname] is not default:
+                _check_lookup(type(self), pname, values[pname], *kind)
+        return raw(self, *args, **kwargs)
+
+    __init__._checks_lookups = True
+    return __init__
+
+
+def _resolve(layer, arg: str, value, module, base: type):
+    """``module.get(value)`` for :meth:`Layer.add_weight`'s argument ``arg``; a failed lookup names the layer."""
+    try:
+        return module.get(value)
+    except LookupFailed as exc:
+        err = argument_error(f"Layer {layer.name!r} ({type(layer).__name__}).add_weight", arg, value, exc, base)
+        if err is None:
+            raise
+        raise err from None
 
 
 def _checked_shape(input_shape, who: str) -> tuple:
@@ -217,6 +296,8 @@ class Layer:
             registry.register(cls)
         if "build" in cls.__dict__:
             cls.build = _marking_build(cls.__dict__["build"])
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checking_lookups(cls.__dict__["__init__"])
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype=None, **kwargs):
         declared = _declared_input_shape(type(self).__name__, kwargs)
@@ -282,7 +363,12 @@ class Layer:
                 f"Layer {self.name!r} ({type(self).__name__}) is already built: build() cannot add the weight "
                 f"{key!r} again (as in Keras, all weights are created by the first build)."
             )
-        init = _initializers.get(initializer)
+        # every lookup before any allocation: a bad name leaves the layer as it was
+        init = _resolve(self, "initializer", initializer, _initializers, _initializers.Initializer)
+        reg = con = None
+        if trainable:
+            reg = _resolve(self, "regularizer", regularizer, _regularizers, _regularizers.Regularizer)
+            con = _resolve(self, "constraint", constraint, _constraints, _constraints.Constraint)
         try:
             value = np.ascontiguousarray(init(shape, dtype=self.dtype, rng=self._build_rng))
         except ValueError as exc:  # the initializer's own message, with the layer and the weight it was for
@@ -290,10 +376,9 @@ class Layer:
         if trainable:
             self.params[key] = value
             self.grads[key] = np.zeros_like(value)
-            reg = _regularizers.get(regularizer)
             if reg is not None:
                 self._regularizers[key] = reg
-            self._set_constraint(key, constraint)
+            self._set_constraint(key, con)
         else:
             self.buffers[key] = value
         return value
@@ -339,7 +424,7 @@ class Layer:
 
     def _set_constraint(self, key: str, constraint) -> None:
         """Attach ``constraint`` (a name, config, instance or None) to the trainable weight ``key``."""
-        con = _constraints.get(constraint)
+        con = _resolve(self, "constraint", constraint, _constraints, _constraints.Constraint)
         if con is not None:
             self._constraints[key] = con
 

@@ -24,6 +24,7 @@ from ..callbacks.base import Callback, CallbackList, History
 from ..callbacks.progbar import ProgbarLogger, resolve_verbose
 from ..errors import NonFiniteError
 from ..kernels.checks import all_finite
+from .._registry import LookupFailed, argument_error
 from .._validation import Boolean, Interval, NoneOk, real_array, validate_params
 from ..layers.base import Layer, as_float_array
 from ..utils import _random
@@ -65,6 +66,25 @@ def _distributed(method):
             return method(self, *args, **kwargs)
 
     return call
+
+
+def _compile_lookup(owner: str, arg: str, value, get, base: type, extras: tuple, in_list: bool = False):
+    """``get(value)`` for ``compile``'s argument ``arg``, a failed lookup worded as the parameter template.
+
+    A name, config or type that no registry resolves raises the template
+    naming ``owner`` (``Sequential.compile``) and ``arg``, with the accepted
+    names; ``in_list``: ``value`` is one entry of the list ``arg``.
+    """
+    try:
+        return get(value)
+    except LookupFailed as exc:
+        err = argument_error(owner, arg, value, exc, base, extras)
+        if err is None:
+            raise
+        if in_list:  # the template's "must be" describes one entry of the list
+            err = type(err)(str(err).replace(f"The {arg!r} parameter of {owner} must be",
+                                             f"Each entry of the {arg!r} parameter of {owner} must be", 1))
+        raise err from None
 
 
 class BaseModel:
@@ -213,10 +233,15 @@ class BaseModel:
             if value is not None and not isinstance(value, (list, tuple)):
                 raise TypeError(f"{type(self).__name__}.compile: '{arg}' must be a list of metric names or Metric "
                                 f"instances, got {value!r} (write {arg}=[{value!r}]).")
-        opt = _optimizers.get(optimizer)
-        loss_obj = _losses.get(loss)
-        ms = [_metrics.get(m, loss_obj) for m in (metrics or [])]
-        weighted = [_metrics.get(m, loss_obj) for m in (weighted_metrics or [])]
+        opt = _compile_lookup(owner, "optimizer", optimizer, _optimizers.get, _optimizers.Optimizer,
+                              ("a GradientTransformation (normlab.optim.transforms.chain(...))",))
+        loss_obj = _compile_lookup(owner, "loss", loss, _losses.get, _losses.Loss,
+                                  ("a loss function of normlab.losses",))
+        ms = [_compile_lookup(owner, "metrics", m, lambda v: _metrics.get(v, loss_obj), _metrics.Metric,
+                              ("a function fn(y_true, y_pred)",), in_list=True) for m in (metrics or [])]
+        weighted = [_compile_lookup(owner, "weighted_metrics", m, lambda v: _metrics.get(v, loss_obj),
+                                    _metrics.Metric, ("a function fn(y_true, y_pred)",), in_list=True)
+                    for m in (weighted_metrics or [])]
         taken = {m.name for m in ms}
         for k, m in enumerate(weighted):
             if m.name in taken:  # Keras's name for a weighted twin; the caller's instance keeps its own
