@@ -242,3 +242,104 @@ def test_one_pool_restores_blas_after_an_exception():
             raise KeyError("inside the step")
         assert _threads._held is None
         assert all(c.get_num_threads() == 2 for c in _threads._blas_controllers())
+
+
+def _openblas_haswell_kernels() -> bool:
+    """OpenBLAS running its Haswell kernels (Haswell and later Intel cores, and AMD Zen)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    return bool(info) and all(i.get("internal_api") == "openblas" and i.get("architecture") in ("Haswell", "Zen")
+                              for i in info)
+
+
+@pytest.mark.parametrize("m,k,n", [(1024, 784, 100), (784, 1024, 100), (100, 1024, 100), (4099, 300, 70)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_blocks_give_the_one_call_bits_on_openblas(monkeypatch, dtype, m, k, n):
+    # a 1-thread training step makes one BLAS call per product (one_pool holds nothing at 1
+    # thread); with block bounds on multiples of MATMUL_ALIGN rows, OpenBLAS's Haswell kernels
+    # give each row the same bits in a block as in the whole call, so the step at 2 threads
+    # gives the 1-thread step's bits (blocks on multiples of 16 or 64 rows did not)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not _openblas_haswell_kernels():
+        pytest.skip("a property of OpenBLAS's Haswell kernels")
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    at = rng.standard_normal((k, m)).astype(dtype).T  # a transposed operand, as in dW = x.T @ dz
+    monkeypatch.setattr(_threads, "_held", 2)
+    assert len(_threads._row_blocks(m, k, n)) >= 2
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):  # as inside one_pool, and in a 1-thread step
+        for x in (a, at):
+            np.testing.assert_array_equal(_threads.matmul(x, b), np.matmul(x, b))
+
+
+def test_row_blocks_follow_the_shape():
+    blocks = _threads._row_blocks(1024, 100, 100)  # 10M multiply-adds: two blocks, one per core of two
+    assert blocks == [(0, 528), (528, 1024)]
+    blocks = _threads._row_blocks(1024, 784, 100)  # 80M: one block per MATMUL_BLOCK_FLOPS (16.8M)
+    assert len(blocks) == 4
+    assert len(_threads._row_blocks(8192, 784, 100)) == _threads.MATMUL_BLOCKS
+    assert [lo for lo, _ in blocks] == sorted({lo for lo, _ in blocks})
+    assert all(lo % _threads.MATMUL_ALIGN == 0 for lo, _ in blocks) and blocks[-1][1] == 1024
+    assert _threads._row_blocks(100, 1024, 100) == [(0, 48), (48, 100)]
+    assert _threads._row_blocks(1024, 100, 10) is None  # under MIN_PARALLEL_FLOPS: one call
+    assert _threads._row_blocks(40, 10**5, 100) is None  # one block of rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmuls_gives_matmuls_bits_at_any_thread_count_in_one_hand_off(monkeypatch, dtype):
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_FLOPS", 1 << 16)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((700, 90)).astype(dtype)
+    dz = rng.standard_normal((700, 60)).astype(dtype)
+    w = rng.standard_normal((90, 60)).astype(dtype)
+    small = rng.standard_normal((30, 5)).astype(dtype)  # one call, run beside the others' blocks
+    calls = []
+    run_parts = _threads.run_parts
+    monkeypatch.setattr(_threads, "run_parts", lambda *a: (calls.append(a[1:]), run_parts(*a))[1])
+    for threads in (1, 2, 3, 8):
+        monkeypatch.setattr(_threads, "_held", threads)
+        expected = [_threads.matmul(x.T, dz), _threads.matmul(dz, w.T), _threads.matmul(small, small.T)]
+        outs = [np.full((90, 60), np.nan, dtype), np.full((700, 90), np.nan, dtype), np.full((30, 30), np.nan, dtype)]
+        calls.clear()
+        _threads.matmuls([(x.T, dz, outs[0]), (dz, w.T, outs[1]), (small, small.T, outs[2])])
+        assert len(calls) == 1 and calls[0][1] == threads  # one hand-off for all three
+        for got, want in zip(outs, expected):
+            np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(_threads, "_held", None)  # outside one_pool: one call each
+    outs = [np.empty((90, 60), dtype), np.empty((700, 90), dtype)]
+    calls.clear()
+    _threads.matmuls([(x.T, dz, outs[0]), (dz, w.T, outs[1])])
+    assert not calls
+    np.testing.assert_array_equal(outs[0], x.T @ dz)
+    np.testing.assert_array_equal(outs[1], dz @ w.T)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_dense_training_gives_the_one_thread_bits_at_two_threads(monkeypatch, bias):
+    # the README's "the same bit for bit at any thread count", through fit: a 1-thread step makes
+    # one BLAS call per product, a 2-thread step the row blocks (and dW, dx in one hand-off)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not _openblas_haswell_kernels():
+        pytest.skip("a property of OpenBLAS's Haswell kernels")
+    import normlab
+    from normlab.layers import Activation, BatchNormalization, Dense
+    from normlab.optimizers import SGD
+
+    monkeypatch.setattr(_threads, "MIN_PARALLEL_FLOPS", 1 << 16)  # cut the small products too
+    rng = np.random.default_rng(7)
+    x = rng.random((300, 64), dtype=np.float32)
+    y = rng.integers(0, 10, size=300)
+    weights = []
+    for threads in (1, 2, 3):
+        model = normlab.Sequential([Dense(50, use_bias=bias), BatchNormalization(), Activation("sigmoid"),
+                                    Dense(40, use_bias=bias), BatchNormalization(), Activation("sigmoid"),
+                                    Dense(10, activation="softmax")])
+        model.build((None, 64), seed=0)
+        model.compile(optimizer=SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy")
+        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+            model.fit(x, y, batch_size=150, epochs=2, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other):
+            np.testing.assert_array_equal(a, b)

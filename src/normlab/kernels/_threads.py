@@ -62,7 +62,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["get_num_threads", "set_num_threads", "run_parts", "split", "elementwise", "MIN_PARALLEL_ELEMENTS",
-           "BLOCK", "blas_single", "one_pool", "matmul"]
+           "BLOCK", "blas_single", "one_pool", "matmul", "matmuls"]
 
 #: Elements (of the largest array a kernel streams) below which a kernel runs on one thread.
 #: Measured on the 2-core machine of benchmarks/README.md ("Threads"), batch norm + relu forward
@@ -306,9 +306,64 @@ def one_pool():
 
 #: multiply-adds below which :func:`matmul` is one BLAS call (a hand-off costs ~30-100 us)
 MIN_PARALLEL_FLOPS = 1 << 23
-#: the most row blocks :func:`matmul` cuts a product into (one thread runs them in turn:
-#: measured 2-7 % slower than one call at 1 thread, the price of the same bits at any count)
+#: the most row blocks :func:`matmul` cuts a product into
 MATMUL_BLOCKS = 8
+#: multiply-adds per row block: a product of at least MIN_PARALLEL_FLOPS gets one block per
+#: MATMUL_BLOCK_FLOPS, at least 2 and at most MATMUL_BLOCKS. Run in turn on one thread, the
+#: BN-paper net's products (batch 1024) took 0-2 % more CPU time than one call in 2 blocks, 0-3 %
+#: in 4, 3-10 % in 8; at 2 threads the critical path of its 1024 x 100 x 100 product was 295 us
+#: in eight 128-row blocks, 257 us in two (one call: 358 us). Its 1024 x 784 x 100 products get
+#: 4 blocks, the 100-unit ones 2
+MATMUL_BLOCK_FLOPS = 1 << 24
+#: block bounds fall on multiples of this many rows. With OpenBLAS 0.3.31's Haswell kernels (also
+#: those of AMD Zen), a float32 row gets the bits of one whole call when its block starts on a
+#: multiple of 12 rows (not of 16 or 64: the old 8 blocks of 128 rows changed the bits); float64
+#: keeps them at multiples of 48 too. So there the blocks of a 2-thread step give the bits of the
+#: one call per product that a 1-thread step makes (tests/kernels/test_threads.py)
+MATMUL_ALIGN = 48
+
+
+def _row_blocks(m: int, k: int, n: int) -> list[tuple[int, int]] | None:
+    """The row blocks of an ``(m, k) @ (k, n)`` product inside :func:`one_pool`, fixed by the
+    shape alone; None: one call (small, or one block)."""
+    if m * k * n < MIN_PARALLEL_FLOPS:
+        return None
+    units = -(-m // MATMUL_ALIGN)
+    blocks = min(MATMUL_BLOCKS, units, max(2, m * k * n // MATMUL_BLOCK_FLOPS))
+    if blocks < 2:
+        return None
+    return [(u0 * MATMUL_ALIGN, min(m, u1 * MATMUL_ALIGN)) for u0, u1 in split(units, blocks)]
+
+
+def matmuls(products) -> None:
+    """``np.matmul(a, b, out=out)`` for each ``(a, b, out)`` of ``products`` (2-D, independent),
+    their row blocks (:func:`matmul`) split over normlab's threads in one hand-off.
+
+    Each product is cut as :func:`matmul` cuts it alone, so each gives the same bits as
+    :func:`matmul` would. For the two products of a Dense layer's backward pass
+    (``dW = x.T @ dz`` and ``dx = dz @ W.T``): one hand-off instead of two, and the products
+    too small to be cut run side by side.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    jobs, total = [], 0
+    for a, b, out in products:
+        total += a.shape[0] * a.shape[1] * b.shape[1]
+        blocks = _row_blocks(a.shape[0], a.shape[1], b.shape[1]) if _held is not None else None
+        if blocks is None:
+            jobs.append((a, b, out, 0, a.shape[0]))
+        else:
+            jobs.extend((a, b, out, lo, hi) for lo, hi in blocks)
+    if _held is None or len(jobs) < 2 or total < MIN_PARALLEL_FLOPS:  # small ones: a hand-off costs more
+        for a, b, out, lo, hi in jobs:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        return
+
+    def part(j0, j1):
+        for a, b, out, lo, hi in jobs[j0:j1]:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+
+    run_parts(part, len(jobs), _held)
 
 
 def matmul(a, b, out=None):
@@ -317,27 +372,28 @@ def matmul(a, b, out=None):
     over normlab's threads.
 
     The blocks depend on the shape alone (at most :data:`MATMUL_BLOCKS` of them, at
-    least 64 rows each), not on the thread count, and one thread runs the same blocks
-    in turn: a BLAS may sum a row in another order depending on how many rows it is
-    given (OpenBLAS 0.3.31's float32 kernels do), so a split that followed the thread
-    count would change the bits. Each row's sum over the inner axis is never cut.
-    Outside :func:`one_pool` it is one BLAS call. ``out``: as :func:`numpy.matmul`.
+    least 2 for a product of :data:`MIN_PARALLEL_FLOPS` multiply-adds or more, their
+    bounds on multiples of :data:`MATMUL_ALIGN` rows), not on the thread count, and
+    one thread runs the same blocks in turn: a BLAS may sum a row in another order
+    depending on how many rows it is given (OpenBLAS 0.3.31's float32 kernels do), so
+    a split that followed the thread count would change the bits. Each row's sum over
+    the inner axis is never cut. Outside :func:`one_pool` it is one BLAS call.
+    ``out``: as :func:`numpy.matmul`.
     """
     import numpy as np  # noqa: PLC0415 - keep this module free of a top-level NumPy import
 
     m = a.shape[0]
     if out is None:
         out = np.empty((m, b.shape[1]), dtype=np.result_type(a, b))
-    if _held is None or m < 2 * 64 or m * a.shape[1] * b.shape[1] < MIN_PARALLEL_FLOPS:
+    blocks = _row_blocks(m, a.shape[1], b.shape[1]) if _held is not None else None
+    if blocks is None:
         return np.matmul(a, b, out=out)
-    rows = max(64, -(-(-(-m // MATMUL_BLOCKS)) // 16) * 16)
 
     def part(k0, k1):
-        for k in range(k0, k1):
-            lo, hi = k * rows, min(m, (k + 1) * rows)
+        for lo, hi in blocks[k0:k1]:
             np.matmul(a[lo:hi], b, out=out[lo:hi])
 
-    run_parts(part, -(-m // rows), _held)
+    run_parts(part, len(blocks), _held)
     return out
 
 
