@@ -403,6 +403,32 @@ def _log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+def machine_kernels() -> dict:
+    """The CPU-specific code a run's bits depend on: the BLAS's kernel set and numba's target CPU.
+
+    OpenBLAS picks its kernels by CPU (``Haswell``, ``SkylakeX``, ...) and
+    numba compiles for the host CPU; either sums in another order on another
+    CPU, and a small experiment's trajectory (hence its table) follows.
+    """
+    out = {}
+    try:
+        import threadpoolctl
+
+        # NumPy's own BLAS (other packages may load theirs; normlab's products go through NumPy's)
+        out["blas"] = sorted(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}"
+                             for i in threadpoolctl.threadpool_info()
+                             if i.get("user_api") == "blas" and "numpy" in os.path.basename(os.path.dirname(i["filepath"])))
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        out["blas"] = None
+    try:
+        import llvmlite.binding as llvm
+
+        out["cpu"] = llvm.get_host_cpu_name()
+    except ImportError:
+        out["cpu"] = None
+    return out
+
+
 def provenance(name: str, seconds: float) -> dict:
     import numpy
 
@@ -419,6 +445,7 @@ def provenance(name: str, seconds: float) -> dict:
         "script": f"python docs/figures.py {name} --write-docs",
         "numba": _backend.numba_enabled(),
         "versions": versions,
+        "machine": machine_kernels(),
         "threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "BLAS default",
         # wall time on a machine shared with other jobs: see the load average beside it
         "seconds": round(seconds, 1),
