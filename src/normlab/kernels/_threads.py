@@ -294,7 +294,13 @@ def one_pool():
         return
     n = get_num_threads()
     if n == 1:
-        yield
+        # held at 1 all the same: matmul then runs the row blocks a 2-thread step splits, in
+        # turn, so the bits do not depend on the thread count whatever the BLAS
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = None
         return
     with blas_single(n):
         _held = n
@@ -315,11 +321,12 @@ MATMUL_BLOCKS = 8
 #: in eight 128-row blocks, 257 us in two (one call: 358 us). Its 1024 x 784 x 100 products get
 #: 4 blocks, the 100-unit ones 2
 MATMUL_BLOCK_FLOPS = 1 << 24
-#: block bounds fall on multiples of this many rows. With OpenBLAS 0.3.31's Haswell kernels (also
-#: those of AMD Zen), a float32 row gets the bits of one whole call when its block starts on a
-#: multiple of 12 rows (not of 16 or 64: the old 8 blocks of 128 rows changed the bits); float64
-#: keeps them at multiples of 48 too. So there the blocks of a 2-thread step give the bits of the
-#: one call per product that a 1-thread step makes (tests/kernels/test_threads.py)
+#: block bounds fall on multiples of this many rows. A step runs the same blocks at any thread
+#: count (one_pool holds 1 thread too), which gives the same bits with any BLAS; besides, with
+#: OpenBLAS 0.3.31's Haswell kernels (also those of AMD Zen) a float32 row gets the bits of one
+#: whole call when its block starts on a multiple of 12 rows (not of 16 or 64); float64 keeps
+#: them at multiples of 48 too, so there the blocks also match a plain ``x @ w``
+#: (tests/kernels/test_threads.py)
 MATMUL_ALIGN = 48
 
 
