@@ -82,8 +82,9 @@ def build(model: str, sync: bool):
     return m, (28, 28, 1)
 
 
-def worker(args) -> None:
-    """One run under mpiexec (or alone): rank 0 prints a JSON line."""
+def _compiled_run(args):
+    """The model of ``args`` compiled with ``DataParallel`` and run on two batches first (kernels
+    compiled, ranks bound): ``(strategy, model, x, y, global batch)``."""
     import numpy as np
 
     import normlab
@@ -97,7 +98,15 @@ def worker(args) -> None:
     rng = np.random.default_rng(0)
     x = rng.random((b * args.steps,) + shape, dtype=np.float32)
     y = rng.integers(0, 10, len(x))
-    model.fit(x[: 2 * b], y[: 2 * b], batch_size=b, epochs=1, verbose=0, seed=0)  # compile kernels, bind
+    model.fit(x[: 2 * b], y[: 2 * b], batch_size=b, epochs=1, verbose=0, seed=0)
+    return dist, model, x, y, b
+
+
+def worker(args) -> None:
+    """One run under mpiexec (or alone): rank 0 prints a JSON line."""
+    import numpy as np
+
+    dist, model, x, y, b = _compiled_run(args)
     calls0, secs0, wait0 = dist.allreduce_calls, dist.allreduce_seconds, dist._comm.wait_cpu_seconds
     t, cpu = time.perf_counter(), time.process_time()
     model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1)
@@ -154,19 +163,7 @@ def profile_worker(args) -> None:
     """
     import numpy as np
 
-    import normlab
-    from normlab.distributed import DataParallel
-    from normlab.distributed import _comm
-
-    dist = DataParallel(timeout=300)
-    model, shape = build(args.model, not args.plain_bn)
-    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                  distribute=dist)
-    b = args.batch or BATCH[args.model]
-    rng = np.random.default_rng(0)
-    x = rng.random((b * args.steps,) + shape, dtype=np.float32)
-    y = rng.integers(0, 10, len(x))
-    model.fit(x[: 2 * b], y[: 2 * b], batch_size=b, epochs=1, verbose=0, seed=0)
+    dist, model, x, y, b = _compiled_run(args)
     T = _Timers(dist._comm)
     T.wrap(model, "_train_step", "step")
     T.wrap(model, "_backprop", "step: forward + backward")
