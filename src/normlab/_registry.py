@@ -73,10 +73,15 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(set(self._aliases) | set(self._classes))
 
-    def lookup(self, name: str) -> type:
+    def _key(self, name: str) -> str:
+        """The class name ``name`` stands for (itself, an alias, or an alias in lower case)."""
         key = self._aliases.get(name, name)
         if key not in self._classes:
             key = self._aliases.get(name.lower(), key)
+        return key
+
+    def lookup(self, name: str) -> type:
+        key = self._key(name)
         if key not in self._classes:
             known = ", ".join(sorted(self._aliases))
             raise LookupFailed(f"Unknown {self.kind} {name!r}. Known names: {known}.", self, name,
@@ -85,8 +90,7 @@ class Registry:
 
     def knows(self, name: str) -> bool:
         """Whether :meth:`lookup` resolves ``name``."""
-        key = self._aliases.get(name, name)
-        return key in self._classes or self._aliases.get(name.lower(), key) in self._classes
+        return self._key(name) in self._classes
 
     def problem(self, identifier: Any, base: type | None = None, also: tuple = ()) -> str | None:
         """Why :meth:`get` would fail to resolve ``identifier`` (its message), or ``None`` if it resolves.

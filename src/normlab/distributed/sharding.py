@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.data import _SHUFFLE, _stream
+from ..models.data import _SHUFFLE, _gather, _stream
 
 __all__ = ["span", "ShardedArraySource", "SlicedSource"]
 
@@ -55,11 +55,7 @@ class ShardedArraySource:
             else:
                 idx = perm[lo + a : lo + b]
                 xb = self._buffer[: b - a]
-                # mode="clip": a permutation's indices are always in range, and under the default
-                # mode="raise" NumPy gathers into a temporary and copies it into ``out`` (one more
-                # copy of the shard per step); the same rows either way
-                x.take(idx, axis=0, out=xb, mode="clip")
-                yield xb, (None if y is None else y.take(idx, axis=0)), (None if w is None else w.take(idx, axis=0))
+                yield _gather(x, y, w, idx, xb)
 
 
 class SlicedSource:

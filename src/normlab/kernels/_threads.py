@@ -389,18 +389,11 @@ def matmul(a, b, out=None):
     """
     import numpy as np  # noqa: PLC0415 - keep this module free of a top-level NumPy import
 
-    m = a.shape[0]
+    if _held is None or a.shape[0] * a.shape[1] * b.shape[1] < MIN_PARALLEL_FLOPS:
+        return np.matmul(a, b, out=out)  # one call, without matmuls' bookkeeping (every small product)
     if out is None:
-        out = np.empty((m, b.shape[1]), dtype=np.result_type(a, b))
-    blocks = _row_blocks(m, a.shape[1], b.shape[1]) if _held is not None else None
-    if blocks is None:
-        return np.matmul(a, b, out=out)
-
-    def part(k0, k1):
-        for lo, hi in blocks[k0:k1]:
-            np.matmul(a[lo:hi], b, out=out[lo:hi])
-
-    run_parts(part, len(blocks), _held)
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    matmuls([(a, b, out)])
     return out
 
 

@@ -273,20 +273,21 @@ class Dense(ActivatedLinear, Layer):
             x = self._cache.x
             x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
             dz2 = dz if dz.ndim == 2 else dz.reshape(-1, dz.shape[-1])
-            if self._grads_zero and need_dx and dz.ndim == 2:
-                # both products in one hand-off to normlab's threads (dW's and dx's blocks side by side)
-                kernel = self.params["kernel"]
-                if dx_out is None:
-                    dx_out = np.empty((dz.shape[0], kernel.shape[0]), np.result_type(dz, kernel))
-                _threads.matmuls([(x2.T, dz2, self.grads["kernel"]), (dz, kernel.T, dx_out)])
-                if self.use_bias:
-                    np.add.reduce(dz2, axis=0, out=self.grads["bias"])
-                return dx_out
             if self._grads_zero:
-                # fresh gradients: let BLAS write them in place
-                _threads.matmul(x2.T, dz2, out=self.grads["kernel"])
+                # fresh gradients: let BLAS write them in place; dx's product (2-D) goes in the same
+                # hand-off to normlab's threads, its blocks beside dW's
+                products = [(x2.T, dz2, self.grads["kernel"])]
+                with_dx = need_dx and dz.ndim == 2
+                if with_dx:
+                    kernel = self.params["kernel"]
+                    if dx_out is None:
+                        dx_out = np.empty((dz.shape[0], kernel.shape[0]), np.result_type(dz, kernel))
+                    products.append((dz, kernel.T, dx_out))
+                _threads.matmuls(products)
                 if self.use_bias:
                     np.add.reduce(dz2, axis=0, out=self.grads["bias"])
+                if with_dx:
+                    return dx_out
             else:
                 self.grads["kernel"] += _threads.matmul(x2.T, dz2)
                 if self.use_bias:

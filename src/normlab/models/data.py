@@ -42,6 +42,17 @@ def _stream(entropy: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
 
 
+def _gather(x, y, w, idx, xb):
+    """The rows ``idx`` of ``x`` (into the buffer ``xb``), ``y`` and ``w`` (``None`` stays ``None``).
+
+    ``idx`` are a permutation's indices, always in range: ``mode="clip"`` because
+    under the default ``mode="raise"`` NumPy gathers into a temporary and copies
+    it into ``xb`` (one more copy of every batch); the same rows either way.
+    """
+    x.take(idx, axis=0, out=xb, mode="clip")
+    return xb, (None if y is None else y.take(idx, axis=0)), (None if w is None else w.take(idx, axis=0))
+
+
 def is_stream(x) -> bool:
     """True when ``x`` is a PyDataset, a generator or another iterable of batches (not array-like data)."""
     from ..utils.py_dataset import PyDataset
@@ -84,10 +95,7 @@ class ArraySource:
             else:
                 idx = perm[lo:hi]
                 xb = self._buffer[: hi - lo]
-                # mode="clip": the indices are a permutation's, always in range, and NumPy buffers ``out``
-                # (one more copy of the batch) only under the default mode="raise"; same rows either way
-                x.take(idx, axis=0, out=xb, mode="clip")
-                yield xb, (None if y is None else y.take(idx, axis=0)), (None if w is None else w.take(idx, axis=0))
+                yield _gather(x, y, w, idx, xb)
 
 
 class _CheckedBatches:
