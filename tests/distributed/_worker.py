@@ -74,9 +74,82 @@ def main(out: str) -> None:
     res["offset/shards"] = comm.allgather(shard)
     res["offset/mean"] = bn.buffers["moving_mean"].copy()
     res["offset/var"] = bn.buffers["moving_variance"].copy()
+    per_step_collectives(dist, res)
     gradient_check(comm, res)
     if dist.is_chief:
         np.savez(os.path.join(out, "main.npz"), **res)
+
+
+class _BatchLogs(normlab.callbacks.Callback):
+    """Reads every step's logs; with ``stop_at`` (rank, epoch, batch), that rank alone sets stop_training there."""
+
+    def __init__(self, stop_at=None):
+        super().__init__()
+        self.stop_at, self.seen, self.epoch = stop_at, [], 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.append([self.epoch, batch, logs["loss"], logs["accuracy"]])
+        if self.stop_at == (normlab.distributed.rank(), self.epoch, batch):
+            self.model.stop_training = True
+
+
+class _StopAtEpochBegin(normlab.callbacks.Callback):
+    """No per-batch hook: rank 0 alone sets stop_training when epoch ``epoch`` begins."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.at = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at and normlab.distributed.rank() == 0:
+            self.model.stop_training = True
+
+
+def per_step_collectives(dist, res) -> None:
+    """fit's per-step sums of the logs and agreements on stopping: run when a callback needs them, else put off."""
+    comm = dist._comm
+    x, y = C.data()
+    counts: dict = {}
+    plain = comm.allreduce_
+
+    def counted(buf, what="an allreduce"):
+        counts[what] = counts.get(what, 0) + 1
+        return plain(buf, what)
+
+    comm.allreduce_ = counted
+    try:
+        # no per-batch callback: the epoch's logs are summed once, the ranks agree after its first step and at its end
+        m = C.compile_(C.mlp("sync"), dist)
+        h = m.fit(x, y, batch_size=32, epochs=3, seed=1, verbose=0)
+        res["quiet/loss"] = np.array(h.history["loss"])
+        res["quiet/accuracy"] = np.array(h.history["accuracy"])
+        res["quiet/log_sums"] = np.array(counts.get("the sum of losses and metrics", 0))
+        res["quiet/agreements"] = np.array(counts.get("the agreement on stopping", 0))
+        counts.clear()
+        # a callback reading every step's logs sees them summed over the ranks at every step
+        cb = _BatchLogs()
+        m = C.compile_(C.mlp("sync"), dist)
+        h = m.fit(x, y, batch_size=32, epochs=3, seed=1, verbose=0, callbacks=[cb])
+        res["reader/batch_logs"] = np.array(cb.seen)
+        res["reader/loss"] = np.array(h.history["loss"])
+        res["reader/log_sums"] = np.array(counts.get("the sum of losses and metrics", 0))
+        res["reader/agreements"] = np.array(counts.get("the agreement on stopping", 0))
+    finally:
+        comm.allreduce_ = plain
+    # rank 1 alone stops at epoch 1, batch 1: every rank stops there
+    cb = _BatchLogs(stop_at=(1, 1, 1))
+    m = C.compile_(C.mlp("sync"), dist)
+    m.fit(x, y, batch_size=32, epochs=3, seed=1, verbose=0, callbacks=[cb])
+    res["stop_batch/steps"] = comm.allgather(np.array([len(cb.seen)]))
+    res["stop_batch/rank_spread"] = np.array(np.ptp(comm.allgather(flat(m)), axis=0).max())
+    # rank 0 alone sets the flag when epoch 1 begins (no per-batch hook): every rank stops after that epoch's first step
+    m = C.compile_(C.mlp("sync"), dist)
+    m.fit(x, y, batch_size=32, epochs=3, seed=1, verbose=0, callbacks=[_StopAtEpochBegin(1)])
+    res["stop_epoch/steps"] = comm.allgather(np.array([m.optimizer.iterations]))
+    res["stop_epoch/rank_spread"] = np.array(np.ptp(comm.allgather(flat(m)), axis=0).max())
 
 
 def gradient_check(comm, res) -> None:

@@ -74,7 +74,7 @@ def _reference(name, **overrides):
     build, make, kw = C.FIT[name]
     x, y = make()
     m = C.compile_(overrides.pop("model", None) or build())
-    h = m.fit(x, y, verbose=0, **kw)
+    h = m.fit(x, y, verbose=0, **kw, **overrides)
     return m, h, x, y
 
 
@@ -181,6 +181,47 @@ def test_synchronized_batch_norm_gradient_across_two_ranks(ranks):
     """float64 central differences of the global loss, including inputs on the other rank."""
     np.testing.assert_allclose(ranks["grad/ana_dx"], ranks["grad/num_dx"], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(ranks["grad/ana_params"], ranks["grad/num_params"], rtol=1e-6, atol=1e-8)
+
+
+class _Running(normlab.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen, self.epoch = [], 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.append([self.epoch, batch, logs["loss"], logs["accuracy"]])
+
+
+def test_the_logs_are_summed_over_the_ranks_at_every_step_a_callback_reads(ranks):
+    """A callback with its own on_train_batch_end sees every step's running logs over all ranks."""
+    cb = _Running()
+    m, h, x, y = _reference("sync", callbacks=[cb])
+    np.testing.assert_allclose(ranks["reader/batch_logs"], np.array(cb.seen), rtol=1e-12)
+    np.testing.assert_allclose(ranks["reader/loss"], h.history["loss"], rtol=1e-12)
+    assert ranks["reader/log_sums"] == 3 * 4  # 3 epochs of 4 steps
+    assert ranks["reader/agreements"] == 3 * (4 + 1)  # after every step, and at each epoch's end
+
+
+def test_without_per_batch_callbacks_the_logs_are_summed_once_per_epoch(ranks):
+    """The same epoch logs (the same running sums) from one sum per epoch; stopping agreed twice per epoch."""
+    m, h, x, y = _reference("sync")
+    np.testing.assert_allclose(ranks["quiet/loss"], h.history["loss"], rtol=1e-12)
+    np.testing.assert_array_equal(ranks["quiet/accuracy"], h.history["accuracy"])
+    np.testing.assert_array_equal(ranks["quiet/loss"], ranks["reader/loss"])  # bit for bit: the same sums
+    assert ranks["quiet/log_sums"] == 3
+    assert ranks["quiet/agreements"] == 3 * 2  # after each epoch's first step, and at its end
+
+
+def test_a_stop_set_on_one_rank_stops_every_rank_at_the_same_step(ranks):
+    # rank 1 alone, in on_train_batch_end of epoch 1, batch 1: both ranks took 4 + 2 steps
+    np.testing.assert_array_equal(ranks["stop_batch/steps"].ravel(), [6, 6])
+    assert ranks["stop_batch/rank_spread"] == 0.0
+    # rank 0 alone, in on_epoch_begin of epoch 1 (no per-batch hook): both stop after that epoch's first step
+    np.testing.assert_array_equal(ranks["stop_epoch/steps"].ravel(), [5, 5])
+    assert ranks["stop_epoch/rank_spread"] == 0.0
 
 
 def test_only_rank_0_prints_and_writes(ranks):

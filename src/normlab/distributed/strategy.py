@@ -97,6 +97,8 @@ class DataParallel:
         self._depth = 0
         self._random_layers: list = []
         self._plain_buffers = None  # the moving statistics averaged after each step (see backprop)
+        self._step_logs = self._step_stop = True  # fit's per-step collectives (see _watch_callbacks)
+        self._epoch_start = True
 
     @property
     def rank(self) -> int:
@@ -252,9 +254,72 @@ class DataParallel:
         """True on every rank when ``flag`` is true on some rank (stop_training decisions)."""
         return self._comm.any(flag, "the agreement on stopping")
 
+    # ------------------------------------------- per-step logs and stopping
+    def _watch_callbacks(self, callbacks) -> None:
+        """Decide, alike on every rank, which per-step collectives of ``fit`` anybody needs.
+
+        The logs of a step (summed over the ranks) are read only by a callback
+        with its own ``on_train_batch_end`` (or ``on_batch_end``); the flag
+        ``stop_training`` changes between two steps of an epoch only in a
+        callback's per-batch hooks. Without such a callback (``verbose`` 0 or
+        2, History, checkpoints and early stopping on epochs), the step's logs
+        are summed once, when the epoch ends, from the same running sums (the
+        same numbers), and the ranks agree on stopping once, after the
+        epoch's first step (a flag set before it, in ``on_epoch_begin``,
+        stops every rank there, as before); the agreement at the epoch's end
+        stays. One allreduce here, per ``fit``, makes the choice the same on
+        every rank (rank 0 alone shows a progress bar).
+        """
+        from ..callbacks.base import Callback, CallbackList
+        from ..callbacks.progbar import ProgbarLogger, interactive
+
+        reads = stops = False
+        pending = list(getattr(callbacks, "callbacks", ()))
+        while pending:
+            cb = pending.pop()
+            if isinstance(cb, CallbackList):
+                pending += cb.callbacks
+                continue
+            own = [name for name in ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+                   if getattr(getattr(cb, name, None), "__func__", None) is not getattr(Callback, name)]
+            if type(cb) is ProgbarLogger and own == ["on_train_batch_end"]:
+                # it reads the running logs for its bar (rank 0, verbose=1, on a terminal) and never stops
+                reads |= cb.verbose == 1 and self.is_chief and interactive(cb._stream())
+                continue
+            reads |= "on_train_batch_end" in own or "on_batch_end" in own
+            stops |= bool(own)
+        flags = self._comm.allreduce_(np.array([float(reads), float(stops)]), "the choice of the per-step collectives")
+        self._step_logs, self._step_stop = bool(flags[0] > 0), bool(flags[1] > 0)
+
+    def step_logs(self, loss_sum: float, seen: int, metrics):
+        """The logs of a step of ``fit`` over all ranks; unless a callback reads them, a stand-in summed at the
+        epoch's end (:meth:`epoch_logs`)."""
+        if self._step_logs:
+            return self._reduced(loss_sum, seen, metrics)
+        return _PendingLogs(loss_sum, seen, metrics)
+
+    def epoch_logs(self, logs) -> dict:
+        """``logs`` of an epoch's last step, summed over the ranks now if that was put off (a copy)."""
+        if isinstance(logs, _PendingLogs):
+            return self._reduced(logs.loss_sum, logs.seen, logs.metrics)
+        return dict(logs)
+
+    def agree_stop(self, flag: bool) -> bool:
+        """``stop_training`` after a step, agreed by the ranks when some rank may have changed it (see
+        :meth:`_watch_callbacks`)."""
+        if self._step_stop or self._epoch_start:
+            self._epoch_start = False
+            return self.any(flag)
+        return flag
+
     # ---------------------------------------------------------- fit
-    def begin_fit(self, model, data, initial_epoch: int) -> tuple:
-        """Broadcast rank 0's state and shard ``data``; returns ``(data, initial_epoch)``."""
+    def begin_fit(self, model, data, initial_epoch: int, callbacks=None) -> tuple:
+        """Broadcast rank 0's state and shard ``data``; returns ``(data, initial_epoch)``.
+
+        ``callbacks`` (the fit's :class:`~normlab.callbacks.CallbackList`)
+        decide which per-step collectives run (:meth:`_watch_callbacks`);
+        without them, all of them, every step.
+        """
         from ..models.data import ArraySource, Epochs
 
         owner = f"{type(model).__name__}.fit"
@@ -285,7 +350,19 @@ class DataParallel:
                                    on_first=(lambda: self.broadcast_state(model)) if lazy else None)
         initial_epoch, model._initial_step = self.broadcast_state(model, initial_epoch, model._initial_step)
         self._plain_buffers = None
-        return Epochs(sharded, data.steps_per_epoch, data.owner), initial_epoch
+        if callbacks is None:
+            self._step_logs = self._step_stop = True
+        else:
+            self._watch_callbacks(callbacks)
+
+        strategy = self
+
+        class _Epochs(Epochs):
+            def epoch(self, epoch):
+                strategy._epoch_start = True  # the ranks agree on stopping after the epoch's first step
+                return super().epoch(epoch)
+
+        return _Epochs(sharded, data.steps_per_epoch, data.owner), initial_epoch
 
     def broadcast_state(self, model, initial_epoch: int = 0, initial_step: int = 0) -> tuple[int, int]:
         """Rank 0's weights, buffers, optimizer state and generators on every rank; returns rank 0's ``(epoch, step)``."""
@@ -399,6 +476,21 @@ class DataParallel:
         local = model._predict_local(x[a:b], batch_size) if b > a else np.empty(shape, model.dtype)
         local = local.astype(model.dtype, copy=False)
         return self._comm.allgatherv(local, [hi - lo for lo, hi in counts], "the gather of the predictions")
+
+
+class _PendingLogs(dict):
+    """A step's logs nobody reads: empty, holding what :meth:`DataParallel.epoch_logs` sums at the epoch's end.
+
+    The loss sum and the count are this step's; the metrics' states, read
+    then, have not changed since (nothing runs between the epoch's last
+    step and its end but callbacks without per-batch hooks).
+    """
+
+    __slots__ = ("loss_sum", "seen", "metrics")
+
+    def __init__(self, loss_sum, seen, metrics):
+        super().__init__()
+        self.loss_sum, self.seen, self.metrics = loss_sum, seen, metrics
 
 
 def _state_names(metric) -> tuple:

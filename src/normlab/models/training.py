@@ -85,7 +85,7 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
     logs: dict = {}
     dist = getattr(model, "_dist", None)
     if dist is not None:
-        data, initial_epoch = dist.begin_fit(model, data, initial_epoch)
+        data, initial_epoch = dist.begin_fit(model, data, initial_epoch, callbacks)
     # steps of the first epoch already taken before an interruption (BackupAndRestore): their
     # batches are drawn and passed over, so the rest of the epoch sees the batches it would have
     skip = int(getattr(model, "_initial_step", 0) or 0)
@@ -133,17 +133,17 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                     logs = {"loss": loss_sum / seen}
                     logs.update({m.name: m.result() for m in metrics})
                 else:
-                    logs = dist.reduce_logs(loss_sum, seen, metrics)
+                    logs = dist.step_logs(loss_sum, seen, metrics)  # summed at the epoch's end if nobody reads them
                 callbacks.on_train_batch_end(step, logs)
                 if dist is not None:
-                    model.stop_training = dist.any(model.stop_training)
+                    model.stop_training = dist.agree_stop(model.stop_training)
                 if model.stop_training:
                     break
             if hasattr(batches, "close"):
                 batches.close()
             if data.stopped and seen == 0:
                 break  # the input ran out before this epoch's first step: no epoch to report
-            logs = dict(logs)
+            logs = dict(logs) if dist is None else dist.epoch_logs(logs)
             if norm_count:
                 logs["global_norm"] = norm_sum / norm_count
             lr = getattr(optimizer, "current_learning_rate", None)
