@@ -211,6 +211,41 @@ def test_one_pool_holds_blas_on_one_thread_and_keeps_the_limit():
         assert _threads.get_num_threads() == 1
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_pool_gives_everything_back_whatever_line_an_interrupt_hits(threads):
+    # tests/models/test_interrupts.py interrupts a step at each line in turn: one_pool had left
+    # _held at 1 (so every later get_num_threads said 1) and SciPy's BLAS pinned at 1 thread
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+        limits = [c.get_num_threads() for c in _threads._blas_controllers()]
+        k, reached_the_end = 0, False
+        while not reached_the_end:
+            k += 1
+            count = 0
+
+            def tracer(frame, event, arg):
+                nonlocal count
+                if event == "line" and frame.f_code.co_filename == _threads.__file__:
+                    count += 1
+                    if count == k:
+                        raise KeyboardInterrupt(f"injected at line event {k}")
+                return tracer
+
+            sys.settrace(tracer)
+            try:
+                with _threads.one_pool():
+                    pass
+                reached_the_end = True
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.settrace(None)
+            assert _threads._held is None, k
+            assert [c.get_num_threads() for c in _threads._blas_controllers()] == limits, k
+            assert _threads.get_num_threads() == limits[0] if limits else True
+        assert k > 5
+
+
 @pytest.mark.parametrize("m", [1000, 130, 4099])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_gives_the_same_bits_at_any_thread_count(monkeypatch, dtype, m):

@@ -116,10 +116,27 @@ def _blas_controllers():
             _blas = ()
         else:
             try:
-                _blas = tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+                found = ThreadpoolController().select(user_api="blas").lib_controllers
             except Exception:  # pragma: no cover - a threadpoolctl that cannot inspect this process
-                _blas = ()
+                found = []
+            _blas = tuple(sorted(found, key=lambda c: not _is_numpys(c)))
     return _blas
+
+
+def _is_numpys(controller) -> bool:
+    """Whether ``controller`` is NumPy's own BLAS (the library in NumPy's wheel, ``numpy.libs``).
+
+    :func:`get_num_threads` reads the first controller: with SciPy loaded there are two
+    OpenBLAS libraries (NumPy's ``scipy_openblas64_`` and SciPy's ``scipy_openblas``), listed
+    in no fixed order, and a limit set before SciPy was loaded (``threadpool_limits(1)`` at the
+    top of a script) pins NumPy's alone: the limit read from SciPy's then said 2 threads, and
+    every 1-thread step paid for holding BLAS on one thread and back.
+    """
+    import numpy  # noqa: PLC0415
+
+    path = os.path.realpath(getattr(controller, "filepath", "") or "")
+    home = os.path.realpath(os.path.dirname(numpy.__file__))
+    return path.startswith(home + os.sep) or path.startswith(home + ".libs" + os.sep)
 
 
 def get_num_threads() -> int:
@@ -251,25 +268,38 @@ def elementwise(kernel, arrays, *scalars) -> None:
     run_parts(part, -(-n // BLOCK), threads)
 
 
+def _restore_blas(ctrls, old) -> None:
+    for c, k in zip(ctrls, old):
+        if k != 1:
+            c.set_num_threads(k)
+
+
 @contextlib.contextmanager
 def blas_single(threads: int | None = None):
     """BLAS on one thread inside the block when ``threads`` (default: the limit) is over one; restored after.
 
     For kernels whose own threads each call BLAS: two pools on two cores would fight.
+    The limits are restored even when an exception (a ``KeyboardInterrupt``) arrives at
+    any line of this function (see :func:`one_pool`).
     """
     if threads is None:
         threads = get_num_threads()
     ctrls = _blas_controllers() if threads > 1 else ()
     old = [c.get_num_threads() for c in ctrls]
-    for c in ctrls:
-        if c.get_num_threads() != 1:
-            c.set_num_threads(1)
+    restored = False
     try:
-        yield
+        try:
+            # inside the try: an interrupt after the first controller changed gives it back
+            for c, k in zip(ctrls, old):
+                if k != 1:
+                    c.set_num_threads(1)
+            yield
+        finally:
+            _restore_blas(ctrls, old)
+            restored = True
     finally:
-        for c, k in zip(ctrls, old):
-            if k != 1:
-                c.set_num_threads(k)
+        if not restored:  # the first restore was interrupted (see one_pool): again, to the end
+            _restore_blas(ctrls, old)
 
 
 @contextlib.contextmanager
@@ -287,26 +317,38 @@ def one_pool():
 
     Nested blocks are free. The limit is read when the outermost block starts; what
     changes it inside the block takes effect after.
+
+    The held state is process-wide, so it is given back whatever interrupts the block,
+    at any line: every change is made inside the ``try`` whose ``finally`` undoes it, and
+    the undoing runs twice over when an exception interrupts the first (a
+    ``KeyboardInterrupt`` delivered there; ``sys.settrace`` drops a trace function that
+    raises, so tests/models/test_interrupts.py, which injects one at every line of a
+    step in turn, reaches each line once). A held limit left behind pinned every later
+    :func:`get_num_threads` (tests/kernels/test_threads.py ran BLAS on 2 threads while
+    normlab believed it ran on 1).
     """
     global _held
     if _held is not None:
         yield
         return
     n = get_num_threads()
-    if n == 1:
-        # held at 1 all the same: matmul then runs the row blocks a 2-thread step splits, in
-        # turn, so the bits do not depend on the thread count whatever the BLAS
-        _held = 1
+    released = False
+    try:
         try:
-            yield
+            if n == 1:
+                # held at 1 all the same: matmul then runs the row blocks a 2-thread step splits, in
+                # turn, so the bits do not depend on the thread count whatever the BLAS
+                _held = 1
+                yield
+            else:
+                with blas_single(n):
+                    _held = n
+                    yield
         finally:
             _held = None
-        return
-    with blas_single(n):
-        _held = n
-        try:
-            yield
-        finally:
+            released = True
+    finally:
+        if not released:
             _held = None
 
 
