@@ -28,42 +28,67 @@ def input_transform(x, pt, pl, t0, t1, th, tw, u):
     ``x`` directly, zeros outside it: the padded copy is never made).
 
     ``B^T`` rows: ``(1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)``.
+
+    The row combination ``e = B^T d`` is taken once per tile row, over the strip of ``2 tw + 2``
+    padded columns its tiles read (``e[a, col] = (B^T xp[n, 2i:2i+4, col])[a]``): neighbouring
+    tiles share two columns, so this does half the first stage's work of a per-tile transform
+    and skips its gather copy. Each tile then combines four columns of the strip; every value
+    is the same expression, in the same order, as the per-tile form.
     """
     h, w, nc = x.shape[1], x.shape[2], x.shape[3]
-    d = np.empty((4, 4, nc), x.dtype)
-    e = np.empty((4, 4, nc), x.dtype)
+    cols = 2 * tw + 2
+    e = np.empty((4, cols, nc), x.dtype)
+    d = np.empty((4, nc), x.dtype)
     zero = x.dtype.type(0)
+    strip = -1
     for t in range(t0, t1):
         k = t - t0
-        n = t // (th * tw)
-        r = 2 * ((t // tw) % th) - pt
-        s = 2 * (t % tw) - pl
-        for a in range(4):  # the tile, zeros outside x (one test per row and column, not per channel)
-            for b in range(4):
-                if 0 <= r + a < h and 0 <= s + b < w:
+        if t // tw != strip:  # a new tile row (or the chunk's first): its strip
+            strip = t // tw
+            n = t // (th * tw)
+            r = 2 * (strip % th) - pt
+            inside = 0 <= r and r + 3 < h
+            for pc in range(cols):
+                col = pc - pl
+                if col < 0 or col >= w:
+                    for a in range(4):
+                        for c in range(nc):
+                            e[a, pc, c] = zero
+                elif inside:
                     for c in range(nc):
-                        d[a, b, c] = x[n, r + a, s + b, c]
-                else:
+                        e[0, pc, c] = x[n, r, col, c] - x[n, r + 2, col, c]
                     for c in range(nc):
-                        d[a, b, c] = zero
-        for col in range(4):  # e[:, col] = B^T d[:, col]
+                        e[1, pc, c] = x[n, r + 1, col, c] + x[n, r + 2, col, c]
+                    for c in range(nc):
+                        e[2, pc, c] = x[n, r + 2, col, c] - x[n, r + 1, col, c]
+                    for c in range(nc):
+                        e[3, pc, c] = x[n, r + 1, col, c] - x[n, r + 3, col, c]
+                else:  # rows outside x read as zeros
+                    for a in range(4):
+                        if 0 <= r + a < h:
+                            for c in range(nc):
+                                d[a, c] = x[n, r + a, col, c]
+                        else:
+                            for c in range(nc):
+                                d[a, c] = zero
+                    for c in range(nc):
+                        e[0, pc, c] = d[0, c] - d[2, c]
+                    for c in range(nc):
+                        e[1, pc, c] = d[1, c] + d[2, c]
+                    for c in range(nc):
+                        e[2, pc, c] = d[2, c] - d[1, c]
+                    for c in range(nc):
+                        e[3, pc, c] = d[1, c] - d[3, c]
+        q = 2 * (t % tw)
+        for a in range(4):  # u[a, :] = (e B)[a, :] on the tile's four columns
             for c in range(nc):
-                e[0, col, c] = d[0, col, c] - d[2, col, c]
+                u[4 * a, k, c] = e[a, q, c] - e[a, q + 2, c]
             for c in range(nc):
-                e[1, col, c] = d[1, col, c] + d[2, col, c]
+                u[4 * a + 1, k, c] = e[a, q + 1, c] + e[a, q + 2, c]
             for c in range(nc):
-                e[2, col, c] = d[2, col, c] - d[1, col, c]
+                u[4 * a + 2, k, c] = e[a, q + 2, c] - e[a, q + 1, c]
             for c in range(nc):
-                e[3, col, c] = d[1, col, c] - d[3, col, c]
-        for a in range(4):  # u[a, :] = (e B)[a, :]
-            for c in range(nc):
-                u[4 * a, k, c] = e[a, 0, c] - e[a, 2, c]
-            for c in range(nc):
-                u[4 * a + 1, k, c] = e[a, 1, c] + e[a, 2, c]
-            for c in range(nc):
-                u[4 * a + 2, k, c] = e[a, 2, c] - e[a, 1, c]
-            for c in range(nc):
-                u[4 * a + 3, k, c] = e[a, 1, c] - e[a, 3, c]
+                u[4 * a + 3, k, c] = e[a, q + 1, c] - e[a, q + 3, c]
 
 
 @njit(cache=True, nogil=True)
