@@ -90,3 +90,27 @@ def test_groups_with_one_channel_each(rng):
     y2, cache2 = K.conv2d_forward(x, w, b, padding="same", groups=2, algorithm="gemm")
     for g, r in zip((y, dx, dw, db), (y2,) + K.conv2d_backward(dy, cache2, w)):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not K._backend.numba_enabled(), reason="numba kernels off")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("strides,dilation,f", [((1, 1), (1, 1), 32), ((2, 1), (1, 2), 7), ((1, 2), (2, 1), 33)])
+def test_the_nine_tap_loops_give_the_general_loops_bits(dtype, strides, dilation, f):
+    from normlab.kernels import _conv_direct_numba as nb
+
+    rng = np.random.default_rng(1)
+    xp = rng.standard_normal((5, 12, 13, 1)).astype(dtype)
+    xp[1, 3, 4, 0] = np.inf  # a non-finite input spreads as in the general loops
+    w = rng.standard_normal((3, 3, 1, f)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    ho = (12 - 1 - 2 * dilation[0]) // strides[0] + 1
+    wo = (13 - 1 - 2 * dilation[1]) // strides[1] + 1
+    y = [np.empty((5, ho, wo, f), dtype) for _ in range(2)]
+    nb.forward_rows(xp, w, b, *strides, *dilation, y[0], 1, 5)
+    nb.forward_rows_9(xp, w, b, *strides, *dilation, y[1], 1, 5)
+    np.testing.assert_array_equal(y[0][1:], y[1][1:])
+    dy = rng.standard_normal(y[0].shape).astype(dtype)
+    acc = [np.full((10, f), np.nan, dtype) for _ in range(2)]
+    nb.kernel_grad_rows(xp, dy, 3, 3, *strides, *dilation, acc[0], 2, 5)
+    nb.kernel_grad_rows_9(xp, dy, 3, 3, *strides, *dilation, acc[1], 2, 5)
+    np.testing.assert_array_equal(acc[0], acc[1])

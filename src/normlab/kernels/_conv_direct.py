@@ -57,7 +57,8 @@ def forward(xp, kernel, bias, strides, dilation, out_size) -> np.ndarray:
     if _fast(xp, kernel, y):
         xp, kernel = np.ascontiguousarray(xp), np.ascontiguousarray(kernel)
         n = xp.shape[0]
-        _threads.run_parts(lambda n0, n1: _nb.forward_rows(xp, kernel, b, *strides, *dilation, y, n0, n1), n,
+        rows = _nb.forward_rows_9 if kernel.shape[:3] == (3, 3, 1) else _nb.forward_rows
+        _threads.run_parts(lambda n0, n1: rows(xp, kernel, b, *strides, *dilation, y, n0, n1), n,
                            _threads_for(n, y.size))
         return y
     y[...] = b
@@ -84,9 +85,11 @@ def param_grads(xp, dy, kshape, strides, dilation):
     blocks = -(-n // BLOCK_IMAGES)
     part = np.empty((blocks, kh * kw * c + 1, f), dtype=dy.dtype)
 
+    rows = _nb.kernel_grad_rows_9 if tuple(kshape[:3]) == (3, 3, 1) else _nb.kernel_grad_rows
+
     def run(b0, b1):
         for b in range(b0, b1):
-            _nb.kernel_grad_rows(xp, dy, kh, kw, *strides, *dilation, part[b], b * BLOCK_IMAGES,
+            rows(xp, dy, kh, kw, *strides, *dilation, part[b], b * BLOCK_IMAGES,
                                  min(n, (b + 1) * BLOCK_IMAGES))
 
     _threads.run_parts(run, blocks, _threads_for(blocks, dy.size))
