@@ -72,3 +72,25 @@ def test_same_bits_on_one_and_two_threads(rng, monkeypatch):
             out.append((y, P.max_pool2d_backward(y * 2, cache)))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not _backend.numba_enabled(), reason="numba kernels off")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,strides", [((3, 8, 9, 5), (2, 2)), ((2, 9, 11, 33), (3, 2))])
+def test_two_by_two_max_pool_kernel_gives_the_general_kernels_values_and_taps(dtype, shape, strides):
+    from normlab.kernels import _pool_numba as nbp
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, :3] = np.nan  # NaN at a window's first tap
+    x[0, 1, 1, 3] = np.nan  # and at its last
+    x[1, 0, 0, 2] = np.inf
+    x[1, 2, 2, 1] = -np.inf
+    x[1, :2, :2, 0] = 1.0  # ties: the first tap
+    ho, wo = (shape[1] - 2) // strides[0] + 1, (shape[2] - 2) // strides[1] + 1
+    y = [np.empty((shape[0], ho, wo, shape[3]), dtype) for _ in range(2)]
+    arg = [np.empty(y[0].shape, np.uint8) for _ in range(2)]
+    nbp.max_forward(x, 2, 2, *strides, y[0], arg[0])
+    nbp.max_forward_2x2(x, *strides, y[1], arg[1])
+    np.testing.assert_array_equal(y[0], y[1])
+    np.testing.assert_array_equal(arg[0], arg[1])

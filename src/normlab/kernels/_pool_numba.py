@@ -63,3 +63,41 @@ def max_backward(dy, arg, ph, pw, sh, sw, dxp, zero):
                     s = q * sw + t % pw
                     for c in range(nc):
                         dxp[n, r, s, c] = dy[n, p, q, c] if arg[n, p, q, c] == t else zero
+
+
+@njit(cache=True, nogil=True)
+def max_forward_2x2(xp, sh, sw, y, arg):
+    """:func:`max_forward` for 2 x 2 windows: the four taps of a window in one loop over the
+    channels (the same selects in the same order, so the same ``y`` and ``arg``), instead of
+    five channel loops per window, whose set-up cost more than the work at 32 channels."""
+    n_, ho, wo, nc = y.shape
+    zero, one, two, three = y.dtype.type(0), y.dtype.type(1), y.dtype.type(2), y.dtype.type(3)
+    for n in range(n_):
+        for p in range(ho):
+            r0 = p * sh
+            for q in range(wo):
+                s0 = q * sw
+                yr = y[n, p, q]
+                ar = arg[n, p, q]
+                x0 = xp[n, r0, s0]
+                x1 = xp[n, r0, s0 + 1]
+                x2 = xp[n, r0 + 1, s0]
+                x3 = xp[n, r0 + 1, s0 + 1]
+                for c in range(nc):
+                    m = x0[c]
+                    a = zero
+                    v = x1[c]
+                    take = (v > m) | (v != v)
+                    m = v if take else m
+                    a = one if take else a
+                    v = x2[c]
+                    take = (v > m) | (v != v)
+                    m = v if take else m
+                    a = two if take else a
+                    v = x3[c]
+                    take = (v > m) | (v != v)
+                    m = v if take else m
+                    a = three if take else a
+                    yr[c] = m
+                    ar[c] = np.uint8(a) if m == m else np.uint8(NO_TAP)
+

