@@ -185,11 +185,11 @@ def rows_train_forward(x, gamma, beta, epsilon, momentum, unbiased, moving_mean,
     inf input on some rank) or ``(OVERFLOW, None)``.
     """
     S = row_kernels()
-    c = x.shape[1]
-    local = np.empty(1 + 2 * c)
+    local = np.empty(1 + 2 * x.shape[1])
     S.shard_moments(x, local)
     parts = comm.allgather(local, "synchronized batch normalization (forward)")
-    count = int(parts[:, 0].sum())
+    # the counts are whole numbers far below 2**53: their float sum is exact in any order
+    count = int(sum(parts[:, 0].tolist()))
     if count < 2:
         return TOO_FEW, count
     gamma = _EMPTY if gamma is None else gamma
@@ -218,10 +218,11 @@ def rows_train_backward(dy, cache: SyncRowsCache, gamma, dx, dgamma, dbeta, accu
     kind = S.IDENTITY if act_kind is None else act_kind
     s = dy if act_kind is None else act_s
     sums = np.empty(2 * x.shape[1])
-    S.grad_sums(dy, s, kind, x, mean, inv_std, sums, _EMPTY if dgamma is None else dgamma,
-                _EMPTY if dbeta is None else dbeta, accumulate)
+    # the compiled kernels of S.grad_sums / S.sync_dx, called directly: two Python frames less per layer
+    S._SUMS[kind](dy, s, x, mean, inv_std, sums, _EMPTY if dgamma is None else dgamma,
+                  _EMPTY if dbeta is None else dbeta, accumulate)
     comm.allreduce_(sums, "synchronized batch normalization (backward)")
-    S.sync_dx(dy, s, kind, x, mean, inv_std, _EMPTY if gamma is None else gamma, count, sums, dx)
+    S._DX[kind](dy, s, x, mean, inv_std, _EMPTY if gamma is None else gamma, float(count), sums, dx)
     return dx
 
 
