@@ -102,24 +102,43 @@ def _compiled_run(args):
     return dist, model, x, y, b
 
 
+def _callbacks(args):
+    """``--batch-logs``: a callback with its own on_train_batch_end, so that fit sums the logs over the ranks
+    and agrees on stopping at every step (without one, once per epoch)."""
+    if not getattr(args, "batch_logs", False):
+        return None
+    import normlab
+
+    class _ReadsBatchLogs(normlab.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.last = logs
+
+    return [_ReadsBatchLogs()]
+
+
 def worker(args) -> None:
     """One run under mpiexec (or alone): rank 0 prints a JSON line."""
     import numpy as np
 
     dist, model, x, y, b = _compiled_run(args)
     calls0, secs0, wait0 = dist.allreduce_calls, dist.allreduce_seconds, dist._comm.wait_cpu_seconds
-    t, cpu = time.perf_counter(), time.process_time()
-    model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1)
-    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    t, cpu, tcpu = time.perf_counter(), time.process_time(), time.thread_time()
+    model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1, callbacks=_callbacks(args))
+    wall, cpu, tcpu = time.perf_counter() - t, time.process_time() - cpu, time.thread_time() - tcpu
+    polling = dist._comm.wait_cpu_seconds - wait0
     # the busiest rank's CPU time less its polling for the other: the work of a step without the
     # waiting for a core (this machine is shared by other jobs)
-    cpu -= dist._comm.wait_cpu_seconds - wait0
-    cpu = float(dist._comm.allgather(np.array([cpu])).max())
+    cpu -= polling
+    everyone = dist._comm.allgather(np.array([cpu, tcpu - polling, polling]))
+    cpu, tcpu, polling = (float(v) for v in everyone.max(axis=0))
     calls, secs = dist.allreduce_calls - calls0, dist.allreduce_seconds - secs0
     grad_bytes = model._flat[0].nbytes if model._flat is not None else 0
     if dist.is_chief:
         print(json.dumps({"ranks": dist.size, "seconds": wall, "samples_per_s": len(x) / wall,
                           "step_ms": 1e3 * wall / args.steps, "cpu_ms_per_step": 1e3 * cpu / args.steps,
+                          "main_thread_cpu_ms_per_step": 1e3 * tcpu / args.steps,
+                          "polling_ms_per_step": 1e3 * polling / args.steps,
+                          "threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0,
                           "allreduce_ms_per_step": 1e3 * secs / max(calls, 1), "gradient_bytes": grad_bytes}))
 
 
@@ -172,12 +191,14 @@ def profile_worker(args) -> None:
     T.wrap(comm, "allreduce_timed_", "step: gradient allreduce")
     T.wrap(comm, "allgather", lambda a, what="": f"collective: {what}")
     T.wrap(comm, "allreduce_", lambda a, what="": f"collective: {what}")
-    T.wrap(dist, "reduce_logs", "loop: reduce_logs")
-    T.wrap(dist, "any", "loop: any(stop_training)")
+    T.wrap(dist, "step_logs", "loop: step_logs (the logs' sums, per step or put off)")
+    T.wrap(dist, "epoch_logs", "loop: epoch_logs (the put-off sum, per epoch)")
+    T.wrap(dist, "agree_stop", "loop: agree_stop")
+    T.wrap(dist, "any", "loop: any(stop_training) (the allreduces)")
     for m in model.metrics:
         T.wrap(m, "update_state", "loop: metric update")
     T.wrap(model, "fit", "fit")
-    model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1)
+    model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1, callbacks=_callbacks(args))
     res = {"ranks": dist.size, "model": args.model, "batch": b, "steps": args.steps,
            "synchronized_bn": not args.plain_bn, "loadavg": os.getloadavg()[0],
            "wall_ms_per_step": {k: 1e3 * v / args.steps for k, v in T.wall.items()},
@@ -468,7 +489,7 @@ def driver(args) -> dict:
         me += ["--batch", str(args.batch)]
     if args.plain_bn:
         me += ["--plain-bn"]
-    runs = {"1 rank": [], "2 ranks": [], "2 ranks plain BN": [], "torch 2 threads": [],
+    runs = {"1 rank": [], "2 ranks": [], "2 ranks plain BN": [], "2 ranks, per-step logs": [], "torch 2 threads": [],
             "ceiling: 2 processes, no MPI": [], "1 process, half batch, no MPI": []}
     for _ in range(args.rounds):
         runs["1 rank"].append(_run([mpiexec, "-n", "1", *me, "--worker"], _one_thread_env()))
@@ -476,6 +497,9 @@ def driver(args) -> dict:
         if args.compare_plain and not args.plain_bn:
             runs["2 ranks plain BN"].append(_run([mpiexec, "-n", "2", *me, "--plain-bn", "--worker"],
                                                  _one_thread_env()))
+        if args.compare_batch_logs:
+            runs["2 ranks, per-step logs"].append(_run([mpiexec, "-n", "2", *me, "--batch-logs", "--worker"],
+                                                       _one_thread_env()))
         if not args.no_torch:
             runs["torch 2 threads"].append(_run([*me, "--torch"], _one_thread_env(2)))
         if args.ceiling:
@@ -497,6 +521,10 @@ def driver(args) -> dict:
         # synchronized over plain on 2 ranks: what the synchronized passes and their collectives cost
         res["sync_over_plain_cpu_2_ranks"] = res["2 ranks"]["cpu_ms_per_step"] / plain["cpu_ms_per_step"]
         res["sync_over_plain_wall_2_ranks"] = res["2 ranks"]["step_ms"] / plain["step_ms"]
+    if "2 ranks, per-step logs" in res:
+        # what the per-step sums of the logs and agreements on stopping cost (a callback reading every step's logs)
+        res["per_step_logs_over_per_epoch_cpu"] = (res["2 ranks, per-step logs"]["cpu_ms_per_step"]
+                                                   / res["2 ranks"]["cpu_ms_per_step"])
     res["allreduce_share_of_step"] = res["2 ranks"]["allreduce_ms_per_step"] / res["2 ranks"]["step_ms"]
     if "torch 2 threads" in res:
         res["2_ranks_over_torch"] = two / res["torch 2 threads"]["samples_per_s"]
@@ -525,6 +553,10 @@ def main(argv=None) -> None:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--compare-plain", action="store_true",
                    help="also 2 ranks with plain BN in every round (synchronized against plain, same run)")
+    p.add_argument("--batch-logs", action="store_true",
+                   help="fit with a callback reading every step's logs (the per-step sums and stop agreements run)")
+    p.add_argument("--compare-batch-logs", action="store_true",
+                   help="also 2 ranks with --batch-logs in every round (per-step against per-epoch logs, same run)")
     p.add_argument("--layer", action="store_true",
                    help="one process: a synchronized BN + activation pair against a plain one (no collectives)")
     p.add_argument("--ceiling", action="store_true",
