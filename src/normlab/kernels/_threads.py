@@ -395,15 +395,21 @@ def matmuls(products) -> None:
     """
     import numpy as np  # noqa: PLC0415
 
-    jobs, total = [], 0
+    held = _held
+    if held is None or sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in products) < MIN_PARALLEL_FLOPS:
+        # no product cut, no hand-off (every product of a small batch): one call each, without
+        # the bookkeeping below
+        for a, b, out in products:
+            np.matmul(a, b, out=out)
+        return
+    jobs = []
     for a, b, out in products:
-        total += a.shape[0] * a.shape[1] * b.shape[1]
-        blocks = _row_blocks(a.shape[0], a.shape[1], b.shape[1]) if _held is not None else None
+        blocks = _row_blocks(a.shape[0], a.shape[1], b.shape[1])
         if blocks is None:
             jobs.append((a, b, out, 0, a.shape[0]))
         else:
             jobs.extend((a, b, out, lo, hi) for lo, hi in blocks)
-    if _held is None or len(jobs) < 2 or total < MIN_PARALLEL_FLOPS:  # small ones: a hand-off costs more
+    if len(jobs) < 2:
         for a, b, out, lo, hi in jobs:
             np.matmul(a[lo:hi], b, out=out[lo:hi])
         return
@@ -412,7 +418,7 @@ def matmuls(products) -> None:
         for a, b, out, lo, hi in jobs[j0:j1]:
             np.matmul(a[lo:hi], b, out=out[lo:hi])
 
-    run_parts(part, len(jobs), _held)
+    run_parts(part, len(jobs), held)
 
 
 def matmul(a, b, out=None):
