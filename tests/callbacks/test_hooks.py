@@ -73,3 +73,51 @@ def test_evaluate_and_predict_call_their_batch_hooks():
     assert rec.calls == ["on_predict_begin"] + ["on_predict_batch_begin", "on_predict_batch_end"] * 3 + ["on_predict_end"]
     np.testing.assert_array_equal(rec.logs["on_predict_batch_end"]["outputs"], out[8:])
     np.testing.assert_array_equal(out, m.predict(x, batch_size=4))
+
+
+def _hook_model():
+    model = normlab.Sequential([L.Dense(3, activation="softmax")])
+    model.build((None, 4), seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    return model, rng.standard_normal((20, 4)).astype(np.float32), rng.integers(0, 3, 20)
+
+
+def test_older_names_and_instance_hooks_are_called_every_step_and_epoch_logs_are_unchanged():
+    # fit calls only the callbacks with train-batch hooks of their own (decided once per fit) and,
+    # when none reads a step's logs, makes them once at the epoch's end: the same numbers
+    class Old(Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends, self.begins = [], []
+
+        def on_batch_begin(self, batch, logs=None):
+            self.begins.append(batch)
+
+        def on_batch_end(self, batch, logs=None):
+            self.ends.append((batch, dict(logs)))
+
+    class Epochs(Callback):
+        def __init__(self):
+            super().__init__()
+            self.logs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.logs.append(dict(logs))
+
+    seen = []
+    inst = Callback()
+    inst.on_train_batch_end = lambda batch, logs=None: seen.append(batch)
+    runs = []
+    for cbs in ([Old(), Epochs(), inst], [Epochs()]):
+        model, x, y = _hook_model()
+        hist = model.fit(x, y, batch_size=6, epochs=2, verbose=0, callbacks=cbs, shuffle=False)
+        runs.append((cbs, hist.history))
+    (old, with_hooks, _), history = runs[0]
+    (without_hooks,), history2 = runs[1]
+    assert old.begins == [0, 1, 2, 3] * 2 and [b for b, _ in old.ends] == [0, 1, 2, 3] * 2
+    assert seen == [0, 1, 2, 3] * 2
+    assert history == history2 and with_hooks.logs == without_hooks.logs
+    # the epoch's logs are the last step's running means
+    assert old.ends[3][1]["loss"] == with_hooks.logs[0]["loss"]
+    assert old.ends[3][1]["accuracy"] == with_hooks.logs[0]["accuracy"]

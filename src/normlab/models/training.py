@@ -59,6 +59,33 @@ class BatchIterator(ArraySource):
             yield step, xb, yb
 
 
+def _batch_hooks(callbacks):
+    """``(begin, end)``: the callbacks of a :class:`~normlab.callbacks.CallbackList` with their own
+    ``on_train_batch_begin`` / ``on_train_batch_end`` (or the older ``on_batch_*`` names), in order;
+    ``(None, None)`` for anything else (its hooks are called as they are).
+
+    Decided once per ``fit``: a step then calls only the hooks that do something. Callback's own
+    train-batch hooks only call the older names, themselves empty: a batch of scikit-learn's MLP
+    (``fit``'s History and the estimator's epoch recorder) called eight methods per step for
+    nothing. An empty ``end`` also means that nobody reads a step's logs: the loop then makes
+    them once, when the epoch ends, from the same running sums (the same numbers).
+    """
+    from ..callbacks.base import Callback, CallbackList
+
+    if type(callbacks) is not CallbackList:
+        return None, None
+
+    def own(cb, *names):
+        for name in names:
+            if name in vars(cb) or getattr(type(cb), name, None) is not getattr(Callback, name):
+                return True
+        return False
+
+    cbs = list(callbacks.callbacks)
+    return ([cb for cb in cbs if own(cb, "on_train_batch_begin", "on_batch_begin")],
+            [cb for cb in cbs if own(cb, "on_train_batch_end", "on_batch_end")])
+
+
 def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: int, validate=None,
                validation_freq: int = 1) -> dict:
     """The trainer loop: steps, metrics, validation and callbacks for epochs ``initial_epoch .. epochs - 1``.
@@ -89,6 +116,7 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
     # steps of the first epoch already taken before an interruption (BackupAndRestore): their
     # batches are drawn and passed over, so the rest of the epoch sees the batches it would have
     skip = int(getattr(model, "_initial_step", 0) or 0)
+    begin_hooks, end_hooks = _batch_hooks(callbacks)
     try:
         for epoch in range(initial_epoch, epochs):
             if dist is not None and epoch != initial_epoch:
@@ -97,12 +125,17 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
             for m in metrics:
                 m.reset_state()
             loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
+            deferred = False  # the step's logs, read by no callback, are made once at the epoch's end
             batches = data.epoch(epoch)
             for step, xb, yb, wb in batches:
                 if skip:
                     skip -= 1
                     continue
-                callbacks.on_train_batch_begin(step)
+                if begin_hooks is None:
+                    callbacks.on_train_batch_begin(step)
+                else:
+                    for cb in begin_hooks:
+                        cb.on_train_batch_begin(step, None)  # as CallbackList passes it
                 try:
                     value, out = model._train_step(xb, yb, wb)
                 except FloatingPointError as exc:
@@ -116,6 +149,7 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                     if loss is None or math.isfinite(loss):
                         raise
                     logs = {"loss": loss}
+                    deferred = False
                     callbacks.on_train_batch_end(step, logs)
                     if not model.stop_training:
                         raise
@@ -129,12 +163,18 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                     norm_count += 1
                 for m in metrics:
                     m.update_state(yb, out, metric_weight(m, wb))
-                if dist is None:
+                if dist is not None:
+                    logs = dist.step_logs(loss_sum, seen, metrics)  # summed at the epoch's end if nobody reads them
+                elif end_hooks is None or end_hooks:
                     logs = {"loss": loss_sum / seen}
                     logs.update({m.name: m.result() for m in metrics})
                 else:
-                    logs = dist.step_logs(loss_sum, seen, metrics)  # summed at the epoch's end if nobody reads them
-                callbacks.on_train_batch_end(step, logs)
+                    deferred = True
+                if end_hooks is None:
+                    callbacks.on_train_batch_end(step, logs)
+                else:
+                    for cb in end_hooks:
+                        cb.on_train_batch_end(step, logs)
                 if dist is not None:
                     model.stop_training = dist.agree_stop(model.stop_training)
                 if model.stop_training:
@@ -143,6 +183,9 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                 batches.close()
             if data.stopped and seen == 0:
                 break  # the input ran out before this epoch's first step: no epoch to report
+            if deferred:  # the numbers the last step's logs would have held
+                logs = {"loss": loss_sum / seen}
+                logs.update({m.name: m.result() for m in metrics})
             logs = dict(logs) if dist is None else dist.epoch_logs(logs)
             if norm_count:
                 logs["global_norm"] = norm_sum / norm_count
