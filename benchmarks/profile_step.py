@@ -5,6 +5,12 @@ Usage::
     PYTHONPATH=src python benchmarks/profile_step.py --batch 60 --steps 3000
     PYTHONPATH=src python benchmarks/profile_step.py --batch 1024 --plain --sort cumtime
     PYTHONPATH=src python benchmarks/profile_step.py --cnn --batch 128 --steps 30 --sections
+    PYTHONPATH=src python benchmarks/profile_step.py --intercept 512 1024 --adam --steps 200 --rounds 5
+
+``--intercept B1 B2`` times the phases at two batch sizes, in interleaved rounds in one
+process, and splits each into a fixed part ``a`` and a per-row part ``b`` (``T = a + b * B``
+through the two medians): what of a step does not shrink when the batch is cut (a data-parallel
+rank's half batch).
 
 cProfile adds a per-call cost (~1 us per Python call), so small-batch numbers
 overstate Python overhead a little; ``--sections`` instead times each phase of
@@ -35,11 +41,15 @@ if __package__ in (None, ""):
 from ._timing import pinned_threads
 from .bench_train_step import build_normlab, make_data
 
-__all__ = ["prepared_step", "profile_step", "section_times"]
+__all__ = ["prepared_step", "profile_step", "section_times", "intercepts"]
 
 
-def prepared_step(batch: int, bn: bool = True, seed: int = 0):
+def prepared_step(batch: int, bn: bool = True, seed: int = 0, adam: bool = False):
     model = build_normlab(bn, seed=seed)
+    if adam:  # bench_distributed's optimizer (the BN-paper net on several ranks)
+        from normlab.optimizers import Adam
+
+        model.compile(optimizer=Adam(1e-3), loss="sparse_categorical_crossentropy")
     x, y = make_data(batch, seed)
     model.train_on_batch(x, y)
     xp, yp = model._prepare_xy(x, y, "profile")
@@ -78,7 +88,7 @@ def prepared_cnn_step(batch: int = 128, seed: int = 0):
 
 
 def section_times(batch: int, steps: int, bn: bool = True, cnn: bool = False,
-                  clock=time.perf_counter) -> list[tuple[str, float]]:
+                  clock=time.perf_counter, adam: bool = False) -> list[tuple[str, float]]:
     """Median microseconds per phase of ``model._train_step``, timed by wrapping methods.
 
     The real ``_train_step`` runs; the passes of each node of the model's
@@ -91,7 +101,7 @@ def section_times(batch: int, steps: int, bn: bool = True, cnn: bool = False,
     time. Wrapping adds about 0.3 us per wrapped call. ``clock=time.thread_time`` times the
     thread's CPU time instead (one thread on a shared machine: the work without the waits).
     """
-    model, xp, yp = prepared_cnn_step(batch) if cnn else prepared_step(batch, bn)
+    model, xp, yp = prepared_cnn_step(batch) if cnn else prepared_step(batch, bn, adam=adam)
     acc: dict[str, list[float]] = {}
     step_acc: dict[str, float] = {}
     pc = clock
@@ -141,6 +151,30 @@ def section_times(batch: int, steps: int, bn: bool = True, cnn: bool = False,
     return [(k, statistics.median(acc[k]) * 1e6) for k in rest[:-1] + fwd + bwd + rest[-1:]]
 
 
+def intercepts(b1: int, b2: int, steps: int, rounds: int, bn: bool = True, adam: bool = False,
+               clock=time.thread_time) -> list[tuple[str, float, float, float, float]]:
+    """``(phase, us at b1, us at b2, a, b)`` per phase: the medians over ``rounds`` interleaved
+    rounds of :func:`section_times` at each batch size, and ``T = a + b * B`` through them
+    (``a`` in us per step, ``b`` in us per row)."""
+    # phases by position (each round builds new models, whose layers get new names)
+    runs: dict[int, list[list[float]]] = {b1: [], b2: []}
+    labels: list[str] = []
+    for r in range(rounds):
+        for batch in ((b1, b2) if r % 2 == 0 else (b2, b1)):
+            rows = section_times(batch, steps, bn, clock=clock, adam=adam)
+            labels = labels or [k for k, _ in rows]
+            for i, (_, us) in enumerate(rows):
+                if len(runs[batch]) <= i:
+                    runs[batch].append([])
+                runs[batch][i].append(us)
+    out = []
+    for i, k in enumerate(labels):
+        t1, t2 = statistics.median(runs[b1][i]), statistics.median(runs[b2][i])
+        slope = (t2 - t1) / (b2 - b1)
+        out.append((k, t1, t2, t1 - slope * b1, slope))
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="benchmarks/profile_step.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=60)
@@ -151,11 +185,23 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=25)
     p.add_argument("--sections", action="store_true", help="hand-timed phases instead of cProfile")
     p.add_argument("--cpu-time", action="store_true", help="--sections on the thread's CPU time (one thread)")
+    p.add_argument("--intercept", type=int, nargs=2, metavar=("B1", "B2"),
+                   help="phases at two batch sizes, interleaved: the fixed and the per-row part of each")
+    p.add_argument("--rounds", type=int, default=5, help="--intercept: interleaved rounds")
+    p.add_argument("--adam", action="store_true", help="Adam (bench_distributed's optimizer) instead of SGD")
     p.add_argument("--cnn", action="store_true",
                    help="the Fashion-MNIST CNN of examples/fashion_mnist_cnn.py instead of the BN-paper net")
     a = p.parse_args(argv)
     with pinned_threads(a.threads):
-        if a.sections:
+        if a.intercept:
+            b1, b2 = a.intercept
+            clock = time.thread_time if a.cpu_time else time.perf_counter
+            print(f"{'BN' if not a.plain else 'plain'} net, {'Adam' if a.adam else 'SGD'}, {a.threads} thread(s), "
+                  f"median us per phase over {a.rounds} interleaved rounds of {a.steps} steps; T = a + b * B")
+            print(f"  {'phase':<40s} {'B=' + str(b1):>9s} {'B=' + str(b2):>9s} {'a (us)':>9s} {'b (us/row)':>10s}")
+            for k, t1, t2, fixed, slope in intercepts(b1, b2, a.steps, a.rounds, not a.plain, a.adam, clock):
+                print(f"  {k:<40s} {t1:9.1f} {t2:9.1f} {fixed:9.1f} {slope:10.3f}")
+        elif a.sections:
             clock = time.thread_time if a.cpu_time else time.perf_counter
             rows = section_times(a.batch, a.steps, not a.plain, a.cnn, clock)
             net = "CNN" if a.cnn else ("plain" if a.plain else "BN")
