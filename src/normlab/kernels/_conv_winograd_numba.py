@@ -220,7 +220,6 @@ def input_transform_adjoint(du, pt, pl, t0, t1, th, tw, dx):
     """
     h, w, nc = dx.shape[1], dx.shape[2], dx.shape[3]
     e = np.empty((4, 4, nc), du.dtype)
-    dd = np.empty((4, 4, nc), du.dtype)
     for t in range(t0, t1):
         k = t - t0
         n = t // (th * tw)
@@ -235,21 +234,24 @@ def input_transform_adjoint(du, pt, pl, t0, t1, th, tw, dx):
                 e[2, b, c] = (du[4 + b, k, c] + du[8 + b, k, c]) - du[b, k, c]
             for c in range(nc):
                 e[3, b, c] = -du[12 + b, k, c]
-        for rr in range(4):  # dd[rr, :] = (e B^T)[rr, :]
-            for c in range(nc):
-                dd[rr, 0, c] = e[rr, 0, c]
-            for c in range(nc):
-                dd[rr, 1, c] = (e[rr, 1, c] - e[rr, 2, c]) + e[rr, 3, c]
-            for c in range(nc):
-                dd[rr, 2, c] = (e[rr, 1, c] + e[rr, 2, c]) - e[rr, 0, c]
-            for c in range(nc):
-                dd[rr, 3, c] = -e[rr, 3, c]
-        for a in range(4):
-            if 0 <= r + a < h:
-                for b in range(4):
-                    if 0 <= s + b < w:
-                        for c in range(nc):
-                            dx[n, r + a, s + b, c] += dd[a, b, c]
+        for rr in range(4):  # dx[r + rr, s:s+4] += (e B^T)[rr, :], each sum added where it lands
+            if 0 <= r + rr < h:
+                if 0 <= s < w:
+                    o = dx[n, r + rr, s]
+                    for c in range(nc):
+                        o[c] += e[rr, 0, c]
+                if 0 <= s + 1 < w:
+                    o = dx[n, r + rr, s + 1]
+                    for c in range(nc):
+                        o[c] += (e[rr, 1, c] - e[rr, 2, c]) + e[rr, 3, c]
+                if 0 <= s + 2 < w:
+                    o = dx[n, r + rr, s + 2]
+                    for c in range(nc):
+                        o[c] += (e[rr, 1, c] + e[rr, 2, c]) - e[rr, 0, c]
+                if 0 <= s + 3 < w:
+                    o = dx[n, r + rr, s + 3]
+                    for c in range(nc):
+                        o[c] += -e[rr, 3, c]
 
 
 @njit(cache=True, nogil=True)
