@@ -129,6 +129,12 @@ def per_step_collectives(dist, res) -> None:
         res["quiet/log_sums"] = np.array(counts.get("the sum of losses and metrics", 0))
         res["quiet/agreements"] = np.array(counts.get("the agreement on stopping", 0))
         counts.clear()
+        # EarlyStopping's per-batch hook only counts steps: still once per epoch
+        m = C.compile_(C.mlp("sync"), dist)
+        m.fit(x, y, batch_size=32, epochs=3, seed=1, verbose=0,
+              callbacks=[normlab.callbacks.EarlyStopping(monitor="loss", patience=10)])
+        res["early/log_sums"] = np.array(counts.get("the sum of losses and metrics", 0))
+        counts.clear()
         # a callback reading every step's logs sees them summed over the ranks at every step
         cb = _BatchLogs()
         m = C.compile_(C.mlp("sync"), dist)

@@ -213,6 +213,7 @@ def test_without_per_batch_callbacks_the_logs_are_summed_once_per_epoch(ranks):
     np.testing.assert_array_equal(ranks["quiet/loss"], ranks["reader/loss"])  # bit for bit: the same sums
     assert ranks["quiet/log_sums"] == 3
     assert ranks["quiet/agreements"] == 3 * 2  # after each epoch's first step, and at its end
+    assert ranks["early/log_sums"] == 3  # EarlyStopping's per-batch hook reads no logs
 
 
 def test_a_stop_set_on_one_rank_stops_every_rank_at_the_same_step(ranks):

@@ -270,6 +270,7 @@ class DataParallel:
         stays. One allreduce here, per ``fit``, makes the choice the same on
         every rank (rank 0 alone shows a progress bar).
         """
+        from ..callbacks import BackupAndRestore, EarlyStopping, ModelCheckpoint
         from ..callbacks.base import Callback, CallbackList
         from ..callbacks.progbar import ProgbarLogger, interactive
 
@@ -285,6 +286,10 @@ class DataParallel:
             if type(cb) is ProgbarLogger and own == ["on_train_batch_end"]:
                 # it reads the running logs for its bar (rank 0, verbose=1, on a terminal) and never stops
                 reads |= cb.verbose == 1 and self.is_chief and interactive(cb._stream())
+                continue
+            if own == ["on_train_batch_end"] and (type(cb) is EarlyStopping or (
+                    type(cb) in (ModelCheckpoint, BackupAndRestore) and cb.save_freq == "epoch")):
+                # their per-batch hook counts steps (and saves nothing per epoch-saving): no logs read, no stop
                 continue
             reads |= "on_train_batch_end" in own or "on_batch_end" in own
             stops |= bool(own)
