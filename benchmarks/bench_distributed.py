@@ -9,9 +9,11 @@ Models (issue 25):
 
 Batch normalization is synchronized (``--plain-bn``: per-rank statistics).
 What is timed: one ``model.fit(epochs=1)`` over ``steps`` global batches
-(shuffling, the accuracy metric and the per-step reduction of the logs
-included), after a warm-up fit of 2 steps; the data are random (the
-throughput does not depend on them). Each rank reports the seconds it spent
+(shuffling, the accuracy metric and the reduction of the logs included:
+once per epoch, as no callback reads a step's logs; ``--batch-logs`` adds one
+that does, and with it the per-step sums and agreements on stopping),
+after a warm-up fit of 2 steps; the data are random (the throughput does not
+depend on them). Each rank reports the seconds it spent
 inside the allreduce of the gradients (waiting for the other rank
 included), and the busiest rank's CPU time per step less its polling for
 the others (the work of a step, communication included): on a shared machine
