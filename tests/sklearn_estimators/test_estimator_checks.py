@@ -8,7 +8,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from normlab.sklearn import KerasStyleClassifier, KerasStyleRegressor, MLPClassifier, MLPRegressor  # noqa: E402
 
-from _sklearn_builders import mlp  # noqa: E402
+from _sklearn_builders import mlp_named as mlp  # noqa: E402  (a stable repr: the same test ids in every process)
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
