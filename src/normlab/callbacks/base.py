@@ -66,6 +66,16 @@ class Callback:
     def on_predict_batch_end(self, batch, logs=None): ...
 
 
+def own_hooks(cb, *names: str) -> list[str]:
+    """Those of the hooks ``names`` that ``cb`` defines itself (its class's or an instance attribute), not :class:`Callback`'s.
+
+    :class:`Callback`'s train-batch hooks only call the older ``on_batch_*`` names, themselves
+    empty: a callback without its own does nothing per batch, and ``fit`` need not call it.
+    """
+    return [name for name in names
+            if name in getattr(cb, "__dict__", ()) or getattr(type(cb), name, None) is not getattr(Callback, name)]
+
+
 class CallbackList(Callback):
     """Dispatches every hook to each callback in order."""
 

@@ -98,7 +98,6 @@ class DataParallel:
         self._random_layers: list = []
         self._plain_buffers = None  # the moving statistics averaged after each step (see backprop)
         self._step_logs = self._step_stop = True  # fit's per-step collectives (see _watch_callbacks)
-        self._epoch_start = True
 
     @property
     def rank(self) -> int:
@@ -271,7 +270,7 @@ class DataParallel:
         every rank (rank 0 alone shows a progress bar).
         """
         from ..callbacks import BackupAndRestore, EarlyStopping, ModelCheckpoint
-        from ..callbacks.base import Callback, CallbackList
+        from ..callbacks.base import CallbackList, own_hooks
         from ..callbacks.progbar import ProgbarLogger, interactive
 
         reads = stops = False
@@ -281,8 +280,7 @@ class DataParallel:
             if isinstance(cb, CallbackList):
                 pending += cb.callbacks
                 continue
-            own = [name for name in ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
-                   if getattr(getattr(cb, name, None), "__func__", None) is not getattr(Callback, name)]
+            own = own_hooks(cb, "on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
             if type(cb) is ProgbarLogger and own == ["on_train_batch_end"]:
                 # it reads the running logs for its bar (rank 0, verbose=1, on a terminal) and never stops
                 reads |= cb.verbose == 1 and self.is_chief and interactive(cb._stream())
@@ -309,13 +307,10 @@ class DataParallel:
             return self._reduced(logs.loss_sum, logs.seen, logs.metrics)
         return dict(logs)
 
-    def agree_stop(self, flag: bool) -> bool:
-        """``stop_training`` after a step, agreed by the ranks when some rank may have changed it (see
-        :meth:`_watch_callbacks`)."""
-        if self._step_stop or self._epoch_start:
-            self._epoch_start = False
-            return self.any(flag)
-        return flag
+    def agree_stop(self, flag: bool, first: bool = False) -> bool:
+        """``stop_training`` after a step (the epoch's ``first``), agreed by the ranks when some rank may
+        have changed it (see :meth:`_watch_callbacks`)."""
+        return self.any(flag) if self._step_stop or first else flag
 
     # ---------------------------------------------------------- fit
     def begin_fit(self, model, data, initial_epoch: int, callbacks=None) -> tuple:
@@ -359,15 +354,7 @@ class DataParallel:
             self._step_logs = self._step_stop = True
         else:
             self._watch_callbacks(callbacks)
-
-        strategy = self
-
-        class _Epochs(Epochs):
-            def epoch(self, epoch):
-                strategy._epoch_start = True  # the ranks agree on stopping after the epoch's first step
-                return super().epoch(epoch)
-
-        return _Epochs(sharded, data.steps_per_epoch, data.owner), initial_epoch
+        return Epochs(sharded, data.steps_per_epoch, data.owner), initial_epoch
 
     def broadcast_state(self, model, initial_epoch: int = 0, initial_step: int = 0) -> tuple[int, int]:
         """Rank 0's weights, buffers, optimizer state and generators on every rank; returns rank 0's ``(epoch, step)``."""

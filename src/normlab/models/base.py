@@ -420,7 +420,7 @@ class BaseModel:
         and ``add_regularization_grads`` and whose regularizers are the stock
         :class:`~normlab.regularizers.L1L2` family (L1, L2, L1L2): the step then computes
         them in one loop (:meth:`_step_penalty`, :meth:`_add_penalty_grads`) instead of a
-        generator, a ``sum`` and two method calls per weight, and adds the L2 gradient
+        generator and a ``sum`` per layer, and adds the L2 gradient
         through a scratch array kept from step to step instead of a new one. The same
         numbers in the same order: the bits do not change. A batch of 200 rows of
         scikit-learn's MLP (two L2 kernels) spent about 16 us of a ~250 us step on
@@ -446,23 +446,13 @@ class BaseModel:
 
     def _step_penalty(self) -> float:
         """``self._regularization_loss(self._regularized)`` for a :meth:`_penalty_plan`: the same sums in the same order."""
-        total = 0
+        total = 0.0
         for layer, terms in self._penalties:
-            if not layer._trainable:
-                total += 0.0
-                continue
-            part = 0
-            for key, reg, _ in terms:
-                w = layer.params[key]
-                if reg.l1:
-                    part += reg.penalty(w)
-                    continue
-                p = 0.0
-                if reg.l2:
-                    flat = w.reshape(-1)
-                    p += reg.l2 * float(np.dot(flat, flat))  # as L1L2.penalty
-                part += p
-            total += float(part)
+            if layer._trainable:
+                part = 0
+                for key, reg, _ in terms:
+                    part += reg.penalty(layer.params[key])
+                total += float(part)
         return total
 
     def _add_penalty_grads(self) -> None:

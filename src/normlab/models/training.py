@@ -70,20 +70,13 @@ def _batch_hooks(callbacks):
     nothing. An empty ``end`` also means that nobody reads a step's logs: the loop then makes
     them once, when the epoch ends, from the same running sums (the same numbers).
     """
-    from ..callbacks.base import Callback, CallbackList
+    from ..callbacks.base import CallbackList, own_hooks
 
     if type(callbacks) is not CallbackList:
         return None, None
-
-    def own(cb, *names):
-        for name in names:
-            if name in vars(cb) or getattr(type(cb), name, None) is not getattr(Callback, name):
-                return True
-        return False
-
     cbs = list(callbacks.callbacks)
-    return ([cb for cb in cbs if own(cb, "on_train_batch_begin", "on_batch_begin")],
-            [cb for cb in cbs if own(cb, "on_train_batch_end", "on_batch_end")])
+    return ([cb for cb in cbs if own_hooks(cb, "on_train_batch_begin", "on_batch_begin")],
+            [cb for cb in cbs if own_hooks(cb, "on_train_batch_end", "on_batch_end")])
 
 
 def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: int, validate=None,
@@ -126,6 +119,7 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                 m.reset_state()
             loss_sum, seen, norm_sum, norm_count = 0.0, 0, 0.0, 0
             deferred = False  # the step's logs, read by no callback, are made once at the epoch's end
+            first = True  # the epoch's first step taken (the same on every rank, whatever its shard)
             batches = data.epoch(epoch)
             for step, xb, yb, wb in batches:
                 if skip:
@@ -176,7 +170,8 @@ def run_epochs(model, data: Epochs, callbacks, *, epochs: int, initial_epoch: in
                     for cb in end_hooks:
                         cb.on_train_batch_end(step, logs)
                 if dist is not None:
-                    model.stop_training = dist.agree_stop(model.stop_training)
+                    model.stop_training = dist.agree_stop(model.stop_training, first)
+                    first = False
                 if model.stop_training:
                     break
             if hasattr(batches, "close"):
