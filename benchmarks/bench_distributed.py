@@ -104,6 +104,17 @@ def _compiled_run(args):
     return dist, model, x, y, b
 
 
+def _set_wait(dist, spec) -> None:
+    """``--wait SPIN,YIELD,NAP,WINDOW`` (microseconds; NAP ``-`` for none): the ranks' waiting in collectives."""
+    if not spec:
+        return
+    spin, yld, nap, window = spec.split(",")
+    c = dist._comm
+    c.spin_seconds, c.yield_seconds = float(spin) * 1e-6, float(yld) * 1e-6
+    c.nap_seconds = None if nap == "-" else float(nap) * 1e-6
+    c.window_seconds = float(window) * 1e-6
+
+
 def _callbacks(args):
     """``--batch-logs``: a callback with its own on_train_batch_end, so that fit sums the logs over the ranks
     and agrees on stopping at every step (without one, once per epoch)."""
@@ -123,6 +134,7 @@ def worker(args) -> None:
     import numpy as np
 
     dist, model, x, y, b = _compiled_run(args)
+    _set_wait(dist, args.wait)
     calls0, secs0, wait0 = dist.allreduce_calls, dist.allreduce_seconds, dist._comm.wait_cpu_seconds
     t, cpu, tcpu = time.perf_counter(), time.process_time(), time.thread_time()
     model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1, callbacks=_callbacks(args))
@@ -131,8 +143,8 @@ def worker(args) -> None:
     # the busiest rank's CPU time less its polling for the other: the work of a step without the
     # waiting for a core (this machine is shared by other jobs)
     cpu -= polling
-    everyone = dist._comm.allgather(np.array([cpu, tcpu - polling, polling]))
-    cpu, tcpu, polling = (float(v) for v in everyone.max(axis=0))
+    everyone = dist._comm.allgather(np.array([cpu, tcpu - polling, polling, cpu + polling]))
+    cpu, tcpu, polling, busy = (float(v) for v in everyone.max(axis=0))
     calls, secs = dist.allreduce_calls - calls0, dist.allreduce_seconds - secs0
     grad_bytes = model._flat[0].nbytes if model._flat is not None else 0
     if dist.is_chief:
@@ -140,6 +152,7 @@ def worker(args) -> None:
                           "step_ms": 1e3 * wall / args.steps, "cpu_ms_per_step": 1e3 * cpu / args.steps,
                           "main_thread_cpu_ms_per_step": 1e3 * tcpu / args.steps,
                           "polling_ms_per_step": 1e3 * polling / args.steps,
+                          "cpu_with_polling_ms_per_step": 1e3 * busy / args.steps,
                           "threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0,
                           "allreduce_ms_per_step": 1e3 * secs / max(calls, 1), "gradient_bytes": grad_bytes}))
 
@@ -193,6 +206,7 @@ def profile_worker(args) -> None:
     T.wrap(comm, "allreduce_timed_", "step: gradient allreduce")
     T.wrap(comm, "allgather", lambda a, what="": f"collective: {what}")
     T.wrap(comm, "allreduce_", lambda a, what="": f"collective: {what}")
+    T.wrap(comm, "finish", lambda req, what="": f"collective: {what} (finishing)")
     T.wrap(dist, "step_logs", "loop: step_logs (the logs' sums, per step or put off)")
     T.wrap(dist, "epoch_logs", "loop: epoch_logs (the put-off sum, per epoch)")
     T.wrap(dist, "agree_stop", "loop: agree_stop")
@@ -499,6 +513,12 @@ def driver(args) -> dict:
         if args.compare_plain and not args.plain_bn:
             runs["2 ranks plain BN"].append(_run([mpiexec, "-n", "2", *me, "--plain-bn", "--worker"],
                                                  _one_thread_env()))
+        for spec in args.compare_wait or ():
+            runs.setdefault(f"2 ranks, wait {spec}", []).append(
+                _run([mpiexec, "-n", "2", *me, "--wait", spec, "--worker"], _one_thread_env()))
+            if args.compare_plain and not args.plain_bn:
+                runs.setdefault(f"2 ranks plain BN, wait {spec}", []).append(
+                    _run([mpiexec, "-n", "2", *me, "--plain-bn", "--wait", spec, "--worker"], _one_thread_env()))
         if args.compare_batch_logs:
             runs["2 ranks, per-step logs"].append(_run([mpiexec, "-n", "2", *me, "--batch-logs", "--worker"],
                                                        _one_thread_env()))
@@ -527,6 +547,14 @@ def driver(args) -> dict:
         # what the per-step sums of the logs and agreements on stopping cost (a callback reading every step's logs)
         res["per_step_logs_over_per_epoch_cpu"] = (res["2 ranks, per-step logs"]["cpu_ms_per_step"]
                                                    / res["2 ranks"]["cpu_ms_per_step"])
+    for name in list(res):
+        if name.startswith("2 ranks") and isinstance(res[name], dict):
+            # every 2-rank run against 1 rank: samples per second, CPU less polling, CPU with polling
+            r = res[name]
+            res.setdefault("ratios_2_over_1", {})[name] = {
+                "samples_per_s": r["samples_per_s"] / one,
+                "cpu": res["1 rank"]["cpu_ms_per_step"] / r["cpu_ms_per_step"],
+                "cpu_with_polling": res["1 rank"]["cpu_ms_per_step"] / r["cpu_with_polling_ms_per_step"]}
     res["allreduce_share_of_step"] = res["2 ranks"]["allreduce_ms_per_step"] / res["2 ranks"]["step_ms"]
     if "torch 2 threads" in res:
         res["2_ranks_over_torch"] = two / res["torch 2 threads"]["samples_per_s"]
@@ -559,6 +587,12 @@ def main(argv=None) -> None:
                    help="fit with a callback reading every step's logs (the per-step sums and stop agreements run)")
     p.add_argument("--compare-batch-logs", action="store_true",
                    help="also 2 ranks with --batch-logs in every round (per-step against per-epoch logs, same run)")
+    p.add_argument("--wait", default=None, metavar="SPIN,YIELD,NAP,WINDOW",
+                   help="how a rank waits in a collective, microseconds: poll SPIN, then poll and sched_yield "
+                        "until YIELD, then sleep NAP between polls (each nap followed by WINDOW of polling; "
+                        "NAP '-': yield forever); default: the library's")
+    p.add_argument("--compare-wait", nargs="+", default=None, metavar="SPEC",
+                   help="also 2 ranks (and 2 ranks plain BN with --compare-plain) with each --wait SPEC in every round")
     p.add_argument("--layer", action="store_true",
                    help="one process: a synchronized BN + activation pair against a plain one (no collectives)")
     p.add_argument("--ceiling", action="store_true",

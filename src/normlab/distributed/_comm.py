@@ -57,28 +57,55 @@ class Communicator:
         self.allreduce_calls = 0
         self.wait_cpu_seconds = 0.0  # CPU time spent polling for other ranks (benchmarks subtract it)
         self.where = "setup"  # what the job is doing, for a timeout's message
+        # how _wait waits (benchmarks change them; nap_seconds None: poll and yield until done)
+        self.spin_seconds, self.yield_seconds = self.SPIN, self.YIELD
+        self.nap_seconds, self.window_seconds = self.NAP, self.WINDOW
 
     # ----------------------------------------------------------- waiting
+    #: how a rank waits for the others (seconds; see :meth:`_wait`): poll only, then poll and yield, then nap
+    SPIN, YIELD, NAP, WINDOW = 100e-6, 1e-3, 20e-6, 100e-6
+
     def _wait(self, req, what: str) -> None:
+        """Wait for ``req``, polling it; past ``timeout`` seconds end the job with a message naming ``what``.
+
+        ``Test()`` drives MPI's progress (with one thread per rank MPICH
+        moves data only inside MPI calls), so the rank keeps calling it, in
+        three phases: for ``spin_seconds`` (100 us) it only polls: the usual
+        wait (a few microseconds for synchronized BN's statistics, about
+        0.1 ms for the MLP's 400 KB gradient allreduce) ends here with the
+        caches warm; then, until ``yield_seconds`` (1 ms), it yields the core
+        (``sched_yield``) between polls to a process ready on the same core;
+        past that the other rank is not running (on a machine shared with
+        other jobs: waiting for a core), and this one sleeps ``nap_seconds``
+        (20 us; about 75 us with Linux's default timer slack) between
+        windows of ``window_seconds`` (100 us) of polling, so that its core
+        is idle and the scheduler can run the rank it waits for there.
+        ``sched_yield`` alone does not do that: the polling rank stays
+        runnable and keeps its share of its core. Each window after a nap
+        lets a transfer that started meanwhile run at polling speed.
+        """
         if req.Test():
             return
         cpu = time.thread_time()
         start = time.monotonic()
         deadline = None if self.timeout is None else start + self.timeout
-        spins = 0
+        spin_until, nap_after = start + self.spin_seconds, start + self.yield_seconds
+        nap, window = self.nap_seconds, self.window_seconds
         while not req.Test():
-            spins += 1
-            # Test() drives MPI's progress (a large message moves in pieces only inside MPI calls),
-            # so keep calling it; past a brief spin, yield the core between calls to the processes
-            # that are ready to run (the ranks this one waits for, on a machine with few cores)
-            if spins > 200:
-                os.sched_yield()
-            if deadline is not None and spins % 16 == 0 and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 self.abort(
                     f"normlab.distributed: rank {self.rank} of {self.size} waited {self.timeout:g} s in "
                     f"{what} ({self.where}) for the other ranks; one of them has stopped or is doing something "
                     f"else. Ending the job."
                 )
+            if now < spin_until:
+                continue
+            if now < nap_after or nap is None:
+                os.sched_yield()
+                continue
+            time.sleep(nap)
+            nap_after = time.monotonic() + window
         self.wait_cpu_seconds += time.thread_time() - cpu
 
     def abort(self, message: str, code: int = 1) -> None:
@@ -99,6 +126,18 @@ class Communicator:
         req = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         self._wait(req, what)
         return buf
+
+    def start_allreduce_(self, buf: np.ndarray):
+        """Start summing ``buf`` (contiguous) over the ranks in place; finish with :meth:`finish`.
+
+        Every rank must start its collectives in the same order (MPI's rule
+        for nonblocking collectives).
+        """
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+
+    def finish(self, req, what: str) -> None:
+        """Wait for a collective :meth:`start_allreduce_` started (bounded by ``timeout``, as every wait)."""
+        self._wait(req, what)
 
     def allreduce_timed_(self, buf: np.ndarray, what: str) -> np.ndarray:
         t = time.perf_counter()

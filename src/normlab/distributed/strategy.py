@@ -182,6 +182,10 @@ class DataParallel:
             model._step_loss = value
             for layer, key in model._refs:
                 layer.grads[key].fill(np.nan)
+        # plain BN's moving statistics are final after the forward pass: their allreduce starts first and
+        # completes while this rank waits in the gradients' (one wait for the two, no meeting of its own)
+        stats = self._moving_statistics(model)
+        pending = None if stats is None else self._comm.start_allreduce_(stats)
         flat = model._flat
         if flat is not None:
             self._comm.allreduce_timed_(flat[0], "the allreduce of the gradients")
@@ -192,17 +196,20 @@ class DataParallel:
                 self._comm.allreduce_timed_(buf, "the allreduce of the gradients")
                 if buf is not g:
                     np.copyto(g, buf)
-        self._average_moving_statistics(model)
+        if pending is not None:
+            self._comm.finish(pending, "the average of the moving statistics")
+            self._set_moving_statistics(stats)
         return value, out
 
-    def _average_moving_statistics(self, model) -> None:
-        """The mean over the ranks of the moving statistics of batch normalization layers that are not synchronized.
+    def _moving_statistics(self, model):
+        """The moving statistics of batch normalization layers that are not synchronized, as one float64 copy.
 
         Each rank's layer normalized its shard with the shard's statistics
-        and fed them to its moving averages; their mean is what one process
-        with ghost batches of the shards' size (``virtual_batch_size``) keeps,
-        and keeps every rank's model the same. A skipped step gives the old
-        values back (the layers' undo records).
+        and fed them to its moving averages; their mean over the ranks
+        (:meth:`_set_moving_statistics`) is what one process with ghost
+        batches of the shards' size (``virtual_batch_size``) keeps, and keeps
+        every rank's model the same. A skipped step gives the old values back
+        (the layers' undo records). None without such layers.
         """
         if self._plain_buffers is None:
             from ..layers.normalization import BatchNormalization
@@ -211,13 +218,15 @@ class DataParallel:
                                    and layer._sync is None and layer._trainable for b in layer.buffers.values()]
         bufs = self._plain_buffers
         if not bufs:
-            return
-        flat = np.concatenate([b.ravel() for b in bufs]).astype(np.float64)
-        self._comm.allreduce_(flat, "the average of the moving statistics")
-        flat /= self.size
+            return None
+        return np.concatenate([b.ravel() for b in bufs]).astype(np.float64)
+
+    def _set_moving_statistics(self, summed: np.ndarray) -> None:
+        """The summed statistics of :meth:`_moving_statistics`, divided by the ranks, into the layers' buffers."""
+        summed /= self.size
         at = 0
-        for b in bufs:
-            np.copyto(b, flat[at : at + b.size].reshape(b.shape), casting="unsafe")
+        for b in self._plain_buffers:
+            np.copyto(b, summed[at : at + b.size].reshape(b.shape), casting="unsafe")
             at += b.size
 
     def _sum(self, values) -> np.ndarray:
