@@ -232,3 +232,28 @@ def test_winograd_same_bits_on_one_and_two_threads(rng, monkeypatch):
             out.append((y,) + K.conv2d_backward(np.ones_like(y) + y, cache, w))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("need", [(True, True), (True, False), (False, True)])
+def test_winograd_same_bits_on_any_thread_count_with_full_chunks(need, rng):
+    """Chunks of the real size (several per thread, not aligned with the images) and OpenBLAS's
+    products: each chunk's products are one BLAS call, whose rows can round differently by
+    where they fall in the call, so the chunks must not follow the thread split (they did in
+    the forward pass, which then differed between 1 and 2 threads in the last bits)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from normlab.kernels import _conv_winograd, _threads
+
+    x = rng.standard_normal((26, 14, 14, 32)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 32, 64)).astype(np.float32)
+    dy = rng.standard_normal((26, 14, 14, 64)).astype(np.float32)
+    pads = ((1, 1), (1, 1))
+    out = []
+    for n in (1, 2, 3):
+        with threadpoolctl.threadpool_limits(n), _threads.one_pool():
+            y = _conv_winograd.forward(x, w, None, pads, (14, 14))
+            out.append((y,) + _conv_winograd.backward(dy, x, w, pads, need_dx=need[0], need_dw=need[1]))
+    for a, b, c in zip(*out):
+        assert (a is None) == (b is None) == (c is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)

@@ -199,7 +199,11 @@ def _threads_for(n_images: int, elements: int) -> int:
 def forward(x: np.ndarray, kernel: np.ndarray, bias, pads, out_size) -> np.ndarray:
     """``y`` of shape ``(N, Ho, Wo, F)`` from the unpadded input ``x`` and ``pads`` ``((pt, pb), (pl, pr))``.
 
-    Split over threads by whole images (each writes its own output tiles)."""
+    The tiles are cut into chunks fixed by the shape (from the first tile on), and each thread
+    takes whole chunks. A chunk's 16 products are one BLAS call each, and OpenBLAS's float32
+    kernels may round a row differently depending on where it falls in the call's rows: chunks
+    that followed the thread split (each thread chunking its own images from their first tile)
+    gave outputs on 2 threads that differed from 1 thread's in the last bits."""
     n, c, f = x.shape[0], kernel.shape[2], kernel.shape[3]
     (pt, _), (pl, _) = pads
     dtype = np.result_type(x.dtype, kernel.dtype)
@@ -209,23 +213,31 @@ def forward(x: np.ndarray, kernel: np.ndarray, bias, pads, out_size) -> np.ndarr
     wt = kernel_transform(kernel.astype(dtype, copy=False))
     y = np.empty((n,) + tuple(out_size) + (f,), dtype=dtype)
     b = np.zeros(f, dtype) if bias is None else np.asarray(bias, dtype=dtype)
-    per_image = th * tw
+    total = n * th * tw
+    chunks = _chunks(0, total, max(c, f), y.itemsize) if fast else [(0, total)]
 
-    def part(n0, n1):
-        t_lo, t_hi = n0 * per_image, n1 * per_image
-        chunks = _chunks(t_lo, t_hi, max(c, f), y.itemsize) if fast else [(t_lo, t_hi)]
-        step = max(t1 - t0 for t0, t1 in chunks)
+    def part(k0, k1):
+        mine = chunks[k0:k1]
+        step = max(t1 - t0 for t0, t1 in mine)
         u = np.empty((16, step, c), dtype=dtype)
         m = np.empty((16, step, f), dtype=dtype)
-        for t0, t1 in chunks:
+        if fast:  # one nogil call between two products (_conv_winograd_numba: chunk steps)
+            o0 = o1 = mine[0][0]
+            for t0, t1 in mine:
+                _nb.forward_step(m, o0, o1, y, b, x, pt, pl, t0, t1, th, tw, u)
+                np.matmul(u[:, : t1 - t0], wt, out=m[:, : t1 - t0])
+                o0, o1 = t0, t1
+            _nb.forward_step(m, o0, o1, y, b, x, pt, pl, o1, o1, th, tw, u)
+            return
+        for t0, t1 in mine:
             k = t1 - t0
             fin(x, pt, pl, t0, t1, th, tw, u)
             np.matmul(u[:, :k], wt, out=m[:, :k])
             fout(m, t0, t1, th, tw, y, b)
 
-    threads = _threads_for(n, 16 * n * per_image * max(c, f)) if fast else 1
+    threads = min(len(chunks), _threads_for(n, 16 * total * max(c, f))) if fast else 1
     with _blas_single(threads):
-        _threads.run_parts(part, n, threads)
+        _threads.run_parts(part, len(chunks), threads)
     return y
 
 
@@ -251,6 +263,24 @@ def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx
         wtt = np.ascontiguousarray(kernel_transform(kernel.astype(dtype, copy=False)).transpose(0, 2, 1))
         dx = np.zeros(x.shape, dtype=dtype)
 
+    none3, none4 = np.empty((0, 0, 0), dtype), np.empty((0, 0, 0, 0), dtype)
+
+    def _fast_group(g, chunks, v, u, prod, du):
+        # one nogil call between two rounds of products (_conv_winograd_numba: chunk steps)
+        acc = dwt[g] if need_dw else none3
+        dxo = dx if need_dx else none4
+        zero = dtype.type(0)
+        a0 = a1 = chunks[0][0]
+        for t0, t1 in chunks:
+            _nb.backward_step(acc, prod, du, a0, a1, dxo, dy, x, pt, pl, t0, t1, th, tw, v, zero, dbs[g], u)
+            k = t1 - t0
+            if need_dw:
+                np.matmul(u[:, :k].transpose(0, 2, 1), v[:, :k], out=prod)
+            if need_dx:
+                np.matmul(v[:, :k], wtt, out=du[:, :k])
+            a0, a1 = t0, t1
+        _nb.backward_step(acc, prod, du, a0, a1, dxo, dy, x, pt, pl, a1, a1, th, tw, v, zero, dbs[g], u)
+
     def part(g0, g1):
         for g in range(g0, g1):
             t_lo, t_hi = groups[g][0] * per_image, groups[g][1] * per_image
@@ -262,6 +292,10 @@ def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx
                 prod = np.empty((16, c, f), dtype=dtype)
             if need_dx:
                 du = np.empty((16, step, c), dtype=dtype)
+            if fast:
+                _fast_group(g, chunks, v, u if need_dw else none3, prod if need_dw else none3,
+                            du if need_dx else none3)
+                continue
             for t0, t1 in chunks:
                 k = t1 - t0
                 fgrad(dy, t0, t1, th, tw, v, dtype.type(0), dbs[g])

@@ -296,3 +296,43 @@ def kernel_transform_adjoint(dwt, dg):
                 dg[i, 0, c, f] = r[i, 0] + 0.5 * (r[i, 1] + r[i, 2])
                 dg[i, 1, c, f] = 0.5 * (r[i, 1] - r[i, 2])
                 dg[i, 2, c, f] = 0.5 * (r[i, 1] + r[i, 2]) + r[i, 3]
+
+
+# ------------------------------------------------------------- chunk steps
+# A thread's chunk loop alternates these transforms with NumPy's batched products. Each call of
+# a nogil kernel hands the GIL back and takes it again, and with the machine busy a thread that
+# waits for the GIL waits for a time slice: the steps below run, in one call, the transforms that
+# sit between two products (the previous chunk's last transform and the next chunk's first),
+# which halves the hand-offs of the forward pass and of the backward pass. A range with
+# ``t0 == t1`` is skipped (the first and the last call of a loop). Every value is computed by the
+# same kernel as before, in the same order.
+
+
+@njit(cache=True, nogil=True)
+def forward_step(m, o0, o1, y, bias, x, pt, pl, i0, i1, th, tw, u):
+    """:func:`output_transform` of tiles ``o0:o1`` from ``m``, then :func:`input_transform` of tiles
+    ``i0:i1`` into ``u``."""
+    if o1 > o0:
+        output_transform(m, o0, o1, th, tw, y, bias)
+    if i1 > i0:
+        input_transform(x, pt, pl, i0, i1, th, tw, u)
+
+
+@njit(cache=True, nogil=True)
+def backward_step(acc, prod, du, a0, a1, dx, dy, x, pt, pl, g0, g1, th, tw, v, zero, db, u):
+    """For the chunk ``a0:a1`` just multiplied: ``acc += prod`` (its kernel-gradient product; ``acc``
+    of size 0: not asked) and :func:`input_transform_adjoint` of ``du`` into ``dx`` (``dx`` of size
+    0: not asked); then for the next chunk ``g0:g1``: :func:`grad_transform` into ``v`` (and ``db``)
+    and :func:`input_transform` into ``u`` (``u`` of size 0: not asked)."""
+    if a1 > a0:
+        if acc.size > 0:
+            af = acc.reshape(-1)
+            pf = prod.reshape(-1)
+            for i in range(af.shape[0]):
+                af[i] += pf[i]
+        if dx.size > 0:
+            input_transform_adjoint(du, pt, pl, a0, a1, th, tw, dx)
+    if g1 > g0:
+        grad_transform(dy, g0, g1, th, tw, v, zero, db)
+        if u.size > 0:
+            input_transform(x, pt, pl, g0, g1, th, tw, u)
