@@ -135,6 +135,13 @@ def worker(args) -> None:
 
     dist, model, x, y, b = _compiled_run(args)
     _set_wait(dist, args.wait)
+    if args.split_check:
+        # the proposed hook of BaseModel._finite (models/base.py), simulated: each rank checks its part of x
+        def finite(arr, owner):
+            dist.check_finite(arr, owner)
+            return arr
+
+        model._finite = finite
     calls0, secs0, wait0 = dist.allreduce_calls, dist.allreduce_seconds, dist._comm.wait_cpu_seconds
     t, cpu, tcpu = time.perf_counter(), time.process_time(), time.thread_time()
     model.fit(x, y, batch_size=b, epochs=1, verbose=0, seed=1, callbacks=_callbacks(args))
@@ -519,6 +526,9 @@ def driver(args) -> dict:
             if args.compare_plain and not args.plain_bn:
                 runs.setdefault(f"2 ranks plain BN, wait {spec}", []).append(
                     _run([mpiexec, "-n", "2", *me, "--plain-bn", "--wait", spec, "--worker"], _one_thread_env()))
+        if args.compare_split_check:
+            runs.setdefault("2 ranks, x checked in parts", []).append(
+                _run([mpiexec, "-n", "2", *me, "--split-check", "--worker"], _one_thread_env()))
         if args.compare_batch_logs:
             runs["2 ranks, per-step logs"].append(_run([mpiexec, "-n", "2", *me, "--batch-logs", "--worker"],
                                                        _one_thread_env()))
@@ -593,6 +603,10 @@ def main(argv=None) -> None:
                         "NAP '-': yield forever); default: the library's")
     p.add_argument("--compare-wait", nargs="+", default=None, metavar="SPEC",
                    help="also 2 ranks (and 2 ranks plain BN with --compare-plain) with each --wait SPEC in every round")
+    p.add_argument("--split-check", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compare-split-check", action="store_true",
+                   help="also 2 ranks where each rank checks only its part of x for NaN/inf (DataParallel.check_finite "
+                        "put in place of the model's check: the hook proposed for models/base.py)")
     p.add_argument("--layer", action="store_true",
                    help="one process: a synchronized BN + activation pair against a plain one (no collectives)")
     p.add_argument("--ceiling", action="store_true",

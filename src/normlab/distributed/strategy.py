@@ -149,6 +149,25 @@ class DataParallel:
         finally:
             self._depth, comm.where = 0, previous
 
+    def check_finite(self, x: np.ndarray, owner: str) -> None:
+        """Raise unless ``x`` is finite, each rank checking its contiguous part (``span``) of the samples.
+
+        For the model's check of ``x`` (one pass over all of it on every rank
+        otherwise: 0.17 ms of CPU per step for the MLP's 1024 rows): inside
+        a call the strategy guards (``fit``, ``evaluate``, ``predict``,
+        ``train_on_batch``, ``test_on_batch``) every rank goes on to a
+        collective after the check, so the rank whose part holds the NaN or
+        inf raises, and :meth:`guard` ends the job with its message while
+        the others wait for it. Outside such a call (a method one rank may
+        call alone) the rank checks all of ``x``.
+        """
+        from ..models._checks import _check_finite
+
+        if self._depth and self.size > 1 and len(x) >= self.size:
+            a, b = span(len(x), self.rank, self.size)
+            x = x[a:b]
+        _check_finite(x, owner, "x")
+
     # ---------------------------------------------------------- the step
     def fuse_ok(self, model) -> bool:
         """True: the executor fuses a synchronized batch norm with its activation into a pair of its own

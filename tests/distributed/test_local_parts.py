@@ -1,6 +1,7 @@
-"""How a rank waits in a collective (``Communicator._wait``): poll, then poll and yield, then nap; bounded.
+"""Parts of data parallelism checked in one process, without MPI.
 
-No MPI here: the communicator is built without a communicator and the
+How a rank waits in a collective (``Communicator._wait``): poll, then poll
+and yield, then nap; bounded by the timeout. No MPI here: the communicator is built without a communicator and the
 request is a stand-in; a fake clock advances by one microsecond per poll
 (and by the nap's length per nap), so the phases are checked by what the
 rank did, not by timing it.
@@ -104,3 +105,32 @@ def test_a_wait_past_the_timeout_ends_the_job_with_where_it_waited(comm):
     assert messages == ["normlab.distributed: rank 0 of 2 waited 0.01 s in the allreduce of the gradients (a test) "
                         "for the other ranks; one of them has stopped or is doing something else. Ending the job."]
     assert 0.01 <= comm.clock.now < 0.0103
+
+
+# --------------------------------------------- the check of x, split over the ranks
+def _strategy(rank, depth):
+    from normlab.distributed.strategy import DataParallel
+
+    dist = object.__new__(DataParallel)
+    dist._comm = types.SimpleNamespace(rank=rank, size=2)
+    dist._depth = depth
+    return dist
+
+
+def test_inside_a_guarded_call_each_rank_checks_its_part_of_x():
+    import numpy as np
+
+    x = np.zeros((10, 3), np.float32)
+    x[7, 1] = np.nan  # in rank 1's rows (5 to 9)
+    _strategy(0, 1).check_finite(x, "Sequential.fit")
+    with pytest.raises(ValueError, match=r"Sequential.fit: 'x' holds NaN or inf values."):
+        _strategy(1, 1).check_finite(x, "Sequential.fit")
+
+
+def test_outside_a_guarded_call_a_rank_checks_all_of_x():
+    import numpy as np
+
+    x = np.zeros((10, 3), np.float32)
+    x[7, 1] = np.inf
+    with pytest.raises(ValueError, match="holds NaN or inf"):
+        _strategy(0, 0).check_finite(x, "Sequential.compute_gradients")
