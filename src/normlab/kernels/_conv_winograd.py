@@ -65,8 +65,11 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
-#: bytes of one chunk's transformed buffer (U or V, 16 x tiles x channels): L2-resident
-CHUNK_BYTES = 1 << 19
+#: bytes of one chunk's transformed buffer (U or V, 16 x tiles x channels) at most. The CNN's two
+#: Winograd layers (128 x 14 x 14, 32 -> 64 and 64 -> 64 channels), forward and backward, 1 thread,
+#: CPU time against 512 KiB (the L2 size of a core here; chunks of 128 tiles): 1 MiB 0.94-0.95x
+#: (196 tiles: larger products, half the calls), 2 MiB 0.95x, 4 MiB 1.04x
+CHUNK_BYTES = 1 << 20
 
 
 def supported(kernel_size, strides, dilation) -> bool:
@@ -80,9 +83,11 @@ def tiles(out_size) -> tuple:
 
 
 def _chunks(t_lo: int, t_hi: int, channels: int, itemsize: int):
-    """Tiles ``t_lo:t_hi`` in chunks whose ``16 x tiles x channels`` buffer is about ``CHUNK_BYTES``."""
+    """Tiles ``t_lo:t_hi`` in chunks of equal size (within one tile) whose ``16 x tiles x channels``
+    buffer is at most ``CHUNK_BYTES`` (64 tiles at least): no short last chunk of a few tiles."""
     step = max(64, CHUNK_BYTES // (16 * channels * itemsize))
-    return [(t0, min(t0 + step, t_hi)) for t0 in range(t_lo, t_hi, step)]
+    k = max(1, -(-(t_hi - t_lo) // step))
+    return [(t_lo + i * (t_hi - t_lo) // k, t_lo + (i + 1) * (t_hi - t_lo) // k) for i in range(k)]
 
 
 def kernel_transform(kernel: np.ndarray) -> np.ndarray:
@@ -188,6 +193,11 @@ GROUP_TILES = 512
 _blas_single = _threads.blas_single  # the name earlier code and tests use
 
 
+def _groups(n_images: int, per_image: int) -> list[tuple[int, int]]:
+    """``GROUPS`` (fewer for small inputs: ``GROUP_TILES`` tiles each at least) ranges of images."""
+    return _threads.split(n_images, max(1, min(GROUPS, n_images * per_image // GROUP_TILES)))
+
+
 def _threads_for(n_images: int, elements: int) -> int:
     """Threads for a convolution whose transformed buffers hold ``elements``: one below
     ``_threads.MIN_PARALLEL_ELEMENTS`` / 4 or for a single image."""
@@ -199,8 +209,8 @@ def _threads_for(n_images: int, elements: int) -> int:
 def forward(x: np.ndarray, kernel: np.ndarray, bias, pads, out_size) -> np.ndarray:
     """``y`` of shape ``(N, Ho, Wo, F)`` from the unpadded input ``x`` and ``pads`` ``((pt, pb), (pl, pr))``.
 
-    The tiles are cut into chunks fixed by the shape (from the first tile on), and each thread
-    takes whole chunks. A chunk's 16 products are one BLAS call each, and OpenBLAS's float32
+    The tiles are cut into chunks fixed by the shape (the backward pass's groups of images, each
+    cut into equal chunks), and each thread takes whole chunks. A chunk's 16 products are one BLAS call each, and OpenBLAS's float32
     kernels may round a row differently depending on where it falls in the call's rows: chunks
     that followed the thread split (each thread chunking its own images from their first tile)
     gave outputs on 2 threads that differed from 1 thread's in the last bits."""
@@ -213,8 +223,12 @@ def forward(x: np.ndarray, kernel: np.ndarray, bias, pads, out_size) -> np.ndarr
     wt = kernel_transform(kernel.astype(dtype, copy=False))
     y = np.empty((n,) + tuple(out_size) + (f,), dtype=dtype)
     b = np.zeros(f, dtype) if bias is None else np.asarray(bias, dtype=dtype)
-    total = n * th * tw
-    chunks = _chunks(0, total, max(c, f), y.itemsize) if fast else [(0, total)]
+    per_image = th * tw
+    total = n * per_image
+    # the backward pass's groups of images, each cut into chunks of equal size: as many chunks
+    # for every group, so whole chunks split evenly over 2 (or 4, 8) threads
+    chunks = [ch for g0, g1 in _groups(n, per_image) for ch in _chunks(g0 * per_image, g1 * per_image, max(c, f),
+                                                                     y.itemsize)] if fast else [(0, total)]
 
     def part(k0, k1):
         mine = chunks[k0:k1]
@@ -256,7 +270,7 @@ def backward(dy: np.ndarray, x: np.ndarray, kernel: np.ndarray, pads, *, need_dx
     th, tw = tiles(dy.shape[1:3])
     (fin, _, fgrad, fadj), fast = _fns(dtype)
     per_image = th * tw
-    groups = _threads.split(n, max(1, min(GROUPS, n * per_image // GROUP_TILES)))
+    groups = _groups(n, per_image)
     dwt = np.zeros((len(groups), 16, c, f), dtype=dtype) if need_dw else None
     dbs = np.zeros((len(groups), f if need_dw else 0), dtype=dtype)
     if need_dx:
