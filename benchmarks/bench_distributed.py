@@ -40,7 +40,12 @@ global batch each, started together, and one such process alone: the
 machine's ceiling for 2 ranks (``ceiling_cpu_speedup``), split into
 ``half_batch_cpu_speedup`` and ``two_processes_cpu_efficiency``.
 ``--profile`` (under mpiexec) prints, for every rank, the wall and CPU
-milliseconds per step spent in each part of a step.
+milliseconds per step spent in each part of a step. ``--compare-wait SPEC``
+adds 2 ranks waiting in collectives another way (``--wait``; ``100,0,-,0``
+is the earlier poll-and-yield), ``--compare-split-check`` 2 ranks checking
+only their part of ``x`` for NaN/inf; ``ratios_2_over_1`` gives every
+2-rank run against 1 rank in samples per second, CPU time less polling and
+CPU time with polling.
 """
 
 from __future__ import annotations
