@@ -167,3 +167,16 @@ def sum_squares(a):
     if not np.isfinite(s):
         s = _sum_squares_f64(a)
     return s
+
+
+@njit(cache=True, nogil=True)
+def add_scaled(g, w, c):
+    """``g += w * c`` over 1-D arrays of one dtype, ``c`` a scalar of it: the product rounded, then the sum.
+
+    Two roundings per element, as NumPy's ``np.multiply(w, c, out=t)`` then
+    ``np.add(g, t, out=g)`` (numba contracts no multiply-add into an FMA
+    without ``fastmath``), so the same bits, in one pass instead of two calls.
+    """
+    for i in range(g.size):
+        t = w[i] * c
+        g[i] = g[i] + t

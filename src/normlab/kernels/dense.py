@@ -10,6 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _backend, _threads
+
+if _backend.NUMBA_AVAILABLE:  # pragma: no branch - depends on the environment
+    from . import _dense_numba as _nb
+else:  # pragma: no cover
+    _nb = None
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def dense_forward(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """Return ``x @ kernel + bias``."""
@@ -29,3 +38,54 @@ def dense_backward(
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
     return dx, x2.T @ dy2, dy2.sum(axis=0)
+
+
+# ------------------------------------------------ a training step's fused passes
+# (numba, kernels._dense_numba; the same bits as the NumPy expressions they replace)
+
+
+def fused_size(shape, dtype) -> int:
+    """How the fused kernels below take a C-contiguous 2-D array of ``shape`` and ``dtype``.
+
+    0: they do not (no numba, another dtype, an empty array); 1: they do; 2: they do while
+    normlab's kernels run on one thread (a larger array: the NumPy path splits it over threads).
+    Decided once per workspace by a layer, which then checks only the arrays it did not make.
+    """
+    if not (_nb is not None and len(shape) == 2 and np.dtype(dtype) in _FAST_DTYPES and shape[0] * shape[1]):
+        return 0
+    return 1 if shape[0] * shape[1] < _threads.MIN_PARALLEL_ELEMENTS else 2
+
+
+def fused_now(size_kind: int) -> bool:
+    """True when the fused kernels run now, for a :func:`fused_size` of ``size_kind``."""
+    return bool(size_kind) and _backend.numba_enabled() and (size_kind == 1 or _threads.get_num_threads() == 1)
+
+
+def bias_relu(z: np.ndarray, bias: np.ndarray | None, a: np.ndarray) -> None:
+    """``z += bias`` (in place) and ``a = maximum(z, 0)`` in one pass (numba; :func:`fused_now` must hold).
+
+    ``z`` and ``a``: C-contiguous ``(m, n)`` arrays of one float dtype; ``bias``: ``(n,)`` of that
+    dtype, or None. The same bits as ``np.add(z, bias, out=z)`` then ``np.maximum(z, 0)``.
+    """
+    _nb.bias_relu(z, z[0] if bias is None else bias, a, bias is not None, z.dtype.type(0))
+
+
+def relu_backward_bias(da: np.ndarray, z: np.ndarray, dz: np.ndarray, db: np.ndarray) -> None:
+    """``dz = da * relu'(z)`` and ``db = dz.sum(axis=0)`` in one pass (numba; :func:`fused_now` must hold).
+
+    All C-contiguous, of one float dtype; ``da``, ``z``, ``dz``: ``(m, n)``; ``db``: ``(n,)``.
+    ``relu'(z)`` is 1 where ``z > 0``, else 0 (``dz`` is then +0). The same bits as
+    :func:`normlab.kernels.activations.relu_backward` then ``np.add.reduce(dz, axis=0, out=db)``.
+    """
+    _nb.relu_grad_colsum(da, z, dz, db, da.dtype.type(0))
+
+
+def bias_gradient(dz: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = dz.sum(axis=0)`` for a 2-D ``dz``: rows added in order (``np.add.reduce``'s bits)."""
+    dt = dz.dtype
+    if _nb is not None and dz.ndim == 2 and (dt == np.float32 or dt == np.float64) and out.dtype == dt \
+            and dz.flags.c_contiguous and out.flags.c_contiguous and out.shape == dz.shape[1:] and dz.size \
+            and _backend.numba_enabled():
+        _nb.colsum(dz, out, dt.type(0))
+        return
+    np.add.reduce(dz, axis=0, out=out)

@@ -426,3 +426,19 @@ def fused_step(kind: StepKind, args: StepArgs, buf: StepBuffers, new_head: np.nd
         buf.head_sh[2] = np.sqrt(sq)
     np.copyto(*buf.commit)
     return sq
+
+
+def add_scaled(g: np.ndarray, w: np.ndarray, c: float) -> bool:
+    """``g += w * dtype(c)`` in one pass (an L2 penalty's gradient ``2 l2 w`` added in place); False where it does not apply.
+
+    numba, for C-contiguous ``g`` and ``w`` of one shape and float dtype: the
+    same two roundings per element as ``np.multiply(w, c, out=t)`` then
+    ``np.add(g, t, out=g)``, so the same bits. Else nothing is done (the
+    caller keeps the NumPy calls).
+    """
+    dt = g.dtype
+    if _nb is None or not (dt == np.float32 or dt == np.float64) or w.dtype != dt or w.shape != g.shape \
+            or not (g.flags.c_contiguous and w.flags.c_contiguous) or not _backend.numba_enabled():
+        return False
+    _nb.add_scaled(g.reshape(-1), w.reshape(-1), dt.type(c))
+    return True

@@ -31,6 +31,7 @@ from ..layers.base import Layer, as_float_array
 from ..utils import _random
 from ..losses import SparseCategoricalCrossentropy
 from ..kernels import _threads
+from ..kernels import optim as K_optim
 from ._checks import (
     metric_weight,
     _COUNT,
@@ -466,6 +467,8 @@ class BaseModel:
                 g = grads[key]
                 if reg.l1:
                     g += reg.gradient(w)
+                    continue
+                if K_optim.add_scaled(g, w, 2.0 * reg.l2):  # one pass, the same two roundings
                     continue
                 buf = scratch[0]
                 if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:

@@ -18,7 +18,7 @@ from .layout import _SCALARS, _leaves, state_at
 class _Context:
     """What a fused binding's step needs beyond the learning rate and the gradients, made on its first step."""
 
-    __slots__ = ("dt", "kinds", "beta", "nesterov", "lo", "hi", "ones", "norm_clip", "link_states")
+    __slots__ = ("dt", "kinds", "beta", "nesterov", "lo", "hi", "ones", "norm_clip", "link_states", "by_lr")
 
     def __init__(self, b):
         plan = b.fused
@@ -36,6 +36,18 @@ class _Context:
         path = plan.rule_path
         # the rule's state as seen with either copy of the slots live
         self.link_states = tuple(state_at(tree, path) if path is not None else None for tree in b.states)
+        # what depends on the learning rate alone, kept while the rate is the same float object (a
+        # constant rate: one object for good; a new rate, set by hand, by a schedule or a callback, is
+        # another object, seen at the next step; identity, not ==, so that -0.0 is not taken for 0.0)
+        self.by_lr = (None,)
+
+    def for_lr(self, lr: float, decay: float) -> tuple:
+        """``(lr, kind, dtype(-lr), dtype(-lr * decay))`` for this step's rate."""
+        by_lr = self.by_lr
+        if by_lr[0] is not lr:
+            f = -lr * decay
+            by_lr = self.by_lr = (lr, self.kinds[f != 0.0], self.dt(-lr), self.dt(f))  # one write: no torn state
+        return by_lr
 
 
 def fused(opt, b, it: int, lr: float, names) -> None:
@@ -71,10 +83,8 @@ def fused(opt, b, it: int, lr: float, names) -> None:
         per = sqs if ctx.norm_clip == "clip_norm" else [sum(sqs)]
         scales = np.array([_scale(math.sqrt(sq), c) for sq in per], dt)
         check, head[2] = False, norm
-    f = -lr * plan.decay
-    kind = ctx.kinds[f != 0.0]
-    args = K.StepArgs(plan.consts(info, link_state, dt), dt(-lr), ctx.beta, ctx.nesterov, dt(f), ctx.lo, ctx.hi,
-                      scales)
+    _, kind, neg_lr, f = ctx.for_lr(lr, plan.decay)
+    args = K.StepArgs(plan.consts(info, link_state, dt), neg_lr, ctx.beta, ctx.nesterov, f, ctx.lo, ctx.hi, scales)
     sq = K.fused_step(kind, args, buf, head, check)
     if not check or math.isfinite(sq):
         return
