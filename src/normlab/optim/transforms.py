@@ -496,12 +496,18 @@ def scale_by_adam(
             s["velocity_hat"] = _zeros_like(params)
         return s
 
+    fixed: dict = {}  # dtype -> the constants that do not change with the step (made once: every step reads them)
+
     def consts(info, state, dt):
         t = info.step + 1
         bc1 = 1.0 - b1**t
         bc2 = 1.0 - b2**t
-        c1, c2 = (math.sqrt(bc2) / bc1, 1.0) if keras else (math.sqrt(bc2), bc1)
-        return dt(1.0 - b1), dt(1.0 - b2), dt(eps), dt(c1), dt(c2), keras
+        k = fixed.get(dt)
+        if k is None:
+            k = fixed[dt] = (dt(1.0 - b1), dt(1.0 - b2), dt(eps), dt(1.0))
+        if keras:
+            return k[0], k[1], k[2], dt(math.sqrt(bc2) / bc1), k[3], keras
+        return k[0], k[1], k[2], dt(math.sqrt(bc2)), dt(bc1), keras
 
     return _rule_link(K.adam_amsgrad if amsgrad else K.adam, init, consts)
 
