@@ -103,3 +103,12 @@ def test_add_scaled_bits(dtype, rng):
     # not C-contiguous, or mixed dtypes: nothing done, the caller keeps NumPy's calls
     assert not K_optim.add_scaled(g[:, ::2], w[:, ::2], c)
     assert not K_optim.add_scaled(g, w.astype(np.float16), c)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 3, 2, 4)])
+def test_add_scaled_any_rank(shape, rng):
+    w = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    ref = g + (w * np.float32(3e-4))
+    assert K_optim.add_scaled(g, w, 3e-4)
+    assert _same_bits(g, ref)

@@ -171,12 +171,14 @@ def sum_squares(a):
 
 @njit(cache=True, nogil=True)
 def add_scaled(g, w, c):
-    """``g += w * c`` over 1-D arrays of one dtype, ``c`` a scalar of it: the product rounded, then the sum.
+    """``g += w * c`` over C-contiguous arrays of one shape and dtype, ``c`` a scalar of it: the product rounded, then the sum.
 
     Two roundings per element, as NumPy's ``np.multiply(w, c, out=t)`` then
     ``np.add(g, t, out=g)`` (numba contracts no multiply-add into an FMA
     without ``fastmath``), so the same bits, in one pass instead of two calls.
     """
-    for i in range(g.size):
-        t = w[i] * c
-        g[i] = g[i] + t
+    n = g.size
+    gf, wf = g.reshape(n), w.reshape(n)  # views (C order): no reshape per call in Python
+    for i in range(n):
+        t = wf[i] * c
+        gf[i] = gf[i] + t

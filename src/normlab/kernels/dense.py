@@ -83,7 +83,8 @@ def relu_backward_bias(da: np.ndarray, z: np.ndarray, dz: np.ndarray, db: np.nda
 def bias_gradient(dz: np.ndarray, out: np.ndarray) -> None:
     """``out[:] = dz.sum(axis=0)`` for a 2-D ``dz``: rows added in order (``np.add.reduce``'s bits)."""
     dt = dz.dtype
-    if _nb is not None and dz.ndim == 2 and (dt == np.float32 or dt == np.float64) and out.dtype == dt \
+    # identity with the native dtypes (a comparison with np.float32 converts the type: 0.3 us each)
+    if _nb is not None and dz.ndim == 2 and (dt is _FAST_DTYPES[0] or dt is _FAST_DTYPES[1]) and out.dtype is dt \
             and dz.flags.c_contiguous and out.flags.c_contiguous and out.shape == dz.shape[1:] and dz.size \
             and _backend.numba_enabled():
         _nb.colsum(dz, out, dt.type(0))
