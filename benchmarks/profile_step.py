@@ -71,7 +71,8 @@ def profile_step(batch: int, steps: int, bn: bool = True, sort: str = "tottime",
     dt = (time.perf_counter() - t0) / steps
     s = io.StringIO()
     pstats.Stats(pr, stream=s).sort_stats(sort).print_stats(limit)
-    return f"batch {batch}, {'BN' if bn else 'plain'} net, {steps} steps, {dt * 1e6:.1f} us/step under cProfile\n" + s.getvalue()
+    net = "CNN" if cnn else ("BN" if bn else "plain")
+    return f"batch {batch}, {net} net, {steps} steps, {dt * 1e6:.1f} us/step under cProfile\n" + s.getvalue()
 
 
 _NODE_METHODS = ("call", "_train_forward", "_train_forward_sparse_ce", "_train_backward", "backward_from_logits")
@@ -184,7 +185,8 @@ def main(argv=None) -> None:
     p.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumtime, ncalls)")
     p.add_argument("--limit", type=int, default=25)
     p.add_argument("--sections", action="store_true", help="hand-timed phases instead of cProfile")
-    p.add_argument("--cpu-time", action="store_true", help="--sections on the thread's CPU time (one thread)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="with --sections or --intercept: the calling thread's CPU time instead of the wall clock")
     p.add_argument("--intercept", type=int, nargs=2, metavar=("B1", "B2"),
                    help="phases at two batch sizes, interleaved: the fixed and the per-row part of each")
     p.add_argument("--rounds", type=int, default=5, help="--intercept: interleaved rounds")
