@@ -236,6 +236,8 @@ def test_only_rank_0_prints_and_writes(ranks):
 @pytest.mark.parametrize("mode, message", [
     ("raise", "rank 1 of 2 failed in Sequential.fit with ValueError: boom on rank 1 at batch 1"),
     ("stall", "waited 3 s in"),
+    # each rank checks only its part of x for NaN and inf: the rank that holds it ends the job
+    ("nan", "rank 1 of 2 failed in Sequential.fit with ValueError: Sequential.fit: 'x' holds NaN or inf"),
 ])
 def test_a_failing_or_stalled_rank_ends_the_whole_job(tmp_path, mode, message):
     start = time.monotonic()
@@ -243,4 +245,5 @@ def test_a_failing_or_stalled_rank_ends_the_whole_job(tmp_path, mode, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "fit returned" not in proc.stdout
+    assert "rank 0 of 2 failed" not in proc.stderr  # rank 0's part (and its checks) passed
     assert time.monotonic() - start < 50  # the stalled rank sleeps 60 s: the job did not wait for it

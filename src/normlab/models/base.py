@@ -162,9 +162,11 @@ class BaseModel:
             cls = type(exc) if type(exc) in (ValueError, TypeError) else ValueError
             raise cls(f"{owner}: 'x' of shape {x.shape} does not fit the model: {exc}") from exc
 
-    @staticmethod
-    def _finite(x: np.ndarray, owner: str) -> np.ndarray:
-        _check_finite(x, owner, "x")
+    def _finite(self, x: np.ndarray, owner: str) -> np.ndarray:
+        if self._dist is not None:  # several ranks: inside a guarded call each checks its own part of x
+            self._dist.check_finite(x, owner)
+        else:
+            _check_finite(x, owner, "x")
         return x
 
     @contextlib.contextmanager
