@@ -14,6 +14,9 @@ Two parts (``PYTHONPATH=src python benchmarks/bench_sklearn.py --help``):
    Reported: the mean and standard deviation over the folds of the accuracy
    (R^2 for diabetes), the mean fit time per fold and the mean epochs run.
    On every fold both estimators fit the same split, in alternating order.
+   ``--seeds N`` repeats the whole CV with seeds 0..N-1 (folds and
+   estimators) and reports each normlab variant's paired difference from
+   scikit-learn with its standard error over the seeds.
 2. **A large synthetic set**: ``make_classification(250_000, 50,
    n_informative=30, random_state=0)``, 200k rows to fit on and 50k held out;
    one hidden layer of 100 relu units, ``batch_size=200`` (scikit-learn's
@@ -76,8 +79,17 @@ def _epochs_run(pipe) -> int:
     return int(est.n_iter_)
 
 
-def bench_small(names=SMALL, folds: int = 5, max_iter: int = 200) -> list[dict]:
-    """Cross-validated score and fit time of both libraries on scikit-learn's bundled data sets."""
+def bench_small(names=SMALL, folds: int = 5, max_iter: int = 200, seeds=(0,)) -> list[dict]:
+    """Cross-validated score and fit time of both libraries on scikit-learn's bundled data sets.
+
+    Each seed ``s`` is one repetition: the folds are shuffled with ``s`` and
+    every estimator gets ``random_state=s``. Besides the mean and spread of
+    the scores over every fold of every seed, each normlab row gets its
+    paired difference with scikit-learn (the same folds): the mean over the
+    seeds of the per-seed mean difference, and its standard error over the
+    seeds (0 with one seed), which says whether a difference is more than
+    the luck of the folds and initializations.
+    """
     from sklearn.model_selection import KFold, StratifiedKFold
     from sklearn.neural_network import MLPClassifier as SkC, MLPRegressor as SkR
 
@@ -90,22 +102,28 @@ def bench_small(names=SMALL, folds: int = 5, max_iter: int = 200) -> list[dict]:
         nl = NlR if regression else NlC
         makers = {"scikit-learn": (SkR if regression else SkC), "normlab": nl,
                   "normlab, batch_norm=False": lambda **kw: nl(batch_norm=False, **kw)}
-        cv = (KFold if regression else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=0)
         result = {lib: {"score": [], "fit_s": [], "cpu_s": [], "epochs": []} for lib in makers}
-        for k, (tr, te) in enumerate(cv.split(X, y)):
-            order = list(makers) if k % 2 == 0 else list(makers)[::-1]
-            for lib in order:
-                pipe = _pipeline(makers[lib](random_state=0, max_iter=max_iter), regression)
-                t0, c0 = time.perf_counter(), time.process_time()
-                pipe.fit(X[tr], y[tr])
-                result[lib]["cpu_s"].append(time.process_time() - c0)
-                result[lib]["fit_s"].append(time.perf_counter() - t0)
-                result[lib]["score"].append(float(pipe.score(X[te], y[te])))
-                result[lib]["epochs"].append(_epochs_run(pipe))
+        for seed in seeds:
+            cv = (KFold if regression else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=seed)
+            for k, (tr, te) in enumerate(cv.split(X, y)):
+                order = list(makers) if k % 2 == 0 else list(makers)[::-1]
+                for lib in order:
+                    pipe = _pipeline(makers[lib](random_state=seed, max_iter=max_iter), regression)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    pipe.fit(X[tr], y[tr])
+                    result[lib]["cpu_s"].append(time.process_time() - c0)
+                    result[lib]["fit_s"].append(time.perf_counter() - t0)
+                    result[lib]["score"].append(float(pipe.score(X[te], y[te])))
+                    result[lib]["epochs"].append(_epochs_run(pipe))
+        reference = np.reshape(result["scikit-learn"]["score"], (len(seeds), folds))
         for lib, r in result.items():
+            per_seed = (np.reshape(r["score"], (len(seeds), folds)) - reference).mean(axis=1)
             rows.append({
                 "dataset": name, "library": lib, "metric": "R^2" if regression else "accuracy",
                 "score_mean": float(np.mean(r["score"])), "score_std": float(np.std(r["score"])),
+                "diff_mean": float(per_seed.mean()),
+                "diff_se": float(per_seed.std(ddof=1) / np.sqrt(len(seeds))) if len(seeds) > 1 else 0.0,
+                "seeds": len(seeds), "folds": folds,
                 "fit_s_mean": float(np.mean(r["fit_s"])), "cpu_s_mean": float(np.mean(r["cpu_s"])),
                 "epochs_mean": float(np.mean(r["epochs"])),
                 "scores": r["score"], "fit_s": r["fit_s"],
@@ -157,11 +175,14 @@ def bench_large(n_train: int = 200_000, n_test: int = 50_000, n_features: int = 
 def format_markdown(small: list[dict], large: list[dict], meta: dict) -> str:
     lines = []
     if small:
-        lines += ["| data set | metric | estimator | score (mean ± sd over folds) | fit CPU s/fold | "
-                  "fit wall s/fold | epochs run |", "|---|---|---|---|---|---|---|"]
+        lines += [f"{small[0]['seeds']} seed(s) x {small[0]['folds']}-fold CV:", "",
+                  "| data set | metric | estimator | score (mean ± sd over folds) | minus scikit-learn's "
+                  "(paired; ± s.e. over seeds) | fit CPU s/fold | fit wall s/fold | epochs run |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in small:
+            diff = "" if r["library"] == "scikit-learn" else f"{r['diff_mean']:+.4f} ± {r['diff_se']:.4f}"
             lines.append(f"| {r['dataset']} | {r['metric']} | {r['library']} | {r['score_mean']:.4f} ± "
-                         f"{r['score_std']:.4f} | {r['cpu_s_mean']:.2f} | {r['fit_s_mean']:.2f} | "
+                         f"{r['score_std']:.4f} | {diff} | {r['cpu_s_mean']:.2f} | {r['fit_s_mean']:.2f} | "
                          f"{r['epochs_mean']:.0f} |")
         lines.append("")
     if large:
@@ -183,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="BLAS threads of both libraries (default 1)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the large comparison (default 10)")
     p.add_argument("--repeats", type=int, default=5, help="rounds of the large comparison (default 5)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="repetitions of the bundled sets' CV, seeds 0..N-1 for folds and estimators (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 folds, 20 epochs, 20k rows, 2 epochs")
     p.add_argument("--json", help="write the results here")
     return p
@@ -200,7 +223,8 @@ def run(args) -> dict:
 
         warnings.simplefilter("ignore", ConvergenceWarning)
         if args.only in (None, "small"):
-            small = bench_small(folds=2 if quick else 5, max_iter=20 if quick else 200)
+            small = bench_small(folds=2 if quick else 5, max_iter=20 if quick else 200,
+                                seeds=tuple(range(args.seeds)))
         if args.only in (None, "large"):
             sizes = dict(n_train=20_000, n_test=5_000, epochs=2, repeats=1) if quick else \
                 dict(n_train=200_000, n_test=50_000, epochs=args.epochs, repeats=args.repeats)

@@ -4,6 +4,8 @@ import math
 import os
 import sys
 
+import numpy as np
+
 import pytest
 
 pytest.importorskip("sklearn")
@@ -31,3 +33,17 @@ def test_small_and_large_rows_and_table():
     meta = {"large": dict(n_train=600, n_test=200, n_features=8, epochs=1, repeats=1)}
     table = bench_sklearn.format_markdown(small, large, meta)
     assert "| diabetes | R^2 | scikit-learn |" in table and "| diabetes | R^2 | normlab |" in table and "sklearn CPU time / this" in table
+
+
+def test_repeated_cv_pairs_each_variant_with_scikit_learn_on_the_same_folds():
+    small = bench_sklearn.bench_small(names=("wine",), folds=2, max_iter=2, seeds=(0, 1))
+    by = {r["library"]: r for r in small}
+    ref = np.reshape(by["scikit-learn"]["scores"], (2, 2))
+    for lib in ("normlab", "normlab, batch_norm=False"):
+        r = by[lib]
+        assert len(r["scores"]) == 4 and r["seeds"] == 2
+        per_seed = (np.reshape(r["scores"], (2, 2)) - ref).mean(axis=1)
+        assert r["diff_mean"] == pytest.approx(per_seed.mean())
+        assert r["diff_se"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
+    assert by["scikit-learn"]["diff_mean"] == 0.0
+    assert "2 seed(s) x 2-fold CV" in bench_sklearn.format_markdown(small, [], {})
