@@ -18,8 +18,10 @@ The same operations in the same order as NumPy's, so the same bits:
 sums start from +0 and add rows 0, 1, 2, ... in order, which is what
 ``np.add.reduce(dz, axis=0)`` does over a C-contiguous array (its inner
 loop runs along a row; no pairwise summation across rows; a column of -0.0
-sums to +0.0). Checked bit for bit, signed zeros, NaN and inf included, in
-tests/kernels/test_dense_fused.py.
+sums to +0.0). Checked bit for bit, signed zeros and inf included, in
+tests/kernels/test_dense_fused.py; NaN comes out where NumPy's does, but its
+sign may differ (``inf + -inf`` gives x86's default -NaN here and with NumPy
+2.4, +NaN in NumPy 2.2's reduction).
 The derivative is :func:`normlab.kernels._fused_numba.act_grad`'s.
 """
 
