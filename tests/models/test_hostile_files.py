@@ -360,6 +360,12 @@ _npy_case("npy_header_not_dict", data=b"\x93NUMPY\x01\x00\x10\x00[1, 2, 3]      
 _npy_case("npy_header_huge", {"descr": "<f4", "fortran_order": False, "shape": (5, 6), "pad": "x" * 20000}, bytes(120))
 _npy_case("npy_negative_shape", data=b"\x93NUMPY\x01\x00\x40\x00" +
           b"{'descr': '<f4', 'fortran_order': False, 'shape': (-5, 6), }".ljust(63) + b"\n" + bytes(120))
+# headers that NumPy's reader fails on with errors other than ValueError: Python's tokenizer
+# (an unclosed bracket: tokenize.TokenError) and ast.literal_eval of a non-literal
+_npy_case("npy_header_unclosed_bracket", data=b"\x93NUMPY\x01\x00\x40\x00" +
+          b"{'descr': '<f4', 'fortran_order': False, 'shape': (5, 6".ljust(63) + b"\n" + bytes(120))
+_npy_case("npy_header_not_literal", data=b"\x93NUMPY\x01\x00\x40\x00" +
+          b"{'descr': '<f4', 'fortran_order': False, 'shape': f(5, 6), }".ljust(63) + b"\n" + bytes(120))
 _npy_case("npy_header_member_float", arr=np.ones(10, np.float32), member=HEADER)
 _npy_case("npy_header_member_2d", arr=np.ones((2, 5), np.uint8), member=HEADER)
 _npy_case("npy_header_member_terabytes", {"descr": "|u1", "fortran_order": False, "shape": (1 << 40,)}, bytes(10),
@@ -898,3 +904,31 @@ def test_random_corruptions_raise_model_file_error_or_load(good, tmp_path):
         except Exception as exc:  # pragma: no cover - the failure message
             pytest.fail(f"trial {trial}: {type(exc).__name__}: {exc}")
     assert outcomes["error"] > 200
+
+
+def test_random_npy_member_damage_behind_valid_checksums(good, tmp_path):
+    # damage inside the .npy members (their headers above all), repacked into an archive whose CRCs
+    # match the damaged bytes, so that only the loader's own checks stand between them and the model
+    rng = np.random.default_rng(7)
+    p = tmp_path / "r.npz"
+    members = members_of(*good.seq_parts())
+    outcomes = {"error": 0, "loaded": 0}
+    for trial in range(300):
+        k = int(rng.integers(0, len(members)))
+        name, data = members[k]
+        raw = bytearray(data)
+        # mostly within the first 128 bytes: the magic, version, header length and the header's text
+        for at in rng.integers(0, min(len(raw), 128), rng.integers(1, 4)):
+            raw[at] = rng.integers(0, 256)
+        if trial % 5 == 0:
+            raw = raw[: int(rng.integers(0, len(raw)))]
+        p.write_bytes(zip_of(members[:k] + [(name, bytes(raw))] + members[k + 1:]))
+        try:
+            normlab.load_model(p)
+            outcomes["loaded"] += 1
+        except normlab.ModelFileError as exc:
+            assert str(p) in str(exc)
+            outcomes["error"] += 1
+        except Exception as exc:  # pragma: no cover - the failure message
+            pytest.fail(f"trial {trial} ({name}): {type(exc).__name__}: {exc}")
+    assert outcomes["error"] > 150

@@ -130,11 +130,21 @@ def _cut(name: str, limit: int = 80) -> str:
 def _npy_header(fh, max_header_size: int):
     version = _npformat.read_magic(fh)
     if version == (1, 0):
-        shape, fortran, dtype = _npformat.read_array_header_1_0(fh, max_header_size=max_header_size)
+        read = _npformat.read_array_header_1_0
     elif version == (2, 0):
-        shape, fortran, dtype = _npformat.read_array_header_2_0(fh, max_header_size=max_header_size)
+        read = _npformat.read_array_header_2_0
     else:
         raise ArchiveError(f"unsupported .npy format version {version}")
+    try:
+        shape, fortran, dtype = read(fh, max_header_size=max_header_size)
+    except ValueError:
+        raise
+    except Exception as exc:
+        # NumPy reads the header's dictionary with Python's tokenizer and
+        # ``ast.literal_eval``: a damaged header can raise their errors
+        # (``tokenize.TokenError``, ``TypeError``, ``RecursionError``), which
+        # are not ValueErrors; the file is damaged all the same.
+        raise ArchiveError(f"the .npy header is damaged ({type(exc).__name__}: {exc})") from None
     return shape, fortran, dtype, fh.tell()
 
 
