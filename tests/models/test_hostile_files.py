@@ -875,6 +875,18 @@ def test_messages_stay_short_for_huge_values(good, tmp_path):
         assert len(str(info.value)) < 2000, (what, len(str(info.value)))
 
 
+def _load_outcome(p, what) -> str:
+    """'loaded' or 'error' (a ModelFileError naming the file); any other exception fails the test."""
+    try:
+        normlab.load_model(p)
+        return "loaded"
+    except normlab.ModelFileError as exc:
+        assert str(p) in str(exc)
+        return "error"
+    except Exception as exc:  # pragma: no cover - the failure message
+        pytest.fail(f"{what}: {type(exc).__name__}: {exc}")
+
+
 def test_random_corruptions_raise_model_file_error_or_load(good, tmp_path):
     # seeded random damage: bytes anywhere in the file (zip headers, directory, .npy headers, data), and
     # bytes of the JSON header repacked into a valid archive (so that the CRC does not catch them)
@@ -895,14 +907,7 @@ def test_random_corruptions_raise_model_file_error_or_load(good, tmp_path):
                 t[at] = rng.choice(list(b'{}[]",:0123456789-.eEtrufalsn \\x\xff'))
             data = pack(bytes(t), arrays)
         p.write_bytes(data)
-        try:
-            normlab.load_model(p)
-            outcomes["loaded"] += 1
-        except normlab.ModelFileError as exc:
-            assert str(p) in str(exc)
-            outcomes["error"] += 1
-        except Exception as exc:  # pragma: no cover - the failure message
-            pytest.fail(f"trial {trial}: {type(exc).__name__}: {exc}")
+        outcomes[_load_outcome(p, f"trial {trial}")] += 1
     assert outcomes["error"] > 200
 
 
@@ -923,12 +928,5 @@ def test_random_npy_member_damage_behind_valid_checksums(good, tmp_path):
         if trial % 5 == 0:
             raw = raw[: int(rng.integers(0, len(raw)))]
         p.write_bytes(zip_of(members[:k] + [(name, bytes(raw))] + members[k + 1:]))
-        try:
-            normlab.load_model(p)
-            outcomes["loaded"] += 1
-        except normlab.ModelFileError as exc:
-            assert str(p) in str(exc)
-            outcomes["error"] += 1
-        except Exception as exc:  # pragma: no cover - the failure message
-            pytest.fail(f"trial {trial} ({name}): {type(exc).__name__}: {exc}")
+        outcomes[_load_outcome(p, f"trial {trial} ({name})")] += 1
     assert outcomes["error"] > 150
