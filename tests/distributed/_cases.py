@@ -34,6 +34,15 @@ def mlp(bn=None, virtual_batch_size=None):
     return normlab.Sequential(layers)
 
 
+def deep(bn="sync"):
+    """Three Dense + BN + relu blocks then softmax: three synchronized batch norms, so three meetings in backward."""
+    layers = []
+    for width in (12, 10, 8):
+        layers += [L.Dense(width, use_bias=False, dtype=F64), L.BatchNormalization(synchronized=bn == "sync", dtype=F64),
+                   L.Activation("relu", dtype=F64)]
+    return normlab.Sequential(layers + [L.Dense(3, activation="softmax", dtype=F64)])
+
+
 def cnn():
     return normlab.Sequential([
         L.Conv2D(4, 3, use_bias=False, dtype=F64),
@@ -65,6 +74,7 @@ FIT = {
     "mlp": (lambda: mlp(None), data, dict(batch_size=32, epochs=3, seed=1)),
     "sync": (lambda: mlp("sync"), data, dict(batch_size=32, epochs=3, seed=1)),
     "cnn": (cnn, images, dict(batch_size=10, epochs=2, seed=2)),
+    "deep": (deep, data, dict(batch_size=32, epochs=2, seed=3)),
     # even shards (96 = 3 x 32): plain BN on 2 ranks is ghost BN of 16 in one process
     "plain": (lambda: mlp("plain"), lambda: data(96), dict(batch_size=32, epochs=3, seed=1)),
 }

@@ -3,7 +3,7 @@
 Scenarios: ``main`` (every numerical check), ``raise`` (rank 1 raises in a
 callback), ``stall`` (rank 1 stops answering; the collectives time out),
 ``nan`` (a NaN in the last sample: in rank 1's part of x, which only rank 1
-checks).
+checks), ``overlap`` (the gradients' allreduce in parts, persistent collectives).
 """
 
 from __future__ import annotations
@@ -253,11 +253,39 @@ def kernels(out: str) -> None:
         np.savez(os.path.join(out, "kernels.npz"), **res)
 
 
+def overlap(out: str) -> None:
+    """The gradients' allreduce in parts started during the backward pass, and persistent collectives: the same
+    bits as one allreduce after it on nonblocking collectives (2 ranks: every element is a + b either way)."""
+    res = {}
+    for name in ("deep", "cnn", "sync"):
+        build, make, kw = C.FIT[name]
+        x, y = make()
+        for setting, persistent in (("1", True), ("0", True), ("0", False)):
+            os.environ["NORMLAB_GRAD_BUCKETS"] = setting  # "1": every meeting starts its part, however small
+            dist = DataParallel(timeout=120)
+            dist._comm.persistent = persistent
+            m = C.compile_(build(), dist)
+            h = m.fit(x, y, verbose=0, **kw)
+            key = f"{name}/buckets={setting},persistent={int(persistent)}"
+            res[key + "/weights"] = flat(m)
+            res[key + "/loss"] = np.array(h.history["loss"])
+            res[key + "/rank_spread"] = np.array(np.ptp(dist._comm.allgather(flat(m)), axis=0).max())
+            buckets = dist._buckets[2] if dist._buckets is not None else None
+            started = [] if buckets is None else [p for p in buckets.points if p is not None] + [buckets.last]
+            res[key + "/parts"] = np.array(started, dtype=np.int64).reshape(-1, 2)
+            res[key + "/bound"] = np.array(len(dist._comm._bound))
+    os.environ.pop("NORMLAB_GRAD_BUCKETS", None)
+    if DataParallel().is_chief:
+        np.savez(os.path.join(out, "overlap.npz"), **res)
+
+
 if __name__ == "__main__":
     scenario, outdir = sys.argv[1], sys.argv[2]
     if scenario == "main":
         main(outdir)
     elif scenario == "kernels":
         kernels(outdir)
+    elif scenario in ("overlap", "overlap-numba"):
+        overlap(outdir)
     else:
         failing(scenario)

@@ -247,3 +247,38 @@ def test_a_failing_or_stalled_rank_ends_the_whole_job(tmp_path, mode, message):
     assert "fit returned" not in proc.stdout
     assert "rank 0 of 2 failed" not in proc.stderr  # rank 0's part (and its checks) passed
     assert time.monotonic() - start < 50  # the stalled rank sleeps 60 s: the job did not wait for it
+
+
+@pytest.mark.parametrize("numba", [False, True])
+def test_gradient_parts_and_persistent_collectives_give_the_same_bits(tmp_path, numba):
+    """The gradients summed in parts started at each synchronized BN's backward meeting, on persistent
+    collectives, against one allreduce after the backward pass on nonblocking ones: bit for bit, the same
+    on both ranks, and as one process on the global batch (float64 summation order)."""
+    if numba:
+        pytest.importorskip("numba")
+    proc = run_mpi(HERE / "_worker.py", "overlap", tmp_path, timeout=300, numba=numba)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "persistent request" not in proc.stderr  # every persistent request was freed before MPI finalized
+    with np.load(tmp_path / "overlap.npz") as f:
+        res = {k: f[k] for k in f.files}
+    from normlab.kernels import _backend
+
+    previous = _backend.use_numba(numba)
+    try:
+        for name, parts, widths in (("deep", 4, 3), ("cnn", 2, 1), ("sync", 2, 1)):
+            base = f"{name}/buckets=0,persistent=0"
+            assert res[base + "/parts"].size == 0 and res[base + "/bound"] == 0
+            # "deep": a part at each of its three batch norms, then the rest; one part above the one batch norm
+            split = res[f"{name}/buckets=1,persistent=1/parts"]
+            assert len(split) == parts and split[-1][0] == 0 and (split[:-1, 0] == split[1:, 1]).all()
+            # one persistent gather of the statistics and one sum per width of batch norm
+            assert res[f"{name}/buckets=1,persistent=1/bound"] == 2 * widths
+            for key in (f"{name}/buckets=1,persistent=1", f"{name}/buckets=0,persistent=1"):
+                np.testing.assert_array_equal(res[key + "/weights"], res[base + "/weights"])
+                np.testing.assert_array_equal(res[key + "/loss"], res[base + "/loss"])
+                assert res[key + "/rank_spread"] == 0.0
+            m, h, _, _ = _reference(name)
+            np.testing.assert_allclose(res[base + "/weights"], _flat(m), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(res[base + "/loss"], h.history["loss"], rtol=1e-12)
+    finally:
+        _backend.use_numba(previous)

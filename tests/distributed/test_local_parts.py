@@ -134,3 +134,50 @@ def test_outside_a_guarded_call_a_rank_checks_all_of_x():
     x[7, 1] = np.inf
     with pytest.raises(ValueError, match="holds NaN or inf"):
         _strategy(0, 0).check_finite(x, "Sequential.compute_gradients")
+
+
+# ------------------------------------------------ the gradients' parts
+def _planned(model, min_size):
+    """``_bucket_plan`` of ``model`` compiled in one process, its batch norms marked synchronized."""
+    import numpy as np
+
+    import normlab
+    from normlab.distributed.strategy import _all_layers, _bucket_plan
+
+    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.build((None, 6))
+    model.train_on_batch(np.ones((4, 6)), np.zeros(4, int))  # the optimizer's flat buffer
+    for layer in _all_layers(model):
+        if isinstance(layer, normlab.layers.BatchNormalization):
+            layer._sync = object()
+    return _bucket_plan(model, model._flat[0], min_size), model
+
+
+def test_each_part_of_the_gradients_holds_the_layers_above_a_batch_norm():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _cases as C
+
+    (points, last), m = _planned(C.deep(), 1)
+    # deep: Dense 6x12, BN 12, Dense 12x10, BN 10, Dense 10x8, BN 8, Dense 8x3 + 3
+    # from the output down: the last Dense (27), then each Dense with the batch norm above it
+    size = m._flat[0].size
+    assert points == [(size - 27, size), (size - 27 - 80 - 16, size - 27), (72 + 24, size - 27 - 96)]
+    assert last == (0, 96)
+    # parts below the minimum are summed with the next one
+    (points, last), _ = _planned(C.deep(), 100)
+    assert points == [None, (size - 27 - 96, size), (96, size - 27 - 96)] and last == (0, 96)
+    (points, last), _ = _planned(C.deep(), 10**6)
+    assert points == [None, None, None] and last == (0, size)
+
+
+def test_no_parts_for_a_synchronized_batch_norm_inside_a_nested_model():
+    import normlab
+    from normlab import layers as L
+
+    inner = normlab.Sequential([L.Dense(5, use_bias=False), L.BatchNormalization(synchronized=True),
+                                L.Activation("relu")])
+    plan, _ = _planned(normlab.Sequential([inner, L.Dense(3, activation="softmax")]), 1)
+    assert plan is None

@@ -26,7 +26,8 @@ TOL = {"float64": dict(rtol=1e-12, atol=1e-13), "float32": dict(rtol=2e-5, atol=
 
 
 class ThreadComm:
-    """Rank ``rank`` of ``size`` threads: ``allgather`` and ``allreduce_`` as :class:`normlab.distributed._comm.Communicator`."""
+    """Rank ``rank`` of ``size`` threads: ``allgather``/``gather_stats`` and ``allreduce_``/``sum_stats_`` as
+    :class:`normlab.distributed._comm.Communicator`."""
 
     def __init__(self, shared, rank):
         self.shared, self.rank, self.size = shared, rank, shared["size"]
@@ -48,6 +49,8 @@ class ThreadComm:
         for r in range(1, self.size):
             a += total[r]
         return a
+
+    gather_stats, sum_stats_ = allgather, allreduce_
 
 
 def on_ranks(fn, *per_rank, numba=True):

@@ -7,6 +7,14 @@ non-blocking and waited on with a deadline: a rank that waits longer than
 ``MPI_Abort``. :meth:`Communicator.abort` is also how an exception on one
 rank ends every rank (see :meth:`normlab.distributed.DataParallel.guard`).
 
+The collectives a training step repeats with the same sizes (synchronized
+batch normalization's statistics and sums, the gradient allreduce) run as
+MPI-4 persistent collectives where the library has them
+(``MPI_Allgather_init``/``MPI_Allreduce_init``): bound once to buffers of
+their own, started and waited on every step, which saves the per-call
+setup of a nonblocking collective (argument checks, a new schedule).
+Elsewhere, or with an MPI library without them, the nonblocking ones.
+
 The time spent inside the gradient allreduce is counted
 (``allreduce_seconds``, ``allreduce_calls``), and the CPU time spent
 polling for other ranks (``wait_cpu_seconds``), for the benchmarks.
@@ -14,6 +22,7 @@ polling for other ranks (``wait_cpu_seconds``), for the benchmarks.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -24,6 +33,29 @@ import numpy as np
 __all__ = ["Communicator", "load_mpi"]
 
 _INSTALL = 'pip install "normlab[distributed]" mpich'
+
+#: every persistent request made here, freed before MPI finalizes (MPICH reports inactive ones left)
+_PERSISTENT: list = []
+_FREE_HOOK = []
+
+
+def _free_persistent() -> None:
+    MPI = load_mpi()
+    if MPI.Is_finalized():
+        return
+    while _PERSISTENT:
+        req = _PERSISTENT.pop()
+        if req:  # not MPI.REQUEST_NULL
+            req.Free()
+
+
+def _register(req):
+    if not _FREE_HOOK:
+        # after mpi4py's own exit hook (registered when MPI was imported), so it runs before MPI_Finalize
+        atexit.register(_free_persistent)
+        _FREE_HOOK.append(True)
+    _PERSISTENT.append(req)
+    return req
 
 
 def load_mpi():
@@ -60,6 +92,11 @@ class Communicator:
         # how _wait waits (benchmarks change them; nap_seconds None: poll and yield until done)
         self.spin_seconds, self.yield_seconds = self.SPIN, self.YIELD
         self.nap_seconds, self.window_seconds = self.NAP, self.WINDOW
+        #: persistent collectives in use (None: the MPI library has none, or they are switched off)
+        self.persistent = hasattr(comm, "Allreduce_init") and os.environ.get("NORMLAB_MPI_PERSISTENT", "1") != "0"
+        self._bound: dict = {}  # ("gather" | "sum", n) -> (send buffer, receive buffer, persistent request)
+        self._flat_bound = None  # (buffer, request) of the gradient allreduce
+        self.before_stats_sum = None  # called before each sum of synchronized BN's backward (gradient buckets)
 
     # ----------------------------------------------------------- waiting
     #: how a rank waits for the others (seconds; see :meth:`_wait`): poll only, then poll and yield, then nap
@@ -146,6 +183,112 @@ class Communicator:
         self.allreduce_calls += 1
         return buf
 
+    # ------------------------------------------- persistent collectives
+    def _bind(self, kind: str, n: int):
+        """``(send, recv, request)`` of the persistent collective ``kind`` on ``n`` float64 values, made on first use.
+
+        Making one is itself a collective call: every rank makes the same ones
+        in the same order, as they reach the same calls of a step. None where
+        the library has no persistent collectives (every rank alike: one MPI
+        library per job).
+        """
+        key = (kind, n)
+        got = self._bound.get(key)
+        if got is None and self.persistent:
+            MPI = self.MPI
+            send = np.zeros(n)
+            try:
+                if kind == "gather":
+                    recv = np.zeros((self.size, n))
+                    req = self.comm.Allgather_init([send, MPI.DOUBLE], [recv, MPI.DOUBLE])
+                else:
+                    recv = send
+                    req = self.comm.Allreduce_init(MPI.IN_PLACE, [send, MPI.DOUBLE], op=MPI.SUM)
+            except (NotImplementedError, MPI.Exception):  # pragma: no cover - an MPI library before MPI-4
+                self.persistent = False
+                return None
+            got = self._bound[key] = (send, recv, _register(req))
+        return got
+
+    def gather_stats(self, local: np.ndarray, what: str = "an allgather") -> np.ndarray:
+        """Every rank's ``local`` (1-D float64, the same size everywhere) stacked in rank order: ``(size, n)``.
+
+        :meth:`allgather` for the few numbers a layer sends every step, on a
+        persistent collective of that size. The result is a new array.
+        """
+        bound = self._bind("gather", local.size) if local.dtype == np.float64 and local.ndim == 1 else None
+        if bound is None:
+            return self.allgather(local, what)
+        send, recv, req = bound
+        send[...] = local
+        req.Start()
+        self._wait(req, what)
+        return recv.copy()
+
+    def sum_stats_(self, buf: np.ndarray, what: str = "an allreduce") -> np.ndarray:
+        """Sum the 1-D float64 ``buf`` over the ranks in place (:meth:`allreduce_` on a persistent collective).
+
+        Synchronized batch normalization's backward sums: ``before_stats_sum``,
+        when set, runs first (:class:`GradientBuckets` starts there the
+        allreduce of the gradients that are final by then).
+        """
+        bound = self._bind("sum", buf.size) if buf.dtype == np.float64 and buf.ndim == 1 else None
+        if bound is None:
+            hook = self.before_stats_sum
+            if hook is not None:
+                hook()
+            return self.allreduce_(buf, what)
+        send, _, req = bound
+        send[...] = buf
+        hook = self.before_stats_sum
+        if hook is not None:
+            hook()
+        req.Start()
+        self._wait(req, what)
+        buf[...] = send
+        return buf
+
+    def allreduce_gradients_(self, flat: np.ndarray, what: str) -> np.ndarray:
+        """:meth:`allreduce_timed_` of the flat gradient buffer, on a persistent collective bound to it.
+
+        The binding is kept while the same buffer comes back (a model's
+        gradients live in one buffer from compile to compile); a new one
+        replaces it (every rank compiles the same model at the same point).
+        """
+        bound = self._flat_bound
+        if bound is None or bound[0] is not flat:
+            if bound is not None:
+                bound[1].Free()  # inactive: freeing it is local
+                _PERSISTENT.remove(bound[1])
+                self._flat_bound = bound = None
+            if self.persistent and flat.flags.c_contiguous and flat.dtype.char in "fd":
+                MPI = self.MPI
+                try:
+                    req = self.comm.Allreduce_init(MPI.IN_PLACE, flat, op=MPI.SUM)
+                except (NotImplementedError, MPI.Exception):  # pragma: no cover - an MPI library before MPI-4
+                    self.persistent = False
+                else:
+                    self._flat_bound = bound = (flat, _register(req))
+        if bound is None:
+            return self.allreduce_timed_(flat, what)
+        t = time.perf_counter()
+        bound[1].Start()
+        self._wait(bound[1], what)
+        self.allreduce_seconds += time.perf_counter() - t
+        self.allreduce_calls += 1
+        return flat
+
+    def bind_sum(self, buf: np.ndarray):
+        """A persistent in-place sum of ``buf`` (contiguous) over the ranks, or None (no persistent collectives)."""
+        if not self.persistent:
+            return None
+        MPI = self.MPI
+        try:
+            return _register(self.comm.Allreduce_init(MPI.IN_PLACE, buf, op=MPI.SUM))
+        except (NotImplementedError, MPI.Exception):  # pragma: no cover - an MPI library before MPI-4
+            self.persistent = False
+            return None
+
     def allgather(self, local: np.ndarray, what: str = "an allgather") -> np.ndarray:
         """Every rank's ``local`` (same shape everywhere), stacked in rank order: shape ``(size,) + local.shape``."""
         local = np.ascontiguousarray(local)
@@ -183,3 +326,85 @@ class Communicator:
     def any(self, flag: bool, what: str = "an agreement") -> bool:
         """True on every rank when ``flag`` is true on some rank."""
         return bool(self.allreduce_(np.array([1.0 if flag else 0.0]), what)[0] > 0)
+
+
+class GradientBuckets:
+    """The allreduce of the flat gradient buffer in parts, each started once its gradients are final.
+
+    Backward passes the layers from the output down; a synchronized batch
+    norm meets the other ranks there (its two sums), and by then the
+    gradients of every layer above it are final. ``points`` holds, for each
+    of those meetings in the order the backward pass reaches them, the part
+    ``(lo, hi)`` of the buffer to start summing just before it (None: too
+    small to start alone, summed with the next part), and ``last`` the rest,
+    started by :meth:`finish` after the backward pass. A started part moves
+    while the ranks poll in later collectives (with one thread per rank
+    MPICH moves data only inside MPI calls), so what is left after the
+    backward pass is the lowest layers' part.
+
+    For 2 ranks each element is still ``a + b`` (the same bits as one
+    allreduce of the whole buffer); with more ranks MPICH may choose another
+    algorithm for a part than for the whole, so the sums can differ from the
+    whole buffer's in the last bits, the same on every rank. Every rank
+    starts the same parts at the same meetings (the same model), so the
+    collectives are started in the same order everywhere. A meeting that
+    does not happen (a frozen layer) only starts the next part later.
+    """
+
+    def __init__(self, comm: Communicator, flat: np.ndarray, points: list, last: tuple):
+        self.comm, self.flat = comm, flat
+        self.points = points
+        self.last = last
+        parts = [p for p in points if p is not None] + ([last] if last[1] > last[0] else [])
+        self._req = {}
+        for lo, hi in parts:
+            self._req[(lo, hi)] = comm.bind_sum(flat[lo:hi])
+        self._next = 0
+        self._active: list = []
+
+    def _start(self, part) -> None:
+        req = self._req[part]
+        if req is None:
+            req = self.comm.start_allreduce_(self.flat[part[0] : part[1]])
+        else:
+            req.Start()
+        self._active.append(req)
+
+    def at_meeting(self) -> None:
+        """The hook run before each synchronized BN's backward sums: start this meeting's part, if any."""
+        i = self._next
+        self._next = i + 1
+        if i < len(self.points) and self.points[i] is not None:
+            self._start(self.points[i])
+
+    def finish(self, what: str) -> None:
+        """Start the parts not started yet (in order), then wait for every part."""
+        comm = self.comm
+        t = time.perf_counter()
+        try:
+            for p in self.points[self._next :]:
+                if p is not None:
+                    self._start(p)
+            if self.last[1] > self.last[0]:
+                self._start(self.last)
+            for req in self._active:
+                comm._wait(req, what)
+        finally:
+            self._next, self._active = 0, []
+        comm.allreduce_seconds += time.perf_counter() - t
+        comm.allreduce_calls += 1
+
+    def drain(self, what: str) -> None:
+        """Wait for the parts started so far, without starting more (the buffer is then the caller's again)."""
+        try:
+            for req in self._active:
+                self.comm._wait(req, what)
+        finally:
+            self._active = []
+
+    def free(self) -> None:
+        for req in self._req.values():
+            if req is not None and req in _PERSISTENT:
+                _PERSISTENT.remove(req)
+                req.Free()
+        self._req = {}

@@ -24,13 +24,14 @@ import contextlib
 import copy
 import math
 import numbers
+import os
 import traceback
 
 import numpy as np
 
 from ..errors import NonFiniteError
 from ..models._checks import metric_weight
-from ._comm import Communicator, load_mpi
+from ._comm import Communicator, GradientBuckets, load_mpi
 from .sharding import ShardedArraySource, SlicedSource, span
 
 __all__ = ["DataParallel", "configure_model"]
@@ -97,6 +98,7 @@ class DataParallel:
         self._depth = 0
         self._random_layers: list = []
         self._plain_buffers = None  # the moving statistics averaged after each step (see backprop)
+        self._buckets = None  # (model, gradient buffer, GradientBuckets or None): see _gradient_buckets
         self._step_logs = self._step_stop = True  # fit's per-step collectives (see _watch_callbacks)
 
     @property
@@ -190,9 +192,15 @@ class DataParallel:
         """Forward and backward on this rank's rows, then the allreduce of the gradients; returns ``(loss, output)``."""
         share = self._share if self._share is not None else 1.0 / self.size
         self._share = None
+        buckets = self._gradient_buckets(model)
+        comm = self._comm
+        comm.before_stats_sum = None if buckets is None else buckets.at_meeting
         try:
             value, out = model._backprop(x, y, sample_weight, grad_scale=self._loss_share(model, share))
         except NonFiniteError:
+            comm.before_stats_sum = None
+            if buckets is not None:  # the buffer is the model's again before it is filled
+                buckets.drain("the allreduce of the gradients")
             if model.optimizer.on_nonfinite != "skip":
                 raise
             # the other ranks are on their way to the allreduce: NaN gradients make every
@@ -201,13 +209,17 @@ class DataParallel:
             model._step_loss = value
             for layer, key in model._refs:
                 layer.grads[key].fill(np.nan)
+        finally:
+            comm.before_stats_sum = None
         # plain BN's moving statistics are final after the forward pass: their allreduce starts first and
         # completes while this rank waits in the gradients' (one wait for the two, no meeting of its own)
         stats = self._moving_statistics(model)
         pending = None if stats is None else self._comm.start_allreduce_(stats)
         flat = model._flat
-        if flat is not None:
-            self._comm.allreduce_timed_(flat[0], "the allreduce of the gradients")
+        if buckets is not None:
+            buckets.finish("the allreduce of the gradients")
+        elif flat is not None:
+            self._comm.allreduce_gradients_(flat[0], "the allreduce of the gradients")
         else:
             for layer, key in model._refs:
                 g = layer.grads[key]
@@ -219,6 +231,35 @@ class DataParallel:
             self._comm.finish(pending, "the average of the moving statistics")
             self._set_moving_statistics(stats)
         return value, out
+
+    #: a part of the gradient buffer smaller than this (elements) is not started alone (see GradientBuckets)
+    BUCKET_MIN = 16384
+
+    def _gradient_buckets(self, model):
+        """The model's :class:`GradientBuckets`, or None: one allreduce of the whole buffer after the backward pass.
+
+        Parts only where they can start before the backward pass ends: the
+        model's gradients in one flat buffer, a chain of layers (each layer's
+        backward pass runs once, from the output down), every synchronized
+        batch norm a layer of that chain (alone or fused with its
+        activation), and the buffer holding the layers' gradients in the
+        chain's order. ``NORMLAB_GRAD_BUCKETS=0`` turns them off; a positive
+        value replaces ``BUCKET_MIN``, the fewest values a part is started with.
+        """
+        flat = model._flat
+        cached = self._buckets
+        if cached is not None and cached[0] is model and cached[1] is (None if flat is None else flat[0]):
+            return cached[2]
+        if cached is not None and cached[2] is not None:
+            cached[2].free()
+        plan = None
+        setting = os.environ.get("NORMLAB_GRAD_BUCKETS", "").strip()
+        min_size = int(setting) if setting.isdigit() else self.BUCKET_MIN
+        if flat is not None and min_size > 0:
+            plan = _bucket_plan(model, flat[0], min_size)
+        buckets = None if plan is None else GradientBuckets(self._comm, flat[0], *plan)
+        self._buckets = (model, None if flat is None else flat[0], buckets)
+        return buckets
 
     def _moving_statistics(self, model):
         """The moving statistics of batch normalization layers that are not synchronized, as one float64 copy.
@@ -536,7 +577,66 @@ def configure_model(model, distribute):
     if active is not None:
         active._synced = False
         active._plain_buffers = None
+        if active._buckets is not None and active._buckets[2] is not None:
+            active._buckets[2].free()
+        active._buckets = None
     return active
+
+
+def _bucket_plan(model, flat: np.ndarray, min_size: int):
+    """``(points, last)`` of :class:`GradientBuckets` for ``model``, or None where parts cannot start early.
+
+    The gradients of the layers above a synchronized batch norm's node are
+    final at its backward sums: at each such node (from the output down)
+    the part of the buffer from the first gradient above it to where the
+    previous part began, started if it holds at least ``min_size`` values
+    (else summed with the next part); ``last``: the rest of the buffer.
+    """
+    from ..layers.fused import BatchNormActivation
+    from ..layers.normalization import BatchNormalization
+
+    ex = model._executor
+    if ex is None or not getattr(ex, "_chain", False):
+        return None
+    node_of = {}
+    for k, node in enumerate(ex.nodes):
+        layer = node.layer
+        for member in ((layer.bn, layer.act) if isinstance(layer, BatchNormActivation) else (layer,)):
+            node_of[id(member)] = k
+    synced = [layer for layer in _all_layers(model) if isinstance(layer, BatchNormalization)
+              and layer._sync is not None]
+    # a synchronized batch norm inside another node (a nested model) would meet the others at a point
+    # this plan does not know of: no parts then
+    if not synced or any(id(layer) not in node_of for layer in synced):
+        return None
+    base, item = flat.__array_interface__["data"][0], flat.itemsize
+    spans = []
+    for layer, key in model._refs:
+        g = layer.grads[key]
+        k = node_of.get(id(layer))
+        off = g.__array_interface__["data"][0] - base
+        if k is None or g.dtype != flat.dtype or not g.flags.c_contiguous or off % item \
+                or not np.shares_memory(g, flat):
+            return None
+        spans.append((off // item, off // item + g.size, k))
+    spans.sort()
+    at, node = 0, -1
+    for lo, hi, k in spans:  # the gradients tile the buffer, in the chain's order
+        if lo != at or k < node:
+            return None
+        at, node = hi, k
+    if at != flat.size:
+        return None
+    points, end = [], flat.size
+    for k in sorted({node_of[id(layer)] for layer in synced}, reverse=True):
+        start = min((lo for lo, _, kk in spans if kk > k), default=end)
+        start = min(start, end)
+        if end - start >= min_size:
+            points.append((start, end))
+            end = start
+        else:
+            points.append(None)
+    return points, (0, end)
 
 
 def _all_layers(model):

@@ -101,7 +101,7 @@ def _shard_moments(x, axes):
 def sync_train_forward(x, gamma, beta, *, axes: tuple, epsilon: float, comm):
     """Normalize ``x`` (this rank's shard) with the statistics of the global batch.
 
-    ``comm.allgather(a)`` stacks every rank's ``a``. Returns ``(y, cache,
+    ``comm.gather_stats(a)`` stacks every rank's ``a`` (1-D float64). Returns ``(y, cache,
     mean, var, count)``: ``mean`` and ``var`` (biased) of the global batch
     in float64, keepdims shape; ``count`` its values per feature.
     """
@@ -114,7 +114,7 @@ def sync_train_forward(x, gamma, beta, *, axes: tuple, epsilon: float, comm):
         mu_r = m2_r = np.zeros(shape)
         xc, hi = x.astype(np.float64), 0.0
     local = np.concatenate([[float(m_r)], np.ravel(mu_r), np.ravel(m2_r)])
-    count, mu, m2 = combine_moments(comm.allgather(local, "synchronized batch normalization (forward)"))
+    count, mu, m2 = combine_moments(comm.gather_stats(local, "synchronized batch normalization (forward)"))
     mean = mu.reshape(shape)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         var = (m2 / count).reshape(shape) if count else np.full(shape, np.nan)
@@ -144,13 +144,13 @@ def sync_train_forward(x, gamma, beta, *, axes: tuple, epsilon: float, comm):
 def sync_train_backward(dy, cache: BatchNormTrainCache, *, comm):
     """``(dx, dgamma, dbeta)``: ``dx`` from the global sums, ``dgamma``/``dbeta`` this shard's part.
 
-    ``comm.allreduce_(a)`` sums ``a`` over the ranks in place.
+    ``comm.sum_stats_(a)`` sums ``a`` (1-D float64) over the ranks in place.
     """
     xhat, inv_std, gamma, axes, m = cache
     dbeta = dy.sum(axis=axes, keepdims=True)
     dgamma = np.sum(dy * xhat, axis=axes, keepdims=True)
     sums = np.concatenate([dbeta.ravel(), dgamma.ravel()]).astype(np.float64)
-    comm.allreduce_(sums, "synchronized batch normalization (backward)")
+    comm.sum_stats_(sums, "synchronized batch normalization (backward)")
     c = dbeta.size
     sum_dy = sums[:c].reshape(dbeta.shape).astype(dy.dtype)
     sum_dy_xhat = sums[c:].reshape(dgamma.shape).astype(dy.dtype)
@@ -187,7 +187,7 @@ def rows_train_forward(x, gamma, beta, epsilon, momentum, unbiased, moving_mean,
     S = row_kernels()
     local = np.empty(1 + 2 * x.shape[1])
     S.shard_moments(x, local)
-    parts = comm.allgather(local, "synchronized batch normalization (forward)")
+    parts = comm.gather_stats(local, "synchronized batch normalization (forward)")
     # the counts are whole numbers far below 2**53: their float sum is exact in any order
     count = int(sum(parts[:, 0].tolist()))
     if count < 2:
@@ -221,7 +221,7 @@ def rows_train_backward(dy, cache: SyncRowsCache, gamma, dx, dgamma, dbeta, accu
     # the compiled kernels of S.grad_sums / S.sync_dx, called directly: two Python frames less per layer
     S._SUMS[kind](dy, s, x, mean, inv_std, sums, _EMPTY if dgamma is None else dgamma,
                   _EMPTY if dbeta is None else dbeta, accumulate)
-    comm.allreduce_(sums, "synchronized batch normalization (backward)")
+    comm.sum_stats_(sums, "synchronized batch normalization (backward)")
     S._DX[kind](dy, s, x, mean, inv_std, _EMPTY if gamma is None else gamma, float(count), sums, dx)
     return dx
 
