@@ -90,3 +90,32 @@ def bias_gradient(dz: np.ndarray, out: np.ndarray) -> None:
         _nb.colsum(dz, out, dt.type(0))
         return
     np.add.reduce(dz, axis=0, out=out)
+
+
+# ------------------------------------------------ the backward pass of a layer of few units
+try:  # the kernel of its own module: switched on and off with numba alone (not with the fused passes above)
+    from . import _dense_small_numba as _small
+except ImportError:  # pragma: no cover - without numba
+    _small = None
+
+
+def small_backward_size(m: int, k: int, n: int, dtype) -> bool:
+    """True when :func:`small_backward` suits an ``(m, k) @ (k, n)`` layer of ``dtype`` (numba permitting).
+
+    At most :data:`~normlab.kernels._dense_small_numba.MAX_UNITS` units, float32 or float64, and a
+    product small enough that :func:`normlab.kernels._threads.matmul` would make it one BLAS call
+    (larger ones are split over normlab's threads). Decided once per workspace by the layer.
+    """
+    return (_small is not None and 1 <= n <= _small.MAX_UNITS and m * k > 0 and np.dtype(dtype) in _FAST_DTYPES
+            and m * k * n < _threads.MIN_PARALLEL_FLOPS)
+
+
+def small_backward(x, dz, kernel, dkernel, dbias, dx, scratch) -> None:
+    """``dkernel = x.T @ dz``, ``dbias = dz.sum(0)`` (None: skipped) and ``dx = dz @ kernel.T`` (None: skipped), one call.
+
+    numba (:mod:`normlab.kernels._dense_small_numba`, whose docstring gives the order of the sums);
+    the caller checked :func:`small_backward_size` and :func:`normlab.kernels._backend.numba_enabled`.
+    All arrays C-contiguous and of one dtype; ``scratch`` is ``(n, k)``.
+    """
+    _small.backward(x, dz, kernel, dkernel, dkernel[0] if dbias is None else dbias, x if dx is None else dx,
+                    scratch, dbias is not None, dx is not None)
