@@ -567,9 +567,13 @@ class BaseModel:
             layer._begin_step(stamp)
         self._step_loss = None
         try:
-            # BLAS held on one thread while normlab's kernels split the work: OpenBLAS's idle workers would
-            # otherwise busy-wait on the cores those kernels use (kernels._threads.one_pool)
-            with _threads.one_pool():
+            if _threads._held is None:
+                # BLAS held on one thread while normlab's kernels split the work: OpenBLAS's idle workers would
+                # otherwise busy-wait on the cores those kernels use (kernels._threads.one_pool)
+                with _threads.one_pool():
+                    value, out = self._gradients(x, y, sample_weight)
+                    self._apply_optimizer()
+            else:  # held already (fit holds it for an epoch's steps): nested blocks change nothing
                 value, out = self._gradients(x, y, sample_weight)
                 self._apply_optimizer()
         except BaseException as exc:
