@@ -31,6 +31,8 @@ process; medians over the rounds. Usage::
     PYTHONPATH=src python benchmarks/bench_distributed.py --layer --rounds 5
     PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --steps 60 --rounds 5 --ceiling --compare-plain
     PYTHONPATH=src mpiexec -n 2 python benchmarks/bench_distributed.py --model mlp --steps 60 --profile
+    PYTHONPATH=src python benchmarks/bench_distributed.py --model cnn --steps 20 --rounds 5 --ceiling --no-torch \
+        --compare-env NORMLAB_GRAD_BUCKETS=0,NORMLAB_MPI_PERSISTENT=0
 
 ``--compare-plain`` adds 2 ranks with plain BN to every round (synchronized
 against plain in the same run); ``--layer`` times the synchronized BN +
@@ -43,7 +45,11 @@ machine's ceiling for 2 ranks (``ceiling_cpu_speedup``), split into
 milliseconds per step spent in each part of a step. ``--compare-wait SPEC``
 adds 2 ranks waiting in collectives another way (``--wait``; ``100,0,-,0``
 is the earlier poll-and-yield), ``--compare-split-check`` 2 ranks checking
-only their part of ``x`` for NaN/inf; ``ratios_2_over_1`` gives every
+only their part of ``x`` for NaN/inf, ``--compare-env SPEC`` 2 ranks with
+environment variables set (``NORMLAB_MPI_PERSISTENT=0``: nonblocking
+collectives instead of persistent ones; ``NORMLAB_GRAD_BUCKETS=0``: the
+gradients summed in one allreduce after the backward pass, not in parts
+during it; ``A=0,B=0`` sets both); ``ratios_2_over_1`` gives every
 2-rank run against 1 rank in samples per second, CPU time less polling and
 CPU time with polling.
 """
@@ -216,6 +222,12 @@ def profile_worker(args) -> None:
     T.wrap(model, "_apply_optimizer", "step: optimizer update")
     comm = dist._comm
     T.wrap(comm, "allreduce_timed_", "step: gradient allreduce")
+    T.wrap(comm, "allreduce_gradients_", "step: gradient allreduce")
+    from normlab.distributed._comm import GradientBuckets
+
+    T.wrap(GradientBuckets, "finish", "step: gradient allreduce")
+    T.wrap(comm, "gather_stats", lambda a, what="": f"collective: {what}")
+    T.wrap(comm, "sum_stats_", lambda a, what="": f"collective: {what}")
     T.wrap(comm, "allgather", lambda a, what="": f"collective: {what}")
     T.wrap(comm, "allreduce_", lambda a, what="": f"collective: {what}")
     T.wrap(comm, "finish", lambda req, what="": f"collective: {what} (finishing)")
@@ -275,6 +287,8 @@ class _OneRank:
 
     def allreduce_(self, a, what=""):
         return a
+
+    gather_stats, sum_stats_ = allgather, allreduce_
 
 
 def layer_ab(args) -> dict:
@@ -531,6 +545,14 @@ def driver(args) -> dict:
             if args.compare_plain and not args.plain_bn:
                 runs.setdefault(f"2 ranks plain BN, wait {spec}", []).append(
                     _run([mpiexec, "-n", "2", *me, "--plain-bn", "--wait", spec, "--worker"], _one_thread_env()))
+        for spec in args.compare_env or ():
+            # the same 2-rank run with an environment variable set (the library's switches, e.g.
+            # NORMLAB_MPI_PERSISTENT=0: nonblocking collectives instead of persistent ones)
+            env = dict(_one_thread_env(), **dict(a.split("=", 1) for a in spec.split(",")))
+            runs.setdefault(f"2 ranks, {spec}", []).append(_run([mpiexec, "-n", "2", *me, "--worker"], env))
+            if args.compare_plain and not args.plain_bn:
+                runs.setdefault(f"2 ranks plain BN, {spec}", []).append(
+                    _run([mpiexec, "-n", "2", *me, "--plain-bn", "--worker"], env))
         if args.compare_split_check:
             runs.setdefault("2 ranks, x checked in parts", []).append(
                 _run([mpiexec, "-n", "2", *me, "--split-check", "--worker"], _one_thread_env()))
@@ -608,6 +630,10 @@ def main(argv=None) -> None:
                         "NAP '-': yield forever); default: the library's")
     p.add_argument("--compare-wait", nargs="+", default=None, metavar="SPEC",
                    help="also 2 ranks (and 2 ranks plain BN with --compare-plain) with each --wait SPEC in every round")
+    p.add_argument("--compare-env", nargs="+", default=None, metavar="NAME=VALUE[,NAME=VALUE]",
+                   help="also 2 ranks (and 2 ranks plain BN with --compare-plain) with each spec's variables set, in "
+                        "every round: NORMLAB_MPI_PERSISTENT=0 (nonblocking collectives instead of persistent ones), "
+                        "NORMLAB_GRAD_BUCKETS=0 (the gradients' allreduce only after the backward pass)")
     p.add_argument("--split-check", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--compare-split-check", action="store_true",
                    help="also 2 ranks where each rank checks only its part of x for NaN/inf (DataParallel.check_finite "
