@@ -137,3 +137,25 @@ def test_a_step_with_and_without_it_agrees_to_rounding(monkeypatch):
     np.testing.assert_allclose(with_kernel[0], without[0], rtol=1e-5)
     for a, b in zip(with_kernel[1], without[1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_arrays_replaced_between_steps_are_taken(monkeypatch):
+    """The kernel's and the L2 penalty's checks are kept for the arrays they saw: new arrays are checked and used."""
+    model = _mlp("float64", 2, True)
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((12, 5)), rng.integers(0, 2, 12)
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)  # the kept checks' path
+    out = model.layers[-1]
+    taken = _spy(monkeypatch)
+    new_kernel = out.params["kernel"] * 2.0  # a new array object (the optimizer's binding is checked again)
+    out.params["kernel"] = new_kernel
+    out.kernel_regularizer.l2 = 0.5  # a new coefficient object
+    grads = model.compute_gradients(x, y)
+    assert taken
+    # the gradients against central differences on the new kernel and coefficient
+    errors = check_model_gradients(model, x, y)
+    assert max(errors.values()) < 1e-6, errors
+    assert out.params["kernel"] is new_kernel
+    g = grads[(out, "kernel")]
+    assert g.shape == new_kernel.shape

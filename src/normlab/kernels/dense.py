@@ -97,6 +97,8 @@ try:  # the kernel of its own module: switched on and off with numba alone (not 
     from . import _dense_small_numba as _small
 except ImportError:  # pragma: no cover - without numba
     _small = None
+#: the most units a layer may have for :func:`small_backward` (a first check, before the shapes)
+SMALL_UNITS = 4 if _small is None else _small.MAX_UNITS
 
 
 def small_backward_size(m: int, k: int, n: int, dtype) -> bool:

@@ -73,6 +73,7 @@ __all__ = [
 ]
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = _FAST_DTYPES
 
 
 _FLAGS = (bool, np.bool_)
@@ -379,7 +380,9 @@ def fused_step(kind: StepKind, args: StepArgs, buf: StepBuffers, new_head: np.nd
     g, p = buf.g, buf.p
     whole = len(args.scales) == 1
     live = int(buf.head[LIVE])
-    if _backend.numba_enabled() and p.dtype in _FAST_DTYPES and g.dtype == p.dtype:
+    dt = p.dtype
+    # identity with the native dtypes (``in _FAST_DTYPES`` compares by value: 0.3 us each, every step)
+    if (dt is _F32 or dt is _F64 or dt in _FAST_DTYPES) and g.dtype == dt and _backend.numba_enabled():
         bounds = buf.whole if whole else buf.segments
         new_head[LIVE] = live
         return _nb.fused_kernel(kind)(g, p, buf.S[live], args.consts, args.neg_lr, args.beta, args.nesterov,
@@ -428,7 +431,6 @@ def fused_step(kind: StepKind, args: StepArgs, buf: StepBuffers, new_head: np.nd
     return sq
 
 
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def add_scaled(g: np.ndarray, w: np.ndarray, c: float) -> bool:
@@ -447,3 +449,12 @@ def add_scaled(g: np.ndarray, w: np.ndarray, c: float) -> bool:
         return False
     _nb.add_scaled(g, w, dt.type(c))
     return True
+
+
+def add_scaled_again(g: np.ndarray, w: np.ndarray, c_native) -> None:
+    """:func:`add_scaled` on arrays it took before (the same objects), with ``c`` already in their dtype.
+
+    For a caller that keeps what it checked (a training step's L2 penalties: the same
+    bound arrays every step); numba must still be enabled (the caller checks).
+    """
+    _nb.add_scaled(g, w, c_native)

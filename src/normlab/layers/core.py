@@ -21,6 +21,15 @@ from .base import Layer
 
 __all__ = ["Dense", "Activation", "Identity"]
 
+try:
+    from ..kernels import _softmax_numba as _nbsm
+except ImportError:  # pragma: no cover - without numba
+    _nbsm = None
+
+_EMPTY = np.empty(0)
+_new = tuple.__new__  # a named tuple without its Python-level constructor (every step)
+_INTP = np.dtype(np.intp)
+
 _ACT = [NoneOk(), Options(tuple(_activations.names()))]
 _INIT = [str, dict, Instance(_initializers.Initializer)]
 _REG = [NoneOk(), str, dict, Instance(_regularizers.Regularizer)]
@@ -204,23 +213,24 @@ class Dense(ActivatedLinear, Layer):
         z = dense_forward(x, self.params["kernel"], self.params.get("bias"))
         a = self._act.forward(z)
         if training:
-            self._cache = _DenseCache(x, z, a)
+            self._cache = _new(_DenseCache, (x, z, a))
             self._out_shape = a.shape
         return a
 
     # ------------------------------------------------- inside a model's step
     def _workspace(self, n: int, dtype):
-        """``[z, dx, a, dz, fused]`` for a batch of ``n`` rows, kept from step to step (dx, a, dz made on first use).
+        """``[z, dx, a, dz, fused, softmax]`` for a batch of ``n`` rows, kept from step to step (dx, a, dz made on first use).
 
         ``a`` and ``dz`` serve the fused ReLU passes, which apply as ``fused``
         (:func:`normlab.kernels.dense.fused_size`) says; the arrays are valid
-        until the layer's next training pass.
+        until the layer's next training pass. ``softmax``: whether the one-pass
+        softmax and cross-entropy kernel takes ``z`` (decided on first use).
         """
         ws = self._ws
-        if ws is None or ws[0].shape[0] != n or ws[0].dtype != dtype:
+        if ws is None or ws[0].shape[0] != n or (ws[0].dtype is not dtype and ws[0].dtype != dtype):
             shape = (n, self.units)
             fused = K_dense.fused_size(shape, dtype) if self.activation == "relu" else 0
-            ws = self._ws = [np.empty(shape, dtype), None, None, None, fused]
+            ws = self._ws = [np.empty(shape, dtype), None, None, None, fused, None]
         return ws
 
     def _train_forward(self, x):
@@ -237,13 +247,13 @@ class Dense(ActivatedLinear, Layer):
             if a is None:
                 a = ws[2] = np.empty_like(z)
             K_dense.bias_relu(z, bias, a)
-            self._cache = _DenseCache(x, z, a)
+            self._cache = _new(_DenseCache, (x, z, a))
             self._out_shape = a.shape
             return a
         if bias is not None:
             np.add(z, bias, out=z)
         a = z if self.activation in (None, "linear") else self._act.forward(z)
-        self._cache = _DenseCache(x, z, a)
+        self._cache = _new(_DenseCache, (x, z, a))
         self._out_shape = a.shape
         return a
 
@@ -264,11 +274,25 @@ class Dense(ActivatedLinear, Layer):
         grad = self._ce_grad
         if grad is None or grad.shape != z.shape or grad.dtype != z.dtype:
             grad = self._ce_grad = np.empty_like(z)
-        res = K_losses.dense_softmax_sparse_ce(labels, z, self.params.get("bias"), grad)
-        if res is None:
-            return None
-        value, out = res
-        self._cache = _DenseCache(x, z, out)
+        bias = self.params.get("bias")
+        takes = ws[5]
+        if takes is None:  # whether the one-pass kernel takes z (small_rows's answer but numba's switch)
+            takes = ws[5] = _nbsm is not None and z.size > 0 and _nbsm.takes(*z.shape) and z.dtype in K_dense._FAST_DTYPES
+        if takes and (labels.dtype is _INTP or labels.dtype == _INTP) and labels.shape == z.shape[:1] \
+                and (bias is None or (bias.dtype == z.dtype and bias.flags.c_contiguous)) and _backend.numba_enabled():
+            # kernels.losses.dense_softmax_sparse_ce's call with what it checks kept per workspace
+            # (2 us of its checks every step)
+            out = np.empty_like(z)
+            value = _nbsm.bias_softmax_sparse_ce(labels, z, _EMPTY if bias is None else bias, out, grad)
+            if value != value:  # a label out of range: nothing written but the bias; the general path
+                return None
+            value = float(value)
+        else:
+            res = K_losses.dense_softmax_sparse_ce(labels, z, bias, grad)
+            if res is None:
+                return None
+            value, out = res
+        self._cache = _new(_DenseCache, (x, z, out))
         self._out_shape = out.shape
         return value, grad, out
 
@@ -300,7 +324,8 @@ class Dense(ActivatedLinear, Layer):
         finally:
             self._grads_zero = False
 
-    #: ``(key, scratch)`` of :meth:`_small_backward` for the last shape seen (scratch None: the kernel does not apply)
+    #: what :meth:`_small_backward` checked last: ``(key, scratch, arrays)``, scratch None where the kernel
+    #: does not apply to that shape, ``arrays`` the arrays of the last call that passed every check
     _small = None
 
     def _small_backward(self, x, dz, need_dx: bool, dx_out, bias_done: bool):
@@ -313,35 +338,46 @@ class Dense(ActivatedLinear, Layer):
         own, so the bits differ from BLAS's (see that kernel's docstring).
         """
         kernel = self.params["kernel"]
+        dkernel = self.grads["kernel"]
+        bias = self.grads["bias"] if self.use_bias and not bias_done else None
+        dx = dx_out if need_dx else None
+        small = self._small
+        if small is not None:
+            # a step of a model's loop passes the same arrays as the last one (workspaces, bound
+            # parameters): what was checked for them holds
+            seen = small[2]
+            if seen is not None and seen[0] is x and seen[1] is dz and seen[2] is kernel and seen[3] is dkernel \
+                    and seen[4] is bias and seen[5] is dx and (dx is not None or not need_dx) \
+                    and _backend.numba_enabled():
+                K_dense.small_backward(x, dz, kernel, dkernel, bias, dx, small[1])
+                return dx if need_dx else False
         dt = x.dtype
         key = (x.shape, dz.shape[1], dt)
-        small = self._small
         if small is None or small[0] != key:
             m, k = x.shape
             n = dz.shape[1]
             ok = kernel.shape == (k, n) and K_dense.small_backward_size(m, k, n, dt)
-            small = self._small = (key, np.empty((n, k), dt) if ok else None)
+            small = self._small = (key, np.empty((n, k), dt) if ok else None, None)
         scratch = small[1]
         if scratch is None or not _backend.numba_enabled():
             return None
-        dkernel = self.grads["kernel"]
-        bias = self.grads["bias"] if self.use_bias and not bias_done else None
         if not (dz.dtype == dt and kernel.dtype == dt and dkernel.dtype == dt and x.flags.c_contiguous
                 and dz.flags.c_contiguous and kernel.flags.c_contiguous and dkernel.flags.c_contiguous
                 and (bias is None or (bias.dtype == dt and bias.flags.c_contiguous))):
             return None
         if need_dx:
-            if dx_out is None:
-                dx_out = np.empty(x.shape, dt)
-            elif not (dx_out.shape == x.shape and dx_out.dtype == dt and dx_out.flags.c_contiguous):
+            if dx is None:
+                dx = np.empty(x.shape, dt)
+            elif not (dx.shape == x.shape and dx.dtype == dt and dx.flags.c_contiguous):
                 return None
-        K_dense.small_backward(x, dz, kernel, dkernel, bias, dx_out if need_dx else None, scratch)
-        return dx_out if need_dx else False
+        K_dense.small_backward(x, dz, kernel, dkernel, bias, dx, scratch)
+        self._small = (key, scratch, (x, dz, kernel, dkernel, bias, dx))
+        return dx if need_dx else False
 
     def _linear_backward(self, dz, need_dx: bool, dx_out=None, bias_done: bool = False):
         if self._trainable:
             x = self._cache.x
-            if self._grads_zero and x.ndim == 2 and dz.ndim == 2:
+            if self.units <= K_dense.SMALL_UNITS and self._grads_zero and x.ndim == 2 and dz.ndim == 2:
                 res = self._small_backward(x, dz, need_dx, dx_out, bias_done)
                 if res is not None:
                     return res if need_dx else None
@@ -357,7 +393,9 @@ class Dense(ActivatedLinear, Layer):
                     if dx_out is None:
                         dx_out = np.empty((dz.shape[0], kernel.shape[0]), np.result_type(dz, kernel))
                     products.append((dz, kernel.T, dx_out))
-                _threads.matmuls(products)
+                    _threads.matmuls(products)
+                else:  # one product: matmul's cut of it, the same bits as matmuls' (and fewer checks)
+                    _threads.matmul(x2.T, dz2, out=self.grads["kernel"])
                 if self.use_bias and not bias_done:
                     K_dense.bias_gradient(dz2, self.grads["bias"])
                 if with_dx:

@@ -15,6 +15,8 @@ from ..kernels.checks import sum_squares
 from . import transforms as T
 from .layout import _SCALARS, _leaves, state_at
 
+_new = tuple.__new__
+
 class _Context:
     """What a fused binding's step needs beyond the learning rate and the gradients, made on its first step."""
 
@@ -65,7 +67,7 @@ def fused(opt, b, it: int, lr: float, names) -> None:
     if ctx is None:
         ctx = buf.work["context"] = _Context(b)
     dt = ctx.dt
-    info = T.StepInfo(it, lr)
+    info = _new(T.StepInfo, (it, lr, None))  # the named tuples without their Python-level constructors (every step)
     link_state = ctx.link_states[int(b.head[K.LIVE])]
     head = b.new_head
     head[0] = it + 1
@@ -84,7 +86,8 @@ def fused(opt, b, it: int, lr: float, names) -> None:
         scales = np.array([_scale(math.sqrt(sq), c) for sq in per], dt)
         check, head[2] = False, norm
     _, kind, neg_lr, f = ctx.for_lr(lr, plan.decay)
-    args = K.StepArgs(plan.consts(info, link_state, dt), neg_lr, ctx.beta, ctx.nesterov, f, ctx.lo, ctx.hi, scales)
+    args = _new(K.StepArgs, (plan.consts(info, link_state, dt), neg_lr, ctx.beta, ctx.nesterov, f, ctx.lo, ctx.hi,
+                             scales))
     sq = K.fused_step(kind, args, buf, head, check)
     if not check or math.isfinite(sq):
         return
