@@ -6,6 +6,14 @@ Usage::
     PYTHONPATH=src python benchmarks/profile_step.py --batch 1024 --plain --sort cumtime
     PYTHONPATH=src python benchmarks/profile_step.py --cnn --batch 128 --steps 30 --sections
     PYTHONPATH=src python benchmarks/profile_step.py --intercept 512 1024 --adam --steps 200 --rounds 5
+    PYTHONPATH=src python benchmarks/profile_step.py --ceiling --batch 1024 --rounds 15 --peer compile
+
+``--ceiling`` times, at 1 and 2 threads in one process, round by round: the step, its
+matrix products alone as the step runs them (normlab's row blocks inside ``one_pool``) and as
+one BLAS call each on BLAS's own threads, and (``--peer compile``) torch.compile's step; each
+round records how much CPU other processes used meanwhile, and the medians are given over all
+rounds and over the quiet ones. ``peer / products`` is the most a step could gain over the
+peer if everything but the products cost nothing.
 
 ``--intercept B1 B2`` times the phases at two batch sizes, in interleaved rounds in one
 process, and splits each into a fixed part ``a`` and a per-row part ``b`` (``T = a + b * B``
@@ -41,7 +49,7 @@ if __package__ in (None, ""):
 from ._timing import pinned_threads
 from .bench_train_step import build_normlab, make_data
 
-__all__ = ["prepared_step", "profile_step", "section_times", "intercepts"]
+__all__ = ["prepared_step", "profile_step", "section_times", "intercepts", "ceiling"]
 
 
 def prepared_step(batch: int, bn: bool = True, seed: int = 0, adam: bool = False):
@@ -176,6 +184,108 @@ def intercepts(b1: int, b2: int, steps: int, rounds: int, bn: bool = True, adam:
     return out
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds all processes have run (``/proc/stat``; 0 where it cannot be read)."""
+    try:
+        with open("/proc/stat") as fh:
+            v = [int(t) for t in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _step_products(model, x):
+    """The matrix products of one training step of the BN-paper ``model``, grouped as the step
+    groups them (forward ``x W`` per Dense layer, then per layer from the last ``dW`` and
+    ``dx`` in one :func:`~normlab.kernels._threads.matmuls` call, the first layer's ``dW``
+    alone), inside ``one_pool``: normlab's row blocks and hand-offs, nothing else."""
+    import numpy as np
+
+    from normlab.kernels import _threads
+
+    kernels = [l.params["kernel"] for l in model.layers if "kernel" in l.params]
+    rng = np.random.default_rng(1)
+    n = x.shape[0]
+    ins = [x] + [rng.random((n, w.shape[0]), dtype=x.dtype) for w in kernels[1:]]
+    outs = [np.empty((n, w.shape[1]), x.dtype) for w in kernels]
+    dzs = [rng.standard_normal((n, w.shape[1])).astype(x.dtype) for w in kernels]
+    grads = [np.empty_like(w) for w in kernels]
+    dxs = [np.empty((n, w.shape[0]), x.dtype) for w in kernels]
+
+    def products():
+        with _threads.one_pool():
+            for h, w, o in zip(ins, kernels, outs):
+                _threads.matmul(h, w, out=o)
+            for i in reversed(range(len(kernels))):
+                pairs = [(ins[i].T, dzs[i], grads[i])]
+                if i:
+                    pairs.append((dzs[i], kernels[i].T, dxs[i]))
+                _threads.matmuls(pairs)
+
+    return products
+
+
+def _wait_quiet(quiet: float, wait_s: float) -> None:
+    """Return once other processes used at most ``quiet`` cores over 0.2 s, or after ``wait_s`` seconds."""
+    t_end = time.perf_counter() + wait_s
+    while time.perf_counter() < t_end:
+        b0, c0, w0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
+        time.sleep(0.2)
+        if (_busy_cpu_s() - b0) - (time.process_time() - c0) <= quiet * (time.perf_counter() - w0):
+            return
+
+
+def ceiling(batch: int = 1024, rounds: int = 15, target_s: float = 0.1, threads=(1, 2), peer: str | None = None,
+            quiet: float = 0.25, wait_s: float = 0.0) -> dict:
+    """Per thread count, medians (seconds) of the step, its products (normlab's blocks; BLAS's own
+    threads) and the peer's step over ``rounds`` interleaved rounds; ``quiet``: the most CPU
+    (in cores) other processes may have used during a round for it to count as quiet; ``wait_s``:
+    before each round, wait up to this long for a quiet moment."""
+    from threadpoolctl import threadpool_limits
+
+    from .bench_train_step import _matrix_products, _torch_compile_case
+
+    model, xp, yp = prepared_step(batch)
+    cases = {"step": lambda: model._train_step(xp, yp), "products (normlab blocks)": _step_products(model, xp),
+             "products (BLAS threads)": _matrix_products(model, xp)}
+    if peer == "compile":
+        x, y = make_data(batch, 0)
+        cases["torch.compile step"] = _torch_compile_case(True, prepared_step(batch)[0], x, y, {})
+    numbers = {}
+    for name, fn in cases.items():  # calibrated at 1 thread (the slowest)
+        with pinned_threads(1):
+            for _ in range(3):
+                fn()
+            t0 = time.perf_counter()
+            fn()
+            numbers[name] = max(3, int(target_s / max(time.perf_counter() - t0, 1e-6)))
+    times = {(t, k): [] for t in threads for k in cases}
+    foreign = []
+    for r in range(rounds):
+        if wait_s > 0:
+            _wait_quiet(quiet, wait_s)
+        b0, c0, w0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
+        for t in (threads if r % 2 == 0 else threads[::-1]):
+            with pinned_threads(t), threadpool_limits(t):
+                names = list(cases) if r % 2 == 0 else list(cases)[::-1]
+                for k in names:
+                    fn, num = cases[k], numbers[k]
+                    fn()
+                    t0 = time.perf_counter()
+                    for _ in range(num):
+                        fn()
+                    times[(t, k)].append((time.perf_counter() - t0) / num)
+        wall = time.perf_counter() - w0
+        foreign.append(max(0.0, (_busy_cpu_s() - b0) - (time.process_time() - c0)) / wall)
+    quiet_rounds = [i for i, f in enumerate(foreign) if f <= quiet]
+    out = {"foreign_cores": foreign, "quiet_rounds": len(quiet_rounds), "rows": {}}
+    for sel, idx in (("all", range(rounds)), ("quiet", quiet_rounds)):
+        if not idx:
+            continue
+        out["rows"][sel] = {key: statistics.median(v[i] for i in idx) for key, v in times.items()}
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="benchmarks/profile_step.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=60)
@@ -191,9 +301,32 @@ def main(argv=None) -> None:
                    help="phases at two batch sizes, interleaved: the fixed and the per-row part of each")
     p.add_argument("--rounds", type=int, default=5, help="--intercept: interleaved rounds")
     p.add_argument("--adam", action="store_true", help="Adam (bench_distributed's optimizer) instead of SGD")
+    p.add_argument("--ceiling", action="store_true",
+                   help="step, its products (normlab's blocks; BLAS's threads) and --peer at 1 and 2 threads")
+    p.add_argument("--peer", choices=("compile",), help="--ceiling: time torch.compile's step too")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="--ceiling: before each round wait up to S seconds for other processes to go quiet")
     p.add_argument("--cnn", action="store_true",
                    help="the Fashion-MNIST CNN of examples/fashion_mnist_cnn.py instead of the BN-paper net")
     a = p.parse_args(argv)
+    if a.ceiling:
+        res = ceiling(a.batch, a.rounds, peer=a.peer, wait_s=a.wait_quiet)
+        print(f"BN net, batch {a.batch}: medians of {a.rounds} interleaved rounds (ms); other processes' CPU "
+              f"per round {min(res['foreign_cores']):.2f}-{max(res['foreign_cores']):.2f} cores, "
+              f"{res['quiet_rounds']} rounds quiet (<= 0.25)")
+        for sel, row in res["rows"].items():
+            for t in sorted({t for t, _ in row}):
+                vals = {k: v for (tt, k), v in row.items() if tt == t}
+                step = vals["step"]
+                line = "  ".join(f"{k} {v * 1e3:.3f}" for k, v in vals.items())
+                extra = f"  step - products {1e3 * (step - vals['products (normlab blocks)']):.3f}"
+                if "torch.compile step" in vals:
+                    peer = vals["torch.compile step"]
+                    extra += (f"  peer/step {peer / step:.2f}x  peer/products(BLAS) "
+                              f"{peer / vals['products (BLAS threads)']:.2f}x  peer/products(normlab) "
+                              f"{peer / vals['products (normlab blocks)']:.2f}x")
+                print(f"  [{sel}] {t} thread(s): {line}{extra}")
+        return
     with pinned_threads(a.threads):
         if a.intercept:
             b1, b2 = a.intercept
