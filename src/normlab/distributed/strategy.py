@@ -8,7 +8,9 @@ One training step on ``N`` ranks, for a global batch of ``k`` samples:
    ``"sum"``), so that each rank's gradients are its part of the gradient
    of the global batch's loss; synchronized batch normalization layers
    exchange their statistics on the way (:mod:`normlab.distributed.sync_bn`);
-3. one allreduce (a sum) of the flat gradient buffer;
+3. one allreduce (a sum) of the flat gradient buffer; with synchronized
+   batch normalization, in parts, each started during the backward pass
+   once its layers' gradients are final (:class:`~normlab.distributed._comm.GradientBuckets`);
 4. penalties, clipping and the optimizer's update, the same on every rank
    (they see the same gradients and parameters).
 
@@ -592,7 +594,7 @@ def _bucket_plan(model, flat: np.ndarray, min_size: int):
     previous part began, started if it holds at least ``min_size`` values
     (else summed with the next part); ``last``: the rest of the buffer.
     """
-    from ..layers.fused import BatchNormActivation
+    from ..layers.base import Layer
     from ..layers.normalization import BatchNormalization
 
     ex = model._executor
@@ -600,9 +602,17 @@ def _bucket_plan(model, flat: np.ndarray, min_size: int):
         return None
     node_of = {}
     for k, node in enumerate(ex.nodes):
-        layer = node.layer
-        for member in ((layer.bn, layer.act) if isinstance(layer, BatchNormActivation) else (layer,)):
+        # the executor's fused nodes (a batch norm + activation pair, a Dense feeding such a pair) are not
+        # layers: the layers they run are their members, each at the node's place in the chain
+        pending, seen = [node.layer], set()
+        while pending:
+            member = pending.pop()
+            if id(member) in seen:
+                continue
+            seen.add(id(member))
             node_of[id(member)] = k
+            if not isinstance(member, Layer):
+                pending += [v for v in vars(member).values() if isinstance(v, Layer) or hasattr(v, "_train_backward")]
     synced = [layer for layer in _all_layers(model) if isinstance(layer, BatchNormalization)
               and layer._sync is not None]
     # a synchronized batch norm inside another node (a nested model) would meet the others at a point
