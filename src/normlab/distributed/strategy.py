@@ -609,6 +609,9 @@ def _bucket_plan(model, flat: np.ndarray, min_size: int):
             member = pending.pop()
             if id(member) in seen:
                 continue
+            if id(member) in node_of:
+                # a layer run by two nodes (models refuse shared layers today) adds to its gradients twice
+                return None
             seen.add(id(member))
             node_of[id(member)] = k
             if not isinstance(member, Layer):
