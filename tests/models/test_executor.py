@@ -9,6 +9,7 @@ from normlab import optimizers
 from normlab.kernels import _backend
 from normlab.layers import Activation, Add, BatchNormalization, Dense, Dropout, GaussianNoise
 from normlab.layers.fused import BatchNormActivation
+from normlab.models._dense_bn_node import DenseBatchNormActivation
 
 # every test runs on both paths: the rewrite must not depend on numba
 pytestmark = pytest.mark.usefixtures("kernel_path")
@@ -61,7 +62,9 @@ def make_model(arch, dtype, optimizer, fuse, functional=False):
 
 
 def fused_nodes(model):
-    return [n.layer for n in model._executor.nodes if isinstance(n.layer, BatchNormActivation)]
+    """The batch norm + activation pairs of the training program (a pair after a bias-free Dense runs inside their node)."""
+    layers = [n.layer.pair if isinstance(n.layer, DenseBatchNormActivation) else n.layer for n in model._executor.nodes]
+    return [layer for layer in layers if isinstance(layer, BatchNormActivation)]
 
 
 def targets(kind, n, rng):

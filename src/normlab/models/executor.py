@@ -38,6 +38,7 @@ from ..layers.base import Layer
 from ..layers.core import Activation
 from ..layers.fused import BatchNormActivation
 from ..layers.normalization import BatchNormalization
+from ._dense_bn_node import DenseBatchNormActivation, fusable
 
 __all__ = ["Executor", "next_stamp"]
 
@@ -93,6 +94,8 @@ class Executor:
             else:
                 placed[k] = _Node(layer, tuple(inputs), k + 1)
         order = [placed[k] for k in sorted(placed)]
+        if fuse:
+            order = self._with_dense_pairs(order, consumers)
         self.nodes: list[_Node] = order
         self.output = output
         self.n_values = len(program) + 1
@@ -110,6 +113,22 @@ class Executor:
             if id(layer) not in seen and type(layer)._begin_step is not Layer._begin_step:
                 seen.add(id(layer))
                 self.stateful.append(layer)
+
+    @staticmethod
+    def _with_dense_pairs(order, consumers):
+        """``order`` with each bias-free linear Dense and the batch norm + activation pair it alone feeds as one node.
+
+        (:class:`~normlab.models._dense_bn_node.DenseBatchNormActivation`: the same kernels, less Python.)
+        """
+        out = []
+        for node in order:
+            prev = out[-1] if out else None
+            if prev is not None and not node.multi and not prev.multi and node.inputs == (prev.out,) \
+                    and consumers.get(prev.out) == 1 and fusable(prev.layer, node.layer):
+                out[-1] = _Node(DenseBatchNormActivation(prev.layer, node.layer), prev.inputs, node.out)
+            else:
+                out.append(node)
+        return out
 
     @staticmethod
     def _fused_pair(bn, act):
