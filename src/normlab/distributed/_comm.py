@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+import weakref
 
 import numpy as np
 
@@ -34,28 +35,15 @@ __all__ = ["Communicator", "load_mpi"]
 
 _INSTALL = 'pip install "normlab[distributed]" mpich'
 
-#: every persistent request made here, freed before MPI finalizes (MPICH reports inactive ones left)
-_PERSISTENT: list = []
+#: the communicators holding persistent requests: theirs are freed before MPI finalizes (MPICH reports
+#: inactive ones left), and when a communicator is collected (their buffers are released with them)
+_HOLDERS = weakref.WeakSet()
 _FREE_HOOK = []
 
 
 def _free_persistent() -> None:
-    MPI = load_mpi()
-    if MPI.Is_finalized():
-        return
-    while _PERSISTENT:
-        req = _PERSISTENT.pop()
-        if req:  # not MPI.REQUEST_NULL
-            req.Free()
-
-
-def _register(req):
-    if not _FREE_HOOK:
-        # after mpi4py's own exit hook (registered when MPI was imported), so it runs before MPI_Finalize
-        atexit.register(_free_persistent)
-        _FREE_HOOK.append(True)
-    _PERSISTENT.append(req)
-    return req
+    for holder in list(_HOLDERS):
+        holder.free_persistent()
 
 
 def load_mpi():
@@ -96,6 +84,7 @@ class Communicator:
         self.persistent = hasattr(comm, "Allreduce_init") and os.environ.get("NORMLAB_MPI_PERSISTENT", "1") != "0"
         self._bound: dict = {}  # ("gather" | "sum", n) -> (send buffer, receive buffer, persistent request)
         self._flat_bound = None  # (buffer, request) of the gradient allreduce
+        self._requests: list = []  # every persistent request made here (see free_persistent)
         self.before_stats_sum = None  # called before each sum of synchronized BN's backward (gradient buckets)
 
     # ----------------------------------------------------------- waiting
@@ -184,6 +173,37 @@ class Communicator:
         return buf
 
     # ------------------------------------------- persistent collectives
+    def _register(self, req):
+        if not _FREE_HOOK:
+            # after mpi4py's own exit hook (registered when MPI was imported), so it runs before MPI_Finalize
+            atexit.register(_free_persistent)
+            _FREE_HOOK.append(True)
+        _HOLDERS.add(self)
+        self._requests.append(req)
+        return req
+
+    def release(self, req) -> None:
+        """Free one persistent request made here (inactive: freeing it is local to this rank)."""
+        if any(r is req for r in self._requests):
+            self._requests = [r for r in self._requests if r is not req]
+            if not self.MPI.Is_finalized():
+                req.Free()
+
+    def free_persistent(self) -> None:
+        """Free every persistent request made here; later calls bind new ones."""
+        requests, self._requests = self._requests, []
+        self._bound, self._flat_bound = {}, None
+        if requests and not self.MPI.Is_finalized():
+            for req in requests:
+                if req:  # not MPI.REQUEST_NULL
+                    req.Free()
+
+    def __del__(self):
+        try:
+            self.free_persistent()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
     def _bind(self, kind: str, n: int):
         """``(send, recv, request)`` of the persistent collective ``kind`` on ``n`` float64 values, made on first use.
 
@@ -207,7 +227,7 @@ class Communicator:
             except (NotImplementedError, MPI.Exception):  # pragma: no cover - an MPI library before MPI-4
                 self.persistent = False
                 return None
-            got = self._bound[key] = (send, recv, _register(req))
+            got = self._bound[key] = (send, recv, self._register(req))
         return got
 
     def gather_stats(self, local: np.ndarray, what: str = "an allgather") -> np.ndarray:
@@ -258,8 +278,7 @@ class Communicator:
         bound = self._flat_bound
         if bound is None or bound[0] is not flat:
             if bound is not None:
-                bound[1].Free()  # inactive: freeing it is local
-                _PERSISTENT.remove(bound[1])
+                self.release(bound[1])
                 self._flat_bound = bound = None
             if self.persistent and flat.flags.c_contiguous and flat.dtype.char in "fd":
                 MPI = self.MPI
@@ -268,7 +287,7 @@ class Communicator:
                 except (NotImplementedError, MPI.Exception):  # pragma: no cover - an MPI library before MPI-4
                     self.persistent = False
                 else:
-                    self._flat_bound = bound = (flat, _register(req))
+                    self._flat_bound = bound = (flat, self._register(req))
         if bound is None:
             return self.allreduce_timed_(flat, what)
         t = time.perf_counter()
@@ -284,7 +303,7 @@ class Communicator:
             return None
         MPI = self.MPI
         try:
-            return _register(self.comm.Allreduce_init(MPI.IN_PLACE, buf, op=MPI.SUM))
+            return self._register(self.comm.Allreduce_init(MPI.IN_PLACE, buf, op=MPI.SUM))
         except (NotImplementedError, MPI.Exception):  # pragma: no cover - an MPI library before MPI-4
             self.persistent = False
             return None
@@ -404,7 +423,6 @@ class GradientBuckets:
 
     def free(self) -> None:
         for req in self._req.values():
-            if req is not None and req in _PERSISTENT:
-                _PERSISTENT.remove(req)
-                req.Free()
+            if req is not None:
+                self.comm.release(req)
         self._req = {}
