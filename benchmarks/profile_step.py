@@ -275,6 +275,11 @@ def ceiling(batch: int = 1024, rounds: int = 15, target_s: float = 0.1, threads=
                     for _ in range(num):
                         fn()
                     times[(t, k)].append((time.perf_counter() - t0) / num)
+                    if k == "products (BLAS threads)" and t > 1:
+                        # OpenBLAS's workers busy-wait about 0.1 s after a call on more than one
+                        # thread: the next case would share a core with them (measured: normlab's
+                        # split products ran at one-thread speed right after this case)
+                        time.sleep(0.15)
         wall = time.perf_counter() - w0
         foreign.append(max(0.0, (_busy_cpu_s() - b0) - (time.process_time() - c0)) / wall)
     quiet_rounds = [i for i, f in enumerate(foreign) if f <= quiet]
