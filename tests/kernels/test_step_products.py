@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
-from benchmarks import profile_step
-from normlab.kernels import _threads
+threadpool_limits = pytest.importorskip("threadpoolctl").threadpool_limits
+
+from benchmarks import profile_step  # noqa: E402
+from normlab.kernels import _threads  # noqa: E402
 
 
 def _matmul_log(monkeypatch):
