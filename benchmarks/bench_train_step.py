@@ -276,8 +276,13 @@ def make_cases(batch: int, bn: bool, *, use_torch: bool = True, seed: int = 0, p
     return cases, info
 
 
-def _matrix_products(model, x):
-    """A callable doing only the matrix products of one training step of ``model`` on ``x``."""
+def product_operands(model, x):
+    """The operands of one training step's matrix products of the Dense chain ``model`` on ``x``.
+
+    Returns ``(kernels, ins, outs, dzs, grads, dxs)``: per Dense layer its kernel, its input
+    (``x`` for the first, random values of the right shape after), and arrays for ``x W``,
+    the upstream gradient, ``dW`` and ``dx``.
+    """
     kernels = [l.params["kernel"] for l in model.layers if "kernel" in l.params]
     rng = np.random.default_rng(1)
     n = x.shape[0]
@@ -286,6 +291,12 @@ def _matrix_products(model, x):
     dzs = [rng.standard_normal((n, w.shape[1])).astype(x.dtype) for w in kernels]
     grads = [np.empty_like(w) for w in kernels]
     dxs = [np.empty((n, w.shape[0]), x.dtype) for w in kernels]
+    return kernels, ins, outs, dzs, grads, dxs
+
+
+def _matrix_products(model, x):
+    """A callable doing only the matrix products of one training step of ``model`` on ``x``."""
+    kernels, ins, outs, dzs, grads, dxs = product_operands(model, x)
 
     def products():
         for h, w, o in zip(ins, kernels, outs):

@@ -47,7 +47,7 @@ if __package__ in (None, ""):
     __package__ = "benchmarks"
 
 from ._timing import pinned_threads
-from .bench_train_step import build_normlab, make_data
+from .bench_train_step import build_normlab, make_data, product_operands
 
 __all__ = ["prepared_step", "profile_step", "section_times", "intercepts", "ceiling"]
 
@@ -199,18 +199,9 @@ def _step_products(model, x):
     groups them (forward ``x W`` per Dense layer, then per layer from the last ``dW`` and
     ``dx`` in one :func:`~normlab.kernels._threads.matmuls` call, the first layer's ``dW``
     alone), inside ``one_pool``: normlab's row blocks and hand-offs, nothing else."""
-    import numpy as np
-
     from normlab.kernels import _threads
 
-    kernels = [l.params["kernel"] for l in model.layers if "kernel" in l.params]
-    rng = np.random.default_rng(1)
-    n = x.shape[0]
-    ins = [x] + [rng.random((n, w.shape[0]), dtype=x.dtype) for w in kernels[1:]]
-    outs = [np.empty((n, w.shape[1]), x.dtype) for w in kernels]
-    dzs = [rng.standard_normal((n, w.shape[1])).astype(x.dtype) for w in kernels]
-    grads = [np.empty_like(w) for w in kernels]
-    dxs = [np.empty((n, w.shape[0]), x.dtype) for w in kernels]
+    kernels, ins, outs, dzs, grads, dxs = product_operands(model, x)
 
     def products():
         with _threads.one_pool():
