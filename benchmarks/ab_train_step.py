@@ -29,7 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+if __name__ == "__main__":
+    # one BLAS thread, set before NumPy loads its BLAS (read only then): set later, as this
+    # script once did, it left OpenBLAS on every core and the CPU times counted its workers
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 
 def load_revision(rev: str, name: str = "normlab_rev"):
@@ -131,6 +137,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     main()
