@@ -112,12 +112,15 @@ def small_backward_size(m: int, k: int, n: int, dtype) -> bool:
             and m * k * n < _threads.MIN_PARALLEL_FLOPS)
 
 
-def small_backward(x, dz, kernel, dkernel, dbias, dx, scratch) -> None:
+def small_backward(x, dz, kernel, dkernel, dbias, dx, scratch) -> bool:
     """``dkernel = x.T @ dz``, ``dbias = dz.sum(0)`` (None: skipped) and ``dx = dz @ kernel.T`` (None: skipped), one call.
 
     numba (:mod:`normlab.kernels._dense_small_numba`, whose docstring gives the order of the sums);
-    the caller checked :func:`small_backward_size` and :func:`normlab.kernels._backend.numba_enabled`.
-    All arrays C-contiguous and of one dtype; ``scratch`` is ``(n, k)``.
+    the caller checked :func:`small_backward_size`. All arrays C-contiguous and of one dtype;
+    ``scratch`` is ``(n, k)``. Returns False, having written nothing, where numba is switched off.
     """
+    if not _backend.numba_enabled():
+        return False
     _small.backward(x, dz, kernel, dkernel, dkernel[0] if dbias is None else dbias, x if dx is None else dx,
                     scratch, dbias is not None, dx is not None)
+    return True

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _backend
 from .activations import _nbsm, log_softmax, sigmoid, small_rows, softmax
 
 EPSILON = 1e-7
@@ -165,6 +166,27 @@ def dense_softmax_sparse_ce(labels, z, bias, grad):
     general path from scratch.
     """
     if not (small_rows(z) and labels.dtype == np.intp and labels.shape == z.shape[:1]):
+        return None
+    out = np.empty_like(z)
+    value = _nbsm.bias_softmax_sparse_ce(labels, z, _EMPTY if bias is None else bias, out, grad)
+    if value != value:
+        return None
+    return float(value), out
+
+
+def one_pass_shape(z) -> bool:
+    """Whether :func:`dense_softmax_sparse_ce`'s one-pass kernel suits logits of ``z``'s shape and
+    dtype, numba's switch aside: what a layer may decide once per workspace (:func:`small_rows`
+    less the checks that change from call to call)."""
+    return _nbsm is not None and z.size > 0 and _nbsm.takes(*z.shape) and (z.dtype == np.float32 or z.dtype == np.float64)
+
+
+def dense_softmax_sparse_ce_checked(labels, z, bias, grad):
+    """:func:`dense_softmax_sparse_ce` for a caller that has checked what does not change between its
+    steps: :func:`one_pass_shape` for ``z`` (C-contiguous), ``labels`` intp with one per row of
+    ``z``, ``bias`` None or C-contiguous of ``z``'s dtype. The same numbers; None where numba is
+    switched off or a label is out of range (the caller then takes the general path)."""
+    if not _backend.numba_enabled():
         return None
     out = np.empty_like(z)
     value = _nbsm.bias_softmax_sparse_ce(labels, z, _EMPTY if bias is None else bias, out, grad)

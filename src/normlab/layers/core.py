@@ -12,7 +12,7 @@ from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._validation import Boolean, Instance, Interval, NoneOk, Options, validate_params
-from ..kernels import _backend, _threads
+from ..kernels import _threads
 from ..kernels import losses as K_losses
 from ..kernels import dense as K_dense
 from ..kernels.dense import dense_forward
@@ -21,12 +21,6 @@ from .base import Layer
 
 __all__ = ["Dense", "Activation", "Identity"]
 
-try:
-    from ..kernels import _softmax_numba as _nbsm
-except ImportError:  # pragma: no cover - without numba
-    _nbsm = None
-
-_EMPTY = np.empty(0)
 _new = tuple.__new__  # a named tuple without its Python-level constructor (every step)
 _INTP = np.dtype(np.intp)
 
@@ -276,22 +270,16 @@ class Dense(ActivatedLinear, Layer):
             grad = self._ce_grad = np.empty_like(z)
         bias = self.params.get("bias")
         takes = ws[5]
-        if takes is None:  # whether the one-pass kernel takes z (small_rows's answer but numba's switch)
-            takes = ws[5] = _nbsm is not None and z.size > 0 and _nbsm.takes(*z.shape) and z.dtype in K_dense._FAST_DTYPES
+        if takes is None:  # decided once per workspace (2 us of the kernel's checks every step)
+            takes = ws[5] = K_losses.one_pass_shape(z)
         if takes and (labels.dtype is _INTP or labels.dtype == _INTP) and labels.shape == z.shape[:1] \
-                and (bias is None or (bias.dtype == z.dtype and bias.flags.c_contiguous)) and _backend.numba_enabled():
-            # kernels.losses.dense_softmax_sparse_ce's call with what it checks kept per workspace
-            # (2 us of its checks every step)
-            out = np.empty_like(z)
-            value = _nbsm.bias_softmax_sparse_ce(labels, z, _EMPTY if bias is None else bias, out, grad)
-            if value != value:  # a label out of range: nothing written but the bias; the general path
-                return None
-            value = float(value)
+                and (bias is None or (bias.dtype == z.dtype and bias.flags.c_contiguous)):
+            res = K_losses.dense_softmax_sparse_ce_checked(labels, z, bias, grad)
         else:
             res = K_losses.dense_softmax_sparse_ce(labels, z, bias, grad)
-            if res is None:
-                return None
-            value, out = res
+        if res is None:  # (a label out of range: nothing written but the bias) the general path
+            return None
+        value, out = res
         self._cache = _new(_DenseCache, (x, z, out))
         self._out_shape = out.shape
         return value, grad, out
@@ -347,10 +335,10 @@ class Dense(ActivatedLinear, Layer):
             # parameters): what was checked for them holds
             seen = small[2]
             if seen is not None and seen[0] is x and seen[1] is dz and seen[2] is kernel and seen[3] is dkernel \
-                    and seen[4] is bias and seen[5] is dx and (dx is not None or not need_dx) \
-                    and _backend.numba_enabled():
-                K_dense.small_backward(x, dz, kernel, dkernel, bias, dx, small[1])
-                return dx if need_dx else False
+                    and seen[4] is bias and seen[5] is dx and (dx is not None or not need_dx):
+                if K_dense.small_backward(x, dz, kernel, dkernel, bias, dx, small[1]):
+                    return dx if need_dx else False
+                return None
         dt = x.dtype
         key = (x.shape, dz.shape[1], dt)
         if small is None or small[0] != key:
@@ -359,7 +347,7 @@ class Dense(ActivatedLinear, Layer):
             ok = kernel.shape == (k, n) and K_dense.small_backward_size(m, k, n, dt)
             small = self._small = (key, np.empty((n, k), dt) if ok else None, None)
         scratch = small[1]
-        if scratch is None or not _backend.numba_enabled():
+        if scratch is None:
             return None
         if not (dz.dtype == dt and kernel.dtype == dt and dkernel.dtype == dt and x.flags.c_contiguous
                 and dz.flags.c_contiguous and kernel.flags.c_contiguous and dkernel.flags.c_contiguous
@@ -370,7 +358,8 @@ class Dense(ActivatedLinear, Layer):
                 dx = np.empty(x.shape, dt)
             elif not (dx.shape == x.shape and dx.dtype == dt and dx.flags.c_contiguous):
                 return None
-        K_dense.small_backward(x, dz, kernel, dkernel, bias, dx, scratch)
+        if not K_dense.small_backward(x, dz, kernel, dkernel, bias, dx, scratch):
+            return None
         self._small = (key, scratch, (x, dz, kernel, dkernel, bias, dx))
         return dx if need_dx else False
 
