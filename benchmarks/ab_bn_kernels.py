@@ -3,8 +3,8 @@
 On a shared, noisy machine two benchmark runs minutes apart can differ by 30 %;
 alternating the two versions in one process, round by round, and comparing the
 minimum over rounds is much steadier. The old
-``src/normlab/kernels/_batchnorm_numba.py`` is read with ``git show REV:...``,
-loaded as a separate module (compiled without numba's cache) and run on the
+``src/normlab/kernels/_batchnorm_numba.py`` (and the ``_bn_*_numba.py``
+modules it re-exports) is read with ``git show REV:...``, loaded as a separate module (compiled without numba's cache) and run on the
 same arrays as the current one; the outputs must agree bit for bit, or the
 comparison is refused (a change that alters results needs its own tests).
 
@@ -17,7 +17,7 @@ comparison is refused (a change that alters results needs its own tests).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import subprocess
 import sys
 import tempfile
@@ -31,17 +31,38 @@ SHAPES = ((65536, 64), (8192, 512), (1024, 1024), (60, 100))
 
 
 def load_revision(rev: str):
-    """The kernel module as it was at ``rev``, importable next to the current one."""
+    """The kernel module as it was at ``rev``, importable next to the current one.
+
+    Since the kernels were split by concept, ``_batchnorm_numba.py`` re-exports
+    them from ``_bn_*_numba.py`` beside it: every such module of ``rev`` is
+    loaded too, as one package of its own (its imports of each other stay
+    inside it; the other kernel modules are the current ones).
+    """
+    import re
+
     root = Path(__file__).resolve().parents[1]
-    text = subprocess.run(["git", "show", f"{rev}:{KERNEL}"], cwd=root, check=True,
-                          capture_output=True, text=True).stdout
-    text = text.replace("from ._", "from normlab.kernels._").replace("cache=True", "cache=False")
-    path = Path(tempfile.mkdtemp()) / "_batchnorm_numba_old.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("_batchnorm_numba_old", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    folder = str(Path(KERNEL).parent)
+    listed = subprocess.run(["git", "ls-tree", "--name-only", f"{rev}:{folder}"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout.split()
+    names = [Path(KERNEL).stem] + sorted(n[:-3] for n in listed if re.fullmatch(r"_bn_(?!sync)\w+_numba\.py", n))
+    pkg = f"_old_bn_kernels_{abs(hash(rev))}"
+    where = Path(tempfile.mkdtemp()) / pkg
+    where.mkdir()
+    (where / "__init__.py").write_text("")
+    for name in names:
+        text = subprocess.run(["git", "show", f"{rev}:{folder}/{name}.py"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout
+
+        def absolute(m, names=names):
+            return f"from {pkg}.{m.group(1)} import" if m.group(1) in names else f"from normlab.kernels.{m.group(1)} import"
+
+        text = re.sub(r"from \.(\w+) import", absolute, text).replace("cache=True", "cache=False")
+        (where / f"{name}.py").write_text(text)
+    sys.path.insert(0, str(where.parent))
+    try:
+        return importlib.import_module(f"{pkg}.{names[0]}")
+    finally:
+        sys.path.remove(str(where.parent))
 
 
 def step(kernels, x, dy, state):

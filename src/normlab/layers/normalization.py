@@ -1,4 +1,22 @@
-"""Batch normalization layer: state, modes and checks (math in ``kernels.batchnorm``)."""
+"""Batch normalization layer: state, modes and checks (math in ``kernels.batchnorm``).
+
+:class:`BatchNormalization` is defined here: its arguments, weights and
+configuration, and the choice of the path each pass takes (the NumPy
+functions of :mod:`normlab.kernels.batchnorm`, ghost batches, batch
+renormalization). Three parts of it, each a base class holding methods only,
+are in modules of their own:
+
+* :mod:`normlab.layers._batchnorm_moving`: the moving statistics, updated all
+  or nothing, the errors when a batch cannot update them, and the undo of a
+  failed training step;
+* :mod:`normlab.layers._batchnorm_rows`: features on the last axis, one fused
+  kernel call per pass (:mod:`normlab.kernels.batchnorm_rows`);
+* :mod:`normlab.layers._batchnorm_sync`: ``synchronized=True`` under
+  data-parallel training, statistics over the global batch.
+
+The argument constraints defined here (:class:`_AxisSpec`, ``_INIT``,
+``_REG``) are shared with the other normalization layers.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +27,6 @@ import numpy as np
 from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
-from ..errors import NonFiniteError
 from .._validation import (
     Boolean,
     Instance,
@@ -22,7 +39,9 @@ from .._validation import (
 )
 from ..kernels import batchnorm as K
 from ..kernels import batchnorm_rows as R
-from ..kernels.checks import all_finite
+from ._batchnorm_moving import _MovingStatistics
+from ._batchnorm_rows import _RowsPath
+from ._batchnorm_sync import _SynchronizedPath
 from .base import Layer
 from .conv import _CON
 
@@ -53,7 +72,7 @@ class _AxisSpec(_Constraint):
         return [1.5, "channels", []]
 
 
-class BatchNormalization(Layer):
+class BatchNormalization(_SynchronizedPath, _RowsPath, _MovingStatistics, Layer):
     """Normalize each feature with mini-batch statistics (Ioffe and Szegedy 2015).
 
     In training (``layer(x, training=True)`` on a trainable layer)::
@@ -379,28 +398,6 @@ class BatchNormalization(Layer):
         finally:
             self._grads_zero = False
 
-    def _begin_step(self, stamp):
-        self._stamp = stamp
-
-    def _rollback(self, stamp):
-        saved, mm, mv = self._saved, self.buffers.get("moving_mean"), self.buffers.get("moving_variance")
-        if saved is not None and saved[-1] == stamp:
-            c = mm.size
-            # float64 copies of the old values: exact
-            np.copyto(mm, saved[:c].reshape(mm.shape), casting="unsafe")
-            np.copyto(mv, saved[c : 2 * c].reshape(mv.shape), casting="unsafe")
-        if self._np_saved is not None and self._np_saved[0] == stamp:
-            for key, value in self._np_saved[1].items():
-                np.copyto(self.buffers[key], value)
-
-    def _workspace(self, x2):
-        """``[z, a, dx, mean, inv_std]`` for ``x2`` of shape (m, C), kept from step to step (a, dx made on first use)."""
-        ws = self._ws
-        if ws is None or ws[0].shape != x2.shape or ws[0].dtype != x2.dtype:
-            c = x2.shape[1]
-            ws = self._ws = [np.empty_like(x2), None, None, np.empty(c, np.float64), np.empty(c, np.float64)]
-        return ws
-
     def _call(self, x, training, workspace):
         train = training and self._trainable
         if train and self._sync is not None:
@@ -461,61 +458,6 @@ class BatchNormalization(Layer):
         self._out_shape = y.shape
         return y
 
-    def _sync_train_call(self, x, workspace=False):
-        """Training forward with the global batch's statistics (:mod:`normlab.distributed.sync_bn`)."""
-        from ..distributed.sync_bn import sync_train_forward
-        from ..kernels.batchnorm_sync import rows_take
-
-        if self._features_last and rows_take(x):
-            return self._sync_call_rows(x, workspace)
-        if self._np_saved is None or self._np_saved[0] != self._stamp:
-            self._np_saved = (self._stamp, {k: b.copy() for k, b in self.buffers.items()})
-        y, cache, mean, var, count = sync_train_forward(
-            x, self._b(self.params.get("gamma")), self._b(self.params.get("beta")),
-            axes=self._reduce_axes, epsilon=self.epsilon, comm=self._sync,
-        )
-        if count < 2:
-            self._raise_too_few(x.shape, count)
-        self._commit_moving(x, mean, var, count)
-        self._cache = ("sync", cache)
-        self._out_shape = y.shape
-        return y
-
-    def _sync_call_rows(self, x, workspace=False):
-        """:meth:`_sync_train_call` with features on the last axis, on the row kernels."""
-        from ..distributed.sync_bn import TOO_FEW, rows_train_forward
-
-        c = x.shape[-1]
-        x2 = np.ascontiguousarray(x).reshape(-1, c)
-        ws = self._workspace(x2) if workspace else None
-        out = np.empty_like(x2) if ws is None else ws[0]
-        status, cache = rows_train_forward(
-            x2, self.params.get("gamma"), self.params.get("beta"), self.epsilon, self.momentum,
-            self.unbiased_moving_variance, self.buffers["moving_mean"], self.buffers["moving_variance"], out,
-            np.empty(c, np.float64) if ws is None else ws[3], np.empty(c, np.float64) if ws is None else ws[4],
-            self._saved, self._stamp, self._sync,
-        )
-        if status == TOO_FEW:
-            self._raise_too_few(x.shape, cache)
-        if status:
-            self._raise_bad_statistics(x, overflow=status == R.OVERFLOW)
-        self._cache = ("sync_rows", cache)
-        y = out.reshape(x.shape)
-        self._out_shape = y.shape
-        return y
-
-    def _sync_backward_rows(self, dy, workspace=False):
-        """dL/dx of :meth:`_sync_call_rows` (the kernels write this shard's dgamma / dbeta themselves)."""
-        from ..distributed.sync_bn import rows_train_backward
-
-        cache = self._cache[1]
-        x2 = cache.x
-        dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
-        dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
-        rows_train_backward(dy2, cache, self.params.get("gamma"), dx, self._grad_target("gamma"),
-                            self._grad_target("beta"), not self._grads_zero, self._sync)
-        return dx.reshape(dy.shape)
-
     def _per_feature_count(self, shape) -> int:
         count = K.reduced_count(shape, self._reduce_axes)
         if self.virtual_batch_size is not None:
@@ -540,124 +482,6 @@ class BatchNormalization(Layer):
         y, kcache, mean, var = K.batchnorm_train_forward(xg, gb, bb, axes=axes, epsilon=self.epsilon)
         self._commit_moving(x, mean, var, kcache.count, groups=True)
         return y.reshape(x.shape), ("ghost", kcache)
-
-    def _raise_too_few(self, shape, count):
-        raise ValueError(
-            f"Layer {self.name!r} (BatchNormalization): training mode needs at least 2 "
-            f"values per feature to estimate a variance, got an input of shape "
-            f"{tuple(shape)} ({count} per feature). Use a larger batch, or call the "
-            f"layer with training=False to use the moving statistics."
-        )
-
-    def _commit_moving(self, x, mean, var, count, *, renorm=False, groups=False):
-        """Update the moving statistics from the batch's, all of them or none.
-
-        Every new value is formed (in float64 where the batch variance is)
-        and checked to fit its buffer's dtype before any buffer is written;
-        otherwise the error says why: NaN or inf input, or finite input
-        whose statistics overflow. ``groups``: ghost batches, whose
-        statistics are averaged.
-        """
-        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-            self._raise_bad_statistics(x, overflow=all_finite(x))
-        if groups:
-            mean, var = mean.mean(axis=0), var.mean(axis=0)
-        b = self.buffers
-        var_m = var * self._var_correction(count)
-        batch = {"moving_mean": mean, "moving_variance": var_m}
-        momentum = {"moving_mean": self.momentum, "moving_variance": self.momentum}
-        if renorm:
-            # Keras 3: the moving standard deviation is averaged; the variance follows from it
-            del batch["moving_variance"]
-            batch.update(moving_stddev=np.sqrt(var_m + self.epsilon), renorm_mean=mean,
-                         renorm_stddev=np.sqrt(var + self.epsilon))
-            momentum.update(moving_stddev=self.momentum, renorm_mean=self.renorm_momentum,
-                            renorm_stddev=self.renorm_momentum)
-        new = {}
-        with np.errstate(over="ignore"):
-            for key, value in batch.items():
-                buf = b[key]
-                new[key] = K.update_moving(buf, value.reshape(buf.shape), momentum[key])
-            if renorm:
-                new["moving_variance"] = K.variance_from_stddev(new["moving_stddev"], self.epsilon)
-            for key, value in new.items():
-                new[key] = value.astype(b[key].dtype)
-                if not np.isfinite(new[key]).all():
-                    self._raise_bad_statistics(x, overflow=True)
-        for key, value in new.items():
-            np.copyto(b[key], value)
-
-    def _raise_bad_statistics(self, x, overflow: bool):
-        # NonFiniteError (a ValueError): a model's step handles it by the optimizer's on_nonfinite
-        if not overflow:
-            raise NonFiniteError(
-                f"Layer {self.name!r} (BatchNormalization): the input of shape "
-                f"{tuple(x.shape)} holds NaN or inf values; the moving statistics were left "
-                f"unchanged."
-            )
-        dtype = self.buffers["moving_variance"].dtype
-        big = float(np.finfo(dtype).max)
-        raise NonFiniteError(
-            f"Layer {self.name!r} (BatchNormalization): the statistics of the finite input of shape "
-            f"{tuple(x.shape)} overflow: its batch variance, or an updated moving statistic, exceeds "
-            f"the largest {dtype} ({big:.3g}; deviations from the mean beyond about "
-            f"{np.sqrt(big):.2g}); the moving statistics were left unchanged. Scale the input down "
-            f"or use float64."
-        )
-
-    def _call_rows(self, x, train, training, workspace=False):
-        """Features on the last axis: ``x`` as an (m, C) matrix, one kernel call (:mod:`normlab.kernels.batchnorm_rows`)."""
-        c = x.shape[-1]
-        x2 = np.ascontiguousarray(x).reshape(-1, c)
-        ws = self._workspace(x2) if workspace and train else None
-        out = np.empty_like(x2) if ws is None else ws[0]
-        gamma, beta = self.params.get("gamma"), self.params.get("beta")
-        if train:
-            if x2.shape[0] < 2:
-                self._raise_too_few(x.shape, x2.shape[0])
-            cache = R.train_forward(
-                x2, gamma, beta, self.epsilon, self.momentum, self._var_correction(x2.shape[0]),
-                self.buffers["moving_mean"], self.buffers["moving_variance"], out,
-                np.empty(c, np.float64) if ws is None else ws[3], np.empty(c, np.float64) if ws is None else ws[4],
-                self._saved, self._stamp,
-            )
-            if type(cache) is int:
-                self._raise_bad_statistics(x, overflow=cache == R.OVERFLOW)
-            self._cache = cache
-        else:
-            cache = R.inference_forward(x2, gamma, beta, self.buffers["moving_mean"],
-                                        self.buffers["moving_variance"], epsilon=self.epsilon, out=out)
-            if training:
-                self._cache = cache
-        y = out.reshape(x.shape)
-        if training:
-            self._out_shape = y.shape
-        return y
-
-    def _backward_rows(self, dy, workspace=False):
-        """dL/dx of the training row kernels (which write dgamma / dbeta themselves)."""
-        cache = self._cache
-        x2 = cache.x
-        dy2 = np.ascontiguousarray(dy).reshape(x2.shape)
-        dx = self._dx_workspace(x2) if workspace else np.empty_like(x2)
-        R.train_backward(dy2, cache, self.params.get("gamma"), dx, self._grad_target("gamma"),
-                         self._grad_target("beta"), not self._grads_zero)
-        return dx.reshape(dy.shape)
-
-    def _dx_workspace(self, x2):
-        ws = self._workspace(x2)
-        if ws[2] is None:
-            ws[2] = np.empty_like(x2)
-        return ws[2]
-
-    def _grad_target(self, key):
-        """``grads[key]`` for the kernels to write, None where this layer has no such gradient."""
-        if not self._trainable or not (self.scale if key == "gamma" else self.center):
-            return None
-        return self.grads[key]
-
-    def _var_correction(self, count: int) -> float:
-        return count / (count - 1) if self.unbiased_moving_variance and count > 1 else 1.0
 
     # --------------------------------------------------------------- backward
     def _backward(self, dy):
