@@ -467,19 +467,6 @@ def test_constraints_survive_native_save_and_load(tmp_path, rng):
     assert layer.kernel_regularizer.get_config() == {"factor": 0.1, "mode": "rows"}
 
 
-def _fit_applies_constraints() -> bool:
-    m = nl.Sequential([nl.Input((2,)), Dense(1, kernel_constraint=constraints.NonNeg(), kernel_initializer="ones")])
-    m.compile(optimizer=nl.optimizers.SGD(10.0), loss="mse")
-    m.fit(np.ones((4, 2)), np.full((4, 1), -100.0), epochs=1, batch_size=4, verbose=0)
-    return bool(np.all(m.layers[0].params["kernel"] >= 0))
-
-
-needs_model_step = pytest.mark.skipif(
-    not _fit_applies_constraints(),
-    reason="the model's _train_step does not call Layer.apply_constraints yet (models/base.py, the lead's)")
-
-
-@needs_model_step
 def test_fit_keeps_max_norm_after_every_step(rng):
     """Max-norm with dropout (Srivastava et al. 2014): after each update every unit's incoming norm <= c."""
     c = 0.3
@@ -522,7 +509,6 @@ def test_config_round_trip_of_a_model_declared_by_its_first_layer():
     assert again.layers[0].get_config() == model.layers[0].get_config()
 
 
-@needs_model_step
 @pytest.mark.parametrize("name, kwargs", [("MaxNorm", {"max_value": 0.5}), ("NonNeg", {}),
                                           ("MinMaxNorm", {"min_value": 0.2, "max_value": 0.4, "rate": 0.5})])
 def test_one_sgd_step_with_a_constraint_matches_keras(name, kwargs):

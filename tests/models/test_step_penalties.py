@@ -1,4 +1,4 @@
-"""The training step's weight penalties (models.base._penalty_plan): the same bits as the layers' own methods."""
+"""The training step's weight penalties (models._model_compile._penalty_plan): the same bits as the layers' own methods."""
 
 import numpy as np
 import pytest
