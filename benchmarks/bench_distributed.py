@@ -31,6 +31,8 @@ process; medians over the rounds. Usage::
     PYTHONPATH=src python benchmarks/bench_distributed.py --layer --rounds 5
     PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --steps 60 --rounds 5 --ceiling --compare-plain
     PYTHONPATH=src mpiexec -n 2 python benchmarks/bench_distributed.py --model mlp --steps 60 --profile
+    PYTHONPATH=src python benchmarks/bench_distributed.py --model mlp --steps 60 --rounds 5 --ceiling --no-torch \
+        --floor fbg fg f n
     PYTHONPATH=src python benchmarks/bench_distributed.py --model cnn --steps 20 --rounds 5 --ceiling --no-torch \
         --compare-env NORMLAB_GRAD_BUCKETS=0,NORMLAB_MPI_PERSISTENT=0
 
@@ -41,6 +43,15 @@ activation pair against the plain one in one process, without collectives.
 global batch each, started together, and one such process alone: the
 machine's ceiling for 2 ranks (``ceiling_cpu_speedup``), split into
 ``half_batch_cpu_speedup`` and ``two_processes_cpu_efficiency``.
+``--floor SPEC...`` adds to every round 2 processes under MPI without
+``DataParallel``, each training its own model on half the batch with plain
+BN and meeting the other where a synchronized run meets (``f``: after each
+BN's forward, ``b``: after its backward, ``g``: the gradient allreduce;
+``n``: no meeting): what the meetings alone cost on this machine
+(``floor_speedup``), and the distribution code's own cost beyond them
+(``2_ranks_over_floor``). ``--glue`` (one process, no MPI) times the
+distribution code alone: ``DataParallel`` on a communicator whose other
+rank mirrors this one, against the floor's model on the same, no waiting.
 ``--profile`` (under mpiexec) prints, for every rank, the wall and CPU
 milliseconds per step spent in each part of a step. ``--compare-wait SPEC``
 adds 2 ranks waiting in collectives another way (``--wait``; ``100,0,-,0``
@@ -147,7 +158,7 @@ def worker(args) -> None:
     dist, model, x, y, b = _compiled_run(args)
     _set_wait(dist, args.wait)
     if args.split_check:
-        # the proposed hook of BaseModel._finite (models/base.py), simulated: each rank checks its part of x
+        # the proposed hook of BaseModel._finite (models/_model_inputs.py), simulated: each rank checks its part of x
         def finite(arr, owner):
             dist.check_finite(arr, owner)
             return arr
@@ -277,6 +288,200 @@ def solo_worker(args) -> None:
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     print(json.dumps({"batch": b, "seconds": wall, "samples_per_s": len(x) / wall, "step_ms": 1e3 * wall / args.steps,
                       "cpu_ms_per_step": 1e3 * cpu / args.steps}))
+
+
+def floor_worker(args) -> None:
+    """Under mpiexec, no ``DataParallel``: each rank trains its own model on half the batch (plain batch norm,
+    its own data), meeting the other ranks where a synchronized run meets them; rank 0 prints a JSON line.
+
+    The meetings are the library's collectives (:class:`normlab.distributed._comm.Communicator`, the same
+    persistent requests and waiting) at the same points of a step: after each batch norm's statistics in the
+    forward pass an allgather of ``1 + 2C`` numbers, after its sums in the backward pass an allreduce of
+    ``2C``, and the allreduce of the whole flat gradient buffer before the optimizer's update. What a
+    synchronized run adds to this is the distribution's own code (sharding, scaling, the synchronized
+    kernels' extra passes, the gradient parts); what this adds to the ceiling (2 processes that never meet)
+    is what meeting costs on this machine: the collectives' own work and each meeting's wait for the
+    slower rank. Timed as :func:`worker`.
+    """
+    import numpy as np
+
+    import normlab
+    from normlab.distributed._comm import Communicator, load_mpi
+    from normlab.kernels import batchnorm_rows as R
+
+    MPI = load_mpi()
+    comm = Communicator(MPI.COMM_WORLD, 300.0)
+    half = (args.batch or BATCH[args.model]) // comm.size
+    model, shape = build(args.model, False)
+    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain_forward, plain_backward = R.train_forward, R.train_backward
+
+    meet = args.meet
+    met = {"f": 0, "b": 0}
+
+    def forward(x, *a, **k):
+        out = plain_forward(x, *a, **k)
+        met["f"] += 1
+        if "f" in meet:
+            comm.gather_stats(np.zeros(1 + 2 * x.shape[-1]), "the floor's forward meeting")
+        return out
+
+    def backward(dy, *a, **k):
+        out = plain_backward(dy, *a, **k)
+        met["b"] += 1
+        if "b" in meet:
+            comm.sum_stats_(np.zeros(2 * dy.shape[-1]), "the floor's backward meeting")
+        return out
+
+    R.train_forward, R.train_backward = forward, backward
+    plain_apply = model._apply_optimizer
+
+    def apply():
+        if model._flat is not None and "g" in meet:
+            comm.allreduce_gradients_(model._flat[0], "the floor's gradient allreduce")
+        plain_apply()
+
+    model._apply_optimizer = apply
+    rng = np.random.default_rng(comm.rank)
+    x = rng.random((half * args.steps,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    model.fit(x[: 2 * half], y[: 2 * half], batch_size=half, epochs=1, verbose=0, seed=0)
+    wait0 = comm.wait_cpu_seconds
+    t, cpu = time.perf_counter(), time.process_time()
+    model.fit(x, y, batch_size=half, epochs=1, verbose=0, seed=1)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    polling = comm.wait_cpu_seconds - wait0
+    if not met["f"] or not met["b"]:  # the model's batch norms took another path: the floor would not meet
+        raise RuntimeError(f"floor: the batch norms met {met} times; expected the row kernels in both passes")
+    everyone = comm.allgather(np.array([cpu - polling, polling, cpu]))
+    cpu, polling, busy = (float(v) for v in everyone.max(axis=0))
+    if comm.rank == 0:
+        print(json.dumps({"ranks": comm.size, "seconds": wall, "samples_per_s": comm.size * len(x) / wall,
+                          "step_ms": 1e3 * wall / args.steps, "cpu_ms_per_step": 1e3 * cpu / args.steps,
+                          "polling_ms_per_step": 1e3 * polling / args.steps,
+                          "cpu_with_polling_ms_per_step": 1e3 * busy / args.steps}))
+
+
+class _MirrorRequest:
+    def __init__(self, act=None):
+        self.act = act
+
+    def Start(self):
+        if self.act is not None:
+            self.act()
+
+    def Test(self):
+        return True
+
+    def Free(self):
+        pass
+
+    def __bool__(self):
+        return True
+
+
+class _MirrorComm:
+    """An mpi4py communicator of ``size`` ranks in one process, every other rank a mirror of this one: a sum
+    multiplies by ``size``, a gather repeats; nothing waits (the collectives ``Communicator`` uses)."""
+
+    def __init__(self, size=2):
+        self.size = size
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return self.size
+
+    @staticmethod
+    def _array(buf):
+        return buf[0] if isinstance(buf, list) else buf
+
+    def Allreduce_init(self, _, buf, op=None):
+        a = self._array(buf)
+        return _MirrorRequest(lambda: a.__imul__(self.size))
+
+    def Allgather_init(self, send, recv):
+        a, b = self._array(send), self._array(recv)
+
+        def gather():
+            b[...] = a
+
+        return _MirrorRequest(gather)
+
+    def Iallreduce(self, _, buf, op=None):
+        self._array(buf).__imul__(self.size)
+        return _MirrorRequest()
+
+    def Iallgather(self, local, out):
+        out[...] = local
+        return _MirrorRequest()
+
+    def Ibcast(self, buf, root=0):
+        return _MirrorRequest()
+
+    def Abort(self, code=1):
+        os._exit(code)
+
+
+def glue_ab(args) -> dict:
+    """One process, no MPI: ``DataParallel`` (synchronized BN) on a 2-rank communicator whose other rank
+    mirrors this one, against the floor's model (plain BN, the same collectives at the same points through
+    :class:`normlab.distributed._comm.Communicator` on the same mirror), fits alternating round by round:
+    the distribution code's own CPU cost per step, with no waiting. Medians of CPU ms per step."""
+    import numpy as np
+
+    import normlab
+    from normlab.distributed import DataParallel
+    from normlab.distributed._comm import Communicator
+    from normlab.kernels import batchnorm_rows as R
+
+    normlab.set_num_threads(1)
+    b = args.batch or BATCH[args.model]
+    dp, shape = build(args.model, True)
+    dp.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"],
+               distribute=DataParallel(comm=_MirrorComm(), timeout=300))
+    floor, _ = build(args.model, False)
+    floor.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    comm = Communicator(_MirrorComm(), 300.0)
+    plain_forward, plain_backward = R.train_forward, R.train_backward
+
+    def forward(x, *a, **k):
+        out = plain_forward(x, *a, **k)
+        comm.gather_stats(np.zeros(1 + 2 * x.shape[-1]), "forward")
+        return out
+
+    def backward(dy, *a, **k):
+        out = plain_backward(dy, *a, **k)
+        comm.sum_stats_(np.zeros(2 * dy.shape[-1]), "backward")
+        return out
+
+    R.train_forward, R.train_backward = forward, backward
+    plain_apply = floor._apply_optimizer
+
+    def apply():
+        comm.allreduce_gradients_(floor._flat[0], "gradients")
+        plain_apply()
+
+    floor._apply_optimizer = apply
+    rng = np.random.default_rng(0)
+    x = rng.random((b * args.steps,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    half = b // 2
+    runs = {"DataParallel, 2 mirrored ranks": (dp, x, y, b), "floor fbg, half the batch": (floor, x, y, half)}
+    for m, xx, yy, bb in runs.values():
+        m.fit(xx[: 2 * bb], yy[: 2 * bb], batch_size=bb, epochs=1, verbose=0, seed=0)
+    times = {k: [] for k in runs}
+    for _ in range(args.rounds * 3):
+        for name, (m, xx, yy, bb) in runs.items():
+            n = args.steps * bb
+            c = time.process_time()
+            m.fit(xx[:n], yy[:n], batch_size=bb, epochs=1, verbose=0, seed=1)
+            times[name].append(1e3 * (time.process_time() - c) / args.steps)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["distribution_code_over_floor_cpu"] = out["DataParallel, 2 mirrored ranks"] / out["floor fbg, half the batch"]
+    out["model"], out["loadavg"] = args.model, os.getloadavg()[0]
+    return out
 
 
 class _OneRank:
@@ -524,6 +729,10 @@ def _ceiling_round(args, me, together: bool = True) -> dict:
             "overlap": min(r["seconds"] for r in rs) / max(r["seconds"] for r in rs)}
 
 
+def _floor_name(spec: str) -> str:
+    return f"floor: 2 processes meeting at {spec}, no DataParallel"
+
+
 def driver(args) -> dict:
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     me = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--steps", str(args.steps)]
@@ -532,7 +741,8 @@ def driver(args) -> dict:
     if args.plain_bn:
         me += ["--plain-bn"]
     runs = {"1 rank": [], "2 ranks": [], "2 ranks plain BN": [], "2 ranks, per-step logs": [], "torch 2 threads": [],
-            "ceiling: 2 processes, no MPI": [], "1 process, half batch, no MPI": []}
+            "ceiling: 2 processes, no MPI": [], "1 process, half batch, no MPI": [],
+            }
     for _ in range(args.rounds):
         runs["1 rank"].append(_run([mpiexec, "-n", "1", *me, "--worker"], _one_thread_env()))
         runs["2 ranks"].append(_run([mpiexec, "-n", "2", *me, "--worker"], _one_thread_env()))
@@ -561,6 +771,9 @@ def driver(args) -> dict:
                                                        _one_thread_env()))
         if not args.no_torch:
             runs["torch 2 threads"].append(_run([*me, "--torch"], _one_thread_env(2)))
+        for spec in args.floor or ():
+            runs.setdefault(_floor_name(spec), []).append(
+                _run([mpiexec, "-n", "2", *me, "--floor-worker", "--meet", spec], _one_thread_env()))
         if args.ceiling:
             runs["ceiling: 2 processes, no MPI"].append(_ceiling_round(args, me))
             runs["1 process, half batch, no MPI"].append(_ceiling_round(args, me, together=False))
@@ -606,6 +819,14 @@ def driver(args) -> dict:
         # the ceiling = (what halving the batch gives) x (what 2 processes at once keep of it)
         res["half_batch_cpu_speedup"] = res["1 rank"]["cpu_ms_per_step"] / half["cpu_ms_per_step"]
         res["two_processes_cpu_efficiency"] = half["cpu_ms_per_step"] / ceil["cpu_ms_per_step"]
+    for spec in args.floor or ():
+        floor = res[_floor_name(spec)]
+        # 1 rank over 2 processes meeting as a synchronized run does, with no distribution code; and 2 ranks
+        # against them: what normlab.distributed's own code costs beyond the meetings
+        res.setdefault("floor_speedup", {})[spec] = floor["samples_per_s"] / one
+        res.setdefault("floor_cpu_speedup", {})[spec] = (res["1 rank"]["cpu_ms_per_step"]
+                                                         / floor["cpu_with_polling_ms_per_step"])
+        res.setdefault("2_ranks_over_floor", {})[spec] = two / floor["samples_per_s"]
     res["loadavg_end"] = os.getloadavg()[0]
     return res
 
@@ -637,16 +858,27 @@ def main(argv=None) -> None:
     p.add_argument("--split-check", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--compare-split-check", action="store_true",
                    help="also 2 ranks where each rank checks only its part of x for NaN/inf (DataParallel.check_finite "
-                        "put in place of the model's check: the hook proposed for models/base.py)")
+                        "put in place of the model's check: the hook proposed for models/_model_inputs.py)")
     p.add_argument("--layer", action="store_true",
                    help="one process: a synchronized BN + activation pair against a plain one (no collectives)")
     p.add_argument("--ceiling", action="store_true",
                    help="also, in every round, 2 processes without MPI at half the batch each, started together: "
                         "the machine's ceiling for 2 ranks")
+    p.add_argument("--floor", nargs="*", default=None, metavar="SPEC",
+                   help="also, in every round, 2 processes under MPI without DataParallel, each on half the batch with "
+                        "plain BN, meeting where a synchronized run meets, with the library's collectives: what the "
+                        "meetings cost on this machine before any distribution code. SPEC says which meetings: f "
+                        "(after each BN's forward), b (after each BN's backward), g (the gradient allreduce before "
+                        "the update), n (none); default fbg")
+    p.add_argument("--meet", default="fbg", help=argparse.SUPPRESS)
+    p.add_argument("--glue", action="store_true",
+                   help="one process, no MPI: DataParallel on a communicator whose other rank mirrors this one, "
+                        "against the floor's model on the same: the distribution code's CPU cost without waiting")
     p.add_argument("--profile", action="store_true",
                    help="under mpiexec: wall and CPU ms per step by part of the step (allreduces, sync BN, update)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--solo", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--start-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
@@ -655,12 +887,19 @@ def main(argv=None) -> None:
     p.add_argument("--cost-model", nargs="+", metavar="JSON", default=None,
                    help="results of --json runs, then a --latency output last: print the cost model's tables")
     args = p.parse_args(argv)
+    if args.floor is not None and not args.floor:
+        args.floor = ["fbg"]
     if args.worker:
         return worker(args)
     if args.solo:
         return solo_worker(args)
+    if args.floor_worker:
+        return floor_worker(args)
     if args.profile:
         return profile_worker(args)
+    if args.glue:
+        print(json.dumps(glue_ab(args), indent=1))
+        return None
     if args.layer:
         print(json.dumps(layer_ab(args), indent=1))
         return None

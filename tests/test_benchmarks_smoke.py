@@ -231,3 +231,32 @@ def test_ab_train_step_runs_a_revision_beside_the_work_tree():
     assert set(res) == {"work tree / rev, Sequential", "work tree / rev, functional",
                         "functional / Sequential, work tree"}
     assert all(v > 0 for v in res.values())
+
+
+def test_distributed_glue_times_dataparallel_against_the_floor_on_a_mirror():
+    """bench_distributed --glue: DataParallel on a mirrored 2-rank communicator runs (its collectives all
+    go through the mirror: nothing waits) beside the floor's model; CPU times per step come back."""
+    pytest.importorskip("mpi4py")
+    pytest.importorskip("numba")
+    import types
+
+    from benchmarks import bench_distributed as bd
+
+    args = types.SimpleNamespace(model="mlp", batch=64, steps=3, rounds=1)
+    r = bd.glue_ab(args)
+    a, b = r["DataParallel, 2 mirrored ranks"], r["floor fbg, half the batch"]
+    assert a > 0 and b > 0 and r["distribution_code_over_floor_cpu"] == pytest.approx(a / b)
+
+
+def test_distributed_mirror_sums_and_gathers_as_two_equal_ranks():
+    import numpy as np
+
+    from benchmarks.bench_distributed import _MirrorComm
+
+    c = _MirrorComm(3)
+    buf = np.arange(4.0)
+    c.Allreduce_init(None, [buf, None]).Start()
+    np.testing.assert_array_equal(buf, 3 * np.arange(4.0))
+    send, recv = np.array([1.0, 2.0]), np.zeros((3, 2))
+    c.Allgather_init([send, None], [recv, None]).Start()
+    np.testing.assert_array_equal(recv, np.tile(send, (3, 1)))
