@@ -34,12 +34,15 @@ import numpy as np
 from ..errors import NonFiniteError
 from ..models._checks import metric_weight
 from ._comm import Communicator, GradientBuckets, load_mpi
+from ._buckets import all_layers as _all_layers
+from ._buckets import bucket_plan as _bucket_plan
+from ._logs import LogsMixin
 from .sharding import ShardedArraySource, SlicedSource, span
 
 __all__ = ["DataParallel", "configure_model"]
 
 
-class DataParallel:
+class DataParallel(LogsMixin):
     """Synchronous data-parallel training on the ranks of an MPI job.
 
     ``model.compile(..., distribute=DataParallel())`` and launch the script
@@ -291,98 +294,6 @@ class DataParallel:
             np.copyto(b, summed[at : at + b.size].reshape(b.shape), casting="unsafe")
             at += b.size
 
-    def _sum(self, values) -> np.ndarray:
-        return self._comm.allreduce_(np.asarray(values, dtype=np.float64), "the sum of losses and metrics")
-
-    def _reduced(self, loss_sum: float, seen: float, metrics, mean: bool = True) -> dict:
-        """Logs from this rank's running sums: the loss (``loss_sum / seen`` over all ranks, or the sum
-        of ``loss_sum`` when not ``mean``) and every metric over all ranks' samples.
-
-        A metric's state (its ``_state`` attributes: Keras's variables, a
-        weighted total and count) is additive over samples, so the sum of the
-        ranks' states is the state of one metric that saw every sample.
-        """
-        parts = [np.array([loss_sum, seen], np.float64)]
-        for m in metrics:
-            parts += [np.ravel(np.asarray(getattr(m, n), np.float64)) for n in _state_names(m)]
-        buf = self._sum(np.concatenate(parts))
-        logs = {"loss": float(buf[0] / buf[1]) if buf[1] else math.nan}
-        if not mean:
-            logs["loss"] = float(buf[0])
-        at = 2
-        for m in metrics:
-            m = copy.copy(m)
-            for n in _state_names(m):
-                old = np.asarray(getattr(m, n))
-                value = buf[at : at + old.size].reshape(old.shape)
-                at += old.size
-                setattr(m, n, float(value) if old.ndim == 0 else value.astype(old.dtype))
-            logs[m.name] = m.result()
-        return logs
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on some rank (stop_training decisions)."""
-        return self._comm.any(flag, "the agreement on stopping")
-
-    # ------------------------------------------- per-step logs and stopping
-    def _watch_callbacks(self, callbacks) -> None:
-        """Decide, alike on every rank, which per-step collectives of ``fit`` anybody needs.
-
-        The logs of a step (summed over the ranks) are read only by a callback
-        with its own ``on_train_batch_end`` (or ``on_batch_end``); the flag
-        ``stop_training`` changes between two steps of an epoch only in a
-        callback's per-batch hooks. Without such a callback (``verbose`` 0 or
-        2, History, checkpoints and early stopping on epochs), the step's logs
-        are summed once, when the epoch ends, from the same running sums (the
-        same numbers), and the ranks agree on stopping once, after the
-        epoch's first step (a flag set before it, in ``on_epoch_begin``,
-        stops every rank there, as before); the agreement at the epoch's end
-        stays. One allreduce here, per ``fit``, makes the choice the same on
-        every rank (rank 0 alone shows a progress bar).
-        """
-        from ..callbacks import BackupAndRestore, EarlyStopping, ModelCheckpoint
-        from ..callbacks.base import CallbackList, own_hooks
-        from ..callbacks.progbar import ProgbarLogger, interactive
-
-        reads = stops = False
-        pending = list(getattr(callbacks, "callbacks", ()))
-        while pending:
-            cb = pending.pop()
-            if isinstance(cb, CallbackList):
-                pending += cb.callbacks
-                continue
-            own = own_hooks(cb, "on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
-            if type(cb) is ProgbarLogger and own == ["on_train_batch_end"]:
-                # it reads the running logs for its bar (rank 0, verbose=1, on a terminal) and never stops
-                reads |= cb.verbose == 1 and self.is_chief and interactive(cb._stream())
-                continue
-            if own == ["on_train_batch_end"] and (type(cb) is EarlyStopping or (
-                    type(cb) in (ModelCheckpoint, BackupAndRestore) and cb.save_freq == "epoch")):
-                # their per-batch hook counts steps (and saves nothing per epoch-saving): no logs read, no stop
-                continue
-            reads |= "on_train_batch_end" in own or "on_batch_end" in own
-            stops |= bool(own)
-        flags = self._comm.allreduce_(np.array([float(reads), float(stops)]), "the choice of the per-step collectives")
-        self._step_logs, self._step_stop = bool(flags[0] > 0), bool(flags[1] > 0)
-
-    def step_logs(self, loss_sum: float, seen: int, metrics):
-        """The logs of a step of ``fit`` over all ranks; unless a callback reads them, a stand-in summed at the
-        epoch's end (:meth:`epoch_logs`)."""
-        if self._step_logs:
-            return self._reduced(loss_sum, seen, metrics)
-        return _PendingLogs(loss_sum, seen, metrics)
-
-    def epoch_logs(self, logs) -> dict:
-        """``logs`` of an epoch's last step, summed over the ranks now if that was put off (a copy)."""
-        if isinstance(logs, _PendingLogs):
-            return self._reduced(logs.loss_sum, logs.seen, logs.metrics)
-        return dict(logs)
-
-    def agree_stop(self, flag: bool, first: bool = False) -> bool:
-        """``stop_training`` after a step (the epoch's ``first``), agreed by the ranks when some rank may
-        have changed it (see :meth:`_watch_callbacks`)."""
-        return self.any(flag) if self._step_stop or first else flag
-
     # ---------------------------------------------------------- fit
     def begin_fit(self, model, data, initial_epoch: int, callbacks=None) -> tuple:
         """Broadcast rank 0's state and shard ``data``; returns ``(data, initial_epoch)``.
@@ -471,9 +382,6 @@ class DataParallel:
                     state = bg.jumped(self.rank).state
             layer.set_rng_state(state)
 
-    def reduce_logs(self, loss_sum: float, seen: int, metrics) -> dict:
-        return self._reduced(loss_sum, seen, metrics)
-
     # ----------------------------------------------------- single batches
     def _split(self, owner, x, *arrays):
         k = len(x)
@@ -541,25 +449,6 @@ class DataParallel:
         return self._comm.allgatherv(local, [hi - lo for lo, hi in counts], "the gather of the predictions")
 
 
-class _PendingLogs(dict):
-    """A step's logs nobody reads: empty, holding what :meth:`DataParallel.epoch_logs` sums at the epoch's end.
-
-    The loss sum and the count are this step's; the metrics' states, read
-    then, have not changed since (nothing runs between the epoch's last
-    step and its end but callbacks without per-batch hooks).
-    """
-
-    __slots__ = ("loss_sum", "seen", "metrics")
-
-    def __init__(self, loss_sum, seen, metrics):
-        super().__init__()
-        self.loss_sum, self.seen, self.metrics = loss_sum, seen, metrics
-
-
-def _state_names(metric) -> tuple:
-    return getattr(metric, "_state", ("_total", "_count"))
-
-
 def configure_model(model, distribute):
     """What ``compile(distribute=...)`` sets up: returns the strategy the model's calls go through, or None.
 
@@ -583,76 +472,3 @@ def configure_model(model, distribute):
             active._buckets[2].free()
         active._buckets = None
     return active
-
-
-def _bucket_plan(model, flat: np.ndarray, min_size: int):
-    """``(points, last)`` of :class:`GradientBuckets` for ``model``, or None where parts cannot start early.
-
-    The gradients of the layers above a synchronized batch norm's node are
-    final at its backward sums: at each such node (from the output down)
-    the part of the buffer from the first gradient above it to where the
-    previous part began, started if it holds at least ``min_size`` values
-    (else summed with the next part); ``last``: the rest of the buffer.
-    """
-    from ..layers.base import Layer
-    from ..layers.normalization import BatchNormalization
-
-    ex = model._executor
-    if ex is None or not getattr(ex, "_chain", False):
-        return None
-    node_of = {}
-    for k, node in enumerate(ex.nodes):
-        # the executor's fused nodes (a batch norm + activation pair, a Dense feeding such a pair) are not
-        # layers: the layers they run are their members, each at the node's place in the chain
-        pending, seen = [node.layer], set()
-        while pending:
-            member = pending.pop()
-            if id(member) in seen:
-                continue
-            if id(member) in node_of:
-                # a layer run by two nodes (models refuse shared layers today) adds to its gradients twice
-                return None
-            seen.add(id(member))
-            node_of[id(member)] = k
-            if not isinstance(member, Layer):
-                pending += [v for v in vars(member).values() if isinstance(v, Layer) or hasattr(v, "_train_backward")]
-    synced = [layer for layer in _all_layers(model) if isinstance(layer, BatchNormalization)
-              and layer._sync is not None]
-    # a synchronized batch norm inside another node (a nested model) would meet the others at a point
-    # this plan does not know of: no parts then
-    if not synced or any(id(layer) not in node_of for layer in synced):
-        return None
-    base, item = flat.__array_interface__["data"][0], flat.itemsize
-    spans = []
-    for layer, key in model._refs:
-        g = layer.grads[key]
-        k = node_of.get(id(layer))
-        off = g.__array_interface__["data"][0] - base
-        if k is None or g.dtype != flat.dtype or not g.flags.c_contiguous or off % item \
-                or not np.shares_memory(g, flat):
-            return None
-        spans.append((off // item, off // item + g.size, k))
-    spans.sort()
-    at, node = 0, -1
-    for lo, hi, k in spans:  # the gradients tile the buffer, in the chain's order
-        if lo != at or k < node:
-            return None
-        at, node = hi, k
-    if at != flat.size:
-        return None
-    points, end = [], flat.size
-    for k in sorted({node_of[id(layer)] for layer in synced}, reverse=True):
-        start = min((lo for lo, _, kk in spans if kk > k), default=end)
-        start = min(start, end)
-        if end - start >= min_size:
-            points.append((start, end))
-            end = start
-        else:
-            points.append(None)
-    return points, (0, end)
-
-
-def _all_layers(model):
-    from ..models._checks import _layer_tree
-
-    return _layer_tree(model.layers)
