@@ -29,12 +29,11 @@ import numpy as np
 from numba import njit
 
 from . import _batchnorm_numba as _F
+from ._bn_forward_numba import _F32_MAX, _F64_MAX
 from ._fused_numba import IDENTITY, act_grad
 
 #: statuses of the forward kernels (those of the plain kernels)
 OK, NOT_FINITE, OVERFLOW = _F.OK, _F.NOT_FINITE, _F.OVERFLOW
-_F32_MAX = float(np.finfo(np.float32).max)
-_F64_MAX = float(np.finfo(np.float64).max)
 
 
 @njit(cache=True, nogil=True)
