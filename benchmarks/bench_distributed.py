@@ -290,33 +290,18 @@ def solo_worker(args) -> None:
                       "cpu_ms_per_step": 1e3 * cpu / args.steps}))
 
 
-def floor_worker(args) -> None:
-    """Under mpiexec, no ``DataParallel``: each rank trains its own model on half the batch (plain batch norm,
-    its own data), meeting the other ranks where a synchronized run meets them; rank 0 prints a JSON line.
-
-    The meetings are the library's collectives (:class:`normlab.distributed._comm.Communicator`, the same
-    persistent requests and waiting) at the same points of a step: after each batch norm's statistics in the
-    forward pass an allgather of ``1 + 2C`` numbers, after its sums in the backward pass an allreduce of
-    ``2C``, and the allreduce of the whole flat gradient buffer before the optimizer's update. What a
-    synchronized run adds to this is the distribution's own code (sharding, scaling, the synchronized
-    kernels' extra passes, the gradient parts); what this adds to the ceiling (2 processes that never meet)
-    is what meeting costs on this machine: the collectives' own work and each meeting's wait for the
-    slower rank. Timed as :func:`worker`.
-    """
+def _meet_as_synchronized(model, comm, meet: str) -> dict:
+    """Make the plain-BN ``model`` meet the other ranks where a synchronized step meets them, through ``comm``
+    (a :class:`normlab.distributed._comm.Communicator`): ``f`` after each batch norm's forward kernel (an
+    allgather of ``1 + 2C`` numbers), ``b`` after its backward kernel (an allreduce of ``2C``), ``g`` the flat
+    gradient buffer's allreduce before the update. Returns ``(met, restore)``: the counts of the kernels'
+    calls (``f``, ``b``), which a caller checks (a model whose batch norms take another path never meets),
+    and what puts back the row kernels, patched for the whole process until then."""
     import numpy as np
 
-    import normlab
-    from normlab.distributed._comm import Communicator, load_mpi
     from normlab.kernels import batchnorm_rows as R
 
-    MPI = load_mpi()
-    comm = Communicator(MPI.COMM_WORLD, 300.0)
-    half = (args.batch or BATCH[args.model]) // comm.size
-    model, shape = build(args.model, False)
-    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     plain_forward, plain_backward = R.train_forward, R.train_backward
-
-    meet = args.meet
     met = {"f": 0, "b": 0}
 
     def forward(x, *a, **k):
@@ -342,6 +327,37 @@ def floor_worker(args) -> None:
         plain_apply()
 
     model._apply_optimizer = apply
+
+    def restore():
+        R.train_forward, R.train_backward = plain_forward, plain_backward
+
+    return met, restore
+
+
+def floor_worker(args) -> None:
+    """Under mpiexec, no ``DataParallel``: each rank trains its own model on half the batch (plain batch norm,
+    its own data), meeting the other ranks where a synchronized run meets them; rank 0 prints a JSON line.
+
+    The meetings are the library's collectives (:class:`normlab.distributed._comm.Communicator`, the same
+    persistent requests and waiting) at the same points of a step: after each batch norm's statistics in the
+    forward pass an allgather of ``1 + 2C`` numbers, after its sums in the backward pass an allreduce of
+    ``2C``, and the allreduce of the whole flat gradient buffer before the optimizer's update. What a
+    synchronized run adds to this is the distribution's own code (sharding, scaling, the synchronized
+    kernels' extra passes, the gradient parts); what this adds to the ceiling (2 processes that never meet)
+    is what meeting costs on this machine: the collectives' own work and each meeting's wait for the
+    slower rank. Timed as :func:`worker`.
+    """
+    import numpy as np
+
+    import normlab
+    from normlab.distributed._comm import Communicator, load_mpi
+
+    MPI = load_mpi()
+    comm = Communicator(MPI.COMM_WORLD, 300.0)
+    half = (args.batch or BATCH[args.model]) // comm.size
+    model, shape = build(args.model, False)
+    model.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    met, _ = _meet_as_synchronized(model, comm, args.meet)
     rng = np.random.default_rng(comm.rank)
     x = rng.random((half * args.steps,) + shape, dtype=np.float32)
     y = rng.integers(0, 10, len(x))
@@ -429,12 +445,9 @@ def glue_ab(args) -> dict:
     mirrors this one, against the floor's model (plain BN, the same collectives at the same points through
     :class:`normlab.distributed._comm.Communicator` on the same mirror), fits alternating round by round:
     the distribution code's own CPU cost per step, with no waiting. Medians of CPU ms per step."""
-    import numpy as np
-
     import normlab
     from normlab.distributed import DataParallel
     from normlab.distributed._comm import Communicator
-    from normlab.kernels import batchnorm_rows as R
 
     normlab.set_num_threads(1)
     b = args.batch or BATCH[args.model]
@@ -444,26 +457,17 @@ def glue_ab(args) -> dict:
     floor, _ = build(args.model, False)
     floor.compile(normlab.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     comm = Communicator(_MirrorComm(), 300.0)
-    plain_forward, plain_backward = R.train_forward, R.train_backward
+    _, restore = _meet_as_synchronized(floor, comm, "fbg")
+    try:
+        return _glue_rounds(args, dp, floor, shape, b)
+    finally:
+        restore()
 
-    def forward(x, *a, **k):
-        out = plain_forward(x, *a, **k)
-        comm.gather_stats(np.zeros(1 + 2 * x.shape[-1]), "forward")
-        return out
 
-    def backward(dy, *a, **k):
-        out = plain_backward(dy, *a, **k)
-        comm.sum_stats_(np.zeros(2 * dy.shape[-1]), "backward")
-        return out
+def _glue_rounds(args, dp, floor, shape, b) -> dict:
+    """:func:`glue_ab`'s rounds, its two models compiled and the floor's meetings in place."""
+    import numpy as np
 
-    R.train_forward, R.train_backward = forward, backward
-    plain_apply = floor._apply_optimizer
-
-    def apply():
-        comm.allreduce_gradients_(floor._flat[0], "gradients")
-        plain_apply()
-
-    floor._apply_optimizer = apply
     rng = np.random.default_rng(0)
     x = rng.random((b * args.steps,) + shape, dtype=np.float32)
     y = rng.integers(0, 10, len(x))

@@ -242,8 +242,12 @@ def test_distributed_glue_times_dataparallel_against_the_floor_on_a_mirror():
 
     from benchmarks import bench_distributed as bd
 
+    from normlab.kernels import batchnorm_rows as R
+
+    kernels = (R.train_forward, R.train_backward)
     args = types.SimpleNamespace(model="mlp", batch=64, steps=3, rounds=1)
     r = bd.glue_ab(args)
+    assert (R.train_forward, R.train_backward) == kernels  # the floor's meetings are gone with the run
     a, b = r["DataParallel, 2 mirrored ranks"], r["floor fbg, half the batch"]
     assert a > 0 and b > 0 and r["distribution_code_over_floor_cpu"] == pytest.approx(a / b)
 
